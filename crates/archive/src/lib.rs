@@ -1,0 +1,1 @@
+//! pgha-archive (to be written).

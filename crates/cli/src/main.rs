@@ -1,0 +1,57 @@
+//! The `pgha` binary: parses the command line and hands off to one module per
+//! subcommand. Each module owns its own `Args` and its `run`.
+
+mod cmd;
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(
+    name = "pgha",
+    version,
+    about = "PostgreSQL high availability: agents, proxy, WAL archive, dev cluster"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Bring up the local dev cluster (creating it the first time).
+    Up(cmd::up::Args),
+    /// Stop every process of the local dev cluster.
+    Down(cmd::down::Args),
+    /// Stop the dev cluster and remove its directory.
+    Destroy(cmd::destroy::Args),
+    /// Show each member: role, state, timeline, LSNs, lag, sync state.
+    Status(cmd::status::Args),
+    /// archive_command target: copy one WAL file into the archive.
+    WalPush(cmd::wal::PushArgs),
+    /// restore_command target: copy one WAL file out of the archive.
+    WalFetch(cmd::wal::FetchArgs),
+    /// WAL archive maintenance.
+    Archive(cmd::wal::ArchiveArgs),
+}
+
+fn main() -> ExitCode {
+    cmd::init_tracing();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Up(args) => cmd::up::run(args),
+        Command::Down(args) => cmd::down::run(args),
+        Command::Destroy(args) => cmd::destroy::run(args),
+        Command::Status(args) => cmd::status::run(args),
+        Command::WalPush(args) => cmd::wal::push(args),
+        Command::WalFetch(args) => cmd::wal::fetch(args),
+        Command::Archive(args) => cmd::wal::archive(args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("pgha: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,1 @@
+//! pgha-config (to be written).

@@ -1,0 +1,1 @@
+//! pgha-dcs (to be written).

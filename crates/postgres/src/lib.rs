@@ -1,0 +1,1 @@
+//! pgha-postgres (to be written).

@@ -1,0 +1,1 @@
+//! pgha-proxy (to be written).

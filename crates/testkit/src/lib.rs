@@ -1,0 +1,12 @@
+//! Helpers for tests that run real processes: free loopback ports, process
+//! guards that stop what a test started (by PID, even when the test panics),
+//! and waiting on conditions with a deadline instead of sleeping.
+
+pub mod etcd;
+pub mod ports;
+pub mod process;
+pub mod wait;
+
+pub use ports::free_port;
+pub use process::ProcessGuard;
+pub use wait::{wait_until, wait_until_async};
