@@ -1,1 +1,3 @@
 //! pgha-proxy (to be written).
+
+pub mod classify;
