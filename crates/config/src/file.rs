@@ -1,0 +1,212 @@
+//! The config file as written by people: every key, its default, and its
+//! documentation. Unknown keys are refused (a typo must not be ignored on an
+//! HA system). See docs/configuration.md for the operator's view.
+
+use crate::size::ByteSize;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+/// The whole file.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterFile {
+    /// Cluster name: used as the etcd key prefix and in logs. Default "pgha".
+    #[serde(default = "default_name")]
+    pub name: String,
+    /// Which member this file configures, for `pgha agent` (ignored by the
+    /// dev-cluster commands, which drive every member).
+    #[serde(default)]
+    pub member: Option<String>,
+    #[serde(default)]
+    pub postgres: PostgresFile,
+    #[serde(default)]
+    pub replication: ReplicationFile,
+    #[serde(default)]
+    pub archive: ArchiveFile,
+    /// Where pgha keeps generated credentials (replication, admin, monitor
+    /// passwords), readable only by the service user. Default "secrets".
+    #[serde(default = "default_secrets_dir")]
+    pub secrets_dir: PathBuf,
+    /// The members, in order; the first is the bootstrap primary.
+    pub members: Vec<MemberFile>,
+}
+
+/// `[postgres]`: where PostgreSQL is and how it runs.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct PostgresFile {
+    /// Directory with initdb, pg_ctl, ... Default: the newest
+    /// `/usr/lib/postgresql/*/bin`.
+    #[serde(default)]
+    pub bin_dir: Option<PathBuf>,
+    /// OS user that runs PostgreSQL when pgha runs as root. Default "postgres".
+    #[serde(default)]
+    pub os_user: Option<String>,
+    /// Superuser name pgha creates and uses for its own connections.
+    /// Default "postgres".
+    #[serde(default)]
+    pub superuser: Option<String>,
+    /// Passed through to postgresql.conf. Parameters that pgha controls are
+    /// refused (see `RESERVED_PARAMETERS`).
+    #[serde(default)]
+    pub parameters: BTreeMap<String, toml::Value>,
+}
+
+/// `[replication]`.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReplicationFile {
+    /// k in `synchronous_standby_names = 'ANY k (...)'`. Default 1.
+    #[serde(default = "one")]
+    pub sync_quorum: u32,
+    /// Default "on".
+    #[serde(default)]
+    pub synchronous_commit: SynchronousCommit,
+    /// WAL kept for standbys without a slot. Default "256MB".
+    #[serde(default = "default_wal_keep_size")]
+    pub wal_keep_size: ByteSize,
+    /// Most WAL a slot may hold back; past it a dead standby's slot is
+    /// invalidated and the standby catches up from the archive. Default "2GB".
+    #[serde(default = "default_max_slot_wal_keep_size")]
+    pub max_slot_wal_keep_size: ByteSize,
+    /// Name of the replication role. Default "replicator".
+    #[serde(default = "default_replication_user")]
+    pub user: String,
+}
+
+/// `synchronous_commit` values that keep the durability promise.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SynchronousCommit {
+    #[default]
+    On,
+    RemoteWrite,
+    RemoteApply,
+}
+
+impl SynchronousCommit {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SynchronousCommit::On => "on",
+            SynchronousCommit::RemoteWrite => "remote_write",
+            SynchronousCommit::RemoteApply => "remote_apply",
+        }
+    }
+}
+
+/// `[archive]`.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ArchiveFile {
+    /// The shared WAL archive. Must not be inside any member's data
+    /// directory. Default "archive".
+    #[serde(default = "default_archive_dir")]
+    pub dir: PathBuf,
+    /// Default "none".
+    #[serde(default)]
+    pub compression: ArchiveCompression,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ArchiveCompression {
+    #[default]
+    None,
+    Zstd,
+}
+
+impl ArchiveCompression {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ArchiveCompression::None => "none",
+            ArchiveCompression::Zstd => "zstd",
+        }
+    }
+}
+
+/// One `[[members]]` entry.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct MemberFile {
+    /// Member name: also its replication slot name and application_name, so
+    /// lower-case letters, digits and underscores only.
+    pub name: String,
+    /// Address other members and clients use. Default "127.0.0.1".
+    #[serde(default = "default_host")]
+    pub host: String,
+    /// PostgreSQL port.
+    pub port: u16,
+    /// Data directory. Default "<name>/data".
+    #[serde(default)]
+    pub data_dir: Option<PathBuf>,
+}
+
+fn default_name() -> String {
+    "pgha".into()
+}
+fn default_secrets_dir() -> PathBuf {
+    "secrets".into()
+}
+fn default_archive_dir() -> PathBuf {
+    "archive".into()
+}
+fn default_host() -> String {
+    "127.0.0.1".into()
+}
+fn default_replication_user() -> String {
+    "replicator".into()
+}
+fn one() -> u32 {
+    1
+}
+fn default_wal_keep_size() -> ByteSize {
+    ByteSize::mb(256)
+}
+fn default_max_slot_wal_keep_size() -> ByteSize {
+    ByteSize::mb(2048)
+}
+
+impl Default for ReplicationFile {
+    fn default() -> Self {
+        ReplicationFile {
+            sync_quorum: one(),
+            synchronous_commit: SynchronousCommit::default(),
+            wal_keep_size: default_wal_keep_size(),
+            max_slot_wal_keep_size: default_max_slot_wal_keep_size(),
+            user: default_replication_user(),
+        }
+    }
+}
+
+impl Default for ArchiveFile {
+    fn default() -> Self {
+        ArchiveFile {
+            dir: default_archive_dir(),
+            compression: ArchiveCompression::default(),
+        }
+    }
+}
+
+impl ClusterFile {
+    /// The dev cluster's file: `count` members on loopback from `base_port + 1`.
+    pub fn dev(count: usize, base_port: u16) -> Self {
+        let members = (1..=count)
+            .map(|i| MemberFile {
+                name: format!("node{i}"),
+                host: default_host(),
+                port: base_port + i as u16,
+                data_dir: None,
+            })
+            .collect();
+        ClusterFile {
+            name: default_name(),
+            member: None,
+            postgres: PostgresFile::default(),
+            replication: ReplicationFile::default(),
+            archive: ArchiveFile::default(),
+            secrets_dir: default_secrets_dir(),
+            members,
+        }
+    }
+}

@@ -1,0 +1,472 @@
+//! From the file as written to a config later code can trust: absolute
+//! paths, unique member names and ports, the archive outside every data
+//! directory, no pass-through parameter that pgha must control.
+
+use crate::file::{ArchiveCompression, ClusterFile, SynchronousCommit};
+use crate::size::ByteSize;
+use std::collections::BTreeMap;
+use std::path::{Component, Path, PathBuf};
+
+/// Parameters pgha sets itself; a user value would break replication,
+/// archiving or failover, so the config refuses them.
+pub const RESERVED_PARAMETERS: &[(&str, &str)] = &[
+    ("port", "set members[].port instead"),
+    ("listen_addresses", "pgha listens on members[].host"),
+    (
+        "unix_socket_directories",
+        "pgha places the socket next to the data directory",
+    ),
+    ("data_directory", "set members[].data_dir instead"),
+    ("hba_file", "pgha writes pg_hba.conf itself"),
+    ("ident_file", "pgha writes the authentication files itself"),
+    ("config_file", "pgha includes its own settings file"),
+    ("wal_level", "replication needs wal_level = replica"),
+    ("hot_standby", "standbys must serve reads"),
+    ("archive_mode", "continuous archiving is always on"),
+    ("archive_command", "pgha archives through `pgha wal-push`"),
+    ("archive_library", "pgha archives through `pgha wal-push`"),
+    ("restore_command", "pgha restores through `pgha wal-fetch`"),
+    (
+        "primary_conninfo",
+        "pgha points standbys at the current primary",
+    ),
+    (
+        "primary_slot_name",
+        "each standby uses the slot named after it",
+    ),
+    (
+        "recovery_target_timeline",
+        "standbys must follow the latest timeline",
+    ),
+    (
+        "synchronous_standby_names",
+        "the leader manages the synchronous standby set",
+    ),
+    (
+        "synchronous_commit",
+        "set replication.synchronous_commit instead",
+    ),
+    ("wal_keep_size", "set replication.wal_keep_size instead"),
+    (
+        "max_slot_wal_keep_size",
+        "set replication.max_slot_wal_keep_size instead",
+    ),
+    ("wal_log_hints", "pg_rewind needs wal_log_hints = on"),
+    ("max_wal_senders", "pgha sizes it for the member count"),
+    (
+        "max_replication_slots",
+        "pgha sizes it for the member count",
+    ),
+];
+
+/// A bad config: what key, what value, why.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config is not valid TOML: {0}")]
+    Syntax(String),
+    #[error("{key} {value} {reason}")]
+    Invalid {
+        key: String,
+        value: String,
+        reason: String,
+    },
+    #[error("{path}: {inner}")]
+    InFile {
+        path: PathBuf,
+        inner: Box<ConfigError>,
+    },
+}
+
+impl ConfigError {
+    fn invalid(
+        key: impl Into<String>,
+        value: impl std::fmt::Display,
+        reason: impl Into<String>,
+    ) -> Self {
+        ConfigError::Invalid {
+            key: key.into(),
+            value: value.to_string(),
+            reason: reason.into(),
+        }
+    }
+
+    pub(crate) fn in_file(self, path: &Path) -> Self {
+        match self {
+            e @ ConfigError::Read { .. } => e,
+            other => ConfigError::InFile {
+                path: path.to_path_buf(),
+                inner: Box::new(other),
+            },
+        }
+    }
+}
+
+/// One member, validated.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Member {
+    pub name: String,
+    pub host: String,
+    pub port: u16,
+    /// Absolute.
+    pub data_dir: PathBuf,
+}
+
+/// The validated cluster config. All paths are absolute.
+#[derive(Clone, Debug)]
+pub struct ClusterConfig {
+    pub name: String,
+    /// The member a `pgha agent` drives, if the file names one.
+    pub member: Option<String>,
+    pub bin_dir: Option<PathBuf>,
+    pub os_user: String,
+    pub superuser: String,
+    /// Pass-through parameters, rendered as PostgreSQL config values.
+    pub parameters: BTreeMap<String, String>,
+    pub sync_quorum: u32,
+    pub synchronous_commit: SynchronousCommit,
+    pub wal_keep_size: ByteSize,
+    pub max_slot_wal_keep_size: ByteSize,
+    pub replication_user: String,
+    pub archive_dir: PathBuf,
+    pub archive_compression: ArchiveCompression,
+    pub secrets_dir: PathBuf,
+    pub members: Vec<Member>,
+    /// The file as parsed, to write back out (`pgha up` saves it).
+    pub file: ClusterFile,
+}
+
+impl ClusterConfig {
+    pub fn member(&self, name: &str) -> Option<&Member> {
+        self.members.iter().find(|m| m.name == name)
+    }
+}
+
+pub(crate) fn validate(file: ClusterFile, base: &Path) -> Result<ClusterConfig, ConfigError> {
+    check_identifier("name", &file.name)?;
+    let members = validate_members(&file, base)?;
+    if let Some(me) = &file.member {
+        if !members.iter().any(|m| &m.name == me) {
+            return Err(ConfigError::invalid(
+                "member",
+                quote(me),
+                "is not one of members[].name",
+            ));
+        }
+    }
+    let standbys = members.len().saturating_sub(1) as u32;
+    let k = file.replication.sync_quorum;
+    if k == 0 || (standbys > 0 && k > standbys) {
+        return Err(ConfigError::invalid(
+            "replication.sync_quorum",
+            k,
+            format!("must be between 1 and the number of standbys ({standbys})"),
+        ));
+    }
+    let archive_dir = absolute(base, &file.archive.dir);
+    for (i, m) in members.iter().enumerate() {
+        if archive_dir.starts_with(&m.data_dir) || m.data_dir.starts_with(&archive_dir) {
+            return Err(ConfigError::invalid(
+                "archive.dir",
+                archive_dir.display(),
+                format!(
+                    "overlaps members[{i}].data_dir {}: the archive must live outside every data directory",
+                    m.data_dir.display()
+                ),
+            ));
+        }
+    }
+    let parameters = validate_parameters(&file)?;
+    Ok(ClusterConfig {
+        name: file.name.clone(),
+        member: file.member.clone(),
+        bin_dir: file.postgres.bin_dir.as_ref().map(|p| absolute(base, p)),
+        os_user: file
+            .postgres
+            .os_user
+            .clone()
+            .unwrap_or_else(|| "postgres".into()),
+        superuser: file
+            .postgres
+            .superuser
+            .clone()
+            .unwrap_or_else(|| "postgres".into()),
+        parameters,
+        sync_quorum: k,
+        synchronous_commit: file.replication.synchronous_commit,
+        wal_keep_size: file.replication.wal_keep_size,
+        max_slot_wal_keep_size: file.replication.max_slot_wal_keep_size,
+        replication_user: file.replication.user.clone(),
+        archive_dir,
+        archive_compression: file.archive.compression,
+        secrets_dir: absolute(base, &file.secrets_dir),
+        members,
+        file,
+    })
+}
+
+fn validate_members(file: &ClusterFile, base: &Path) -> Result<Vec<Member>, ConfigError> {
+    if file.members.is_empty() {
+        return Err(ConfigError::invalid(
+            "members",
+            "[]",
+            "must list at least one member",
+        ));
+    }
+    let mut out: Vec<Member> = Vec::with_capacity(file.members.len());
+    for (i, m) in file.members.iter().enumerate() {
+        check_identifier(&format!("members[{i}].name"), &m.name)?;
+        if m.port == 0 {
+            return Err(ConfigError::invalid(
+                format!("members[{i}].port"),
+                0,
+                "is not a usable port",
+            ));
+        }
+        let data_dir = absolute(
+            base,
+            &m.data_dir
+                .clone()
+                .unwrap_or_else(|| Path::new(&m.name).join("data")),
+        );
+        for (j, prev) in out.iter().enumerate() {
+            if prev.name == m.name {
+                return Err(ConfigError::invalid(
+                    format!("members[{i}].name"),
+                    quote(&m.name),
+                    format!("is already used by members[{j}]"),
+                ));
+            }
+            if prev.port == m.port && prev.host == m.host {
+                return Err(ConfigError::invalid(
+                    format!("members[{i}].port"),
+                    m.port,
+                    format!("is already used by members[{j}]"),
+                ));
+            }
+            if prev.data_dir.starts_with(&data_dir) || data_dir.starts_with(&prev.data_dir) {
+                return Err(ConfigError::invalid(
+                    format!("members[{i}].data_dir"),
+                    data_dir.display(),
+                    format!("overlaps members[{j}].data_dir {}", prev.data_dir.display()),
+                ));
+            }
+        }
+        out.push(Member {
+            name: m.name.clone(),
+            host: m.host.clone(),
+            port: m.port,
+            data_dir,
+        });
+    }
+    Ok(out)
+}
+
+fn validate_parameters(file: &ClusterFile) -> Result<BTreeMap<String, String>, ConfigError> {
+    let mut out = BTreeMap::new();
+    for (name, value) in &file.postgres.parameters {
+        let key = format!("postgres.parameters.{name}");
+        let lower = name.to_ascii_lowercase();
+        if let Some((_, why)) = RESERVED_PARAMETERS.iter().find(|(p, _)| *p == lower) {
+            return Err(ConfigError::invalid(
+                key,
+                value,
+                format!("is controlled by pgha: {why}"),
+            ));
+        }
+        if !lower
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.')
+        {
+            return Err(ConfigError::invalid(
+                key,
+                value,
+                "is not a valid parameter name",
+            ));
+        }
+        let rendered = match value {
+            toml::Value::String(s) => s.clone(),
+            toml::Value::Integer(i) => i.to_string(),
+            toml::Value::Float(f) => f.to_string(),
+            toml::Value::Boolean(b) => if *b { "on" } else { "off" }.to_string(),
+            _ => {
+                return Err(ConfigError::invalid(
+                    key,
+                    value,
+                    "must be a string, number or boolean",
+                ));
+            }
+        };
+        out.insert(lower, rendered);
+    }
+    Ok(out)
+}
+
+fn check_identifier(key: &str, value: &str) -> Result<(), ConfigError> {
+    let ok = !value.is_empty()
+        && value.len() <= 63
+        && value.starts_with(|c: char| c.is_ascii_lowercase())
+        && value
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+    if ok {
+        Ok(())
+    } else {
+        Err(ConfigError::invalid(
+            key,
+            quote(value),
+            "must start with a lower-case letter and hold only lower-case letters, digits and '_' (at most 63)",
+        ))
+    }
+}
+
+fn quote(s: &str) -> String {
+    format!("{s:?}")
+}
+
+/// `path` made absolute against `base`, with `.` and `..` folded lexically.
+fn absolute(base: &Path, path: &Path) -> PathBuf {
+    let joined = if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        let base = if base.is_absolute() {
+            base.to_path_buf()
+        } else {
+            std::env::current_dir().unwrap_or_default().join(base)
+        };
+        base.join(path)
+    };
+    let mut out = PathBuf::new();
+    for c in joined.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                out.pop();
+            }
+            other => out.push(other),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::parse;
+    use std::path::Path;
+
+    fn err(text: &str) -> String {
+        parse(text, Path::new("/srv/pgha")).unwrap_err().to_string()
+    }
+
+    const THREE: &str = r#"
+[[members]]
+name = "node1"
+port = 5432
+[[members]]
+name = "node2"
+port = 5433
+[[members]]
+name = "node3"
+port = 5434
+"#;
+
+    #[test]
+    fn defaults_reproduce_the_seed() {
+        let c = parse(THREE, Path::new("/srv/pgha")).unwrap();
+        assert_eq!(c.sync_quorum, 1);
+        assert_eq!(c.synchronous_commit.as_str(), "on");
+        assert_eq!(c.archive_dir, Path::new("/srv/pgha/archive"));
+        assert_eq!(c.members[1].data_dir, Path::new("/srv/pgha/node2/data"));
+        assert_eq!(c.os_user, "postgres");
+    }
+
+    #[test]
+    fn duplicate_port_names_both_members() {
+        let text = THREE.replace("5434", "5432");
+        assert_eq!(
+            err(&text),
+            "members[2].port 5432 is already used by members[0]"
+        );
+    }
+
+    #[test]
+    fn duplicate_name_is_refused() {
+        let text = THREE.replace("\"node3\"", "\"node1\"");
+        assert_eq!(
+            err(&text),
+            "members[2].name \"node1\" is already used by members[0]"
+        );
+    }
+
+    #[test]
+    fn archive_inside_a_data_dir_is_refused() {
+        let text = format!("[archive]\ndir = \"node1/data/archive\"\n{THREE}");
+        let e = err(&text);
+        assert!(
+            e.starts_with("archive.dir /srv/pgha/node1/data/archive overlaps members[0].data_dir"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn reserved_parameter_says_why() {
+        let text = format!("[postgres.parameters]\nsynchronous_standby_names = \"*\"\n{THREE}");
+        let e = err(&text);
+        assert!(
+            e.contains("postgres.parameters.synchronous_standby_names"),
+            "{e}"
+        );
+        assert!(e.contains("controlled by pgha"), "{e}");
+    }
+
+    #[test]
+    fn pass_through_parameters_are_rendered() {
+        let text = format!("[postgres.parameters]\nwork_mem = \"8MB\"\nmax_connections = 200\nfsync = true\n{THREE}");
+        let c = parse(&text, Path::new("/x")).unwrap();
+        assert_eq!(c.parameters["work_mem"], "8MB");
+        assert_eq!(c.parameters["max_connections"], "200");
+        assert_eq!(c.parameters["fsync"], "on");
+    }
+
+    #[test]
+    fn unknown_key_is_an_error() {
+        let e = err(&format!("nmae = \"x\"\n{THREE}"));
+        assert!(e.contains("unknown field `nmae`"), "{e}");
+    }
+
+    #[test]
+    fn quorum_larger_than_standbys_is_refused() {
+        let e = err(&format!("[replication]\nsync_quorum = 3\n{THREE}"));
+        assert_eq!(
+            e,
+            "replication.sync_quorum 3 must be between 1 and the number of standbys (2)"
+        );
+    }
+
+    #[test]
+    fn bad_member_name_is_refused() {
+        let e = err(&THREE.replace("\"node2\"", "\"Node-2\""));
+        assert!(
+            e.starts_with("members[1].name \"Node-2\" must start with"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn bad_size_names_the_value() {
+        let e = err(&format!("[replication]\nwal_keep_size = \"lots\"\n{THREE}"));
+        assert!(e.contains("\"lots\" is not a size"), "{e}");
+    }
+
+    #[test]
+    fn synchronous_commit_off_is_refused() {
+        let e = err(&format!(
+            "[replication]\nsynchronous_commit = \"off\"\n{THREE}"
+        ));
+        assert!(e.contains("unknown variant `off`"), "{e}");
+    }
+}
