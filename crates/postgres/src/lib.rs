@@ -1,1 +1,23 @@
-//! pgha-postgres (to be written).
+//! One PostgreSQL instance, driven from outside: locate the binaries, run them
+//! as the service user, render pgha's settings file and pg_hba.conf, initdb,
+//! start, stop, reload, promote, clone from a primary, rewind, and the SQL
+//! probes the agent and `pgha status` read.
+//!
+//! Every operation returns `Result<_, PgError>`; a failed external command
+//! keeps its exit status and stderr so the caller can say what went wrong.
+
+pub mod binaries;
+pub mod conf;
+pub mod controldata;
+pub mod error;
+pub mod instance;
+pub mod os_user;
+pub mod probe;
+pub mod secrets;
+mod shell;
+
+pub use binaries::PgBinaries;
+pub use error::PgError;
+pub use instance::{Instance, StopMode};
+pub use os_user::ServiceUser;
+pub use secrets::Secrets;

@@ -1,0 +1,322 @@
+//! Rendering of the two files pgha owns inside a data directory:
+//!
+//! - `pgha.conf`, included at the end of `postgresql.conf`, so the user's own
+//!   settings stay in `postgresql.conf` and pgha's win where they overlap;
+//! - `pg_hba.conf`, which pgha writes whole.
+//!
+//! Pure functions of their input, so every setting is unit-tested. The
+//! values and their trade-offs are documented in docs/configuration.md.
+
+use pgha_config::{ArchiveCompression, ClusterConfig, Member};
+use std::fmt::Write;
+use std::path::Path;
+
+/// The file pgha owns inside the data directory.
+pub const PGHA_CONF: &str = "pgha.conf";
+/// The line appended to postgresql.conf.
+pub const INCLUDE_LINE: &str = "include_if_exists = 'pgha.conf'\t# added by pgha: keep last";
+
+/// What `synchronous_standby_names` should say.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SyncStandbys {
+    /// Asynchronous: empty `synchronous_standby_names`.
+    None,
+    /// `ANY k (names...)`.
+    Quorum { k: u32, names: Vec<String> },
+}
+
+impl SyncStandbys {
+    pub fn render(&self) -> String {
+        match self {
+            SyncStandbys::None => String::new(),
+            SyncStandbys::Quorum { k, names } => {
+                let list: Vec<String> = names.iter().map(|n| format!("\"{n}\"")).collect();
+                format!("ANY {k} ({})", list.join(", "))
+            }
+        }
+    }
+
+    /// The seed's set: every member but `primary`, with the configured quorum.
+    pub fn all_standbys(cluster: &ClusterConfig, primary: &str) -> Self {
+        let names: Vec<String> = cluster
+            .members
+            .iter()
+            .filter(|m| m.name != primary)
+            .map(|m| m.name.clone())
+            .collect();
+        if names.is_empty() {
+            SyncStandbys::None
+        } else {
+            SyncStandbys::Quorum {
+                k: cluster.sync_quorum.min(names.len() as u32),
+                names,
+            }
+        }
+    }
+}
+
+/// Everything `pgha.conf` depends on.
+pub struct ConfInput<'a> {
+    pub cluster: &'a ClusterConfig,
+    pub member: &'a Member,
+    /// Directory for the Unix socket (next to the data dir).
+    pub socket_dir: &'a Path,
+    /// The pgha binary that archive_command / restore_command run.
+    pub pgha_bin: &'a Path,
+    /// libpq passfile with the replication credentials.
+    pub passfile: &'a Path,
+    /// The primary a standby streams from; None on a primary.
+    pub upstream: Option<&'a Member>,
+    pub sync: &'a SyncStandbys,
+}
+
+/// `'value'` with embedded quotes doubled, as postgresql.conf wants.
+pub fn quote(value: &str) -> String {
+    format!("'{}'", value.replace('\'', "''"))
+}
+
+/// The contents of `pgha.conf`.
+pub fn render_pgha_conf(input: &ConfInput<'_>) -> String {
+    let c = input.cluster;
+    let m = input.member;
+    let members = c.members.len() as u32;
+    let mut out = String::new();
+    let mut set = |name: &str, value: String| {
+        let _ = writeln!(out, "{name} = {value}");
+    };
+    set("listen_addresses", quote(&listen_address(&m.host)));
+    set("port", m.port.to_string());
+    set(
+        "unix_socket_directories",
+        quote(&input.socket_dir.display().to_string()),
+    );
+    set("wal_level", "replica".into());
+    set("hot_standby", "on".into());
+    set("wal_log_hints", "on".into());
+    set("max_wal_senders", (members * 2 + 4).to_string());
+    set("max_replication_slots", (members * 2 + 4).to_string());
+    set("wal_keep_size", format!("'{}MB'", c.wal_keep_size.as_mb()));
+    set(
+        "max_slot_wal_keep_size",
+        format!("'{}MB'", c.max_slot_wal_keep_size.as_mb()),
+    );
+    set("hot_standby_feedback", "on".into());
+    set("max_standby_streaming_delay", "'30s'".into());
+    set("max_standby_archive_delay", "'30s'".into());
+    set("wal_receiver_status_interval", "'1s'".into());
+    set("synchronous_commit", quote(c.synchronous_commit.as_str()));
+    set("synchronous_standby_names", quote(&input.sync.render()));
+    set("archive_mode", "on".into());
+    set("archive_timeout", "'60s'".into());
+    set("archive_command", quote(&archive_command(input)));
+    set("restore_command", quote(&restore_command(input)));
+    set("recovery_target_timeline", "'latest'".into());
+    set("password_encryption", "'scram-sha-256'".into());
+    set("cluster_name", quote(&format!("{}/{}", c.name, m.name)));
+    match input.upstream {
+        Some(up) => {
+            set("primary_conninfo", quote(&primary_conninfo(input, up)));
+            set("primary_slot_name", quote(&m.name));
+        }
+        None => {
+            set("primary_conninfo", "''".into());
+            set("primary_slot_name", "''".into());
+        }
+    }
+    let mut text = String::from("# Written by pgha; changes here are overwritten. Put your own settings in the\n# cluster config ([postgres.parameters]) or in postgresql.conf.\n");
+    text.push_str(&out);
+    if !c.parameters.is_empty() {
+        text.push_str("\n# [postgres.parameters] from the cluster config\n");
+        for (name, value) in &c.parameters {
+            let _ = writeln!(text, "{name} = {}", quote(value));
+        }
+    }
+    text
+}
+
+fn listen_address(host: &str) -> String {
+    // A member listening on a wildcard would accept connections for other
+    // members' addresses; listen where the cluster says it is, plus loopback
+    // so local tools work.
+    if host == "127.0.0.1" || host == "localhost" {
+        host.to_string()
+    } else {
+        format!("{host},127.0.0.1")
+    }
+}
+
+fn archive_command(input: &ConfInput<'_>) -> String {
+    let mut cmd = format!(
+        "{} wal-push --archive {}",
+        crate::shell::sh_quote(&input.pgha_bin.display().to_string()),
+        crate::shell::sh_quote(&input.cluster.archive_dir.display().to_string()),
+    );
+    if input.cluster.archive_compression == ArchiveCompression::Zstd {
+        cmd.push_str(" --compress zstd");
+    }
+    cmd.push_str(" %p");
+    cmd
+}
+
+fn restore_command(input: &ConfInput<'_>) -> String {
+    format!(
+        "{} wal-fetch --archive {} %f %p",
+        crate::shell::sh_quote(&input.pgha_bin.display().to_string()),
+        crate::shell::sh_quote(&input.cluster.archive_dir.display().to_string()),
+    )
+}
+
+/// libpq conninfo a standby uses to stream from `upstream`.
+pub fn primary_conninfo(input: &ConfInput<'_>, upstream: &Member) -> String {
+    format!(
+        "host={} port={} user={} passfile={} application_name={} sslmode=disable connect_timeout=2 keepalives_idle=5 keepalives_interval=2 keepalives_count=3",
+        upstream.host,
+        upstream.port,
+        input.cluster.replication_user,
+        conninfo_value(&input.passfile.display().to_string()),
+        input.member.name,
+    )
+}
+
+fn conninfo_value(v: &str) -> String {
+    if v.chars()
+        .any(|c| c.is_whitespace() || c == '\'' || c == '\\')
+    {
+        format!("'{}'", v.replace('\\', "\\\\").replace('\'', "\\'"))
+    } else {
+        v.to_string()
+    }
+}
+
+/// The contents of `pg_hba.conf`: passwords (SCRAM) everywhere, replication
+/// only for the replication role from members' addresses, no `trust`.
+pub fn render_hba(cluster: &ClusterConfig) -> String {
+    let mut out = String::from("# Written by pgha; changes here are overwritten.\n");
+    out.push_str("# TYPE  DATABASE     USER         ADDRESS          METHOD\n");
+    out.push_str("local   all          all                           scram-sha-256\n");
+    let mut hosts: Vec<String> = vec!["127.0.0.1/32".into(), "::1/128".into()];
+    for m in &cluster.members {
+        let addr = hba_address(&m.host);
+        if !hosts.contains(&addr) {
+            hosts.push(addr);
+        }
+    }
+    for addr in &hosts {
+        let _ = writeln!(
+            out,
+            "host    replication  {:<12} {:<16} scram-sha-256",
+            cluster.replication_user, addr
+        );
+    }
+    out.push_str("host    all          all          0.0.0.0/0        scram-sha-256\n");
+    out.push_str("host    all          all          ::/0             scram-sha-256\n");
+    out
+}
+
+fn hba_address(host: &str) -> String {
+    match host.parse::<std::net::IpAddr>() {
+        Ok(std::net::IpAddr::V4(a)) => format!("{a}/32"),
+        Ok(std::net::IpAddr::V6(a)) => format!("{a}/128"),
+        Err(_) if host == "localhost" => "127.0.0.1/32".into(),
+        Err(_) => host.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    fn cluster(extra: &str) -> ClusterConfig {
+        let text = format!(
+            "{extra}\n[[members]]\nname = \"node1\"\nport = 5432\n[[members]]\nname = \"node2\"\nport = 5433\n[[members]]\nname = \"node3\"\nport = 5434\n"
+        );
+        pgha_config::parse(&text, Path::new("/srv/pgha")).unwrap()
+    }
+
+    fn render(c: &ClusterConfig, member: usize, upstream: Option<usize>) -> String {
+        let sync = SyncStandbys::all_standbys(c, "node1");
+        render_pgha_conf(&ConfInput {
+            cluster: c,
+            member: &c.members[member],
+            socket_dir: Path::new("/srv/pgha/node1"),
+            pgha_bin: Path::new("/usr/bin/pgha"),
+            passfile: Path::new("/srv/pgha/secrets/pgpass"),
+            upstream: upstream.map(|i| &c.members[i]),
+            sync: &sync,
+        })
+    }
+
+    #[test]
+    fn seed_sync_names_are_any_one_of_the_standbys() {
+        let c = cluster("");
+        assert_eq!(
+            SyncStandbys::all_standbys(&c, "node1").render(),
+            r#"ANY 1 ("node2", "node3")"#
+        );
+        let conf = render(&c, 0, None);
+        assert!(
+            conf.contains(r#"synchronous_standby_names = 'ANY 1 ("node2", "node3")'"#),
+            "{conf}"
+        );
+        assert!(conf.contains("synchronous_commit = 'on'"));
+        assert!(conf.contains("wal_log_hints = on"));
+        assert!(conf.contains("archive_mode = on"));
+        assert!(conf
+            .contains("archive_command = '/usr/bin/pgha wal-push --archive /srv/pgha/archive %p'"));
+        assert!(conf.contains(
+            "restore_command = '/usr/bin/pgha wal-fetch --archive /srv/pgha/archive %f %p'"
+        ));
+        assert!(conf.contains("max_slot_wal_keep_size = '2048MB'"));
+        assert!(conf.contains("primary_conninfo = ''"));
+    }
+
+    #[test]
+    fn standby_streams_through_its_slot_with_its_name() {
+        let c = cluster("");
+        let conf = render(&c, 1, Some(0));
+        assert!(conf.contains("primary_slot_name = 'node2'"), "{conf}");
+        assert!(conf.contains("application_name=node2"), "{conf}");
+        assert!(
+            conf.contains(
+                "host=127.0.0.1 port=5432 user=replicator passfile=/srv/pgha/secrets/pgpass"
+            ),
+            "{conf}"
+        );
+        assert!(
+            !conf.contains("password="),
+            "no password in config files: {conf}"
+        );
+        assert!(conf.contains("recovery_target_timeline = 'latest'"));
+    }
+
+    #[test]
+    fn pass_through_parameters_come_last_and_quoted() {
+        let c = cluster("[postgres.parameters]\nwork_mem = \"8MB\"\nlog_line_prefix = \"%m 'x' \"");
+        let conf = render(&c, 0, None);
+        assert!(conf.ends_with("work_mem = '8MB'\n"), "{conf}");
+        assert!(conf.contains("log_line_prefix = '%m ''x'' '"), "{conf}");
+    }
+
+    #[test]
+    fn zstd_archive_adds_the_flag() {
+        let c = cluster("[archive]\ncompression = \"zstd\"");
+        assert!(render(&c, 0, None).contains("--compress zstd %p"));
+    }
+
+    #[test]
+    fn hba_has_no_trust_and_limits_replication_to_the_role() {
+        let c = cluster("");
+        let hba = render_hba(&c);
+        assert!(!hba.contains("trust"), "{hba}");
+        for line in hba.lines().filter(|l| l.contains("replication")) {
+            assert!(line.contains("replicator"), "{line}");
+            assert!(line.ends_with("scram-sha-256"), "{line}");
+        }
+    }
+
+    #[test]
+    fn async_renders_empty() {
+        assert_eq!(SyncStandbys::None.render(), "");
+    }
+}

@@ -1,0 +1,383 @@
+//! Operations on one local PostgreSQL instance. Each runs the PostgreSQL
+//! program as the service user and reports success or a typed error; none
+//! retries on its own, so the caller (the agent's loop, or `pgha up`)
+//! decides what a failure means.
+//!
+//! Layout: the member's data directory `<node>/data` sits in a node
+//! directory that also holds the server log (`postgresql.log`) and the Unix
+//! socket, so nothing pgha writes lives inside a base backup.
+
+use crate::conf::{self, ConfInput};
+use crate::controldata::{self, ControlData};
+use crate::shell::run;
+use crate::{PgBinaries, PgError, ServiceUser};
+use pgha_config::Member;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// How to stop PostgreSQL (pg_ctl's modes).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StopMode {
+    /// Wait for clients to disconnect.
+    Smart,
+    /// Disconnect clients, checkpoint, and on a primary send all WAL to
+    /// connected standbys first: the one to use for switchover.
+    Fast,
+    /// Like a crash: no checkpoint; crash recovery at next start.
+    Immediate,
+}
+
+impl StopMode {
+    fn as_str(self) -> &'static str {
+        match self {
+            StopMode::Smart => "smart",
+            StopMode::Fast => "fast",
+            StopMode::Immediate => "immediate",
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Instance {
+    pub name: String,
+    pub host: String,
+    pub port: u16,
+    pub data_dir: PathBuf,
+    bins: PgBinaries,
+    user: ServiceUser,
+}
+
+impl Instance {
+    pub fn new(member: &Member, bins: PgBinaries, user: ServiceUser) -> Self {
+        Instance {
+            name: member.name.clone(),
+            host: member.host.clone(),
+            port: member.port,
+            data_dir: member.data_dir.clone(),
+            bins,
+            user,
+        }
+    }
+
+    pub fn user(&self) -> &ServiceUser {
+        &self.user
+    }
+
+    /// The directory around the data dir: log, socket.
+    pub fn node_dir(&self) -> PathBuf {
+        self.data_dir
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from("/"))
+    }
+
+    pub fn log_file(&self) -> PathBuf {
+        self.node_dir().join("postgresql.log")
+    }
+
+    pub fn socket_dir(&self) -> PathBuf {
+        self.node_dir()
+    }
+
+    /// Create the node directory, owned by the service user.
+    pub async fn prepare_node_dir(&self) -> Result<(), PgError> {
+        let dir = self.node_dir();
+        self.user.make_dir(&dir, 0o700)?;
+        self.user.check_reachable(&dir).await
+    }
+
+    /// A data directory that PostgreSQL has fully initialised (a clone in
+    /// progress lives elsewhere and is renamed into place when complete).
+    pub fn is_initialized(&self) -> bool {
+        self.data_dir.join("PG_VERSION").is_file()
+            && self.data_dir.join("global/pg_control").is_file()
+    }
+
+    pub async fn controldata(&self) -> Result<ControlData, PgError> {
+        let mut cmd = self.user.command(self.bins.path("pg_controldata"));
+        cmd.arg("-D").arg(&self.data_dir);
+        let out = run("pg_controldata", cmd, Duration::from_secs(10)).await?;
+        controldata::parse(&out).map_err(|detail| PgError::Unexpected {
+            what: "reading pg_controldata".into(),
+            detail,
+        })
+    }
+
+    /// initdb with SCRAM everywhere, data checksums, and `superuser` whose
+    /// password is in `pwfile`.
+    pub async fn initdb(&self, superuser: &str, pwfile: &Path) -> Result<(), PgError> {
+        self.prepare_node_dir().await?;
+        let mut cmd = self.user.command(self.bins.path("initdb"));
+        cmd.arg("-D")
+            .arg(&self.data_dir)
+            .arg("--username")
+            .arg(superuser)
+            .arg("--pwfile")
+            .arg(pwfile)
+            .args([
+                "--auth=scram-sha-256",
+                "--data-checksums",
+                "--encoding=UTF8",
+                "--locale=C.UTF-8",
+            ]);
+        run(
+            &format!("initdb of {}", self.name),
+            cmd,
+            Duration::from_secs(120),
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Write pgha.conf and pg_hba.conf and make postgresql.conf include pgha.conf.
+    pub fn write_config(&self, input: &ConfInput<'_>) -> Result<(), PgError> {
+        let pgha_conf = conf::render_pgha_conf(input);
+        self.user.write_file(
+            &self.data_dir.join(conf::PGHA_CONF),
+            pgha_conf.as_bytes(),
+            0o600,
+        )?;
+        let hba = conf::render_hba(input.cluster);
+        self.user
+            .write_file(&self.data_dir.join("pg_hba.conf"), hba.as_bytes(), 0o600)?;
+        self.ensure_include()
+    }
+
+    fn ensure_include(&self) -> Result<(), PgError> {
+        let path = self.data_dir.join("postgresql.conf");
+        let text = std::fs::read_to_string(&path)
+            .map_err(PgError::io(format!("read {}", path.display())))?;
+        if text.lines().any(|l| {
+            l.trim_start()
+                .starts_with("include_if_exists = 'pgha.conf'")
+        }) {
+            return Ok(());
+        }
+        let mut new = text;
+        if !new.ends_with('\n') {
+            new.push('\n');
+        }
+        new.push_str(conf::INCLUDE_LINE);
+        new.push('\n');
+        self.user.write_file(&path, new.as_bytes(), 0o600)
+    }
+
+    /// Create or remove `standby.signal`.
+    pub fn set_standby_signal(&self, standby: bool) -> Result<(), PgError> {
+        let path = self.data_dir.join("standby.signal");
+        if standby {
+            self.user.write_file(&path, b"", 0o600)
+        } else {
+            match std::fs::remove_file(&path) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(PgError::Io {
+                    what: format!("remove {}", path.display()),
+                    source: e,
+                }),
+                _ => Ok(()),
+            }
+        }
+    }
+
+    /// PID of the running postmaster, from postmaster.pid, if that process lives.
+    pub fn pid(&self) -> Option<u32> {
+        let text = std::fs::read_to_string(self.data_dir.join("postmaster.pid")).ok()?;
+        let pid: i32 = text.lines().next()?.trim().parse().ok()?;
+        let alive = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok();
+        alive.then_some(pid as u32)
+    }
+
+    pub fn is_running(&self) -> bool {
+        self.pid().is_some()
+    }
+
+    /// Start and wait until it accepts connections (or `timeout`).
+    pub async fn start(&self, timeout: Duration) -> Result<(), PgError> {
+        if self.is_running() {
+            return Ok(());
+        }
+        let mut cmd = self.pg_ctl();
+        cmd.arg("start")
+            .arg("-w")
+            .arg("-t")
+            .arg(timeout.as_secs().max(1).to_string())
+            .arg("-l")
+            .arg(self.log_file());
+        run(
+            &format!("start {}", self.name),
+            cmd,
+            timeout + Duration::from_secs(5),
+        )
+        .await
+        .map_err(|e| self.with_log_tail(e))?;
+        Ok(())
+    }
+
+    pub async fn stop(&self, mode: StopMode, timeout: Duration) -> Result<(), PgError> {
+        if !self.is_running() {
+            return Ok(());
+        }
+        let mut cmd = self.pg_ctl();
+        cmd.args(["stop", "-w", "-m", mode.as_str(), "-t"])
+            .arg(timeout.as_secs().max(1).to_string());
+        run(
+            &format!("stop {}", self.name),
+            cmd,
+            timeout + Duration::from_secs(5),
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Re-read configuration files (pg_ctl reload).
+    pub async fn reload(&self) -> Result<(), PgError> {
+        let mut cmd = self.pg_ctl();
+        cmd.arg("reload");
+        run(
+            &format!("reload {}", self.name),
+            cmd,
+            Duration::from_secs(10),
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Promote a standby and wait until it accepts writes.
+    pub async fn promote(&self, timeout: Duration) -> Result<(), PgError> {
+        let mut cmd = self.pg_ctl();
+        cmd.args(["promote", "-w", "-t"])
+            .arg(timeout.as_secs().max(1).to_string());
+        run(
+            &format!("promote {}", self.name),
+            cmd,
+            timeout + Duration::from_secs(5),
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Clone this member from `upstream` with pg_basebackup through the slot
+    /// named after this member, streaming WAL during the backup. The backup
+    /// goes to a scratch directory renamed into place only when complete, so
+    /// an interrupted clone never looks initialised.
+    pub async fn clone_from(
+        &self,
+        upstream: &Member,
+        replication_user: &str,
+        passfile: &Path,
+        timeout: Duration,
+    ) -> Result<(), PgError> {
+        self.prepare_node_dir().await?;
+        let scratch = self.node_dir().join("data.clone");
+        remove_dir_if_exists(&scratch)?;
+        let mut cmd = self.user.command(self.bins.path("pg_basebackup"));
+        cmd.env("PGPASSFILE", passfile)
+            .arg("-D")
+            .arg(&scratch)
+            .args([
+                "-h",
+                &upstream.host,
+                "-p",
+                &upstream.port.to_string(),
+                "-U",
+                replication_user,
+            ])
+            .args([
+                "-S",
+                &self.name,
+                "-X",
+                "stream",
+                "-c",
+                "fast",
+                "--no-password",
+            ]);
+        let result = run(
+            &format!("pg_basebackup of {} from {}", self.name, upstream.name),
+            cmd,
+            timeout,
+        )
+        .await;
+        if let Err(e) = result {
+            let _ = remove_dir_if_exists(&scratch);
+            return Err(e);
+        }
+        remove_dir_if_exists(&self.data_dir)?;
+        std::fs::rename(&scratch, &self.data_dir).map_err(PgError::io(format!(
+            "rename {} to {}",
+            scratch.display(),
+            self.data_dir.display()
+        )))
+    }
+
+    /// Remove the data directory (for a re-clone). The instance must be stopped.
+    pub fn remove_data(&self) -> Result<(), PgError> {
+        remove_dir_if_exists(&self.data_dir)
+    }
+
+    /// pg_rewind this (stopped) data directory to `source`'s timeline.
+    pub async fn rewind(
+        &self,
+        source: &Member,
+        superuser: &str,
+        passfile: &Path,
+        timeout: Duration,
+    ) -> Result<(), PgError> {
+        let mut cmd = self.user.command(self.bins.path("pg_rewind"));
+        cmd.env("PGPASSFILE", passfile)
+            .arg("-D")
+            .arg(&self.data_dir)
+            .arg(format!(
+                "--source-server=host={} port={} user={} dbname=postgres connect_timeout=5",
+                source.host, source.port, superuser
+            ))
+            .arg("--progress");
+        run(
+            &format!("pg_rewind of {} from {}", self.name, source.name),
+            cmd,
+            timeout,
+        )
+        .await?;
+        Ok(())
+    }
+
+    fn pg_ctl(&self) -> tokio::process::Command {
+        let mut cmd = self.user.command(self.bins.path("pg_ctl"));
+        cmd.arg("-D").arg(&self.data_dir);
+        cmd
+    }
+
+    /// Add the end of the server log to a failed start's error: that is where
+    /// PostgreSQL says why.
+    fn with_log_tail(&self, e: PgError) -> PgError {
+        match e {
+            PgError::Command {
+                what,
+                status,
+                stderr,
+            } => {
+                let log = std::fs::read_to_string(self.log_file()).unwrap_or_default();
+                let tail: Vec<&str> = log.lines().rev().take(5).collect();
+                let tail: Vec<&str> = tail.into_iter().rev().collect();
+                PgError::Command {
+                    what,
+                    status,
+                    stderr: format!(
+                        "{stderr}\nlast lines of {}:\n{}",
+                        self.log_file().display(),
+                        tail.join("\n")
+                    ),
+                }
+            }
+            other => other,
+        }
+    }
+}
+
+fn remove_dir_if_exists(dir: &Path) -> Result<(), PgError> {
+    match std::fs::remove_dir_all(dir) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(PgError::Io {
+            what: format!("remove {}", dir.display()),
+            source: e,
+        }),
+        _ => Ok(()),
+    }
+}
