@@ -58,31 +58,31 @@ pub enum ArchiveError {
     },
 
     /// The source file to push does not exist or cannot be read.
-    #[error("cannot read WAL file {}: {source}", .path.display())]
-    Source { path: PathBuf, source: io::Error },
+    #[error("cannot read WAL file {}: {cause}", .path.display())]
+    Source { path: PathBuf, cause: io::Error },
 
     /// No space left (ENOSPC/EDQUOT) while writing.
     #[error(
-        "disk full while {op} {}: {source}. Free space on that filesystem (e.g. `pgha archive \
+        "disk full while {op} {}: {cause}. Free space on that filesystem (e.g. `pgha archive \
          clean`); PostgreSQL keeps the WAL and retries, so nothing is lost meanwhile",
         .path.display()
     )]
     DiskFull {
         op: &'static str,
         path: PathBuf,
-        source: io::Error,
+        cause: io::Error,
     },
 
     /// Permission denied or read-only filesystem.
     #[error(
-        "permission denied while {op} {}: {source}. The archive must be writable by the OS \
+        "permission denied while {op} {}: {cause}. The archive must be writable by the OS \
          user that runs PostgreSQL (e.g. `chown -R postgres: <archive dir>`)",
         .path.display()
     )]
     Permission {
         op: &'static str,
         path: PathBuf,
-        source: io::Error,
+        cause: io::Error,
     },
 
     /// A retention request that makes no sense (e.g. `--keep 0`).
@@ -90,11 +90,11 @@ pub enum ArchiveError {
     InvalidRetention(String),
 
     /// Any other I/O failure.
-    #[error("{op} {}: {source}", .path.display())]
+    #[error("{op} {}: {cause}", .path.display())]
     Io {
         op: &'static str,
         path: PathBuf,
-        source: io::Error,
+        cause: io::Error,
     },
 }
 
@@ -104,16 +104,28 @@ impl ArchiveError {
         let path = path.to_path_buf();
         match source.raw_os_error() {
             Some(code) if code == libc_errno::ENOSPC || code == libc_errno::EDQUOT => {
-                ArchiveError::DiskFull { op, path, source }
+                ArchiveError::DiskFull {
+                    op,
+                    path,
+                    cause: source,
+                }
             }
             Some(code)
                 if code == libc_errno::EACCES
                     || code == libc_errno::EPERM
                     || code == libc_errno::EROFS =>
             {
-                ArchiveError::Permission { op, path, source }
+                ArchiveError::Permission {
+                    op,
+                    path,
+                    cause: source,
+                }
             }
-            _ => ArchiveError::Io { op, path, source },
+            _ => ArchiveError::Io {
+                op,
+                path,
+                cause: source,
+            },
         }
     }
 

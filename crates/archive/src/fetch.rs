@@ -69,7 +69,7 @@ fn temp_path_for(dest: &Path) -> Result<PathBuf> {
         .ok_or_else(|| ArchiveError::Io {
             op: "choosing a temp file next to",
             path: dest.to_path_buf(),
-            source: io::Error::new(io::ErrorKind::InvalidInput, "destination has no file name"),
+            cause: io::Error::new(io::ErrorKind::InvalidInput, "destination has no file name"),
         })?;
     let tmp = format!(".{file}{TEMP_SUFFIX}");
     Ok(match dest.parent() {

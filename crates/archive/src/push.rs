@@ -46,9 +46,9 @@ impl Archive {
             return self.compare_existing(&name, len, sha);
         }
         self.sweep_temps();
-        let source = File::open(src).map_err(|source| ArchiveError::Source {
+        let source = File::open(src).map_err(|cause| ArchiveError::Source {
             path: src.to_path_buf(),
-            source,
+            cause,
         })?;
         let tmp = self.new_temp_path(&name)?;
         let mut file = fsutil::create_locked(&tmp)?;
@@ -140,9 +140,9 @@ fn exists(path: &Path) -> Result<bool> {
 }
 
 fn hash_source(src: &Path) -> Result<(u64, [u8; 32])> {
-    let source = |source| ArchiveError::Source {
+    let source = |cause| ArchiveError::Source {
         path: src.to_path_buf(),
-        source,
+        cause,
     };
     let file = File::open(src).map_err(source)?;
     format::hash_reader(io::BufReader::new(file)).map_err(source)

@@ -1,20 +1,221 @@
-//! `pgha wal-push`, `pgha wal-fetch`, `pgha archive ...` (placeholder).
+//! `pgha wal-push` (archive_command), `pgha wal-fetch` (restore_command) and
+//! `pgha archive list|clean`: thin wrappers over `pgha_archive`.
+//!
+//! Exit codes are part of the PostgreSQL contract:
+//! - wal-push: 0 only when the file is durably archived (or an identical
+//!   copy already was); 1 otherwise, and PostgreSQL retries.
+//! - wal-fetch: 0 restored; 1 quietly when the file is not in the archive
+//!   (PostgreSQL asks for files that do not exist); 2 with a message for
+//!   anything else (corrupt file, unusable archive). Never above 125: that
+//!   would make PostgreSQL abort recovery instead of trying streaming.
+//!
+//! Hazard: whatever these commands print lands in the PostgreSQL server log.
 
+use anyhow::Context;
+use pgha_archive::{Archive, Compression, Entry, PushOptions, PushOutcome, Retention, WalName};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
-#[derive(clap::Args)]
-pub struct PushArgs {}
-#[derive(clap::Args)]
-pub struct FetchArgs {}
-#[derive(clap::Args)]
-pub struct ArchiveArgs {}
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum CompressArg {
+    None,
+    Zstd,
+}
 
-pub fn push(_args: PushArgs) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("not implemented yet")
+#[derive(clap::Args)]
+pub struct PushArgs {
+    /// Archive directory shared by all members (must exist).
+    #[arg(long, env = "PGHA_ARCHIVE", value_name = "DIR")]
+    archive: PathBuf,
+    /// How to store the copy; wal-fetch detects it by itself.
+    #[arg(long, value_enum, default_value = "none")]
+    compress: CompressArg,
+    /// The WAL file to archive: PostgreSQL's %p (relative to the data dir).
+    #[arg(value_name = "PATH")]
+    path: PathBuf,
 }
-pub fn fetch(_args: FetchArgs) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("not implemented yet")
+
+#[derive(clap::Args)]
+pub struct FetchArgs {
+    /// Archive directory shared by all members.
+    #[arg(long, env = "PGHA_ARCHIVE", value_name = "DIR")]
+    archive: PathBuf,
+    /// Name of the file wanted: PostgreSQL's %f.
+    #[arg(value_name = "NAME")]
+    name: String,
+    /// Where to put it: PostgreSQL's %p (relative to the data dir).
+    #[arg(value_name = "DEST")]
+    dest: PathBuf,
 }
-pub fn archive(_args: ArchiveArgs) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("not implemented yet")
+
+#[derive(clap::Args)]
+pub struct ArchiveArgs {
+    #[command(subcommand)]
+    command: ArchiveCommand,
+}
+
+#[derive(clap::Subcommand)]
+enum ArchiveCommand {
+    /// List archived files (with --verify, check every checksum).
+    List(ListArgs),
+    /// Delete old WAL from the archive: the only command that deletes.
+    Clean(CleanArgs),
+}
+
+#[derive(clap::Args)]
+struct ListArgs {
+    /// Archive directory.
+    #[arg(long, env = "PGHA_ARCHIVE", value_name = "DIR")]
+    archive: PathBuf,
+    /// Read every file completely and check length and SHA-256.
+    #[arg(long)]
+    verify: bool,
+}
+
+#[derive(clap::Args)]
+#[command(group(clap::ArgGroup::new("retention").required(true).args(["keep", "before"])))]
+struct CleanArgs {
+    /// Archive directory.
+    #[arg(long, env = "PGHA_ARCHIVE", value_name = "DIR")]
+    archive: PathBuf,
+    /// Keep the newest N segment positions of the newest timeline's history
+    /// (and everything after them); delete older segments, .partial and
+    /// .backup files. Timeline .history files are never deleted.
+    #[arg(long, value_name = "N")]
+    keep: Option<u32>,
+    /// Delete segments, .partial and .backup files before this WAL file
+    /// (e.g. the .backup file of your oldest base backup), any timeline.
+    #[arg(long, value_name = "WALFILE")]
+    before: Option<String>,
+    /// Print what would be deleted, delete nothing.
+    #[arg(long)]
+    dry_run: bool,
+}
+
+pub fn push(args: PushArgs) -> anyhow::Result<ExitCode> {
+    let compression = match args.compress {
+        CompressArg::None => Compression::None,
+        CompressArg::Zstd => Compression::Zstd,
+    };
+    let shown = args.path.display();
+    let outcome = Archive::open(&args.archive)
+        .and_then(|a| a.push(&args.path, PushOptions { compression }))
+        .with_context(|| format!("archiving {shown}"))?;
+    if let PushOutcome::AlreadyArchived(h) = outcome {
+        tracing::info!(
+            "{shown} was already archived with identical content (sha256 {}); nothing to do",
+            h.sha256_hex()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn fetch(args: FetchArgs) -> anyhow::Result<ExitCode> {
+    let result = Archive::open(&args.archive).and_then(|a| a.fetch(&args.name, &args.dest));
+    match result {
+        Ok(_) => Ok(ExitCode::SUCCESS),
+        Err(e) if e.is_not_found() => Ok(ExitCode::from(1)),
+        Err(e) => {
+            eprintln!("pgha: error: restoring {}: {e}", args.name);
+            Ok(ExitCode::from(2))
+        }
+    }
+}
+
+pub fn archive(args: ArchiveArgs) -> anyhow::Result<ExitCode> {
+    match args.command {
+        ArchiveCommand::List(a) => list(a),
+        ArchiveCommand::Clean(a) => clean(a),
+    }
+}
+
+fn list(args: ListArgs) -> anyhow::Result<ExitCode> {
+    let archive = Archive::open(&args.archive).context("opening the archive")?;
+    let entries = archive.list().context("listing the archive")?;
+    println!(
+        "{:<42} {:<8} {:<5} {:>12} {:>12}  {:<16} STATUS",
+        "NAME", "KIND", "COMP", "SIZE", "STORED", "SHA256"
+    );
+    let mut bad = 0usize;
+    for entry in &entries {
+        let status = status_of(&archive, entry, args.verify);
+        if status != "ok" && status != "-" {
+            bad += 1;
+        }
+        println!("{}", list_line(entry, &status));
+    }
+    println!("{} files, {} bad", entries.len(), bad);
+    Ok(if bad > 0 {
+        ExitCode::from(2)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+fn status_of(archive: &Archive, entry: &Entry, verify: bool) -> String {
+    match (&entry.header, verify) {
+        (Err(reason), _) => format!("BAD: {reason}"),
+        (Ok(_), false) => "-".into(),
+        (Ok(_), true) => match archive.verify(&entry.name) {
+            Ok(_) => "ok".into(),
+            Err(e) => format!("BAD: {e}"),
+        },
+    }
+}
+
+fn list_line(entry: &Entry, status: &str) -> String {
+    let (comp, size, sha) = match &entry.header {
+        Ok(h) => (
+            h.compression.to_string(),
+            h.original_len.to_string(),
+            h.sha256_hex()[..16].to_string(),
+        ),
+        Err(_) => ("?".into(), "?".into(), "?".into()),
+    };
+    format!(
+        "{:<42} {:<8} {:<5} {:>12} {:>12}  {:<16} {status}",
+        entry.name.as_str(),
+        entry.name.kind().to_string(),
+        comp,
+        size,
+        entry.stored_size,
+        sha
+    )
+}
+
+fn clean(args: CleanArgs) -> anyhow::Result<ExitCode> {
+    let retention = match (args.keep, &args.before) {
+        (Some(n), None) => Retention::KeepNewest(n),
+        (None, Some(name)) => Retention::Before(WalName::parse(name)?),
+        _ => anyhow::bail!("give exactly one of --keep N or --before WALFILE"),
+    };
+    let archive = Archive::open(&args.archive).context("opening the archive")?;
+    let report = archive
+        .clean(&retention, args.dry_run)
+        .context("cleaning the archive")?;
+    let verb = if args.dry_run {
+        "would delete"
+    } else {
+        "deleted"
+    };
+    let mut bytes = 0u64;
+    for (name, size) in &report.deleted {
+        println!("{verb} {name} ({size} bytes)");
+        bytes += size;
+    }
+    for (name, reason) in &report.skipped {
+        println!("skipped {name}: {reason} (not deleting a file that is not ours)");
+    }
+    for path in &report.stale_temps {
+        println!("{verb} stale temp file {}", path.display());
+    }
+    match &report.cutoff {
+        Some(cut) => println!(
+            "kept {} files (everything from {cut} on, and every .history file); {verb} {} files, {bytes} bytes",
+            report.kept,
+            report.deleted.len()
+        ),
+        None => println!("nothing to delete: the archive holds no more than requested ({} files kept)", report.kept),
+    }
+    Ok(ExitCode::SUCCESS)
 }
