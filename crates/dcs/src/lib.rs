@@ -1,1 +1,30 @@
-//! pgha-dcs (to be written).
+//! pgha-dcs: the distributed configuration store the HA agent and the proxy
+//! agree through.
+//!
+//! * [`Dcs`] — the async trait: a small key-value store with leases,
+//!   compare-and-swap transactions and prefix watches (see `api`).
+//! * [`EtcdDcs`] — the production implementation over etcd v3.
+//! * [`MemoryDcs`] / [`MemoryStore`] — an in-memory implementation with the
+//!   same semantics, for tests and the deterministic simulator.
+//! * [`keys`] — the key layout under `/<namespace>/<cluster>/`.
+//! * [`DcsSettings`] — the `[dcs]` table of the cluster config file.
+//!
+//! Hazard for every caller: an [`DcsError::Unavailable`] result means the
+//! outcome is UNKNOWN — a write may or may not have been applied, and the
+//! cluster state read earlier may be stale. Never treat it as "absent".
+
+mod api;
+mod error;
+pub mod etcd;
+pub mod keys;
+pub mod memory;
+mod settings;
+
+pub use api::{
+    Dcs, GetResponse, KeyValue, Lease, LeaseId, RangeResponse, Revision, Watch, WatchEvent,
+};
+pub use error::{DcsError, DcsResult};
+// pub use etcd::EtcdDcs;
+pub use keys::{ClusterKey, ClusterKeys};
+pub use memory::{ManualClock, MemoryDcs, MemoryStore};
+pub use settings::DcsSettings;

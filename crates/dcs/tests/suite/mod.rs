@@ -1,0 +1,385 @@
+//! The shared conformance suite: every `Dcs` implementation must pass these.
+//!
+//! Each function takes a fresh, empty DCS. `conformance_tests!` turns the
+//! list into `#[tokio::test]`s for one implementation.
+
+#![allow(dead_code)]
+
+use futures::future::join_all;
+use pgha_dcs::{Dcs, DcsError, Watch, WatchEvent};
+use pgha_testkit::wait_until_async;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Upper bound on seeing a lease expire (etcd checks leases every 500 ms
+/// and may raise the TTL to its 2 s minimum).
+const EXPIRY: Duration = Duration::from_secs(10);
+
+/// Generate one `#[tokio::test]` per suite function, with `$make` an async
+/// fn returning `(guard, Arc<dyn Dcs>)`.
+#[macro_export]
+macro_rules! conformance_tests {
+    ($make:path; $($name:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                let (_guard, dcs) = $make().await;
+                suite::$name(dcs).await;
+            }
+        )*
+    };
+}
+
+pub async fn next_event(w: &mut Watch) -> WatchEvent {
+    tokio::time::timeout(EXPIRY, w.next())
+        .await
+        .expect("a watch event in time")
+        .expect("watch still open")
+}
+
+async fn gone(dcs: &dyn Dcs, key: &str) {
+    let key = key.to_string();
+    wait_until_async(&format!("{key} to disappear"), EXPIRY, || async {
+        match dcs.get(&key).await {
+            Ok(r) if r.kv.is_none() => Some(()),
+            _ => None,
+        }
+    })
+    .await
+    .expect("key deleted with its lease");
+}
+
+pub async fn put_get_delete(dcs: Arc<dyn Dcs>) {
+    let r1 = dcs.put("/t/a", b"1", None).await.expect("put");
+    let got = dcs.get("/t/a").await.expect("get");
+    let kv = got.kv.expect("present");
+    assert_eq!(kv.value, b"1");
+    assert_eq!((kv.create_revision, kv.mod_revision), (r1, r1));
+    assert_eq!(kv.lease, None);
+    assert!(got.revision >= r1);
+    let r2 = dcs.put("/t/a", b"2", None).await.expect("put");
+    assert!(r2 > r1, "revisions grow");
+    let kv = dcs.get("/t/a").await.expect("get").kv.expect("present");
+    assert_eq!((kv.create_revision, kv.mod_revision), (r1, r2));
+    assert!(dcs.get("/t/missing").await.expect("get").kv.is_none());
+    assert!(dcs.delete("/t/a").await.expect("delete"));
+    assert!(!dcs.delete("/t/a").await.expect("delete"));
+    assert!(dcs.get("/t/a").await.expect("get").kv.is_none());
+}
+
+pub async fn prefix_snapshot(dcs: Arc<dyn Dcs>) {
+    for k in ["/t/b", "/t/a", "/t/c/d", "/tx", "/s"] {
+        dcs.put(k, k.as_bytes(), None).await.expect("put");
+    }
+    let last = dcs.put("/t/e", b"e", None).await.expect("put");
+    let snap = dcs.get_prefix("/t/").await.expect("get_prefix");
+    let keys: Vec<_> = snap.kvs.iter().map(|kv| kv.key.as_str()).collect();
+    assert_eq!(keys, ["/t/a", "/t/b", "/t/c/d", "/t/e"]);
+    assert_eq!(snap.revision, last);
+    assert!(dcs.get_prefix("/none/").await.expect("get").kvs.is_empty());
+}
+
+pub async fn lease_expiry_takes_keys(dcs: Arc<dyn Dcs>) {
+    let lease = dcs.grant_lease(1).await.expect("grant");
+    assert!(lease.ttl_secs >= 1);
+    dcs.put("/t/l1", b"v", Some(lease.id)).await.expect("put");
+    assert!(dcs
+        .create_if_absent("/t/l2", b"v", Some(lease.id))
+        .await
+        .expect("create"));
+    dcs.put("/t/keep", b"v", None).await.expect("put");
+    let kv = dcs.get("/t/l1").await.expect("get").kv.expect("present");
+    assert_eq!(kv.lease, Some(lease.id));
+    gone(&*dcs, "/t/l1").await;
+    gone(&*dcs, "/t/l2").await;
+    assert!(dcs.get("/t/keep").await.expect("get").kv.is_some());
+    let err = dcs.keep_alive(lease.id).await.expect_err("lease is gone");
+    assert!(err.is_lease_expired(), "{err:?}");
+    let err = dcs
+        .put("/t/l3", b"v", Some(lease.id))
+        .await
+        .expect_err("lease is gone");
+    assert!(err.is_lease_expired(), "{err:?}");
+    let err = dcs
+        .create_if_absent("/t/l3", b"v", Some(lease.id))
+        .await
+        .expect_err("lease is gone");
+    assert!(err.is_lease_expired(), "{err:?}");
+}
+
+pub async fn keep_alive_keeps_keys(dcs: Arc<dyn Dcs>) {
+    let lease = dcs.grant_lease(2).await.expect("grant");
+    dcs.put("/t/k", b"v", Some(lease.id)).await.expect("put");
+    let mut tick = tokio::time::interval(Duration::from_millis(400));
+    let until = tokio::time::Instant::now() + Duration::from_secs(lease.ttl_secs as u64 * 2 + 1);
+    while tokio::time::Instant::now() < until {
+        tick.tick().await;
+        let ttl = dcs.keep_alive(lease.id).await.expect("keep_alive");
+        assert!(ttl >= 1, "ttl {ttl}");
+        assert!(
+            dcs.get("/t/k").await.expect("get").kv.is_some(),
+            "key lost while kept alive"
+        );
+    }
+    gone(&*dcs, "/t/k").await;
+}
+
+pub async fn revoke_deletes_keys(dcs: Arc<dyn Dcs>) {
+    let lease = dcs.grant_lease(30).await.expect("grant");
+    dcs.put("/t/r", b"v", Some(lease.id)).await.expect("put");
+    dcs.revoke_lease(lease.id).await.expect("revoke");
+    assert!(dcs.get("/t/r").await.expect("get").kv.is_none());
+    let err = dcs
+        .revoke_lease(lease.id)
+        .await
+        .expect_err("already revoked");
+    assert!(err.is_lease_expired(), "{err:?}");
+}
+
+pub async fn invalid_ttl_is_rejected(dcs: Arc<dyn Dcs>) {
+    let err = dcs.grant_lease(0).await.expect_err("ttl 0");
+    assert!(matches!(err, DcsError::Other { .. }), "{err:?}");
+}
+
+pub async fn create_if_absent_single_winner(dcs: Arc<dyn Dcs>) {
+    let tries = (0..16).map(|i| {
+        let dcs = dcs.clone();
+        tokio::spawn(async move {
+            let v = format!("node{i}");
+            let won = dcs.create_if_absent("/t/leader", v.as_bytes(), None).await;
+            (v, won.expect("create_if_absent"))
+        })
+    });
+    let results: Vec<_> = join_all(tries)
+        .await
+        .into_iter()
+        .map(|r| r.expect("task"))
+        .collect();
+    let winners: Vec<_> = results.iter().filter(|(_, won)| *won).collect();
+    assert_eq!(winners.len(), 1, "exactly one winner: {results:?}");
+    let kv = dcs
+        .get("/t/leader")
+        .await
+        .expect("get")
+        .kv
+        .expect("present");
+    assert_eq!(kv.value, winners[0].0.as_bytes());
+    assert!(!dcs
+        .create_if_absent("/t/leader", b"late", None)
+        .await
+        .expect("create"));
+}
+
+pub async fn compare_and_swap_semantics(dcs: Arc<dyn Dcs>) {
+    assert!(dcs
+        .compare_and_swap("/t/c", b"1", 0, None)
+        .await
+        .expect("cas"));
+    assert!(!dcs
+        .compare_and_swap("/t/c", b"x", 0, None)
+        .await
+        .expect("cas"));
+    let rev = dcs
+        .get("/t/c")
+        .await
+        .expect("get")
+        .kv
+        .expect("present")
+        .mod_revision;
+    assert!(!dcs
+        .compare_and_swap("/t/c", b"x", rev - 1, None)
+        .await
+        .expect("cas"));
+    assert!(!dcs
+        .compare_and_swap("/t/c", b"x", rev + 1, None)
+        .await
+        .expect("cas"));
+    assert!(dcs
+        .compare_and_swap("/t/c", b"2", rev, None)
+        .await
+        .expect("cas"));
+    let kv = dcs.get("/t/c").await.expect("get").kv.expect("present");
+    assert_eq!(kv.value, b"2");
+    assert!(kv.mod_revision > rev);
+    assert!(!dcs
+        .compare_and_swap("/t/c", b"3", rev, None)
+        .await
+        .expect("stale cas"));
+    dcs.delete("/t/c").await.expect("delete");
+    assert!(dcs
+        .compare_and_swap("/t/c", b"4", 0, None)
+        .await
+        .expect("cas on absent"));
+}
+
+pub async fn compare_and_swap_race(dcs: Arc<dyn Dcs>) {
+    dcs.put("/t/n", b"0", None).await.expect("put");
+    let rev = dcs
+        .get("/t/n")
+        .await
+        .expect("get")
+        .kv
+        .expect("present")
+        .mod_revision;
+    let tries = (0..8).map(|i| {
+        let dcs = dcs.clone();
+        tokio::spawn(async move {
+            let v = format!("{i}");
+            dcs.compare_and_swap("/t/n", v.as_bytes(), rev, None)
+                .await
+                .expect("cas")
+        })
+    });
+    let wins = join_all(tries)
+        .await
+        .into_iter()
+        .filter(|r| *r.as_ref().expect("task"))
+        .count();
+    assert_eq!(wins, 1);
+}
+
+pub async fn guarded_put(dcs: Arc<dyn Dcs>) {
+    let lease = dcs.grant_lease(30).await.expect("grant");
+    assert!(dcs
+        .create_if_absent("/t/leader", b"n1", Some(lease.id))
+        .await
+        .expect("create"));
+    assert!(dcs
+        .put_if_key_equals("/t/sync", b"s1", "/t/leader", b"n1")
+        .await
+        .expect("put"));
+    assert!(!dcs
+        .put_if_key_equals("/t/sync", b"s2", "/t/leader", b"n2")
+        .await
+        .expect("put"));
+    assert!(!dcs
+        .put_if_key_equals("/t/sync", b"s2", "/t/nokey", b"n1")
+        .await
+        .expect("put"));
+    dcs.put("/t/leader", b"n2", None).await.expect("takeover");
+    assert!(!dcs
+        .put_if_key_equals("/t/sync", b"s3", "/t/leader", b"n1")
+        .await
+        .expect("put"));
+    let kv = dcs.get("/t/sync").await.expect("get").kv.expect("present");
+    assert_eq!(kv.value, b"s1");
+    assert_eq!(kv.lease, None);
+}
+
+pub async fn guarded_put_fails_after_guard_expires(dcs: Arc<dyn Dcs>) {
+    let lease = dcs.grant_lease(1).await.expect("grant");
+    assert!(dcs
+        .create_if_absent("/t/leader", b"n1", Some(lease.id))
+        .await
+        .expect("create"));
+    assert!(dcs
+        .put_if_key_equals("/t/sync", b"s1", "/t/leader", b"n1")
+        .await
+        .expect("put"));
+    gone(&*dcs, "/t/leader").await;
+    assert!(!dcs
+        .put_if_key_equals("/t/sync", b"s2", "/t/leader", b"n1")
+        .await
+        .expect("put"));
+    let kv = dcs
+        .get("/t/sync")
+        .await
+        .expect("get")
+        .kv
+        .expect("sync has no lease");
+    assert_eq!(kv.value, b"s1");
+}
+
+pub async fn delete_if_equals(dcs: Arc<dyn Dcs>) {
+    assert!(!dcs
+        .delete_if_equals("/t/leader", b"n1")
+        .await
+        .expect("absent"));
+    dcs.put("/t/leader", b"n1", None).await.expect("put");
+    assert!(!dcs
+        .delete_if_equals("/t/leader", b"n2")
+        .await
+        .expect("not mine"));
+    assert!(dcs.get("/t/leader").await.expect("get").kv.is_some());
+    assert!(dcs
+        .delete_if_equals("/t/leader", b"n1")
+        .await
+        .expect("mine"));
+    assert!(dcs.get("/t/leader").await.expect("get").kv.is_none());
+}
+
+pub async fn watch_sees_changes(dcs: Arc<dyn Dcs>) {
+    let mut w = dcs.watch_prefix("/t/", 0).await.expect("watch");
+    let r1 = dcs.put("/t/a", b"1", None).await.expect("put");
+    dcs.put("/other", b"x", None).await.expect("put");
+    dcs.delete("/t/a").await.expect("delete");
+    let lease = dcs.grant_lease(30).await.expect("grant");
+    dcs.put("/t/l", b"v", Some(lease.id)).await.expect("put");
+    dcs.revoke_lease(lease.id).await.expect("revoke");
+    match next_event(&mut w).await {
+        WatchEvent::Put(kv) => {
+            assert_eq!(
+                (kv.key.as_str(), kv.value.as_slice(), kv.mod_revision),
+                ("/t/a", &b"1"[..], r1)
+            )
+        }
+        other => panic!("expected put, got {other:?}"),
+    }
+    let del = next_event(&mut w).await;
+    assert_eq!(del.key(), Some("/t/a"));
+    assert!(matches!(del, WatchEvent::Delete { revision, .. } if revision > r1 + 1));
+    assert!(matches!(next_event(&mut w).await, WatchEvent::Put(kv) if kv.lease == Some(lease.id)));
+    assert!(matches!(next_event(&mut w).await, WatchEvent::Delete { key, .. } if key == "/t/l"));
+}
+
+pub async fn watch_sees_lease_expiry(dcs: Arc<dyn Dcs>) {
+    let mut w = dcs.watch_prefix("/t/", 0).await.expect("watch");
+    let lease = dcs.grant_lease(1).await.expect("grant");
+    dcs.put("/t/e", b"v", Some(lease.id)).await.expect("put");
+    assert!(matches!(next_event(&mut w).await, WatchEvent::Put(_)));
+    let ev = next_event(&mut w).await;
+    assert!(
+        matches!(ev, WatchEvent::Delete { ref key, .. } if key == "/t/e"),
+        "{ev:?}"
+    );
+}
+
+pub async fn watch_from_revision_replays(dcs: Arc<dyn Dcs>) {
+    let r1 = dcs.put("/t/a", b"1", None).await.expect("put");
+    dcs.put("/t/b", b"2", None).await.expect("put");
+    let snap = dcs.get_prefix("/t/").await.expect("snapshot");
+    let mut all = dcs.watch_prefix("/t/", r1).await.expect("watch");
+    assert_eq!(next_event(&mut all).await.key(), Some("/t/a"));
+    assert_eq!(next_event(&mut all).await.key(), Some("/t/b"));
+    let mut after = dcs
+        .watch_prefix("/t/", snap.revision + 1)
+        .await
+        .expect("watch");
+    dcs.put("/t/c", b"3", None).await.expect("put");
+    assert_eq!(next_event(&mut after).await.key(), Some("/t/c"));
+    assert_eq!(next_event(&mut all).await.key(), Some("/t/c"));
+}
+
+/// The list for `conformance_tests!`.
+#[macro_export]
+macro_rules! all_conformance_tests {
+    ($make:path) => {
+        conformance_tests!($make;
+            put_get_delete,
+            prefix_snapshot,
+            lease_expiry_takes_keys,
+            keep_alive_keeps_keys,
+            revoke_deletes_keys,
+            invalid_ttl_is_rejected,
+            create_if_absent_single_winner,
+            compare_and_swap_semantics,
+            compare_and_swap_race,
+            guarded_put,
+            guarded_put_fails_after_guard_expires,
+            delete_if_equals,
+            watch_sees_changes,
+            watch_sees_lease_expiry,
+            watch_from_revision_replays,
+        );
+    };
+}
