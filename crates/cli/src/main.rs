@@ -2,6 +2,7 @@
 //! subcommand. Each module owns its own `Args` and its `run`.
 
 mod cmd;
+mod dev;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;

@@ -14,6 +14,7 @@ pub mod instance;
 pub mod os_user;
 pub mod probe;
 pub mod secrets;
+pub mod seed;
 mod shell;
 
 pub use binaries::PgBinaries;
