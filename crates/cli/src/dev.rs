@@ -61,12 +61,8 @@ impl DevCluster {
         let path = dir.join(CONFIG_FILE);
         if !path.is_file() {
             let text = match config_file {
-                Some(src) => {
-                    // Validate before adopting it, so a bad file leaves nothing behind.
-                    pgha_config::load(src)?;
-                    std::fs::read_to_string(src)
-                        .with_context(|| format!("read {}", src.display()))?
-                }
+                Some(src) => std::fs::read_to_string(src)
+                    .with_context(|| format!("read {}", src.display()))?,
                 None => {
                     if members == 0 || members > 9 {
                         bail!("--members {members}: choose between 1 and 9");
@@ -75,6 +71,17 @@ impl DevCluster {
                         .context("render the dev config")?
                 }
             };
+            // Check everything before adopting the file, so that a bad config
+            // leaves nothing behind. Relative paths are taken relative to
+            // the cluster directory, where the file is kept.
+            let abs_dir =
+                std::path::absolute(dir).with_context(|| format!("resolve {}", dir.display()))?;
+            let config = pgha_config::parse(&text, &abs_dir).map_err(|e| match config_file {
+                Some(src) => anyhow::anyhow!("{}: {e}", src.display()),
+                None => e.into(),
+            })?;
+            ServiceUser::resolve(&config.os_user)?;
+            PgBinaries::locate(config.bin_dir.as_deref())?;
             std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
             std::fs::write(&path, text).with_context(|| format!("write {}", path.display()))?;
         } else if config_file.is_some() {
