@@ -63,8 +63,8 @@ pub enum ArchiveError {
 
     /// No space left (ENOSPC/EDQUOT) while writing.
     #[error(
-        "disk full while {op} {}: {cause}. Free space on that filesystem (e.g. `pgha archive \
-         clean`); PostgreSQL keeps the WAL and retries, so nothing is lost meanwhile",
+        "disk full while {op} {}: {cause}. Free space on that file system (in the archive: \
+         `pgha archive clean`); PostgreSQL keeps its WAL and retries, so nothing is lost meanwhile",
         .path.display()
     )]
     DiskFull {
@@ -75,8 +75,9 @@ pub enum ArchiveError {
 
     /// Permission denied or read-only filesystem.
     #[error(
-        "permission denied while {op} {}: {cause}. The archive must be writable by the OS \
-         user that runs PostgreSQL (e.g. `chown -R postgres: <archive dir>`)",
+        "permission denied while {op} {}: {cause}. The archive directory and the data \
+         directory must be writable by the OS user that runs PostgreSQL (e.g. `chown -R \
+         postgres: <archive dir>`)",
         .path.display()
     )]
     Permission {

@@ -41,6 +41,8 @@ impl Archive {
                 &tmp,
             ))?;
         let mut guard = TempGuard::new(tmp.clone());
+        let dest_dir = tmp.parent().filter(|p| !p.as_os_str().is_empty());
+        fsutil::adopt_owner(&out, &tmp, dest_dir.unwrap_or(Path::new(".")))?;
         let mut writer = io::BufWriter::new(&out);
         format::read_payload(&mut file, &header, &mut writer).map_err(|e| match e {
             ReadError::Write(e) => ArchiveError::io("writing restored WAL", &tmp, e),

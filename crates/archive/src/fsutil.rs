@@ -26,6 +26,19 @@ pub const STALE_AFTER: Duration = Duration::from_secs(60);
 /// Suffix of every temp file we create.
 pub const TEMP_SUFFIX: &str = ".pgha-tmp";
 
+/// When running as root (an operator, a test), give `file` the owner of
+/// `like` (the archive or destination directory), so that files root
+/// creates stay usable by the OS user that runs PostgreSQL.
+pub fn adopt_owner(file: &File, path: &Path, like: &Path) -> Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    if !nix::unistd::geteuid().is_root() {
+        return Ok(());
+    }
+    let owner = fs::metadata(like).map_err(ArchiveError::on("inspecting directory", like))?;
+    std::os::unix::fs::fchown(file, Some(owner.uid()), Some(owner.gid()))
+        .map_err(ArchiveError::on("changing owner of", path))
+}
+
 /// Check that `dir` exists and is a directory; never create it.
 pub fn check_dir(dir: &Path) -> Result<()> {
     match fs::metadata(dir) {

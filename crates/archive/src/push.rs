@@ -53,6 +53,7 @@ impl Archive {
         let tmp = self.new_temp_path(&name)?;
         let mut file = fsutil::create_locked(&tmp)?;
         let mut guard = TempGuard::new(tmp.clone());
+        fsutil::adopt_owner(&file, &tmp, self.dir())?;
         let header =
             format::write_archived(io::BufReader::new(source), &mut file, opts.compression)
                 .map_err(ArchiveError::on("writing archive temp file", &tmp))?;
@@ -101,7 +102,11 @@ impl Archive {
     fn new_temp_path(&self, name: &WalName) -> Result<PathBuf> {
         let tmp_dir = self.temp_dir();
         match fs::DirBuilder::new().mode(0o700).create(&tmp_dir) {
-            Ok(()) => {}
+            Ok(()) => {
+                let dir = File::open(&tmp_dir)
+                    .map_err(ArchiveError::on("opening temp directory", &tmp_dir))?;
+                fsutil::adopt_owner(&dir, &tmp_dir, self.dir())?;
+            }
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
             Err(e) => return Err(ArchiveError::io("creating temp directory", &tmp_dir, e)),
         }

@@ -439,3 +439,23 @@ fn clean_before_a_name_works_like_pg_archivecleanup() {
     );
     assert!(names(&f).iter().any(|n| n.ends_with(".backup")));
 }
+
+#[test]
+fn files_created_as_root_take_the_archive_owner() {
+    use std::os::unix::fs::MetadataExt;
+    if !nix::unistd::geteuid().is_root() {
+        return; // only root can create files for someone else
+    }
+    let f = fixture();
+    let (uid, gid) = (54321, 54322);
+    std::os::unix::fs::chown(f.archive.dir(), Some(uid), Some(gid)).unwrap();
+    std::os::unix::fs::chown(&f.wal, Some(uid), Some(gid)).unwrap();
+    f.push(SEG, b"data", Compression::Zstd).unwrap();
+    for path in [f.archive.dir().join(SEG), f.archive.dir().join(TEMP_DIR)] {
+        let m = fs::metadata(&path).unwrap();
+        assert_eq!((m.uid(), m.gid()), (uid, gid), "{}", path.display());
+    }
+    f.fetch(SEG).unwrap();
+    let m = fs::metadata(f.wal.join("RECOVERYXLOG")).unwrap();
+    assert_eq!((m.uid(), m.gid()), (uid, gid));
+}
