@@ -1,1 +1,6 @@
-//! pgha-agent (to be written).
+//! The agent: owns one PostgreSQL instance, publishes its member state to
+//! the DCS, competes for the leader lease, and executes the actions the pure
+//! decision core (`pgha_core`) returns. Also serves the REST API
+//! (Patroni-compatible health endpoints and `/cluster`).
+
+pub mod status;
