@@ -24,7 +24,7 @@ pub use api::{
     Dcs, GetResponse, KeyValue, Lease, LeaseId, RangeResponse, Revision, Watch, WatchEvent,
 };
 pub use error::{DcsError, DcsResult};
-// pub use etcd::EtcdDcs;
+pub use etcd::EtcdDcs;
 pub use keys::{ClusterKey, ClusterKeys};
 pub use memory::{ManualClock, MemoryDcs, MemoryStore};
 pub use settings::DcsSettings;

@@ -10,7 +10,7 @@
 //! Hazard: with a [`ManualClock`] leases expire only when time is advanced
 //! and some call (or [`MemoryDcs::tick`]) observes it.
 
-mod store;
+pub(crate) mod store;
 
 pub use store::{Compacted, MemoryStore};
 
