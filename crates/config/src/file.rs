@@ -6,6 +6,7 @@ use crate::size::ByteSize;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::time::Duration;
 
 /// The whole file.
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -24,6 +25,12 @@ pub struct ClusterFile {
     pub replication: ReplicationFile,
     #[serde(default)]
     pub archive: ArchiveFile,
+    /// `[dcs]`: how to reach etcd (see docs/dcs.md).
+    #[serde(default)]
+    pub dcs: pgha_dcs::DcsSettings,
+    /// `[ha]`: failover timing and policy.
+    #[serde(default)]
+    pub ha: HaFile,
     /// Where pgha keeps generated credentials (replication, admin, monitor
     /// passwords), readable only by the service user. Default "secrets".
     #[serde(default = "default_secrets_dir")]
@@ -125,6 +132,40 @@ impl ArchiveCompression {
     }
 }
 
+/// `[ha]`: the initial dynamic configuration the bootstrapping agent writes
+/// to the DCS (later changed with `pgha edit-config`).
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct HaFile {
+    /// Leader lease time-to-live. Default "2s" (etcd grants whole seconds).
+    #[serde(default = "default_ttl", with = "humantime_serde")]
+    pub ttl: Duration,
+    /// Pause between two iterations of the agent loop. Default "500ms".
+    #[serde(default = "default_loop_wait", with = "humantime_serde")]
+    pub loop_wait: Duration,
+    /// With no healthy standby, switch the primary to asynchronous commit
+    /// (loud warning) instead of blocking writes. Default false.
+    #[serde(default)]
+    pub allow_async_fallback: bool,
+}
+
+fn default_ttl() -> Duration {
+    Duration::from_secs(2)
+}
+fn default_loop_wait() -> Duration {
+    Duration::from_millis(500)
+}
+
+impl Default for HaFile {
+    fn default() -> Self {
+        HaFile {
+            ttl: default_ttl(),
+            loop_wait: default_loop_wait(),
+            allow_async_fallback: false,
+        }
+    }
+}
+
 /// One `[[members]]` entry.
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -140,6 +181,9 @@ pub struct MemberFile {
     /// Data directory. Default "<name>/data".
     #[serde(default)]
     pub data_dir: Option<PathBuf>,
+    /// Port of the agent's REST API on `host`. Default `port + 1000`.
+    #[serde(default)]
+    pub api_port: Option<u16>,
 }
 
 fn default_name() -> String {
@@ -197,6 +241,7 @@ impl ClusterFile {
                 host: default_host(),
                 port: base_port + i as u16,
                 data_dir: None,
+                api_port: Some(base_port + 20 + i as u16),
             })
             .collect();
         ClusterFile {
@@ -205,6 +250,11 @@ impl ClusterFile {
             postgres: PostgresFile::default(),
             replication: ReplicationFile::default(),
             archive: ArchiveFile::default(),
+            dcs: pgha_dcs::DcsSettings::with_endpoints([format!(
+                "http://127.0.0.1:{}",
+                base_port + 30
+            )]),
+            ha: HaFile::default(),
             secrets_dir: default_secrets_dir(),
             members,
         }

@@ -114,6 +114,15 @@ pub struct Member {
     pub port: u16,
     /// Absolute.
     pub data_dir: PathBuf,
+    /// The agent's REST API port on `host`.
+    pub api_port: u16,
+}
+
+impl Member {
+    /// Base URL of the member's agent REST API.
+    pub fn api_url(&self) -> String {
+        format!("http://{}:{}", self.host, self.api_port)
+    }
 }
 
 /// The validated cluster config. All paths are absolute.
@@ -136,6 +145,8 @@ pub struct ClusterConfig {
     pub archive_compression: ArchiveCompression,
     pub secrets_dir: PathBuf,
     pub members: Vec<Member>,
+    pub dcs: pgha_dcs::DcsSettings,
+    pub ha: crate::file::HaFile,
     /// The file as parsed, to write back out (`pgha up` saves it).
     pub file: ClusterFile,
 }
@@ -181,6 +192,10 @@ pub(crate) fn validate(file: ClusterFile, base: &Path) -> Result<ClusterConfig, 
         }
     }
     let parameters = validate_parameters(&file)?;
+    file.dcs.validate().map_err(|reason| {
+        ConfigError::invalid("dcs", format!("{:?}", file.dcs.endpoints), reason)
+    })?;
+    validate_ha(&file.ha)?;
     Ok(ClusterConfig {
         name: file.name.clone(),
         member: file.member.clone(),
@@ -205,6 +220,8 @@ pub(crate) fn validate(file: ClusterFile, base: &Path) -> Result<ClusterConfig, 
         archive_compression: file.archive.compression,
         secrets_dir: absolute(base, &file.secrets_dir),
         members,
+        dcs: file.dcs.clone(),
+        ha: file.ha.clone(),
         file,
     })
 }
@@ -256,14 +273,54 @@ fn validate_members(file: &ClusterFile, base: &Path) -> Result<Vec<Member>, Conf
                 ));
             }
         }
+        let api_port = match m.api_port {
+            Some(p) => p,
+            None => m.port.checked_add(1000).ok_or_else(|| {
+                ConfigError::invalid(
+                    format!("members[{i}].port"),
+                    m.port,
+                    "leaves no default api_port (port + 1000): set api_port",
+                )
+            })?,
+        };
+        for (j, prev) in out.iter().enumerate() {
+            if prev.host == m.host
+                && (prev.api_port == api_port || prev.port == api_port || prev.api_port == m.port)
+            {
+                return Err(ConfigError::invalid(
+                    format!("members[{i}].api_port"),
+                    api_port,
+                    format!("collides with a port of members[{j}]"),
+                ));
+            }
+        }
         out.push(Member {
             name: m.name.clone(),
             host: m.host.clone(),
             port: m.port,
             data_dir,
+            api_port,
         });
     }
     Ok(out)
+}
+
+fn validate_ha(ha: &crate::file::HaFile) -> Result<(), ConfigError> {
+    if !ha.ttl.as_millis().is_multiple_of(1000) || ha.ttl.as_secs() < 1 {
+        return Err(ConfigError::invalid(
+            "ha.ttl",
+            humantime_serde::re::humantime::format_duration(ha.ttl),
+            "must be a whole number of seconds, at least 1s (etcd leases are in seconds)",
+        ));
+    }
+    if ha.loop_wait.is_zero() || ha.loop_wait * 2 >= ha.ttl {
+        return Err(ConfigError::invalid(
+            "ha.loop_wait",
+            humantime_serde::re::humantime::format_duration(ha.loop_wait),
+            "must be positive and less than half of ha.ttl, so the leader renews its lease in time",
+        ));
+    }
+    Ok(())
 }
 
 fn validate_parameters(file: &ClusterFile) -> Result<BTreeMap<String, String>, ConfigError> {
