@@ -16,6 +16,8 @@ pub const ADMIN_FILE: &str = "admin.password";
 pub const REPLICATION_FILE: &str = "replication.password";
 pub const MONITOR_FILE: &str = "monitor.password";
 pub const PASSFILE: &str = "pgpass";
+/// Token the agents' state-changing REST endpoints require.
+pub const API_TOKEN_FILE: &str = "api.token";
 
 /// Name of the role the proxy uses to look up password verifiers.
 pub const MONITOR_USER: &str = "pgha_monitor";
@@ -26,6 +28,7 @@ pub struct Secrets {
     pub admin_password: String,
     pub replication_password: String,
     pub monitor_password: String,
+    pub api_token: String,
 }
 
 impl std::fmt::Debug for Secrets {
@@ -51,6 +54,7 @@ impl Secrets {
             admin_password: read_or_generate(dir, ADMIN_FILE, user)?,
             replication_password: read_or_generate(dir, REPLICATION_FILE, user)?,
             monitor_password: read_or_generate(dir, MONITOR_FILE, user)?,
+            api_token: read_or_generate(dir, API_TOKEN_FILE, user)?,
         };
         let passfile = format!(
             "*:*:*:{}:{}\n*:*:*:{}:{}\n",
@@ -76,6 +80,7 @@ impl Secrets {
             admin_password: read(ADMIN_FILE)?,
             replication_password: read(REPLICATION_FILE)?,
             monitor_password: read(MONITOR_FILE)?,
+            api_token: read(API_TOKEN_FILE)?,
         })
     }
 
