@@ -4,7 +4,39 @@
 //! Nothing here does I/O or depends on an async runtime: the agent feeds in an
 //! observation and executes the actions that come back, and the simulator does
 //! the same with a fake DCS and fake clocks.
+//!
+//! # Using it from the agent
+//!
+//! Each loop (every [`DynamicConfig::loop_wait`], or sooner when
+//! [`Decision::wake_in`] says so, or when a DCS watch fires):
+//!
+//! 1. read the whole cluster prefix in one snapshot → [`DcsView::Known`]
+//!    (on error or timeout: [`DcsView::Unknown`] with the last config);
+//! 2. probe PostgreSQL and fill [`LocalState`] (the fields marked "runtime
+//!    memory" are kept by the agent between loops);
+//! 3. call [`decide`] with the agent's monotonic clock as [`Millis`];
+//! 4. log the [`Decision::reason`] (and keep the last ones for `/cluster`),
+//!    then execute [`Decision::actions`] in order, stopping at the first
+//!    failure. Each [`Action`] variant documents what the runtime must do.
 
+pub mod action;
+pub mod decide;
+pub mod local;
 pub mod lsn;
+pub mod member;
+pub mod promotion;
+pub mod sync;
+pub mod sync_plan;
+pub mod time;
+pub mod view;
 
-pub use lsn::{Lsn, ParseLsnError, Timeline};
+pub use action::{Action, Decision, DemoteKind, Upstream};
+pub use decide::{decide, member_record};
+pub use local::{DataDir, LeaseState, LocalState, PgState, ReplicaStatus, SyncNamesState};
+pub use lsn::{Lsn, ParseLsnError, Timeline, WalPos};
+pub use member::{ConnInfo, Detached, MemberState, Role, Tags};
+pub use sync::{SyncSet, SyncStandbyNames};
+pub use time::Millis;
+pub use view::{
+    ClusterView, DcsView, DynamicConfig, FailoverRequest, LeaderKey, SwitchoverRequest, SyncRecord,
+};

@@ -1,6 +1,7 @@
 //! Write-ahead-log positions and timelines as newtypes, so that an LSN is never
 //! confused with a byte count or a term.
 
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::fmt;
 use std::str::FromStr;
 
@@ -47,9 +48,55 @@ impl FromStr for Lsn {
     }
 }
 
+/// Serialized as the `X/Y` text PostgreSQL prints, so that JSON in the DCS
+/// reads like `pg_current_wal_lsn()` output.
+impl Serialize for Lsn {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Lsn {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
 /// A PostgreSQL timeline id. Each promotion starts a new one.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+#[serde(transparent)]
 pub struct Timeline(pub u32);
+
+/// A position in WAL history: the timeline the WAL at `lsn` belongs to, and
+/// the LSN. Ordered by timeline first, then LSN: a node on a later timeline
+/// is "ahead" whatever its LSN, because every promotion that created that
+/// timeline kept all acknowledged commits of the earlier ones (the promotion
+/// rule), while WAL past a fork on an older timeline was never acknowledged.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+pub struct WalPos {
+    pub timeline: Timeline,
+    pub lsn: Lsn,
+}
+
+impl WalPos {
+    pub fn new(timeline: u32, lsn: u64) -> WalPos {
+        WalPos {
+            timeline: Timeline(timeline),
+            lsn: Lsn(lsn),
+        }
+    }
+}
+
+impl fmt::Display for WalPos {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}@tl{}", self.lsn, self.timeline)
+    }
+}
 
 impl fmt::Display for Timeline {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -75,6 +122,23 @@ mod tests {
         for text in ["", "12", "x/1", "1/", "/1", "1/2/3", "100000000/0"] {
             assert!(text.parse::<Lsn>().is_err(), "{text} parsed");
         }
+    }
+
+    #[test]
+    fn lsn_serializes_as_text() {
+        let json = serde_json::to_string(&Lsn(0x1_0000_0060)).unwrap();
+        assert_eq!(json, "\"1/60\"");
+        assert_eq!(
+            serde_json::from_str::<Lsn>(&json).unwrap(),
+            Lsn(0x1_0000_0060)
+        );
+        assert!(serde_json::from_str::<Lsn>("\"zz\"").is_err());
+    }
+
+    #[test]
+    fn wal_positions_order_by_timeline_first() {
+        assert!(WalPos::new(2, 10) > WalPos::new(1, 1000));
+        assert!(WalPos::new(2, 10) < WalPos::new(2, 11));
     }
 
     #[test]

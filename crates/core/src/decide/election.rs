@@ -1,0 +1,133 @@
+//! Rules while nobody holds the leader key.
+//!
+//! Standbys first detach (stop streaming, persistently) and publish their
+//! final position for the current term; a standby that then passes the
+//! promotion rule races for the key. A running primary re-takes the key
+//! only if it was the last established leader. A stopped node starts
+//! read-only so that it can take part; an uninitialized cluster races for
+//! the initialize key and bootstraps.
+//!
+//! Hazard: acquiring the key is only a reservation; the holder re-checks on
+//! a fresh view and claims the term before it promotes (`leader.rs`).
+
+use super::Ctx;
+use crate::action::{Action, Decision, DemoteKind};
+use crate::local::DataDir;
+use crate::promotion::check_promotion;
+
+pub(crate) fn decide(ctx: &Ctx<'_>) -> Decision {
+    let pg = &ctx.local.pg;
+    let view = ctx.view;
+    let led_last = view.sync.as_ref().is_some_and(|s| s.leader == ctx.me());
+    let bootstrapper = view.sync.is_none() && view.initialize.as_deref() == Some(ctx.me());
+    if pg.is_running_primary() {
+        if led_last || bootstrapper {
+            let mut actions = Vec::new();
+            if !pg.fenced {
+                actions.push(Action::Fence);
+            }
+            actions.push(Action::AcquireLeader);
+            return ctx.decision_now(
+                actions,
+                "my leader lease expired and nobody took over: re-taking it (writes paused meanwhile)",
+            );
+        }
+        return ctx.decision_now(
+            vec![Action::Demote(DemoteKind::Immediate)],
+            "I run a primary but another node led after me: stopping it",
+        );
+    }
+    if pg.is_running_standby() {
+        return standby(ctx);
+    }
+    if pg.running {
+        return ctx.decision(vec![], "no leader; PostgreSQL runs but its role is unknown");
+    }
+    stopped(ctx, bootstrapper)
+}
+
+fn standby(ctx: &Ctx<'_>) -> Decision {
+    let view = ctx.view;
+    let term = view.sync_term();
+    if ctx.local.detached.is_none_or(|d| d.after_term != term) {
+        return ctx.decision_now(
+            vec![Action::DetachFromPrimary { after_term: term }],
+            format!(
+                "no leader: detaching from the old primary to report my final LSN (term {term})"
+            ),
+        );
+    }
+    if ctx.local.tags.nofailover {
+        return ctx.decision(vec![], "no leader; I am tagged nofailover, not a candidate");
+    }
+    if let Some(f) = &view.failover {
+        if f.to == ctx.me() && f.allow_data_loss {
+            return ctx.decision_now(
+                vec![Action::AcquireLeader],
+                "manual failover to me with --allow-data-loss: taking the leader key",
+            );
+        }
+        if f.to != ctx.me() && healthy_not_behind(ctx, &f.to) {
+            return ctx.decision(
+                vec![],
+                format!("no leader; waiting for failover target {}", f.to),
+            );
+        }
+    }
+    if let Some(s) = &view.switchover {
+        if s.from.as_deref() == Some(ctx.me()) {
+            return ctx.decision(
+                vec![],
+                "no leader; I handed over in a switchover, not a candidate",
+            );
+        }
+        if let Some(to) = s.to.as_deref().filter(|t| *t != ctx.me()) {
+            if healthy_not_behind(ctx, to) {
+                return ctx.decision(
+                    vec![],
+                    format!("no leader; waiting for switchover target {to}"),
+                );
+            }
+        }
+    }
+    match check_promotion(ctx.candidate(), view) {
+        Ok(why) => ctx.decision_now(vec![Action::AcquireLeader], format!("candidate: {why}")),
+        Err(refusal) => ctx.decision(vec![], format!("no leader; {}", refusal.reason())),
+    }
+}
+
+/// `name` is a running standby at least as far as we are.
+fn healthy_not_behind(ctx: &Ctx<'_>, name: &str) -> bool {
+    ctx.view
+        .members
+        .get(name)
+        .is_some_and(|m| m.is_running_standby() && m.position() >= ctx.local.pg.position)
+}
+
+fn stopped(ctx: &Ctx<'_>, bootstrapper: bool) -> Decision {
+    let view = ctx.view;
+    match ctx.local.pg.data_dir {
+        DataDir::Empty => match view.initialize.as_deref() {
+            None => ctx.decision_now(
+                vec![Action::AcquireInitialize],
+                "cluster not initialized: racing for the initialize key",
+            ),
+            Some(me) if me == ctx.me() => ctx.decision_now(
+                vec![Action::Bootstrap],
+                "I won the initialize race: bootstrapping (initdb)",
+            ),
+            Some(other) => ctx.decision(
+                vec![],
+                format!("no leader to clone from yet (cluster initialized by {other})"),
+            ),
+        },
+        DataDir::Primary if bootstrapper => ctx.decision_now(
+            vec![Action::AcquireLeader],
+            "bootstrapped: taking the leader key to start as the first primary",
+        ),
+        _ => ctx.decision_now(
+            vec![Action::StartAsStandby { upstream: None }],
+            "no leader: starting read-only (in recovery, no upstream) to take part in the election",
+        ),
+    }
+}

@@ -1,0 +1,343 @@
+//! Rules for the node that holds the leader key.
+//!
+//! A fresh holder first *claims* the term: it re-checks that taking over is
+//! safe on a fresh view, writes `/sync` with its key's term, and only then
+//! promotes or starts as primary (in that order, in one decision). An
+//! established leader keeps its lease, fences when the lease is in doubt,
+//! runs the sync-set manager and performs switchovers.
+//!
+//! Hazard: a primary must never accept writes before its term is recorded
+//! in `/sync`; otherwise a later candidate could count a stale "detached"
+//! report from a member that acknowledged this primary's commits.
+
+use super::{leader_wake, Ctx};
+use crate::action::{Action, Decision, DemoteKind};
+use crate::local::DataDir;
+use crate::promotion::{check_promotion, Refusal};
+use crate::sync::{SyncSet, SyncStandbyNames};
+use crate::sync_plan::{initial_names, next_step, target_set, SyncInputs, SyncStep};
+use crate::time::Millis;
+use crate::view::{SwitchoverRequest, SyncRecord};
+use std::collections::BTreeSet;
+
+pub(crate) fn decide(ctx: &Ctx<'_>, term: u64) -> Decision {
+    let pg = &ctx.local.pg;
+    let mut d = if ctx.view.established_leader().is_none() {
+        claim(ctx, term)
+    } else if pg.is_running_primary() {
+        primary(ctx)
+    } else if pg.is_running_standby() {
+        let names = initial_names(
+            &ctx.view.sync_set(),
+            ctx.me(),
+            ctx.cfg().allow_async_fallback,
+        );
+        ctx.decision_now(
+            vec![Action::Promote { sync_names: names }],
+            "established leader still in recovery: promoting",
+        )
+    } else {
+        stopped(ctx)
+    };
+    d.actions.insert(0, Action::RenewLeader);
+    if d.wake_in > Millis::ZERO {
+        d.wake_in = leader_wake(ctx.local, ctx.cfg(), ctx.now);
+    }
+    d
+}
+
+/// The `/sync` record that claims `term` for this node with set `set`.
+pub(crate) fn claim_record(ctx: &Ctx<'_>, term: u64, set: SyncSet) -> Action {
+    Action::WriteSyncKey(SyncRecord {
+        term,
+        leader: ctx.me().to_string(),
+        set,
+    })
+}
+
+/// We hold the key but have not claimed the term yet.
+fn claim(ctx: &Ctx<'_>, term: u64) -> Decision {
+    let pg = &ctx.local.pg;
+    let view = ctx.view;
+    let set = view.sync_set();
+    let names = initial_names(&set, ctx.me(), ctx.cfg().allow_async_fallback);
+    let led_last = view.sync.as_ref().is_some_and(|s| s.leader == ctx.me());
+    let bootstrap = view.sync.is_none() && view.initialize.as_deref() == Some(ctx.me());
+    if pg.is_running_primary() {
+        if led_last || bootstrap {
+            let mut actions = vec![claim_record(ctx, term, set)];
+            if pg.fenced && ctx.lease_ok() {
+                actions.push(Action::Unfence);
+            }
+            return ctx.decision_now(
+                actions,
+                format!("re-established my leadership (term {term})"),
+            );
+        }
+        return ctx.decision_now(
+            vec![Action::ReleaseLeader, Action::Demote(DemoteKind::Immediate)],
+            "I hold the leader key but another leader was established after my primary; stepping down",
+        );
+    }
+    if pg.is_running_standby() {
+        return claim_as_standby(ctx, term, set, names);
+    }
+    if bootstrap && pg.data_dir == DataDir::Primary {
+        return ctx.decision_now(
+            vec![
+                claim_record(ctx, term, set),
+                Action::StartAsPrimary { sync_names: names },
+            ],
+            format!("bootstrapped the cluster; starting as its first primary (term {term})"),
+        );
+    }
+    ctx.decision_now(
+        vec![Action::ReleaseLeader],
+        "I hold the leader key but my PostgreSQL is not running; releasing it",
+    )
+}
+
+fn claim_as_standby(ctx: &Ctx<'_>, term: u64, set: SyncSet, names: SyncStandbyNames) -> Decision {
+    let forced = ctx
+        .view
+        .failover
+        .as_ref()
+        .is_some_and(|f| f.to == ctx.me() && f.allow_data_loss);
+    let verdict = if forced {
+        Ok("manual failover with --allow-data-loss: promoting without the quorum check".into())
+    } else {
+        check_promotion(ctx.candidate(), ctx.view)
+    };
+    match verdict {
+        Ok(why) => ctx.decision_now(
+            vec![
+                claim_record(ctx, term, set),
+                Action::Promote { sync_names: names },
+            ],
+            format!("promoting (term {term}): {why}"),
+        ),
+        Err(Refusal::Behind(why)) => ctx.decision_now(
+            vec![Action::ReleaseLeader],
+            format!("releasing the leader key: {why}"),
+        ),
+        Err(Refusal::NotEnoughReports(why)) => ctx.decision(
+            vec![],
+            format!("holding the leader key, not promoting yet: {why}"),
+        ),
+    }
+}
+
+/// Established leader, PostgreSQL not running.
+fn stopped(ctx: &Ctx<'_>) -> Decision {
+    let pg = &ctx.local.pg;
+    if switchover_from_me(ctx).is_some() {
+        return ctx.decision_now(
+            vec![Action::ReleaseLeader],
+            "PostgreSQL is shut down for the switchover: releasing the leader key",
+        );
+    }
+    let names = initial_names(
+        &ctx.view.sync_set(),
+        ctx.me(),
+        ctx.cfg().allow_async_fallback,
+    );
+    match pg.data_dir {
+        DataDir::Empty => ctx.decision_now(
+            vec![Action::ReleaseLeader],
+            "my data directory is empty; releasing the leader key",
+        ),
+        DataDir::Standby => ctx.decision_now(
+            vec![Action::StartAsStandby { upstream: None }],
+            "established leader with a standby data directory: starting it to promote",
+        ),
+        DataDir::Primary => {
+            let down = pg.stopped_since.map_or(Millis::ZERO, |t| ctx.now - t);
+            if down >= ctx.cfg().primary_start_timeout {
+                return ctx.decision_now(
+                    vec![Action::ReleaseLeader],
+                    format!("PostgreSQL has been down for {down}: handing over the leader key"),
+                );
+            }
+            ctx.decision_now(
+                vec![Action::StartAsPrimary { sync_names: names }],
+                format!("PostgreSQL is down ({down}) on the leader: restarting it in place"),
+            )
+        }
+    }
+}
+
+/// The switchover request that asks this leader to hand over, if any.
+fn switchover_from_me<'a>(ctx: &Ctx<'a>) -> Option<&'a SwitchoverRequest> {
+    let req = ctx.view.switchover.as_ref()?;
+    let from_me = req.from.as_deref().is_none_or(|f| f == ctx.me());
+    let to_other = req.to.as_deref() != Some(ctx.me());
+    (from_me && to_other).then_some(req)
+}
+
+/// Established leader with a running primary.
+fn primary(ctx: &Ctx<'_>) -> Decision {
+    let pg = &ctx.local.pg;
+    if !ctx.lease_ok() {
+        let actions = if pg.fenced {
+            vec![]
+        } else {
+            vec![Action::Fence]
+        };
+        return ctx.decision(
+            actions,
+            "leader lease not renewed in time: refusing writes until a renew succeeds",
+        );
+    }
+    let mut actions = Vec::new();
+    let mut notes = Vec::new();
+    if pg.fenced {
+        actions.push(Action::Unfence);
+        notes.push("lease renewed: accepting writes again".to_string());
+    }
+    if let Some(f) = &ctx.view.failover {
+        actions.push(Action::ClearFailover);
+        notes.push(if f.to == ctx.me() {
+            "manual failover done".to_string()
+        } else {
+            format!(
+                "ignoring failover to {}: the primary is alive (use switchover)",
+                f.to
+            )
+        });
+    }
+    if let Some(req) = &ctx.view.switchover {
+        match switchover(ctx, req) {
+            Switch::Demote(why) => {
+                actions.push(Action::Demote(DemoteKind::Graceful));
+                return ctx.decision_now(actions, why);
+            }
+            Switch::Clear(why) => {
+                actions.push(Action::ClearSwitchover);
+                notes.push(why);
+            }
+            Switch::Wait(why) => notes.push(why),
+        }
+    }
+    let step = sync_step(ctx);
+    match step {
+        SyncStep::SetNames(n, why) => {
+            actions.push(Action::SetSyncStandbyNames(n));
+            notes.push(why);
+        }
+        SyncStep::WriteSync(set, why) => {
+            actions.push(claim_record(ctx, ctx.view.sync_term(), set));
+            notes.push(why);
+        }
+        SyncStep::Idle(why) | SyncStep::Wait(why) => notes.push(why),
+    }
+    ctx.decision(actions, format!("leader: {}", notes.join("; ")))
+}
+
+/// The sync-set manager's next step for this primary.
+fn sync_step(ctx: &Ctx<'_>) -> SyncStep {
+    let pg = &ctx.local.pg;
+    let recorded = ctx.view.sync_set();
+    let allow_async = ctx.cfg().allow_async_fallback;
+    let Some(names) = pg.sync_names.clone() else {
+        let n = initial_names(&recorded, ctx.me(), allow_async);
+        return SyncStep::SetNames(n, "synchronous_standby_names unknown; setting it".into());
+    };
+    let healthy: BTreeSet<String> = pg
+        .replicas
+        .iter()
+        .filter(|r| {
+            r.name != ctx.me()
+                && ctx
+                    .view
+                    .members
+                    .get(&r.name)
+                    .is_some_and(|m| !m.tags.nosync)
+        })
+        .map(|r| r.name.clone())
+        .collect();
+    next_step(&SyncInputs {
+        me: ctx.me(),
+        recorded: &recorded,
+        names: &names,
+        target: target_set(healthy, ctx.cfg()),
+        replicas: &pg.replicas,
+        allow_async_fallback: allow_async,
+    })
+}
+
+enum Switch {
+    Demote(String),
+    Clear(String),
+    Wait(String),
+}
+
+/// Switchover on the leader: wait until the target is synchronous and
+/// caught up, then shut down cleanly (the key is released once stopped).
+fn switchover(ctx: &Ctx<'_>, req: &SwitchoverRequest) -> Switch {
+    if let Some(at) = req.scheduled_at_unix_ms {
+        if at > ctx.local.unix_time_ms {
+            let secs = (at - ctx.local.unix_time_ms) / 1000;
+            return Switch::Wait(format!("switchover scheduled in {secs}s"));
+        }
+    }
+    if switchover_from_me(ctx).is_none() {
+        return Switch::Clear("switchover request done or not for me: clearing it".into());
+    }
+    let target = match &req.to {
+        Some(t) => t.clone(),
+        None => match best_sync_standby(ctx) {
+            Some(t) => t,
+            None => {
+                return Switch::Wait("switchover: no synchronous standby to hand over to".into())
+            }
+        },
+    };
+    let Some(rec) = ctx.view.members.get(&target) else {
+        return Switch::Clear(format!(
+            "switchover target {target} is not a member: clearing"
+        ));
+    };
+    if rec.tags.nofailover {
+        return Switch::Clear(format!(
+            "switchover target {target} has nofailover: clearing"
+        ));
+    }
+    let recorded = ctx.view.sync_set();
+    let in_names = matches!(&ctx.local.pg.sync_names, Some(s)
+        if matches!(&s.names, SyncStandbyNames::Quorum(q) if q.members.contains(&target)));
+    if !recorded.members.contains(&target) || !in_names {
+        return Switch::Wait(format!(
+            "switchover: waiting for {target} to become synchronous"
+        ));
+    }
+    let Some(rep) = ctx.local.pg.replicas.iter().find(|r| r.name == target) else {
+        return Switch::Wait(format!("switchover: {target} is not streaming from me"));
+    };
+    let lag = ctx.local.pg.position.lsn.bytes_after(rep.flush_lsn);
+    if lag > ctx.cfg().switchover_max_lag {
+        return Switch::Wait(format!(
+            "switchover: waiting for {target} to catch up ({lag} bytes behind)"
+        ));
+    }
+    Switch::Demote(format!(
+        "switchover to {target} ({lag} bytes behind, synchronous): shutting down cleanly"
+    ))
+}
+
+/// The synchronous standby that flushed the most, failover-eligible.
+fn best_sync_standby(ctx: &Ctx<'_>) -> Option<String> {
+    let recorded = ctx.view.sync_set();
+    ctx.local
+        .pg
+        .replicas
+        .iter()
+        .filter(|r| recorded.members.contains(&r.name))
+        .filter(|r| {
+            ctx.view
+                .members
+                .get(&r.name)
+                .is_some_and(|m| !m.tags.nofailover)
+        })
+        .max_by_key(|r| r.flush_lsn)
+        .map(|r| r.name.clone())
+}

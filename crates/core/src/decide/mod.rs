@@ -1,0 +1,192 @@
+//! `decide`: one observation in, one [`Decision`] out.
+//!
+//! The rules are split by who holds the leader key: this node
+//! ([`leader`]), another node ([`follower`]), or nobody ([`election`]).
+//! Before that, two cases override everything: the DCS could not be read
+//! (fence a primary whose lease is running out, otherwise do nothing) and
+//! paused mode (publish and keep the lease, nothing else).
+//!
+//! Hazard: `decide` must stay pure and total: no clock, no I/O, no panics
+//! on any input. The simulator calls it millions of times.
+
+mod election;
+mod follower;
+mod leader;
+
+use crate::action::{Action, Decision, Upstream};
+use crate::local::LocalState;
+use crate::member::{MemberState, Role};
+use crate::promotion::Candidate;
+use crate::time::Millis;
+use crate::view::{ClusterView, DcsView, DynamicConfig};
+
+/// Decide what this node does now. See the crate docs for the loop.
+pub fn decide(local: &LocalState, dcs: &DcsView, now: Millis) -> Decision {
+    match dcs {
+        DcsView::Unknown { error, last_config } => dcs_unknown(local, error, last_config, now),
+        DcsView::Known(view) => {
+            let ctx = Ctx { local, view, now };
+            let mut d = if view.config.paused {
+                paused(&ctx)
+            } else {
+                match &view.leader {
+                    Some(l) if l.holder == local.name => leader::decide(&ctx, l.term),
+                    Some(l) => follower::decide(&ctx, &l.holder),
+                    None => election::decide(&ctx),
+                }
+            };
+            d.actions
+                .insert(0, Action::PublishMember(member_record(local)));
+            d
+        }
+    }
+}
+
+/// The member record this node publishes, built from its observation.
+pub fn member_record(local: &LocalState) -> MemberState {
+    let pg = &local.pg;
+    MemberState {
+        name: local.name.clone(),
+        role: if pg.running { pg.role } else { Role::Unknown },
+        pg_running: pg.running,
+        timeline: pg.position.timeline,
+        flush_lsn: pg.position.lsn,
+        replay_lsn: pg.replay_lsn,
+        streaming_from: pg.upstream.clone().filter(|_| pg.streaming),
+        detached: local.detached,
+        fenced: pg.fenced,
+        api_url: local.api_url.clone(),
+        conn: local.conn.clone(),
+        tags: local.tags.clone(),
+    }
+}
+
+/// What every rule module gets.
+pub(crate) struct Ctx<'a> {
+    pub local: &'a LocalState,
+    pub view: &'a ClusterView,
+    pub now: Millis,
+}
+
+impl<'a> Ctx<'a> {
+    pub fn me(&self) -> &'a str {
+        &self.local.name
+    }
+
+    pub fn cfg(&self) -> &'a DynamicConfig {
+        &self.view.config
+    }
+
+    /// Our lease is safely alive until the next loop: see [`lease_ok`].
+    pub fn lease_ok(&self) -> bool {
+        lease_ok(self.local, self.cfg(), self.now)
+    }
+
+    /// Where to reach member `name`, if it published a record.
+    pub fn upstream(&self, name: &str) -> Option<Upstream> {
+        self.view.members.get(name).map(|m| Upstream {
+            name: name.to_string(),
+            conn: m.conn.clone(),
+        })
+    }
+
+    /// This node as a promotion candidate.
+    pub fn candidate(&self) -> Candidate<'a> {
+        Candidate {
+            name: &self.local.name,
+            position: self.local.pg.position,
+            detached: self.local.detached,
+        }
+    }
+
+    pub fn decision(&self, actions: Vec<Action>, reason: impl Into<String>) -> Decision {
+        Decision {
+            actions,
+            reason: reason.into(),
+            wake_in: self.cfg().loop_wait,
+        }
+    }
+
+    /// Like `decision`, but asks to decide again at once: the next step
+    /// depends on the outcome of these actions.
+    pub fn decision_now(&self, actions: Vec<Action>, reason: impl Into<String>) -> Decision {
+        Decision {
+            actions,
+            reason: reason.into(),
+            wake_in: Millis::ZERO,
+        }
+    }
+}
+
+/// The lease is alive past `now + fence_margin` (on our clock, counted from
+/// the send time of the last successful renew). When this turns false a
+/// writable primary fences: the DCS may expire the lease within the margin.
+pub(crate) fn lease_ok(local: &LocalState, cfg: &DynamicConfig, now: Millis) -> bool {
+    local
+        .lease
+        .is_some_and(|l| now + cfg.fence_margin < l.expires_at())
+}
+
+/// Loop interval for a leader: wake up in time for the fence point.
+pub(crate) fn leader_wake(local: &LocalState, cfg: &DynamicConfig, now: Millis) -> Millis {
+    match local.lease {
+        Some(l) => {
+            let fence_at = l.expires_at() - cfg.fence_margin;
+            cfg.loop_wait.min(fence_at - now)
+        }
+        None => cfg.loop_wait,
+    }
+}
+
+/// The DCS could not be read. A primary keeps going while its lease is
+/// safely alive and fences itself before it can expire; everyone else keeps
+/// doing what it does (standbys keep serving reads).
+fn dcs_unknown(local: &LocalState, error: &str, cfg: &DynamicConfig, now: Millis) -> Decision {
+    let pg = &local.pg;
+    let mut actions = Vec::new();
+    let reason = if !pg.is_running_primary() {
+        format!("DCS unreachable ({error}); keeping the current state")
+    } else if lease_ok(local, cfg, now) {
+        actions.push(Action::RenewLeader);
+        let left = local.lease.map_or(Millis::ZERO, |l| l.expires_at() - now);
+        format!("DCS unreachable ({error}); lease still valid for {left}, retrying renew")
+    } else {
+        if !pg.fenced {
+            actions.push(Action::Fence);
+        }
+        actions.push(Action::RenewLeader);
+        format!("DCS unreachable ({error}) and the leader lease may expire: refusing writes")
+    };
+    Decision {
+        actions,
+        reason,
+        wake_in: leader_wake(local, cfg, now),
+    }
+}
+
+/// Paused: publish (done by the caller) and keep the lease; no automatic
+/// actions. A running primary that led last may re-take and claim the key,
+/// which is bookkeeping, not a change of roles.
+fn paused(ctx: &Ctx<'_>) -> Decision {
+    let pg = &ctx.local.pg;
+    let led_last = ctx.view.sync.as_ref().is_some_and(|s| s.leader == ctx.me());
+    match &ctx.view.leader {
+        Some(l) if l.holder == ctx.me() => {
+            let mut actions = vec![Action::RenewLeader];
+            if ctx.view.established_leader().is_none() && led_last && pg.is_running_primary() {
+                actions.push(leader::claim_record(ctx, l.term, ctx.view.sync_set()));
+            }
+            ctx.decision(actions, "paused: renewing the leader lease only")
+        }
+        None if led_last && pg.is_running_primary() => ctx.decision(
+            vec![Action::AcquireLeader],
+            "paused: re-taking the leader key for my running primary",
+        ),
+        _ => ctx.decision(vec![], "paused: no automatic actions"),
+    }
+}
+
+#[cfg(test)]
+mod tests;
+#[cfg(test)]
+pub(crate) mod testutil;

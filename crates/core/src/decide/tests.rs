@@ -1,0 +1,569 @@
+//! One behaviour per test, through the public `decide`.
+
+use super::testutil::*;
+use crate::action::{Action, Decision, DemoteKind};
+use crate::decide;
+use crate::local::DataDir;
+use crate::member::Detached;
+use crate::sync::{SyncSet, SyncStandbyNames};
+use crate::time::Millis;
+use crate::view::{DcsView, DynamicConfig, SyncRecord};
+
+fn run(node: Node, view: DcsView, now: u64) -> Decision {
+    decide(&node.0, &view, Millis(now))
+}
+
+fn steps(d: &Decision) -> Vec<Action> {
+    d.steps().into_iter().cloned().collect()
+}
+
+fn unknown() -> DcsView {
+    DcsView::Unknown {
+        error: "timeout".into(),
+        last_config: DynamicConfig::default(),
+    }
+}
+
+/// A three-node cluster led by node1 (term 5), S = {node2, node3}, k = 1.
+fn cluster() -> View {
+    View::new()
+        .established("node1", 5, &["node2", "node3"], 1)
+        .primary("node1", pos(1, 1000))
+        .standby("node2", Some("node1"), pos(1, 1000))
+        .standby("node3", Some("node1"), pos(1, 990))
+}
+
+/// The same cluster after node1's lease expired.
+fn leaderless() -> View {
+    View::new().sync(5, "node1", &["node2", "node3"], 1)
+}
+
+fn leader_node() -> Node {
+    Node::new("node1")
+        .running_primary(pos(1, 1000))
+        .lease(10_000)
+        .replicas(&[("node2", 1000), ("node3", 990)])
+        .names(quorum(&["node2", "node3"], 1), Some(900))
+}
+
+#[test]
+fn every_known_view_decision_publishes_first() {
+    let d = run(leader_node(), cluster().build(), 10_100);
+    assert!(matches!(d.actions[0], Action::PublishMember(ref m) if m.name == "node1"));
+}
+
+#[test]
+fn dcs_unknown_primary_with_fresh_lease_keeps_writing() {
+    let d = run(leader_node(), unknown(), 10_500);
+    assert_eq!(d.actions, vec![Action::RenewLeader], "{}", d.reason);
+}
+
+#[test]
+fn dcs_unknown_primary_fences_before_the_lease_can_expire() {
+    // lease renewed at 10_000, ttl 2 s, margin 0.5 s: fence from 11_500 on
+    let d = run(leader_node(), unknown(), 11_500);
+    assert_eq!(
+        d.actions,
+        vec![Action::Fence, Action::RenewLeader],
+        "{}",
+        d.reason
+    );
+    assert!(d.reason.contains("refusing writes"));
+}
+
+#[test]
+fn dcs_unknown_standby_keeps_serving() {
+    let n = Node::new("node2").running_standby(Some("node1"), pos(1, 10));
+    assert!(run(n, unknown(), 0).actions.is_empty());
+}
+
+#[test]
+fn leader_wakes_up_in_time_to_fence() {
+    let d = run(leader_node(), cluster().build(), 11_300);
+    assert_eq!(d.wake_in, Millis(200));
+}
+
+#[test]
+fn paused_leader_only_renews() {
+    let view = cluster().config(|c| c.paused = true).build();
+    let d = run(leader_node(), view, 10_100);
+    assert_eq!(steps(&d), vec![Action::RenewLeader]);
+}
+
+#[test]
+fn paused_standby_does_not_promote() {
+    let view = leaderless()
+        .detached("node3", 5, pos(1, 990))
+        .config(|c| c.paused = true)
+        .build();
+    let n = Node::new("node2")
+        .running_standby(None, pos(1, 1000))
+        .detached(5);
+    assert!(steps(&run(n, view, 0)).is_empty());
+}
+
+#[test]
+fn uninitialized_empty_node_races_for_initialize() {
+    let n = Node::new("node1");
+    let d = run(n, View::uninitialized().build(), 0);
+    assert_eq!(steps(&d), vec![Action::AcquireInitialize]);
+}
+
+#[test]
+fn initialize_winner_bootstraps_then_takes_the_lease_then_starts() {
+    let view = View::new(); // initialize = node1
+    let d = run(Node::new("node1"), view.build(), 0);
+    assert_eq!(steps(&d), vec![Action::Bootstrap]);
+    let n = Node::new("node1").stopped(DataDir::Primary, pos(1, 10));
+    assert_eq!(
+        steps(&run(n, View::new().build(), 0)),
+        vec![Action::AcquireLeader]
+    );
+    let n = Node::new("node1")
+        .stopped(DataDir::Primary, pos(1, 10))
+        .lease(0);
+    let d = run(n, View::new().leader("node1", 7).build(), 100);
+    let claim = Action::WriteSyncKey(SyncRecord {
+        term: 7,
+        leader: "node1".into(),
+        set: SyncSet::no_promotion(),
+    });
+    let start = Action::StartAsPrimary {
+        sync_names: SyncStandbyNames::AnyStandby,
+    };
+    assert_eq!(steps(&d), vec![Action::RenewLeader, claim, start]);
+}
+
+#[test]
+fn others_wait_for_the_bootstrapper() {
+    let d = run(Node::new("node2"), View::new().build(), 0);
+    assert!(steps(&d).is_empty());
+    assert!(d.reason.contains("initialized by node1"), "{}", d.reason);
+}
+
+#[test]
+fn no_leader_standby_detaches_first() {
+    let n = Node::new("node2").running_standby(Some("node1"), pos(1, 1000));
+    let d = run(n, leaderless().build(), 0);
+    assert_eq!(steps(&d), vec![Action::DetachFromPrimary { after_term: 5 }]);
+    assert_eq!(d.wake_in, Millis::ZERO);
+}
+
+#[test]
+fn no_safe_candidate_names_the_missing_member() {
+    let n = Node::new("node2")
+        .running_standby(None, pos(1, 1000))
+        .detached(5);
+    let d = run(n, leaderless().build(), 0);
+    assert!(steps(&d).is_empty());
+    assert!(
+        d.reason.contains(
+            "no safe candidate: need the final LSN of 2 of {node2, node3}, node3 unreachable"
+        ),
+        "{}",
+        d.reason
+    );
+}
+
+#[test]
+fn candidate_with_quorum_of_reports_races_for_the_key() {
+    let view = leaderless().detached("node3", 5, pos(1, 990)).build();
+    let n = Node::new("node2")
+        .running_standby(None, pos(1, 1000))
+        .detached(5);
+    let d = run(n, view, 0);
+    assert_eq!(steps(&d), vec![Action::AcquireLeader], "{}", d.reason);
+}
+
+#[test]
+fn candidate_steps_aside_for_a_member_ahead() {
+    let view = leaderless().detached("node3", 5, pos(1, 1010)).build();
+    let n = Node::new("node2")
+        .running_standby(None, pos(1, 1000))
+        .detached(5);
+    let d = run(n, view, 0);
+    assert!(steps(&d).is_empty());
+    assert!(d.reason.contains("node3 is at"), "{}", d.reason);
+}
+
+#[test]
+fn report_for_an_older_term_does_not_count() {
+    let view = leaderless().detached("node3", 4, pos(1, 990)).build();
+    let n = Node::new("node2")
+        .running_standby(None, pos(1, 1000))
+        .detached(5);
+    let d = run(n, view, 0);
+    assert!(steps(&d).is_empty());
+    assert!(
+        d.reason.contains("node3 detached for term 4"),
+        "{}",
+        d.reason
+    );
+}
+
+#[test]
+fn member_still_streaming_does_not_count() {
+    let view = leaderless()
+        .standby("node3", Some("node1"), pos(1, 990))
+        .build();
+    let n = Node::new("node2")
+        .running_standby(None, pos(1, 1000))
+        .detached(5);
+    let d = run(n, view, 0);
+    assert!(
+        d.reason.contains("node3 still streaming from node1"),
+        "{}",
+        d.reason
+    );
+}
+
+#[test]
+fn candidate_outside_s_may_promote_with_reports_of_s() {
+    let view = View::new()
+        .sync(5, "node1", &["node3"], 1)
+        .detached("node3", 5, pos(1, 990))
+        .build();
+    let n = Node::new("node2")
+        .running_standby(None, pos(1, 995))
+        .detached(5);
+    assert_eq!(steps(&run(n, view, 0)), vec![Action::AcquireLeader]);
+}
+
+#[test]
+fn async_record_allows_no_automatic_promotion() {
+    let view = View::new().sync(5, "node1", &[], 0).build();
+    let n = Node::new("node2")
+        .running_standby(None, pos(1, 995))
+        .detached(5);
+    let d = run(n, view, 0);
+    assert!(steps(&d).is_empty());
+    assert!(d.reason.contains("allows no promotion"), "{}", d.reason);
+}
+
+#[test]
+fn nofailover_member_is_never_a_candidate() {
+    let view = leaderless().detached("node3", 5, pos(1, 990)).build();
+    let n = Node::new("node2")
+        .running_standby(None, pos(1, 1000))
+        .detached(5)
+        .edit(|l| l.tags.nofailover = true);
+    assert!(steps(&run(n, view, 0)).is_empty());
+}
+
+#[test]
+fn new_holder_rechecks_claims_term_then_promotes() {
+    let view = leaderless()
+        .leader("node2", 9)
+        .detached("node3", 5, pos(1, 990))
+        .build();
+    let n = Node::new("node2")
+        .running_standby(None, pos(1, 1000))
+        .detached(5)
+        .lease(0);
+    let d = run(n, view, 100);
+    let claim = Action::WriteSyncKey(SyncRecord {
+        term: 9,
+        leader: "node2".into(),
+        set: set(&["node2", "node3"], 1),
+    });
+    let promote = Action::Promote {
+        sync_names: quorum(&["node3"], 1),
+    };
+    assert_eq!(
+        steps(&d),
+        vec![Action::RenewLeader, claim, promote],
+        "{}",
+        d.reason
+    );
+}
+
+#[test]
+fn new_holder_behind_someone_releases_the_key() {
+    let view = leaderless()
+        .leader("node2", 9)
+        .detached("node3", 5, pos(1, 1010))
+        .build();
+    let n = Node::new("node2")
+        .running_standby(None, pos(1, 1000))
+        .detached(5)
+        .lease(0);
+    let d = run(n, view, 100);
+    assert_eq!(steps(&d), vec![Action::RenewLeader, Action::ReleaseLeader]);
+}
+
+#[test]
+fn primary_with_expired_lease_retakes_it_when_it_led_last() {
+    let n = leader_node();
+    let d = run(n, leaderless().build(), 20_000);
+    assert_eq!(steps(&d), vec![Action::Fence, Action::AcquireLeader]);
+}
+
+#[test]
+fn primary_superseded_by_a_later_leader_stops() {
+    let view = View::new().sync(6, "node2", &["node3"], 1).build();
+    let d = run(leader_node(), view, 20_000);
+    assert_eq!(steps(&d), vec![Action::Demote(DemoteKind::Immediate)]);
+}
+
+#[test]
+fn primary_stops_when_another_node_holds_the_key() {
+    let view = View::new().established("node2", 9, &["node3"], 1).build();
+    let d = run(leader_node(), view, 20_000);
+    assert_eq!(steps(&d), vec![Action::Demote(DemoteKind::Immediate)]);
+}
+
+fn new_leader_view() -> View {
+    View::new()
+        .established("node2", 9, &["node2", "node3"], 1)
+        .primary("node2", pos(2, 1100))
+}
+
+#[test]
+fn standby_follows_an_established_running_leader() {
+    let n = Node::new("node3")
+        .running_standby(None, pos(1, 990))
+        .detached(5);
+    let d = run(n, new_leader_view().build(), 0);
+    assert!(matches!(steps(&d)[..], [Action::FollowLeader(ref u)] if u.name == "node2"));
+}
+
+#[test]
+fn standby_does_not_follow_a_leader_that_has_not_claimed_its_term() {
+    let view = leaderless()
+        .leader("node2", 9)
+        .standby("node2", None, pos(1, 1000))
+        .build();
+    let n = Node::new("node3")
+        .running_standby(None, pos(1, 990))
+        .detached(5);
+    assert!(steps(&run(n, view, 0)).is_empty());
+}
+
+#[test]
+fn standby_of_the_old_primary_detaches_when_a_new_holder_appears() {
+    let view = leaderless().leader("node2", 9).build();
+    let n = Node::new("node3").running_standby(Some("node1"), pos(1, 990));
+    let d = run(n, view, 0);
+    assert_eq!(steps(&d), vec![Action::DetachFromPrimary { after_term: 5 }]);
+}
+
+#[test]
+fn former_primary_rewinds_and_recloned_when_rewind_failed() {
+    let n = Node::new("node1").stopped(DataDir::Primary, pos(1, 1200));
+    let d = run(n, new_leader_view().build(), 0);
+    assert!(matches!(steps(&d)[..], [Action::Rewind(ref u)] if u.name == "node2"));
+    let n = Node::new("node1")
+        .stopped(DataDir::Primary, pos(1, 1200))
+        .edit(|l| l.pg.rewind_failed = true);
+    let d = run(n, new_leader_view().build(), 0);
+    assert!(matches!(steps(&d)[..], [Action::Reclone(_)]));
+}
+
+#[test]
+fn empty_node_clones_and_standby_data_starts_following() {
+    let d = run(Node::new("node3"), new_leader_view().build(), 0);
+    assert!(matches!(steps(&d)[..], [Action::CloneFromLeader(_)]));
+    let n = Node::new("node3").stopped(DataDir::Standby, pos(1, 10));
+    let d = run(n, new_leader_view().build(), 0);
+    assert!(
+        matches!(steps(&d)[..], [Action::StartAsStandby { upstream: Some(ref u) }] if u.name == "node2")
+    );
+}
+
+#[test]
+fn diverged_standby_rewinds() {
+    let n = Node::new("node3")
+        .running_standby(Some("node2"), pos(1, 990))
+        .edit(|l| l.pg.diverged = true);
+    let d = run(n, new_leader_view().build(), 0);
+    assert!(matches!(steps(&d)[..], [Action::Rewind(_)]));
+}
+
+#[test]
+fn leader_fences_when_renewals_fail_and_unfences_after() {
+    let d = run(leader_node(), cluster().build(), 11_600);
+    assert_eq!(steps(&d), vec![Action::RenewLeader, Action::Fence]);
+    let fenced = leader_node().edit(|l| l.pg.fenced = true);
+    let d = run(fenced, cluster().build(), 10_100);
+    assert_eq!(steps(&d)[..2], [Action::RenewLeader, Action::Unfence]);
+}
+
+#[test]
+fn leader_drops_a_dead_standby_from_the_names_first() {
+    let n = leader_node().replicas(&[("node2", 1000)]);
+    let d = run(n, cluster().build(), 10_100);
+    let set_names = Action::SetSyncStandbyNames(quorum(&["node2"], 1));
+    assert_eq!(
+        steps(&d),
+        vec![Action::RenewLeader, set_names],
+        "{}",
+        d.reason
+    );
+}
+
+#[test]
+fn leader_records_the_smaller_set_once_the_rest_flushed() {
+    let n = leader_node()
+        .replicas(&[("node2", 1000)])
+        .names(quorum(&["node2"], 1), Some(1000));
+    let d = run(n, cluster().build(), 10_100);
+    let write = Action::WriteSyncKey(SyncRecord {
+        term: 5,
+        leader: "node1".into(),
+        set: set(&["node2"], 1),
+    });
+    assert_eq!(steps(&d), vec![Action::RenewLeader, write], "{}", d.reason);
+}
+
+#[test]
+fn leader_with_no_standby_keeps_blocking_by_default() {
+    let n = leader_node().replicas(&[]);
+    let d = run(n, cluster().build(), 10_100);
+    assert_eq!(steps(&d), vec![Action::RenewLeader]);
+    assert!(d.reason.contains("writes wait"), "{}", d.reason);
+}
+
+#[test]
+fn leader_with_no_standby_falls_back_to_async_loudly_when_allowed() {
+    let n = Node::new("node1")
+        .running_primary(pos(1, 1000))
+        .lease(10_000)
+        .names(quorum(&["node2"], 1), Some(900));
+    let view = View::new()
+        .established("node1", 5, &["node2"], 1)
+        .config(|c| c.allow_async_fallback = true)
+        .build();
+    let d = run(n, view, 10_100);
+    assert!(d.reason.contains("ASYNCHRONOUS"), "{}", d.reason);
+    assert!(
+        matches!(steps(&d)[1], Action::WriteSyncKey(ref r) if r.set == SyncSet::no_promotion())
+    );
+}
+
+#[test]
+fn switchover_demotes_gracefully_when_target_is_sync_and_caught_up() {
+    let view = cluster().switchover(Some("node1"), Some("node2")).build();
+    let d = run(leader_node(), view, 10_100);
+    assert_eq!(
+        steps(&d),
+        vec![Action::RenewLeader, Action::Demote(DemoteKind::Graceful)]
+    );
+}
+
+#[test]
+fn switchover_waits_for_a_lagging_target() {
+    let view = cluster().switchover(Some("node1"), Some("node3")).build();
+    let n = leader_node().replicas(&[("node2", 1000), ("node3", 0)]);
+    let n = n.edit(|l| l.pg.position = pos(1, 100 << 20));
+    let d = run(n, view, 10_100);
+    assert!(d.reason.contains("catch up"), "{}", d.reason);
+}
+
+#[test]
+fn leader_releases_the_key_after_the_switchover_shutdown() {
+    let view = cluster().switchover(Some("node1"), Some("node2")).build();
+    let n = Node::new("node1")
+        .stopped(DataDir::Standby, pos(1, 1000))
+        .lease(10_000);
+    let d = run(n, view, 10_100);
+    assert_eq!(steps(&d), vec![Action::RenewLeader, Action::ReleaseLeader]);
+}
+
+#[test]
+fn others_wait_for_the_switchover_target_and_the_old_primary_abstains() {
+    let view = leaderless()
+        .switchover(Some("node1"), Some("node2"))
+        .detached("node2", 5, pos(1, 1000))
+        .build();
+    let n3 = Node::new("node3")
+        .running_standby(None, pos(1, 1000))
+        .detached(5);
+    let d = run(n3, view.clone(), 0);
+    assert!(
+        d.reason.contains("waiting for switchover target node2"),
+        "{}",
+        d.reason
+    );
+    let n1 = Node::new("node1")
+        .running_standby(None, pos(1, 1000))
+        .detached(5);
+    let d = run(n1, view, 0);
+    assert!(d.reason.contains("handed over"), "{}", d.reason);
+}
+
+#[test]
+fn new_leader_clears_a_finished_switchover() {
+    let view = new_leader_view()
+        .switchover(Some("node1"), Some("node2"))
+        .build();
+    let n = Node::new("node2")
+        .running_primary(pos(2, 1100))
+        .lease(0)
+        .names(quorum(&["node3"], 1), Some(1100));
+    let d = run(n, view, 100);
+    assert!(steps(&d).contains(&Action::ClearSwitchover), "{}", d.reason);
+}
+
+#[test]
+fn leader_restarts_its_crashed_postgres_then_hands_over_after_timeout() {
+    let n = Node::new("node1")
+        .stopped(DataDir::Primary, pos(1, 1000))
+        .lease(10_000)
+        .edit(|l| l.pg.stopped_since = Some(Millis(10_000)));
+    let d = run(n.edit(|_| ()), cluster().build(), 10_100);
+    assert!(
+        matches!(steps(&d)[1], Action::StartAsPrimary { .. }),
+        "{}",
+        d.reason
+    );
+    let n = Node::new("node1")
+        .stopped(DataDir::Primary, pos(1, 1000))
+        .lease(15_000)
+        .edit(|l| l.pg.stopped_since = Some(Millis(10_000)));
+    let d = run(n, cluster().build(), 15_100);
+    assert_eq!(steps(&d), vec![Action::RenewLeader, Action::ReleaseLeader]);
+}
+
+#[test]
+fn manual_failover_with_data_loss_skips_the_quorum() {
+    let view = leaderless().failover("node3", true).build();
+    let n = Node::new("node3")
+        .running_standby(None, pos(1, 900))
+        .detached(5);
+    assert_eq!(steps(&run(n, view, 0)), vec![Action::AcquireLeader]);
+}
+
+#[test]
+fn manual_failover_without_data_loss_still_needs_the_quorum() {
+    let view = leaderless().failover("node3", false).build();
+    let n = Node::new("node3")
+        .running_standby(None, pos(1, 900))
+        .detached(5);
+    let d = run(n, view, 0);
+    assert!(steps(&d).is_empty());
+    assert!(d.reason.contains("no safe candidate"), "{}", d.reason);
+}
+
+#[test]
+fn other_nodes_wait_for_the_failover_target() {
+    let view = leaderless()
+        .failover("node3", false)
+        .standby("node3", None, pos(1, 1000))
+        .build();
+    let n = Node::new("node2")
+        .running_standby(None, pos(1, 1000))
+        .detached(5);
+    let d = run(n, view, 0);
+    assert!(d.reason.contains("failover target node3"), "{}", d.reason);
+}
+
+#[test]
+fn published_record_reflects_the_detach_promise() {
+    let n = Node::new("node2")
+        .running_standby(None, pos(1, 1000))
+        .detached(5);
+    let d = run(n, leaderless().build(), 0);
+    let m = d.published().unwrap();
+    assert_eq!(m.detached, Some(Detached { after_term: 5 }));
+    assert_eq!(m.streaming_from, None);
+}

@@ -1,0 +1,130 @@
+//! What the agent observed about its own node just before deciding: its
+//! PostgreSQL, its leader lease, and the bits of runtime memory the rules
+//! need (detach promise, last `synchronous_standby_names` change).
+//!
+//! Hazard: every field is a fresh observation except the ones documented as
+//! runtime memory; those are lost when the agent restarts, and the rules are
+//! written so that losing them is safe (the core re-issues the action that
+//! sets them).
+
+use crate::lsn::{Lsn, WalPos};
+use crate::member::{ConnInfo, Detached, Role, Tags};
+use crate::sync::SyncStandbyNames;
+use crate::time::Millis;
+use serde::{Deserialize, Serialize};
+
+/// What is in the data directory.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DataDir {
+    /// Missing or empty (no `PG_VERSION`).
+    #[default]
+    Empty,
+    /// A cluster without `standby.signal`: it was a primary (or was just
+    /// bootstrapped). It never starts as a primary unless this node holds
+    /// the lease as an established leader.
+    Primary,
+    /// A cluster with `standby.signal`.
+    Standby,
+}
+
+/// One standby connected to this primary (`pg_stat_replication`, streaming).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplicaStatus {
+    /// `application_name`, which pgha sets to the member name.
+    pub name: String,
+    /// `flush_lsn`: what the standby confirmed as durably flushed.
+    pub flush_lsn: Lsn,
+}
+
+/// The current `synchronous_standby_names` and when it took effect.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SyncNamesState {
+    pub names: SyncStandbyNames,
+    /// Runtime memory: the primary's flush LSN read right after the value
+    /// was last changed and the change was in effect (after reload, once
+    /// every walsender uses it). `None` when unknown (e.g. agent restart);
+    /// the core then sets the same value again to learn it.
+    pub applied_at: Option<Lsn>,
+}
+
+/// The local PostgreSQL.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PgState {
+    pub data_dir: DataDir,
+    pub running: bool,
+    /// `Unknown` when not running or the probe failed.
+    pub role: Role,
+    /// End of WAL durably on disk (see `MemberState::flush_lsn`); for a
+    /// stopped server the end of WAL per `pg_controldata` (best effort).
+    pub position: WalPos,
+    pub replay_lsn: Option<Lsn>,
+    /// The member named in `primary_conninfo`, if any.
+    pub upstream: Option<String>,
+    /// The WAL receiver is streaming from `upstream` right now.
+    pub streaming: bool,
+    /// Primary only: the standbys streaming from us.
+    pub replicas: Vec<ReplicaStatus>,
+    /// Primary only: `synchronous_standby_names`.
+    pub sync_names: Option<SyncNamesState>,
+    /// Writes are refused (the runtime's fence is in place).
+    pub fenced: bool,
+    /// Runtime memory: when the runtime first saw PostgreSQL not running
+    /// (reset when it runs). Drives the leader's restart-or-hand-over rule.
+    pub stopped_since: Option<Millis>,
+    /// The runtime found that this node's WAL has diverged from the current
+    /// leader's timeline (e.g. the WAL receiver fails with "requested
+    /// timeline is not a child of this server's history", or
+    /// `pg_rewind --dry-run` says a rewind is needed).
+    pub diverged: bool,
+    /// Runtime memory: the last `pg_rewind` failed; re-clone instead.
+    pub rewind_failed: bool,
+}
+
+impl PgState {
+    pub fn is_running_primary(&self) -> bool {
+        self.running && self.role == Role::Primary
+    }
+
+    pub fn is_running_standby(&self) -> bool {
+        self.running && self.role == Role::Standby
+    }
+}
+
+/// This node's belief about its leader lease.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaseState {
+    /// Local time at which the last *successful* acquire or renew request
+    /// was sent (the send time, not the reply time: the DCS started the new
+    /// TTL no earlier than that).
+    pub renewed_at: Millis,
+    /// The TTL the DCS granted.
+    pub ttl: Millis,
+}
+
+impl LeaseState {
+    /// Local time at which the DCS may have expired the lease.
+    pub fn expires_at(&self) -> Millis {
+        self.renewed_at + self.ttl
+    }
+}
+
+/// Everything about this node that `decide` needs.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LocalState {
+    pub name: String,
+    pub api_url: String,
+    pub conn: ConnInfo,
+    pub tags: Tags,
+    pub pg: PgState,
+    /// Runtime memory: set when an acquire or renew succeeded, `None` after
+    /// a release, a failed renew that found the key gone, or a restart.
+    pub lease: Option<LeaseState>,
+    /// Runtime memory: set by `DetachFromPrimary`, cleared by any action
+    /// that makes PostgreSQL stream from a leader or run as a primary.
+    pub detached: Option<Detached>,
+    /// Wall clock (Unix milliseconds), only for scheduled switchovers.
+    pub unix_time_ms: u64,
+    /// The operator asked to re-clone this node (`pgha reinit`).
+    pub reinit_requested: bool,
+}
