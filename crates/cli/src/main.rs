@@ -34,6 +34,8 @@ enum Command {
     WalFetch(cmd::wal::FetchArgs),
     /// WAL archive maintenance.
     Archive(cmd::wal::ArchiveArgs),
+    /// Run the PostgreSQL protocol proxy (rw / ro / primary listeners).
+    Proxy(cmd::proxy::Args),
 }
 
 fn main() -> ExitCode {
@@ -47,6 +49,7 @@ fn main() -> ExitCode {
         Command::WalPush(args) => cmd::wal::push(args),
         Command::WalFetch(args) => cmd::wal::fetch(args),
         Command::Archive(args) => cmd::wal::archive(args),
+        Command::Proxy(args) => cmd::proxy::run(args),
     };
     match result {
         Ok(code) => code,

@@ -1,3 +1,28 @@
-//! pgha-proxy (to be written).
+//! pgha-proxy: the PostgreSQL wire-protocol proxy in front of a pgha cluster.
+//!
+//! * [`codec`] — the v3 protocol codec (no I/O).
+//! * [`auth`] — verifier lookup SQL, SCRAM-SHA-256 both sides, md5.
+//! * [`classify`] — the SQL classifier (read-only? transaction/session effects).
+//! * [`topology`] — who is primary, which standbys exist (watch channel).
+//! * [`monitor`] — node health and WAL positions, role lookup.
+//! * [`backend`] — opening an authenticated backend connection as the client.
+//! * [`session`] — one client: routing, session state, failover handling.
+//! * [`server`] — listeners and the entry point [`Proxy::start`].
+//! * [`config`] — `ProxySettings` (`proxy.toml`).
+//!
+//! Hazard for every module: client bytes are untrusted; a bad client must
+//! only ever end its own session.
 
+pub mod auth;
+pub mod backend;
 pub mod classify;
+pub mod codec;
+pub mod config;
+pub mod monitor;
+pub mod server;
+pub mod session;
+pub mod topology;
+
+pub use config::ProxySettings;
+pub use server::{ListenerKind, Proxy, ProxyHandle};
+pub use topology::{Node, StaticTopology, Topology};

@@ -4,6 +4,7 @@
 
 pub mod cluster;
 pub mod etcd;
+pub mod pg;
 pub mod ports;
 pub mod process;
 pub mod wait;

@@ -2,6 +2,7 @@
 
 pub mod destroy;
 pub mod down;
+pub mod proxy;
 pub mod status;
 pub mod up;
 pub mod wal;

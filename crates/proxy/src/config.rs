@@ -1,0 +1,249 @@
+//! `ProxySettings`: the proxy's config file (`proxy.toml`).
+//!
+//! Every field has a documented default except `monitor_password_file`.
+//! Unknown keys are an error (a typo must not silently fall back to a
+//! default). Hazard: the monitor password is read from its file at start and
+//! kept in a [`Secret`] whose `Debug` prints `[SECRET]`.
+
+use crate::topology::{Node, Topology};
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// The `proxy.toml` file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProxySettings {
+    /// Read/write-splitting listener. Default `127.0.0.1:6432`; `""` disables it.
+    #[serde(default = "d_rw")]
+    pub listen_rw: String,
+    /// Read-only listener (standbys, primary as fallback). Default `127.0.0.1:6433`; `""` disables.
+    #[serde(default = "d_ro")]
+    pub listen_ro: String,
+    /// Always-the-primary listener. Default `127.0.0.1:6434`; `""` disables.
+    #[serde(default = "d_primary")]
+    pub listen_primary: String,
+    /// Role the proxy uses to look up verifiers and poll node positions. Default `pgha_monitor`.
+    #[serde(default = "d_monitor_user")]
+    pub monitor_user: String,
+    /// File holding the monitor role's password (first line). Required.
+    pub monitor_password_file: PathBuf,
+    /// Database the monitor connects to (holds `pgha.user_lookup`). Default `postgres`.
+    #[serde(default = "d_monitor_db")]
+    pub monitor_database: String,
+    /// Database whose `pg_proc` feeds the function catalog. Default `postgres`.
+    #[serde(default = "d_monitor_db")]
+    pub catalog_database: String,
+    /// Opening a backend connection (TCP + login). Default 5s.
+    #[serde(default = "d_5s", with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    /// How long a new transaction waits for a primary during failover. Default 30s.
+    #[serde(default = "d_30s", with = "humantime_serde")]
+    pub primary_wait_timeout: Duration,
+    /// How long a new transaction waits while the proxy is paused. Default 30s.
+    #[serde(default = "d_30s", with = "humantime_serde")]
+    pub pause_timeout: Duration,
+    /// Position polling interval per node. Default 100ms.
+    #[serde(default = "d_100ms", with = "humantime_serde")]
+    pub monitor_interval: Duration,
+    /// A standby whose last successful poll is older than this gets no reads. Default 1s.
+    #[serde(default = "d_1s", with = "humantime_serde")]
+    pub health_timeout: Duration,
+    /// Function catalog refresh interval. Default 30s.
+    #[serde(default = "d_30s", with = "humantime_serde")]
+    pub catalog_refresh: Duration,
+    /// Standbys lagging more than this many bytes of WAL get no reads. Default: no limit.
+    #[serde(default)]
+    pub max_lag_bytes: Option<u64>,
+    /// Largest client or server message, bytes. Default 1 GiB.
+    #[serde(default = "d_max_msg")]
+    pub max_message_bytes: usize,
+    /// Largest startup packet, bytes. Default 10000.
+    #[serde(default = "d_max_startup")]
+    pub max_startup_bytes: usize,
+    /// TLS towards clients. Only `off` (SSLRequest declined with 'N') for now.
+    #[serde(default)]
+    pub tls: TlsMode,
+    /// Where the topology comes from.
+    pub topology: TopologySettings,
+}
+
+/// TLS mode.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum TlsMode {
+    #[default]
+    Off,
+}
+
+/// Topology source.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum TopologySettings {
+    /// A fixed list (tests, or a cluster without etcd).
+    Static {
+        #[serde(default)]
+        primary: Option<Node>,
+        #[serde(default)]
+        standbys: Vec<Node>,
+    },
+}
+
+impl TopologySettings {
+    /// The initial topology of a static source.
+    pub fn initial(&self) -> Topology {
+        match self {
+            TopologySettings::Static { primary, standbys } => Topology {
+                primary: primary.clone(),
+                standbys: standbys.clone(),
+                generation: 1,
+                paused: false,
+            },
+        }
+    }
+}
+
+/// Why the config could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("parse {path}: {source}")]
+    Parse {
+        path: PathBuf,
+        source: toml::de::Error,
+    },
+    #[error("invalid setting {key}: {problem}")]
+    Invalid { key: &'static str, problem: String },
+}
+
+/// A password read from a file.
+#[derive(Clone)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("[SECRET]")
+    }
+}
+
+impl ProxySettings {
+    /// Reads and validates a config file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.into(),
+            source,
+        })?;
+        let s: ProxySettings = toml::from_str(&text).map_err(|source| ConfigError::Parse {
+            path: path.into(),
+            source,
+        })?;
+        s.validate()?;
+        Ok(s)
+    }
+
+    /// Cross-field checks.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |key, problem: &str| {
+            Err(ConfigError::Invalid {
+                key,
+                problem: problem.into(),
+            })
+        };
+        if self.max_message_bytes < 1024 {
+            return invalid("max_message_bytes", "must be at least 1024");
+        }
+        if self.max_startup_bytes < 64 {
+            return invalid("max_startup_bytes", "must be at least 64");
+        }
+        if self.monitor_interval.is_zero() {
+            return invalid("monitor_interval", "must be positive");
+        }
+        if self.listen_rw.is_empty() && self.listen_ro.is_empty() && self.listen_primary.is_empty()
+        {
+            return invalid("listen_rw", "at least one listener must be enabled");
+        }
+        Ok(())
+    }
+
+    /// Reads the monitor password (first line of its file).
+    pub fn monitor_password(&self) -> Result<Secret, ConfigError> {
+        let path = &self.monitor_password_file;
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.clone(),
+            source,
+        })?;
+        Ok(Secret(text.lines().next().unwrap_or("").to_string()))
+    }
+
+    /// Codec limits.
+    pub fn limits(&self) -> crate::codec::Limits {
+        crate::codec::Limits {
+            max_message: self.max_message_bytes,
+            max_startup: self.max_startup_bytes,
+        }
+    }
+}
+
+fn d_rw() -> String {
+    "127.0.0.1:6432".into()
+}
+fn d_ro() -> String {
+    "127.0.0.1:6433".into()
+}
+fn d_primary() -> String {
+    "127.0.0.1:6434".into()
+}
+fn d_monitor_user() -> String {
+    "pgha_monitor".into()
+}
+fn d_monitor_db() -> String {
+    "postgres".into()
+}
+fn d_5s() -> Duration {
+    Duration::from_secs(5)
+}
+fn d_30s() -> Duration {
+    Duration::from_secs(30)
+}
+fn d_100ms() -> Duration {
+    Duration::from_millis(100)
+}
+fn d_1s() -> Duration {
+    Duration::from_secs(1)
+}
+fn d_max_msg() -> usize {
+    1 << 30
+}
+fn d_max_startup() -> usize {
+    10_000
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn minimal_config_gets_defaults() {
+        let s: ProxySettings = toml::from_str(
+            "monitor_password_file = \"/x\"\n[topology]\nkind = \"static\"\nprimary = { name = \"n1\", host = \"127.0.0.1\", port = 5432 }\n",
+        )
+        .unwrap();
+        s.validate().unwrap();
+        assert_eq!(s.listen_rw, "127.0.0.1:6432");
+        assert_eq!(s.connect_timeout, Duration::from_secs(5));
+        assert_eq!(s.topology.initial().primary.unwrap().port, 5432);
+    }
+
+    #[test]
+    fn unknown_key_is_rejected() {
+        let e = toml::from_str::<ProxySettings>(
+            "monitor_password_file = \"/x\"\nlisten_rx = \"a\"\n[topology]\nkind = \"static\"\n",
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("listen_rx"), "{e}");
+    }
+}

@@ -1,0 +1,354 @@
+//! The proxy's view of node health and WAL positions, the role-verifier
+//! lookup, and the function-catalog refresh, all through the monitoring role.
+//!
+//! One poller task per node in the topology runs
+//! `pg_is_in_recovery()` and the current (primary) or replayed (standby) LSN
+//! every `monitor_interval`, recording when the poll *started*: a sample
+//! taken by a poll that started after a commit finished is at or past that
+//! commit's LSN, which is what read-your-writes relies on.
+//!
+//! Hazards: samples are old by up to one interval; only ever compare them in
+//! the safe direction (a standby's sampled replay LSN only understates it).
+
+use crate::auth::{Secret, LOOKUP_QUERY};
+use crate::classify::FunctionCatalog;
+use crate::config::{ProxySettings, Secret as Password};
+use crate::topology::{Node, Topology};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+/// A WAL position (`pg_lsn`), parsed from its `X/Y` text form.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Lsn(pub u64);
+
+impl Lsn {
+    pub const ZERO: Lsn = Lsn(0);
+
+    /// Bytes from `other` up to `self`, zero when `other` is ahead.
+    pub fn bytes_after(self, other: Lsn) -> u64 {
+        self.0.saturating_sub(other.0)
+    }
+
+    /// Parses `X/Y` (hex).
+    pub fn parse(s: &str) -> Option<Lsn> {
+        let (hi, lo) = s.split_once('/')?;
+        let hi = u32::from_str_radix(hi, 16).ok()?;
+        let lo = u32::from_str_radix(lo, 16).ok()?;
+        Some(Lsn(((hi as u64) << 32) | lo as u64))
+    }
+}
+
+/// The last poll result of one node.
+#[derive(Debug, Clone, Copy)]
+pub struct NodeStatus {
+    /// When the last successful poll started.
+    pub ok_started: Option<Instant>,
+    pub in_recovery: bool,
+    /// Replay LSN (standby) or current WAL LSN (primary).
+    pub lsn: Lsn,
+}
+
+/// Shared per-node counters and status.
+#[derive(Debug)]
+pub struct NodeStats {
+    status: Mutex<NodeStatus>,
+    /// Units (transactions / queries) in flight on this node through this proxy.
+    pub outstanding: AtomicUsize,
+}
+
+impl NodeStats {
+    fn new() -> Self {
+        NodeStats {
+            status: Mutex::new(NodeStatus {
+                ok_started: None,
+                in_recovery: false,
+                lsn: Lsn::ZERO,
+            }),
+            outstanding: AtomicUsize::new(0),
+        }
+    }
+
+    pub fn status(&self) -> NodeStatus {
+        *self.status.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn set(&self, s: NodeStatus) {
+        *self.status.lock().unwrap_or_else(|e| e.into_inner()) = s;
+    }
+}
+
+/// Why a verifier lookup failed.
+#[derive(Debug, thiserror::Error)]
+pub enum LookupError {
+    #[error("no node is available to look up roles")]
+    NoNode,
+    #[error("look up role: {0}")]
+    Postgres(String),
+    #[error("look up role: timed out")]
+    Timeout,
+}
+
+/// Health/position monitor and verifier lookup.
+pub struct Monitor {
+    user: String,
+    password: Password,
+    database: String,
+    catalog_database: String,
+    interval: Duration,
+    connect_timeout: Duration,
+    nodes: RwLock<HashMap<Node, Arc<NodeStats>>>,
+    lookup: tokio::sync::Mutex<Option<(Node, tokio_postgres::Client)>>,
+    topology: watch::Receiver<Topology>,
+}
+
+impl Monitor {
+    pub fn new(
+        settings: &ProxySettings,
+        password: Password,
+        topology: watch::Receiver<Topology>,
+    ) -> Self {
+        Monitor {
+            user: settings.monitor_user.clone(),
+            password,
+            database: settings.monitor_database.clone(),
+            catalog_database: settings.catalog_database.clone(),
+            interval: settings.monitor_interval,
+            connect_timeout: settings.connect_timeout,
+            nodes: RwLock::new(HashMap::new()),
+            lookup: tokio::sync::Mutex::new(None),
+            topology,
+        }
+    }
+
+    /// Counters and status of `node` (created on first use).
+    pub fn stats(&self, node: &Node) -> Arc<NodeStats> {
+        if let Some(s) = self
+            .nodes
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(node)
+        {
+            return s.clone();
+        }
+        let mut w = self.nodes.write().unwrap_or_else(|e| e.into_inner());
+        w.entry(node.clone())
+            .or_insert_with(|| Arc::new(NodeStats::new()))
+            .clone()
+    }
+
+    async fn connect(
+        &self,
+        node: &Node,
+        database: &str,
+    ) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
+        let mut cfg = tokio_postgres::Config::new();
+        cfg.host(&node.host)
+            .port(node.port)
+            .user(&self.user)
+            .password(&self.password.0)
+            .dbname(database)
+            .application_name("pgha-proxy-monitor")
+            .connect_timeout(self.connect_timeout);
+        let (client, conn) = cfg.connect(tokio_postgres::NoTls).await?;
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!("monitor connection ended: {e:#}");
+            }
+        });
+        Ok(client)
+    }
+
+    /// Looks up a role's verifier (primary first, else any standby).
+    pub async fn lookup_secret(&self, user: &str) -> Result<Secret, LookupError> {
+        let fut = self.lookup_inner(user);
+        tokio::time::timeout(self.connect_timeout * 2, fut)
+            .await
+            .map_err(|_| LookupError::Timeout)?
+    }
+
+    async fn lookup_inner(&self, user: &str) -> Result<Secret, LookupError> {
+        let mut guard = self.lookup.lock().await;
+        let candidates = {
+            let t = self.topology.borrow();
+            t.primary
+                .iter()
+                .chain(t.standbys.iter())
+                .cloned()
+                .collect::<Vec<_>>()
+        };
+        if let Some((node, client)) = guard.as_ref() {
+            if !client.is_closed() && candidates.contains(node) {
+                match client.query_opt(LOOKUP_QUERY, &[&user]).await {
+                    Ok(row) => return Ok(row_secret(row)),
+                    Err(e) => tracing::warn!("role lookup on {} failed: {e:#}", node.name),
+                }
+            }
+        }
+        *guard = None;
+        let mut last = None;
+        for node in candidates {
+            match self.connect(&node, &self.database).await {
+                Ok(client) => {
+                    let row = client.query_opt(LOOKUP_QUERY, &[&user]).await?;
+                    *guard = Some((node, client));
+                    return Ok(row_secret(row));
+                }
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.map(LookupError::from).unwrap_or(LookupError::NoNode))
+    }
+
+    /// The primary's latest position sample: `(lsn, poll start)`.
+    pub fn primary_sample(&self, primary: &Node) -> Option<(Lsn, Instant)> {
+        let s = self.stats(primary).status();
+        match s.ok_started {
+            Some(at) if !s.in_recovery => Some((s.lsn, at)),
+            _ => None,
+        }
+    }
+
+    /// Starts the node pollers and the catalog refresh; ends when dropped.
+    pub fn spawn(
+        self: &Arc<Self>,
+        catalog: Arc<FunctionCatalog>,
+        catalog_every: Duration,
+    ) -> Vec<JoinHandle<()>> {
+        let me = self.clone();
+        let pollers = tokio::spawn(async move { me.manage_pollers().await });
+        let me = self.clone();
+        let refresh = tokio::spawn(async move { me.refresh_catalog(catalog, catalog_every).await });
+        vec![pollers, refresh]
+    }
+
+    async fn manage_pollers(self: Arc<Self>) {
+        let mut rx = self.topology.clone();
+        let mut tasks: HashMap<Node, JoinHandle<()>> = HashMap::new();
+        loop {
+            let want: Vec<Node> = {
+                let t = rx.borrow_and_update();
+                t.primary.iter().chain(t.standbys.iter()).cloned().collect()
+            };
+            tasks.retain(|n, h| {
+                let keep = want.contains(n);
+                if !keep {
+                    h.abort();
+                }
+                keep
+            });
+            for node in want {
+                if let std::collections::hash_map::Entry::Vacant(v) = tasks.entry(node) {
+                    let me = self.clone();
+                    let n = v.key().clone();
+                    v.insert(tokio::spawn(async move { me.poll_node(n).await }));
+                }
+            }
+            if rx.changed().await.is_err() {
+                break;
+            }
+        }
+        for (_, h) in tasks {
+            h.abort();
+        }
+    }
+
+    async fn poll_node(self: Arc<Self>, node: Node) {
+        let stats = self.stats(&node);
+        let mut client: Option<tokio_postgres::Client> = None;
+        const Q: &str = "SELECT pg_is_in_recovery(), (CASE WHEN pg_is_in_recovery() \
+            THEN pg_last_wal_replay_lsn() ELSE pg_current_wal_lsn() END)::text";
+        loop {
+            if client.as_ref().is_none_or(|c| c.is_closed()) {
+                client = match self.connect(&node, &self.database).await {
+                    Ok(c) => Some(c),
+                    Err(e) => {
+                        tracing::debug!(node = %node.name, "monitor connect failed: {e:#}");
+                        None
+                    }
+                };
+            }
+            if let Some(c) = &client {
+                let started = Instant::now();
+                let res = tokio::time::timeout(self.connect_timeout, c.query_one(Q, &[])).await;
+                match res {
+                    Ok(Ok(row)) => {
+                        let in_recovery: bool = row.get(0);
+                        let lsn: Option<String> = row.get(1);
+                        let lsn = lsn.and_then(|s| Lsn::parse(&s)).unwrap_or(Lsn::ZERO);
+                        stats.set(NodeStatus {
+                            ok_started: Some(started),
+                            in_recovery,
+                            lsn,
+                        });
+                    }
+                    Ok(Err(e)) => {
+                        tracing::debug!(node = %node.name, "monitor poll failed: {e:#}");
+                        client = None;
+                    }
+                    Err(_) => client = None,
+                }
+            }
+            tokio::time::sleep(self.interval).await;
+        }
+    }
+
+    async fn refresh_catalog(self: Arc<Self>, catalog: Arc<FunctionCatalog>, every: Duration) {
+        loop {
+            let node = {
+                let t = self.topology.borrow();
+                t.primary.clone().or_else(|| t.standbys.first().cloned())
+            };
+            if let Some(node) = node {
+                match self.connect(&node, &self.catalog_database).await {
+                    Ok(c) => {
+                        if let Err(e) = catalog.refresh(&c).await {
+                            tracing::warn!("refresh function catalog: {e:#}");
+                        }
+                    }
+                    Err(e) => tracing::debug!("catalog connect failed: {e:#}"),
+                }
+            }
+            tokio::time::sleep(every).await;
+        }
+    }
+}
+
+impl From<tokio_postgres::Error> for LookupError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        LookupError::Postgres(pg_error_text(&e))
+    }
+}
+
+/// A tokio-postgres error with the server's message, when there is one.
+pub fn pg_error_text(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => format!("{}: {} ({})", db.severity(), db.message(), db.code().code()),
+        None => e.to_string(),
+    }
+}
+
+fn row_secret(row: Option<tokio_postgres::Row>) -> Secret {
+    let stored: Option<String> = row.and_then(|r| r.get::<_, Option<String>>(1));
+    Secret::parse(stored.as_deref())
+}
+
+/// Decrements a node's outstanding counter when dropped.
+#[derive(Debug)]
+pub struct Outstanding(Arc<NodeStats>);
+
+impl Outstanding {
+    pub fn new(stats: Arc<NodeStats>) -> Self {
+        stats.outstanding.fetch_add(1, Ordering::Relaxed);
+        Outstanding(stats)
+    }
+}
+
+impl Drop for Outstanding {
+    fn drop(&mut self) {
+        self.0.outstanding.fetch_sub(1, Ordering::Relaxed);
+    }
+}

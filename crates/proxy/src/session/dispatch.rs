@@ -1,0 +1,371 @@
+//! Client messages to backends: splitting the client stream into units,
+//! routing each new unit, and the bookkeeping that lets session state follow
+//! the client (re-preparing named statements, replaying SETs).
+//!
+//! Hazards: an injected message's answer must be swallowed exactly (see
+//! `Unit::tokens`), or the client's protocol state desynchronises. Frames are
+//! copied once into the backend's write buffer; statement texts are never
+//! copied on this path (the classifier caches by text).
+
+use super::route::Resolution;
+use super::state::{Prepared, Role, Unit};
+use super::{Flow, Session, SessionError};
+use crate::classify::{Analysis, TxEffect};
+use crate::codec::{frame_len, BackendMessage, ErrorInfo, FrontendMessage};
+use bytes::{Bytes, BytesMut};
+use std::sync::Arc;
+
+/// Outcome of one client message.
+enum Step {
+    Done,
+    Stall(u8, Bytes),
+    Exit,
+}
+
+impl Session {
+    /// Dispatches every complete client message it can.
+    pub(super) async fn dispatch(&mut self) -> Result<Flow, SessionError> {
+        loop {
+            let (tag, frame) = match self.stalled.take() {
+                Some(x) => x,
+                None => match frame_len(&self.io.rbuf, self.shared.limits.max_message) {
+                    Ok(Some((tag, total))) => (tag, self.io.rbuf.split_to(total).freeze()),
+                    Ok(None) => return Ok(Flow::Continue),
+                    Err(e) => return Err(self.client_violation(e).await),
+                },
+            };
+            match self.on_frame(tag, frame, false).await {
+                Ok(Step::Done) => {}
+                Ok(Step::Stall(tag, frame)) => {
+                    self.stalled = Some((tag, frame));
+                    return Ok(Flow::Continue);
+                }
+                Ok(Step::Exit) => return Ok(Flow::Exit),
+                Err(e) => return Err(self.client_violation(e).await),
+            }
+        }
+    }
+
+    /// Sends FATAL 08P01 to the client; the session then ends.
+    async fn client_violation(&mut self, e: crate::codec::CodecError) -> SessionError {
+        tracing::info!("closing client after protocol violation: {e}");
+        self.io.queue_error(&ErrorInfo::fatal(
+            "08P01",
+            format!("invalid frontend message: {e}"),
+        ));
+        let _ = self.io.flush().await;
+        SessionError::Protocol(e)
+    }
+
+    /// Runs a unit refused by a standby (25006) again on the primary.
+    pub(super) async fn redispatch(&mut self, mut bytes: Bytes) -> Result<(), SessionError> {
+        while bytes.len() >= 5 {
+            let Ok(Some((tag, total))) = frame_len(&bytes, usize::MAX) else {
+                break;
+            };
+            let frame = bytes.split_to(total);
+            if let Err(e) = self.on_frame(tag, frame, true).await {
+                return Err(SessionError::Protocol(e));
+            }
+        }
+        Ok(())
+    }
+
+    async fn on_frame(
+        &mut self,
+        tag: u8,
+        frame: Bytes,
+        forced: bool,
+    ) -> Result<Step, crate::codec::CodecError> {
+        if tag == b'X' {
+            return Ok(Step::Exit);
+        }
+        if self.discard_until_sync {
+            if tag == b'S' {
+                self.discard_until_sync = false;
+                self.io.queue(&BackendMessage::ReadyForQuery {
+                    status: self.tx_status,
+                });
+            }
+            return Ok(Step::Done);
+        }
+        if matches!(tag, b'd' | b'c' | b'f') {
+            if let Some(b) = self
+                .active
+                .and_then(|r| self.backends[r as usize].as_mut())
+                .filter(|b| b.busy())
+            {
+                b.conn.wbuf.extend_from_slice(&frame);
+            }
+            return Ok(Step::Done);
+        }
+        let msg = FrontendMessage::parse(tag, frame.slice(5..))?;
+        if let FrontendMessage::Password(_) = msg {
+            return Err(crate::codec::CodecError::Malformed(
+                "password message after authentication",
+            ));
+        }
+        if let Some(role) = self.open {
+            self.forward(role, &msg, &frame);
+            if tag == b'S' {
+                self.close_unit(role);
+            }
+            return Ok(Step::Done);
+        }
+        self.start_unit(tag, msg, frame, forced).await
+    }
+
+    /// The analysis deciding a unit's route, from its first message.
+    fn first_analysis(&self, msg: &FrontendMessage) -> Option<Arc<Analysis>> {
+        if self.kind == crate::server::ListenerKind::Primary {
+            return None;
+        }
+        match msg {
+            FrontendMessage::Query { sql } | FrontendMessage::Parse { sql, .. } => Some(
+                self.shared
+                    .classifier
+                    .analyze(&String::from_utf8_lossy(sql)),
+            ),
+            FrontendMessage::Bind {
+                statement: name, ..
+            }
+            | FrontendMessage::Describe { kind: b'S', name } => self
+                .state
+                .prepared
+                .get(name)
+                .and_then(|p| p.analysis.clone()),
+            _ => None,
+        }
+    }
+
+    async fn start_unit(
+        &mut self,
+        tag: u8,
+        msg: FrontendMessage,
+        frame: Bytes,
+        forced: bool,
+    ) -> Result<Step, crate::codec::CodecError> {
+        let analysis = self.first_analysis(&msg);
+        let primary_only = forced
+            || (matches!(msg, FrontendMessage::FunctionCall(_))
+                && self.kind == crate::server::ListenerKind::Rw);
+        let want = if primary_only {
+            super::route::Want::Primary
+        } else {
+            self.want(analysis.as_deref())
+        };
+        let role = match self.resolve(want).await {
+            Resolution::Go(role) => role,
+            Resolution::Stall => return Ok(Step::Stall(tag, frame)),
+            Resolution::Fail(body) => {
+                self.io.queue(&BackendMessage::ErrorResponse(body));
+                match tag {
+                    b'Q' | b'F' | b'S' => self.io.queue(&BackendMessage::ReadyForQuery {
+                        status: self.tx_status,
+                    }),
+                    _ => self.discard_until_sync = true,
+                }
+                return Ok(Step::Done);
+            }
+        };
+        if !self.active_busy() || self.active != Some(role) {
+            self.sync_settings(role);
+        }
+        let Some(b) = self.backends[role as usize].as_mut() else {
+            return Ok(Step::Done);
+        };
+        let mut unit = Unit::new(b.stats.clone());
+        if let Some(a) = &analysis {
+            let retry_sql = match &msg {
+                FrontendMessage::Query { sql } => {
+                    unit.write = !a.read_only;
+                    if !a.session.is_empty() {
+                        unit.effects.push(a.clone());
+                    }
+                    Some(sql.clone())
+                }
+                FrontendMessage::Parse { sql, .. } => Some(sql.clone()),
+                FrontendMessage::Bind { statement, .. } => {
+                    self.state.prepared.get(statement).map(|p| p.sql.clone())
+                }
+                _ => None,
+            };
+            let retryable = self.kind == crate::server::ListenerKind::Rw
+                && role == Role::Standby
+                && self.tx_status == b'I'
+                && a.read_only
+                && a.tx == TxEffect::None
+                && retry_sql.is_some();
+            if retryable {
+                unit.retry = Some(BytesMut::new());
+                unit.held = Some(BytesMut::new());
+                unit.retry_sql = retry_sql;
+            }
+        }
+        b.units.push_back(unit);
+        self.active = Some(role);
+        self.forward(role, &msg, &frame);
+        match tag {
+            b'Q' | b'F' | b'S' => self.close_unit(role),
+            _ => self.open = Some(role),
+        }
+        Ok(Step::Done)
+    }
+
+    fn close_unit(&mut self, role: Role) {
+        self.open = None;
+        if let Some(u) = self.backends[role as usize]
+            .as_mut()
+            .and_then(|b| b.units.back_mut())
+        {
+            u.closed = true;
+        }
+    }
+
+    /// Replays the session's SET state on `role` if it lags behind.
+    fn sync_settings(&mut self, role: Role) {
+        let Some(b) = self.backends[role as usize].as_mut() else {
+            return;
+        };
+        if b.settings == self.state.settings {
+            return;
+        }
+        let mut sql = String::new();
+        for (name, stmt) in &self.state.settings {
+            if b.settings.get(name) != Some(stmt) {
+                sql.push_str(stmt);
+                sql.push_str(";\n");
+            }
+        }
+        for name in b.settings.keys() {
+            if !self.state.settings.contains_key(name) {
+                sql.push_str("RESET ");
+                sql.push_str(name);
+                sql.push_str(";\n");
+            }
+        }
+        b.settings = self.state.settings.clone();
+        b.prepared.remove(&b""[..]);
+        let mut unit = Unit::new(b.stats.clone());
+        unit.injected = true;
+        unit.closed = true;
+        b.units.push_back(unit);
+        FrontendMessage::Query {
+            sql: Bytes::from(sql),
+        }
+        .encode(&mut b.conn.wbuf);
+    }
+
+    /// Forwards one client message of the current unit, with bookkeeping.
+    fn forward(&mut self, role: Role, msg: &FrontendMessage, frame: &Bytes) {
+        let Some(b) = self.backends[role as usize].as_mut() else {
+            return;
+        };
+        let state = &mut self.state;
+        match msg {
+            FrontendMessage::Query { .. } => {
+                b.prepared.remove(&b""[..]);
+                state.prepared.remove(&b""[..]);
+            }
+            FrontendMessage::Parse { name, sql, .. } => {
+                if !name.is_empty()
+                    && !state.prepared.contains_key(name)
+                    && b.prepared.contains_key(name)
+                {
+                    inject_close(b, name);
+                }
+                state.next_version += 1;
+                let version = state.next_version;
+                let analysis = (self.kind != crate::server::ListenerKind::Primary).then(|| {
+                    self.shared
+                        .classifier
+                        .analyze(&String::from_utf8_lossy(sql))
+                });
+                state.prepared.insert(
+                    name.clone(),
+                    Prepared {
+                        version,
+                        parse: frame.clone(),
+                        sql: sql.clone(),
+                        analysis,
+                    },
+                );
+                b.prepared.insert(name.clone(), version);
+                push_token(b, false);
+            }
+            FrontendMessage::Bind { statement, .. } => {
+                ensure_prepared(b, state, statement);
+                let a = state
+                    .prepared
+                    .get(statement)
+                    .and_then(|p| p.analysis.clone());
+                if let Some(u) = b.units.back_mut() {
+                    match a {
+                        Some(a) => {
+                            u.write |= !a.read_only;
+                            if !a.session.is_empty() {
+                                u.effects.push(a);
+                            }
+                        }
+                        None => u.write = true,
+                    }
+                }
+                push_token(b, false);
+            }
+            FrontendMessage::Describe { kind: b'S', name } => ensure_prepared(b, state, name),
+            FrontendMessage::Close { kind, name } => {
+                if *kind == b'S' {
+                    state.prepared.remove(name);
+                    b.prepared.remove(name);
+                }
+                push_token(b, false);
+            }
+            FrontendMessage::FunctionCall(_) => {
+                if let Some(u) = b.units.back_mut() {
+                    u.write = true;
+                }
+            }
+            _ => {}
+        }
+        b.conn.wbuf.extend_from_slice(frame);
+        if let Some(r) = b.units.back_mut().and_then(|u| u.retry.as_mut()) {
+            r.extend_from_slice(frame);
+        }
+    }
+}
+
+fn push_token(b: &mut super::state::Backend, injected: bool) {
+    if let Some(u) = b.units.back_mut() {
+        u.push_token(injected);
+    }
+}
+
+fn inject_close(b: &mut super::state::Backend, name: &Bytes) {
+    FrontendMessage::Close {
+        kind: b'S',
+        name: name.clone(),
+    }
+    .encode(&mut b.conn.wbuf);
+    b.prepared.remove(name);
+    push_token(b, true);
+}
+
+/// Makes sure backend `b` has the client's current version of statement `name`.
+fn ensure_prepared(
+    b: &mut super::state::Backend,
+    state: &super::state::SessionState,
+    name: &Bytes,
+) {
+    let Some(p) = state.prepared.get(name) else {
+        return;
+    };
+    if b.prepared.get(name) == Some(&p.version) {
+        return;
+    }
+    if !name.is_empty() && b.prepared.contains_key(name) {
+        inject_close(b, name);
+    }
+    b.conn.wbuf.extend_from_slice(&p.parse);
+    b.prepared.insert(name.clone(), p.version);
+    push_token(b, true);
+}

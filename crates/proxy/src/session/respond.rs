@@ -1,0 +1,314 @@
+//! Backend output to the client: forwards message runs with one copy,
+//! swallows answers to injected messages, holds back the start of a
+//! retryable unit's answer until it is known not to be a 25006 refusal,
+//! and applies a unit's session effects when its ReadyForQuery arrives.
+//!
+//! Hazards: the order of client-visible messages must be exactly the order
+//! the backend sent them, minus swallowed ones. A backend that dies fails
+//! only the units in flight on it.
+
+use super::state::{Backend, Role, SessionState, Unit};
+use super::Session;
+use crate::classify::SessionEffect;
+use crate::codec::backend::error_field;
+use crate::codec::{frame_len, BackendMessage, ErrorInfo};
+use crate::server::ListenerKind;
+use bytes::{Buf, BytesMut};
+use std::time::Instant;
+
+/// What to do with one backend message.
+enum Act {
+    Forward,
+    Drop,
+    Hold,
+    /// Send held messages, then this one.
+    Release,
+    /// ReadyForQuery: the head unit is complete.
+    Complete,
+}
+
+impl Session {
+    /// Handles every complete message the active backend has sent.
+    pub(super) fn respond(&mut self) -> Result<(), super::SessionError> {
+        let Some(role) = self.active else {
+            return Ok(());
+        };
+        let max = self.shared.limits.max_message;
+        let mut run = 0usize;
+        loop {
+            let Some(b) = self.backends[role as usize].as_mut() else {
+                return Ok(());
+            };
+            let (tag, total) = match frame_len(&b.conn.rbuf[run..], max) {
+                Ok(Some(x)) => x,
+                Ok(None) => break,
+                Err(e) => {
+                    flush_run(&mut self.io.wbuf, b, &mut run);
+                    self.backend_lost(&format!("invalid message from server: {e}"));
+                    return Ok(());
+                }
+            };
+            let act = self.classify(role, tag, run, total);
+            let Some(b) = self.backends[role as usize].as_mut() else {
+                return Ok(());
+            };
+            match act {
+                Act::Forward => run += total,
+                Act::Drop => {
+                    flush_run(&mut self.io.wbuf, b, &mut run);
+                    b.conn.rbuf.advance(total);
+                }
+                Act::Hold => {
+                    flush_run(&mut self.io.wbuf, b, &mut run);
+                    let frame = b.conn.rbuf.split_to(total);
+                    if let Some(h) = b.units.front_mut().and_then(|u| u.held.as_mut()) {
+                        h.extend_from_slice(&frame);
+                    }
+                }
+                Act::Release => {
+                    flush_run(&mut self.io.wbuf, b, &mut run);
+                    release(&mut self.io.wbuf, b.units.front_mut());
+                    run += total;
+                }
+                Act::Complete => {
+                    flush_run(&mut self.io.wbuf, b, &mut run);
+                    let status = b.conn.rbuf[5];
+                    let frame = b.conn.rbuf.split_to(total);
+                    self.complete_unit(role, status, &frame);
+                }
+            }
+        }
+        if let Some(b) = self.backends[role as usize].as_mut() {
+            flush_run(&mut self.io.wbuf, b, &mut run);
+        }
+        Ok(())
+    }
+
+    /// Decides what to do with the message at `rbuf[at..at + total]`.
+    fn classify(&mut self, role: Role, tag: u8, at: usize, total: usize) -> Act {
+        let kind = self.kind;
+        let Some(b) = self.backends[role as usize].as_mut() else {
+            return Act::Drop;
+        };
+        let frame = &b.conn.rbuf[at..at + total];
+        if tag == b'S' {
+            return parameter_status(kind, &mut self.state, frame, b.units.front());
+        }
+        let Some(u) = b.units.front_mut() else {
+            return match tag {
+                b'E' => {
+                    tracing::info!(
+                        "server said outside a query: {}",
+                        Session::error_text(&frame[5..])
+                    );
+                    Act::Drop
+                }
+                _ => Act::Forward,
+            };
+        };
+        if tag == b'Z' {
+            return Act::Complete;
+        }
+        if u.injected {
+            if tag == b'E' {
+                tracing::warn!(
+                    "replaying session state failed: {}",
+                    Session::error_text(&frame[5..])
+                );
+            }
+            return Act::Drop;
+        }
+        if u.discarding {
+            return Act::Drop;
+        }
+        match tag {
+            b'1' | b'2' | b'3' if u.pop_token() => Act::Drop,
+            b'E' => {
+                u.errored = true;
+                if let Some(t) = u.tokens.as_mut() {
+                    t.clear();
+                }
+                if u.held.is_some() && error_field(&frame[5..], b'C') == Some(&b"25006"[..]) {
+                    u.discarding = true;
+                    u.held = None;
+                    return Act::Drop;
+                }
+                hold_or(u, Act::Release)
+            }
+            b'1' | b'2' | b't' | b'T' | b'n' | b'N' => hold_or(u, Act::Hold),
+            _ => hold_or(u, Act::Release),
+        }
+    }
+
+    /// The head unit got its ReadyForQuery (`frame`).
+    fn complete_unit(&mut self, role: Role, status: u8, frame: &[u8]) {
+        let Some(b) = self.backends[role as usize].as_mut() else {
+            return;
+        };
+        let Some(mut u) = b.units.pop_front() else {
+            return;
+        };
+        self.tx_status = status;
+        if u.injected {
+            return;
+        }
+        if u.discarding {
+            if let Some(sql) = &u.retry_sql {
+                self.shared
+                    .classifier
+                    .learn_writes(&String::from_utf8_lossy(sql));
+            }
+            tracing::debug!(
+                "standby refused a read-only-looking statement (25006); running it on the primary"
+            );
+            self.retry = u.retry.take().map(BytesMut::freeze);
+            return;
+        }
+        release(&mut self.io.wbuf, Some(&mut u));
+        self.io.wbuf.extend_from_slice(frame);
+        if !u.errored {
+            apply_effects(&mut self.state, b, &u);
+        }
+        if role == Role::Primary && u.write {
+            self.state.tx_wrote = true;
+        }
+        if status == b'I' && self.state.tx_wrote {
+            self.state.tx_wrote = false;
+            self.state.last_write = Some(Instant::now());
+            self.state.ryw_target = None;
+        }
+    }
+
+    /// The active backend failed: fail its work in flight, keep the client.
+    pub(super) fn backend_lost(&mut self, reason: &str) {
+        let Some(role) = self.active else { return };
+        let Some(mut b) = self.backends[role as usize].take() else {
+            return;
+        };
+        tracing::warn!(backend = %b.conn.node.name, "lost backend connection: {reason}");
+        self.drop_backend(role);
+        let head_retry = b.units.front_mut().and_then(|u| u.retry.take());
+        if let (Some(bytes), 1) = (head_retry, b.units.len()) {
+            if self.open != Some(role) {
+                self.retry = Some(bytes.freeze());
+                self.tx_status = b'I';
+                return;
+            }
+        }
+        let err =
+            ErrorInfo::error(
+                "08006",
+                format!(
+                "lost the connection to {} \"{}\" ({reason}); the statement's outcome is unknown \
+                 and any open transaction did not commit through this connection",
+                if role == Role::Primary { "primary" } else { "standby" },
+                b.conn.node.name
+            ),
+            );
+        for u in b.units.drain(..) {
+            if u.injected {
+                continue;
+            }
+            err.encode(&mut self.io.wbuf);
+            if u.closed {
+                BackendMessage::ReadyForQuery { status: b'I' }.encode(&mut self.io.wbuf);
+            }
+        }
+        if self.open == Some(role) {
+            self.open = None;
+            self.discard_until_sync = true;
+        }
+        self.tx_status = b'I';
+        self.state.tx_wrote = false;
+    }
+}
+
+fn hold_or(u: &mut Unit, otherwise: Act) -> Act {
+    match (u.held.is_some(), otherwise) {
+        (true, Act::Hold) => Act::Hold,
+        (true, _) => {
+            u.retry = None;
+            Act::Release
+        }
+        (false, Act::Hold) => Act::Forward,
+        (false, other) => other,
+    }
+}
+
+fn parameter_status(
+    kind: ListenerKind,
+    state: &mut SessionState,
+    frame: &[u8],
+    head: Option<&Unit>,
+) -> Act {
+    let body = &frame[5..];
+    let Ok(Some(BackendMessage::ParameterStatus { name, value })) =
+        BackendMessage::decode(&mut BytesMut::from(frame), usize::MAX)
+    else {
+        let _ = body;
+        return Act::Forward;
+    };
+    if &name[..] == b"default_transaction_read_only" {
+        state.default_read_only = &value[..] == b"on";
+    }
+    if kind == ListenerKind::Rw && &name[..] == b"in_hot_standby" {
+        return Act::Drop;
+    }
+    match head {
+        Some(u) if u.injected || u.discarding => Act::Drop,
+        Some(u) if u.held.is_some() => Act::Hold,
+        _ => Act::Forward,
+    }
+}
+
+/// Moves the forwarded run at the front of the backend buffer to the client.
+fn flush_run(out: &mut BytesMut, b: &mut Backend, run: &mut usize) {
+    if *run == 0 {
+        return;
+    }
+    if out.is_empty() && *run == b.conn.rbuf.len() {
+        *out = b.conn.rbuf.split();
+    } else {
+        out.extend_from_slice(&b.conn.rbuf[..*run]);
+        b.conn.rbuf.advance(*run);
+    }
+    *run = 0;
+}
+
+/// Sends what a unit held back; the unit can no longer be retried.
+fn release(out: &mut BytesMut, u: Option<&mut Unit>) {
+    if let Some(u) = u {
+        if let Some(h) = u.held.take() {
+            out.extend_from_slice(&h);
+        }
+        u.retry = None;
+    }
+}
+
+/// Applies a successful unit's session effects to the session and `b`.
+fn apply_effects(state: &mut SessionState, b: &mut Backend, u: &Unit) {
+    for a in &u.effects {
+        for e in &a.session {
+            match e {
+                SessionEffect::Set { name, statement } => {
+                    state.settings.insert(name.clone(), statement.clone());
+                    b.settings.insert(name.clone(), statement.clone());
+                }
+                SessionEffect::Reset { name, .. } => {
+                    state.settings.remove(name);
+                    b.settings.remove(name);
+                }
+                SessionEffect::ResetAll => {
+                    state.settings.clear();
+                    b.settings.clear();
+                }
+                SessionEffect::Pin { reason } => {
+                    if state.pinned.is_none() {
+                        tracing::debug!("session pinned to the primary: {reason}");
+                    }
+                    state.pinned = Some(reason);
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,349 @@
+//! Routing: which backend a new unit wants ([`Want`]), and getting that
+//! backend ready (waiting for a primary during failover or while paused,
+//! choosing an eligible standby, opening connections).
+//!
+//! Hazards: a standby is eligible only on fresh evidence (a recent successful
+//! poll, lag within the limit, and for read-your-writes a replay position
+//! sampled at or past the primary position sampled *after* the session's last
+//! write finished). Anything uncertain routes to the primary.
+
+use super::state::{Backend, Role};
+use super::Session;
+use crate::backend::{BackendConn, ConnectError};
+use crate::classify::{Analysis, TxEffect};
+use crate::codec::backend::error_field;
+use crate::codec::ErrorInfo;
+use crate::server::ListenerKind;
+use crate::topology::Node;
+use bytes::{BufMut, Bytes, BytesMut};
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+/// Where a new unit wants to run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Want {
+    Primary,
+    Standby,
+    /// Wherever the session last ran (inside a transaction, or no statement).
+    Sticky,
+}
+
+/// What routing decided for a unit.
+pub(super) enum Resolution {
+    Go(Role),
+    /// The active backend must answer everything first.
+    Stall,
+    /// Tell the client (ErrorResponse body) and skip the unit.
+    Fail(Bytes),
+}
+
+/// An ErrorResponse body for `e`.
+pub(super) fn error_body(e: &ErrorInfo) -> Bytes {
+    let mut b = BytesMut::new();
+    e.encode(&mut b);
+    b.split_off(5).freeze()
+}
+
+/// A server's login error as a non-fatal ErrorResponse body.
+fn downgrade(fields: &[u8]) -> Bytes {
+    let mut out = BytesMut::with_capacity(fields.len());
+    let mut rest = fields;
+    while let Some((&c, tail)) = rest.split_first() {
+        if c == 0 {
+            break;
+        }
+        let end = tail.iter().position(|&b| b == 0).unwrap_or(tail.len());
+        out.put_u8(c);
+        if (c == b'S' || c == b'V') && &tail[..end] == b"FATAL" {
+            out.put_slice(b"ERROR");
+        } else {
+            out.put_slice(&tail[..end]);
+        }
+        out.put_u8(0);
+        rest = tail.get(end + 1..).unwrap_or(&[]);
+    }
+    out.put_u8(0);
+    out.freeze()
+}
+
+impl Session {
+    /// The backend a new unit wants, from its analysis.
+    pub(super) fn want(&self, a: Option<&Analysis>) -> Want {
+        match self.kind {
+            ListenerKind::Primary => Want::Primary,
+            _ if self.tx_status != b'I' => Want::Sticky,
+            ListenerKind::Ro => Want::Standby,
+            ListenerKind::Rw => {
+                let Some(a) = a else { return Want::Sticky };
+                if self.state.pinned.is_some() {
+                    return Want::Primary;
+                }
+                if let TxEffect::Begin { read_only } = a.tx {
+                    return if read_only || self.state.default_read_only {
+                        Want::Standby
+                    } else {
+                        Want::Primary
+                    };
+                }
+                if a.read_only {
+                    Want::Standby
+                } else {
+                    Want::Primary
+                }
+            }
+        }
+    }
+
+    fn default_role(&self) -> Role {
+        if self.kind == ListenerKind::Ro {
+            Role::Standby
+        } else {
+            Role::Primary
+        }
+    }
+
+    /// Decides and prepares the backend for a new unit.
+    pub(super) async fn resolve(&mut self, want: Want) -> Resolution {
+        let busy = self.active_busy();
+        if busy && self.active_retryable() {
+            return Resolution::Stall;
+        }
+        let role = match want {
+            Want::Sticky => self.active.unwrap_or(self.default_role()),
+            Want::Primary => Role::Primary,
+            Want::Standby => Role::Standby,
+        };
+        if busy {
+            let active = self.active.unwrap_or(role);
+            let same = active == role
+                && (role == Role::Primary
+                    || want == Want::Sticky
+                    || self.current_standby_eligible());
+            return if same {
+                Resolution::Go(active)
+            } else {
+                Resolution::Stall
+            };
+        }
+        match self.ensure_backend(role).await {
+            Ok(r) => Resolution::Go(r),
+            Err(body) => Resolution::Fail(body),
+        }
+    }
+
+    fn active_retryable(&self) -> bool {
+        self.active
+            .and_then(|r| self.backends[r as usize].as_ref())
+            .is_some_and(|b| b.units.iter().any(|u| u.retry.is_some()))
+    }
+
+    fn current_standby_eligible(&mut self) -> bool {
+        let node = match &self.backends[Role::Standby as usize] {
+            Some(b) => b.conn.node.clone(),
+            None => return false,
+        };
+        self.standby_eligible(&node)
+    }
+
+    /// Is `node` a standby that may serve this session's reads now?
+    fn standby_eligible(&mut self, node: &Node) -> bool {
+        let settings = &self.shared.settings;
+        let primary = {
+            let t = self.topology.borrow();
+            if !t.standbys.contains(node) {
+                return false;
+            }
+            t.primary.clone()
+        };
+        let st = self.shared.monitor.stats(node).status();
+        let fresh = st
+            .ok_started
+            .is_some_and(|at| at.elapsed() <= settings.health_timeout);
+        if !fresh || !st.in_recovery {
+            return false;
+        }
+        let primary_sample = primary
+            .as_ref()
+            .and_then(|p| self.shared.monitor.primary_sample(p));
+        if let (Some(max), Some((plsn, _))) = (settings.max_lag_bytes, primary_sample) {
+            if plsn.bytes_after(st.lsn) > max {
+                return false;
+            }
+        }
+        if let Some(wrote_at) = self.state.last_write {
+            if self.state.ryw_target.is_none() {
+                match primary_sample {
+                    Some((lsn, started)) if started > wrote_at => self.state.ryw_target = Some(lsn),
+                    _ => return false,
+                }
+            }
+            if self.state.ryw_target.is_some_and(|target| st.lsn < target) {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// Makes sure the backend for `role` is connected (waiting for a primary
+    /// when needed); a standby falls back to the primary.
+    pub(super) async fn ensure_backend(&mut self, role: Role) -> Result<Role, Bytes> {
+        match role {
+            Role::Primary => self.ensure_primary().await.map(|_| Role::Primary),
+            Role::Standby => match self.ensure_standby().await {
+                true => Ok(Role::Standby),
+                false => self.ensure_primary().await.map(|_| Role::Primary),
+            },
+        }
+    }
+
+    async fn ensure_standby(&mut self) -> bool {
+        if self.current_standby_eligible() {
+            return true;
+        }
+        let standbys = self.topology.borrow().standbys.clone();
+        let mut best: Option<(usize, Node)> = None;
+        for node in standbys {
+            if !self.standby_eligible(&node) {
+                continue;
+            }
+            let load = self
+                .shared
+                .monitor
+                .stats(&node)
+                .outstanding
+                .load(Ordering::Relaxed);
+            if best.as_ref().is_none_or(|(l, _)| load < *l) {
+                best = Some((load, node));
+            }
+        }
+        let Some((_, node)) = best else { return false };
+        match self.open_backend(&node).await {
+            Ok(conn) => {
+                self.install(Role::Standby, conn);
+                true
+            }
+            Err(e) => {
+                tracing::warn!(node = %node.name, "standby connection failed, using the primary: {e}");
+                false
+            }
+        }
+    }
+
+    async fn ensure_primary(&mut self) -> Result<(), Bytes> {
+        let deadline = Instant::now() + self.shared.settings.primary_wait_timeout;
+        loop {
+            let node = self.wait_primary(deadline).await?;
+            if let Some(b) = &self.backends[Role::Primary as usize] {
+                if b.conn.node == node {
+                    return Ok(());
+                }
+                tracing::info!(old = %b.conn.node.name, new = %node.name, "primary changed");
+                self.drop_backend(Role::Primary);
+            }
+            match self.open_backend(&node).await {
+                Ok(conn) => {
+                    self.install(Role::Primary, conn);
+                    return Ok(());
+                }
+                Err(ConnectError::Server(fields)) => return Err(downgrade(&fields)),
+                Err(e) => {
+                    tracing::warn!(node = %node.name, "primary connection failed: {e}");
+                    if Instant::now() >= deadline {
+                        return Err(error_body(&ErrorInfo::error(
+                            "08006",
+                            format!(
+                                "no primary reachable within {:?}: {e}",
+                                self.shared.settings.primary_wait_timeout
+                            ),
+                        )));
+                    }
+                    let wait = tokio::time::sleep(std::time::Duration::from_millis(200));
+                    let _ = tokio::time::timeout_at(deadline.into(), async {
+                        tokio::select! { _ = self.topology.changed() => {}, _ = wait => {} }
+                    })
+                    .await;
+                }
+            }
+        }
+    }
+
+    /// The current primary, waiting while there is none or the proxy is paused.
+    async fn wait_primary(&mut self, deadline: Instant) -> Result<Node, Bytes> {
+        let pause_deadline = Instant::now() + self.shared.settings.pause_timeout;
+        loop {
+            let (primary, paused) = {
+                let t = self.topology.borrow_and_update();
+                (t.primary.clone(), t.paused)
+            };
+            let until = match (&primary, paused) {
+                (Some(p), false) => return Ok(p.clone()),
+                (_, true) => pause_deadline,
+                (None, false) => deadline,
+            };
+            match tokio::time::timeout_at(until.into(), self.topology.changed()).await {
+                Ok(Ok(())) => continue,
+                Ok(Err(_)) => {
+                    return Err(error_body(&ErrorInfo::error(
+                        "08006",
+                        "the proxy is shutting down",
+                    )))
+                }
+                Err(_) if paused => {
+                    return Err(error_body(&ErrorInfo::error(
+                        "57P03",
+                        "the proxy is paused for a switchover and did not resume in time",
+                    )))
+                }
+                Err(_) => {
+                    return Err(error_body(&ErrorInfo::error(
+                        "08006",
+                        format!(
+                            "no primary available after waiting {:?}",
+                            self.shared.settings.primary_wait_timeout
+                        ),
+                    )))
+                }
+            }
+        }
+    }
+
+    async fn open_backend(&self, node: &Node) -> Result<BackendConn, ConnectError> {
+        let s = &self.shared.settings;
+        BackendConn::connect(
+            node,
+            &self.params,
+            &self.creds,
+            s.connect_timeout,
+            s.max_message_bytes,
+        )
+        .await
+    }
+
+    fn install(&mut self, role: Role, conn: BackendConn) {
+        self.drop_backend(role);
+        tracing::debug!(backend = %conn.node.name, ?role, "backend connected");
+        self.cancel.lock().unwrap_or_else(|e| e.into_inner()).push((
+            conn.node.clone(),
+            conn.pid,
+            conn.key,
+        ));
+        let stats = self.shared.monitor.stats(&conn.node);
+        self.backends[role as usize] = Some(Backend::new(conn, stats));
+    }
+
+    /// Forgets a backend (its socket closes).
+    pub(super) fn drop_backend(&mut self, role: Role) {
+        if let Some(b) = self.backends[role as usize].take() {
+            let mut c = self.cancel.lock().unwrap_or_else(|e| e.into_inner());
+            c.retain(|(n, pid, _)| !(n == &b.conn.node && *pid == b.conn.pid));
+        }
+        if self.active == Some(role) {
+            self.active = None;
+        }
+    }
+
+    /// Text of a server error body's message, for logs.
+    pub(super) fn error_text(fields: &[u8]) -> String {
+        String::from_utf8_lossy(error_field(fields, b'M').unwrap_or(b"")).into_owned()
+    }
+}

@@ -1,0 +1,157 @@
+//! Per-session bookkeeping: the backends a session uses, the work in flight
+//! on each ("units": one simple query, or extended messages up to Sync, each
+//! answered by one ReadyForQuery), and the session state that must follow the
+//! client from backend to backend (SET values, prepared statements, pins).
+//!
+//! Hazard: a backend's prepared-statement map is what the proxy *sent*, not
+//! what succeeded; a failed Parse is left for the client to see and retry.
+
+use crate::backend::BackendConn;
+use crate::classify::Analysis;
+use crate::monitor::Lsn;
+use crate::monitor::{NodeStats, Outstanding};
+use bytes::{Bytes, BytesMut};
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Which of a session's two backends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Primary = 0,
+    Standby = 1,
+}
+
+/// One unit of work in flight on a backend.
+pub struct Unit {
+    /// Injected by the proxy (SET replay): every response is swallowed.
+    pub injected: bool,
+    /// Completion tokens ('1' ParseComplete, '2' BindComplete, '3'
+    /// CloseComplete) in send order, `true` for proxy-injected messages whose
+    /// answer is dropped. Only built once the unit has an injection.
+    pub tokens: Option<VecDeque<bool>>,
+    /// Client P/B/C messages sent, and their answers seen, before `tokens`.
+    pub plain_sent: u32,
+    pub plain_seen: u32,
+    /// Raw client messages, kept while a 25006 retry on the primary is possible.
+    pub retry: Option<BytesMut>,
+    /// Statement text to teach the classifier when the retry happens.
+    pub retry_sql: Option<Bytes>,
+    /// Responses held back while a retry is possible.
+    pub held: Option<BytesMut>,
+    /// The standby refused with 25006: drop the rest, then retry.
+    pub discarding: bool,
+    pub errored: bool,
+    /// The unit may write (read-your-writes bookkeeping).
+    pub write: bool,
+    /// Analyses whose session effects apply when the unit succeeds.
+    pub effects: Vec<Arc<Analysis>>,
+    /// Session settings the injected unit applies (for the backend mirror).
+    pub applies: Option<Vec<(String, Option<String>)>>,
+    /// Ends with Sync/Query (false while an extended unit is open).
+    pub closed: bool,
+    _outstanding: Outstanding,
+}
+
+impl Unit {
+    pub fn new(stats: Arc<NodeStats>) -> Self {
+        Unit {
+            injected: false,
+            tokens: None,
+            plain_sent: 0,
+            plain_seen: 0,
+            retry: None,
+            retry_sql: None,
+            held: None,
+            discarding: false,
+            errored: false,
+            write: false,
+            effects: Vec::new(),
+            applies: None,
+            closed: false,
+            _outstanding: Outstanding::new(stats),
+        }
+    }
+
+    /// Records a P/B/C message sent to the backend; `injected` answers are dropped.
+    pub fn push_token(&mut self, injected: bool) {
+        match (&mut self.tokens, injected) {
+            (None, false) => self.plain_sent += 1,
+            (None, true) => {
+                let pending = self.plain_sent.saturating_sub(self.plain_seen) as usize;
+                let mut q = VecDeque::with_capacity(pending + 4);
+                q.extend(std::iter::repeat_n(false, pending));
+                q.push_back(true);
+                self.tokens = Some(q);
+            }
+            (Some(q), inj) => q.push_back(inj),
+        }
+    }
+
+    /// An answer '1'/'2'/'3' arrived: true when it must be dropped.
+    pub fn pop_token(&mut self) -> bool {
+        match &mut self.tokens {
+            None => {
+                self.plain_seen += 1;
+                false
+            }
+            Some(q) => q.pop_front().unwrap_or(false),
+        }
+    }
+}
+
+/// One backend connection of a session and what it has seen.
+pub struct Backend {
+    pub conn: BackendConn,
+    pub stats: Arc<NodeStats>,
+    pub units: VecDeque<Unit>,
+    /// Prepared statement name -> version the backend was sent.
+    pub prepared: HashMap<Bytes, u64>,
+    /// Session settings applied on this backend: name -> SET statement.
+    pub settings: HashMap<String, String>,
+}
+
+impl Backend {
+    pub fn new(conn: BackendConn, stats: Arc<NodeStats>) -> Self {
+        Backend {
+            conn,
+            stats,
+            units: VecDeque::new(),
+            prepared: HashMap::new(),
+            settings: HashMap::new(),
+        }
+    }
+
+    pub fn busy(&self) -> bool {
+        !self.units.is_empty()
+    }
+}
+
+/// A prepared statement as the client created it.
+pub struct Prepared {
+    pub version: u64,
+    /// The client's Parse message, header included.
+    pub parse: Bytes,
+    /// Its statement text.
+    pub sql: Bytes,
+    pub analysis: Option<Arc<Analysis>>,
+}
+
+/// State that follows the client across backends.
+#[derive(Default)]
+pub struct SessionState {
+    /// Non-LOCAL SET statements in force: name -> statement.
+    pub settings: HashMap<String, String>,
+    pub prepared: HashMap<Bytes, Prepared>,
+    pub next_version: u64,
+    /// Pinned to the primary (temp table, LISTEN, ...).
+    pub pinned: Option<&'static str>,
+    /// `default_transaction_read_only` as the server reported it.
+    pub default_read_only: bool,
+    /// The current transaction has written (or may have).
+    pub tx_wrote: bool,
+    /// When the session's last write transaction finished.
+    pub last_write: Option<Instant>,
+    /// The primary LSN reads must wait for (resolved from the monitor).
+    pub ryw_target: Option<Lsn>,
+}

@@ -1,0 +1,153 @@
+//! Shared set-up for the proxy's end-to-end tests: a real primary (and
+//! optionally a streaming standby), the auth lookup function, test roles,
+//! and a proxy on port-0 listeners with a static topology.
+
+#![allow(dead_code)]
+
+use anyhow::Context;
+use pgha_proxy::auth::AUTH_LOOKUP_SQL;
+use pgha_proxy::{Node, Proxy, ProxyHandle, ProxySettings, StaticTopology, Topology};
+use pgha_testkit::pg::PgServer;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+pub const ALICE_PW: &str = "alice-secret";
+pub const BOB_PW: &str = "bob-md5-secret";
+
+pub struct Cluster {
+    pub primary: PgServer,
+    pub standby: Option<PgServer>,
+    pub topology: StaticTopology,
+    pub proxy: ProxyHandle,
+    _dir: tempfile::TempDir,
+}
+
+pub fn node(name: &str, pg: &PgServer) -> Node {
+    Node {
+        name: name.into(),
+        host: "127.0.0.1".into(),
+        port: pg.port,
+    }
+}
+
+/// Primary (+ standby) with roles alice (SCRAM), bob (md5) and table `t`.
+pub fn start_servers(with_standby: bool) -> anyhow::Result<(PgServer, Option<PgServer>)> {
+    let primary = PgServer::start()?;
+    let setup = format!(
+        "CREATE ROLE pgha_monitor LOGIN PASSWORD 'monitor-pw'; {AUTH_LOOKUP_SQL} \
+         CREATE ROLE alice LOGIN SUPERUSER PASSWORD '{ALICE_PW}'; \
+         SET password_encryption = 'md5'; \
+         CREATE ROLE bob LOGIN PASSWORD '{BOB_PW}' IN ROLE pgha_md5_users; \
+         CREATE TABLE t (id serial PRIMARY KEY, v int); GRANT ALL ON t, t_id_seq TO bob;"
+    );
+    primary.psql("postgres", &setup)?;
+    let standby = if with_standby {
+        Some(primary.start_standby()?)
+    } else {
+        None
+    };
+    Ok((primary, standby))
+}
+
+pub fn init_logs() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_test_writer()
+        .try_init();
+}
+
+pub async fn start(with_standby: bool, extra: &str) -> anyhow::Result<Cluster> {
+    init_logs();
+    let (primary, standby) =
+        tokio::task::spawn_blocking(move || start_servers(with_standby)).await??;
+    let dir = tempfile::tempdir()?;
+    let pwfile = dir.path().join("monitor.pw");
+    std::fs::write(&pwfile, "monitor-pw\n")?;
+    let toml = format!(
+        "listen_rw = \"127.0.0.1:0\"\nlisten_ro = \"127.0.0.1:0\"\nlisten_primary = \"127.0.0.1:0\"\n\
+         monitor_password_file = {:?}\nmonitor_interval = \"20ms\"\nprimary_wait_timeout = \"10s\"\n{extra}\n\
+         [topology]\nkind = \"static\"\n",
+        pwfile.display().to_string()
+    );
+    let settings: ProxySettings = toml::from_str(&toml).context("parse test proxy config")?;
+    let password = settings.monitor_password()?;
+    let topology = StaticTopology::new(Topology {
+        primary: Some(node("pg1", &primary)),
+        standbys: standby.iter().map(|s| node("pg2", s)).collect(),
+        generation: 1,
+        paused: false,
+    });
+    let proxy = Proxy::start(settings, password, topology.subscribe()).await?;
+    Ok(Cluster {
+        primary,
+        standby,
+        topology,
+        proxy,
+        _dir: dir,
+    })
+}
+
+impl Cluster {
+    pub fn rw(&self) -> SocketAddr {
+        self.proxy.rw.expect("rw listener")
+    }
+    pub fn ro(&self) -> SocketAddr {
+        self.proxy.ro.expect("ro listener")
+    }
+    pub fn primary_addr(&self) -> SocketAddr {
+        self.proxy.primary.expect("primary listener")
+    }
+
+    /// Waits until the proxy's monitor sees the standby as healthy.
+    pub async fn wait_standby_healthy(&self) -> anyhow::Result<()> {
+        let node = node("pg2", self.standby.as_ref().context("no standby")?);
+        let monitor = self.proxy.shared.monitor.clone();
+        pgha_testkit::wait_until_async(
+            "standby healthy in the proxy monitor",
+            Duration::from_secs(20),
+            || {
+                let st = monitor.stats(&node).status();
+                async move { (st.ok_started.is_some() && st.in_recovery).then_some(()) }
+            },
+        )
+        .await
+    }
+}
+
+pub fn conn_str(addr: SocketAddr, user: &str, password: &str, db: &str) -> String {
+    format!(
+        "host={} port={} user={user} password={password} dbname={db} connect_timeout=10",
+        addr.ip(),
+        addr.port()
+    )
+}
+
+pub async fn connect(
+    addr: SocketAddr,
+    user: &str,
+    password: &str,
+) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
+    let (client, conn) = tokio_postgres::connect(
+        &conn_str(addr, user, password, "postgres"),
+        tokio_postgres::NoTls,
+    )
+    .await?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    Ok(client)
+}
+
+/// Whether the node that served a simple query is a standby.
+pub async fn served_by_standby(c: &tokio_postgres::Client) -> bool {
+    let rows = c
+        .simple_query("SELECT pg_is_in_recovery()")
+        .await
+        .expect("pg_is_in_recovery");
+    rows.iter().find_map(|m| match m {
+        tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).map(|v| v == "t"),
+        _ => None,
+    }) == Some(true)
+}
