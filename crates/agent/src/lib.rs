@@ -3,4 +3,10 @@
 //! decision core (`pgha_core`) returns. Also serves the REST API
 //! (Patroni-compatible health endpoints and `/cluster`).
 
+mod execute;
+pub mod observe;
+pub mod runtime;
 pub mod status;
+pub mod view;
+
+pub use runtime::{initial_config, Agent};

@@ -8,6 +8,7 @@
 //! values and their trade-offs are documented in docs/configuration.md.
 
 use pgha_config::{ArchiveCompression, ClusterConfig, Member};
+use pgha_core::{SyncSet, SyncStandbyNames};
 use std::fmt::Write;
 use std::path::Path;
 
@@ -16,42 +17,20 @@ pub const PGHA_CONF: &str = "pgha.conf";
 /// The line appended to postgresql.conf.
 pub const INCLUDE_LINE: &str = "include_if_exists = 'pgha.conf'\t# added by pgha: keep last";
 
-/// What `synchronous_standby_names` should say.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum SyncStandbys {
-    /// Asynchronous: empty `synchronous_standby_names`.
-    None,
-    /// `ANY k (names...)`.
-    Quorum { k: u32, names: Vec<String> },
-}
-
-impl SyncStandbys {
-    pub fn render(&self) -> String {
-        match self {
-            SyncStandbys::None => String::new(),
-            SyncStandbys::Quorum { k, names } => {
-                let list: Vec<String> = names.iter().map(|n| format!("\"{n}\"")).collect();
-                format!("ANY {k} ({})", list.join(", "))
-            }
-        }
-    }
-
-    /// The seed's set: every member but `primary`, with the configured quorum.
-    pub fn all_standbys(cluster: &ClusterConfig, primary: &str) -> Self {
-        let names: Vec<String> = cluster
-            .members
-            .iter()
-            .filter(|m| m.name != primary)
-            .map(|m| m.name.clone())
-            .collect();
-        if names.is_empty() {
-            SyncStandbys::None
-        } else {
-            SyncStandbys::Quorum {
-                k: cluster.sync_quorum.min(names.len() as u32),
-                names,
-            }
-        }
+/// The seed's synchronous set: every member but `primary`, with the
+/// configured quorum (asynchronous for a single-member cluster).
+pub fn all_standbys(cluster: &ClusterConfig, primary: &str) -> SyncStandbyNames {
+    let names: Vec<String> = cluster
+        .members
+        .iter()
+        .filter(|m| m.name != primary)
+        .map(|m| m.name.clone())
+        .collect();
+    if names.is_empty() {
+        SyncStandbyNames::Async
+    } else {
+        let k = cluster.sync_quorum.min(names.len() as u32);
+        SyncStandbyNames::Quorum(SyncSet::new(names, k))
     }
 }
 
@@ -67,7 +46,7 @@ pub struct ConfInput<'a> {
     pub passfile: &'a Path,
     /// The primary a standby streams from; None on a primary.
     pub upstream: Option<&'a Member>,
-    pub sync: &'a SyncStandbys,
+    pub sync: &'a SyncStandbyNames,
 }
 
 /// `'value'` with embedded quotes doubled, as postgresql.conf wants.
@@ -105,7 +84,10 @@ pub fn render_pgha_conf(input: &ConfInput<'_>) -> String {
     set("max_standby_archive_delay", "'30s'".into());
     set("wal_receiver_status_interval", "'1s'".into());
     set("synchronous_commit", quote(c.synchronous_commit.as_str()));
-    set("synchronous_standby_names", quote(&input.sync.render()));
+    set(
+        "synchronous_standby_names",
+        quote(&input.sync.to_postgres()),
+    );
     set("archive_mode", "on".into());
     set("archive_timeout", "'60s'".into());
     set("archive_command", quote(&archive_command(input)));
@@ -235,7 +217,7 @@ mod tests {
     }
 
     fn render(c: &ClusterConfig, member: usize, upstream: Option<usize>) -> String {
-        let sync = SyncStandbys::all_standbys(c, "node1");
+        let sync = all_standbys(c, "node1");
         render_pgha_conf(&ConfInput {
             cluster: c,
             member: &c.members[member],
@@ -251,7 +233,7 @@ mod tests {
     fn seed_sync_names_are_any_one_of_the_standbys() {
         let c = cluster("");
         assert_eq!(
-            SyncStandbys::all_standbys(&c, "node1").render(),
+            all_standbys(&c, "node1").to_postgres(),
             r#"ANY 1 ("node2", "node3")"#
         );
         let conf = render(&c, 0, None);
@@ -317,6 +299,6 @@ mod tests {
 
     #[test]
     fn async_renders_empty() {
-        assert_eq!(SyncStandbys::None.render(), "");
+        assert_eq!(SyncStandbyNames::Async.to_postgres(), "");
     }
 }

@@ -339,6 +339,25 @@ impl Instance {
         Ok(())
     }
 
+    /// Finish crash recovery of a stopped, uncleanly shut down data
+    /// directory in single-user mode, so pg_rewind accepts it. The data
+    /// directory must not hold `standby.signal`.
+    pub async fn crash_recover(&self) -> Result<(), PgError> {
+        let mut cmd = self.user.command(self.bins.path("postgres"));
+        cmd.arg("--single").arg("-D").arg(&self.data_dir).args([
+            "-c",
+            "archive_mode=off",
+            "postgres",
+        ]);
+        run(
+            &format!("crash recovery of {}", self.name),
+            cmd,
+            Duration::from_secs(300),
+        )
+        .await?;
+        Ok(())
+    }
+
     fn pg_ctl(&self) -> tokio::process::Command {
         let mut cmd = self.user.command(self.bins.path("pg_ctl"));
         cmd.arg("-D").arg(&self.data_dir);

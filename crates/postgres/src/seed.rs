@@ -8,11 +8,12 @@
 //! through that slot -> pgha.conf pointing at the primary -> standby.signal ->
 //! start.
 
-use crate::conf::{ConfInput, SyncStandbys};
+use crate::conf::ConfInput;
 use crate::probe;
 use crate::secrets::MONITOR_USER;
 use crate::{Instance, PgError, Secrets};
 use pgha_config::{ClusterConfig, Member};
+use pgha_core::SyncStandbyNames;
 use std::path::Path;
 use std::time::Duration;
 
@@ -49,7 +50,7 @@ impl SeedContext<'_> {
         &self,
         inst: &Instance,
         upstream: Option<&Member>,
-        sync: &SyncStandbys,
+        sync: &SyncStandbyNames,
     ) -> Result<(), PgError> {
         let member = self.member(inst)?;
         let passfile = self.secrets.passfile();
@@ -94,18 +95,29 @@ impl SeedContext<'_> {
             inst.initdb(&self.cluster.superuser, &self.secrets.admin_file())
                 .await?;
         }
-        self.configure(inst, None, &SyncStandbys::None)?;
+        self.configure(inst, None, &SyncStandbyNames::Async)?;
         inst.set_standby_signal(false)?;
         inst.start(START_TIMEOUT).await?;
         let client = self.admin(inst).await?;
+        self.setup_roles(&client).await
+    }
+
+    /// Create the replication role, the proxy's monitoring role and its
+    /// password-lookup function (idempotent). Runs with
+    /// `synchronous_commit = local`: the first primary has no standby yet.
+    pub async fn setup_roles(&self, client: &tokio_postgres::Client) -> Result<(), PgError> {
+        client
+            .batch_execute("SET synchronous_commit TO local")
+            .await
+            .map_err(PgError::sql("set synchronous_commit"))?;
         probe::ensure_login_role(
-            &client,
+            client,
             &self.cluster.replication_user,
             &self.secrets.replication_password,
             "REPLICATION",
         )
         .await?;
-        probe::ensure_login_role(&client, MONITOR_USER, &self.secrets.monitor_password, "").await?;
+        probe::ensure_login_role(client, MONITOR_USER, &self.secrets.monitor_password, "").await?;
         client
             .batch_execute(&format!(
                 "GRANT pg_monitor TO {MONITOR_USER};{AUTH_LOOKUP_SQL}"
@@ -121,7 +133,7 @@ impl SeedContext<'_> {
         &self,
         inst: &Instance,
         upstream: Option<&Instance>,
-        sync: &SyncStandbys,
+        sync: &SyncStandbyNames,
     ) -> Result<(), PgError> {
         let upstream = upstream.map(|u| self.member(u)).transpose()?;
         self.configure(inst, upstream, sync)?;
@@ -145,7 +157,7 @@ impl SeedContext<'_> {
             )
             .await?;
         }
-        self.configure(inst, Some(upstream), &SyncStandbys::None)?;
+        self.configure(inst, Some(upstream), &SyncStandbyNames::Async)?;
         inst.set_standby_signal(true)?;
         inst.start(START_TIMEOUT).await
     }

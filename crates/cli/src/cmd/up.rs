@@ -4,7 +4,8 @@
 
 use crate::dev::DevCluster;
 use anyhow::{bail, Context};
-use pgha_postgres::conf::SyncStandbys;
+use pgha_core::SyncStandbyNames;
+use pgha_postgres::conf::all_standbys;
 use pgha_postgres::{probe, Instance};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -47,7 +48,7 @@ async fn up(args: Args) -> anyhow::Result<ExitCode> {
     check_ports(&instances)?;
     let p = choose_primary(&instances).await?;
     let primary = &instances[p];
-    let sync = SyncStandbys::all_standbys(&cluster.config, &primary.name);
+    let sync = all_standbys(&cluster.config, &primary.name);
     if primary.is_initialized() {
         seed.start_member(primary, None, &sync).await?;
     } else {
@@ -58,7 +59,7 @@ async fn up(args: Args) -> anyhow::Result<ExitCode> {
             continue;
         }
         if inst.is_initialized() {
-            seed.start_member(inst, Some(primary), &SyncStandbys::None)
+            seed.start_member(inst, Some(primary), &SyncStandbyNames::Async)
                 .await?;
         } else {
             seed.clone_standby(inst, primary).await?;
@@ -158,7 +159,7 @@ async fn wait_streaming(
 fn print_summary(
     cluster: &DevCluster,
     primary: &Instance,
-    sync: &SyncStandbys,
+    sync: &SyncStandbyNames,
     secrets: &pgha_postgres::Secrets,
     took: Duration,
 ) {
@@ -168,7 +169,7 @@ fn print_summary(
         "pgha: cluster {:?} is up in {dir} ({:.1}s); synchronous_standby_names = '{}'",
         c.name,
         took.as_secs_f64(),
-        sync.render()
+        sync.to_postgres()
     );
     for m in &c.members {
         let role = if m.name == primary.name {

@@ -1,0 +1,418 @@
+//! Executing the core's actions against the DCS and the local PostgreSQL.
+//! Each arm does exactly what the action's documentation in
+//! `pgha_core::action` asks, reports success or an error, and updates the
+//! runtime memory the core relies on.
+
+use crate::runtime::Agent;
+use anyhow::{bail, Context};
+use pgha_config::Member;
+use pgha_core::{
+    Action, DemoteKind, Detached, LeaseState, Lsn, Millis, SyncStandbyNames, Upstream,
+};
+use pgha_postgres::seed::{SeedContext, CLONE_TIMEOUT, START_TIMEOUT};
+use pgha_postgres::StopMode;
+use std::time::Duration;
+
+impl Agent {
+    fn seed(&self) -> SeedContext<'_> {
+        SeedContext {
+            cluster: &self.cfg,
+            secrets: &self.secrets,
+            pgha_bin: &self.pgha_bin,
+        }
+    }
+
+    /// The configured member an upstream names (its address from the
+    /// cluster config, falling back to the address it published).
+    fn upstream_member(&self, up: &Upstream) -> Member {
+        match self.cfg.member(&up.name) {
+            Some(m) => m.clone(),
+            None => Member {
+                name: up.name.clone(),
+                host: up.conn.host.clone(),
+                port: up.conn.port,
+                data_dir: Default::default(),
+                api_port: 0,
+            },
+        }
+    }
+
+    fn ttl_secs(&self) -> i64 {
+        self.last_config.ttl.0.div_ceil(1000).max(1) as i64
+    }
+
+    pub(crate) async fn execute(&mut self, action: &Action) -> anyhow::Result<()> {
+        match action {
+            Action::PublishMember(state) => {
+                let lease = self.member_lease().await?;
+                let json = serde_json::to_vec(state)?;
+                self.dcs
+                    .put(&self.keys.member(&self.me.name), &json, Some(lease))
+                    .await?;
+            }
+            Action::AcquireInitialize => {
+                self.dcs
+                    .create_if_absent(&self.keys.initialize(), self.me.name.as_bytes(), None)
+                    .await?;
+            }
+            Action::Bootstrap => self.bootstrap().await?,
+            Action::AcquireLeader => self.acquire_leader().await?,
+            Action::RenewLeader => self.renew_leader().await?,
+            Action::ReleaseLeader => self.release_leader().await?,
+            Action::WriteSyncKey(record) => {
+                let json = serde_json::to_vec(record)?;
+                let written = self
+                    .dcs
+                    .put_if_key_equals(
+                        &self.keys.sync(),
+                        &json,
+                        &self.keys.leader(),
+                        self.me.name.as_bytes(),
+                    )
+                    .await?;
+                if !written {
+                    bail!("not writing /sync: the leader key is no longer ours");
+                }
+            }
+            Action::SetSyncStandbyNames(names) => self.set_sync_names(names).await?,
+            Action::StartAsPrimary { sync_names } => self.start_as_primary(sync_names).await?,
+            Action::Promote { sync_names } => self.promote(sync_names).await?,
+            Action::StartAsStandby { upstream } => {
+                let up = upstream.as_ref().map(|u| self.upstream_member(u));
+                self.seed()
+                    .configure(&self.inst, up.as_ref(), &SyncStandbyNames::Async)?;
+                self.inst.set_standby_signal(true)?;
+                self.inst.start(START_TIMEOUT).await?;
+                if up.is_some() {
+                    self.mem.detached = None;
+                }
+            }
+            Action::FollowLeader(up) => {
+                let up = self.upstream_member(up);
+                self.seed()
+                    .configure(&self.inst, Some(&up), &SyncStandbyNames::Async)?;
+                if self.inst.is_running() {
+                    self.inst.reload().await?;
+                }
+                self.mem.detached = None;
+            }
+            Action::DetachFromPrimary { after_term } => self.detach(*after_term).await?,
+            Action::CloneFromLeader(up) => self.clone_from(up).await?,
+            Action::Rewind(up) => {
+                if let Err(e) = self.rewind(up).await {
+                    self.mem.pg.rewind_failed = true;
+                    return Err(e);
+                }
+            }
+            Action::Reclone(up) => {
+                self.stop(StopMode::Fast).await?;
+                self.inst.remove_data()?;
+                self.clone_from(up).await?;
+                self.mem.pg.rewind_failed = false;
+                self.mem.reinit_requested = false;
+            }
+            Action::Demote(kind) => self.demote(*kind).await?,
+            Action::Fence => self.set_fence(true).await?,
+            Action::Unfence => self.set_fence(false).await?,
+            Action::ClearSwitchover => {
+                self.dcs.delete(&self.keys.switchover()).await?;
+            }
+            Action::ClearFailover => {
+                self.dcs.delete(&self.keys.failover()).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The lease under the member key: kept alive every publish, granted
+    /// again when it expired (e.g. after a DCS outage).
+    async fn member_lease(&mut self) -> anyhow::Result<pgha_dcs::LeaseId> {
+        if let Some(id) = self.mem.member_lease {
+            match self.dcs.keep_alive(id).await {
+                Ok(_) => return Ok(id),
+                Err(e) if e.is_lease_expired() => self.mem.member_lease = None,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        let lease = self.dcs.grant_lease(self.ttl_secs()).await?;
+        self.mem.member_lease = Some(lease.id);
+        Ok(lease.id)
+    }
+
+    async fn acquire_leader(&mut self) -> anyhow::Result<()> {
+        let sent = self.now();
+        let lease = self.dcs.grant_lease(self.ttl_secs()).await?;
+        let won = self
+            .dcs
+            .create_if_absent(&self.keys.leader(), self.me.name.as_bytes(), Some(lease.id))
+            .await;
+        match won {
+            Ok(true) => {
+                self.mem.leader_lease = Some(lease.id);
+                self.mem.lease = Some(LeaseState {
+                    renewed_at: sent,
+                    ttl: Millis(lease.ttl_secs as u64 * 1000),
+                });
+                tracing::info!(member = %self.me.name, "acquired the leader lease");
+                Ok(())
+            }
+            other => {
+                let _ = self.dcs.revoke_lease(lease.id).await;
+                other.map(|_| ()).map_err(Into::into)
+            }
+        }
+    }
+
+    async fn renew_leader(&mut self) -> anyhow::Result<()> {
+        let Some(id) = self.mem.leader_lease else {
+            self.mem.lease = None;
+            return Ok(());
+        };
+        let sent = self.now();
+        match self.dcs.keep_alive(id).await {
+            Ok(ttl) => {
+                self.mem.lease = Some(LeaseState {
+                    renewed_at: sent,
+                    ttl: Millis(ttl.max(0) as u64 * 1000),
+                });
+                Ok(())
+            }
+            Err(e) if e.is_lease_expired() => {
+                tracing::warn!(member = %self.me.name, "the leader lease expired");
+                self.mem.lease = None;
+                self.mem.leader_lease = None;
+                Ok(())
+            }
+            Err(e) => Err(e).context("renew the leader lease"),
+        }
+    }
+
+    pub(crate) async fn release_leader(&mut self) -> anyhow::Result<()> {
+        self.dcs
+            .delete_if_equals(&self.keys.leader(), self.me.name.as_bytes())
+            .await?;
+        if let Some(id) = self.mem.leader_lease.take() {
+            let _ = self.dcs.revoke_lease(id).await;
+        }
+        self.mem.lease = None;
+        Ok(())
+    }
+
+    async fn bootstrap(&mut self) -> anyhow::Result<()> {
+        if !self.inst.is_initialized() {
+            self.inst.remove_data()?;
+            self.inst
+                .initdb(&self.cfg.superuser, &self.secrets.admin_file())
+                .await?;
+        }
+        self.seed()
+            .configure(&self.inst, None, &SyncStandbyNames::Async)?;
+        self.inst.set_standby_signal(false)?;
+        Ok(())
+    }
+
+    async fn start_as_primary(&mut self, names: &SyncStandbyNames) -> anyhow::Result<()> {
+        self.seed().configure(&self.inst, None, names)?;
+        self.inst.set_standby_signal(false)?;
+        self.inst.start(START_TIMEOUT).await?;
+        self.client = None;
+        let client = self.seed().admin(&self.inst).await?;
+        self.seed().setup_roles(&client).await?;
+        self.record_sync_applied(names, &client).await?;
+        self.mem.detached = None;
+        Ok(())
+    }
+
+    async fn promote(&mut self, names: &SyncStandbyNames) -> anyhow::Result<()> {
+        self.seed().configure(&self.inst, None, names)?;
+        self.inst.reload().await?;
+        let started = std::time::Instant::now();
+        self.inst.promote(START_TIMEOUT).await?;
+        tracing::info!(member = %self.me.name, took_ms = started.elapsed().as_millis() as u64, "promoted");
+        self.client = None;
+        let client = self.seed().admin(&self.inst).await?;
+        self.record_sync_applied(names, &client).await?;
+        self.mem.detached = None;
+        Ok(())
+    }
+
+    async fn set_sync_names(&mut self, names: &SyncStandbyNames) -> anyhow::Result<()> {
+        self.seed().configure(&self.inst, None, names)?;
+        self.inst.reload().await?;
+        let client = self.seed().admin(&self.inst).await?;
+        let want = names.to_postgres();
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            let now: String = client
+                .query_one("SHOW synchronous_standby_names", &[])
+                .await?
+                .get(0);
+            if now == want {
+                break;
+            }
+            if std::time::Instant::now() > deadline {
+                bail!("synchronous_standby_names is still {now:?} after reload, wanted {want:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            // A new session forks from the reloaded postmaster.
+        }
+        self.record_sync_applied(names, &client).await
+    }
+
+    async fn record_sync_applied(
+        &mut self,
+        names: &SyncStandbyNames,
+        client: &tokio_postgres::Client,
+    ) -> anyhow::Result<()> {
+        let lsn: String = client
+            .query_one("SELECT pg_current_wal_flush_lsn()::text", &[])
+            .await?
+            .get(0);
+        let lsn: Lsn = lsn.parse()?;
+        self.mem.pg.sync_applied = Some((names.clone(), lsn));
+        Ok(())
+    }
+
+    async fn detach(&mut self, after_term: u64) -> anyhow::Result<()> {
+        self.seed()
+            .configure(&self.inst, None, &SyncStandbyNames::Async)?;
+        if self.inst.is_running() {
+            self.inst.reload().await?;
+            let client = self.seed().admin(&self.inst).await?;
+            let deadline = std::time::Instant::now() + Duration::from_secs(5);
+            loop {
+                let n: i64 = client
+                    .query_one("SELECT count(*) FROM pg_stat_wal_receiver", &[])
+                    .await?
+                    .get(0);
+                if n == 0 {
+                    break;
+                }
+                if std::time::Instant::now() > deadline {
+                    bail!("the WAL receiver is still running 5s after detaching");
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+        self.mem.detached = Some(Detached { after_term });
+        Ok(())
+    }
+
+    async fn clone_from(&mut self, up: &Upstream) -> anyhow::Result<()> {
+        let upm = self.upstream_member(up);
+        self.inst
+            .clone_from(
+                &upm,
+                &self.cfg.replication_user,
+                &self.secrets.passfile(),
+                CLONE_TIMEOUT,
+            )
+            .await?;
+        self.seed()
+            .configure(&self.inst, Some(&upm), &SyncStandbyNames::Async)?;
+        self.inst.set_standby_signal(true)?;
+        Ok(())
+    }
+
+    async fn rewind(&mut self, up: &Upstream) -> anyhow::Result<()> {
+        let upm = self.upstream_member(up);
+        self.stop(StopMode::Fast).await?;
+        let cd = self.inst.controldata().await?;
+        if !cd.state.is_clean_shutdown() {
+            self.inst.set_standby_signal(false)?;
+            self.inst.crash_recover().await?;
+        }
+        self.inst
+            .rewind(
+                &upm,
+                &self.cfg.superuser,
+                &self.secrets.passfile(),
+                Duration::from_secs(300),
+            )
+            .await?;
+        self.seed()
+            .configure(&self.inst, Some(&upm), &SyncStandbyNames::Async)?;
+        self.inst.set_standby_signal(true)?;
+        self.mem.pg.sync_applied = None;
+        Ok(())
+    }
+
+    async fn demote(&mut self, kind: DemoteKind) -> anyhow::Result<()> {
+        match kind {
+            DemoteKind::Graceful => {
+                self.inst
+                    .stop(StopMode::Fast, Duration::from_secs(60))
+                    .await?;
+                self.seed()
+                    .configure(&self.inst, None, &SyncStandbyNames::Async)?;
+                self.inst.set_standby_signal(true)?;
+            }
+            DemoteKind::Immediate => {
+                self.inst
+                    .stop(StopMode::Immediate, Duration::from_secs(10))
+                    .await?;
+            }
+        }
+        self.client = None;
+        self.mem.pg.sync_applied = None;
+        Ok(())
+    }
+
+    async fn stop(&mut self, mode: StopMode) -> anyhow::Result<()> {
+        self.client = None;
+        if let Err(e) = self.inst.stop(mode, Duration::from_secs(30)).await {
+            tracing::warn!("{mode:?} shutdown failed ({e:#}); stopping immediately");
+            self.inst
+                .stop(StopMode::Immediate, Duration::from_secs(10))
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Refuse (or accept again) writes without stopping reads.
+    async fn set_fence(&mut self, on: bool) -> anyhow::Result<()> {
+        let client = self.seed().admin(&self.inst).await?;
+        let sql = if on {
+            "ALTER SYSTEM SET default_transaction_read_only = on; SELECT pg_reload_conf();
+             SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+              WHERE backend_type = 'client backend' AND pid <> pg_backend_pid() AND application_name <> 'pgha';"
+        } else {
+            "SET default_transaction_read_only = off; ALTER SYSTEM RESET default_transaction_read_only; SELECT pg_reload_conf();"
+        };
+        client.batch_execute(sql).await?;
+        tracing::warn!(member = %self.me.name, fenced = on, "fence changed");
+        Ok(())
+    }
+
+    pub(crate) async fn restart_postgres(&mut self) -> anyhow::Result<()> {
+        self.stop(StopMode::Fast).await?;
+        self.inst.start(START_TIMEOUT).await?;
+        Ok(())
+    }
+
+    /// On the leader's primary: one physical slot per other member, so a
+    /// standby that follows (or is cloned) streams through its own slot.
+    pub(crate) async fn maintain_slots(&mut self, view: &pgha_core::ClusterView) {
+        let leading = view
+            .leader
+            .as_ref()
+            .is_some_and(|l| l.holder == self.me.name)
+            && self.mem.lease.is_some();
+        if !leading {
+            return;
+        }
+        let Some(client) = self.client.as_ref() else {
+            return;
+        };
+        let Ok(slots) = pgha_postgres::probe::slots(client).await else {
+            return;
+        };
+        for m in self.cfg.members.iter().filter(|m| m.name != self.me.name) {
+            if !slots.iter().any(|s| s.name == m.name) {
+                if let Err(e) = pgha_postgres::probe::ensure_slot(client, &m.name).await {
+                    tracing::debug!("cannot create slot {}: {e:#}", m.name);
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,385 @@
+//! The agent's loop: observe -> `pgha_core::decide` -> execute, one
+//! iteration every `loop_wait` (or sooner: when the core asks, when a DCS
+//! watch event arrives, or when a command comes in from the REST API).
+//!
+//! The loop is the only place that changes the node: actions run in order,
+//! one at a time, and the first failure ends the iteration (the next
+//! observation decides anew). Runtime memory the core relies on (lease,
+//! detach promise, last `synchronous_standby_names` change) lives in
+//! [`Memory`] and is lost on restart, which the core is written to survive.
+//!
+//! Hazard: the loop must not block on a dead DCS or a hung PostgreSQL; every
+//! DCS call has the client's request timeout and every PostgreSQL call a
+//! bounded one. A task that dies ends the agent (the caller exits non-zero).
+
+use crate::observe::{self, PgMemory};
+use crate::status::{AgentCommand, AgentStatus, DecisionRecord, DECISION_HISTORY};
+use crate::view;
+use pgha_config::{ClusterConfig, Member};
+use pgha_core::{Action, Decision, Detached, DynamicConfig, LeaseState, LocalState, Millis};
+use pgha_dcs::{ClusterKeys, Dcs, LeaseId};
+use pgha_postgres::{Instance, PgBinaries, Secrets, ServiceUser};
+use std::collections::VecDeque;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, watch, Notify};
+use tokio_postgres::Client;
+use tokio_util::sync::CancellationToken;
+
+/// State the core needs the runtime to remember between iterations.
+#[derive(Debug, Default)]
+pub struct Memory {
+    pub lease: Option<LeaseState>,
+    pub leader_lease: Option<LeaseId>,
+    pub member_lease: Option<LeaseId>,
+    pub detached: Option<Detached>,
+    pub reinit_requested: bool,
+    pub pg: PgMemory,
+}
+
+pub struct Agent {
+    pub(crate) cfg: ClusterConfig,
+    pub(crate) me: Member,
+    pub(crate) inst: Instance,
+    pub(crate) secrets: Secrets,
+    pub(crate) pgha_bin: PathBuf,
+    pub(crate) dcs: Arc<dyn Dcs>,
+    pub(crate) keys: ClusterKeys,
+    pub(crate) mem: Memory,
+    pub(crate) client: Option<Client>,
+    pub(crate) last_config: DynamicConfig,
+    started: Instant,
+    status_tx: watch::Sender<AgentStatus>,
+    decisions: VecDeque<DecisionRecord>,
+    last_reason: String,
+}
+
+/// The initial dynamic config from the file's `[ha]` table.
+pub fn initial_config(cfg: &ClusterConfig) -> DynamicConfig {
+    let ms = |d: Duration| Millis(d.as_millis() as u64);
+    DynamicConfig {
+        ttl: ms(cfg.ha.ttl),
+        loop_wait: ms(cfg.ha.loop_wait),
+        fence_margin: ms(cfg.ha.loop_wait),
+        sync_quorum: cfg.sync_quorum,
+        allow_async_fallback: cfg.ha.allow_async_fallback,
+        ..DynamicConfig::default()
+    }
+}
+
+impl Agent {
+    /// Build the agent for member `name` of `cfg`.
+    pub fn new(
+        cfg: ClusterConfig,
+        name: &str,
+        dcs: Arc<dyn Dcs>,
+        pgha_bin: PathBuf,
+    ) -> anyhow::Result<(Self, watch::Receiver<AgentStatus>)> {
+        let me = cfg
+            .member(name)
+            .cloned()
+            .ok_or_else(|| anyhow::anyhow!("member {name:?} is not in the cluster config"))?;
+        let user = ServiceUser::resolve(&cfg.os_user)?;
+        let bins = PgBinaries::locate(cfg.bin_dir.as_deref())?;
+        let secrets = Secrets::ensure(
+            &cfg.secrets_dir,
+            &user,
+            &cfg.superuser,
+            &cfg.replication_user,
+        )?;
+        let keys = ClusterKeys::new(&cfg.dcs.namespace, &cfg.name)?;
+        let inst = Instance::new(&me, bins, user);
+        let (status_tx, status_rx) = watch::channel(AgentStatus {
+            member: me.name.clone(),
+            cluster: cfg.name.clone(),
+            ..AgentStatus::default()
+        });
+        let last_config = initial_config(&cfg);
+        Ok((
+            Agent {
+                cfg,
+                me,
+                inst,
+                secrets,
+                pgha_bin,
+                dcs,
+                keys,
+                mem: Memory::default(),
+                client: None,
+                last_config,
+                started: Instant::now(),
+                status_tx,
+                decisions: VecDeque::new(),
+                last_reason: String::new(),
+            },
+            status_rx,
+        ))
+    }
+
+    pub(crate) fn now(&self) -> Millis {
+        Millis(self.started.elapsed().as_millis() as u64)
+    }
+
+    pub fn api_token(&self) -> String {
+        self.secrets.api_token.clone()
+    }
+
+    /// Run until `cancel`; then stop PostgreSQL and give up the leader key.
+    pub async fn run(
+        mut self,
+        mut commands: mpsc::Receiver<AgentCommand>,
+        cancel: CancellationToken,
+    ) {
+        let wake = Arc::new(Notify::new());
+        let watcher = tokio::spawn(watch_cluster(
+            self.dcs.clone(),
+            self.keys.prefix().to_string(),
+            wake.clone(),
+        ));
+        self.write_initial_config().await;
+        loop {
+            let decision = self.iterate().await;
+            let wait = Duration::from_millis(decision.wake_in.0.clamp(20, 5_000));
+            tokio::select! {
+                _ = cancel.cancelled() => break,
+                Some(cmd) = commands.recv() => self.handle_command(cmd).await,
+                _ = wake.notified() => {}
+                _ = tokio::time::sleep(wait) => {}
+            }
+        }
+        watcher.abort();
+        self.shutdown().await;
+    }
+
+    /// One observe-decide-execute step.
+    pub async fn iterate(&mut self) -> Decision {
+        let now = self.now();
+        self.ensure_client().await;
+        let snap = view::read(self.dcs.as_ref(), &self.keys, &self.last_config).await;
+        if let Some(v) = &snap.view {
+            self.last_config = v.config.clone();
+            self.adopt_leader_lease(v, snap.leader_lease);
+        }
+        let pg = observe::observe(
+            &self.inst,
+            self.client.as_ref(),
+            &self.cfg,
+            &mut self.mem.pg,
+            now,
+        )
+        .await;
+        let local = self.local_state(pg);
+        let dcs_view = snap.dcs_view(&self.last_config);
+        let decision = pgha_core::decide(&local, &dcs_view, now);
+        self.log_decision(&decision);
+        for action in &decision.actions {
+            if let Err(e) = self.execute(action).await {
+                tracing::warn!(member = %self.me.name, action = %action, "action failed: {e:#}");
+                self.client = None;
+                break;
+            }
+        }
+        if let Some(v) = &snap.view {
+            self.maintain_slots(v).await;
+        }
+        self.publish_status(&local, &snap, &decision);
+        decision
+    }
+
+    fn local_state(&self, pg: pgha_core::PgState) -> LocalState {
+        LocalState {
+            name: self.me.name.clone(),
+            api_url: self.me.api_url(),
+            conn: pgha_core::ConnInfo {
+                host: self.me.host.clone(),
+                port: self.me.port,
+            },
+            tags: Default::default(),
+            pg,
+            lease: self.mem.lease,
+            detached: self.mem.detached,
+            unix_time_ms: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_millis() as u64)
+                .unwrap_or(0),
+            reinit_requested: self.mem.reinit_requested,
+        }
+    }
+
+    /// After an agent restart the leader key may still be ours: adopt its
+    /// lease, but claim no lease time (the core renews before relying on it).
+    fn adopt_leader_lease(&mut self, v: &pgha_core::ClusterView, lease: Option<LeaseId>) {
+        let mine = v.leader.as_ref().is_some_and(|l| l.holder == self.me.name);
+        if mine && self.mem.leader_lease.is_none() {
+            self.mem.leader_lease = lease;
+        }
+        if !mine {
+            self.mem.leader_lease = None;
+            self.mem.lease = None;
+        }
+    }
+
+    async fn ensure_client(&mut self) {
+        if self.client.as_ref().is_some_and(|c| !c.is_closed()) {
+            return;
+        }
+        self.client = None;
+        if !self.inst.is_running() {
+            return;
+        }
+        match pgha_postgres::probe::connect(
+            &self.me.host,
+            self.me.port,
+            &self.cfg.superuser,
+            &self.secrets.admin_password,
+            Duration::from_secs(2),
+        )
+        .await
+        {
+            Ok(c) => self.client = Some(c),
+            Err(e) => tracing::debug!("cannot connect to the local PostgreSQL yet: {e:#}"),
+        }
+    }
+
+    async fn write_initial_config(&self) {
+        let Ok(json) = serde_json::to_vec(&self.last_config) else {
+            return;
+        };
+        if let Err(e) = self
+            .dcs
+            .create_if_absent(&self.keys.config(), &json, None)
+            .await
+        {
+            tracing::warn!("cannot write the initial /config yet: {e:#}");
+        }
+    }
+
+    fn log_decision(&mut self, d: &Decision) {
+        let steps: Vec<String> = d.steps().iter().map(|a| a.to_string()).collect();
+        let routine = steps.iter().all(|s| s == "renew leader lease");
+        if !routine || d.reason != self.last_reason {
+            tracing::info!(member = %self.me.name, actions = ?steps, "{}", d.reason);
+            self.decisions.push_back(DecisionRecord {
+                at_unix_ms: std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|t| t.as_millis() as u64)
+                    .unwrap_or(0),
+                reason: d.reason.clone(),
+                actions: steps,
+            });
+            while self.decisions.len() > DECISION_HISTORY {
+                self.decisions.pop_front();
+            }
+        }
+        self.last_reason = d.reason.clone();
+    }
+
+    fn publish_status(&self, local: &LocalState, snap: &view::Snapshot, _d: &Decision) {
+        let pg = &local.pg;
+        let view = snap.view.as_ref();
+        let leader = view
+            .and_then(|v| v.leader.as_ref())
+            .map(|l| l.holder.clone());
+        let is_leader =
+            leader.as_deref() == Some(self.me.name.as_str()) && self.mem.lease.is_some();
+        let leader_lsn = view
+            .zip(leader.as_ref())
+            .and_then(|(v, l)| v.members.get(l))
+            .map(|m| m.flush_lsn);
+        let status = AgentStatus {
+            member: self.me.name.clone(),
+            cluster: self.cfg.name.clone(),
+            role: match (pg.running, pg.role) {
+                (true, pgha_core::Role::Primary) => "primary",
+                (true, pgha_core::Role::Standby) => "standby",
+                _ => "unknown",
+            }
+            .to_string(),
+            pg_running: pg.running,
+            is_leader,
+            writable: is_leader && pg.is_running_primary() && !pg.fenced,
+            streaming: pg.is_running_standby() && pg.streaming,
+            timeline: Some(pg.position.timeline),
+            lsn: Some(pg.position.lsn),
+            replay_lsn: pg.replay_lsn,
+            lag_bytes: match (pg.role, leader_lsn, pg.replay_lsn) {
+                (pgha_core::Role::Standby, Some(l), Some(r)) => Some(l.bytes_after(r)),
+                _ => None,
+            },
+            in_sync_set: view.is_some_and(|v| v.sync_set().members.contains(&self.me.name)),
+            paused: view.is_some_and(|v| v.config.paused),
+            dcs_unavailable: snap.view.is_none(),
+            leader,
+            view: view.map(view_json).unwrap_or(serde_json::Value::Null),
+            decisions: self.decisions.clone(),
+        };
+        self.status_tx.send_replace(status);
+    }
+
+    async fn handle_command(&mut self, cmd: AgentCommand) {
+        match cmd {
+            AgentCommand::Restart { reply } => {
+                let r = self.restart_postgres().await.map_err(|e| format!("{e:#}"));
+                let _ = reply.send(r);
+            }
+            AgentCommand::Reinit { reply } => {
+                let is_leader = self.mem.lease.is_some();
+                let r = if is_leader {
+                    Err("this member is the leader: switch over first".to_string())
+                } else {
+                    self.mem.reinit_requested = true;
+                    Ok(())
+                };
+                let _ = reply.send(r);
+            }
+        }
+    }
+
+    async fn shutdown(&mut self) {
+        tracing::info!(member = %self.me.name, "shutting down: stopping PostgreSQL");
+        if let Err(e) = self
+            .inst
+            .stop(pgha_postgres::StopMode::Fast, Duration::from_secs(30))
+            .await
+        {
+            tracing::warn!("fast shutdown failed ({e:#}); stopping immediately");
+            let _ = self
+                .inst
+                .stop(pgha_postgres::StopMode::Immediate, Duration::from_secs(10))
+                .await;
+        }
+        let _ = self.execute(&Action::ReleaseLeader).await;
+        if let Some(lease) = self.mem.member_lease.take() {
+            let _ = self.dcs.revoke_lease(lease).await;
+        }
+    }
+}
+
+fn view_json(v: &pgha_core::ClusterView) -> serde_json::Value {
+    serde_json::json!({
+        "leader": v.leader.as_ref().map(|l| serde_json::json!({"holder": l.holder, "term": l.term})),
+        "members": v.members,
+        "sync": v.sync,
+        "config": v.config,
+        "switchover": v.switchover,
+        "failover": v.failover,
+        "initialize": v.initialize,
+    })
+}
+
+/// Wake the loop on every change under the cluster prefix; re-establish the
+/// watch when it ends (etcd restart), with a pause between attempts.
+async fn watch_cluster(dcs: Arc<dyn Dcs>, prefix: String, wake: Arc<Notify>) {
+    loop {
+        match dcs.watch_prefix(&prefix, 0).await {
+            Ok(mut w) => {
+                while w.next().await.is_some() {
+                    wake.notify_one();
+                }
+            }
+            Err(e) => tracing::debug!("watch on {prefix} failed: {e:#}"),
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
