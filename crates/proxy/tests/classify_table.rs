@@ -10,11 +10,19 @@ use pgha_proxy::classify::{
 };
 
 fn ro() -> Analysis {
-    Analysis { read_only: true, tx: TxEffect::None, session: Vec::new(), chain: false }
+    Analysis {
+        read_only: true,
+        tx: TxEffect::None,
+        session: Vec::new(),
+        chain: false,
+    }
 }
 
 fn rw() -> Analysis {
-    Analysis { read_only: false, ..ro() }
+    Analysis {
+        read_only: false,
+        ..ro()
+    }
 }
 
 fn tx(effect: TxEffect) -> Analysis {
@@ -22,11 +30,17 @@ fn tx(effect: TxEffect) -> Analysis {
 }
 
 fn chain(effect: TxEffect) -> Analysis {
-    Analysis { chain: true, ..tx(effect) }
+    Analysis {
+        chain: true,
+        ..tx(effect)
+    }
 }
 
 fn with(effects: Vec<SessionEffect>) -> Analysis {
-    Analysis { session: effects, ..rw() }
+    Analysis {
+        session: effects,
+        ..rw()
+    }
 }
 
 fn pin(reason: &'static str) -> Analysis {
@@ -34,15 +48,25 @@ fn pin(reason: &'static str) -> Analysis {
 }
 
 fn set(name: &str, statement: &str) -> Analysis {
-    with(vec![SessionEffect::Set { name: name.into(), statement: statement.into() }])
+    with(vec![SessionEffect::Set {
+        name: name.into(),
+        statement: statement.into(),
+    }])
 }
 
 fn reset(name: &str, statement: &str) -> Analysis {
-    with(vec![SessionEffect::Reset { name: name.into(), statement: statement.into() }])
+    with(vec![SessionEffect::Reset {
+        name: name.into(),
+        statement: statement.into(),
+    }])
 }
 
 fn user(schema: &str, name: &str, volatility: Volatility) -> UserFunction {
-    UserFunction { schema: schema.into(), name: name.into(), volatility }
+    UserFunction {
+        schema: schema.into(),
+        name: name.into(),
+        volatility,
+    }
 }
 
 fn classifier() -> Classifier {
@@ -238,11 +262,19 @@ fn classification_table() {
         for round in 0..2 {
             let got = c.analyze(sql);
             if *got != *want {
-                failures.push(format!("round {round}: {sql:?}\n   want {want:?}\n    got {got:?}"));
+                failures.push(format!(
+                    "round {round}: {sql:?}\n   want {want:?}\n    got {got:?}"
+                ));
             }
         }
     }
-    assert!(failures.is_empty(), "{} of {} cases wrong:\n{}", failures.len(), cases.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} of {} cases wrong:\n{}",
+        failures.len(),
+        cases.len(),
+        failures.join("\n")
+    );
 }
 
 #[test]
@@ -279,7 +311,10 @@ fn catalogue_changes_invalidate_cached_answers() {
     assert!(!c.analyze("SELECT later_f()").read_only);
     catalog.replace([user("public", "later_f", Volatility::Stable)], Vec::new());
     assert!(c.analyze("SELECT later_f()").read_only);
-    catalog.replace([user("public", "later_f", Volatility::Volatile)], Vec::new());
+    catalog.replace(
+        [user("public", "later_f", Volatility::Volatile)],
+        Vec::new(),
+    );
     assert!(!c.analyze("SELECT later_f()").read_only);
 }
 
@@ -289,11 +324,18 @@ fn default_read_only_value_is_readable() {
     for (sql, want) in [
         ("SET default_transaction_read_only = on", Some(true)),
         ("SET default_transaction_read_only TO off", Some(false)),
-        ("SET SESSION CHARACTERISTICS AS TRANSACTION READ WRITE", Some(false)),
+        (
+            "SET SESSION CHARACTERISTICS AS TRANSACTION READ WRITE",
+            Some(false),
+        ),
         ("SET search_path = a", None),
     ] {
         let a = c.analyze(sql);
-        assert_eq!(a.session.first().and_then(|e| e.default_read_only()), want, "{sql}");
+        assert_eq!(
+            a.session.first().and_then(|e| e.default_read_only()),
+            want,
+            "{sql}"
+        );
     }
 }
 
@@ -309,9 +351,11 @@ fn hostile_input_does_not_panic() {
     let subqueries = format!("SELECT {}1{}", "(SELECT ".repeat(1000), ")".repeat(1000));
     assert!(!c.analyze(&subqueries).read_only);
     // Deep left-recursive trees, also below the inline-parse size.
-    for n in [200, 250, 5_000, 200_000] {
+    for n in [120, 200, 5_000, 20_000] {
         let plus = format!("SELECT 1{}", "+a".repeat(n));
         assert!(!c.analyze(&plus).read_only, "{n}");
+        let unary = format!("SELECT {}a", "-+".repeat(n));
+        assert!(!c.analyze(&unary).read_only, "{n}");
     }
     // Too large to analyse: primary, and the session is pinned.
     let huge = format!("SELECT 1{}", " ".repeat(2 << 20));
@@ -346,8 +390,9 @@ fn measure_analyze_cost() {
     }
     let hit = t.elapsed() / n;
 
-    let texts: Vec<String> =
-        (0..n).map(|i| format!("SELECT abalance FROM pgbench_accounts WHERE aid = {i}")).collect();
+    let texts: Vec<String> = (0..n)
+        .map(|i| format!("SELECT abalance FROM pgbench_accounts WHERE aid = {i}"))
+        .collect();
     let t = Instant::now();
     for s in &texts {
         std::hint::black_box(c.analyze(s));
@@ -355,8 +400,9 @@ fn measure_analyze_cost() {
     let shape_hit = t.elapsed() / n;
 
     let m = 2_000u32;
-    let misses: Vec<String> =
-        (0..m).map(|i| format!("SELECT a{i}, b FROM t{i} JOIN u ON u.id = t{i}.uid WHERE t{i}.x = $1")).collect();
+    let misses: Vec<String> = (0..m)
+        .map(|i| format!("SELECT a{i}, b FROM t{i} JOIN u ON u.id = t{i}.uid WHERE t{i}.x = $1"))
+        .collect();
     let t = Instant::now();
     for s in &misses {
         std::hint::black_box(c.analyze(s));

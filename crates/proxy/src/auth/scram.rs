@@ -274,6 +274,17 @@ impl ScramClient {
         Ok(format!("{without_proof},p={}", B64.encode(proof)))
     }
 
+    /// Like [`ScramClient::respond`] for a client-first-message-bare chosen
+    /// by the caller (test clients).
+    pub fn respond_to(
+        &mut self,
+        client_first_bare: &str,
+        server_first: &[u8],
+    ) -> Result<String, ScramError> {
+        self.client_first_bare = client_first_bare.to_string();
+        self.respond(server_first)
+    }
+
     /// Checks server-final-message.
     pub fn verify(&self, server_final: &[u8]) -> Result<(), ScramError> {
         let msg =

@@ -178,7 +178,7 @@ impl Session {
         if let Some(a) = &analysis {
             let retry_sql = match &msg {
                 FrontendMessage::Query { sql } => {
-                    unit.write = !a.read_only;
+                    unit.write = may_write(a, sql);
                     if !a.session.is_empty() {
                         unit.effects.push(a.clone());
                     }
@@ -302,7 +302,7 @@ impl Session {
                 if let Some(u) = b.units.back_mut() {
                     match a {
                         Some(a) => {
-                            u.write |= !a.read_only;
+                            u.write |= may_write(&a, &[]);
                             if !a.session.is_empty() {
                                 u.effects.push(a);
                             }
@@ -332,6 +332,23 @@ impl Session {
             r.extend_from_slice(frame);
         }
     }
+}
+
+/// Whether a statement text may write. A lone transaction-control statement
+/// (BEGIN, COMMIT, ...) does not: the transaction's other statements decide.
+/// `sql` is empty for extended-protocol statements (always single).
+fn may_write(a: &Analysis, sql: &[u8]) -> bool {
+    if a.read_only {
+        return false;
+    }
+    if a.tx == TxEffect::None || !a.session.is_empty() {
+        return true;
+    }
+    let body = sql
+        .iter()
+        .rposition(|&b| b != b';' && !b.is_ascii_whitespace())
+        .map_or(&[][..], |end| &sql[..end]);
+    body.contains(&b';')
 }
 
 fn push_token(b: &mut super::state::Backend, injected: bool) {

@@ -151,3 +151,103 @@ pub async fn served_by_standby(c: &tokio_postgres::Client) -> bool {
         _ => None,
     }) == Some(true)
 }
+
+/// A hand-driven protocol client, for feeding the proxy bad bytes.
+pub struct Raw {
+    pub stream: tokio::net::TcpStream,
+    buf: bytes::BytesMut,
+}
+
+impl Raw {
+    pub async fn connect(addr: SocketAddr) -> anyhow::Result<Raw> {
+        Ok(Raw {
+            stream: tokio::net::TcpStream::connect(addr).await?,
+            buf: bytes::BytesMut::new(),
+        })
+    }
+
+    pub async fn send(&mut self, bytes: &[u8]) -> anyhow::Result<()> {
+        use tokio::io::AsyncWriteExt;
+        self.stream.write_all(bytes).await?;
+        Ok(())
+    }
+
+    /// The next backend message, `None` when the proxy closed the connection.
+    pub async fn next(&mut self) -> anyhow::Result<Option<pgha_proxy::codec::BackendMessage>> {
+        use tokio::io::AsyncReadExt;
+        loop {
+            if let Some(m) = pgha_proxy::codec::BackendMessage::decode(&mut self.buf, 1 << 30)? {
+                return Ok(Some(m));
+            }
+            let n =
+                tokio::time::timeout(Duration::from_secs(20), self.stream.read_buf(&mut self.buf))
+                    .await??;
+            if n == 0 {
+                return Ok(None);
+            }
+        }
+    }
+
+    /// Logs in with SCRAM and reads up to the first ReadyForQuery.
+    pub async fn login(addr: SocketAddr, user: &str, password: &str) -> anyhow::Result<Raw> {
+        use pgha_proxy::codec::backend::Authentication as A;
+        use pgha_proxy::codec::{BackendMessage as B, FrontendMessage, StartupMessage};
+        let mut raw = Raw::connect(addr).await?;
+        let mut out = bytes::BytesMut::new();
+        StartupMessage::Startup {
+            version: pgha_proxy::codec::startup::PROTOCOL_3_0,
+            params: vec![
+                ("user".into(), user.into()),
+                ("database".into(), "postgres".into()),
+            ],
+        }
+        .encode(&mut out);
+        raw.send(&out).await?;
+        let mut client: Option<(String, String)> = None;
+        loop {
+            let msg = raw.next().await?.context("closed during login")?;
+            out.clear();
+            match msg {
+                B::Authentication(A::Sasl { .. }) => {
+                    let bare = "n=,r=rawclientnonce".to_string();
+                    pgha_proxy::codec::frontend::sasl_initial_response(
+                        "SCRAM-SHA-256",
+                        format!("n,,{bare}").as_bytes(),
+                    )
+                    .encode(&mut out);
+                    client = Some((bare, String::new()));
+                }
+                B::Authentication(A::SaslContinue(data)) => {
+                    let sf = String::from_utf8(data.to_vec())?;
+                    let get = |k: &str| {
+                        sf.split(',')
+                            .find_map(|p| p.strip_prefix(k))
+                            .map(str::to_string)
+                    };
+                    let salt = base64_decode(&get("s=").context("salt")?)?;
+                    let iter: u32 = get("i=").context("iterations")?.parse()?;
+                    let key =
+                        pgha_proxy::auth::scram::client_key_from_password(password, &salt, iter);
+                    let mut sc = pgha_proxy::auth::ScramClient::new(key, [0; 32]);
+                    // Reuse the library client for the proof; its own first message is not sent.
+                    let (bare, _) = client.take().context("no SASL start")?;
+                    let fin = sc.respond_to(&bare, sf.as_bytes())?;
+                    FrontendMessage::Password(fin.into()).encode(&mut out);
+                }
+                B::ErrorResponse(f) => {
+                    anyhow::bail!("login failed: {}", String::from_utf8_lossy(&f))
+                }
+                B::ReadyForQuery { .. } => return Ok(raw),
+                _ => {}
+            }
+            if !out.is_empty() {
+                raw.send(&out).await?;
+            }
+        }
+    }
+}
+
+fn base64_decode(s: &str) -> anyhow::Result<Vec<u8>> {
+    use base64::Engine;
+    Ok(base64::engine::general_purpose::STANDARD.decode(s)?)
+}

@@ -1,0 +1,125 @@
+//! Routing on the rw/ro/primary listeners against a real primary + standby:
+//! which node served each statement, session state following the client
+//! (SET, named prepared statements), and read-your-writes.
+
+mod common;
+
+use common::*;
+use std::time::Duration;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn routes_per_transaction_and_follows_session_state() -> anyhow::Result<()> {
+    let c = start(true, "").await?;
+    c.wait_standby_healthy().await?;
+    let client = connect(c.rw(), "alice", ALICE_PW).await?;
+    pgha_testkit::wait_until_async(
+        "autocommit read on the standby",
+        Duration::from_secs(20),
+        || {
+            let client = &client;
+            async move { served_by_standby(client).await.then_some(()) }
+        },
+    )
+    .await?;
+
+    client.batch_execute("BEGIN").await?;
+    assert!(
+        !served_by_standby(&client).await,
+        "explicit transaction runs on the primary"
+    );
+    client.batch_execute("COMMIT").await?;
+
+    client.batch_execute("BEGIN READ ONLY").await?;
+    assert!(
+        served_by_standby(&client).await,
+        "BEGIN READ ONLY runs on a standby"
+    );
+    client.batch_execute("COMMIT").await?;
+
+    client
+        .batch_execute("SET application_name = 'routing-test'")
+        .await?;
+    let on_standby = client
+        .query_one(
+            "SELECT current_setting('application_name'), pg_is_in_recovery()",
+            &[],
+        )
+        .await?;
+    assert_eq!(on_standby.get::<_, String>(0), "routing-test");
+    client.batch_execute("BEGIN").await?;
+    let on_primary = client
+        .query_one(
+            "SELECT current_setting('application_name'), pg_is_in_recovery()",
+            &[],
+        )
+        .await?;
+    client.batch_execute("COMMIT").await?;
+    assert_eq!(on_primary.get::<_, String>(0), "routing-test");
+    assert!(!on_primary.get::<_, bool>(1));
+
+    // A named prepared statement used outside and inside a transaction.
+    let st = client
+        .prepare("SELECT pg_is_in_recovery(), $1::int + 1")
+        .await?;
+    for i in 0..10i32 {
+        let row = client.query_one(&st, &[&i]).await?;
+        assert_eq!(row.get::<_, i32>(1), i + 1);
+    }
+    client.batch_execute("BEGIN").await?;
+    let row = client.query_one(&st, &[&100i32]).await?;
+    assert!(
+        !row.get::<_, bool>(0),
+        "statement re-prepared on the primary inside the transaction"
+    );
+    assert_eq!(row.get::<_, i32>(1), 101);
+    client.batch_execute("COMMIT").await?;
+
+    let ro = connect(c.ro(), "alice", ALICE_PW).await?;
+    assert!(
+        served_by_standby(&ro).await,
+        "ro listener serves from the standby"
+    );
+    let primary = connect(c.primary_addr(), "alice", ALICE_PW).await?;
+    assert!(
+        !served_by_standby(&primary).await,
+        "primary listener serves from the primary"
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_see_own_writes() -> anyhow::Result<()> {
+    let c = start(true, "").await?;
+    c.wait_standby_healthy().await?;
+    let client = connect(c.rw(), "alice", ALICE_PW).await?;
+    let insert = client
+        .prepare("INSERT INTO t (v) VALUES ($1) RETURNING id")
+        .await?;
+    let read = client
+        .prepare("SELECT count(*), pg_is_in_recovery() FROM t WHERE id = $1")
+        .await?;
+    let mut on_standby = 0;
+    for i in 0..500i32 {
+        let id: i32 = client.query_one(&insert, &[&i]).await?.get(0);
+        let row = client.query_one(&read, &[&id]).await?;
+        assert_eq!(
+            row.get::<_, i64>(0),
+            1,
+            "iteration {i}: read did not see its own write"
+        );
+        if row.get::<_, bool>(1) {
+            on_standby += 1;
+        }
+        if i % 10 == 0 {
+            // Let the standby catch up now and then so some reads go there.
+            tokio::time::sleep(Duration::from_millis(30)).await;
+            let row = client.query_one(&read, &[&id]).await?;
+            assert_eq!(row.get::<_, i64>(0), 1);
+            if row.get::<_, bool>(1) {
+                on_standby += 1;
+            }
+        }
+    }
+    println!("reads served by the standby: {on_standby}");
+    Ok(())
+}
