@@ -3,6 +3,7 @@
 //! decision core (`pgha_core`) returns. Also serves the REST API
 //! (Patroni-compatible health endpoints and `/cluster`).
 
+pub mod api;
 mod execute;
 pub mod observe;
 pub mod runtime;
