@@ -1,42 +1,79 @@
 //! SQL classifier for the `rw` listener: decides whether a statement text is
 //! provably read-only, what it does to transaction state and what session
-//! state it creates.
+//! state it creates. See docs/routing.md ("The classifier") for the rules.
 //!
-//! Hazard: every answer here changes where a client's statement runs. When in
-//! doubt the answer must be "primary" (`read_only: false`).
+//! Hot path: [`Classifier::analyze`] is a read lock, one hash lookup and an
+//! `Arc` clone when the exact text was seen before. Texts that differ only in
+//! literal values share a *shape* entry (see `normalize`), so literal-inlining
+//! clients (pgbench `-M simple`, ORMs) parse once per shape, not per text.
 //!
-//! (Interface stub: everything currently routes to the primary.)
+//! Hazards:
+//! - Every answer here changes where a client's statement runs. When in doubt
+//!   the answer is "primary" (`read_only: false`): unparseable text, unknown
+//!   functions, anything not positively recognised.
+//! - Cached answers depend on the function catalogue: entries carry the
+//!   catalogue generation and are ignored once it moves on.
 
-use std::sync::Arc;
+mod cache;
+mod functions;
+mod normalize;
+mod stmt;
+mod walk;
+
+use std::collections::HashSet;
+use std::sync::{Arc, RwLock};
+
+pub use functions::{FunctionCatalog, UserFunction, Volatility};
+
+use cache::TextCache;
+use normalize::Shape;
 
 /// What the proxy must know about one statement text (possibly several
 /// statements in one simple query).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Analysis {
-    /// Provably read-only: may run on a standby outside an explicit transaction.
+    /// Provably read-only: may run on a standby outside an explicit
+    /// transaction. For several statements: every one of them is. An empty
+    /// text (or comments only) is read-only.
     pub read_only: bool,
-    /// Effect on transaction state.
+    /// Effect on transaction state. For several statements: the effect of
+    /// the last transaction-control statement.
     pub tx: TxEffect,
     /// Effects on session state the proxy must track, in statement order.
     pub session: Vec<SessionEffect>,
+    /// The `tx` effect is `COMMIT AND CHAIN` / `ROLLBACK AND CHAIN`: a new
+    /// transaction with the same characteristics starts at once, on the same
+    /// backend.
+    pub chain: bool,
 }
 
 /// Effect of a statement on transaction state.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TxEffect {
     None,
-    Begin { read_only: bool },
+    /// BEGIN / START TRANSACTION; `read_only` when READ ONLY was given
+    /// (the session default is for the caller to apply).
+    Begin {
+        read_only: bool,
+    },
+    /// SET TRANSACTION READ ONLY, or `SET [LOCAL] transaction_read_only = on`.
     SetTransactionReadOnly,
+    /// COMMIT / END (also PREPARE TRANSACTION, which ends the session's
+    /// transaction).
     Commit,
+    /// ROLLBACK / ABORT.
     Rollback,
 }
 
 /// Effect of a statement on session state.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SessionEffect {
-    /// Non-LOCAL SET: replay `statement` on every other backend the session uses.
+    /// Non-LOCAL SET: replay `statement` on every other backend the session
+    /// uses. `name` is the setting's name as PostgreSQL reports it
+    /// (`SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY` gives
+    /// `default_transaction_read_only`; `SET TIME ZONE` gives `timezone`).
     Set { name: String, statement: String },
-    /// RESET name.
+    /// `RESET name` or `SET name TO DEFAULT`: replay `statement`.
     Reset { name: String, statement: String },
     /// RESET ALL / DISCARD ALL.
     ResetAll,
@@ -44,46 +81,142 @@ pub enum SessionEffect {
     Pin { reason: &'static str },
 }
 
-/// Volatility of user functions, filled from pg_proc by a refresh task.
-#[derive(Debug, Default)]
-pub struct FunctionCatalog {}
-
-impl FunctionCatalog {
-    pub fn new() -> Self {
-        Self {}
-    }
-
-    /// Reload user function volatility from `pg_proc`.
-    pub async fn refresh(
-        &self,
-        _client: &tokio_postgres::Client,
-    ) -> Result<(), tokio_postgres::Error> {
-        Ok(())
+impl SessionEffect {
+    /// For a `Set` of `default_transaction_read_only`: the value it sets, when
+    /// it is a constant PostgreSQL reads as a boolean. (Re-parses the
+    /// statement: not for the hot path; the backend's ParameterStatus reports
+    /// the same value.)
+    pub fn default_read_only(&self) -> Option<bool> {
+        match self {
+            SessionEffect::Set { name, statement } if name == "default_transaction_read_only" => {
+                stmt::default_read_only_value(statement)
+            }
+            _ => None,
+        }
     }
 }
 
-/// Parses and classifies statement texts, caching by exact text.
-#[derive(Debug)]
+/// Entries per cache generation (two generations per cache).
+const CACHE_ENTRIES: usize = 8 * 1024;
+/// Key bytes per cache generation.
+const CACHE_BYTES: usize = 8 * 1024 * 1024;
+/// Learned write texts kept; the set is cleared when full.
+const LEARNED_MAX: usize = 16 * 1024;
+
+/// Parses and classifies statement texts, caching by exact text and by shape.
+/// `Send + Sync`, meant to be shared in an `Arc`.
 pub struct Classifier {
-    _catalog: Arc<FunctionCatalog>,
+    catalog: Arc<FunctionCatalog>,
+    /// Texts without literals, texts the lexer could not normalise, and
+    /// literal-sensitive results (SET, set_config).
+    exact: TextCache,
+    /// Normalised shapes of texts with literals.
+    shapes: TextCache,
+    /// Keys (shape, or exact text) a standby refused with 25006.
+    learned: RwLock<HashSet<Box<str>>>,
+}
+
+impl std::fmt::Debug for Classifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Classifier")
+            .field("exact", &self.exact.len())
+            .field("shapes", &self.shapes.len())
+            .finish_non_exhaustive()
+    }
 }
 
 impl Classifier {
     pub fn new(catalog: Arc<FunctionCatalog>) -> Self {
-        Self { _catalog: catalog }
+        Classifier {
+            catalog,
+            exact: TextCache::new(CACHE_ENTRIES, CACHE_BYTES),
+            shapes: TextCache::new(CACHE_ENTRIES, CACHE_BYTES),
+            learned: RwLock::new(HashSet::new()),
+        }
     }
 
     /// Parse once per distinct text (cached); never panics on bad SQL
     /// (unparseable -> primary).
-    pub fn analyze(&self, _sql: &str) -> Arc<Analysis> {
-        Arc::new(Analysis {
-            read_only: false,
-            tx: TxEffect::None,
-            session: Vec::new(),
-        })
+    pub fn analyze(&self, sql: &str) -> Arc<Analysis> {
+        // Read the generation before the snapshot: an entry is never stored
+        // under a generation newer than the content it was computed from.
+        let generation = self.catalog.generation();
+        if let Some(hit) = self.exact.get(sql, generation) {
+            return hit;
+        }
+        let lexed = normalize::lex(sql);
+        let shape = match lexed.shape {
+            Shape::Normalized(s) if !lexed.plain_backslash => Some(s),
+            _ => None,
+        };
+        if let Some(s) = &shape {
+            if let Some(hit) = self.shapes.get(s, generation) {
+                return hit;
+            }
+        }
+        let outcome = stmt::classify_text(sql, &self.catalog.snapshot());
+        let mut analysis = outcome.analysis;
+        if lexed.plain_backslash {
+            // Its meaning depends on standard_conforming_strings.
+            analysis.read_only = false;
+        }
+        if analysis.read_only && self.is_learned(shape.as_deref().unwrap_or(sql)) {
+            analysis.read_only = false;
+        }
+        let analysis = Arc::new(analysis);
+        match shape {
+            Some(s) if !outcome.literal_sensitive => {
+                self.shapes.insert(&s, generation, analysis.clone())
+            }
+            _ => self.exact.insert(sql, generation, analysis.clone()),
+        }
+        analysis
     }
 
     /// A standby answered SQLSTATE 25006 for this autocommit text: route it to
-    /// the primary from now on.
-    pub fn learn_writes(&self, _sql: &str) {}
+    /// the primary from now on (and every text of the same shape, i.e. that
+    /// differs only in literal values).
+    pub fn learn_writes(&self, sql: &str) {
+        let shape = match normalize::lex(sql).shape {
+            Shape::Normalized(s) => Some(s),
+            _ => None,
+        };
+        let key = shape.as_deref().unwrap_or(sql);
+        {
+            let mut learned = self.learned.write().unwrap_or_else(|p| p.into_inner());
+            if learned.len() >= LEARNED_MAX {
+                tracing::warn!("learned-writes set full ({LEARNED_MAX}); clearing it");
+                learned.clear();
+            }
+            learned.insert(key.into());
+        }
+        self.exact.remove(sql);
+        if let Some(s) = &shape {
+            self.shapes.remove(s);
+        }
+        tracing::info!(statement = %truncate(sql, 200), "standby refused a statement as a write; routing it to the primary");
+    }
+
+    fn is_learned(&self, key: &str) -> bool {
+        self.learned
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(key)
+    }
+
+    /// Cached entries (exact and shape caches), for metrics and tests.
+    pub fn cached_entries(&self) -> usize {
+        self.exact.len() + self.shapes.len()
+    }
+}
+
+fn truncate(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
 }
