@@ -12,12 +12,12 @@
 //! Hazard: while reconnecting the consumer just sees no events; silence is
 //! not proof that nothing changed. Agents also read state every loop.
 
-use super::connect;
 use super::convert::{classify, header_revision, kv_from};
+use super::pool::Pool;
 use crate::api::{Revision, Watch, WatchEvent, WATCH_CHANNEL};
 use crate::error::{DcsError, DcsResult};
-use crate::settings::DcsSettings;
 use etcd_client::{EventType, GetOptions, WatchOptions, WatchResponse, WatchStream, Watcher};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -52,7 +52,7 @@ impl Drop for AbortOnDrop {
 }
 
 struct WatchTask {
-    settings: DcsSettings,
+    pool: Arc<Pool>,
     prefix: String,
     tx: mpsc::Sender<WatchEvent>,
     /// The first revision not yet delivered.
@@ -60,18 +60,11 @@ struct WatchTask {
 }
 
 /// Open the watch (failing fast with `Unavailable`), then hand it to a task.
-pub(crate) async fn start(
-    settings: DcsSettings,
-    prefix: String,
-    start: Revision,
-) -> DcsResult<Watch> {
-    let limit = settings.request_timeout;
-    let (opened, next_rev) = tokio::time::timeout(limit, open(&settings, &prefix, start))
-        .await
-        .unwrap_or_else(|elapsed| Err(DcsError::unavailable("watch_prefix", elapsed)))?;
+pub(crate) async fn start(pool: Arc<Pool>, prefix: String, start: Revision) -> DcsResult<Watch> {
+    let (opened, next_rev) = open(&pool, &prefix, start).await?;
     let (tx, rx) = mpsc::channel(WATCH_CHANNEL);
     let task = WatchTask {
-        settings,
+        pool,
         prefix,
         tx,
         next_rev,
@@ -80,10 +73,39 @@ pub(crate) async fn start(
     Ok(Watch::new(rx, Some(Box::new(AbortOnDrop(handle)))))
 }
 
-/// Connect and watch `prefix` from `start` (0: from the current revision,
-/// which is read first so that resuming later has a definite revision).
-async fn open(s: &DcsSettings, prefix: &str, start: Revision) -> DcsResult<(Opened, Revision)> {
-    let mut client = connect(s).await?;
+/// Watch `prefix` from `start` (0: from the current revision, which is
+/// read first so that resuming later has a definite revision), trying the
+/// endpoints in preference order within one request timeout.
+async fn open(pool: &Pool, prefix: &str, start: Revision) -> DcsResult<(Opened, Revision)> {
+    let limit = pool.settings().request_timeout;
+    let order = pool.order();
+    let mut last = None;
+    for (n, &idx) in order.iter().enumerate() {
+        let budget = limit / (order.len() - n) as u32;
+        let attempt = tokio::time::timeout(budget, open_on(pool, idx, prefix, start)).await;
+        match attempt.unwrap_or_else(|elapsed| Err(DcsError::unavailable("watch_prefix", elapsed)))
+        {
+            Ok(opened) => {
+                pool.succeeded(idx);
+                return Ok(opened);
+            }
+            Err(e) if e.is_unavailable() => {
+                pool.failed(idx).await;
+                last = Some(e);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| DcsError::unavailable("watch_prefix", "no endpoint")))
+}
+
+async fn open_on(
+    pool: &Pool,
+    idx: usize,
+    prefix: &str,
+    start: Revision,
+) -> DcsResult<(Opened, Revision)> {
+    let mut client = pool.client(idx).await?;
     let start = if start > 0 {
         start
     } else {
@@ -137,17 +159,14 @@ impl WatchTask {
             if self.tx.is_closed() {
                 return None;
             }
-            let limit = self.settings.request_timeout;
-            let attempt = open(&self.settings, &self.prefix, self.next_rev);
-            match tokio::time::timeout(limit, attempt).await {
-                Ok(Ok((opened, next))) => {
+            match open(&self.pool, &self.prefix, self.next_rev).await {
+                Ok((opened, next)) => {
                     self.next_rev = next;
                     return Some(opened);
                 }
-                Ok(Err(e)) => {
+                Err(e) => {
                     tracing::debug!(error = %format!("{e:#}"), "etcd watch reconnect failed")
                 }
-                Err(_) => tracing::debug!("etcd watch reconnect timed out"),
             }
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(BACKOFF_MAX);
@@ -159,7 +178,7 @@ impl WatchTask {
         let mut progress = tokio::time::interval(PROGRESS_EVERY);
         progress.reset();
         let mut last_heard = Instant::now();
-        let silence = PROGRESS_EVERY + self.settings.request_timeout;
+        let silence = PROGRESS_EVERY + self.pool.settings().request_timeout;
         loop {
             tokio::select! {
                 _ = self.tx.closed() => return End::ConsumerGone,
