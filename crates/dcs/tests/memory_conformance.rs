@@ -64,3 +64,39 @@ async fn slow_watcher_gets_resync() {
     assert_eq!(w.try_next(), Some(WatchEvent::Resync));
     assert!(matches!(w.try_next(), Some(WatchEvent::Put(kv)) if kv.value == b"last"));
 }
+
+#[tokio::test]
+async fn one_client_partitioned_others_go_on() {
+    let clock = ManualClock::new();
+    let a = MemoryDcs::with_manual_clock(clock);
+    let b = a.new_client();
+    let lease = a.grant_lease(2).await.expect("grant");
+    a.put("/t/leader", b"a", Some(lease.id)).await.expect("put");
+    let mut wa = a.watch_prefix("/t/", 0).await.expect("watch");
+
+    a.set_reachable(false);
+    assert!(a
+        .keep_alive(lease.id)
+        .await
+        .expect_err("cut off")
+        .is_unavailable());
+    b.advance(Duration::from_secs(2));
+    assert!(
+        b.get("/t/leader").await.expect("get").kv.is_none(),
+        "a's lease expired"
+    );
+    assert!(b
+        .create_if_absent("/t/leader", b"b", None)
+        .await
+        .expect("create"));
+    assert_eq!(wa.try_next(), None, "a partitioned client sees nothing");
+
+    a.set_reachable(true);
+    assert!(matches!(wa.try_next(), Some(WatchEvent::Delete { .. })));
+    assert!(matches!(wa.try_next(), Some(WatchEvent::Put(kv)) if kv.value == b"b"));
+    assert!(a
+        .keep_alive(lease.id)
+        .await
+        .expect_err("gone")
+        .is_lease_expired());
+}

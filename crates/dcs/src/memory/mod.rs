@@ -1,11 +1,14 @@
 //! In-memory DCS: [`MemoryStore`] (synchronous, explicit time) and
 //! [`MemoryDcs`] (the async [`Dcs`] over it, with a real or manual clock).
 //!
-//! `MemoryDcs` is cheap to clone; clones share one store, like several
-//! clients of one etcd. Watches are fed after every operation and, with the
-//! real clock, by a background ticker that expires leases every 50 ms.
-//! `set_reachable(false)` simulates a partition from the DCS: every call
-//! fails with `Unavailable` and watches stall, then resume without a gap.
+//! `MemoryDcs` is a client handle on a shared store. `clone()` is the same
+//! client (same reachability); [`MemoryDcs::new_client`] is another client
+//! of the same store, like a second node talking to the same etcd.
+//! Watches are fed after every operation and, with the real clock, by a
+//! background ticker that expires leases every 50 ms.
+//! `set_reachable(false)` partitions one client from the DCS: its calls fail
+//! with `Unavailable` and its watches stall, then resume without a gap
+//! (leases keep expiring meanwhile, as on a real etcd).
 //!
 //! Hazard: with a [`ManualClock`] leases expire only when time is advanced
 //! and some call (or [`MemoryDcs::tick`]) observes it.
@@ -75,9 +78,12 @@ impl Clock {
 
 struct Watcher {
     prefix: String,
-    min_revision: Revision,
+    /// The first revision not yet delivered.
+    next_rev: Revision,
     tx: mpsc::Sender<WatchEvent>,
     overflowed: bool,
+    /// The owning client's reachability.
+    reachable: Arc<AtomicBool>,
 }
 
 impl Watcher {
@@ -94,30 +100,35 @@ impl Watcher {
         }
     }
 
-    fn wants(&self, ev: &WatchEvent) -> bool {
-        ev.key().is_some_and(|k| k.starts_with(&self.prefix))
-            && ev.revision().is_some_and(|r| r >= self.min_revision)
+    /// Deliver everything from `next_rev` up to `current`, if reachable.
+    fn catch_up(&mut self, store: &mut MemoryStore, now: Instant, current: Revision) {
+        if !self.reachable.load(Ordering::SeqCst) || self.next_rev > current {
+            return;
+        }
+        match store.events_since(now, self.next_rev, &self.prefix) {
+            Ok(events) => events.iter().for_each(|ev| self.send(ev)),
+            Err(_) => self.send(&WatchEvent::Resync),
+        }
+        self.next_rev = current + 1;
     }
 }
 
 struct State {
     store: MemoryStore,
     watchers: Vec<Watcher>,
-    /// Every event up to this revision has been handed to the watchers.
-    dispatched: Revision,
     ticker_started: bool,
 }
 
 struct Shared {
     state: Mutex<State>,
     clock: Clock,
-    reachable: AtomicBool,
 }
 
 /// The in-memory [`Dcs`]. See the module docs.
 #[derive(Clone)]
 pub struct MemoryDcs {
     shared: Arc<Shared>,
+    reachable: Arc<AtomicBool>,
 }
 
 impl Default for MemoryDcs {
@@ -146,24 +157,36 @@ impl MemoryDcs {
         let state = State {
             store,
             watchers: Vec::new(),
-            dispatched: 0,
             ticker_started: false,
         };
         MemoryDcs {
             shared: Arc::new(Shared {
                 state: Mutex::new(state),
                 clock,
-                reachable: AtomicBool::new(true),
             }),
+            reachable: Arc::new(AtomicBool::new(true)),
         }
     }
 
-    /// Simulate losing (`false`) or regaining (`true`) the DCS.
+    /// Another client of the same store, with its own reachability.
+    pub fn new_client(&self) -> Self {
+        MemoryDcs {
+            shared: self.shared.clone(),
+            reachable: Arc::new(AtomicBool::new(true)),
+        }
+    }
+
+    /// Partition this client (and its clones) from the DCS (`false`), or
+    /// heal it (`true`).
     pub fn set_reachable(&self, reachable: bool) {
-        self.shared.reachable.store(reachable, Ordering::SeqCst);
+        self.reachable.store(reachable, Ordering::SeqCst);
         if reachable {
             self.tick();
         }
+    }
+
+    fn is_reachable(&self) -> bool {
+        self.reachable.load(Ordering::SeqCst)
     }
 
     /// Advance the manual clock (no-op on the real clock) and expire leases.
@@ -176,12 +199,10 @@ impl MemoryDcs {
 
     /// Expire due leases now and feed watchers.
     pub fn tick(&self) {
-        if self.shared.reachable.load(Ordering::SeqCst) {
-            let now = self.shared.clock.now();
-            let mut st = self.lock();
-            st.store.expire(now);
-            dispatch(&mut st, now);
-        }
+        let now = self.shared.clock.now();
+        let mut st = self.lock();
+        st.store.expire(now);
+        dispatch(&mut st, now);
     }
 
     /// Run `f` on the store (for inspection in tests), then feed watchers.
@@ -203,7 +224,7 @@ impl MemoryDcs {
         name: &'static str,
         f: impl FnOnce(&mut MemoryStore, Instant) -> DcsResult<T>,
     ) -> DcsResult<T> {
-        if !self.shared.reachable.load(Ordering::SeqCst) {
+        if !self.is_reachable() {
             return Err(DcsError::unavailable(name, "memory DCS set unreachable"));
         }
         let now = self.shared.clock.now();
@@ -226,34 +247,25 @@ impl MemoryDcs {
             loop {
                 tokio::time::sleep(TICK).await;
                 let Some(shared) = weak.upgrade() else { return };
-                MemoryDcs { shared }.tick();
+                let now = shared.clock.now();
+                let mut st = shared.state.lock().unwrap_or_else(|e| e.into_inner());
+                st.store.expire(now);
+                dispatch(&mut st, now);
             }
         });
     }
 }
 
-/// Hand every event after `st.dispatched` to the interested watchers.
+/// Hand every watcher of a reachable client the events it has not seen.
 fn dispatch(st: &mut State, now: Instant) {
     let current = st.store.revision(now);
-    if current <= st.dispatched {
-        return;
-    }
     st.watchers.retain(|w| !w.tx.is_closed());
-    match st.store.events_since(now, st.dispatched + 1, "") {
-        Ok(events) => {
-            for ev in &events {
-                for w in st.watchers.iter_mut().filter(|w| w.wants(ev)) {
-                    w.send(ev);
-                }
-            }
-        }
-        Err(_) => {
-            for w in st.watchers.iter_mut() {
-                w.send(&WatchEvent::Resync);
-            }
-        }
+    let State {
+        store, watchers, ..
+    } = st;
+    for w in watchers.iter_mut() {
+        w.catch_up(store, now, current);
     }
-    st.dispatched = current;
 }
 
 #[async_trait]
@@ -328,7 +340,7 @@ impl Dcs for MemoryDcs {
     }
 
     async fn watch_prefix(&self, prefix: &str, start_revision: Revision) -> DcsResult<Watch> {
-        if !self.shared.reachable.load(Ordering::SeqCst) {
+        if !self.is_reachable() {
             return Err(DcsError::unavailable(
                 "watch_prefix",
                 "memory DCS set unreachable",
@@ -336,21 +348,20 @@ impl Dcs for MemoryDcs {
         }
         let now = self.shared.clock.now();
         let mut st = self.lock();
-        dispatch(&mut st, now);
+        let current = st.store.revision(now);
         let (tx, rx) = mpsc::channel(WATCH_CHANNEL);
-        let mut w = Watcher {
+        st.watchers.push(Watcher {
             prefix: prefix.to_string(),
-            min_revision: start_revision,
+            next_rev: if start_revision > 0 {
+                start_revision
+            } else {
+                current + 1
+            },
             tx,
             overflowed: false,
-        };
-        if start_revision > 0 {
-            match st.store.events_since(now, start_revision, prefix) {
-                Ok(events) => events.iter().for_each(|ev| w.send(ev)),
-                Err(_) => w.send(&WatchEvent::Resync),
-            }
-        }
-        st.watchers.push(w);
+            reachable: self.reachable.clone(),
+        });
+        dispatch(&mut st, now);
         self.start_ticker(&mut st);
         Ok(Watch::new(rx, None))
     }
