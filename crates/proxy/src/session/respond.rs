@@ -187,6 +187,11 @@ impl Session {
         };
         tracing::warn!(backend = %b.conn.node.name, "lost backend connection: {reason}");
         self.drop_backend(role);
+        if b.units.is_empty() && self.open != Some(role) {
+            // Idle: if a transaction was open on it, the client's next
+            // statement gets the error (tx_status stays non-idle until then).
+            return;
+        }
         let head_retry = b.units.front_mut().and_then(|u| u.retry.take());
         if let (Some(bytes), 1) = (head_retry, b.units.len()) {
             if self.open != Some(role) {

@@ -108,6 +108,19 @@ impl Session {
         if busy && self.active_retryable() {
             return Resolution::Stall;
         }
+        if self.tx_status != b'I' && !busy {
+            // Inside a transaction: only its own backend may continue it.
+            return match self.active.filter(|r| self.backends[*r as usize].is_some()) {
+                Some(r) => Resolution::Go(r),
+                None => {
+                    self.tx_status = b'I';
+                    Resolution::Fail(error_body(&ErrorInfo::error(
+                        "08006",
+                        "the connection that held this transaction was lost; the transaction did not commit",
+                    )))
+                }
+            };
+        }
         let role = match want {
             Want::Sticky => self.active.unwrap_or(self.default_role()),
             Want::Primary => Role::Primary,

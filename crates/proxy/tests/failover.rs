@@ -1,0 +1,116 @@
+//! Following topology changes: a transaction in flight on a dead primary
+//! fails with a clear error while the client connection survives; new
+//! transactions wait for a primary; pause/resume holds new transactions
+//! without errors.
+
+mod common;
+
+use common::*;
+use std::time::Duration;
+
+fn code(e: &tokio_postgres::Error) -> Option<String> {
+    e.as_db_error().map(|d| d.code().code().to_string())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failover_keeps_connections_and_fails_only_inflight() -> anyhow::Result<()> {
+    let mut c = start(true, "").await?;
+    c.wait_standby_healthy().await?;
+    let client = connect(c.rw(), "alice", ALICE_PW).await?;
+    let idle = connect(c.rw(), "alice", ALICE_PW).await?;
+    idle.batch_execute("SET application_name = 'survivor'")
+        .await?;
+    client
+        .batch_execute("BEGIN; INSERT INTO t (v) VALUES (1)")
+        .await?;
+
+    // The primary dies; the standby is promoted and becomes the primary.
+    c.primary.kill();
+    let standby = c.standby.as_ref().expect("standby");
+    standby.psql("postgres", "SELECT pg_promote()")?;
+    let new_primary = node("pg2", standby);
+    c.topology.update(|t| {
+        t.primary = Some(new_primary.clone());
+        t.standbys.clear();
+    });
+
+    let err = client
+        .batch_execute("INSERT INTO t (v) VALUES (2)")
+        .await
+        .expect_err("in-flight transaction fails");
+    assert_eq!(code(&err).as_deref(), Some("08006"), "{err:?}");
+    // The connection survives: the next transaction runs on the new primary.
+    client.batch_execute("ROLLBACK").await?;
+    let row = client
+        .query_one(
+            "INSERT INTO t (v) VALUES (3) RETURNING inet_server_port()",
+            &[],
+        )
+        .await?;
+    assert_eq!(row.get::<_, i32>(0), i32::from(standby.port));
+
+    // A session that was idle carries on, with its settings.
+    let row = idle
+        .query_one(
+            "SELECT current_setting('application_name'), pg_is_in_recovery()",
+            &[],
+        )
+        .await?;
+    assert_eq!(row.get::<_, String>(0), "survivor");
+    assert!(!row.get::<_, bool>(1));
+
+    // No primary for a while: a new transaction waits instead of failing.
+    c.topology.update(|t| t.primary = None);
+    let waiting =
+        tokio::spawn(async move { client.execute("INSERT INTO t (v) VALUES (4)", &[]).await });
+    let still_waiting = tokio::time::timeout(Duration::from_millis(500), async {
+        while !waiting.is_finished() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .is_err();
+    assert!(still_waiting, "the write must wait for a primary");
+    c.topology.update(|t| t.primary = Some(new_primary.clone()));
+    assert_eq!(waiting.await??, 1);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pause_holds_new_transactions_without_errors() -> anyhow::Result<()> {
+    let c = start(false, "").await?;
+    let client = connect(c.rw(), "alice", ALICE_PW).await?;
+    client
+        .batch_execute("BEGIN; INSERT INTO t (v) VALUES (1)")
+        .await?;
+    c.topology.pause();
+    // The transaction in flight finishes while paused.
+    client
+        .batch_execute("INSERT INTO t (v) VALUES (2); COMMIT")
+        .await?;
+    let worker = tokio::spawn(async move {
+        for i in 0..20 {
+            client
+                .batch_execute(&format!("BEGIN; INSERT INTO t (v) VALUES ({i}); COMMIT"))
+                .await?;
+        }
+        Ok::<_, tokio_postgres::Error>(())
+    });
+    let held = tokio::time::timeout(Duration::from_millis(500), async {
+        while !worker.is_finished() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .is_err();
+    assert!(held, "new transactions must wait while paused");
+    c.topology.resume();
+    worker.await??;
+    let direct = connect(c.primary_addr(), "alice", ALICE_PW).await?;
+    let n: i64 = direct
+        .query_one("SELECT count(*) FROM t", &[])
+        .await?
+        .get(0);
+    assert_eq!(n, 22);
+    Ok(())
+}
