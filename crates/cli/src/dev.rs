@@ -12,7 +12,6 @@
 
 use anyhow::{bail, Context};
 use pgha_config::{ClusterConfig, ClusterFile};
-use pgha_postgres::seed::SeedContext;
 use pgha_postgres::{Instance, PgBinaries, Secrets, ServiceUser};
 use std::path::{Path, PathBuf};
 
@@ -125,13 +124,5 @@ impl DevCluster {
         std::fs::copy(&exe, &copy)
             .with_context(|| format!("copy {} to {}", exe.display(), copy.display()))?;
         Ok(copy)
-    }
-
-    pub fn seed<'a>(&'a self, secrets: &'a Secrets, pgha_bin: &'a Path) -> SeedContext<'a> {
-        SeedContext {
-            cluster: &self.config,
-            secrets,
-            pgha_bin,
-        }
     }
 }

@@ -99,7 +99,10 @@ impl ServiceUser {
     pub fn write_file(&self, path: &Path, contents: &[u8], mode: u32) -> Result<(), PgError> {
         use std::io::Write;
         use std::os::unix::fs::OpenOptionsExt;
-        let tmp = path.with_extension("pgha-tmp");
+        // A name of our own: several agents may write the same shared file.
+        static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let seq = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let tmp = path.with_extension(format!("pgha-tmp.{}.{seq}", std::process::id()));
         let mut f = std::fs::OpenOptions::new()
             .write(true)
             .create(true)

@@ -1,9 +1,12 @@
-//! `pgha down`: stop every member of the dev cluster cleanly, the primary
-//! first (a fast shutdown of a primary sends all its WAL to the connected
-//! standbys before it exits), then the standbys.
+//! `pgha down`: stop the dev cluster: the standbys' agents first, the
+//! leader's last (so nobody promotes while the cluster shuts down), each
+//! stopping its PostgreSQL; then etcd. A PostgreSQL left running by an agent
+//! that was killed is stopped directly.
 
 use crate::dev::DevCluster;
+use crate::supervise;
 use anyhow::Context;
+use pgha_dcs::{ClusterKeys, Dcs, EtcdDcs};
 use pgha_postgres::{Instance, StopMode};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -26,22 +29,37 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     })
 }
 
-/// Stop every running member: primaries first, then standbys.
+/// Stop everything the dev cluster runs.
 pub async fn stop_all(cluster: &DevCluster) -> anyhow::Result<()> {
-    let mut instances = cluster.instances();
-    let mut order = Vec::with_capacity(instances.len());
-    for inst in instances.drain(..) {
-        let standby = match inst.controldata().await {
-            Ok(cd) => cd.state.was_standby(),
-            Err(_) => true,
-        };
-        order.push((standby, inst));
+    supervise::stop(&cluster.dir, "proxy", "proxy", Duration::from_secs(10));
+    let leader = current_leader(cluster).await;
+    let mut order: Vec<&str> = cluster
+        .config
+        .members
+        .iter()
+        .map(|m| m.name.as_str())
+        .collect();
+    order.sort_by_key(|m| Some(*m) == leader.as_deref());
+    for m in order {
+        supervise::stop(
+            &cluster.dir,
+            &format!("agent-{m}"),
+            "agent",
+            Duration::from_secs(60),
+        );
     }
-    order.sort_by_key(|(standby, _)| *standby);
-    for (_, inst) in order {
+    supervise::stop(&cluster.dir, "etcd", "etcd", Duration::from_secs(10));
+    for inst in cluster.instances() {
         stop_one(&inst).await?;
     }
     Ok(())
+}
+
+async fn current_leader(cluster: &DevCluster) -> Option<String> {
+    let dcs = EtcdDcs::new(cluster.config.dcs.clone()).ok()?;
+    let keys = ClusterKeys::new(&cluster.config.dcs.namespace, &cluster.config.name).ok()?;
+    let r = dcs.get(&keys.leader()).await.ok()?;
+    r.kv.map(|kv| kv.value_str().into_owned())
 }
 
 async fn stop_one(inst: &Instance) -> anyhow::Result<()> {

@@ -1,14 +1,16 @@
-//! `pgha up`: create the dev cluster the first time (node1 primary, the other
-//! members synchronous hot standbys cloned from it), or start the existing
-//! one with its data. Never re-initialises a cluster that exists.
+//! `pgha up`: bring up the dev cluster: a local etcd, then one agent
+//! process per member (each its own process, so killing one is a node
+//! crash). The agents do the rest: the first member's agent bootstraps the
+//! primary, the others clone from it and stream synchronously. An existing
+//! cluster starts again with its data; nothing is ever re-initialised.
 
 use crate::dev::DevCluster;
+use crate::supervise;
 use anyhow::{bail, Context};
-use pgha_core::SyncStandbyNames;
-use pgha_postgres::conf::all_standbys;
-use pgha_postgres::{probe, Instance};
-use std::path::PathBuf;
-use std::process::ExitCode;
+use pgha_dcs::{ClusterKeys, Dcs, EtcdDcs};
+use pgha_postgres::probe;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
 use std::time::{Duration, Instant};
 
 #[derive(clap::Args)]
@@ -19,12 +21,16 @@ pub struct Args {
     /// Cluster config for a new cluster (ignored when DIR already holds one).
     #[arg(long)]
     pub config: Option<PathBuf>,
-    /// Ports of a new dev cluster: member i gets BASE_PORT + i.
+    /// Ports of a new dev cluster: member i gets BASE_PORT + i, its agent
+    /// API BASE_PORT + 20 + i, etcd BASE_PORT + 30 and + 31.
     #[arg(long, default_value_t = 15430)]
     pub base_port: u16,
-    /// Members of a new dev cluster (the first is the primary).
+    /// Members of a new dev cluster (the first is the bootstrap primary).
     #[arg(long, default_value_t = 3)]
     pub members: usize,
+    /// How long to wait for a healthy cluster.
+    #[arg(long, default_value_t = 120)]
+    pub timeout: u64,
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -43,112 +49,208 @@ async fn up(args: Args) -> anyhow::Result<ExitCode> {
     let secrets = cluster.secrets()?;
     cluster.user.make_dir(&cluster.config.archive_dir, 0o700)?;
     let bin = cluster.pgha_bin().await?;
-    let seed = cluster.seed(&secrets, &bin);
-    let instances = cluster.instances();
-    check_ports(&instances)?;
-    let p = choose_primary(&instances).await?;
-    let primary = &instances[p];
-    let sync = all_standbys(&cluster.config, &primary.name);
-    if primary.is_initialized() {
-        seed.start_member(primary, None, &sync).await?;
+    start_etcd(&cluster)?;
+    let dcs = EtcdDcs::new(cluster.config.dcs.clone())?;
+    let keys = ClusterKeys::new(&cluster.config.dcs.namespace, &cluster.config.name)?;
+    let deadline = started + Duration::from_secs(args.timeout);
+    let fresh = !cluster.instances().iter().any(|i| i.is_initialized());
+    let members: Vec<String> = cluster
+        .config
+        .members
+        .iter()
+        .map(|m| m.name.clone())
+        .collect();
+    if fresh {
+        // The first member bootstraps; the others join once it leads, so the
+        // seed's primary is node1 as the config says.
+        start_agent(&cluster, &bin, &members[0])?;
+        wait_leader(&dcs, &keys, Some(&members[0]), deadline).await?;
+        for m in &members[1..] {
+            start_agent(&cluster, &bin, m)?;
+        }
     } else {
-        seed.bootstrap_primary(primary).await?;
-    }
-    for (i, inst) in instances.iter().enumerate() {
-        if i == p {
-            continue;
-        }
-        if inst.is_initialized() {
-            seed.start_member(inst, Some(primary), &SyncStandbyNames::Async)
-                .await?;
-        } else {
-            seed.clone_standby(inst, primary).await?;
+        for m in &members {
+            start_agent(&cluster, &bin, m)?;
         }
     }
-    // Synchronous only once the standbys exist, so the seed's own writes
-    // (roles, slots) never wait for a standby that is not there yet.
-    seed.configure(primary, None, &sync)?;
-    primary.reload().await?;
-    wait_streaming(&seed, primary, &instances, Duration::from_secs(60)).await?;
-    print_summary(&cluster, primary, &sync, &secrets, started.elapsed());
+    let leader = wait_leader(&dcs, &keys, None, deadline).await?;
+    wait_streaming(&cluster, &secrets, &leader, deadline).await?;
+    print_summary(&cluster, &leader, &secrets, started.elapsed());
     Ok(ExitCode::SUCCESS)
 }
 
-/// A member whose port is taken by something else would fail to start with
-/// a confusing log line; say it up front.
-fn check_ports(instances: &[Instance]) -> anyhow::Result<()> {
-    for inst in instances.iter().filter(|i| !i.is_running()) {
-        if std::net::TcpListener::bind((inst.host.as_str(), inst.port)).is_err() {
+/// The etcd endpoint of a dev cluster: loopback host and port.
+fn local_etcd(cluster: &DevCluster) -> Option<(String, u16)> {
+    let url = cluster.config.dcs.endpoints.first()?;
+    let rest = url.strip_prefix("http://")?;
+    let (host, port) = rest.rsplit_once(':')?;
+    let port: u16 = port.trim_end_matches('/').parse().ok()?;
+    matches!(host, "127.0.0.1" | "localhost").then(|| (host.to_string(), port))
+}
+
+fn start_etcd(cluster: &DevCluster) -> anyhow::Result<()> {
+    let Some((host, port)) = local_etcd(cluster) else {
+        tracing::info!("dcs.endpoints is not a loopback address: using the etcd cluster there");
+        return Ok(());
+    };
+    if supervise::running_pid(&cluster.dir, "etcd", "etcd").is_some() {
+        return Ok(());
+    }
+    let peer = port.checked_add(1).context("etcd port too high")?;
+    for p in [port, peer] {
+        if std::net::TcpListener::bind((host.as_str(), p)).is_err() {
+            bail!("port {p} on {host}, needed by the dev cluster's etcd, is in use by another program: stop it or choose other ports");
+        }
+    }
+    let etcd = which("etcd")
+        .context("etcd not found: install it (Debian: apt-get install etcd-server)")?;
+    let client = format!("http://{host}:{port}");
+    let peer = format!("http://{host}:{peer}");
+    let mut cmd = Command::new(etcd);
+    cmd.arg("--name=pgha")
+        .arg(format!("--data-dir={}", cluster.dir.join("etcd").display()))
+        .arg(format!("--listen-client-urls={client}"))
+        .arg(format!("--advertise-client-urls={client}"))
+        .arg(format!("--listen-peer-urls={peer}"))
+        .arg(format!("--initial-advertise-peer-urls={peer}"))
+        .arg(format!("--initial-cluster=pgha={peer}"))
+        .arg("--log-level=warn");
+    supervise::spawn(&cluster.dir, "etcd", cmd, &cluster.dir.join("etcd.log"))?;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect((host.as_str(), port)).is_err() {
+        if Instant::now() > deadline {
             bail!(
-                "port {} on {} (member {}) is in use by another program: stop it, or use another --base-port for a new cluster (edit cluster.toml for an existing one)",
-                inst.port,
-                inst.host,
-                inst.name
+                "etcd did not start listening on {client}: see {}",
+                cluster.dir.join("etcd.log").display()
             );
         }
+        std::thread::sleep(Duration::from_millis(50));
     }
     Ok(())
 }
 
-/// The member to run as primary: the one whose data directory last ran as a
-/// primary; the first member for a new cluster.
-async fn choose_primary(instances: &[Instance]) -> anyhow::Result<usize> {
-    let mut primaries = Vec::new();
-    let mut any_initialized = false;
-    for (i, inst) in instances.iter().enumerate() {
-        if !inst.is_initialized() {
-            continue;
-        }
-        any_initialized = true;
-        let cd = inst.controldata().await?;
-        if !cd.state.was_standby() {
-            primaries.push(i);
+fn which(program: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|d| d.join(program))
+        .find(|p| p.is_file())
+}
+
+fn agent_name(member: &str) -> String {
+    format!("agent-{member}")
+}
+
+fn start_agent(cluster: &DevCluster, bin: &Path, member: &str) -> anyhow::Result<()> {
+    if supervise::running_pid(&cluster.dir, &agent_name(member), "agent").is_some() {
+        return Ok(());
+    }
+    let m = cluster.config.member(member).context("member in config")?;
+    let inst = cluster
+        .instances()
+        .into_iter()
+        .find(|i| i.name == member)
+        .context("instance")?;
+    if !inst.is_running() {
+        for port in [m.port, m.api_port] {
+            if std::net::TcpListener::bind((m.host.as_str(), port)).is_err() {
+                bail!("port {port} on {} (member {member}) is in use by another program: stop it, or use another --base-port for a new cluster (edit cluster.toml for an existing one)", m.host);
+            }
         }
     }
-    match primaries.as_slice() {
-        [] if !any_initialized => Ok(0),
-        [one] => Ok(*one),
-        [] => bail!("no member's data directory was last a primary; start the agents (`pgha agent`) to elect one"),
-        _ => {
-            let names: Vec<&str> = primaries.iter().map(|&i| instances[i].name.as_str()).collect();
-            bail!(
-                "several members were last primaries ({}); refusing to pick one by guesswork",
-                names.join(", ")
-            )
+    std::fs::create_dir_all(inst.node_dir()).context("create node directory")?;
+    cluster.user.give(&inst.node_dir())?;
+    let mut cmd = Command::new(bin);
+    cmd.arg("agent")
+        .arg("--config")
+        .arg(cluster.dir.join(crate::dev::CONFIG_FILE))
+        .arg("--member")
+        .arg(member);
+    if std::env::var_os("RUST_LOG").is_none() {
+        cmd.env("RUST_LOG", "info");
+    }
+    supervise::spawn(
+        &cluster.dir,
+        &agent_name(member),
+        cmd,
+        &inst.node_dir().join("agent.log"),
+    )?;
+    Ok(())
+}
+
+/// Wait until the leader key names `want` (or anyone) and return the holder.
+async fn wait_leader(
+    dcs: &EtcdDcs,
+    keys: &ClusterKeys,
+    want: Option<&str>,
+    deadline: Instant,
+) -> anyhow::Result<String> {
+    loop {
+        if let Ok(r) = dcs.get(&keys.leader()).await {
+            if let Some(kv) = r.kv {
+                let holder = kv.value_str().into_owned();
+                if want.is_none_or(|w| w == holder) {
+                    return Ok(holder);
+                }
+            }
         }
+        if Instant::now() > deadline {
+            bail!(
+                "no leader elected in time{}: see the agents' logs (<dir>/<member>/agent.log)",
+                want.map(|w| format!(" (waiting for {w})"))
+                    .unwrap_or_default()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
+/// Wait until every other member streams from the leader.
 async fn wait_streaming(
-    seed: &pgha_postgres::seed::SeedContext<'_>,
-    primary: &Instance,
-    instances: &[Instance],
-    timeout: Duration,
+    cluster: &DevCluster,
+    secrets: &pgha_postgres::Secrets,
+    leader: &str,
+    deadline: Instant,
 ) -> anyhow::Result<()> {
-    let want: Vec<&str> = instances
+    let m = cluster
+        .config
+        .member(leader)
+        .context("leader is a member")?;
+    let want: Vec<&str> = cluster
+        .config
+        .members
         .iter()
-        .filter(|i| i.name != primary.name)
-        .map(|i| i.name.as_str())
+        .filter(|x| x.name != leader)
+        .map(|x| x.name.as_str())
         .collect();
-    let deadline = Instant::now() + timeout;
-    let client = seed.admin(primary).await?;
     loop {
-        let rows = probe::replication(&client).await?;
-        let missing: Vec<&str> = want
-            .iter()
-            .copied()
-            .filter(|n| {
-                !rows
-                    .iter()
-                    .any(|r| r.application_name == *n && r.state == "streaming")
-            })
-            .collect();
+        let missing: Vec<&str> = match probe::connect(
+            &m.host,
+            m.port,
+            &cluster.config.superuser,
+            &secrets.admin_password,
+            Duration::from_secs(2),
+        )
+        .await
+        {
+            Ok(c) => {
+                let rows = probe::replication(&c).await.unwrap_or_default();
+                want.iter()
+                    .copied()
+                    .filter(|n| {
+                        !rows
+                            .iter()
+                            .any(|r| r.application_name == *n && r.state == "streaming")
+                    })
+                    .collect()
+            }
+            Err(_) => want.clone(),
+        };
         if missing.is_empty() {
             return Ok(());
         }
-        if Instant::now() >= deadline {
+        if Instant::now() > deadline {
             bail!(
-                "standbys not streaming after {timeout:?}: {} (see their postgresql.log)",
+                "standbys not streaming from {leader} in time: {} (see <dir>/<member>/agent.log and postgresql.log)",
                 missing.join(", ")
             );
         }
@@ -158,30 +260,34 @@ async fn wait_streaming(
 
 fn print_summary(
     cluster: &DevCluster,
-    primary: &Instance,
-    sync: &SyncStandbyNames,
+    leader: &str,
     secrets: &pgha_postgres::Secrets,
     took: Duration,
 ) {
     let c = &cluster.config;
     let dir = cluster.dir.display();
     println!(
-        "pgha: cluster {:?} is up in {dir} ({:.1}s); synchronous_standby_names = '{}'",
+        "pgha: cluster {:?} is up in {dir} ({:.1}s)",
         c.name,
-        took.as_secs_f64(),
-        sync.to_postgres()
+        took.as_secs_f64()
     );
     for m in &c.members {
-        let role = if m.name == primary.name {
+        let role = if m.name == leader {
             "primary"
         } else {
             "standby"
         };
         println!(
-            "  {:<8} {:<8} postgresql://{}@{}:{}/postgres",
-            m.name, role, c.superuser, m.host, m.port
+            "  {:<8} {:<8} postgresql://{}@{}:{}/postgres   agent {}",
+            m.name,
+            role,
+            c.superuser,
+            m.host,
+            m.port,
+            m.api_url()
         );
     }
+    println!("  etcd     {}", c.dcs.endpoints.join(","));
     println!(
         "  password of {:?}: {}",
         c.superuser,
@@ -189,14 +295,14 @@ fn print_summary(
     );
     println!();
     println!("Try:");
+    let p = c.member(leader).map(|m| m.port).unwrap_or(0);
     println!(
-        "  PGPASSWORD=$(cat {}) psql -h {} -p {} -U {}",
+        "  PGPASSWORD=$(cat {}) psql -h 127.0.0.1 -p {p} -U {}",
         secrets.admin_file().display(),
-        primary.host,
-        primary.port,
         c.superuser
     );
     println!("  pgha status --dir {dir}");
+    println!("  kill -9 $(cat {dir}/run/agent-{leader}.pid) $(head -1 {dir}/{leader}/data/postmaster.pid)   # crash the primary, watch `pgha status`");
     println!("  pgha down --dir {dir}        (stop; `pgha up --dir {dir}` starts it again with its data)");
     println!("  pgha destroy --dir {dir} --yes");
 }
