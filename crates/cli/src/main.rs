@@ -3,6 +3,7 @@
 
 mod cmd;
 mod dev;
+mod supervise;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -20,6 +21,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run the HA agent of one member (foreground).
+    Agent(cmd::agent::Args),
     /// Bring up the local dev cluster (creating it the first time).
     Up(cmd::up::Args),
     /// Stop every process of the local dev cluster.
@@ -42,6 +45,7 @@ fn main() -> ExitCode {
     cmd::init_tracing();
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Agent(args) => cmd::agent::run(args),
         Command::Up(args) => cmd::up::run(args),
         Command::Down(args) => cmd::down::run(args),
         Command::Destroy(args) => cmd::destroy::run(args),

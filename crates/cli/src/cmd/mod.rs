@@ -1,5 +1,6 @@
 //! One module per subcommand.
 
+pub mod agent;
 pub mod destroy;
 pub mod down;
 pub mod proxy;
