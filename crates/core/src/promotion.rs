@@ -46,6 +46,14 @@ impl Refusal {
 pub fn check_promotion(cand: Candidate<'_>, view: &ClusterView) -> Result<String, Refusal> {
     let set = view.sync_set();
     let term = view.sync_term();
+    if view.sync.as_ref().is_some_and(|s| s.leader == cand.name) {
+        // No other leader was established after us: our WAL is the last
+        // primary's (or that of a candidate that already passed this check).
+        return Ok(format!(
+            "I was the last established leader (term {term}): my WAL holds every \
+             acknowledged commit"
+        ));
+    }
     let Some(need) = set.promotion_quorum() else {
         return Err(Refusal::NotEnoughReports(
             "no safe candidate: /sync allows no promotion (replication was asynchronous or \

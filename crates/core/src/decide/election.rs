@@ -13,7 +13,7 @@
 use super::Ctx;
 use crate::action::{Action, Decision, DemoteKind};
 use crate::local::DataDir;
-use crate::promotion::check_promotion;
+use crate::promotion::{check_promotion, Candidate};
 
 pub(crate) fn decide(ctx: &Ctx<'_>) -> Decision {
     let pg = &ctx.local.pg;
@@ -67,7 +67,7 @@ fn standby(ctx: &Ctx<'_>) -> Decision {
                 "manual failover to me with --allow-data-loss: taking the leader key",
             );
         }
-        if f.to != ctx.me() && healthy_not_behind(ctx, &f.to) {
+        if f.to != ctx.me() && safe_candidate(ctx, &f.to) {
             return ctx.decision(
                 vec![],
                 format!("no leader; waiting for failover target {}", f.to),
@@ -75,14 +75,14 @@ fn standby(ctx: &Ctx<'_>) -> Decision {
         }
     }
     if let Some(s) = &view.switchover {
-        if s.from.as_deref() == Some(ctx.me()) {
+        if s.from.as_deref() == Some(ctx.me()) && someone_else_safe(ctx) {
             return ctx.decision(
                 vec![],
                 "no leader; I handed over in a switchover, not a candidate",
             );
         }
         if let Some(to) = s.to.as_deref().filter(|t| *t != ctx.me()) {
-            if healthy_not_behind(ctx, to) {
+            if safe_candidate(ctx, to) {
                 return ctx.decision(
                     vec![],
                     format!("no leader; waiting for switchover target {to}"),
@@ -96,12 +96,30 @@ fn standby(ctx: &Ctx<'_>) -> Decision {
     }
 }
 
-/// `name` is a running standby at least as far as we are.
-fn healthy_not_behind(ctx: &Ctx<'_>, name: &str) -> bool {
+/// Another member could pass the promotion rule right now, as far as our
+/// view tells (so stepping aside cannot leave the cluster without a leader).
+fn someone_else_safe(ctx: &Ctx<'_>) -> bool {
     ctx.view
         .members
-        .get(name)
-        .is_some_and(|m| m.is_running_standby() && m.position() >= ctx.local.pg.position)
+        .keys()
+        .any(|m| m != ctx.me() && safe_candidate(ctx, m))
+}
+
+/// `name` is a running, failover-eligible standby at least as far as we
+/// are, and passes the promotion rule in our view.
+fn safe_candidate(ctx: &Ctx<'_>, name: &str) -> bool {
+    let Some(m) = ctx.view.members.get(name) else {
+        return false;
+    };
+    let cand = Candidate {
+        name,
+        position: m.position(),
+        detached: m.detached,
+    };
+    m.is_running_standby()
+        && !m.tags.nofailover
+        && m.position() >= ctx.local.pg.position
+        && check_promotion(cand, ctx.view).is_ok()
 }
 
 fn stopped(ctx: &Ctx<'_>, bootstrapper: bool) -> Decision {

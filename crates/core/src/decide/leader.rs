@@ -39,7 +39,14 @@ pub(crate) fn decide(ctx: &Ctx<'_>, term: u64) -> Decision {
     } else {
         stopped(ctx)
     };
-    d.actions.insert(0, Action::RenewLeader);
+    // Renew after any Fence: a failed renew stops the remaining actions,
+    // and the fence must not depend on the DCS answering.
+    let at = d
+        .actions
+        .iter()
+        .position(|a| *a == Action::Fence)
+        .map_or(0, |i| i + 1);
+    d.actions.insert(at, Action::RenewLeader);
     if d.wake_in > Millis::ZERO {
         d.wake_in = leader_wake(ctx.local, ctx.cfg(), ctx.now);
     }

@@ -382,7 +382,7 @@ fn diverged_standby_rewinds() {
 #[test]
 fn leader_fences_when_renewals_fail_and_unfences_after() {
     let d = run(leader_node(), cluster().build(), 11_600);
-    assert_eq!(steps(&d), vec![Action::RenewLeader, Action::Fence]);
+    assert_eq!(steps(&d), vec![Action::Fence, Action::RenewLeader]);
     let fenced = leader_node().edit(|l| l.pg.fenced = true);
     let d = run(fenced, cluster().build(), 10_100);
     assert_eq!(steps(&d)[..2], [Action::RenewLeader, Action::Unfence]);
@@ -566,4 +566,14 @@ fn published_record_reflects_the_detach_promise() {
     let m = d.published().unwrap();
     assert_eq!(m.detached, Some(Detached { after_term: 5 }));
     assert_eq!(m.streaming_from, None);
+}
+
+#[test]
+fn last_leader_restarted_as_standby_is_a_candidate_without_reports() {
+    let n = Node::new("node1")
+        .running_standby(None, pos(1, 1200))
+        .detached(5);
+    let d = run(n, leaderless().build(), 0);
+    assert_eq!(steps(&d), vec![Action::AcquireLeader], "{}", d.reason);
+    assert!(d.reason.contains("last established leader"), "{}", d.reason);
 }

@@ -1,0 +1,152 @@
+//! A fake etcd: one global revision, leases that expire on the DCS clock
+//! (global simulated time), create-if-absent for the leader and initialize
+//! keys, and the `/sync` write guarded by the leader key's value, exactly
+//! the primitives the real agent uses (`pgha_dcs::Dcs`).
+
+use pgha_core::{
+    ClusterView, DynamicConfig, FailoverRequest, LeaderKey, MemberState, SwitchoverRequest,
+    SyncRecord,
+};
+use std::collections::BTreeMap;
+
+#[derive(Default)]
+pub struct Dcs {
+    pub revision: u64,
+    pub leader: Option<(LeaderKey, u64)>,
+    /// lease id -> expiry (global ms)
+    pub leases: BTreeMap<u64, u64>,
+    next_lease: u64,
+    pub members: BTreeMap<String, (MemberState, u64)>,
+    pub sync: Option<SyncRecord>,
+    pub config: DynamicConfig,
+    pub switchover: Option<SwitchoverRequest>,
+    pub failover: Option<FailoverRequest>,
+    pub initialize: Option<String>,
+}
+
+impl Dcs {
+    pub fn new(config: DynamicConfig) -> Dcs {
+        Dcs {
+            config,
+            ..Default::default()
+        }
+    }
+
+    pub fn bump(&mut self) -> u64 {
+        self.revision += 1;
+        self.revision
+    }
+
+    /// Drop expired leases (and the leader key with its lease) and expired
+    /// member records.
+    pub fn expire(&mut self, now: u64) {
+        self.leases.retain(|_, exp| *exp > now);
+        if let Some((_, lease)) = &self.leader {
+            if !self.leases.contains_key(lease) {
+                self.leader = None;
+                self.bump();
+            }
+        }
+        let before = self.members.len();
+        self.members.retain(|_, (_, exp)| *exp > now);
+        if self.members.len() != before {
+            self.bump();
+        }
+    }
+
+    pub fn view(&self) -> ClusterView {
+        ClusterView {
+            leader: self.leader.as_ref().map(|(k, _)| k.clone()),
+            members: self
+                .members
+                .iter()
+                .map(|(n, (m, _))| (n.clone(), m.clone()))
+                .collect(),
+            sync: self.sync.clone(),
+            config: self.config.clone(),
+            switchover: self.switchover.clone(),
+            failover: self.failover.clone(),
+            initialize: self.initialize.clone(),
+        }
+    }
+
+    /// create_if_absent(leader, name, new lease); the lease id on success.
+    pub fn acquire_leader(&mut self, name: &str, now: u64) -> Option<u64> {
+        if self.leader.is_some() {
+            return None;
+        }
+        self.next_lease += 1;
+        let lease = self.next_lease;
+        self.leases.insert(lease, now + self.config.ttl.0);
+        let term = self.bump();
+        self.leader = Some((
+            LeaderKey {
+                holder: name.to_string(),
+                term,
+            },
+            lease,
+        ));
+        Some(lease)
+    }
+
+    /// Keep-alive of the leader key's lease if the key names us.
+    pub fn renew_leader(&mut self, name: &str, now: u64) -> bool {
+        let ttl = self.config.ttl.0;
+        match &self.leader {
+            Some((k, lease)) if k.holder == name => {
+                self.leases.insert(*lease, now + ttl);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    pub fn release_leader(&mut self, name: &str) {
+        if let Some((k, lease)) = &self.leader {
+            if k.holder == name {
+                self.leases.remove(lease);
+                self.leader = None;
+                self.bump();
+            }
+        }
+    }
+
+    /// Revoke the leader lease (fault injection: as if it expired).
+    pub fn revoke_leader(&mut self) {
+        if let Some((_, lease)) = self.leader.take() {
+            self.leases.remove(&lease);
+            self.bump();
+        }
+    }
+
+    /// put_if_key_equals(sync, leader == name).
+    pub fn write_sync(&mut self, record: SyncRecord, name: &str) -> bool {
+        match &self.leader {
+            Some((k, _)) if k.holder == name => {
+                self.sync = Some(record);
+                self.bump();
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Put a member record; rewriting an identical value only refreshes
+    /// its lease (a real put would bump the revision; the simulator skips
+    /// that so it can cache views).
+    pub fn publish(&mut self, m: MemberState, now: u64) {
+        let exp = now + self.config.ttl.0;
+        if let Some((old, e)) = self.members.get_mut(&m.name) {
+            if *old == m {
+                *e = exp;
+                return;
+            }
+        }
+        self.members.insert(m.name.clone(), (m, exp));
+        self.bump();
+    }
+
+    pub fn holder(&self) -> Option<&str> {
+        self.leader.as_ref().map(|(k, _)| k.holder.as_str())
+    }
+}

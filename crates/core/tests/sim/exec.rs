@@ -1,0 +1,381 @@
+//! The simulated agent runtime: build `LocalState` from the fake
+//! PostgreSQL, and execute each `Action` the way the real agent must (see
+//! the rustdoc of `pgha_core::Action`). This file doubles as an executable
+//! reading of that contract.
+
+use crate::pg::{Data, Pending};
+use crate::world::World;
+use pgha_core::{
+    Action, ConnInfo, DataDir, DcsView, DemoteKind, Detached, LeaseState, LocalState, Lsn, PgState,
+    ReplicaStatus, SyncNamesState, SyncStandbyNames, Upstream,
+};
+
+type Res = Result<(), String>;
+
+impl World {
+    pub fn observe(&mut self, i: usize, view: &DcsView) -> LocalState {
+        let now = self.nodes[i].local_now(self.t);
+        let replicas = self.replicas_of(i);
+        let diverged = self.diverged(i, view);
+        let n = &mut self.nodes[i];
+        if n.pg.running {
+            n.mem.stopped_since = None;
+        } else if n.mem.stopped_since.is_none() {
+            n.mem.stopped_since = Some(now);
+        }
+        let data = n.pg.data.as_ref();
+        let primary = n.pg.is_primary();
+        let pg = PgState {
+            data_dir: match data {
+                None => DataDir::Empty,
+                Some(d) if d.standby_signal => DataDir::Standby,
+                Some(_) => DataDir::Primary,
+            },
+            running: n.pg.running,
+            role: n.pg.role(),
+            position: n.pg.position(),
+            replay_lsn: None,
+            upstream: data.and_then(|d| d.upstream.clone()),
+            streaming: n.pg.streaming,
+            replicas: if primary { replicas } else { vec![] },
+            sync_names: data.filter(|_| primary).map(|d| SyncNamesState {
+                names: d.names.clone(),
+                applied_at: n.mem.applied_at,
+            }),
+            fenced: data.is_some_and(|d| d.fenced),
+            stopped_since: n.mem.stopped_since,
+            diverged,
+            rewind_failed: n.mem.rewind_failed,
+        };
+        LocalState {
+            name: n.name.clone(),
+            api_url: String::new(),
+            conn: ConnInfo {
+                host: n.name.clone(),
+                port: 5432,
+            },
+            tags: n.tags.clone(),
+            pg,
+            lease: n.mem.lease,
+            detached: n.mem.detached,
+            unix_time_ms: self.t,
+            reinit_requested: false,
+        }
+    }
+
+    /// Standbys streaming from node `i` with their flushed LSN.
+    fn replicas_of(&self, i: usize) -> Vec<ReplicaStatus> {
+        let me = &self.nodes[i].name;
+        self.nodes
+            .iter()
+            .filter(|s| {
+                s.pg.streaming && s.pg.data.as_ref().and_then(|d| d.upstream.as_ref()) == Some(me)
+            })
+            .map(|s| ReplicaStatus {
+                name: s.name.clone(),
+                flush_lsn: s.pg.position().lsn,
+            })
+            .collect()
+    }
+
+    /// What the runtime would find out about divergence from the leader.
+    fn diverged(&self, i: usize, view: &DcsView) -> bool {
+        let DcsView::Known(v) = view else {
+            return false;
+        };
+        let Some(l) = v.established_leader() else {
+            return false;
+        };
+        let Some(j) = self.index(&l.holder) else {
+            return false;
+        };
+        match (&self.nodes[i].pg.data, &self.nodes[j].pg.data) {
+            (Some(mine), Some(theirs)) if i != j => !mine.is_prefix_of(theirs),
+            _ => false,
+        }
+    }
+
+    pub fn execute(&mut self, i: usize, action: &Action) -> Res {
+        let cut = self.nodes[i].dcs_cut(self.t);
+        match action {
+            Action::PublishMember(m) => {
+                dcs_ok(cut)?;
+                self.dcs.publish(m.clone(), self.t);
+                Ok(())
+            }
+            Action::AcquireInitialize => {
+                dcs_ok(cut)?;
+                if self.dcs.initialize.is_none() {
+                    self.dcs.initialize = Some(self.nodes[i].name.clone());
+                    self.dcs.bump();
+                }
+                Ok(())
+            }
+            Action::Bootstrap => self.bootstrap(i),
+            Action::AcquireLeader => self.acquire(i, cut),
+            Action::RenewLeader => self.renew(i, cut),
+            Action::ReleaseLeader => {
+                dcs_ok(cut)?;
+                self.dcs.release_leader(&self.nodes[i].name);
+                self.nodes[i].mem.lease = None;
+                Ok(())
+            }
+            Action::WriteSyncKey(r) => {
+                dcs_ok(cut)?;
+                let name = self.nodes[i].name.clone();
+                ok_if(self.dcs.write_sync(r.clone(), &name), "leader key not ours")
+            }
+            Action::SetSyncStandbyNames(names) => self.set_names(i, names),
+            Action::StartAsPrimary { sync_names } => self.start_primary(i, sync_names),
+            Action::Promote { sync_names } => self.promote(i, sync_names),
+            Action::StartAsStandby { upstream } => self.start_standby(i, upstream.as_ref()),
+            Action::FollowLeader(up) => self.follow(i, up),
+            Action::DetachFromPrimary { after_term } => self.detach(i, *after_term),
+            Action::CloneFromLeader(up) | Action::Reclone(up) => self.clone_from(i, up),
+            Action::Rewind(up) => self.rewind(i, up),
+            Action::Demote(kind) => self.demote(i, *kind),
+            Action::Fence | Action::Unfence => {
+                let fence = *action == Action::Fence;
+                let d = self.nodes[i].pg.data.as_mut().ok_or("no data")?;
+                d.fenced = fence;
+                Ok(())
+            }
+            Action::ClearSwitchover => {
+                dcs_ok(cut)?;
+                self.dcs.switchover = None;
+                self.dcs.bump();
+                Ok(())
+            }
+            Action::ClearFailover => {
+                dcs_ok(cut)?;
+                self.dcs.failover = None;
+                self.dcs.bump();
+                Ok(())
+            }
+        }
+    }
+
+    fn bootstrap(&mut self, i: usize) -> Res {
+        let id = self.new_id();
+        let n = &mut self.nodes[i];
+        n.pg.stop();
+        n.pg.data = Some(Data {
+            wal: vec![(id, 1)],
+            standby_signal: false,
+            upstream: None,
+            names: SyncStandbyNames::Async,
+            fenced: false,
+        });
+        self.note_timeline(i, 1);
+        Ok(())
+    }
+
+    fn acquire(&mut self, i: usize, cut: bool) -> Res {
+        dcs_ok(cut)?;
+        let now = self.nodes[i].local_now(self.t);
+        let name = self.nodes[i].name.clone();
+        if self.dcs.acquire_leader(&name, self.t).is_some() {
+            let ttl = self.dcs.config.ttl;
+            self.nodes[i].mem.lease = Some(LeaseState {
+                renewed_at: now,
+                ttl,
+            });
+        }
+        Ok(())
+    }
+
+    fn renew(&mut self, i: usize, cut: bool) -> Res {
+        dcs_ok(cut)?;
+        let now = self.nodes[i].local_now(self.t);
+        let name = self.nodes[i].name.clone();
+        if self.dcs.renew_leader(&name, self.t) {
+            let ttl = self.dcs.config.ttl;
+            self.nodes[i].mem.lease = Some(LeaseState {
+                renewed_at: now,
+                ttl,
+            });
+            Ok(())
+        } else {
+            self.nodes[i].mem.lease = None;
+            Err("leader key not ours".into())
+        }
+    }
+
+    fn set_names(&mut self, i: usize, names: &SyncStandbyNames) -> Res {
+        let n = &mut self.nodes[i];
+        ok_if(n.pg.is_primary(), "not a running primary")?;
+        let d = n.pg.data.as_mut().ok_or("no data")?;
+        d.names = names.clone();
+        n.mem.applied_at = Some(Lsn(d.wal.len() as u64));
+        Ok(())
+    }
+
+    fn start_primary(&mut self, i: usize, names: &SyncStandbyNames) -> Res {
+        let n = &mut self.nodes[i];
+        ok_if(!n.pg.running, "already running")?;
+        let d = n.pg.data.as_mut().ok_or("no data")?;
+        ok_if(!d.standby_signal, "standby data")?;
+        d.names = names.clone();
+        n.mem.applied_at = Some(Lsn(d.wal.len() as u64));
+        n.pg.running = true;
+        self.check_new_primary(i, "started as primary");
+        Ok(())
+    }
+
+    fn promote(&mut self, i: usize, names: &SyncStandbyNames) -> Res {
+        ok_if(self.nodes[i].pg.is_standby(), "not a running standby")?;
+        let id = self.new_id();
+        self.max_tl += 1;
+        let tl = self.max_tl;
+        let n = &mut self.nodes[i];
+        let d = n.pg.data.as_mut().ok_or("no data")?;
+        d.wal.push((id, tl));
+        d.standby_signal = false;
+        d.upstream = None;
+        d.names = names.clone();
+        n.mem.applied_at = Some(Lsn(d.wal.len() as u64));
+        n.mem.detached = None;
+        n.pg.streaming = false;
+        self.note_timeline(i, tl);
+        self.failovers += 1;
+        self.check_new_primary(i, "promoted");
+        Ok(())
+    }
+
+    fn start_standby(&mut self, i: usize, up: Option<&Upstream>) -> Res {
+        let n = &mut self.nodes[i];
+        ok_if(!n.pg.running, "already running")?;
+        let d = n.pg.data.as_mut().ok_or("no data")?;
+        d.standby_signal = true;
+        d.upstream = up.map(|u| u.name.clone());
+        n.pg.running = true;
+        if up.is_some() {
+            n.mem.detached = None;
+        }
+        Ok(())
+    }
+
+    fn follow(&mut self, i: usize, up: &Upstream) -> Res {
+        let n = &mut self.nodes[i];
+        ok_if(n.pg.is_standby(), "not a running standby")?;
+        let d = n.pg.data.as_mut().ok_or("no data")?;
+        d.upstream = Some(up.name.clone());
+        n.mem.detached = None;
+        Ok(())
+    }
+
+    fn detach(&mut self, i: usize, after_term: u64) -> Res {
+        let n = &mut self.nodes[i];
+        ok_if(n.pg.is_standby(), "not a running standby")?;
+        let d = n.pg.data.as_mut().ok_or("no data")?;
+        d.upstream = None;
+        n.pg.streaming = false;
+        n.mem.detached = Some(Detached { after_term });
+        Ok(())
+    }
+
+    /// The source's data, if reachable and running.
+    fn source(&self, i: usize, up: &Upstream) -> Result<Data, String> {
+        let j = self.index(&up.name).ok_or("unknown upstream")?;
+        ok_if(
+            self.link_up(i, j) && self.nodes[j].pg.running,
+            "upstream unreachable",
+        )?;
+        self.nodes[j]
+            .pg
+            .data
+            .clone()
+            .ok_or_else(|| "upstream has no data".into())
+    }
+
+    fn clone_from(&mut self, i: usize, up: &Upstream) -> Res {
+        let src = self.source(i, up)?;
+        let n = &mut self.nodes[i];
+        n.pg.stop();
+        n.pg.data = Some(Data {
+            wal: src.wal,
+            standby_signal: true,
+            upstream: Some(up.name.clone()),
+            names: SyncStandbyNames::Async,
+            fenced: false,
+        });
+        n.mem.rewind_failed = false;
+        n.mem.detached = None;
+        Ok(())
+    }
+
+    fn rewind(&mut self, i: usize, up: &Upstream) -> Res {
+        self.nodes[i].pg.stop();
+        let src = self.source(i, up)?;
+        if self.rng.chance(100) {
+            self.nodes[i].mem.rewind_failed = true;
+            return Err("pg_rewind failed".into());
+        }
+        let n = &mut self.nodes[i];
+        let d = n.pg.data.as_mut().ok_or("no data")?;
+        let keep = d.common_prefix(&src);
+        d.wal.truncate(keep);
+        d.standby_signal = true;
+        d.upstream = Some(up.name.clone());
+        d.fenced = false;
+        n.mem.detached = None;
+        Ok(())
+    }
+
+    fn demote(&mut self, i: usize, kind: DemoteKind) -> Res {
+        ok_if(self.nodes[i].pg.is_primary(), "not a running primary")?;
+        if kind == DemoteKind::Graceful {
+            let id = self.new_id();
+            let tl = self.nodes[i].pg.position().timeline.0;
+            let d = self.nodes[i].pg.data.as_mut().ok_or("no data")?;
+            d.wal.push((id, tl));
+            let src = d.clone();
+            // walsenders send everything, shutdown checkpoint included
+            for j in 0..self.nodes.len() {
+                let s = &self.nodes[j];
+                let from_me = s.pg.data.as_ref().and_then(|d| d.upstream.as_ref())
+                    == Some(&self.nodes[i].name);
+                if j != i && s.pg.streaming && from_me && self.link_up(i, j) {
+                    if let Some(sd) = self.nodes[j].pg.data.as_mut() {
+                        if sd.is_prefix_of(&src) {
+                            sd.wal = src.wal.clone();
+                        }
+                    }
+                }
+            }
+        }
+        let n = &mut self.nodes[i];
+        n.pg.stop();
+        let d = n.pg.data.as_mut().ok_or("no data")?;
+        d.fenced = false;
+        if kind == DemoteKind::Graceful {
+            d.standby_signal = true;
+            d.upstream = None;
+        }
+        Ok(())
+    }
+
+    /// A commit written on primary `i` now.
+    pub fn write_commit(&mut self, i: usize) {
+        let id = self.new_id();
+        let n = &mut self.nodes[i];
+        let tl = n.pg.position().timeline.0;
+        if let Some(d) = n.pg.data.as_mut() {
+            d.wal.push((id, tl));
+            let lsn = d.wal.len();
+            n.pg.pending.push(Pending { id, lsn });
+        }
+    }
+}
+
+fn dcs_ok(cut: bool) -> Res {
+    ok_if(!cut, "DCS unreachable")
+}
+
+fn ok_if(cond: bool, why: &str) -> Res {
+    if cond {
+        Ok(())
+    } else {
+        Err(why.to_string())
+    }
+}

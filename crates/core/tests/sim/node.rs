@@ -1,0 +1,87 @@
+//! One simulated node: its PostgreSQL, its agent's memory and clock, and
+//! the fault timers that apply to it.
+
+use crate::pg::Pg;
+use pgha_core::{Detached, DynamicConfig, LeaseState, Lsn, Millis, Tags};
+
+/// What the agent process keeps between loops (lost when it crashes).
+#[derive(Clone, Debug, Default)]
+pub struct Mem {
+    pub lease: Option<LeaseState>,
+    pub detached: Option<Detached>,
+    pub applied_at: Option<Lsn>,
+    pub stopped_since: Option<Millis>,
+    pub rewind_failed: bool,
+    pub last_config: DynamicConfig,
+}
+
+#[derive(Clone, Debug)]
+pub struct Node {
+    pub name: String,
+    pub pg: Pg,
+    pub tags: Tags,
+    pub mem: Mem,
+    /// Agent process is running (it may still be hung).
+    pub agent_up: bool,
+    /// Agent restarts at this global time when down.
+    pub restart_at: u64,
+    /// Agent is stopped (SIGSTOP) until this global time.
+    pub hung_until: u64,
+    /// Cut off from the DCS until this global time.
+    pub dcs_cut_until: u64,
+    /// Local clock = offset + t * rate.0 / rate.1.
+    pub rate: (u64, u64),
+    pub offset: i64,
+    pub next_tick: u64,
+}
+
+impl Node {
+    pub fn new(name: String, rate: (u64, u64)) -> Node {
+        Node {
+            name,
+            pg: Pg::default(),
+            tags: Tags::default(),
+            mem: Mem::default(),
+            agent_up: true,
+            restart_at: 0,
+            hung_until: 0,
+            dcs_cut_until: 0,
+            rate,
+            offset: 1_000_000,
+            next_tick: 0,
+        }
+    }
+
+    pub fn local_now(&self, t: u64) -> Millis {
+        let scaled = (t * self.rate.0 / self.rate.1) as i64;
+        Millis((self.offset + scaled).max(0) as u64)
+    }
+
+    /// Change the clock rate without a jump in local time.
+    pub fn set_rate(&mut self, t: u64, rate: (u64, u64)) {
+        let now = self.local_now(t).0 as i64;
+        self.rate = rate;
+        self.offset = now - (t * rate.0 / rate.1) as i64;
+    }
+
+    /// Local duration to global.
+    pub fn to_global(&self, local: Millis) -> u64 {
+        local.0 * self.rate.1 / self.rate.0
+    }
+
+    pub fn runnable(&self, t: u64) -> bool {
+        self.agent_up && t >= self.hung_until
+    }
+
+    pub fn dcs_cut(&self, t: u64) -> bool {
+        t < self.dcs_cut_until
+    }
+
+    /// The agent process dies: its memory is gone.
+    pub fn crash_agent(&mut self, restart_at: u64) {
+        self.agent_up = false;
+        self.restart_at = restart_at;
+        self.hung_until = 0;
+        self.mem = Mem::default();
+    }
+}
