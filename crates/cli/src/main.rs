@@ -4,6 +4,7 @@
 mod cmd;
 mod dev;
 mod supervise;
+mod target;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -31,6 +32,20 @@ enum Command {
     Destroy(cmd::destroy::Args),
     /// Show each member: role, state, timeline, LSNs, lag, sync state.
     Status(cmd::status::Args),
+    /// Hand the leader role over to a standby, losing no acknowledged write.
+    Switchover(cmd::switchover::Args),
+    /// Promote a member when the primary is gone (manual failover).
+    Failover(cmd::failover::Args),
+    /// Maintenance mode: stop every automatic action of the agents.
+    Pause(cmd::pause::Args),
+    /// Leave maintenance mode.
+    Resume(cmd::pause::Args),
+    /// Restart one member's PostgreSQL through its agent.
+    Restart(cmd::restart::Args),
+    /// Re-clone one standby from the leader through its agent.
+    Reinit(cmd::reinit::Args),
+    /// Show or change the cluster-wide dynamic configuration.
+    EditConfig(cmd::edit_config::Args),
     /// archive_command target: copy one WAL file into the archive.
     WalPush(cmd::wal::PushArgs),
     /// restore_command target: copy one WAL file out of the archive.
@@ -50,6 +65,13 @@ fn main() -> ExitCode {
         Command::Down(args) => cmd::down::run(args),
         Command::Destroy(args) => cmd::destroy::run(args),
         Command::Status(args) => cmd::status::run(args),
+        Command::Switchover(args) => cmd::switchover::run(args),
+        Command::Failover(args) => cmd::failover::run(args),
+        Command::Pause(args) => cmd::pause::run_pause(args),
+        Command::Resume(args) => cmd::pause::run_resume(args),
+        Command::Restart(args) => cmd::restart::run(args),
+        Command::Reinit(args) => cmd::reinit::run(args),
+        Command::EditConfig(args) => cmd::edit_config::run(args),
         Command::WalPush(args) => cmd::wal::push(args),
         Command::WalFetch(args) => cmd::wal::fetch(args),
         Command::Archive(args) => cmd::wal::archive(args),

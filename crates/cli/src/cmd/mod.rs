@@ -3,8 +3,14 @@
 pub mod agent;
 pub mod destroy;
 pub mod down;
+pub mod edit_config;
+pub mod failover;
+pub mod pause;
 pub mod proxy;
+pub mod reinit;
+pub mod restart;
 pub mod status;
+pub mod switchover;
 pub mod up;
 pub mod wal;
 

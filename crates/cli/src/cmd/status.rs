@@ -1,22 +1,39 @@
-//! `pgha status`: each member's role, state, timeline, WAL positions, lag,
-//! the sync state the primary reports for it, and whether its slot is
-//! active; a table for people, `--json` for programs.
+//! `pgha status`: the cluster as three sources see it, merged per member:
+//! PostgreSQL itself (role, timeline, WAL positions, lag, the sync state the
+//! primary reports, slots), etcd (leader key, member keys, sync set, pause)
+//! and the agents' REST APIs (up or down, the last decisions and why). A
+//! table for people, `--json` for programs.
+//!
+//! A member is "down" when etcd answered and holds no member key for it, its
+//! agent does not answer, and its PostgreSQL does not either. Each source
+//! may be missing: with etcd unreachable the PostgreSQL view is still shown
+//! (and the output says so); with no agents at all (a dev cluster started
+//! without them) the PostgreSQL view is all there is.
+//!
+//! Hazard: scripts and tests parse the JSON. Add fields; never rename or
+//! remove them.
 
-use crate::dev::DevCluster;
+use crate::target::{Target, TargetArgs};
 use anyhow::Context;
-use pgha_core::Lsn;
+use pgha_agent::api::client;
+use pgha_agent::status::DecisionRecord;
+use pgha_core::{ClusterView, Lsn, MemberState, Role};
 use pgha_postgres::probe::{self, ReplicationRow, ServerStatus, SlotRow};
-use pgha_postgres::{Instance, Secrets};
+use pgha_postgres::{Instance, PgBinaries, Secrets, ServiceUser};
 use serde::Serialize;
-use std::path::PathBuf;
+use std::collections::BTreeMap;
 use std::process::ExitCode;
 use std::time::Duration;
 
+/// How long to wait for one agent's `/cluster`.
+const AGENT_TIMEOUT: Duration = Duration::from_millis(1500);
+/// How long to wait for one PostgreSQL connection.
+const PG_TIMEOUT: Duration = Duration::from_secs(2);
+
 #[derive(clap::Args)]
 pub struct Args {
-    /// Cluster directory.
-    #[arg(long, default_value = "pgha-data")]
-    pub dir: PathBuf,
+    #[command(flatten)]
+    pub target: TargetArgs,
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -25,8 +42,35 @@ pub struct Args {
 #[derive(Debug, Serialize)]
 pub struct Status {
     pub cluster: String,
+    /// The dev cluster directory, or the config file given with --config.
     pub dir: String,
+    /// The leader key's holder (null: no leader, or etcd unreachable).
+    pub leader: Option<String>,
+    /// Maintenance mode (null when etcd is unreachable).
+    pub paused: Option<bool>,
+    /// "ok" or "unreachable".
+    pub etcd: String,
+    /// Why etcd could not be read.
+    pub etcd_error: Option<String>,
+    /// The synchronous standby set recorded in /sync.
+    pub sync: Option<SyncStatus>,
+    /// A pending planned switchover or manual failover request.
+    pub switchover: Option<serde_json::Value>,
+    pub failover: Option<serde_json::Value>,
+    /// The last decisions of the leader's agent (or of any agent that
+    /// answered), oldest first.
+    pub decisions: Vec<DecisionRecord>,
     pub members: Vec<MemberStatus>,
+    /// Filled by the proxy status (rw, ro, primary) when proxies run.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub proxy: Option<serde_json::Value>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct SyncStatus {
+    pub members: Vec<String>,
+    pub quorum: u32,
+    pub term: u64,
 }
 
 #[derive(Debug, Serialize)]
@@ -36,7 +80,7 @@ pub struct MemberStatus {
     pub port: u16,
     /// "primary", "standby" or "unknown".
     pub role: String,
-    /// "running", "starting" or "stopped".
+    /// "running", "starting", "stopped" or "down" (see the module doc).
     pub state: String,
     pub timeline: Option<u32>,
     /// Current WAL position on a primary.
@@ -48,13 +92,20 @@ pub struct MemberStatus {
     /// What pg_stat_replication on the primary says: sync, quorum, potential, async.
     pub sync_state: Option<String>,
     pub slot_active: Option<bool>,
+    /// Holds the leader key.
+    pub leader: bool,
+    /// "up" when its agent's REST API answered, else "down".
+    pub agent: String,
+    /// Whether etcd holds its member key (null when etcd is unreachable).
+    pub in_dcs: Option<bool>,
+    pub api_url: String,
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let rt = tokio::runtime::Runtime::new().context("start the async runtime")?;
     rt.block_on(async {
-        let cluster = DevCluster::open(&args.dir)?;
-        let status = collect(&cluster).await?;
+        let target = Target::resolve(&args.target)?;
+        let status = collect(&target).await?;
         if args.json {
             println!("{}", serde_json::to_string_pretty(&status)?);
         } else {
@@ -64,37 +115,180 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     })
 }
 
-struct Observed {
-    inst: Instance,
-    state: &'static str,
+/// What PostgreSQL said about one member.
+struct Probed {
+    name: String,
+    host: String,
+    port: u16,
+    api_url: String,
+    /// The postmaster process runs on this host (None: not a local member).
+    local_running: Option<bool>,
     server: Option<ServerStatus>,
     was_standby: Option<bool>,
 }
 
-pub async fn collect(cluster: &DevCluster) -> anyhow::Result<Status> {
-    let secrets = Secrets::load(&cluster.config.secrets_dir)?;
-    let mut observed = Vec::new();
-    let mut replication: Vec<ReplicationRow> = Vec::new();
-    let mut slots: Vec<SlotRow> = Vec::new();
-    let mut primary_lsn: Option<Lsn> = None;
-    for inst in cluster.instances() {
-        let was_standby = inst
-            .controldata()
-            .await
-            .ok()
-            .map(|cd| cd.state.was_standby());
-        let client = if inst.is_running() {
-            probe::connect(
-                &inst.host,
-                inst.port,
-                &cluster.config.superuser,
-                &secrets.admin_password,
-                Duration::from_secs(2),
-            )
-            .await
-            .ok()
-        } else {
-            None
+/// What the agents' `/cluster` documents said.
+struct Agents {
+    up: BTreeMap<String, bool>,
+    decisions: Vec<DecisionRecord>,
+}
+
+/// Gather all three views and merge them.
+pub async fn collect(target: &Target) -> anyhow::Result<Status> {
+    let leader_hint = async {
+        let view = read_dcs(target).await;
+        let agents = ask_agents(target, view.as_ref().ok()).await;
+        (view, agents)
+    };
+    let pg = probe_postgres(target);
+    let ((view, agents), (probed, repl, slots)) = tokio::join!(leader_hint, pg);
+    let (view, etcd_error) = match view {
+        Ok(v) => (Some(v), None),
+        Err(e) => (None, Some(e)),
+    };
+    let leader = view
+        .as_ref()
+        .and_then(|v| v.leader.as_ref())
+        .map(|l| l.holder.clone());
+    let primary_lsn = primary_lsn(&probed, leader.as_deref(), view.as_ref());
+    let members = probed
+        .into_iter()
+        .map(|p| {
+            let record = view.as_ref().and_then(|v| v.members.get(&p.name));
+            let ctx = MergeCtx {
+                primary_lsn,
+                repl: &repl,
+                slots: &slots,
+                dcs_read: view.is_some(),
+                record,
+                agent_up: agents.up.get(&p.name).copied().unwrap_or(false),
+                leader: leader.as_deref(),
+            };
+            member_status(p, &ctx)
+        })
+        .collect();
+    Ok(Status {
+        cluster: target.config.name.clone(),
+        dir: match &target.dev_dir {
+            Some(d) => d.display().to_string(),
+            None => target.source.display().to_string(),
+        },
+        leader,
+        paused: view.as_ref().map(|v| v.config.paused),
+        etcd: if view.is_some() { "ok" } else { "unreachable" }.into(),
+        etcd_error,
+        sync: view
+            .as_ref()
+            .and_then(|v| v.sync.as_ref())
+            .map(|s| SyncStatus {
+                members: s.set.members.iter().cloned().collect(),
+                quorum: s.set.quorum,
+                term: s.term,
+            }),
+        switchover: view
+            .as_ref()
+            .and_then(|v| v.switchover.as_ref())
+            .and_then(|r| serde_json::to_value(r).ok()),
+        failover: view
+            .as_ref()
+            .and_then(|v| v.failover.as_ref())
+            .and_then(|r| serde_json::to_value(r).ok()),
+        decisions: agents.decisions,
+        members,
+        proxy: None,
+    })
+}
+
+/// One snapshot of the cluster's keys, or why it could not be read.
+async fn read_dcs(target: &Target) -> Result<ClusterView, String> {
+    let dcs = target.dcs().map_err(|e| format!("{e:#}"))?;
+    let defaults = pgha_agent::initial_config(&target.config);
+    let snap = pgha_agent::view::read(&dcs, &target.keys, &defaults).await;
+    match (snap.view, snap.error) {
+        (Some(v), _) => Ok(v),
+        (None, e) => Err(e.unwrap_or_else(|| "no answer".into())),
+    }
+}
+
+/// Ask every agent for `/cluster` at once; keep the leader's decisions.
+async fn ask_agents(target: &Target, view: Option<&ClusterView>) -> Agents {
+    let mut urls: Vec<(String, String)> = target.api_urls();
+    // An agent publishes its API URL in its member key; prefer that one.
+    for (name, url) in urls.iter_mut() {
+        if let Some(m) = view.and_then(|v| v.members.get(name.as_str())) {
+            if !m.api_url.is_empty() {
+                *url = m.api_url.clone();
+            }
+        }
+    }
+    let mut set = tokio::task::JoinSet::new();
+    for (i, (_, url)) in urls.iter().enumerate() {
+        let url = format!("{url}/cluster");
+        set.spawn(async move {
+            let doc = client::get(&url, AGENT_TIMEOUT).await;
+            (i, doc.ok().and_then(|r| r.json().ok()))
+        });
+    }
+    let mut answers: Vec<(String, Option<serde_json::Value>)> =
+        urls.iter().map(|(n, _)| (n.clone(), None)).collect();
+    while let Some(joined) = set.join_next().await {
+        if let Ok((i, doc)) = joined {
+            answers[i].1 = doc;
+        }
+    }
+    let leader = view
+        .and_then(|v| v.leader.as_ref())
+        .map(|l| l.holder.as_str());
+    let mut up = BTreeMap::new();
+    let mut decisions = Vec::new();
+    for (name, doc) in &answers {
+        up.insert(name.clone(), doc.is_some());
+    }
+    let pick = answers
+        .iter()
+        .find(|(n, d)| Some(n.as_str()) == leader && d.is_some())
+        .or_else(|| answers.iter().find(|(_, d)| d.is_some()));
+    if let Some((_, Some(doc))) = pick {
+        if let Some(list) = doc.get("decisions") {
+            decisions = serde_json::from_value(list.clone()).unwrap_or_default();
+        }
+    }
+    Agents { up, decisions }
+}
+
+/// Probe each member's PostgreSQL; also read pg_stat_replication and the
+/// slots from every primary found (the leader's wins when there are two).
+async fn probe_postgres(target: &Target) -> (Vec<Probed>, Vec<ReplicationRow>, Vec<SlotRow>) {
+    let cfg = &target.config;
+    let password = Secrets::load(&cfg.secrets_dir)
+        .map(|s| s.admin_password)
+        .ok();
+    let local = match (
+        PgBinaries::locate(cfg.bin_dir.as_deref()),
+        ServiceUser::resolve(&cfg.os_user),
+    ) {
+        (Ok(b), Ok(u)) => Some((b, u)),
+        _ => None,
+    };
+    let mut probed = Vec::new();
+    let mut primaries: Vec<(String, Vec<ReplicationRow>, Vec<SlotRow>)> = Vec::new();
+    for m in &cfg.members {
+        let inst = local
+            .as_ref()
+            .map(|(b, u)| Instance::new(m, b.clone(), u.clone()))
+            .filter(|i| i.data_dir.exists());
+        let was_standby = match &inst {
+            Some(i) => i.controldata().await.ok().map(|cd| cd.state.was_standby()),
+            None => None,
+        };
+        let local_running = inst.as_ref().map(Instance::is_running);
+        let client = match (&password, local_running) {
+            (Some(pw), None | Some(true)) => {
+                probe::connect(&m.host, m.port, &cfg.superuser, pw, PG_TIMEOUT)
+                    .await
+                    .ok()
+            }
+            _ => None,
         };
         let server = match &client {
             Some(c) => probe::server_status(c).await.ok(),
@@ -102,110 +296,239 @@ pub async fn collect(cluster: &DevCluster) -> anyhow::Result<Status> {
         };
         if let (Some(c), Some(s)) = (&client, &server) {
             if !s.in_recovery {
-                primary_lsn = s.current_lsn;
-                replication = probe::replication(c).await.unwrap_or_default();
-                slots = probe::slots(c).await.unwrap_or_default();
+                let repl = probe::replication(c).await.unwrap_or_default();
+                let slots = probe::slots(c).await.unwrap_or_default();
+                primaries.push((m.name.clone(), repl, slots));
             }
         }
-        let state = match (&server, inst.is_running()) {
-            (Some(_), _) => "running",
-            (None, true) => "starting",
-            (None, false) => "stopped",
-        };
-        observed.push(Observed {
-            inst,
-            state,
+        probed.push(Probed {
+            name: m.name.clone(),
+            host: m.host.clone(),
+            port: m.port,
+            api_url: m.api_url(),
+            local_running,
             server,
             was_standby,
         });
     }
-    let members = observed
+    // Without the DCS we cannot tell which primary leads; take the first.
+    let (repl, slots) = primaries
         .into_iter()
-        .map(|o| member_status(o, primary_lsn, &replication, &slots))
-        .collect();
-    Ok(Status {
-        cluster: cluster.config.name.clone(),
-        dir: cluster.dir.display().to_string(),
-        members,
-    })
+        .next()
+        .map(|(_, r, s)| (r, s))
+        .unwrap_or_default();
+    (probed, repl, slots)
 }
 
-fn member_status(
-    o: Observed,
+/// The primary's current LSN: from the leader's probe, else from any
+/// primary probed, else from the leader's member record.
+fn primary_lsn(probed: &[Probed], leader: Option<&str>, view: Option<&ClusterView>) -> Option<Lsn> {
+    let live = |p: &Probed| {
+        p.server
+            .as_ref()
+            .filter(|s| !s.in_recovery)
+            .and_then(|s| s.current_lsn)
+    };
+    probed
+        .iter()
+        .find(|p| Some(p.name.as_str()) == leader)
+        .and_then(live)
+        .or_else(|| probed.iter().find_map(live))
+        .or_else(|| {
+            let rec = view?.members.get(leader?)?;
+            rec.is_running_primary().then_some(rec.flush_lsn)
+        })
+}
+
+struct MergeCtx<'a> {
     primary_lsn: Option<Lsn>,
-    repl: &[ReplicationRow],
-    slots: &[SlotRow],
-) -> MemberStatus {
-    let name = o.inst.name.clone();
-    let role = match (&o.server, o.was_standby) {
-        (Some(s), _) if s.in_recovery => "standby",
-        (Some(_), _) => "primary",
-        (None, Some(true)) => "standby",
-        (None, Some(false)) => "primary",
-        (None, None) => "unknown",
+    repl: &'a [ReplicationRow],
+    slots: &'a [SlotRow],
+    dcs_read: bool,
+    record: Option<&'a MemberState>,
+    agent_up: bool,
+    leader: Option<&'a str>,
+}
+
+fn role_name(role: Role) -> &'static str {
+    match role {
+        Role::Primary => "primary",
+        Role::Standby => "standby",
+        Role::Unknown => "unknown",
+    }
+}
+
+fn member_status(p: Probed, ctx: &MergeCtx<'_>) -> MemberStatus {
+    let name = p.name.clone();
+    let rec = ctx.record;
+    let role = match (&p.server, p.was_standby, rec) {
+        (Some(s), _, _) if s.in_recovery => "standby",
+        (Some(_), _, _) => "primary",
+        (None, Some(true), _) => "standby",
+        (None, Some(false), _) => "primary",
+        (None, None, Some(r)) => role_name(r.role),
+        (None, None, None) => "unknown",
     };
-    let s = o.server.clone().unwrap_or_default();
-    let position = if role == "primary" {
-        s.current_lsn
-    } else {
-        s.replay_lsn
-    };
-    let lag_bytes = match (o.server.is_some(), primary_lsn, position) {
-        (true, Some(p), Some(mine)) => Some(p.bytes_after(mine)),
+    let state = member_state(&p, ctx);
+    let s = p.server.clone().unwrap_or_default();
+    // Without a probe, fall back to what the member published.
+    let from_rec = p.server.is_none() && rec.is_some_and(|r| r.pg_running);
+    let lsn = match (s.current_lsn, rec) {
+        (Some(l), _) => Some(l),
+        (None, Some(r)) if from_rec && r.role == Role::Primary => Some(r.flush_lsn),
         _ => None,
     };
-    let row = repl.iter().find(|r| r.application_name == name);
+    let replay = s
+        .replay_lsn
+        .or(rec.filter(|_| from_rec).and_then(|r| r.replay_lsn));
+    let position = if role == "primary" { lsn } else { replay };
+    let lag_bytes = match (p.server.is_some() || from_rec, ctx.primary_lsn, position) {
+        (true, Some(primary), Some(mine)) => Some(primary.bytes_after(mine)),
+        _ => None,
+    };
+    let timeline = s
+        .timeline
+        .map(|t| t.0)
+        .or(rec.filter(|_| from_rec).map(|r| r.timeline.0));
+    let row = ctx.repl.iter().find(|r| r.application_name == name);
     MemberStatus {
-        host: o.inst.host.clone(),
-        port: o.inst.port,
+        host: p.host.clone(),
+        port: p.port,
         role: role.to_string(),
-        state: o.state.to_string(),
-        timeline: s.timeline.map(|t| t.0),
-        lsn: s.current_lsn.map(|l| l.to_string()),
+        state: state.to_string(),
+        timeline,
+        lsn: lsn.map(|l| l.to_string()),
         receive_lsn: s.receive_lsn.map(|l| l.to_string()),
-        replay_lsn: s.replay_lsn.map(|l| l.to_string()),
+        replay_lsn: replay.map(|l| l.to_string()),
         lag_bytes,
         sync_state: row.map(|r| r.sync_state.clone()),
-        slot_active: slots.iter().find(|sl| sl.name == name).map(|sl| sl.active),
+        slot_active: ctx
+            .slots
+            .iter()
+            .find(|sl| sl.name == name)
+            .map(|sl| sl.active),
+        leader: ctx.leader == Some(name.as_str()),
+        agent: if ctx.agent_up { "up" } else { "down" }.into(),
+        in_dcs: ctx.dcs_read.then_some(rec.is_some()),
+        api_url: rec
+            .map(|r| r.api_url.clone())
+            .filter(|u| !u.is_empty())
+            .unwrap_or(p.api_url),
         name,
+    }
+}
+
+/// running / starting / stopped / down, from the strongest evidence.
+fn member_state(p: &Probed, ctx: &MergeCtx<'_>) -> &'static str {
+    if p.server.is_some() {
+        return "running";
+    }
+    if p.local_running == Some(true) {
+        return "starting";
+    }
+    if ctx.dcs_read && ctx.record.is_none() && !ctx.agent_up {
+        return "down";
+    }
+    match (p.local_running, ctx.record) {
+        // Not on this host: believe the member's own record.
+        (None, Some(r)) if r.pg_running => "running",
+        _ => "stopped",
     }
 }
 
 fn print_table(status: &Status) {
     println!("cluster {} ({})", status.cluster, status.dir);
-    println!(
-        "{:<8} {:<16} {:<8} {:<8} {:<3} {:<12} {:<12} {:<12} {:>10} {:<9} {:<4}",
+    match &status.etcd_error {
+        None => println!(
+            "leader: {}   paused: {}",
+            status.leader.as_deref().unwrap_or("none"),
+            if status.paused == Some(true) {
+                "yes"
+            } else {
+                "no"
+            }
+        ),
+        Some(e) => println!("etcd unreachable ({e}): showing what PostgreSQL reports"),
+    }
+    if let Some(s) = &status.sync {
+        println!(
+            "sync set: {{{}}} quorum {} (term {})",
+            s.members.join(", "),
+            s.quorum,
+            s.term
+        );
+    }
+    if let Some(r) = &status.switchover {
+        println!("pending switchover: {r}");
+    }
+    if let Some(r) = &status.failover {
+        println!("pending failover: {r}");
+    }
+    print_members(status);
+    let recent = status.decisions.iter().rev().take(3).collect::<Vec<_>>();
+    if !recent.is_empty() {
+        println!("last decisions (newest first):");
+        for d in recent {
+            println!("  {}", d.reason);
+        }
+    }
+}
+
+fn print_members(status: &Status) {
+    let line = |cols: [&str; 13]| {
+        println!(
+            "{:<1}{:<8} {:<16} {:<8} {:<8} {:<5} {:<3} {:<12} {:<12} {:<12} {:>10} {:<9} {:<4}",
+            cols[0],
+            cols[1],
+            cols[2],
+            cols[3],
+            cols[4],
+            cols[5],
+            cols[6],
+            cols[7],
+            cols[8],
+            cols[9],
+            cols[10],
+            cols[11],
+            cols[12]
+        )
+    };
+    line([
+        " ",
         "MEMBER",
         "HOST:PORT",
         "ROLE",
         "STATE",
+        "AGENT",
         "TL",
         "LSN",
         "RECEIVED",
         "REPLAYED",
         "LAG",
         "SYNC",
-        "SLOT"
-    );
-    let dash = || "-".to_string();
+        "SLOT",
+    ]);
+    let opt = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".into());
     for m in &status.members {
-        println!(
-            "{:<8} {:<16} {:<8} {:<8} {:<3} {:<12} {:<12} {:<12} {:>10} {:<9} {:<4}",
-            m.name,
-            format!("{}:{}", m.host, m.port),
-            m.role,
-            m.state,
-            m.timeline.map(|t| t.to_string()).unwrap_or_else(dash),
-            m.lsn.clone().unwrap_or_else(dash),
-            m.receive_lsn.clone().unwrap_or_else(dash),
-            m.replay_lsn.clone().unwrap_or_else(dash),
-            m.lag_bytes.map(|b| b.to_string()).unwrap_or_else(dash),
-            m.sync_state.clone().unwrap_or_else(dash),
-            match m.slot_active {
-                Some(true) => "on",
-                Some(false) => "off",
-                None => "-",
-            },
-        );
+        let slot = match m.slot_active {
+            Some(true) => "on",
+            Some(false) => "off",
+            None => "-",
+        };
+        line([
+            if m.leader { "*" } else { " " },
+            &m.name,
+            &format!("{}:{}", m.host, m.port),
+            &m.role,
+            &m.state,
+            &m.agent,
+            &opt(&m.timeline.map(|t| t.to_string())),
+            &opt(&m.lsn),
+            &opt(&m.receive_lsn),
+            &opt(&m.replay_lsn),
+            &opt(&m.lag_bytes.map(|b| b.to_string())),
+            &opt(&m.sync_state),
+            slot,
+        ]);
     }
 }

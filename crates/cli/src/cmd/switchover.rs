@@ -1,0 +1,178 @@
+//! `pgha switchover [--to NODE] [--wait SECONDS]`: ask the leader to hand
+//! over. The request goes into the `/switchover` key (SwitchoverRequest
+//! JSON, `from` = the current leader); the leader makes sure the target
+//! holds every acknowledged commit, shuts down, and the target takes the
+//! lease. This command then waits until the leader key names another member
+//! (the target, if one was given).
+//!
+//! Exit codes: 0 done (or submitted, with `--wait 0`); 1 not done within
+//! the wait (the request is withdrawn) or refused up front.
+//!
+//! Also holds the waiting and explaining helpers `failover` shares.
+//!
+//! Hazard: withdrawing on timeout uses delete-if-equals, so a request that
+//! the leader already took (and rewrote or cleared) is left alone.
+
+use crate::target::{Target, TargetArgs};
+use anyhow::{bail, Context};
+use pgha_agent::api::client;
+use pgha_core::SwitchoverRequest;
+use pgha_dcs::{Dcs, EtcdDcs};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+/// How often the leader key is polled while waiting.
+const POLL: Duration = Duration::from_millis(200);
+
+#[derive(clap::Args)]
+pub struct Args {
+    #[command(flatten)]
+    pub target: TargetArgs,
+    /// The member to hand over to (default: the best synchronous standby).
+    #[arg(long, value_name = "NODE")]
+    pub to: Option<String>,
+    /// Seconds to wait for the new leader; 0 submits and returns at once.
+    #[arg(long, value_name = "SECONDS", default_value_t = 60)]
+    pub wait: u64,
+}
+
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let target = Target::resolve(&args.target)?;
+    if let Some(to) = &args.to {
+        target.member(to)?;
+    }
+    let rt = tokio::runtime::Runtime::new().context("start the async runtime")?;
+    rt.block_on(switchover(&target, args.to, Duration::from_secs(args.wait)))
+}
+
+async fn switchover(
+    target: &Target,
+    to: Option<String>,
+    wait: Duration,
+) -> anyhow::Result<ExitCode> {
+    let dcs = target.dcs()?;
+    let Some(from) = current_leader(&dcs, target).await? else {
+        bail!(
+            "cluster {} has no leader: nothing to switch over from (use `pgha failover --to NODE`)",
+            target.config.name
+        );
+    };
+    if to.as_deref() == Some(from.as_str()) {
+        bail!("{from} is already the leader");
+    }
+    let request = SwitchoverRequest {
+        from: Some(from.clone()),
+        to: to.clone(),
+        scheduled_at_unix_ms: None,
+    };
+    let key = target.keys.switchover();
+    let body = serde_json::to_vec(&request).context("render the request")?;
+    if !dcs
+        .create_if_absent(&key, &body, None)
+        .await
+        .with_context(|| format!("write {key}"))?
+    {
+        let pending = dcs.get(&key).await.ok().and_then(|g| g.kv);
+        let text = pending
+            .map(|kv| kv.value_str().into_owned())
+            .unwrap_or_default();
+        bail!("a switchover is already pending ({text}); wait for it, or remove it with `etcdctl del {key}`");
+    }
+    let dest = to.as_deref().unwrap_or("the best synchronous standby");
+    println!("switchover requested: {from} -> {dest}");
+    if wait.is_zero() {
+        return Ok(ExitCode::SUCCESS);
+    }
+    let started = Instant::now();
+    let outcome = wait_for_leader(&dcs, target, wait, |l| {
+        l != from && (to.is_none() || to.as_deref() == Some(l))
+    })
+    .await;
+    match outcome {
+        Some(new) => {
+            println!(
+                "switchover done: {from} -> {new} in {:.1}s",
+                started.elapsed().as_secs_f64()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        None => {
+            let withdrawn = dcs.delete_if_equals(&key, &body).await.unwrap_or(false);
+            let leader = current_leader(&dcs, target).await.ok().flatten();
+            eprintln!(
+                "pgha: switchover did not complete within {}s (leader now: {}){}",
+                wait.as_secs(),
+                leader.as_deref().unwrap_or("none"),
+                if withdrawn {
+                    "; the request was withdrawn"
+                } else {
+                    ""
+                }
+            );
+            explain(target, to.as_deref().or(Some(from.as_str()))).await;
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}
+
+/// The leader key's holder, if any.
+pub async fn current_leader(dcs: &EtcdDcs, target: &Target) -> anyhow::Result<Option<String>> {
+    let key = target.keys.leader();
+    let got = dcs
+        .get(&key)
+        .await
+        .with_context(|| format!("read {key} from etcd {:?}", target.config.dcs.endpoints))?;
+    Ok(got.kv.map(|kv| kv.value_str().into_owned()))
+}
+
+/// Poll the leader key until `done(holder)` or `wait` passes; returns the
+/// holder that satisfied it. Read errors count as "not yet".
+pub async fn wait_for_leader(
+    dcs: &EtcdDcs,
+    target: &Target,
+    wait: Duration,
+    done: impl Fn(&str) -> bool,
+) -> Option<String> {
+    let deadline = Instant::now() + wait;
+    loop {
+        if let Ok(Some(l)) = current_leader(dcs, target).await {
+            if done(&l) {
+                return Some(l);
+            }
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// Print the last decisions of `member`'s agent (why it did or did not
+/// act), if it answers.
+pub async fn explain(target: &Target, member: Option<&str>) {
+    let Some(m) = member.and_then(|m| target.config.member(m)) else {
+        return;
+    };
+    let url = format!("{}/cluster", m.api_url());
+    let Ok(doc) = client::get(&url, Duration::from_secs(2))
+        .await
+        .map(|r| r.json())
+    else {
+        eprintln!("pgha: the agent of {} does not answer at {url}", m.name);
+        return;
+    };
+    let Ok(doc) = doc else { return };
+    let reasons: Vec<&str> = doc["decisions"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .rev()
+                .take(3)
+                .filter_map(|d| d["reason"].as_str())
+                .collect()
+        })
+        .unwrap_or_default();
+    for r in reasons {
+        eprintln!("pgha: {}'s agent last decided: {r}", m.name);
+    }
+}

@@ -1,0 +1,336 @@
+//! The cluster-control verbs against a real etcd, with no PostgreSQL and no
+//! agents (fast): pause/resume and edit-config write `/config`; switchover
+//! and failover write their request and withdraw it when nobody acts;
+//! status shows members without keys, agents or servers as down; restart
+//! and reinit reach an agent API served in the test with the token.
+
+use pgha_agent::status::{AgentCommand, AgentStatus};
+use pgha_core::{DynamicConfig, FailoverRequest, SwitchoverRequest};
+use pgha_dcs::{ClusterKeys, Dcs, DcsSettings, EtcdDcs};
+use pgha_testkit::cluster::{describe, run_pgha};
+use pgha_testkit::etcd::EtcdGuard;
+use pgha_testkit::free_port;
+use std::path::Path;
+use std::process::Output;
+use std::time::Duration;
+
+fn bin() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_pgha"))
+}
+
+/// A cluster config on "a real host": three members, the given etcd, a
+/// secrets dir with an API token, no data directories.
+struct Fixture {
+    dir: tempfile::TempDir,
+    etcd_url: String,
+    api_ports: Vec<u16>,
+}
+
+const TOKEN: &str = "verbs-test-token";
+
+impl Fixture {
+    fn new(etcd_url: &str) -> Fixture {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let api_ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+        let mut text = format!("name = \"vt\"\n[dcs]\nendpoints = [\"{etcd_url}\"]\n");
+        for (i, api) in api_ports.iter().enumerate() {
+            text.push_str(&format!(
+                "[[members]]\nname = \"node{}\"\nport = {}\napi_port = {api}\n",
+                i + 1,
+                free_port()
+            ));
+        }
+        std::fs::write(dir.path().join("cluster.toml"), text).expect("write config");
+        std::fs::create_dir(dir.path().join("secrets")).expect("secrets dir");
+        std::fs::write(dir.path().join("secrets/api.token"), format!("{TOKEN}\n")).expect("token");
+        Fixture {
+            dir,
+            etcd_url: etcd_url.to_string(),
+            api_ports,
+        }
+    }
+
+    fn config_arg(&self) -> String {
+        self.dir.path().join("cluster.toml").display().to_string()
+    }
+
+    fn pgha(&self, args: &[&str]) -> Output {
+        let mut all: Vec<&str> = args.to_vec();
+        let cfg = self.config_arg();
+        all.push("--config");
+        all.push(&cfg);
+        run_pgha(bin(), &all)
+    }
+
+    fn dcs(&self) -> EtcdDcs {
+        EtcdDcs::new(DcsSettings::with_endpoints([self.etcd_url.clone()])).expect("client")
+    }
+
+    fn keys(&self) -> ClusterKeys {
+        ClusterKeys::new("/pgha", "vt").expect("keys")
+    }
+}
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+async fn read_config(f: &Fixture) -> DynamicConfig {
+    let kv = f
+        .dcs()
+        .get(&f.keys().config())
+        .await
+        .expect("get")
+        .kv
+        .expect("/config exists");
+    serde_json::from_slice(&kv.value).expect("DynamicConfig JSON")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn pause_resume_and_edit_config_round_trip() {
+    let etcd = EtcdGuard::start().expect("etcd");
+    let f = Fixture::new(&etcd.client_url);
+    let out = f.pgha(&["pause"]);
+    assert!(out.status.success(), "{}", describe(&out));
+    assert!(stdout(&out).contains("paused"), "{}", describe(&out));
+    assert!(read_config(&f).await.paused);
+    let out = f.pgha(&["pause"]);
+    assert!(
+        stdout(&out).contains("already paused"),
+        "{}",
+        describe(&out)
+    );
+
+    let out = f.pgha(&[
+        "edit-config",
+        "--set",
+        "ttl_ms=4000",
+        "--set",
+        "allow_async_fallback=true",
+    ]);
+    assert!(out.status.success(), "{}", describe(&out));
+    let c = read_config(&f).await;
+    assert_eq!(c.ttl.0, 4000);
+    assert!(c.allow_async_fallback);
+    assert!(c.paused, "edit-config must keep the other fields");
+
+    let out = f.pgha(&["resume"]);
+    assert!(out.status.success(), "{}", describe(&out));
+    let c = read_config(&f).await;
+    assert!(!c.paused);
+    assert_eq!(c.ttl.0, 4000);
+
+    // Invalid changes are refused and nothing is written.
+    for bad in ["ttl_ms=100", "no_such_key=1", "sync_quorum=lots"] {
+        let out = f.pgha(&["edit-config", "--set", bad]);
+        assert!(!out.status.success(), "{bad} accepted: {}", describe(&out));
+    }
+    assert_eq!(read_config(&f).await, c);
+    let out = f.pgha(&["edit-config"]);
+    assert!(
+        stdout(&out).contains("\"ttl_ms\": 4000"),
+        "{}",
+        describe(&out)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn switchover_without_leader_is_refused_and_times_out_cleanly() {
+    let etcd = EtcdGuard::start().expect("etcd");
+    let f = Fixture::new(&etcd.client_url);
+    let out = f.pgha(&["switchover", "--wait", "1"]);
+    assert!(!out.status.success());
+    assert!(describe(&out).contains("no leader"), "{}", describe(&out));
+
+    let dcs = f.dcs();
+    let keys = f.keys();
+    dcs.put(&keys.leader(), b"node1", None)
+        .await
+        .expect("leader");
+    let out = f.pgha(&["switchover", "--to", "node2", "--wait", "1"]);
+    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
+    assert!(
+        describe(&out).contains("did not complete"),
+        "{}",
+        describe(&out)
+    );
+    assert!(
+        dcs.get(&keys.switchover()).await.expect("get").kv.is_none(),
+        "request withdrawn"
+    );
+
+    let out = f.pgha(&["switchover", "--to", "node1"]);
+    assert!(
+        describe(&out).contains("already the leader"),
+        "{}",
+        describe(&out)
+    );
+    let out = f.pgha(&["switchover", "--to", "node9"]);
+    assert!(describe(&out).contains("no member"), "{}", describe(&out));
+}
+
+/// A fake leader that hands over as soon as it sees the request.
+#[tokio::test(flavor = "multi_thread")]
+async fn switchover_waits_for_the_new_leader() {
+    let etcd = EtcdGuard::start().expect("etcd");
+    let f = Fixture::new(&etcd.client_url);
+    let dcs = f.dcs();
+    let keys = f.keys();
+    dcs.put(&keys.leader(), b"node1", None)
+        .await
+        .expect("leader");
+    let (d2, k2) = (dcs.clone(), keys.clone());
+    let agent = tokio::spawn(async move {
+        for _ in 0..200 {
+            if let Some(kv) = d2.get(&k2.switchover()).await.expect("get").kv {
+                let req: SwitchoverRequest = serde_json::from_slice(&kv.value).expect("json");
+                assert_eq!(req.from.as_deref(), Some("node1"));
+                assert_eq!(req.to, None);
+                d2.put(&k2.leader(), b"node3", None).await.expect("put");
+                d2.delete(&k2.switchover()).await.expect("del");
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("no switchover request appeared");
+    });
+    let out = tokio::task::spawn_blocking(move || f.pgha(&["switchover", "--wait", "10"]))
+        .await
+        .expect("join");
+    agent.await.expect("fake leader");
+    assert!(out.status.success(), "{}", describe(&out));
+    assert!(
+        stdout(&out).contains("node1 -> node3"),
+        "{}",
+        describe(&out)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn failover_writes_the_request_and_withdraws_it() {
+    let etcd = EtcdGuard::start().expect("etcd");
+    let f = Fixture::new(&etcd.client_url);
+    let out = f.pgha(&["failover", "--to", "node2", "--wait", "0"]);
+    assert!(out.status.success(), "{}", describe(&out));
+    let kv = f
+        .dcs()
+        .get(&f.keys().failover())
+        .await
+        .expect("get")
+        .kv
+        .expect("request");
+    let req: FailoverRequest = serde_json::from_slice(&kv.value).expect("json");
+    assert_eq!(req.to, "node2");
+    assert!(!req.allow_data_loss);
+
+    let out = f.pgha(&[
+        "failover",
+        "--to",
+        "node3",
+        "--allow-data-loss",
+        "--wait",
+        "1",
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
+    assert!(
+        describe(&out).contains("did not become the leader"),
+        "{}",
+        describe(&out)
+    );
+    assert!(f
+        .dcs()
+        .get(&f.keys().failover())
+        .await
+        .expect("get")
+        .kv
+        .is_none());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn status_shows_down_members_and_unreachable_etcd() {
+    let mut etcd = EtcdGuard::start().expect("etcd");
+    let f = Fixture::new(&etcd.client_url);
+    f.dcs()
+        .put(&f.keys().leader(), b"node1", None)
+        .await
+        .expect("leader");
+    let out = f.pgha(&["status", "--json"]);
+    assert!(out.status.success(), "{}", describe(&out));
+    let s: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(s["etcd"], "ok");
+    assert_eq!(s["leader"], "node1");
+    assert_eq!(s["paused"], false);
+    for m in s["members"].as_array().expect("members") {
+        assert_eq!(m["state"], "down", "{m}");
+        assert_eq!(m["agent"], "down", "{m}");
+        assert_eq!(m["in_dcs"], false, "{m}");
+    }
+    let table = stdout(&f.pgha(&["status"]));
+    assert!(table.contains("leader: node1"), "{table}");
+
+    etcd.stop();
+    let out = f.pgha(&["status", "--json"]);
+    assert!(out.status.success(), "{}", describe(&out));
+    let s: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(s["etcd"], "unreachable");
+    assert!(s["etcd_error"].is_string());
+    assert_eq!(s["members"][0]["state"], "stopped");
+    let table = stdout(&f.pgha(&["status"]));
+    assert!(table.contains("etcd unreachable"), "{table}");
+}
+
+/// `pgha restart` / `reinit` reach the member's agent API with the token;
+/// the agent's refusal is reported with a non-zero exit.
+#[tokio::test(flavor = "multi_thread")]
+async fn restart_and_reinit_go_through_the_agent_api() {
+    let f = Fixture::new("http://127.0.0.1:9");
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", f.api_ports[1]))
+        .await
+        .expect("bind");
+    let (_status_tx, status_rx) = tokio::sync::watch::channel(AgentStatus::default());
+    let (cmd_tx, mut cmd_rx) = tokio::sync::mpsc::channel(4);
+    let server = tokio::spawn(pgha_agent::api::serve(
+        listener,
+        status_rx,
+        cmd_tx,
+        TOKEN.to_string(),
+        std::future::pending(),
+    ));
+    let fake_loop = tokio::spawn(async move {
+        while let Some(cmd) = cmd_rx.recv().await {
+            match cmd {
+                AgentCommand::Restart { reply } => drop(reply.send(Ok(()))),
+                AgentCommand::Reinit { reply } => {
+                    drop(reply.send(Err("refused on the leader".into())))
+                }
+            }
+        }
+    });
+    let cfg = f.config_arg();
+    let run = move |verb: &'static str, node: &'static str| {
+        let cfg = cfg.clone();
+        tokio::task::spawn_blocking(move || run_pgha(bin(), &[verb, node, "--config", &cfg]))
+    };
+    let out = run("restart", "node2").await.expect("join");
+    assert!(out.status.success(), "{}", describe(&out));
+    assert!(stdout(&out).contains("restart done"), "{}", describe(&out));
+    let out = run("reinit", "node2").await.expect("join");
+    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
+    assert!(
+        describe(&out).contains("refused on the leader"),
+        "{}",
+        describe(&out)
+    );
+    let out = run("restart", "node3").await.expect("join");
+    assert!(!out.status.success(), "{}", describe(&out));
+
+    std::fs::write(f.dir.path().join("secrets/api.token"), "wrong").expect("token");
+    let out = run("restart", "node2").await.expect("join");
+    assert!(
+        describe(&out).contains("refused the API token"),
+        "{}",
+        describe(&out)
+    );
+    server.abort();
+    fake_loop.abort();
+}
