@@ -17,6 +17,7 @@
 mod cache;
 mod functions;
 mod normalize;
+mod parser;
 mod stmt;
 mod walk;
 
@@ -154,7 +155,7 @@ impl Classifier {
                 return hit;
             }
         }
-        let outcome = stmt::classify_text(sql, &self.catalog.snapshot());
+        let outcome = stmt::classify_text(sql, lexed.depth_bound, &self.catalog.snapshot());
         let mut analysis = outcome.analysis;
         if lexed.plain_backslash {
             // Its meaning depends on standard_conforming_strings.

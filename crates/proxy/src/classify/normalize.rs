@@ -24,6 +24,10 @@ pub struct Lexed {
     /// A plain (non-`E`) string literal contains a backslash: its extent
     /// depends on the session's `standard_conforming_strings`.
     pub plain_backslash: bool,
+    /// An upper bound on the depth of the text's parse tree (in nodes), for
+    /// sizing the stack the parser needs: every nesting comes from a bracket,
+    /// an operator or a word.
+    pub depth_bound: usize,
 }
 
 /// The cache key class of a text.
@@ -36,6 +40,13 @@ pub enum Shape {
     /// The lexer does not understand the text exactly: cache by exact text.
     Opaque,
 }
+
+/// Tree levels a statement has around its first expression
+/// (RawStmt, SelectStmt, ResTarget ...).
+const DEPTH_BASE: usize = 16;
+/// Tree levels one bracket level can add (`(SELECT (SELECT ...` adds a
+/// SubLink, a SelectStmt, a ResTarget ...).
+const DEPTH_PER_BRACKET: usize = 6;
 
 const STRING_MARK: &str = "\0s";
 const NUMBER_MARK: &str = "\0n";
@@ -57,6 +68,9 @@ pub fn lex(sql: &str) -> Lexed {
         out: None,
         copied: 0,
         plain_backslash: false,
+        words: 0,
+        brackets: 0,
+        max_brackets: 0,
     };
     match lexer.run() {
         Some(()) => {
@@ -70,11 +84,13 @@ pub fn lex(sql: &str) -> Lexed {
             Lexed {
                 shape,
                 plain_backslash: lexer.plain_backslash,
+                depth_bound: DEPTH_BASE + DEPTH_PER_BRACKET * lexer.max_brackets + lexer.words,
             }
         }
         None => Lexed {
             shape: Shape::Opaque,
             plain_backslash: lexer.plain_backslash,
+            depth_bound: DEPTH_BASE + DEPTH_PER_BRACKET * sql.len(),
         },
     }
 }
@@ -126,6 +142,11 @@ struct Lexer<'a> {
     /// Source bytes before this offset are already in `out`.
     copied: usize,
     plain_backslash: bool,
+    /// Words (keywords, identifiers) and operator characters seen.
+    words: usize,
+    /// Current and deepest `(`/`[` nesting.
+    brackets: usize,
+    max_brackets: usize,
 }
 
 impl Lexer<'_> {
@@ -155,7 +176,19 @@ impl Lexer<'_> {
                     self.string(escape)?;
                     self.replace(start, STRING_MARK);
                 }
-                b'"' => self.quoted_ident()?,
+                b'"' => {
+                    self.quoted_ident()?;
+                    self.words += 1;
+                }
+                b'(' | b'[' => {
+                    self.brackets += 1;
+                    self.max_brackets = self.max_brackets.max(self.brackets);
+                    self.pos += 1;
+                }
+                b')' | b']' => {
+                    self.brackets = self.brackets.saturating_sub(1);
+                    self.pos += 1;
+                }
                 b'-' if self.peek(1) == Some(b'-') => {
                     while self.peek(0).is_some_and(|c| c != b'\n' && c != b'\r') {
                         self.pos += 1;
@@ -176,9 +209,15 @@ impl Lexer<'_> {
                     self.replace(start, NUMBER_MARK);
                 }
                 _ if is_ident_start(b) => {
+                    self.words += 1;
                     while self.peek(0).is_some_and(is_ident_char) {
                         self.pos += 1;
                     }
+                }
+                b'+' | b'-' | b'*' | b'/' | b'<' | b'>' | b'=' | b'~' | b'!' | b'@' | b'#'
+                | b'%' | b'^' | b'&' | b'|' | b'`' | b'?' | b':' => {
+                    self.words += 1;
+                    self.pos += 1;
                 }
                 // NUL and other control bytes other than whitespace: not SQL we
                 // want to reason about.
@@ -393,6 +432,23 @@ mod tests {
         ] {
             assert_eq!(shape(sql), Shape::Opaque, "{sql}");
         }
+    }
+
+    #[test]
+    fn depth_bound_counts_words_operators_brackets() {
+        let small = lex("select a from t where id = $1").depth_bound;
+        assert_eq!(small, DEPTH_BASE + 7);
+        let deep = lex(&format!("select {}a", "-+".repeat(1000))).depth_bound;
+        assert!(deep >= 2000);
+        let nested = lex(&format!("select {}1{}", "[".repeat(100), "]".repeat(100))).depth_bound;
+        assert!(nested >= 600);
+        // A long IN list of literals is not deep.
+        let list = lex(&format!(
+            "select 1 where a in ({})",
+            vec!["1"; 1000].join(",")
+        ))
+        .depth_bound;
+        assert!(list < 50);
     }
 
     #[test]

@@ -10,6 +10,7 @@
 use pg_query::protobuf::{self, a_const::Val, node::Node as N};
 
 use super::functions::{CatalogSnapshot, Verdict};
+use super::parser::{parse, Parsed};
 use super::walk;
 use super::{Analysis, SessionEffect, TxEffect};
 
@@ -21,6 +22,8 @@ pub struct Outcome {
     pub analysis: Analysis,
     /// The result depends on literal values: cache by exact text only.
     pub literal_sensitive: bool,
+    /// A statement other than transaction control is not read-only.
+    other_writes: bool,
 }
 
 /// What unparseable text gets: primary, no effects.
@@ -33,63 +36,15 @@ pub fn primary() -> Analysis {
     }
 }
 
-/// Texts up to this size are parsed on the caller's thread.
-const INLINE_PARSE_BYTES: usize = 256;
-/// Texts above this size are not parsed at all.
-pub const MAX_PARSE_BYTES: usize = 1024 * 1024;
-/// Stack reserved per input byte on the parse thread. libpg_query's
-/// parse-tree-to-protobuf output recurses once per tree level without a depth
-/// check; a level costs ~2.2 KiB of stack (measured, debug build) and can
-/// take one byte of input (`SELECT -+-+-+-+a`).
-const STACK_PER_BYTE: usize = 3 * 1024;
-const MIN_PARSE_STACK: usize = 4 * 1024 * 1024;
-
-enum Parsed {
-    Tree(pg_query::ParseResult),
-    /// The parser rejects it: so will the server, with no effect.
-    Invalid,
-    /// Could not be analysed (too large, no thread): effects unknown.
-    NotAnalysed,
-}
-
-/// Parse with libpg_query without risking the caller's stack: a deeply
-/// nested text (`SELECT 1+1+1+...`) would otherwise overflow it and abort
-/// the process, so longer texts are parsed on a thread whose stack is sized
-/// for the deepest tree the text can hold.
-fn parse(sql: &str) -> Parsed {
-    let done = |r: pg_query::Result<pg_query::ParseResult>| r.map_or(Parsed::Invalid, Parsed::Tree);
-    if sql.len() > MAX_PARSE_BYTES {
-        return Parsed::NotAnalysed;
-    }
-    if sql.len() <= INLINE_PARSE_BYTES {
-        return std::panic::catch_unwind(|| pg_query::parse(sql)).map_or(Parsed::NotAnalysed, done);
-    }
-    let stack = sql
-        .len()
-        .saturating_mul(STACK_PER_BYTE)
-        .max(MIN_PARSE_STACK);
-    std::thread::scope(|scope| {
-        let thread = std::thread::Builder::new()
-            .name("pgha-sql-parse".into())
-            .stack_size(stack);
-        match thread.spawn_scoped(scope, || pg_query::parse(sql)) {
-            Ok(handle) => handle.join().map_or(Parsed::NotAnalysed, done),
-            Err(e) => {
-                tracing::warn!("start a parser thread with {stack} bytes of stack: {e}");
-                Parsed::NotAnalysed
-            }
-        }
-    })
-}
-
 /// Parse and classify `sql`. Never panics on bad input.
-pub fn classify_text(sql: &str, snap: &CatalogSnapshot) -> Outcome {
-    let parsed = match parse(sql) {
+pub fn classify_text(sql: &str, depth_bound: usize, snap: &CatalogSnapshot) -> Outcome {
+    let parsed = match parse(sql, depth_bound) {
         Parsed::Tree(parsed) => parsed,
         Parsed::Invalid => {
             return Outcome {
                 analysis: primary(),
                 literal_sensitive: false,
+                other_writes: true,
             }
         }
         Parsed::NotAnalysed => {
@@ -102,6 +57,7 @@ pub fn classify_text(sql: &str, snap: &CatalogSnapshot) -> Outcome {
             return Outcome {
                 analysis,
                 literal_sensitive: false,
+                other_writes: true,
             };
         }
     };
@@ -113,12 +69,20 @@ pub fn classify_text(sql: &str, snap: &CatalogSnapshot) -> Outcome {
             chain: false,
         },
         literal_sensitive: false,
+        other_writes: false,
     };
     for raw in &parsed.protobuf.stmts {
         let text = statement_text(sql, raw);
         match raw.stmt.as_ref().and_then(|n| n.node.as_ref()) {
             Some(node) => classify_stmt(node, text, snap, &mut acc),
             None => acc.analysis.read_only = false,
+        }
+    }
+    if acc.other_writes {
+        // `DELETE ...; BEGIN READ ONLY` must not be sent to a standby for
+        // the sake of its BEGIN.
+        if let TxEffect::Begin { read_only } = &mut acc.analysis.tx {
+            *read_only = false;
         }
     }
     acc
@@ -216,6 +180,7 @@ fn classify_stmt(node: &N, text: &str, snap: &CatalogSnapshot, acc: &mut Outcome
         _ => false,
     };
     acc.analysis.read_only &= read_only;
+    acc.other_writes |= !read_only && !matches!(node, N::TransactionStmt(_));
 }
 
 fn transaction(t: &protobuf::TransactionStmt, acc: &mut Outcome) {
