@@ -135,6 +135,7 @@ impl Watch {
     /// The next event; `None` when the watch ended for good (the DCS handle
     /// was dropped). Transient connection loss does not end it: the etcd
     /// implementation reconnects and resumes after the last revision seen.
+    /// Cancel-safe: use it in `tokio::select!` without losing events.
     pub async fn next(&mut self) -> Option<WatchEvent> {
         self.rx.recv().await
     }
