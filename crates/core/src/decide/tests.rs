@@ -474,6 +474,7 @@ fn others_wait_for_the_switchover_target_and_the_old_primary_abstains() {
     let view = leaderless()
         .switchover(Some("node1"), Some("node2"))
         .detached("node2", 5, pos(1, 1000))
+        .detached("node3", 5, pos(1, 1000))
         .build();
     let n3 = Node::new("node3")
         .running_standby(None, pos(1, 1000))
@@ -548,7 +549,8 @@ fn manual_failover_without_data_loss_still_needs_the_quorum() {
 fn other_nodes_wait_for_the_failover_target() {
     let view = leaderless()
         .failover("node3", false)
-        .standby("node3", None, pos(1, 1000))
+        .detached("node3", 5, pos(1, 1000))
+        .detached("node2", 5, pos(1, 1000))
         .build();
     let n = Node::new("node2")
         .running_standby(None, pos(1, 1000))
@@ -576,4 +578,24 @@ fn last_leader_restarted_as_standby_is_a_candidate_without_reports() {
     let d = run(n, leaderless().build(), 0);
     assert_eq!(steps(&d), vec![Action::AcquireLeader], "{}", d.reason);
     assert!(d.reason.contains("last established leader"), "{}", d.reason);
+}
+
+#[test]
+fn others_do_not_wait_for_a_target_that_cannot_promote() {
+    // node3 is the switchover target but its report is for an older term,
+    // so it cannot pass the rule: node2 does not defer to it (it is then
+    // held back only by the rule itself).
+    let view = leaderless()
+        .switchover(Some("node1"), Some("node3"))
+        .detached("node3", 4, pos(1, 1000))
+        .build();
+    let n = Node::new("node2")
+        .running_standby(None, pos(1, 1000))
+        .detached(5);
+    let d = run(n, view, 0);
+    assert!(
+        !d.reason.contains("waiting for switchover target"),
+        "{}",
+        d.reason
+    );
 }
