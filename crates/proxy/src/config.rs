@@ -87,10 +87,18 @@ pub enum TopologySettings {
         #[serde(default)]
         standbys: Vec<Node>,
     },
+    /// Follow a pgha cluster in etcd (leader key, member records).
+    Etcd {
+        /// Cluster name (the key prefix is `<dcs.namespace>/<cluster>/`).
+        cluster: String,
+        /// etcd connection settings (the `[dcs]` table of the cluster config).
+        #[serde(default)]
+        dcs: pgha_dcs::DcsSettings,
+    },
 }
 
 impl TopologySettings {
-    /// The initial topology of a static source.
+    /// The initial topology of a static source (empty for etcd).
     pub fn initial(&self) -> Topology {
         match self {
             TopologySettings::Static { primary, standbys } => Topology {
@@ -99,6 +107,7 @@ impl TopologySettings {
                 generation: 1,
                 paused: false,
             },
+            TopologySettings::Etcd { .. } => Topology::default(),
         }
     }
 }

@@ -1,13 +1,15 @@
 //! `pgha proxy --config proxy.toml`: runs the proxy until SIGINT/SIGTERM.
 //!
-//! Hazard: the static topology source is the only one wired here until the
-//! etcd source lands; a config without a reachable primary makes every
-//! write wait `primary_wait_timeout` and then fail.
+//! The topology comes from `[topology]`: `kind = "etcd"` follows the
+//! cluster's leader and member keys, `kind = "static"` uses a fixed list.
+//! Hazard: with a static list nothing follows a failover.
 
 use anyhow::Context;
-use pgha_proxy::{Proxy, ProxySettings, StaticTopology};
+use pgha_proxy::config::TopologySettings;
+use pgha_proxy::{Proxy, ProxySettings, StaticTopology, Topology};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use tokio::sync::watch;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -23,8 +25,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         .context("read monitor password file")?;
     let rt = tokio::runtime::Runtime::new().context("start tokio runtime")?;
     rt.block_on(async move {
-        let topology = StaticTopology::new(settings.topology.initial());
-        let mut handle = Proxy::start(settings, password, topology.subscribe())
+        let (topology, _keep) = topology_source(&settings.topology)?;
+        let mut handle = Proxy::start(settings, password, topology)
             .await
             .context("start proxy")?;
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
@@ -36,4 +38,34 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
         Ok(ExitCode::SUCCESS)
     })
+}
+
+/// Keeps a topology source alive for as long as it is held.
+enum SourceGuard {
+    Static(StaticTopology),
+    Etcd(tokio::task::JoinHandle<()>),
+}
+
+impl Drop for SourceGuard {
+    fn drop(&mut self) {
+        if let SourceGuard::Etcd(task) = self {
+            task.abort();
+        }
+    }
+}
+
+fn topology_source(
+    settings: &TopologySettings,
+) -> anyhow::Result<(watch::Receiver<Topology>, SourceGuard)> {
+    match settings {
+        TopologySettings::Static { .. } => {
+            let source = StaticTopology::new(settings.initial());
+            Ok((source.subscribe(), SourceGuard::Static(source)))
+        }
+        TopologySettings::Etcd { cluster, dcs } => {
+            let (rx, task) = pgha_proxy::topology::etcd::spawn_etcd(cluster, dcs)
+                .context("start the etcd topology source")?;
+            Ok((rx, SourceGuard::Etcd(task)))
+        }
+    }
 }

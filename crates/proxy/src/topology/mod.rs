@@ -8,6 +8,8 @@
 //! be dead. Sessions treat a failed connection as "wait for the next
 //! generation", never as permission to write elsewhere.
 
+pub mod etcd;
+
 use serde::Deserialize;
 use tokio::sync::watch;
 

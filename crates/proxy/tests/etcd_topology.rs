@@ -1,0 +1,81 @@
+//! The etcd topology source against a real etcd: leader and member keys
+//! become a topology, and a leader change is followed.
+
+use pgha_core::{ConnInfo, MemberState, Role};
+use pgha_dcs::{ClusterKeys, Dcs, DcsSettings, EtcdDcs};
+use pgha_testkit::etcd::EtcdGuard;
+use std::sync::Arc;
+use std::time::Duration;
+
+fn member(name: &str, role: Role, port: u16) -> Vec<u8> {
+    let m = MemberState {
+        name: name.into(),
+        role,
+        pg_running: true,
+        conn: ConnInfo {
+            host: "127.0.0.1".into(),
+            port,
+        },
+        ..Default::default()
+    };
+    serde_json::to_vec(&m).expect("member JSON")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn follows_leader_and_members() -> anyhow::Result<()> {
+    let etcd = tokio::task::spawn_blocking(EtcdGuard::start).await??;
+    let dcs = Arc::new(EtcdDcs::new(DcsSettings::with_endpoints([etcd
+        .client_url
+        .clone()]))?);
+    let keys = ClusterKeys::new("/pgha", "proxytest")?;
+    dcs.put(&keys.member("a"), &member("a", Role::Primary, 5001), None)
+        .await?;
+    dcs.put(&keys.member("b"), &member("b", Role::Standby, 5002), None)
+        .await?;
+    dcs.put(&keys.leader(), b"a", None).await?;
+    let (mut rx, _task) = pgha_proxy::topology::etcd::spawn(dcs.clone(), keys.clone());
+    let t = tokio::time::timeout(
+        Duration::from_secs(10),
+        rx.wait_for(|t| t.primary.is_some()),
+    )
+    .await??
+    .clone();
+    assert_eq!(t.primary.as_ref().map(|n| n.port), Some(5001));
+    assert_eq!(
+        t.standbys.iter().map(|n| n.port).collect::<Vec<_>>(),
+        [5002]
+    );
+
+    // Failover: a loses the key, b is promoted and takes it.
+    dcs.delete(&keys.leader()).await?;
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        rx.wait_for(|t| t.primary.is_none()),
+    )
+    .await??;
+    dcs.put(&keys.member("b"), &member("b", Role::Primary, 5002), None)
+        .await?;
+    dcs.put(&keys.member("a"), &member("a", Role::Standby, 5001), None)
+        .await?;
+    dcs.put(&keys.leader(), b"b", None).await?;
+    let t = tokio::time::timeout(
+        Duration::from_secs(10),
+        rx.wait_for(|t| t.primary.as_ref().is_some_and(|p| p.name == "b")),
+    )
+    .await??
+    .clone();
+    assert_eq!(
+        t.standbys
+            .iter()
+            .map(|n| n.name.as_str())
+            .collect::<Vec<_>>(),
+        ["a"]
+    );
+
+    // A switchover request pauses new transactions until it is cleared.
+    dcs.put(&keys.switchover(), b"{}", None).await?;
+    tokio::time::timeout(Duration::from_secs(10), rx.wait_for(|t| t.paused)).await??;
+    dcs.delete(&keys.switchover()).await?;
+    tokio::time::timeout(Duration::from_secs(10), rx.wait_for(|t| !t.paused)).await??;
+    Ok(())
+}
