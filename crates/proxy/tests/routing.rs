@@ -36,6 +36,42 @@ async fn routes_per_transaction_and_follows_session_state() -> anyhow::Result<()
     );
     client.batch_execute("COMMIT").await?;
 
+    // A lone BEGIN: the next statement places the transaction.
+    client.batch_execute("BEGIN").await?;
+    client.batch_execute("SET TRANSACTION READ ONLY").await?;
+    assert!(
+        served_by_standby(&client).await,
+        "BEGIN; SET TRANSACTION READ ONLY runs on a standby"
+    );
+    client.batch_execute("COMMIT").await?;
+    client.batch_execute("START TRANSACTION").await?;
+    assert!(
+        !served_by_standby(&client).await,
+        "BEGIN; SELECT runs on the primary"
+    );
+    client.batch_execute("INSERT INTO t (v) VALUES (1)").await?;
+    client.batch_execute("COMMIT").await?;
+
+    // default_transaction_read_only=on makes explicit transactions read-only.
+    let ro_default = connect(c.rw(), "alice", ALICE_PW).await?;
+    ro_default
+        .batch_execute("SET default_transaction_read_only = on")
+        .await?;
+    pgha_testkit::wait_until_async(
+        "read-only transaction on the standby",
+        Duration::from_secs(20),
+        || {
+            let c = &ro_default;
+            async move {
+                c.batch_execute("BEGIN").await.ok()?;
+                let on_standby = served_by_standby(c).await;
+                c.batch_execute("COMMIT").await.ok()?;
+                on_standby.then_some(())
+            }
+        },
+    )
+    .await?;
+
     client
         .batch_execute("SET application_name = 'routing-test'")
         .await?;

@@ -146,11 +146,19 @@ impl Session {
         forced: bool,
     ) -> Result<Step, crate::codec::CodecError> {
         let analysis = self.first_analysis(&msg);
+        if !forced && self.defer_begin(&msg, analysis.as_deref(), &frame) {
+            return Ok(Step::Done);
+        }
         let primary_only = forced
             || (matches!(msg, FrontendMessage::FunctionCall(_))
                 && self.kind == crate::server::ListenerKind::Rw);
         let want = if primary_only {
             super::route::Want::Primary
+        } else if self.deferred_begin.is_some() {
+            match analysis.as_deref().map(|a| &a.tx) {
+                Some(TxEffect::SetTransactionReadOnly) => super::route::Want::Standby,
+                _ => super::route::Want::Primary,
+            }
         } else {
             self.want(analysis.as_deref())
         };
@@ -158,6 +166,9 @@ impl Session {
             Resolution::Go(role) => role,
             Resolution::Stall => return Ok(Step::Stall(tag, frame)),
             Resolution::Fail(body) => {
+                if self.deferred_begin.take().is_some() {
+                    self.tx_status = b'I';
+                }
                 self.io.queue(&BackendMessage::ErrorResponse(body));
                 match tag {
                     b'Q' | b'F' | b'S' => self.io.queue(&BackendMessage::ReadyForQuery {
@@ -170,6 +181,9 @@ impl Session {
         };
         if !self.active_busy() || self.active != Some(role) {
             self.sync_settings(role);
+        }
+        if let Some(begin) = self.deferred_begin.take() {
+            self.inject(role, &begin);
         }
         let Some(b) = self.backends[role as usize].as_mut() else {
             return Ok(Step::Done);
@@ -220,6 +234,48 @@ impl Session {
         {
             u.closed = true;
         }
+    }
+
+    /// Answers a lone `BEGIN` itself (when nothing is in flight) so that a
+    /// following `SET TRANSACTION READ ONLY` can still place the transaction
+    /// on a standby. Returns true when the message was handled.
+    fn defer_begin(&mut self, msg: &FrontendMessage, a: Option<&Analysis>, frame: &Bytes) -> bool {
+        let FrontendMessage::Query { sql } = msg else {
+            return false;
+        };
+        let eligible = self.kind == crate::server::ListenerKind::Rw
+            && self.tx_status == b'I'
+            && self.deferred_begin.is_none()
+            && self.state.pinned.is_none()
+            && !self.state.default_read_only
+            && !self.active_busy()
+            && a.is_some_and(|a| matches!(a.tx, TxEffect::Begin { read_only: false }));
+        let Some(tag) = eligible.then(|| lone_begin(sql)).flatten() else {
+            return false;
+        };
+        self.deferred_begin = Some(frame.clone());
+        let mut body = BytesMut::from(tag.as_bytes());
+        body.extend_from_slice(&[0]);
+        self.io.queue(&BackendMessage::Other {
+            tag: b'C',
+            body: body.freeze(),
+        });
+        self.io
+            .queue(&BackendMessage::ReadyForQuery { status: b'T' });
+        self.tx_status = b'T';
+        true
+    }
+
+    /// Sends `frame` (a simple query) to `role` as an injected unit.
+    fn inject(&mut self, role: Role, frame: &Bytes) {
+        let Some(b) = self.backends[role as usize].as_mut() else {
+            return;
+        };
+        let mut unit = Unit::new(b.stats.clone());
+        unit.injected = true;
+        unit.closed = true;
+        b.units.push_back(unit);
+        b.conn.wbuf.extend_from_slice(frame);
     }
 
     /// Replays the session's SET state on `role` if it lags behind.
@@ -349,6 +405,22 @@ fn may_write(a: &Analysis, sql: &[u8]) -> bool {
         .rposition(|&b| b != b';' && !b.is_ascii_whitespace())
         .map_or(&[][..], |end| &sql[..end]);
     body.contains(&b';')
+}
+
+/// The command tag of a plain `BEGIN` / `START TRANSACTION` without options.
+fn lone_begin(sql: &[u8]) -> Option<&'static str> {
+    let text = std::str::from_utf8(sql).ok()?;
+    let words: Vec<String> = text
+        .trim()
+        .trim_end_matches(';')
+        .split_whitespace()
+        .map(|w| w.to_ascii_lowercase())
+        .collect();
+    match words.iter().map(String::as_str).collect::<Vec<_>>()[..] {
+        ["begin"] | ["begin", "work"] | ["begin", "transaction"] => Some("BEGIN"),
+        ["start", "transaction"] => Some("START TRANSACTION"),
+        _ => None,
+    }
 }
 
 fn push_token(b: &mut super::state::Backend, injected: bool) {

@@ -155,6 +155,10 @@ pub struct Session {
     retry: Option<Bytes>,
     /// Transaction status from the last ReadyForQuery.
     tx_status: u8,
+    /// A lone `BEGIN` answered by the proxy and not sent yet: the next
+    /// statement decides where the transaction runs (`SET TRANSACTION READ
+    /// ONLY` -> standby).
+    deferred_begin: Option<Bytes>,
     state: SessionState,
     cancel: Arc<CancelTargets>,
     cancel_id: (i32, i32),
@@ -191,6 +195,7 @@ impl Session {
             stalled: None,
             retry: None,
             tx_status: b'I',
+            deferred_begin: None,
             state: SessionState::default(),
             cancel,
             cancel_id,

@@ -108,7 +108,7 @@ impl Session {
         if busy && self.active_retryable() {
             return Resolution::Stall;
         }
-        if self.tx_status != b'I' && !busy {
+        if self.tx_status != b'I' && !busy && self.deferred_begin.is_none() {
             // Inside a transaction: only its own backend may continue it.
             return match self.active.filter(|r| self.backends[*r as usize].is_some()) {
                 Some(r) => Resolution::Go(r),
