@@ -10,12 +10,15 @@ use std::time::Duration;
 
 const KEYS: [&str; 5] = ["/d/a", "/d/b", "/d/c/x", "/d/c/y", "/e"];
 
+/// key, value, create_revision, mod_revision, lease (as grant index).
+type NormKv = (String, Vec<u8>, i64, i64, Option<usize>);
+
 /// Outcome of one operation, with lease ids replaced by grant order.
 #[derive(Debug, PartialEq)]
 enum Outcome {
     Rev(i64),
     Bool(bool),
-    Kvs(i64, Vec<(String, Vec<u8>, i64, i64, Option<usize>)>),
+    Kvs(i64, Vec<NormKv>),
     Granted(usize),
     Err(String),
 }
