@@ -348,6 +348,17 @@ fn long_statements_are_parsed_off_the_callers_stack() {
 }
 
 #[test]
+fn large_bulk_writes_skip_the_parser_but_not_session_effects() {
+    let c = classifier();
+    let rows = vec!["(1, 'x', now())"; 3000].join(", ");
+    assert_eq!(*c.analyze(&format!("INSERT INTO t VALUES {rows}")), rw());
+    let locked = format!("INSERT INTO t VALUES {rows}; SELECT pg_advisory_lock(1)");
+    assert_eq!(*c.analyze(&locked), pin("session advisory lock"));
+    let set = format!("INSERT INTO t VALUES {rows}; SET search_path = a");
+    assert_eq!(c.analyze(&set).session.len(), 1);
+}
+
+#[test]
 fn default_read_only_value_is_readable() {
     let c = classifier();
     for (sql, want) in [

@@ -146,6 +146,9 @@ impl Classifier {
             return hit;
         }
         let lexed = normalize::lex(sql);
+        if lexed.bulk_write {
+            return Arc::new(stmt::primary());
+        }
         let shape = match lexed.shape {
             Shape::Normalized(s) if !lexed.plain_backslash => Some(s),
             _ => None,

@@ -28,7 +28,29 @@ pub struct Lexed {
     /// sizing the stack the parser needs: every nesting comes from a bracket,
     /// an operator or a word.
     pub depth_bound: usize,
+    /// A large text (over [`BULK_MIN_BYTES`]) whose every statement starts
+    /// with INSERT, UPDATE, DELETE or MERGE and that holds no word through
+    /// which a statement could touch session state (`temp`, `set_config`,
+    /// session advisory locks ...): it goes to the primary with no effects,
+    /// no parse needed. Parsing costs ~0.5 µs per byte, and such texts
+    /// (multi-row INSERTs with inline values) are too large to cache.
+    pub bulk_write: bool,
 }
+
+/// Texts from this size on are checked for [`Lexed::bulk_write`].
+pub const BULK_MIN_BYTES: usize = 16 * 1024;
+
+/// Words that may give a write statement a session effect.
+const SESSION_WORDS: &[&str] = &[
+    "temp",
+    "temporary",
+    "pg_temp",
+    "set_config",
+    "pg_advisory_lock",
+    "pg_advisory_lock_shared",
+    "pg_try_advisory_lock",
+    "pg_try_advisory_lock_shared",
+];
 
 /// The cache key class of a text.
 #[derive(Debug, PartialEq, Eq)]
@@ -69,6 +91,11 @@ pub fn lex(sql: &str) -> Lexed {
         copied: 0,
         plain_backslash: false,
         words: 0,
+        bulk: (sql.len() >= BULK_MIN_BYTES).then_some(Bulk {
+            at_start: true,
+            statements: 0,
+            writes_only: true,
+        }),
         brackets: 0,
         max_brackets: 0,
     };
@@ -85,12 +112,16 @@ pub fn lex(sql: &str) -> Lexed {
                 shape,
                 plain_backslash: lexer.plain_backslash,
                 depth_bound: DEPTH_BASE + DEPTH_PER_BRACKET * lexer.max_brackets + lexer.words,
+                bulk_write: lexer
+                    .bulk
+                    .is_some_and(|b| b.writes_only && b.statements > 0),
             }
         }
         None => Lexed {
             shape: Shape::Opaque,
             plain_backslash: lexer.plain_backslash,
             depth_bound: DEPTH_BASE + DEPTH_PER_BRACKET * sql.len(),
+            bulk_write: false,
         },
     }
 }
@@ -147,9 +178,48 @@ struct Lexer<'a> {
     /// Current and deepest `(`/`[` nesting.
     brackets: usize,
     max_brackets: usize,
+    /// Tracked for large texts only.
+    bulk: Option<Bulk>,
+}
+
+#[derive(Clone, Copy)]
+struct Bulk {
+    /// The next token starts a statement.
+    at_start: bool,
+    statements: usize,
+    /// Every statement so far starts with a write keyword, and no session
+    /// word was seen.
+    writes_only: bool,
 }
 
 impl Lexer<'_> {
+    /// Bulk-write bookkeeping for the token starting with byte `b`.
+    fn bulk_token(&mut self, b: u8) {
+        let next = self.peek(1);
+        let brackets = self.brackets;
+        let src = self.src;
+        let pos = self.pos;
+        let Some(bulk) = self.bulk.as_mut() else {
+            return;
+        };
+        let comment = (b == b'-' && next == Some(b'-')) || (b == b'/' && next == Some(b'*'));
+        if b == b';' {
+            bulk.at_start |= brackets == 0;
+        } else if bulk.at_start && !b.is_ascii_whitespace() && !comment {
+            bulk.at_start = false;
+            bulk.statements += 1;
+            let end = src[pos..]
+                .iter()
+                .position(|&c| !is_ident_char(c))
+                .map_or(src.len(), |n| pos + n);
+            let word = &src[pos..end];
+            let write = ["insert", "update", "delete", "merge"]
+                .iter()
+                .any(|w| w.as_bytes().eq_ignore_ascii_case(word));
+            bulk.writes_only &= is_ident_start(b) && write;
+        }
+    }
+
     fn peek(&self, ahead: usize) -> Option<u8> {
         self.src.get(self.pos + ahead).copied()
     }
@@ -170,6 +240,9 @@ impl Lexer<'_> {
     fn run(&mut self) -> Option<()> {
         while let Some(b) = self.peek(0) {
             let start = self.pos;
+            if self.bulk.is_some() {
+                self.bulk_token(b);
+            }
             match b {
                 b'\'' => {
                     let escape = self.prefix_is_e(start);
@@ -212,6 +285,15 @@ impl Lexer<'_> {
                     self.words += 1;
                     while self.peek(0).is_some_and(is_ident_char) {
                         self.pos += 1;
+                    }
+                    if let Some(bulk) = self.bulk.as_mut() {
+                        let word = &self.src[start..self.pos];
+                        if SESSION_WORDS
+                            .iter()
+                            .any(|w| w.as_bytes().eq_ignore_ascii_case(word))
+                        {
+                            bulk.writes_only = false;
+                        }
                     }
                 }
                 b'+' | b'-' | b'*' | b'/' | b'<' | b'>' | b'=' | b'~' | b'!' | b'@' | b'#'
@@ -449,6 +531,37 @@ mod tests {
         ))
         .depth_bound;
         assert!(list < 50);
+    }
+
+    #[test]
+    fn large_pure_writes_are_recognised() {
+        let rows = vec!["(1, 'a', now())"; 2000].join(", ");
+        assert!(lex(&format!("INSERT INTO t VALUES {rows}")).bulk_write);
+        assert!(
+            lex(&format!(
+                "/* c */ insert into t values {rows}; UPDATE t SET a = 1;"
+            ))
+            .bulk_write
+        );
+        assert!(!lex(&format!("INSERT INTO t VALUES {rows}; SET x = 1")).bulk_write);
+        assert!(
+            !lex(&format!(
+                "INSERT INTO t VALUES {rows}, (pg_advisory_lock(1), 'b', 1)"
+            ))
+            .bulk_write
+        );
+        assert!(
+            !lex(&format!(
+                "INSERT INTO t VALUES {rows}; CREATE TEMP TABLE x (a int)"
+            ))
+            .bulk_write
+        );
+        assert!(!lex(&format!("SELECT * FROM (VALUES {rows}) v")).bulk_write);
+        assert!(!lex(&format!("WITH x AS (SELECT 1) INSERT INTO t VALUES {rows}")).bulk_write);
+        assert!(
+            !lex("INSERT INTO t VALUES (1)").bulk_write,
+            "small texts are parsed"
+        );
     }
 
     #[test]
