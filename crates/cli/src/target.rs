@@ -13,6 +13,10 @@ use anyhow::{anyhow, bail, Context};
 use pgha_config::{ClusterConfig, Member};
 use pgha_dcs::{ClusterKeys, EtcdDcs};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Minimum etcd request timeout of the verbs that change the cluster.
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The file in `secrets_dir` holding the agents' REST API token.
 pub const API_TOKEN_FILE: &str = "api.token";
@@ -78,9 +82,20 @@ impl Target {
         })
     }
 
-    /// A lazy etcd client (no I/O until the first call).
+    /// A lazy etcd client (no I/O until the first call) whose request
+    /// timeout is at least `min_timeout`: the agents need a short timeout
+    /// to notice a dead etcd in time, an operator's command rather needs to
+    /// get through on a loaded machine.
+    pub fn dcs_with(&self, min_timeout: Duration) -> anyhow::Result<EtcdDcs> {
+        let mut settings = self.config.dcs.clone();
+        settings.request_timeout = settings.request_timeout.max(min_timeout);
+        EtcdDcs::new(settings).context("configure the etcd client")
+    }
+
+    /// [`Target::dcs_with`] with [`WRITE_TIMEOUT`], for the verbs that
+    /// change the cluster.
     pub fn dcs(&self) -> anyhow::Result<EtcdDcs> {
-        EtcdDcs::new(self.config.dcs.clone()).context("configure the etcd client")
+        self.dcs_with(WRITE_TIMEOUT)
     }
 
     /// The member called `name`, or an error listing the members.

@@ -8,7 +8,7 @@
 //! 1 it did not happen within the wait (the request is withdrawn and the
 //! agent's last decisions are printed) or was refused up front.
 
-use super::switchover::{current_leader, explain, wait_for_leader};
+use super::switchover::{current_leader, explain, wait_for_leader, wait_writable};
 use crate::target::{Target, TargetArgs};
 use anyhow::Context;
 use pgha_core::FailoverRequest;
@@ -76,9 +76,11 @@ async fn failover(target: &Target, args: Args) -> anyhow::Result<ExitCode> {
     let started = Instant::now();
     match wait_for_leader(&dcs, target, wait, |l| l == to).await {
         Some(_) => {
+            let writable = wait_writable(target, &to, started + wait).await;
             println!(
-                "failover done: {to} is the leader after {:.1}s",
-                started.elapsed().as_secs_f64()
+                "failover done: {to} is the leader after {:.1}s{}",
+                started.elapsed().as_secs_f64(),
+                if writable { " (accepting writes)" } else { "" }
             );
             Ok(ExitCode::SUCCESS)
         }

@@ -27,6 +27,9 @@ use std::time::Duration;
 
 /// How long to wait for one agent's `/cluster`.
 const AGENT_TIMEOUT: Duration = Duration::from_millis(1500);
+/// Minimum etcd request timeout (the configured one may be tighter than a
+/// loaded machine allows for a one-off read).
+const DCS_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long to wait for one PostgreSQL connection.
 const PG_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -201,7 +204,7 @@ pub async fn collect(target: &Target) -> anyhow::Result<Status> {
 
 /// One snapshot of the cluster's keys, or why it could not be read.
 async fn read_dcs(target: &Target) -> Result<ClusterView, String> {
-    let dcs = target.dcs().map_err(|e| format!("{e:#}"))?;
+    let dcs = target.dcs_with(DCS_TIMEOUT).map_err(|e| format!("{e:#}"))?;
     let defaults = pgha_agent::initial_config(&target.config);
     let snap = pgha_agent::view::read(&dcs, &target.keys, &defaults).await;
     match (snap.view, snap.error) {
@@ -371,8 +374,11 @@ fn member_status(p: Probed, ctx: &MergeCtx<'_>) -> MemberStatus {
     };
     let state = member_state(&p, ctx);
     let s = p.server.clone().unwrap_or_default();
-    // Without a probe, fall back to what the member published.
-    let from_rec = p.server.is_none() && rec.is_some_and(|r| r.pg_running);
+    // A member on another host that could not be probed: fall back to what
+    // it published. (For a local one, a silent server means the record is
+    // stale.)
+    let from_rec =
+        p.server.is_none() && p.local_running.is_none() && rec.is_some_and(|r| r.pg_running);
     let lsn = match (s.current_lsn, rec) {
         (Some(l), _) => Some(l),
         (None, Some(r)) if from_rec && r.role == Role::Primary => Some(r.flush_lsn),
@@ -398,8 +404,12 @@ fn member_status(p: Probed, ctx: &MergeCtx<'_>) -> MemberStatus {
         state: state.to_string(),
         timeline,
         lsn: lsn.map(|l| l.to_string()),
-        receive_lsn: s.receive_lsn.map(|l| l.to_string()),
-        replay_lsn: replay.map(|l| l.to_string()),
+        // A promoted primary still reports its last positions as a standby.
+        receive_lsn: s
+            .receive_lsn
+            .filter(|_| role != "primary")
+            .map(|l| l.to_string()),
+        replay_lsn: replay.filter(|_| role != "primary").map(|l| l.to_string()),
         lag_bytes,
         sync_state: row.map(|r| r.sync_state.clone()),
         slot_active: ctx

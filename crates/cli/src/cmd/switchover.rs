@@ -6,7 +6,8 @@
 //! (the target, if one was given).
 //!
 //! Exit codes: 0 done (or submitted, with `--wait 0`); 1 not done within
-//! the wait (the request is withdrawn) or refused up front.
+//! the wait (the request is withdrawn), another member than `--to` took
+//! over, or refused up front.
 //!
 //! Also holds the waiting and explaining helpers `failover` shares.
 //!
@@ -84,15 +85,22 @@ async fn switchover(
         return Ok(ExitCode::SUCCESS);
     }
     let started = Instant::now();
-    let outcome = wait_for_leader(&dcs, target, wait, |l| {
-        l != from && (to.is_none() || to.as_deref() == Some(l))
-    })
-    .await;
+    let outcome = wait_for_leader(&dcs, target, wait, |l| l != from).await;
     match outcome {
+        Some(new) if to.as_deref().is_some_and(|t| t != new) => {
+            eprintln!(
+                "pgha: the leader changed from {from} to {new}, not to the requested {}",
+                to.as_deref().unwrap_or_default()
+            );
+            explain(target, Some(&new)).await;
+            Ok(ExitCode::FAILURE)
+        }
         Some(new) => {
+            let writable = wait_writable(target, &new, started + wait).await;
             println!(
-                "switchover done: {from} -> {new} in {:.1}s",
-                started.elapsed().as_secs_f64()
+                "switchover done: {from} -> {new} in {:.1}s{}",
+                started.elapsed().as_secs_f64(),
+                if writable { " (accepting writes)" } else { "" }
             );
             Ok(ExitCode::SUCCESS)
         }
@@ -142,6 +150,28 @@ pub async fn wait_for_leader(
         }
         if Instant::now() >= deadline {
             return None;
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// Wait until `member`'s agent answers 200 on `/primary` (it holds the
+/// lease and its PostgreSQL accepts writes), at most until `deadline`;
+/// false at once when the agent cannot be reached.
+pub async fn wait_writable(target: &Target, member: &str, deadline: Instant) -> bool {
+    let Some(m) = target.config.member(member) else {
+        return false;
+    };
+    let url = format!("{}/primary", m.api_url());
+    loop {
+        match client::get(&url, Duration::from_secs(1)).await {
+            Ok(r) if r.status == 200 => return true,
+            // No agent to ask: do not wait for an answer that cannot come.
+            Err(client::ClientError::Connect { .. }) => return false,
+            _ => {}
+        }
+        if Instant::now() >= deadline {
+            return false;
         }
         tokio::time::sleep(POLL).await;
     }
