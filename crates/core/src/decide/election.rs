@@ -13,6 +13,7 @@
 use super::Ctx;
 use crate::action::{Action, Decision, DemoteKind};
 use crate::local::DataDir;
+use crate::member::Detached;
 use crate::promotion::{check_promotion, Candidate};
 
 pub(crate) fn decide(ctx: &Ctx<'_>) -> Decision {
@@ -92,12 +93,13 @@ fn standby(ctx: &Ctx<'_>) -> Decision {
     }
     match check_promotion(ctx.candidate(), view) {
         Ok(why) => ctx.decision_now(vec![Action::AcquireLeader], format!("candidate: {why}")),
-        Err(refusal) => ctx.decision(vec![], format!("no leader; {}", refusal.reason())),
+        Err(refusal) => ctx.decision_soon(vec![], format!("no leader; {}", refusal.reason())),
     }
 }
 
-/// Another member could pass the promotion rule right now, as far as our
-/// view tells (so stepping aside cannot leave the cluster without a leader).
+/// Another member could pass the promotion rule once the standbys that are
+/// alive have detached (so stepping aside cannot leave the cluster without
+/// a leader).
 fn someone_else_safe(ctx: &Ctx<'_>) -> bool {
     ctx.view
         .members
@@ -106,20 +108,29 @@ fn someone_else_safe(ctx: &Ctx<'_>) -> bool {
 }
 
 /// `name` is a running, failover-eligible standby at least as far as we
-/// are, and passes the promotion rule in our view.
+/// are, and passes the promotion rule in our view once every running
+/// standby has detached (which they do within a loop when there is no
+/// leader). Members that are unreachable stay missing.
 fn safe_candidate(ctx: &Ctx<'_>, name: &str) -> bool {
     let Some(m) = ctx.view.members.get(name) else {
         return false;
     };
+    if !m.is_running_standby() || m.tags.nofailover || m.position() < ctx.local.pg.position {
+        return false;
+    }
+    let term = ctx.view.sync_term();
+    let mut soon = ctx.view.clone();
+    for rec in soon.members.values_mut() {
+        if rec.is_running_standby() {
+            rec.detached = Some(Detached { after_term: term });
+        }
+    }
     let cand = Candidate {
         name,
         position: m.position(),
-        detached: m.detached,
+        detached: Some(Detached { after_term: term }),
     };
-    m.is_running_standby()
-        && !m.tags.nofailover
-        && m.position() >= ctx.local.pg.position
-        && check_promotion(cand, ctx.view).is_ok()
+    check_promotion(cand, &soon).is_ok()
 }
 
 fn stopped(ctx: &Ctx<'_>, bootstrapper: bool) -> Decision {

@@ -59,7 +59,7 @@ fn not_ready(ctx: &Ctx<'_>, leader: &str) -> Decision {
                 format!("{leader} is taking over: detaching from the old primary to report my final LSN"),
             );
         }
-        return ctx.decision(
+        return ctx.decision_soon(
             vec![],
             format!("waiting for {leader} to finish taking over"),
         );

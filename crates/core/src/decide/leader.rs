@@ -105,6 +105,16 @@ fn claim(ctx: &Ctx<'_>, term: u64) -> Decision {
 }
 
 fn claim_as_standby(ctx: &Ctx<'_>, term: u64, set: SyncSet, names: SyncStandbyNames) -> Decision {
+    let sync_term = ctx.view.sync_term();
+    if ctx.local.detached.is_none_or(|d| d.after_term != sync_term) {
+        // e.g. the agent restarted and forgot its promise: make it again
+        return ctx.decision_now(
+            vec![Action::DetachFromPrimary {
+                after_term: sync_term,
+            }],
+            format!("holding the leader key: detaching first (term {sync_term})"),
+        );
+    }
     let forced = ctx
         .view
         .failover

@@ -107,6 +107,17 @@ impl<'a> Ctx<'a> {
         }
     }
 
+    /// Like `decision`, but checks again soon (a quarter of the loop): used
+    /// while a failover is in progress and other nodes' next step is
+    /// expected within milliseconds.
+    pub fn decision_soon(&self, actions: Vec<Action>, reason: impl Into<String>) -> Decision {
+        Decision {
+            actions,
+            reason: reason.into(),
+            wake_in: Millis(self.cfg().loop_wait.0 / 4),
+        }
+    }
+
     /// Like `decision`, but asks to decide again at once: the next step
     /// depends on the outcome of these actions.
     pub fn decision_now(&self, actions: Vec<Action>, reason: impl Into<String>) -> Decision {

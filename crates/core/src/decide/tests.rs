@@ -599,3 +599,17 @@ fn others_do_not_wait_for_a_target_that_cannot_promote() {
         d.reason
     );
 }
+
+#[test]
+fn new_holder_that_forgot_its_detach_detaches_again() {
+    let view = leaderless()
+        .leader("node2", 9)
+        .detached("node3", 5, pos(1, 990))
+        .build();
+    let n = Node::new("node2")
+        .running_standby(None, pos(1, 1000))
+        .lease(0);
+    let d = run(n, view, 100);
+    let detach = Action::DetachFromPrimary { after_term: 5 };
+    assert_eq!(steps(&d), vec![Action::RenewLeader, detach], "{}", d.reason);
+}

@@ -12,6 +12,7 @@ mod faults;
 mod node;
 mod pg;
 mod rng;
+mod scripted;
 mod world;
 
 use faults::run_seed;
@@ -74,5 +75,24 @@ fn replay() {
     };
     if let Err(report) = run_seed(seed, true) {
         panic!("{report}");
+    }
+}
+
+/// Seeds that once failed, each with the bug it found. They must pass
+/// forever.
+#[test]
+fn pinned_regression_seeds() {
+    let pinned = [
+        // old primary abstained after a switchover while ahead of everyone
+        481, 1336, 282, 439,
+        // others deferred to a switchover target that could never promote
+        2360, 2873, 815,
+        // leader-key holder restarted, forgot its detach, waited forever
+        7712, 32893, 30343,
+    ];
+    for seed in pinned {
+        if let Err(report) = run_seed(seed, false) {
+            panic!("{report}");
+        }
     }
 }
