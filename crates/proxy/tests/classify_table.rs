@@ -177,6 +177,7 @@ fn table() -> Vec<(&'static str, Analysis)> {
         ("SELECT 1; DELETE FROM t", rw()),
         ("SELECT 1; SELECT nextval('s');", rw()),
         ("SET search_path = a; SELECT 1", set("search_path", "SET search_path = a")),
+        ("SELECT 'é€'; SET search_path = a ; SELECT 2", set("search_path", "SET search_path = a")),
         ("BEGIN READ ONLY; SELECT 1; COMMIT", tx(Commit)),
         ("COMMIT; BEGIN", tx(Begin { read_only: false })),
         ("BEGIN READ ONLY; SELECT 1", tx(Begin { read_only: true })),

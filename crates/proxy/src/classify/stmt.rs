@@ -95,7 +95,9 @@ fn statement_text<'a>(sql: &'a str, raw: &protobuf::RawStmt) -> &'a str {
         Ok(0) | Err(_) => sql.len(),
         Ok(len) => start.saturating_add(len).min(sql.len()),
     };
-    sql.get(start..end).unwrap_or(sql).trim()
+    // Byte offsets; empty (never the whole text: a SET's replay text must
+    // hold that statement only) if they do not slice.
+    sql.get(start..end).unwrap_or("").trim()
 }
 
 fn pin(acc: &mut Outcome, reason: &'static str) {
@@ -248,6 +250,10 @@ fn variable_set(s: &protobuf::VariableSetStmt, text: &str, acc: &mut Outcome) {
     let name = s.name.as_str();
     let transaction_scoped = name.starts_with("transaction_");
     let statement = || text.to_owned();
+    if text.is_empty() {
+        pin(acc, "SET without a replayable text");
+        return;
+    }
     match K::try_from(s.kind) {
         Ok(K::VarSetMulti) => match name {
             "TRANSACTION" if read_only_option(&s.args) == Some(true) => {
