@@ -144,7 +144,7 @@ pub async fn collect(target: &Target) -> anyhow::Result<Status> {
         (view, agents)
     };
     let pg = probe_postgres(target);
-    let ((view, agents), (probed, repl, slots)) = tokio::join!(leader_hint, pg);
+    let ((view, agents), (probed, primaries)) = tokio::join!(leader_hint, pg);
     let (view, etcd_error) = match view {
         Ok(v) => (Some(v), None),
         Err(e) => (None, Some(e)),
@@ -154,6 +154,13 @@ pub async fn collect(target: &Target) -> anyhow::Result<Status> {
         .and_then(|v| v.leader.as_ref())
         .map(|l| l.holder.clone());
     let primary_lsn = primary_lsn(&probed, leader.as_deref(), view.as_ref());
+    // Two primaries (an old one not yet demoted): the leader's view wins.
+    let (repl, slots) = primaries
+        .iter()
+        .find(|p| Some(p.0.as_str()) == leader.as_deref())
+        .or(primaries.first())
+        .map(|(_, r, s)| (r.clone(), s.clone()))
+        .unwrap_or_default();
     let members = probed
         .into_iter()
         .map(|p| {
@@ -259,9 +266,12 @@ async fn ask_agents(target: &Target, view: Option<&ClusterView>) -> Agents {
     Agents { up, decisions }
 }
 
+/// A primary's name, pg_stat_replication and slots.
+type PrimaryRows = (String, Vec<ReplicationRow>, Vec<SlotRow>);
+
 /// Probe each member's PostgreSQL; also read pg_stat_replication and the
-/// slots from every primary found (the leader's wins when there are two).
-async fn probe_postgres(target: &Target) -> (Vec<Probed>, Vec<ReplicationRow>, Vec<SlotRow>) {
+/// slots from every primary found.
+async fn probe_postgres(target: &Target) -> (Vec<Probed>, Vec<PrimaryRows>) {
     let cfg = &target.config;
     let password = Secrets::load(&cfg.secrets_dir)
         .map(|s| s.admin_password)
@@ -274,7 +284,7 @@ async fn probe_postgres(target: &Target) -> (Vec<Probed>, Vec<ReplicationRow>, V
         _ => None,
     };
     let mut probed = Vec::new();
-    let mut primaries: Vec<(String, Vec<ReplicationRow>, Vec<SlotRow>)> = Vec::new();
+    let mut primaries: Vec<PrimaryRows> = Vec::new();
     for m in &cfg.members {
         let inst = local
             .as_ref()
@@ -314,13 +324,7 @@ async fn probe_postgres(target: &Target) -> (Vec<Probed>, Vec<ReplicationRow>, V
             was_standby,
         });
     }
-    // Without the DCS we cannot tell which primary leads; take the first.
-    let (repl, slots) = primaries
-        .into_iter()
-        .next()
-        .map(|(_, r, s)| (r, s))
-        .unwrap_or_default();
-    (probed, repl, slots)
+    (probed, primaries)
 }
 
 /// The primary's current LSN: from the leader's probe, else from any
@@ -540,5 +544,64 @@ fn print_members(status: &Status) {
             &opt(&m.sync_state),
             slot,
         ]);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn probed(server: bool, local_running: Option<bool>) -> Probed {
+        Probed {
+            name: "n".into(),
+            host: "h".into(),
+            port: 1,
+            api_url: "http://h:2".into(),
+            local_running,
+            server: server.then(ServerStatus::default),
+            was_standby: Some(true),
+        }
+    }
+
+    fn ctx<'a>(dcs_read: bool, record: Option<&'a MemberState>, agent_up: bool) -> MergeCtx<'a> {
+        MergeCtx {
+            primary_lsn: None,
+            repl: &[],
+            slots: &[],
+            dcs_read,
+            record,
+            agent_up,
+            leader: None,
+        }
+    }
+
+    /// "down" needs all three sources to agree; anything less is "stopped".
+    #[test]
+    fn down_only_when_etcd_agent_and_postgres_all_say_so() {
+        let rec = MemberState {
+            pg_running: true,
+            ..Default::default()
+        };
+        let stopped = probed(false, Some(false));
+        assert_eq!(member_state(&stopped, &ctx(true, None, false)), "down");
+        assert_eq!(member_state(&stopped, &ctx(false, None, false)), "stopped");
+        assert_eq!(
+            member_state(&stopped, &ctx(true, Some(&rec), false)),
+            "stopped"
+        );
+        assert_eq!(member_state(&stopped, &ctx(true, None, true)), "stopped");
+        assert_eq!(
+            member_state(&probed(true, None), &ctx(true, None, false)),
+            "running"
+        );
+        assert_eq!(
+            member_state(&probed(false, Some(true)), &ctx(true, None, false)),
+            "starting"
+        );
+        // On another host only the member's record can tell.
+        assert_eq!(
+            member_state(&probed(false, None), &ctx(true, Some(&rec), true)),
+            "running"
+        );
     }
 }
