@@ -1,0 +1,118 @@
+//! The control verbs on a real dev cluster (etcd, three agents, PostgreSQL):
+//! `status` sees etcd and the agents, `switchover` moves the leader and
+//! waits until it accepts writes, `pause` shows in status and in every
+//! agent's health document, `restart` goes through the agent, and a killed
+//! node shows as down. One test, to keep the suite's run time reasonable.
+
+use pgha_agent::api::client;
+use pgha_testkit::cluster::{describe, TestCluster};
+use pgha_testkit::wait_until;
+use std::path::Path;
+use std::time::Duration;
+
+fn bin() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_pgha"))
+}
+
+fn status_json(c: &TestCluster) -> serde_json::Value {
+    let out = c.pgha(&["status", "--json"]);
+    assert!(out.status.success(), "{}", describe(&out));
+    serde_json::from_slice(&out.stdout).expect("status --json is JSON")
+}
+
+fn member<'a>(s: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
+    s["members"]
+        .as_array()
+        .and_then(|ms| ms.iter().find(|m| m["name"] == name))
+        .unwrap_or_else(|| panic!("{name} in {s}"))
+}
+
+/// The leader once every member runs with its agent up.
+fn settled_leader(c: &TestCluster) -> String {
+    wait_until(
+        "a leader with all agents up",
+        Duration::from_secs(60),
+        || {
+            let s = status_json(c);
+            let all_up = s["members"]
+                .as_array()?
+                .iter()
+                .all(|m| m["agent"] == "up" && m["state"] == "running");
+            all_up.then(|| s["leader"].as_str().map(str::to_string))?
+        },
+    )
+    .expect("cluster settles")
+}
+
+async fn api_get(c: &TestCluster, name: &str, path: &str) -> client::Response {
+    let url = format!("{}{path}", c.config.member(name).expect("member").api_url());
+    client::get(&url, Duration::from_secs(5))
+        .await
+        .expect("agent answers")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn control_verbs_on_a_running_cluster() {
+    let c = TestCluster::up(bin(), 3, "").expect("pgha up");
+    let leader = settled_leader(&c);
+    let s = status_json(&c);
+    assert_eq!(s["etcd"], "ok", "{s}");
+    assert_eq!(s["paused"], false);
+    assert_eq!(member(&s, &leader)["leader"], true);
+    assert_eq!(member(&s, &leader)["role"], "primary");
+    assert_eq!(api_get(&c, &leader, "/primary").await.status, 200);
+
+    // Planned switchover: another member leads and accepts writes.
+    let out = c.pgha(&["switchover", "--wait", "60"]);
+    assert!(out.status.success(), "{}", describe(&out));
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(text.contains("switchover done"), "{}", describe(&out));
+    let new_leader = settled_leader(&c);
+    assert_ne!(new_leader, leader);
+    assert_eq!(api_get(&c, &new_leader, "/primary").await.status, 200);
+    assert_eq!(api_get(&c, &leader, "/primary").await.status, 503);
+
+    // Pause: in etcd, in status, in each agent's document.
+    let out = c.pgha(&["pause"]);
+    assert!(out.status.success(), "{}", describe(&out));
+    assert_eq!(status_json(&c)["paused"], true);
+    let doc = wait_until("the agent sees the pause", Duration::from_secs(10), || {
+        let rt = tokio::runtime::Handle::current();
+        let r = tokio::task::block_in_place(|| rt.block_on(api_get(&c, &leader, "/patroni")));
+        let d = r.json().ok()?;
+        (d["pause"] == true).then_some(d)
+    })
+    .expect("pause reaches the agent");
+    assert_eq!(doc["pause"], true);
+    let out = c.pgha(&["resume"]);
+    assert!(out.status.success(), "{}", describe(&out));
+    assert_eq!(status_json(&c)["paused"], false);
+
+    // Restart a standby through its agent.
+    let out = c.pgha(&["restart", &leader]);
+    assert!(out.status.success(), "{}", describe(&out));
+    settled_leader(&c);
+
+    // A killed node (agent and PostgreSQL) shows as down once its key expires.
+    let pid_file = c.dir.path().join(format!("run/agent-{leader}.pid"));
+    let pid: i32 = std::fs::read_to_string(&pid_file)
+        .expect("agent pid file")
+        .trim()
+        .parse()
+        .expect("pid");
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::SIGKILL)
+        .expect("kill agent");
+    pgha_testkit::cluster::kill_postmaster(&c.instance(&leader).data_dir);
+    wait_until(
+        "the killed node shows as down",
+        Duration::from_secs(30),
+        || {
+            let s = status_json(&c);
+            (member(&s, &leader)["state"] == "down").then_some(())
+        },
+    )
+    .expect("down");
+    let s = status_json(&c);
+    assert_eq!(member(&s, &leader)["agent"], "down");
+    assert_eq!(s["leader"], new_leader.as_str());
+}
