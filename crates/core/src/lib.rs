@@ -14,10 +14,30 @@
 //!    (on error or timeout: [`DcsView::Unknown`] with the last config);
 //! 2. probe PostgreSQL and fill [`LocalState`] (the fields marked "runtime
 //!    memory" are kept by the agent between loops);
-//! 3. call [`decide`] with the agent's monotonic clock as [`Millis`];
+//! 3. call [`decide()`] with the agent's monotonic clock as [`Millis`];
 //! 4. log the [`Decision::reason`] (and keep the last ones for `/cluster`),
 //!    then execute [`Decision::actions`] in order, stopping at the first
 //!    failure. Each [`Action`] variant documents what the runtime must do.
+//!
+//! Also run a loop at once (not waiting for `wake_in`) when a DCS watch
+//! reports that the leader key was deleted or a member record changed:
+//! failover time is dominated by how soon standbys notice.
+//!
+//! The runtime keeps a little memory between loops and reports it in
+//! [`LocalState`]: the lease (send time of the last successful renew), the
+//! detach promise, the LSN at which `synchronous_standby_names` last took
+//! effect, when PostgreSQL was first seen stopped, and whether `pg_rewind`
+//! failed. Losing it (agent restart) is safe: the core asks again.
+//!
+//! # Where the rules are
+//!
+//! * [`promotion`]: who may promote ([`promotion::check_promotion`]);
+//! * [`sync`] and [`sync_plan`]: the quorum arithmetic and the leader's
+//!   one-step-at-a-time changes of `/sync` and `synchronous_standby_names`;
+//! * `decide` (module `decide`): the per-role rules.
+//!
+//! `tests/sim` is a deterministic simulator that runs these rules on many
+//! nodes with seeded faults and checks the durability invariants.
 
 pub mod action;
 pub mod decide;

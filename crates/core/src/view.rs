@@ -135,7 +135,7 @@ pub struct FailoverRequest {
 }
 
 /// Everything one read of the DCS returned.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ClusterView {
     pub leader: Option<LeaderKey>,
     pub members: BTreeMap<String, MemberState>,

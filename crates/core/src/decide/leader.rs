@@ -36,6 +36,11 @@ pub(crate) fn decide(ctx: &Ctx<'_>, term: u64) -> Decision {
             vec![Action::Promote { sync_names: names }],
             "established leader still in recovery: promoting",
         )
+    } else if pg.running {
+        ctx.decision(
+            vec![],
+            "PostgreSQL runs but its role is unknown: waiting for a probe",
+        )
     } else {
         stopped(ctx)
     };

@@ -1,7 +1,7 @@
 //! `decide`: one observation in, one [`Decision`] out.
 //!
 //! The rules are split by who holds the leader key: this node
-//! ([`leader`]), another node ([`follower`]), or nobody ([`election`]).
+//! (`leader.rs`), another node (`follower.rs`), or nobody (`election.rs`).
 //! Before that, two cases override everything: the DCS could not be read
 //! (fence a primary whose lease is running out, otherwise do nothing) and
 //! paused mode (publish and keep the lease, nothing else).

@@ -613,3 +613,10 @@ fn new_holder_that_forgot_its_detach_detaches_again() {
     let detach = Action::DetachFromPrimary { after_term: 5 };
     assert_eq!(steps(&d), vec![Action::RenewLeader, detach], "{}", d.reason);
 }
+
+#[test]
+fn leader_with_unknown_role_does_not_restart_a_running_server() {
+    let n = leader_node().edit(|l| l.pg.role = crate::member::Role::Unknown);
+    let d = run(n, cluster().build(), 10_100);
+    assert_eq!(steps(&d), vec![Action::RenewLeader], "{}", d.reason);
+}
