@@ -301,6 +301,75 @@ fn texts_differing_in_literals_share_one_entry() {
     assert_ne!(x, y);
 }
 
+/// Texts that differ only in what their literals contain share one cache
+/// entry and one answer, whatever the literals hold (quotes, comment
+/// markers, dollar signs, semicolons, SQL); a backslash in a plain string
+/// makes the text depend on standard_conforming_strings: primary.
+#[test]
+fn literal_contents_never_change_the_answer() {
+    let c = classifier();
+    let pieces = [
+        "'",
+        "''",
+        "--",
+        "/*",
+        "*/",
+        "$$",
+        "$q$",
+        ";",
+        "DELETE FROM t",
+        "é",
+        "\"",
+        "\n",
+        "\\",
+        " ",
+        "nextval(",
+        "0x1",
+    ];
+    let templates = [
+        "SELECT a FROM t WHERE b = {s} AND id = {n}",
+        "SELECT {s}, {n} /* {c} */ FROM t",
+        "INSERT INTO t VALUES ({n}, {s})",
+        "SELECT * FROM t WHERE v LIKE {s} FOR UPDATE",
+        "SELECT {d}, {e}, {n}.5e3",
+    ];
+    let mut seed: u64 = 0x5eed;
+    let mut next = move |n: usize| {
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (seed >> 33) as usize % n
+    };
+    for template in templates {
+        let mut first: Option<Arc<Analysis>> = None;
+        for _ in 0..200 {
+            let mut content = String::new();
+            for _ in 0..next(6) {
+                content.push_str(pieces[next(pieces.len())]);
+            }
+            let quoted = format!("'{}'", content.replace('\'', "''"));
+            let comment = content.replace("*/", "").replace("/*", "");
+            let dollar = format!("$x${}$x$", content.replace("$x$", ""));
+            let escaped = format!("E'{}'", content.replace('\\', "\\\\").replace('\'', "\\'"));
+            let sql = template
+                .replace("{s}", &quoted)
+                .replace("{c}", &comment)
+                .replace("{d}", &dollar)
+                .replace("{e}", &escaped)
+                .replace("{n}", &next(100000).to_string());
+            let a = c.analyze(&sql);
+            if template.contains("{s}") && quoted.contains('\\') {
+                assert!(!a.read_only, "{sql}");
+                continue;
+            }
+            match &first {
+                None => first = Some(a),
+                Some(f) => assert!(Arc::ptr_eq(f, &a), "{sql}\n{a:?} vs {f:?}"),
+            }
+        }
+    }
+}
+
 #[test]
 fn learned_writes_go_to_the_primary() {
     let c = classifier();

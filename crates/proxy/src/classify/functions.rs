@@ -220,7 +220,7 @@ const ALLOW: &[&str] = &[
     // text search
     "to_tsvector", "to_tsquery", "plainto_tsquery", "phraseto_tsquery", "websearch_to_tsquery", "ts_rank",
     "ts_rank_cd", "ts_headline", "setweight", "strip", "numnode", "querytree", "tsvector_to_array",
-    "array_to_tsvector", "ts_rewrite", "ts_lexize", "ts_parse", "ts_token_type", "get_current_ts_config",
+    "array_to_tsvector", "ts_lexize", "ts_parse", "ts_token_type", "get_current_ts_config",
     // arrays and set-returning functions
     "array_append", "array_cat", "array_dims", "array_fill", "array_length", "array_lower", "array_ndims",
     "array_position", "array_positions", "array_prepend", "array_remove", "array_replace", "array_to_string",
