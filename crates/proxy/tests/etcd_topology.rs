@@ -28,8 +28,16 @@ async fn follows_leader_and_members() -> anyhow::Result<()> {
         .client_url
         .clone()]))?);
     let keys = ClusterKeys::new("/pgha", "proxytest")?;
-    dcs.put(&keys.member("a"), &member("a", Role::Primary, 5001), None)
-        .await?;
+    // etcd may accept TCP a moment before it serves requests.
+    pgha_testkit::wait_until_async("etcd to serve requests", Duration::from_secs(20), || {
+        let (dcs, key) = (dcs.clone(), keys.member("a"));
+        async move {
+            dcs.put(&key, &member("a", Role::Primary, 5001), None)
+                .await
+                .ok()
+        }
+    })
+    .await?;
     dcs.put(&keys.member("b"), &member("b", Role::Standby, 5002), None)
         .await?;
     dcs.put(&keys.leader(), b"a", None).await?;

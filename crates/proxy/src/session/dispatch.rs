@@ -116,16 +116,24 @@ impl Session {
     }
 
     /// The analysis deciding a unit's route, from its first message.
-    fn first_analysis(&self, msg: &FrontendMessage) -> Option<Arc<Analysis>> {
+    fn first_analysis(&mut self, msg: &FrontendMessage) -> Option<Arc<Analysis>> {
         if self.kind == crate::server::ListenerKind::Primary {
             return None;
         }
         match msg {
-            FrontendMessage::Query { sql } | FrontendMessage::Parse { sql, .. } => Some(
+            FrontendMessage::Query { sql } => Some(
                 self.shared
                     .classifier
                     .analyze(&String::from_utf8_lossy(sql)),
             ),
+            FrontendMessage::Parse { sql, .. } => {
+                let a = self
+                    .shared
+                    .classifier
+                    .analyze(&String::from_utf8_lossy(sql));
+                self.last_parse = Some((sql.clone(), a.clone()));
+                Some(a)
+            }
             FrontendMessage::Bind {
                 statement: name, ..
             }
@@ -333,9 +341,13 @@ impl Session {
                 state.next_version += 1;
                 let version = state.next_version;
                 let analysis = (self.kind != crate::server::ListenerKind::Primary).then(|| {
-                    self.shared
-                        .classifier
-                        .analyze(&String::from_utf8_lossy(sql))
+                    match self.last_parse.take() {
+                        Some((text, a)) if text == sql => a,
+                        _ => self
+                            .shared
+                            .classifier
+                            .analyze(&String::from_utf8_lossy(sql)),
+                    }
                 });
                 state.prepared.insert(
                     name.clone(),

@@ -159,6 +159,9 @@ pub struct Session {
     /// statement decides where the transaction runs (`SET TRANSACTION READ
     /// ONLY` -> standby).
     deferred_begin: Option<Bytes>,
+    /// The analysis of the Parse that opened the current unit (saves a
+    /// second classifier lookup when the Parse is forwarded).
+    last_parse: Option<(Bytes, Arc<crate::classify::Analysis>)>,
     state: SessionState,
     cancel: Arc<CancelTargets>,
     cancel_id: (i32, i32),
@@ -196,6 +199,7 @@ impl Session {
             retry: None,
             tx_status: b'I',
             deferred_begin: None,
+            last_parse: None,
             state: SessionState::default(),
             cancel,
             cancel_id,
@@ -256,6 +260,23 @@ impl Session {
             .is_some_and(|b| b.busy())
     }
 
+    /// Writes what it can without waiting (saves a trip through `select!`).
+    fn try_write(&mut self) {
+        use bytes::Buf;
+        if !self.io.wbuf.is_empty() {
+            if let Ok(n) = self.io.wr.try_write(&self.io.wbuf) {
+                self.io.wbuf.advance(n);
+            }
+        }
+        if let Some(b) = self.active.and_then(|r| self.backends[r as usize].as_mut()) {
+            if !b.conn.wbuf.is_empty() {
+                if let Ok(n) = b.conn.wr.try_write(&b.conn.wbuf) {
+                    b.conn.wbuf.advance(n);
+                }
+            }
+        }
+    }
+
     async fn run(&mut self) -> Result<(), SessionError> {
         loop {
             if let Some(bytes) = self.retry.take() {
@@ -265,6 +286,7 @@ impl Session {
                 let _ = self.io.flush().await;
                 return Ok(());
             }
+            self.try_write();
             if self.wait_io().await? == Flow::Exit {
                 return Ok(());
             }
@@ -312,7 +334,10 @@ impl Session {
             }
             Ev::BackendRead(Ok(0)) => self.backend_lost("the server closed the connection"),
             Ev::BackendRead(Err(e)) | Ev::BackendWrote(Err(e)) => self.backend_lost(&e.to_string()),
-            Ev::BackendRead(Ok(_)) => self.respond()?,
+            Ev::BackendRead(Ok(_)) => {
+                self.respond()?;
+                self.try_write();
+            }
             Ev::BackendWrote(Ok(_)) => {}
         }
         Ok(Flow::Continue)

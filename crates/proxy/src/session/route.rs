@@ -37,6 +37,15 @@ pub(super) enum Resolution {
     Fail(Bytes),
 }
 
+/// A primary's position sample from its stats: `(lsn, poll start)`.
+fn primary_sample_of(stats: &crate::monitor::NodeStats) -> Option<(crate::monitor::Lsn, Instant)> {
+    let s = stats.status();
+    match s.ok_started {
+        Some(at) if !s.in_recovery => Some((s.lsn, at)),
+        _ => None,
+    }
+}
+
 /// An ErrorResponse body for `e`.
 pub(super) fn error_body(e: &ErrorInfo) -> Bytes {
     let mut b = BytesMut::new();
@@ -161,23 +170,27 @@ impl Session {
     /// Is `node` a standby that may serve this session's reads now?
     fn standby_eligible(&mut self, node: &Node) -> bool {
         let settings = &self.shared.settings;
-        let primary = {
+        let primary_sample = {
             let t = self.topology.borrow();
             if !t.standbys.contains(node) {
                 return false;
             }
-            t.primary.clone()
+            match (&t.primary, &self.backends[Role::Primary as usize]) {
+                (Some(p), Some(b)) if *p == b.conn.node => primary_sample_of(&b.stats),
+                (Some(p), _) => self.shared.monitor.primary_sample(p),
+                (None, _) => None,
+            }
         };
-        let st = self.shared.monitor.stats(node).status();
+        let st = match &self.backends[Role::Standby as usize] {
+            Some(b) if b.conn.node == *node => b.stats.status(),
+            _ => self.shared.monitor.stats(node).status(),
+        };
         let fresh = st
             .ok_started
             .is_some_and(|at| at.elapsed() <= settings.health_timeout);
         if !fresh || !st.in_recovery {
             return false;
         }
-        let primary_sample = primary
-            .as_ref()
-            .and_then(|p| self.shared.monitor.primary_sample(p));
         if let (Some(max), Some((plsn, _))) = (settings.max_lag_bytes, primary_sample) {
             if plsn.bytes_after(st.lsn) > max {
                 return false;
@@ -243,6 +256,9 @@ impl Session {
     }
 
     async fn ensure_primary(&mut self) -> Result<(), Bytes> {
+        if self.primary_current() {
+            return Ok(());
+        }
         let deadline = Instant::now() + self.shared.settings.primary_wait_timeout;
         loop {
             let node = self.wait_primary(deadline).await?;
@@ -278,6 +294,16 @@ impl Session {
                 }
             }
         }
+    }
+
+    /// Fast path: the session's primary connection is to the current primary
+    /// and the proxy is not paused (no allocation).
+    fn primary_current(&mut self) -> bool {
+        let Some(b) = &self.backends[Role::Primary as usize] else {
+            return false;
+        };
+        let t = self.topology.borrow_and_update();
+        !t.paused && t.primary.as_ref() == Some(&b.conn.node)
     }
 
     /// The current primary, waiting while there is none or the proxy is paused.
