@@ -219,6 +219,7 @@ async fn stopped_postgres_fails_everything_but_documents() {
     assert_eq!(s.code("GET", "/patroni").await, 200);
     assert_eq!(s.code("GET", "/cluster").await, 200);
     assert_eq!(s.code("GET", "/liveness").await, 200);
+    assert_eq!(s.code("GET", "/config").await, 200);
     assert_eq!(s.code("GET", "/nope").await, 404);
     assert_eq!(s.code("DELETE", "/primary").await, 405);
     let doc = s.get("/patroni").await.json().expect("json");

@@ -14,6 +14,7 @@
 //! | `/readiness` | writable leader or running standby | 503 |
 //! | `/patroni` | always (node document) | |
 //! | `/cluster` | always (cluster document) | |
+//! | `/config` | always (the dynamic config, or null before the first DCS read) | |
 //! | `POST /restart`, `POST /reinit` | done (token required) | 202/401/500/503 |
 //!
 //! Health endpoints answer GET, HEAD and OPTIONS alike (HAProxy's `option
@@ -100,6 +101,7 @@ fn router(state: Shared) -> Router {
     Router::new()
         .route("/patroni", any(patroni))
         .route("/cluster", any(cluster))
+        .route("/config", any(config))
         .route("/liveness", any(liveness))
         .route("/restart", post(restart))
         .route("/reinit", post(reinit))
@@ -166,6 +168,15 @@ async fn cluster(State(st): State<Shared>, method: Method) -> Response {
     }
     let doc = docs::cluster_doc(&st.status.borrow());
     (StatusCode::OK, Json(doc)).into_response()
+}
+
+/// The dynamic config as this agent last read it (Patroni's `GET /config`).
+async fn config(State(st): State<Shared>, method: Method) -> Response {
+    if !read_method(&method) {
+        return not_allowed();
+    }
+    let doc = st.status.borrow().view.get("config").cloned();
+    (StatusCode::OK, Json(doc.unwrap_or(Value::Null))).into_response()
 }
 
 async fn liveness(State(st): State<Shared>, method: Method) -> Response {
