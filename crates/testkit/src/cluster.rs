@@ -6,7 +6,9 @@
 
 use crate::free_port;
 use anyhow::{bail, Context};
+use nix::sys::signal::Signal;
 use pgha_postgres::{Instance, PgBinaries, ServiceUser, StopMode};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Duration;
@@ -23,13 +25,31 @@ pub struct TestCluster {
 /// placed before the member list (e.g. a `[replication]` table).
 pub fn config_text(members: usize, extra: &str) -> String {
     let mut text = format!("{extra}\n");
+    if !extra.contains("[dcs]") {
+        // etcd takes this port and the next one (peer).
+        let etcd = free_port_pair();
+        text.push_str(&format!(
+            "[dcs]\nendpoints = [\"http://127.0.0.1:{etcd}\"]\n"
+        ));
+    }
     for i in 1..=members {
         text.push_str(&format!(
-            "[[members]]\nname = \"node{i}\"\nport = {}\n",
+            "[[members]]\nname = \"node{i}\"\nport = {}\napi_port = {}\n",
+            free_port(),
             free_port()
         ));
     }
     text
+}
+
+/// A free port whose successor is free too.
+fn free_port_pair() -> u16 {
+    loop {
+        let p = free_port();
+        if p < u16::MAX && std::net::TcpListener::bind(("127.0.0.1", p + 1)).is_ok() {
+            return p;
+        }
+    }
 }
 
 impl TestCluster {
@@ -111,17 +131,126 @@ impl TestCluster {
         .await?)
     }
 
-    /// Stop one member's PostgreSQL (fast shutdown).
+    /// Stop one member cleanly: SIGTERM to its agent, which stops its
+    /// PostgreSQL; waits for both.
     pub async fn stop_member(&self, member: &str) -> anyhow::Result<()> {
+        if let Some(pid) = self.agent_pid(member) {
+            signal(pid, Signal::SIGTERM);
+            crate::wait_until_async("agent exit", Duration::from_secs(60), || async {
+                (!alive(pid)).then_some(())
+            })
+            .await?;
+        }
         Ok(self
             .instance(member)
             .stop(StopMode::Fast, Duration::from_secs(30))
             .await?)
     }
 
-    /// Start one member's PostgreSQL with the config it already has.
-    pub async fn start_member(&self, member: &str) -> anyhow::Result<()> {
-        Ok(self.instance(member).start(Duration::from_secs(60)).await?)
+    /// Start one member's agent again (as `pgha up` does), in the background.
+    pub fn start_member(&self, member: &str) -> anyhow::Result<()> {
+        if self.agent_pid(member).is_some() {
+            return Ok(());
+        }
+        let node_dir = self.instance(member).node_dir();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(node_dir.join("agent.log"))?;
+        let child = Command::new(&self.bin)
+            .args(["agent", "--config"])
+            .arg(self.dir.path().join("cluster.toml"))
+            .args(["--member", member])
+            .env("RUST_LOG", "info")
+            .stdin(std::process::Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .process_group(0)
+            .spawn()
+            .context("start agent")?;
+        std::fs::write(
+            self.pid_file(&format!("agent-{member}")),
+            format!("{}\n", child.id()),
+        )?;
+        std::mem::forget(child);
+        Ok(())
+    }
+
+    /// Crash a node: SIGKILL its agent and its postmaster at once.
+    pub fn kill_node(&self, member: &str) {
+        if let Some(pid) = self.agent_pid(member) {
+            signal(pid, Signal::SIGKILL);
+        }
+        let m = self.config.member(member).expect("member exists");
+        kill_postmaster(&m.data_dir);
+    }
+
+    /// SIGSTOP / SIGCONT a member's agent (a hung agent).
+    pub fn pause_agent(&self, member: &str, paused: bool) {
+        if let Some(pid) = self.agent_pid(member) {
+            signal(
+                pid,
+                if paused {
+                    Signal::SIGSTOP
+                } else {
+                    Signal::SIGCONT
+                },
+            );
+        }
+    }
+
+    /// The PID of the postmaster of `member`, if it runs.
+    pub fn postmaster_pid(&self, member: &str) -> Option<i32> {
+        let m = self.config.member(member)?;
+        let text = std::fs::read_to_string(m.data_dir.join("postmaster.pid")).ok()?;
+        let pid: i32 = text.lines().next()?.trim().parse().ok()?;
+        alive(pid as u32).then_some(pid)
+    }
+
+    fn pid_file(&self, name: &str) -> PathBuf {
+        self.dir.path().join("run").join(format!("{name}.pid"))
+    }
+
+    /// PID of a process `pgha up` (or this fixture) started, if still ours.
+    pub fn agent_pid(&self, member: &str) -> Option<u32> {
+        recorded_pid(&self.pid_file(&format!("agent-{member}")), "agent")
+    }
+
+    /// The member holding the leader key, read from etcd.
+    pub async fn leader(&self) -> Option<String> {
+        let dcs = pgha_dcs::EtcdDcs::new(self.config.dcs.clone()).ok()?;
+        let keys =
+            pgha_dcs::ClusterKeys::new(&self.config.dcs.namespace, &self.config.name).ok()?;
+        let r = pgha_dcs::Dcs::get(&dcs, &keys.leader()).await.ok()?;
+        r.kv.map(|kv| kv.value_str().into_owned())
+    }
+
+    /// Wait until a leader other than `not` holds the key and its
+    /// PostgreSQL accepts writes; returns the leader.
+    pub async fn wait_new_leader(
+        &self,
+        not: Option<&str>,
+        timeout: Duration,
+    ) -> anyhow::Result<String> {
+        crate::wait_until_async("a writable leader", timeout, || async {
+            let l = self.leader().await?;
+            if Some(l.as_str()) == not {
+                return None;
+            }
+            let c = self.connect(&l).await.ok()?;
+            let ro: String = c
+                .query_one("SHOW transaction_read_only", &[])
+                .await
+                .ok()?
+                .get(0);
+            let standby: bool = c
+                .query_one("SELECT pg_is_in_recovery()", &[])
+                .await
+                .ok()?
+                .get(0);
+            (ro == "off" && !standby).then_some(l)
+        })
+        .await
     }
 
     /// The end of a member's server log, for assertions and failure messages.
@@ -136,16 +265,85 @@ impl TestCluster {
     }
 }
 
+impl TestCluster {
+    /// Copy every log of a failed test to `$PGHA_TEST_LOGS` (default
+    /// /tmp/pgha-test-logs/<temp dir name>) so they survive the cleanup.
+    fn save_logs(&self) {
+        let base = std::env::var_os("PGHA_TEST_LOGS")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("/tmp/pgha-test-logs"));
+        let name = self
+            .dir
+            .path()
+            .file_name()
+            .map(|n| n.to_owned())
+            .unwrap_or_default();
+        let dest = base.join(name);
+        let _ = std::fs::create_dir_all(&dest);
+        for m in &self.config.members {
+            let node = self.instance(&m.name).node_dir();
+            for f in ["agent.log", "postgresql.log"] {
+                let _ = std::fs::copy(node.join(f), dest.join(format!("{}-{f}", m.name)));
+            }
+        }
+        let _ = std::fs::copy(self.dir.path().join("etcd.log"), dest.join("etcd.log"));
+        eprintln!("logs of the failed test saved in {}", dest.display());
+    }
+}
+
 impl Drop for TestCluster {
     fn drop(&mut self) {
+        if std::thread::panicking() || std::env::var_os("PGHA_KEEP_LOGS").is_some() {
+            self.save_logs();
+        }
+        // Let a SIGSTOPped agent run again so it can hear SIGTERM.
+        for m in &self.config.members {
+            self.pause_agent(&m.name, false);
+        }
         let out = self.pgha(&["down"]);
         if !out.status.success() {
             eprintln!("pgha down failed during cleanup: {}", describe(&out));
+        }
+        // Whatever `down` could not stop: by recorded PID only.
+        if let Ok(entries) = std::fs::read_dir(self.dir.path().join("run")) {
+            for e in entries.flatten() {
+                if let Some(pid) = recorded_pid(&e.path(), "") {
+                    signal(pid, Signal::SIGKILL);
+                }
+            }
         }
         for m in &self.config.members {
             kill_postmaster(&m.data_dir);
         }
     }
+}
+
+fn signal(pid: u32, sig: Signal) {
+    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), sig);
+}
+
+fn alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => !stat
+            .rsplit_once(')')
+            .map(|(_, rest)| rest.trim_start().starts_with('Z'))
+            .unwrap_or(false),
+        Err(_) => false,
+    }
+}
+
+/// The PID in `pid_file` if that process lives and its command line
+/// contains `expect` and a pgha or etcd program (never a recycled PID).
+fn recorded_pid(pid_file: &Path, expect: &str) -> Option<u32> {
+    let pid: u32 = std::fs::read_to_string(pid_file)
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    let cmdline =
+        String::from_utf8_lossy(&std::fs::read(format!("/proc/{pid}/cmdline")).ok()?).into_owned();
+    let ours = cmdline.contains("pgha") || cmdline.contains("etcd");
+    (alive(pid) && ours && cmdline.contains(expect)).then_some(pid)
 }
 
 /// SIGKILL the postmaster recorded in `data_dir`'s postmaster.pid, if alive.

@@ -8,6 +8,7 @@ pub mod pg;
 pub mod ports;
 pub mod process;
 pub mod wait;
+pub mod workload;
 
 pub use ports::free_port;
 pub use process::ProcessGuard;
