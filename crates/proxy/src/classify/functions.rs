@@ -351,7 +351,7 @@ impl FunctionCatalog {
     }
 
     /// The current content.
-    pub fn snapshot(&self) -> Arc<CatalogSnapshot> {
+    pub(crate) fn snapshot(&self) -> Arc<CatalogSnapshot> {
         self.snapshot
             .read()
             .unwrap_or_else(|poisoned| poisoned.into_inner())

@@ -138,6 +138,13 @@ impl Classifier {
 
     /// Parse once per distinct text (cached); never panics on bad SQL
     /// (unparseable -> primary).
+    ///
+    /// Cost (release build): ~40 ns for a text seen before, well under 1 µs
+    /// for a text that differs from one seen before only in literals, and a
+    /// parse (~0.5 µs per byte, 20-60 µs for typical statements) otherwise.
+    /// It runs on the caller's thread and blocks it: a never-seen 1 MiB
+    /// SELECT costs about half a second (large pure writes are answered by
+    /// the lexer alone, see docs/routing.md).
     pub fn analyze(&self, sql: &str) -> Arc<Analysis> {
         // Read the generation before the snapshot: an entry is never stored
         // under a generation newer than the content it was computed from.
