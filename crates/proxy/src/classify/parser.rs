@@ -11,6 +11,10 @@
 //! - libpg_query creates a pthread key and a memory context for every thread
 //!   that parses, so parsing on a fresh thread each time would exhaust
 //!   pthread keys: hence one long-lived thread, started on first use.
+//!   The inline path has the same cost once per calling thread: call
+//!   `analyze` from long-lived threads (tokio workers), not from a churning
+//!   `spawn_blocking` pool (past 1024 keys libpg_query still works, but other
+//!   code creating pthread keys would fail).
 //! - Pages of the parser thread's stack touched by a deep parse stay resident
 //!   (at most `PARSER_STACK`).
 //! - prost refuses protobuf nested deeper than 100 messages, so a tree
