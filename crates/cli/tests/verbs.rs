@@ -63,7 +63,12 @@ impl Fixture {
     }
 
     fn dcs(&self) -> EtcdDcs {
-        EtcdDcs::new(DcsSettings::with_endpoints([self.etcd_url.clone()])).expect("client")
+        // Generous: a freshly started etcd on a loaded machine can be slow.
+        let settings = DcsSettings {
+            request_timeout: Duration::from_secs(10),
+            ..DcsSettings::with_endpoints([self.etcd_url.clone()])
+        };
+        EtcdDcs::new(settings).expect("client")
     }
 
     fn keys(&self) -> ClusterKeys {
@@ -333,4 +338,44 @@ async fn restart_and_reinit_go_through_the_agent_api() {
     );
     server.abort();
     fake_loop.abort();
+}
+
+/// A live leader clears a failover request it will not act on; the command
+/// says so at once instead of waiting out its timeout.
+#[tokio::test(flavor = "multi_thread")]
+async fn failover_against_a_live_leader_points_to_switchover() {
+    let etcd = EtcdGuard::start().expect("etcd");
+    let f = Fixture::new(&etcd.client_url);
+    let dcs = f.dcs();
+    let keys = f.keys();
+    dcs.put(&keys.leader(), b"node1", None)
+        .await
+        .expect("leader");
+    let (d2, k2) = (dcs.clone(), keys.clone());
+    let leader = tokio::spawn(async move {
+        for _ in 0..200 {
+            if d2.get(&k2.failover()).await.expect("get").kv.is_some() {
+                d2.delete(&k2.failover()).await.expect("clear");
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("no failover request appeared");
+    });
+    let started = std::time::Instant::now();
+    let out =
+        tokio::task::spawn_blocking(move || f.pgha(&["failover", "--to", "node2", "--wait", "30"]))
+            .await
+            .expect("join");
+    leader.await.expect("fake leader");
+    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
+    assert!(
+        describe(&out).contains("pgha switchover --to node2"),
+        "{}",
+        describe(&out)
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "waited out the timeout"
+    );
 }

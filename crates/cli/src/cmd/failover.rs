@@ -6,13 +6,14 @@
 //!
 //! Exit codes: 0 NODE leads (or the request was submitted, with `--wait 0`);
 //! 1 it did not happen within the wait (the request is withdrawn and the
-//! agent's last decisions are printed) or was refused up front.
+//! agent's last decisions are printed), a live leader cleared the request
+//! (use switchover), or it was refused up front.
 
-use super::switchover::{current_leader, explain, wait_for_leader, wait_writable};
+use super::switchover::{current_leader, explain, wait_writable};
 use crate::target::{Target, TargetArgs};
 use anyhow::Context;
 use pgha_core::FailoverRequest;
-use pgha_dcs::Dcs;
+use pgha_dcs::{Dcs, EtcdDcs};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
@@ -74,8 +75,9 @@ async fn failover(target: &Target, args: Args) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     let started = Instant::now();
-    match wait_for_leader(&dcs, target, wait, |l| l == to).await {
-        Some(_) => {
+    let outcome = wait_outcome(&dcs, target, &to, &key, wait).await;
+    match outcome {
+        Outcome::Leads => {
             let writable = wait_writable(target, &to, started + wait).await;
             println!(
                 "failover done: {to} is the leader after {:.1}s{}",
@@ -84,7 +86,14 @@ async fn failover(target: &Target, args: Args) -> anyhow::Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
-        None => {
+        Outcome::Ignored(leader) => {
+            eprintln!(
+                "pgha: {leader} is alive and leading, and cleared the request: a manual failover \
+                 is for a dead primary; use `pgha switchover --to {to}`"
+            );
+            Ok(ExitCode::FAILURE)
+        }
+        Outcome::TimedOut => {
             let withdrawn = dcs.delete_if_equals(&key, &body).await.unwrap_or(false);
             let now = current_leader(&dcs, target).await.ok().flatten();
             eprintln!(
@@ -106,5 +115,39 @@ async fn failover(target: &Target, args: Args) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::FAILURE)
         }
+    }
+}
+
+enum Outcome {
+    /// `to` holds the leader key.
+    Leads,
+    /// The request disappeared while this (other) member kept leading: a
+    /// live leader clears a failover request it will not act on.
+    Ignored(String),
+    TimedOut,
+}
+
+/// Poll the leader key and the request until one of the outcomes.
+async fn wait_outcome(
+    dcs: &EtcdDcs,
+    target: &Target,
+    to: &str,
+    key: &str,
+    wait: Duration,
+) -> Outcome {
+    let deadline = Instant::now() + wait;
+    loop {
+        let leader = current_leader(dcs, target).await.ok().flatten();
+        if leader.as_deref() == Some(to) {
+            return Outcome::Leads;
+        }
+        let pending = dcs.get(key).await.map(|g| g.kv.is_some()).ok();
+        if let (Some(l), Some(false)) = (leader, pending) {
+            return Outcome::Ignored(l);
+        }
+        if Instant::now() >= deadline {
+            return Outcome::TimedOut;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
