@@ -51,9 +51,14 @@ fn not_ready(ctx: &Ctx<'_>, leader: &str) -> Decision {
     let pg = &ctx.local.pg;
     let term = ctx.view.sync_term();
     let detached_now = ctx.local.detached.is_some_and(|d| d.after_term == term);
+    // Once the holder has claimed its term, `term` is *its* term: a promise
+    // "detached after term" would then cover the very leader we are about
+    // to follow, and a stale copy of it could be counted later (pinned seed
+    // 18899). The holder already had its quorum of reports; just wait.
+    let claimed = ctx.view.established_leader().is_some();
     if pg.is_running_standby() {
         let from_old = pg.upstream.as_deref().is_some_and(|u| u != leader);
-        if (from_old || pg.upstream.is_none()) && !detached_now {
+        if (from_old || pg.upstream.is_none()) && !detached_now && !claimed {
             return ctx.decision_now(
                 vec![Action::DetachFromPrimary { after_term: term }],
                 format!("{leader} is taking over: detaching from the old primary to report my final LSN"),

@@ -620,3 +620,16 @@ fn leader_with_unknown_role_does_not_restart_a_running_server() {
     let d = run(n, cluster().build(), 10_100);
     assert_eq!(steps(&d), vec![Action::RenewLeader], "{}", d.reason);
 }
+
+/// The promise "detached after term T" must never name the term of a leader
+/// we will follow: once the holder claimed its term, standbys just wait.
+#[test]
+fn standby_does_not_detach_for_the_term_of_a_claimed_leader() {
+    let view = View::new()
+        .established("node2", 9, &["node2", "node3"], 1)
+        .standby("node2", None, pos(1, 1000))
+        .build();
+    let n = Node::new("node3").running_standby(Some("node1"), pos(1, 990));
+    let d = run(n, view, 0);
+    assert!(steps(&d).is_empty(), "{:?}", d.actions);
+}

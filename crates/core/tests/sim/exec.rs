@@ -243,6 +243,9 @@ impl World {
     }
 
     fn start_standby(&mut self, i: usize, up: Option<&Upstream>) -> Res {
+        if let Some(u) = up {
+            self.check_promise(i, u);
+        }
         let n = &mut self.nodes[i];
         ok_if(!n.pg.running, "already running")?;
         let d = n.pg.data.as_mut().ok_or("no data")?;
@@ -255,7 +258,24 @@ impl World {
         Ok(())
     }
 
+    /// Attaching to a leader must keep the detach promise: the leader's
+    /// term is newer than the one the node detached after.
+    fn check_promise(&mut self, i: usize, up: &Upstream) {
+        let Some(d) = self.nodes[i].mem.detached else {
+            return;
+        };
+        let term = self.dcs.leader.as_ref().map(|(k, _)| k.term);
+        if term.is_none_or(|t| t <= d.after_term) {
+            let what = format!(
+                "{} attaches to {} (term {term:?}) but promised to stay detached after term {}",
+                self.nodes[i].name, up.name, d.after_term
+            );
+            self.violate(what);
+        }
+    }
+
     fn follow(&mut self, i: usize, up: &Upstream) -> Res {
+        self.check_promise(i, up);
         let n = &mut self.nodes[i];
         ok_if(n.pg.is_standby(), "not a running standby")?;
         let d = n.pg.data.as_mut().ok_or("no data")?;
@@ -289,6 +309,7 @@ impl World {
     }
 
     fn clone_from(&mut self, i: usize, up: &Upstream) -> Res {
+        self.check_promise(i, up);
         let src = self.source(i, up)?;
         let n = &mut self.nodes[i];
         n.pg.stop();
@@ -305,6 +326,7 @@ impl World {
     }
 
     fn rewind(&mut self, i: usize, up: &Upstream) -> Res {
+        self.check_promise(i, up);
         self.nodes[i].pg.stop();
         let src = self.source(i, up)?;
         if self.rng.chance(100) {
