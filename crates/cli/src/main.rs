@@ -30,7 +30,7 @@ enum Command {
     Down(cmd::down::Args),
     /// Stop the dev cluster and remove its directory.
     Destroy(cmd::destroy::Args),
-    /// Show each member: role, state, timeline, LSNs, lag, sync state.
+    /// Show the cluster: leader, pause, and per member role, state, agent, LSNs, lag, sync state.
     Status(cmd::status::Args),
     /// Hand the leader role over to a standby, losing no acknowledged write.
     Switchover(cmd::switchover::Args),
