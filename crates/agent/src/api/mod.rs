@@ -47,7 +47,10 @@ use tokio::sync::{mpsc, watch};
 pub use docs::view_json;
 
 /// `/liveness` fails when the loop has published nothing for this long.
-pub const LIVENESS_STALE: Duration = Duration::from_secs(10);
+/// Generous, because the loop does not publish while it runs one long
+/// action (a restart, a base backup); a stopped agent process fails the
+/// probe anyway, because nothing answers.
+pub const LIVENESS_STALE: Duration = Duration::from_secs(30);
 
 struct ApiState {
     status: watch::Receiver<AgentStatus>,
