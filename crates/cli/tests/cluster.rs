@@ -32,17 +32,27 @@ fn member<'a>(status: &'a serde_json::Value, name: &str) -> &'a serde_json::Valu
 async fn seed_is_a_synchronous_quorum_of_hot_standbys() {
     let c = TestCluster::up(bin(), 3, "").unwrap();
     let primary = c.connect("node1").await.unwrap();
-    let rows = primary
-        .query(
-            "SELECT application_name, state, sync_state FROM pg_stat_replication ORDER BY 1",
-            &[],
-        )
-        .await
-        .unwrap();
-    let got: Vec<(String, String, String)> = rows
-        .iter()
-        .map(|r| (r.get(0), r.get(1), r.get(2)))
-        .collect();
+    // The leader adds each standby to the quorum once it has caught up.
+    let got = wait_until_async(
+        "both standbys in the quorum",
+        Duration::from_secs(30),
+        || async {
+            let rows = primary
+            .query(
+                "SELECT application_name, state, sync_state FROM pg_stat_replication ORDER BY 1",
+                &[],
+            )
+            .await
+            .ok()?;
+            let got: Vec<(String, String, String)> = rows
+                .iter()
+                .map(|r| (r.get(0), r.get(1), r.get(2)))
+                .collect();
+            got.iter().all(|r| r.2 == "quorum").then_some(got)
+        },
+    )
+    .await
+    .unwrap();
     assert_eq!(
         got,
         vec![
@@ -213,7 +223,7 @@ async fn archive_holds_segments_and_feeds_a_standby_whose_slot_was_lost() {
         .await
         .unwrap()
         .get(0);
-    wait_until_async("node3 catches up", Duration::from_secs(60), || async {
+    wait_until_async("node3 catches up", Duration::from_secs(120), || async {
         let s = c.connect("node3").await.ok()?;
         let n: i64 = s
             .query_one("SELECT count(*) FROM late", &[])

@@ -83,6 +83,7 @@ pub fn render_pgha_conf(input: &ConfInput<'_>) -> String {
     set("max_standby_streaming_delay", "'30s'".into());
     set("max_standby_archive_delay", "'30s'".into());
     set("wal_receiver_status_interval", "'1s'".into());
+    set("wal_retrieve_retry_interval", "'1s'".into());
     set("synchronous_commit", quote(c.synchronous_commit.as_str()));
     set(
         "synchronous_standby_names",
