@@ -58,6 +58,8 @@ pub struct NodeStats {
     status: Mutex<NodeStatus>,
     /// Units (transactions / queries) in flight on this node through this proxy.
     pub outstanding: AtomicUsize,
+    /// Client units sent to this node so far (metrics, routing tests).
+    pub served: std::sync::atomic::AtomicU64,
 }
 
 impl NodeStats {
@@ -69,6 +71,7 @@ impl NodeStats {
                 lsn: Lsn::ZERO,
             }),
             outstanding: AtomicUsize::new(0),
+            served: std::sync::atomic::AtomicU64::new(0),
         }
     }
 

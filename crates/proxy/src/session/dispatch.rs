@@ -197,6 +197,9 @@ impl Session {
             return Ok(Step::Done);
         };
         let mut unit = Unit::new(b.stats.clone());
+        b.stats
+            .served
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         if let Some(a) = &analysis {
             let retry_sql = match &msg {
                 FrontendMessage::Query { sql } => {
@@ -370,7 +373,12 @@ impl Session {
                 if let Some(u) = b.units.back_mut() {
                     match a {
                         Some(a) => {
-                            u.write |= may_write(&a, &[]);
+                            let sql = state
+                                .prepared
+                                .get(statement)
+                                .map(|p| &p.sql[..])
+                                .unwrap_or(&[]);
+                            u.write |= may_write(&a, sql);
                             if !a.session.is_empty() {
                                 u.effects.push(a);
                             }
@@ -402,21 +410,42 @@ impl Session {
     }
 }
 
-/// Whether a statement text may write. A lone transaction-control statement
-/// (BEGIN, COMMIT, ...) does not: the transaction's other statements decide.
-/// `sql` is empty for extended-protocol statements (always single).
+/// Whether a statement text may write data (read-your-writes bookkeeping).
+/// A single transaction-control or session-setting statement (BEGIN,
+/// COMMIT, SET, RESET, DISCARD ...) does not: the transaction's other
+/// statements decide.
 fn may_write(a: &Analysis, sql: &[u8]) -> bool {
     if a.read_only {
         return false;
     }
-    if a.tx == TxEffect::None || !a.session.is_empty() {
-        return true;
-    }
     let body = sql
         .iter()
         .rposition(|&b| b != b';' && !b.is_ascii_whitespace())
-        .map_or(&[][..], |end| &sql[..end]);
-    body.contains(&b';')
+        .map_or(&[][..], |end| &sql[..=end]);
+    if body.contains(&b';') {
+        return true;
+    }
+    let start = body
+        .iter()
+        .position(|b| !b.is_ascii_whitespace())
+        .unwrap_or(body.len());
+    let word: Vec<u8> = body[start..]
+        .iter()
+        .take_while(|b| b.is_ascii_alphabetic())
+        .map(u8::to_ascii_lowercase)
+        .collect();
+    !matches!(
+        &word[..],
+        b"set"
+            | b"reset"
+            | b"discard"
+            | b"begin"
+            | b"start"
+            | b"commit"
+            | b"end"
+            | b"rollback"
+            | b"abort"
+    )
 }
 
 /// The command tag of a plain `BEGIN` / `START TRANSACTION` without options.
@@ -469,4 +498,7 @@ fn ensure_prepared(
     b.conn.wbuf.extend_from_slice(&p.parse);
     b.prepared.insert(name.clone(), p.version);
     push_token(b, true);
+    if let Some(u) = b.units.back_mut() {
+        u.reprepared.push(name.clone());
+    }
 }

@@ -301,7 +301,11 @@ impl Session {
             BackendRead(std::io::Result<usize>),
             BackendWrote(std::io::Result<usize>),
         }
-        let read_client = !self.blocked() && self.retry.is_none();
+        let backend_full = self
+            .active
+            .and_then(|r| self.backends[r as usize].as_ref())
+            .is_some_and(|b| b.conn.wbuf.len() >= CLIENT_HIGH_WATER);
+        let read_client = !self.blocked() && self.retry.is_none() && !backend_full;
         let read_backend = self.io.wbuf.len() < CLIENT_HIGH_WATER;
         let ev = {
             let io = &mut self.io;

@@ -128,6 +128,9 @@ impl Session {
                 if let Some(t) = u.tokens.as_mut() {
                     t.clear();
                 }
+                for name in u.reprepared.drain(..) {
+                    b.prepared.insert(name, super::state::UNKNOWN_VERSION);
+                }
                 if u.held.is_some() && error_field(&frame[5..], b'C') == Some(&b"25006"[..]) {
                     u.discarding = true;
                     u.held = None;

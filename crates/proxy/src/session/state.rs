@@ -48,6 +48,9 @@ pub struct Unit {
     pub effects: Vec<Arc<Analysis>>,
     /// Session settings the injected unit applies (for the backend mirror).
     pub applies: Option<Vec<(String, Option<String>)>>,
+    /// Statements the proxy re-prepared in this unit: if the unit fails,
+    /// whether they exist on the backend is unknown.
+    pub reprepared: Vec<Bytes>,
     /// Ends with Sync/Query (false while an extended unit is open).
     pub closed: bool,
     _outstanding: Outstanding,
@@ -68,6 +71,7 @@ impl Unit {
             write: false,
             effects: Vec::new(),
             applies: None,
+            reprepared: Vec::new(),
             closed: false,
             _outstanding: Outstanding::new(stats),
         }
@@ -100,12 +104,17 @@ impl Unit {
     }
 }
 
+/// A prepared statement that may or may not exist on a backend (its
+/// re-prepare was in a unit that failed): close it before preparing again.
+pub const UNKNOWN_VERSION: u64 = u64::MAX;
+
 /// One backend connection of a session and what it has seen.
 pub struct Backend {
     pub conn: BackendConn,
     pub stats: Arc<NodeStats>,
     pub units: VecDeque<Unit>,
-    /// Prepared statement name -> version the backend was sent.
+    /// Prepared statement name -> version the backend was sent
+    /// ([`UNKNOWN_VERSION`]: may or may not exist).
     pub prepared: HashMap<Bytes, u64>,
     /// Session settings applied on this backend: name -> SET statement.
     pub settings: HashMap<String, String>,

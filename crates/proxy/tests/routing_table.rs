@@ -1,0 +1,156 @@
+//! The routing table: for each statement (or sequence, the last statement
+//! is checked) through the rw listener of a real primary + standby, which
+//! node served it, read from the proxy's per-node `served` counters. Each
+//! row runs in a fresh session.
+
+mod common;
+
+use common::*;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum On {
+    Primary,
+    Standby,
+}
+use On::*;
+
+/// (statements, where the last one must run)
+const TABLE: &[(&[&str], On)] = &[
+    (&["SELECT 1"], Standby),
+    (&["SELECT * FROM t"], Standby),
+    (&["VALUES (1), (2)"], Standby),
+    (&["TABLE t"], Standby),
+    (&["SHOW work_mem"], Standby),
+    (&["EXPLAIN SELECT * FROM t"], Standby),
+    (&["SELECT now(), lower('A'), count(*) FROM t"], Standby),
+    (&["SELECT 1 FROM t WHERE v = 1 LIMIT 1 OFFSET 0"], Standby),
+    (&["SELECT (SELECT max(v) FROM t)"], Standby),
+    (&["WITH r AS (SELECT 1) SELECT * FROM r"], Standby),
+    (&["SELECT generate_series(1, 3)"], Standby),
+    (&["SELECT count(*) FROM pg_stat_activity"], Standby),
+    (&["SELECT pg_is_in_recovery()"], Standby),
+    (&["SELECT 1; SELECT 2"], Standby),
+    (&["SELECT f_stable()"], Standby),
+    (&["SELECT f_immutable(1)"], Standby),
+    (&["BEGIN READ ONLY", "SELECT 1"], Standby),
+    (&["START TRANSACTION READ ONLY", "SELECT * FROM t"], Standby),
+    (&["BEGIN", "SET TRANSACTION READ ONLY", "SELECT 1"], Standby),
+    (
+        &[
+            "SET default_transaction_read_only = on",
+            "BEGIN",
+            "SELECT 1",
+        ],
+        Standby,
+    ),
+    (&["BEGIN", "COMMIT", "SELECT 1"], Standby),
+    (&["RESET ALL", "SELECT 1"], Standby),
+    (&["SELECT * FROM t FOR UPDATE"], Primary),
+    (&["SELECT * FROM t FOR SHARE"], Primary),
+    (&["SELECT * FROM t FOR NO KEY UPDATE"], Primary),
+    (&["SELECT * FROM t FOR KEY SHARE"], Primary),
+    (
+        &["WITH x AS (INSERT INTO t (v) VALUES (1) RETURNING *) SELECT * FROM x"],
+        Primary,
+    ),
+    (&["SELECT * INTO TEMP t_copy FROM t"], Primary),
+    (&["SELECT nextval('t_id_seq')"], Primary),
+    (&["SELECT * FROM (SELECT nextval('t_id_seq')) s"], Primary),
+    (&["SELECT setval('t_id_seq', 1000)"], Primary),
+    (&["SELECT pg_advisory_xact_lock(1)"], Primary),
+    (&["SELECT set_config('work_mem', '8MB', false)"], Primary),
+    (&["SELECT txid_current()"], Primary),
+    (&["SELECT pg_notify('ch', 'x')"], Primary),
+    (&["SELECT lo_create(0)"], Primary),
+    (&["SELECT f_volatile()"], Primary),
+    (&["SELECT 1; INSERT INTO t (v) VALUES (1)"], Primary),
+    (&["INSERT INTO t (v) VALUES (1)"], Primary),
+    (&["INSERT INTO t (v) VALUES (1) RETURNING id"], Primary),
+    (&["UPDATE t SET v = v WHERE false"], Primary),
+    (&["DELETE FROM t WHERE false"], Primary),
+    (&["CREATE TABLE IF NOT EXISTS t_new (a int)"], Primary),
+    (&["TRUNCATE t_scratch"], Primary),
+    (&["ANALYZE t"], Primary),
+    (&["VACUUM t"], Primary),
+    (&["DO $$ BEGIN END $$"], Primary),
+    (&["NOTIFY ch"], Primary),
+    (&["CHECKPOINT"], Primary),
+    (&["EXPLAIN ANALYZE INSERT INTO t (v) VALUES (1)"], Primary),
+    (&["BEGIN", "SELECT 1"], Primary),
+    (&["START TRANSACTION", "SELECT * FROM t"], Primary),
+    (&["BEGIN ISOLATION LEVEL SERIALIZABLE", "SELECT 1"], Primary),
+    (&["CREATE TEMP TABLE tt (a int)", "SELECT 1"], Primary),
+    (&["LISTEN ch", "SELECT 1"], Primary),
+    (
+        &["DECLARE c CURSOR WITH HOLD FOR SELECT 1", "SELECT 1"],
+        Primary,
+    ),
+    (&["PREPARE p AS SELECT 1", "EXECUTE p"], Primary),
+    (&["SELECT pg_advisory_lock(5)", "SELECT 1"], Primary),
+    (
+        &["INSERT INTO t (v) VALUES (1)", "SELECT count(*) FROM t"],
+        Primary,
+    ),
+    (&["SELEC 1"], Primary),
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn routing_table() -> anyhow::Result<()> {
+    let c = start(true, "catalog_refresh = \"200ms\"").await?;
+    let setup = "CREATE FUNCTION f_volatile() RETURNS int LANGUAGE sql VOLATILE AS 'SELECT 1'; \
+                 CREATE FUNCTION f_stable() RETURNS int LANGUAGE sql STABLE AS 'SELECT 1'; \
+                 CREATE FUNCTION f_immutable(int) RETURNS int LANGUAGE sql IMMUTABLE AS 'SELECT $1'; \
+                 CREATE TABLE t_scratch (a int);";
+    c.primary.psql("postgres", setup)?;
+    let standby = c.standby.as_ref().expect("standby");
+    standby.wait_caught_up(&c.primary, Duration::from_secs(20))?;
+    c.wait_standby_healthy().await?;
+    let probe = connect(c.rw(), "alice", ALICE_PW).await?;
+    pgha_testkit::wait_until_async("reads on the standby", Duration::from_secs(20), || {
+        let probe = &probe;
+        async move { served_by_standby(probe).await.then_some(()) }
+    })
+    .await?;
+    // Let the function catalog pick up the new functions.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+
+    let monitor = c.proxy.shared.monitor.clone();
+    let primary_stats = monitor.stats(&node("pg1", &c.primary));
+    let standby_stats = monitor.stats(&node("pg2", standby));
+    let mut wrong = Vec::new();
+    for (stmts, expect) in TABLE {
+        let client = connect(c.rw(), "alice", ALICE_PW).await?;
+        let (last, before) = stmts.split_last().expect("non-empty row");
+        for s in before {
+            if let Err(e) = client.simple_query(s).await {
+                wrong.push(format!("{stmts:?}: setup statement {s:?} failed: {e:?}"));
+            }
+        }
+        let p0 = primary_stats.served.load(Ordering::Relaxed);
+        let s0 = standby_stats.served.load(Ordering::Relaxed);
+        let result = client.simple_query(last).await;
+        let dp = primary_stats.served.load(Ordering::Relaxed) - p0;
+        let ds = standby_stats.served.load(Ordering::Relaxed) - s0;
+        let got = match (dp, ds) {
+            (0, n) if n > 0 => Some(Standby),
+            (n, _) if n > 0 => Some(Primary),
+            _ => None,
+        };
+        if got != Some(*expect) {
+            wrong.push(format!(
+                "{stmts:?}: expected {expect:?}, got {got:?} (result {:?})",
+                result.map(|_| ())
+            ));
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "{} of {} rows wrong:\n{}",
+        wrong.len(),
+        TABLE.len(),
+        wrong.join("\n")
+    );
+    Ok(())
+}
