@@ -135,11 +135,21 @@ impl Scenario {
             allow_async_fallback: rng.chance(200),
             ..Default::default()
         };
+        // a third of the seeds are storms: several overlapping faults
+        let storm = rng.chance(330);
         Scenario {
             nodes,
             config,
-            fault_steps: rng.range(60, 160),
-            fault_per_mille: rng.range(15, 60),
+            fault_steps: if storm {
+                rng.range(100, 200)
+            } else {
+                rng.range(60, 160)
+            },
+            fault_per_mille: if storm {
+                rng.range(100, 250)
+            } else {
+                rng.range(15, 60)
+            },
         }
     }
 }
