@@ -172,6 +172,27 @@ async fn switchover_without_leader_is_refused_and_times_out_cleanly() {
     );
     let out = f.pgha(&["switchover", "--to", "node9"]);
     assert!(describe(&out).contains("no member"), "{}", describe(&out));
+
+    // Scheduled: submitted, not waited for.
+    let out = f.pgha(&["switchover", "--at", "2030-01-01T00:00:00Z"]);
+    assert!(out.status.success(), "{}", describe(&out));
+    assert!(stdout(&out).contains("scheduled"), "{}", describe(&out));
+    let kv = dcs
+        .get(&keys.switchover())
+        .await
+        .expect("get")
+        .kv
+        .expect("request");
+    let req: SwitchoverRequest = serde_json::from_slice(&kv.value).expect("json");
+    assert_eq!(req.scheduled_at_unix_ms, Some(1_893_456_000_000));
+    let out = f.pgha(&["switchover", "--wait", "1"]);
+    assert!(
+        describe(&out).contains("already pending"),
+        "{}",
+        describe(&out)
+    );
+    let out = f.pgha(&["switchover", "--at", "tomorrow"]);
+    assert_eq!(out.status.code(), Some(2), "{}", describe(&out));
 }
 
 /// A fake leader that hands over as soon as it sees the request.

@@ -5,7 +5,10 @@
 //! lease. This command then waits until the leader key names another member
 //! (the target, if one was given).
 //!
-//! Exit codes: 0 done (or submitted, with `--wait 0`); 1 not done within
+//! With `--at TIME` the request is only submitted: the leader acts when the
+//! time comes (the request shows in `pgha status` until then).
+//!
+//! Exit codes: 0 done (or submitted, with `--wait 0` or `--at`); 1 not done within
 //! the wait (the request is withdrawn), another member than `--to` took
 //! over, or refused up front.
 //!
@@ -35,6 +38,21 @@ pub struct Args {
     /// Seconds to wait for the new leader; 0 submits and returns at once.
     #[arg(long, value_name = "SECONDS", default_value_t = 60)]
     pub wait: u64,
+    /// Not before this time (RFC 3339, e.g. 2026-11-26T02:00:00Z): submit
+    /// the request and return; the leader hands over when the time comes.
+    #[arg(long, value_name = "TIME", value_parser = parse_time)]
+    pub at: Option<u64>,
+}
+
+/// An RFC 3339 time as Unix milliseconds.
+fn parse_time(text: &str) -> Result<u64, String> {
+    let t = humantime::parse_rfc3339_weak(text)
+        .map_err(|e| format!("{text:?}: {e} (expected e.g. 2026-11-26T02:00:00Z)"))?;
+    let ms = t
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_err(|_| format!("{text:?} is before 1970"))?
+        .as_millis();
+    u64::try_from(ms).map_err(|_| format!("{text:?} is too far away"))
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -43,12 +61,17 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         target.member(to)?;
     }
     let rt = tokio::runtime::Runtime::new().context("start the async runtime")?;
-    rt.block_on(switchover(&target, args.to, Duration::from_secs(args.wait)))
+    let wait = match args.at {
+        Some(_) => Duration::ZERO,
+        None => Duration::from_secs(args.wait),
+    };
+    rt.block_on(switchover(&target, args.to, args.at, wait))
 }
 
 async fn switchover(
     target: &Target,
     to: Option<String>,
+    at: Option<u64>,
     wait: Duration,
 ) -> anyhow::Result<ExitCode> {
     let dcs = target.dcs()?;
@@ -64,7 +87,7 @@ async fn switchover(
     let request = SwitchoverRequest {
         from: Some(from.clone()),
         to: to.clone(),
-        scheduled_at_unix_ms: None,
+        scheduled_at_unix_ms: at,
     };
     let key = target.keys.switchover();
     let body = serde_json::to_vec(&request).context("render the request")?;
@@ -80,7 +103,13 @@ async fn switchover(
         bail!("a switchover is already pending ({text}); wait for it, or remove it with `etcdctl del {key}`");
     }
     let dest = to.as_deref().unwrap_or("the best synchronous standby");
-    println!("switchover requested: {from} -> {dest}");
+    match at {
+        Some(ms) => println!(
+            "switchover scheduled: {from} -> {dest} at {} (watch `pgha status`)",
+            humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + Duration::from_millis(ms))
+        ),
+        None => println!("switchover requested: {from} -> {dest}"),
+    }
     if wait.is_zero() {
         return Ok(ExitCode::SUCCESS);
     }
