@@ -31,6 +31,10 @@ pub struct ClusterFile {
     /// `[ha]`: failover timing and policy.
     #[serde(default)]
     pub ha: HaFile,
+    /// `[proxy]`: where the dev cluster's proxy listens (`pgha up` starts
+    /// one when this table is present).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proxy: Option<ProxyFile>,
     /// Where pgha keeps generated credentials (replication, admin, monitor
     /// passwords), readable only by the service user. Default "secrets".
     #[serde(default = "default_secrets_dir")]
@@ -166,6 +170,21 @@ impl Default for HaFile {
     }
 }
 
+/// `[proxy]` of the dev cluster.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProxyFile {
+    /// Listen address. Default "127.0.0.1".
+    #[serde(default = "default_host")]
+    pub host: String,
+    /// Read/write-splitting port.
+    pub rw_port: u16,
+    /// Read-only port (standbys, primary as fallback).
+    pub ro_port: u16,
+    /// Always-the-primary port.
+    pub primary_port: u16,
+}
+
 /// One `[[members]]` entry.
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -255,6 +274,12 @@ impl ClusterFile {
                 base_port + 30
             )]),
             ha: HaFile::default(),
+            proxy: Some(ProxyFile {
+                host: default_host(),
+                rw_port: base_port + 10,
+                ro_port: base_port + 11,
+                primary_port: base_port + 12,
+            }),
             secrets_dir: default_secrets_dir(),
             members,
         }

@@ -13,7 +13,7 @@ pub mod file;
 pub mod size;
 mod validate;
 
-pub use file::{ArchiveCompression, ClusterFile, MemberFile, SynchronousCommit};
+pub use file::{ArchiveCompression, ClusterFile, HaFile, MemberFile, ProxyFile, SynchronousCommit};
 pub use size::ByteSize;
 pub use validate::{ClusterConfig, ConfigError, Member, RESERVED_PARAMETERS};
 

@@ -147,6 +147,7 @@ pub struct ClusterConfig {
     pub members: Vec<Member>,
     pub dcs: pgha_dcs::DcsSettings,
     pub ha: crate::file::HaFile,
+    pub proxy: Option<crate::file::ProxyFile>,
     /// The file as parsed, to write back out (`pgha up` saves it).
     pub file: ClusterFile,
 }
@@ -222,6 +223,7 @@ pub(crate) fn validate(file: ClusterFile, base: &Path) -> Result<ClusterConfig, 
         members,
         dcs: file.dcs.clone(),
         ha: file.ha.clone(),
+        proxy: file.proxy.clone(),
         file,
     })
 }

@@ -32,6 +32,14 @@ pub fn config_text(members: usize, extra: &str) -> String {
             "[dcs]\nendpoints = [\"http://127.0.0.1:{etcd}\"]\n"
         ));
     }
+    if !extra.contains("[proxy]") {
+        text.push_str(&format!(
+            "[proxy]\nrw_port = {}\nro_port = {}\nprimary_port = {}\n",
+            free_port(),
+            free_port(),
+            free_port()
+        ));
+    }
     for i in 1..=members {
         text.push_str(&format!(
             "[[members]]\nname = \"node{i}\"\nport = {}\napi_port = {}\n",

@@ -75,6 +75,7 @@ async fn up(args: Args) -> anyhow::Result<ExitCode> {
     }
     let leader = wait_leader(&dcs, &keys, None, deadline).await?;
     wait_streaming(&cluster, &secrets, &leader, deadline).await?;
+    start_proxy(&cluster, &bin, &secrets, deadline)?;
     print_summary(&cluster, &leader, &secrets, started.elapsed());
     Ok(ExitCode::SUCCESS)
 }
@@ -174,6 +175,65 @@ fn start_agent(cluster: &DevCluster, bin: &Path, member: &str) -> anyhow::Result
         cmd,
         &inst.node_dir().join("agent.log"),
     )?;
+    Ok(())
+}
+
+/// Start the dev cluster's proxy (when the config has a `[proxy]` table)
+/// with a generated proxy.toml that follows the cluster in etcd.
+fn start_proxy(
+    cluster: &DevCluster,
+    bin: &Path,
+    secrets: &pgha_postgres::Secrets,
+    deadline: Instant,
+) -> anyhow::Result<()> {
+    let Some(p) = &cluster.config.proxy else {
+        return Ok(());
+    };
+    if supervise::running_pid(&cluster.dir, "proxy", "proxy").is_some() {
+        return Ok(());
+    }
+    for port in [p.rw_port, p.ro_port, p.primary_port] {
+        if std::net::TcpListener::bind((p.host.as_str(), port)).is_err() {
+            bail!("port {port} on {}, needed by the proxy, is in use by another program: stop it or change [proxy] in cluster.toml", p.host);
+        }
+    }
+    let dcs = &cluster.config.dcs;
+    let endpoints: Vec<String> = dcs.endpoints.iter().map(|e| format!("{e:?}")).collect();
+    let text = format!(
+        "# Written by `pgha up` from cluster.toml; changes here are overwritten.\n\
+         listen_rw = \"{h}:{rw}\"\nlisten_ro = \"{h}:{ro}\"\nlisten_primary = \"{h}:{pr}\"\n\
+         monitor_password_file = {mon:?}\n\n[topology]\nkind = \"etcd\"\ncluster = {name:?}\n\n\
+         [topology.dcs]\nendpoints = [{eps}]\nnamespace = {ns:?}\n",
+        h = p.host,
+        rw = p.rw_port,
+        ro = p.ro_port,
+        pr = p.primary_port,
+        mon = secrets
+            .dir
+            .join(pgha_postgres::secrets::MONITOR_FILE)
+            .display()
+            .to_string(),
+        name = cluster.config.name,
+        eps = endpoints.join(", "),
+        ns = dcs.namespace,
+    );
+    let path = cluster.dir.join("proxy.toml");
+    std::fs::write(&path, text).with_context(|| format!("write {}", path.display()))?;
+    let mut cmd = Command::new(bin);
+    cmd.arg("proxy").arg("--config").arg(&path);
+    if std::env::var_os("RUST_LOG").is_none() {
+        cmd.env("RUST_LOG", "info");
+    }
+    supervise::spawn(&cluster.dir, "proxy", cmd, &cluster.dir.join("proxy.log"))?;
+    while std::net::TcpStream::connect((p.host.as_str(), p.rw_port)).is_err() {
+        if Instant::now() > deadline {
+            bail!(
+                "the proxy did not start listening: see {}",
+                cluster.dir.join("proxy.log").display()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
     Ok(())
 }
 
@@ -288,6 +348,16 @@ fn print_summary(
         );
     }
     println!("  etcd     {}", c.dcs.endpoints.join(","));
+    if let Some(p) = &c.proxy {
+        println!(
+            "  proxy    rw postgresql://{su}@{h}:{rw}/postgres   ro :{ro}   primary :{pr}",
+            su = c.superuser,
+            h = p.host,
+            rw = p.rw_port,
+            ro = p.ro_port,
+            pr = p.primary_port
+        );
+    }
     println!(
         "  password of {:?}: {}",
         c.superuser,
@@ -295,7 +365,12 @@ fn print_summary(
     );
     println!();
     println!("Try:");
-    let p = c.member(leader).map(|m| m.port).unwrap_or(0);
+    let p = c
+        .proxy
+        .as_ref()
+        .map(|p| p.rw_port)
+        .or_else(|| c.member(leader).map(|m| m.port))
+        .unwrap_or(0);
     println!(
         "  PGPASSWORD=$(cat {}) psql -h 127.0.0.1 -p {p} -U {}",
         secrets.admin_file().display(),
