@@ -159,3 +159,42 @@ async fn reads_see_own_writes() -> anyhow::Result<()> {
     println!("reads served by the standby: {on_standby}");
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn standby_refusal_is_retried_on_the_primary_and_standby_loss_is_invisible(
+) -> anyhow::Result<()> {
+    let mut c = start(true, "catalog_refresh = \"200ms\"").await?;
+    // Declared STABLE, but writes: the standby refuses it with 25006.
+    c.primary.psql(
+        "postgres",
+        "CREATE FUNCTION f_lies() RETURNS bigint LANGUAGE sql STABLE AS $$ SELECT nextval('t_id_seq') $$",
+    )?;
+    let standby = c.standby.as_ref().expect("standby");
+    standby.wait_caught_up(&c.primary, Duration::from_secs(20))?;
+    c.wait_standby_healthy().await?;
+    let client = connect(c.rw(), "alice", ALICE_PW).await?;
+    pgha_testkit::wait_until_async("reads on the standby", Duration::from_secs(20), || {
+        let client = &client;
+        async move { served_by_standby(client).await.then_some(()) }
+    })
+    .await?;
+    // Simple protocol, then extended: no error reaches the client.
+    let rows = client.simple_query("SELECT f_lies()").await?;
+    assert!(rows
+        .iter()
+        .any(|m| matches!(m, tokio_postgres::SimpleQueryMessage::Row(_))));
+    let v: i64 = client.query_one("SELECT f_lies() + 0", &[]).await?.get(0);
+    assert!(v > 0);
+    let again: i64 = client.query_one("SELECT f_lies()", &[]).await?.get(0);
+    assert!(again > v);
+
+    // The standby dies: reads carry on (on the primary), without errors.
+    c.standby.as_mut().expect("standby").kill();
+    for _ in 0..50 {
+        let row = client.query_one("SELECT count(*) FROM t", &[]).await?;
+        assert!(row.get::<_, i64>(0) >= 0);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(!served_by_standby(&client).await);
+    Ok(())
+}

@@ -25,6 +25,8 @@ enum Act {
     Release,
     /// ReadyForQuery: the head unit is complete.
     Complete,
+    /// FATAL/PANIC from the server: the backend is going away.
+    Lost,
 }
 
 impl Session {
@@ -70,6 +72,12 @@ impl Session {
                     release(&mut self.io.wbuf, b.units.front_mut());
                     run += total;
                 }
+                Act::Lost => {
+                    flush_run(&mut self.io.wbuf, b, &mut run);
+                    let text = Session::error_text(&b.conn.rbuf[5..total]);
+                    self.backend_lost(&format!("server said: {text}"));
+                    return Ok(());
+                }
                 Act::Complete => {
                     flush_run(&mut self.io.wbuf, b, &mut run);
                     let status = b.conn.rbuf[5];
@@ -93,6 +101,9 @@ impl Session {
         let frame = &b.conn.rbuf[at..at + total];
         if tag == b'S' {
             return parameter_status(kind, &mut self.state, frame, b.units.front());
+        }
+        if tag == b'E' && is_fatal(&frame[5..]) {
+            return Act::Lost;
         }
         let Some(u) = b.units.front_mut() else {
             return match tag {
@@ -229,6 +240,12 @@ impl Session {
         self.tx_status = b'I';
         self.state.tx_wrote = false;
     }
+}
+
+/// FATAL or PANIC: the server ends the connection after this message.
+fn is_fatal(fields: &[u8]) -> bool {
+    let severity = error_field(fields, b'V').or_else(|| error_field(fields, b'S'));
+    matches!(severity, Some(b"FATAL") | Some(b"PANIC"))
 }
 
 fn hold_or(u: &mut Unit, otherwise: Act) -> Act {
