@@ -19,7 +19,7 @@ use pgha_agent::api::client;
 use pgha_agent::status::DecisionRecord;
 use pgha_core::{ClusterView, Lsn, MemberState, Role};
 use pgha_postgres::probe::{self, ReplicationRow, ServerStatus, SlotRow};
-use pgha_postgres::{Instance, PgBinaries, Secrets, ServiceUser};
+use pgha_postgres::{Instance, PgBinaries, ServiceUser};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::process::ExitCode;
@@ -273,9 +273,13 @@ type PrimaryRows = (String, Vec<ReplicationRow>, Vec<SlotRow>);
 /// slots from every primary found.
 async fn probe_postgres(target: &Target) -> (Vec<Probed>, Vec<PrimaryRows>) {
     let cfg = &target.config;
-    let password = Secrets::load(&cfg.secrets_dir)
-        .map(|s| s.admin_password)
-        .ok();
+    // Only the admin password is needed; a cluster made before other
+    // secrets existed must still be probed.
+    let password =
+        std::fs::read_to_string(cfg.secrets_dir.join(pgha_postgres::secrets::ADMIN_FILE))
+            .ok()
+            .map(|p| p.trim().to_string())
+            .filter(|p| !p.is_empty());
     let local = match (
         PgBinaries::locate(cfg.bin_dir.as_deref()),
         ServiceUser::resolve(&cfg.os_user),
