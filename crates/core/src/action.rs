@@ -199,3 +199,45 @@ impl Decision {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sync::SyncSet;
+
+    #[test]
+    fn actions_serialize_with_a_tag() {
+        let a = Action::SetSyncStandbyNames(SyncStandbyNames::Quorum(SyncSet::new(["n2"], 1)));
+        let json = serde_json::to_string(&a).unwrap();
+        assert!(
+            json.starts_with(r#"{"action":"set_sync_standby_names""#),
+            "{json}"
+        );
+        assert_eq!(serde_json::from_str::<Action>(&json).unwrap(), a);
+        for names in [SyncStandbyNames::Async, SyncStandbyNames::AnyStandby] {
+            let a = Action::Promote {
+                sync_names: names.clone(),
+            };
+            let json = serde_json::to_string(&a).unwrap();
+            assert_eq!(serde_json::from_str::<Action>(&json).unwrap(), a);
+            let a = Action::SetSyncStandbyNames(names);
+            let json = serde_json::to_string(&a).unwrap();
+            assert_eq!(serde_json::from_str::<Action>(&json).unwrap(), a);
+        }
+        let a = Action::Demote(DemoteKind::Graceful);
+        let json = serde_json::to_string(&a).unwrap();
+        assert_eq!(serde_json::from_str::<Action>(&json).unwrap(), a);
+        let d = Action::DetachFromPrimary { after_term: 7 };
+        let json = serde_json::to_string(&d).unwrap();
+        assert_eq!(json, r#"{"action":"detach_from_primary","after_term":7}"#);
+    }
+
+    #[test]
+    fn actions_display_for_logs() {
+        assert_eq!(Action::RenewLeader.to_string(), "renew leader lease");
+        assert_eq!(
+            Action::SetSyncStandbyNames(SyncStandbyNames::Async).to_string(),
+            "set synchronous_standby_names '' (asynchronous)"
+        );
+    }
+}
