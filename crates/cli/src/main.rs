@@ -54,6 +54,8 @@ enum Command {
     Archive(cmd::wal::ArchiveArgs),
     /// Run the PostgreSQL protocol proxy (rw / ro / primary listeners).
     Proxy(cmd::proxy::Args),
+    /// Generated credentials: `secrets init` creates the missing ones once.
+    Secrets(cmd::secrets::Args),
 }
 
 fn main() -> ExitCode {
@@ -76,6 +78,7 @@ fn main() -> ExitCode {
         Command::WalFetch(args) => cmd::wal::fetch(args),
         Command::Archive(args) => cmd::wal::archive(args),
         Command::Proxy(args) => cmd::proxy::run(args),
+        Command::Secrets(args) => cmd::secrets::run(args),
     };
     match result {
         Ok(code) => code,

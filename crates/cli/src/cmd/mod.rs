@@ -9,6 +9,7 @@ pub mod pause;
 pub mod proxy;
 pub mod reinit;
 pub mod restart;
+pub mod secrets;
 pub mod status;
 pub mod switchover;
 pub mod up;
