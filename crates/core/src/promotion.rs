@@ -61,15 +61,21 @@ pub fn check_promotion(cand: Candidate<'_>, view: &ClusterView) -> Result<String
                 .to_string(),
         ));
     };
+    // Count only reports at or behind us: any |S| - k + 1 of them include a
+    // holder of every acknowledged commit, which we then hold too. A report
+    // ahead of us makes us step aside if its member can promote, and is
+    // otherwise (nofailover) just not counted.
     let mut have: Vec<(&str, WalPos)> = Vec::new();
     let mut missing: Vec<String> = Vec::new();
     for m in &set.members {
         match report(m, cand, view, term) {
-            Ok(pos) => have.push((m, pos)),
+            Ok(pos) if pos <= cand.position => have.push((m, pos)),
+            Ok(pos) => missing.push(format!("{m} (nofailover) is ahead at {pos}")),
             Err(why) => missing.push(why),
         }
     }
     if have.len() < need {
+        check_nobody_ahead(cand, view, term)?;
         return Err(Refusal::NotEnoughReports(format!(
             "no safe candidate: need the final LSN of {need} of {}, {}",
             set.names(),
@@ -116,10 +122,13 @@ fn report(
     }
 }
 
-/// Members whose position counts for "ahead": running standbys and detached
-/// members (a stopped former primary's unacknowledged tail does not count).
+/// Members whose position counts for "ahead": failover-eligible running
+/// standbys and detached members (a stopped former primary's unacknowledged
+/// tail does not count, nor does a nofailover member that could never take
+/// over: stepping aside for it would leave the cluster without a primary).
 fn comparable(rec: &MemberState, term: u64) -> bool {
-    rec.is_running_standby() || rec.detached.is_some_and(|d| d.after_term == term)
+    !rec.tags.nofailover
+        && (rec.is_running_standby() || rec.detached.is_some_and(|d| d.after_term == term))
 }
 
 fn check_nobody_ahead(cand: Candidate<'_>, view: &ClusterView, term: u64) -> Result<(), Refusal> {

@@ -137,6 +137,10 @@ fn stopped(ctx: &Ctx<'_>, bootstrapper: bool) -> Decision {
     let view = ctx.view;
     match ctx.local.pg.data_dir {
         DataDir::Empty => match view.initialize.as_deref() {
+            None if ctx.local.tags.nofailover => ctx.decision(
+                vec![],
+                "cluster not initialized; I am tagged nofailover, so another member bootstraps",
+            ),
             None => ctx.decision_now(
                 vec![Action::AcquireInitialize],
                 "cluster not initialized: racing for the initialize key",

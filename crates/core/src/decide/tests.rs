@@ -633,3 +633,45 @@ fn standby_does_not_detach_for_the_term_of_a_claimed_leader() {
     let d = run(n, view, 0);
     assert!(steps(&d).is_empty(), "{:?}", d.actions);
 }
+
+/// A nofailover member ahead of everyone must not block failover when the
+/// other reports suffice (here it is not even in S).
+#[test]
+fn nofailover_member_ahead_outside_s_does_not_block() {
+    let view = View::new()
+        .sync(5, "node1", &["node2"], 1)
+        .detached("node4", 5, pos(1, 2000))
+        .edit_member("node4", |m| m.tags.nofailover = true)
+        .build();
+    let n = Node::new("node2")
+        .running_standby(None, pos(1, 1000))
+        .detached(5);
+    assert_eq!(steps(&run(n, view, 0)), vec![Action::AcquireLeader]);
+}
+
+/// A nofailover member of S that is ahead and whose report is needed: its
+/// extra WAL may hold acknowledged commits, so nobody promotes.
+#[test]
+fn needed_nofailover_report_ahead_blocks_promotion() {
+    let view = leaderless()
+        .detached("node3", 5, pos(1, 2000))
+        .edit_member("node3", |m| m.tags.nofailover = true)
+        .build();
+    let n = Node::new("node2")
+        .running_standby(None, pos(1, 1000))
+        .detached(5);
+    let d = run(n, view, 0);
+    assert!(steps(&d).is_empty());
+    assert!(
+        d.reason.contains("node3 (nofailover) is ahead"),
+        "{}",
+        d.reason
+    );
+}
+
+#[test]
+fn nofailover_node_does_not_bootstrap() {
+    let n = Node::new("node1").edit(|l| l.tags.nofailover = true);
+    let d = run(n, View::uninitialized().build(), 0);
+    assert!(steps(&d).is_empty(), "{}", d.reason);
+}

@@ -104,6 +104,13 @@ impl View {
         v
     }
 
+    pub fn edit_member(mut self, name: &str, f: impl FnOnce(&mut MemberState)) -> View {
+        if let Some(m) = self.0.members.get_mut(name) {
+            f(m);
+        }
+        self
+    }
+
     pub fn config(mut self, f: impl FnOnce(&mut DynamicConfig)) -> View {
         f(&mut self.0.config);
         self

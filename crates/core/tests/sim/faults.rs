@@ -172,7 +172,21 @@ pub fn run_seed(seed: u64, verbose: bool) -> Result<u64, String> {
         let rate = *w.rng.pick(&[(1, 1), (1, 1), (1, 1), (9, 10), (11, 10)]);
         w.nodes[k].set_rate(0, rate);
     }
-    w.note(format!("seed {seed}: {} nodes, {:?}", sc.nodes, sc.config));
+    let last = w.nodes.len() - 1;
+    match w.rng.below(20) {
+        // an asynchronous backup that never takes over
+        0..=2 if last >= 2 => {
+            w.nodes[last].tags.nofailover = true;
+            w.nodes[last].tags.nosync = true;
+        }
+        3 | 4 if last >= 2 => w.nodes[last].tags.nofailover = true,
+        _ => {}
+    }
+    let tags = w.nodes[last].tags.clone();
+    w.note(format!(
+        "seed {seed}: {} nodes, {:?}, last node {tags:?}",
+        sc.nodes, sc.config
+    ));
     let ok = run_until(&mut w, 30_000, |w| {
         w.writable_primary().is_some() && !w.acked.is_empty()
     });
