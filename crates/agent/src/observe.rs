@@ -39,6 +39,7 @@ pub async fn observe(
     inst: &Instance,
     client: Option<&Client>,
     cluster: &ClusterConfig,
+    passfile: &std::path::Path,
     mem: &mut PgMemory,
     now: Millis,
 ) -> PgState {
@@ -56,7 +57,7 @@ pub async fn observe(
     pg.stopped_since = mem.stopped_since;
     match (pg.running, client) {
         (true, Some(c)) => {
-            if let Err(e) = probe_running(&mut pg, c, cluster, mem).await {
+            if let Err(e) = probe_running(&mut pg, inst, c, cluster, passfile, mem).await {
                 tracing::debug!("probe of the running server failed: {e:#}");
                 pg.role = Role::Unknown;
             }
@@ -81,8 +82,10 @@ fn data_dir_kind(inst: &Instance) -> DataDir {
 
 async fn probe_running(
     pg: &mut PgState,
+    inst: &Instance,
     c: &Client,
     cluster: &ClusterConfig,
+    passfile: &std::path::Path,
     mem: &PgMemory,
 ) -> Result<(), PgError> {
     let row = c
@@ -109,6 +112,19 @@ async fn probe_running(
             timeline,
             lsn: best,
         };
+        let receiving = row.get::<_, Option<String>>(5).is_some();
+        if !receiving {
+            // Without a WAL receiver the query above only knows the last
+            // checkpoint's timeline, which can be older than the WAL we
+            // hold: ask the server itself.
+            let (tli, pos) = inst
+                .identify_system(&cluster.replication_user, passfile)
+                .await?;
+            pg.position = WalPos {
+                timeline: tli,
+                lsn: best.max(pos),
+            };
+        }
         pg.replay_lsn = lsn(3);
         pg.streaming = row.get::<_, Option<String>>(5).as_deref() == Some("streaming");
         let conninfo: String = row.get(6);

@@ -169,10 +169,12 @@ impl Agent {
             self.last_config = v.config.clone();
             self.adopt_leader_lease(v, snap.leader_lease);
         }
+        let passfile = self.secrets.passfile();
         let pg = observe::observe(
             &self.inst,
             self.client.as_ref(),
             &self.cfg,
+            &passfile,
             &mut self.mem.pg,
             now,
         )
@@ -318,7 +320,9 @@ impl Agent {
             paused: view.is_some_and(|v| v.config.paused),
             dcs_unavailable: snap.view.is_none(),
             leader,
-            view: view.map(view_json).unwrap_or(serde_json::Value::Null),
+            view: view
+                .map(crate::api::view_json)
+                .unwrap_or(serde_json::Value::Null),
             decisions: self.decisions.clone(),
         };
         self.status_tx.send_replace(status);
@@ -361,18 +365,6 @@ impl Agent {
             let _ = self.dcs.revoke_lease(lease).await;
         }
     }
-}
-
-fn view_json(v: &pgha_core::ClusterView) -> serde_json::Value {
-    serde_json::json!({
-        "leader": v.leader.as_ref().map(|l| serde_json::json!({"holder": l.holder, "term": l.term})),
-        "members": v.members,
-        "sync": v.sync,
-        "config": v.config,
-        "switchover": v.switchover,
-        "failover": v.failover,
-        "initialize": v.initialize,
-    })
 }
 
 /// Wake the loop on every change under the cluster prefix; re-establish the

@@ -12,6 +12,7 @@ use crate::controldata::{self, ControlData};
 use crate::shell::run;
 use crate::{PgBinaries, PgError, ServiceUser};
 use pgha_config::Member;
+use pgha_core::{Lsn, Timeline};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -356,6 +357,42 @@ impl Instance {
         )
         .await?;
         Ok(())
+    }
+
+    /// `IDENTIFY_SYSTEM` over a replication connection to this (running)
+    /// server: the timeline it is on and its flushed WAL position. On a
+    /// standby whose WAL receiver has stopped this is the only exact source
+    /// of its timeline (the checkpoint's timeline can be older, and an
+    /// under-reported timeline would make a node look behind a peer).
+    pub async fn identify_system(
+        &self,
+        replication_user: &str,
+        passfile: &Path,
+    ) -> Result<(Timeline, Lsn), PgError> {
+        let mut cmd = self.user.command(self.bins.path("psql"));
+        cmd.env("PGPASSFILE", passfile)
+            .args(["-X", "-A", "-t", "-w", "-c", "IDENTIFY_SYSTEM"])
+            .arg(format!(
+                "host={} port={} user={replication_user} dbname=postgres replication=true connect_timeout=2 application_name=pgha",
+                self.host, self.port
+            ));
+        let out = run(
+            &format!("IDENTIFY_SYSTEM on {}", self.name),
+            cmd,
+            Duration::from_secs(5),
+        )
+        .await?;
+        let unexpected = |detail: String| PgError::Unexpected {
+            what: "reading IDENTIFY_SYSTEM".into(),
+            detail,
+        };
+        let fields: Vec<&str> = out.trim().split('|').collect();
+        let (Some(tli), Some(pos)) = (fields.get(1), fields.get(2)) else {
+            return Err(unexpected(out.clone()));
+        };
+        let tli: u32 = tli.parse().map_err(|_| unexpected(out.clone()))?;
+        let pos: Lsn = pos.parse().map_err(|_| unexpected(out.clone()))?;
+        Ok((Timeline(tli), pos))
     }
 
     fn pg_ctl(&self) -> tokio::process::Command {
