@@ -108,6 +108,13 @@ pub fn next_step(inp: &SyncInputs<'_>) -> SyncStep {
     };
     let t_names = SyncStandbyNames::for_set(&t);
     if *r == t && *p == t_names {
+        if t.promotion_quorum().is_none() {
+            return SyncStep::Idle(
+                "WARNING: replication is ASYNCHRONOUS (no healthy standby, \
+                 allow_async_fallback): acknowledged commits can be lost on failover"
+                    .into(),
+            );
+        }
         return SyncStep::Idle(format!("synchronous replication in place: {t}"));
     }
     let async_note = if t.promotion_quorum().is_none() {

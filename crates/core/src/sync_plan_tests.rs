@@ -281,3 +281,14 @@ fn walk(
     }
     assert!(!live, "no convergence from {r0}/{p0} to {t:?}, at {r}/{p}");
 }
+
+/// In asynchronous fallback every loop says so, loudly.
+#[test]
+fn async_in_place_warns_every_loop() {
+    let none = SyncSet::no_promotion();
+    let s = step(&none, &SyncStandbyNames::Async, Some(none.clone()), &[]);
+    assert!(
+        matches!(s, SyncStep::Idle(ref w) if w.starts_with("WARNING")),
+        "{s:?}"
+    );
+}
