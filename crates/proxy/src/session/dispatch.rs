@@ -196,37 +196,14 @@ impl Session {
         let Some(b) = self.backends[role as usize].as_mut() else {
             return Ok(Step::Done);
         };
-        let mut unit = Unit::new(b.stats.clone());
-        b.stats
+        let stats = b.stats.clone();
+        stats
             .served
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        if let Some(a) = &analysis {
-            let retry_sql = match &msg {
-                FrontendMessage::Query { sql } => {
-                    unit.write = may_write(a, sql);
-                    if !a.session.is_empty() {
-                        unit.effects.push(a.clone());
-                    }
-                    Some(sql.clone())
-                }
-                FrontendMessage::Parse { sql, .. } => Some(sql.clone()),
-                FrontendMessage::Bind { statement, .. } => {
-                    self.state.prepared.get(statement).map(|p| p.sql.clone())
-                }
-                _ => None,
-            };
-            let retryable = self.kind == crate::server::ListenerKind::Rw
-                && role == Role::Standby
-                && self.tx_status == b'I'
-                && a.read_only
-                && a.tx == TxEffect::None
-                && retry_sql.is_some();
-            if retryable {
-                unit.retry = Some(BytesMut::new());
-                unit.held = Some(BytesMut::new());
-                unit.retry_sql = retry_sql;
-            }
-        }
+        let unit = self.new_unit(stats, role, &msg, analysis.as_ref());
+        let Some(b) = self.backends[role as usize].as_mut() else {
+            return Ok(Step::Done);
+        };
         b.units.push_back(unit);
         self.active = Some(role);
         self.forward(role, &msg, &frame);
@@ -235,6 +212,45 @@ impl Session {
             _ => self.open = Some(role),
         }
         Ok(Step::Done)
+    }
+
+    /// A client unit starting with `msg`: its write flag, session effects,
+    /// and whether a standby's 25006 refusal may be retried on the primary.
+    fn new_unit(
+        &self,
+        stats: Arc<crate::monitor::NodeStats>,
+        role: Role,
+        msg: &FrontendMessage,
+        analysis: Option<&Arc<Analysis>>,
+    ) -> Unit {
+        let mut unit = Unit::new(stats);
+        let Some(a) = analysis else { return unit };
+        let retry_sql = match msg {
+            FrontendMessage::Query { sql } => {
+                unit.write = may_write(a, sql);
+                if !a.session.is_empty() {
+                    unit.effects.push(a.clone());
+                }
+                Some(sql.clone())
+            }
+            FrontendMessage::Parse { sql, .. } => Some(sql.clone()),
+            FrontendMessage::Bind { statement, .. } => {
+                self.state.prepared.get(statement).map(|p| p.sql.clone())
+            }
+            _ => None,
+        };
+        let retryable = self.kind == crate::server::ListenerKind::Rw
+            && role == Role::Standby
+            && self.tx_status == b'I'
+            && a.read_only
+            && a.tx == TxEffect::None
+            && retry_sql.is_some();
+        if retryable {
+            unit.retry = Some(BytesMut::new());
+            unit.held = Some(BytesMut::new());
+            unit.retry_sql = retry_sql;
+        }
+        unit
     }
 
     fn close_unit(&mut self, role: Role) {

@@ -46,8 +46,6 @@ pub struct Unit {
     pub write: bool,
     /// Analyses whose session effects apply when the unit succeeds.
     pub effects: Vec<Arc<Analysis>>,
-    /// Session settings the injected unit applies (for the backend mirror).
-    pub applies: Option<Vec<(String, Option<String>)>>,
     /// Statements the proxy re-prepared in this unit: if the unit fails,
     /// whether they exist on the backend is unknown.
     pub reprepared: Vec<Bytes>,
@@ -70,7 +68,6 @@ impl Unit {
             errored: false,
             write: false,
             effects: Vec::new(),
-            applies: None,
             reprepared: Vec::new(),
             closed: false,
             _outstanding: Outstanding::new(stats),
