@@ -417,6 +417,13 @@ impl Session {
                     u.write = true;
                 }
             }
+            FrontendMessage::Flush => {
+                // The client waits for answers before Sync: nothing may be
+                // held back, so this unit can no longer be retried.
+                if let Some(u) = b.units.back_mut() {
+                    u.retry = None;
+                }
+            }
             _ => {}
         }
         b.conn.wbuf.extend_from_slice(frame);

@@ -142,7 +142,10 @@ impl Session {
                 for name in u.reprepared.drain(..) {
                     b.prepared.insert(name, super::state::UNKNOWN_VERSION);
                 }
-                if u.held.is_some() && error_field(&frame[5..], b'C') == Some(&b"25006"[..]) {
+                if u.held.is_some()
+                    && u.retry.is_some()
+                    && error_field(&frame[5..], b'C') == Some(&b"25006"[..])
+                {
                     u.discarding = true;
                     u.held = None;
                     return Act::Drop;
@@ -250,7 +253,8 @@ fn is_fatal(fields: &[u8]) -> bool {
 
 fn hold_or(u: &mut Unit, otherwise: Act) -> Act {
     match (u.held.is_some(), otherwise) {
-        (true, Act::Hold) => Act::Hold,
+        // A Flush gave up the retry: the client is waiting for these.
+        (true, Act::Hold) if u.retry.is_some() => Act::Hold,
         (true, _) => {
             u.retry = None;
             Act::Release
