@@ -13,7 +13,9 @@
 ARG RUST_VERSION=1.95
 FROM rust:${RUST_VERSION}-bookworm AS build
 # pg_query (the proxy's SQL classifier) needs libclang for bindgen and a C
-# compiler; etcd-client needs protoc.
+# compiler; etcd-client needs protoc. Debian versions are not pinned: the
+# release (bookworm) is, and old point versions vanish from the mirrors.
+# hadolint ignore=DL3008
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
       libclang-dev clang protobuf-compiler pkg-config \
@@ -36,7 +38,9 @@ ENV PG_MAJOR=${PG_MAJOR} \
     PATH=/usr/lib/postgresql/${PG_MAJOR}/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 # The service user first, with a fixed uid/gid (volumes keep numeric owners).
 # postgresql-common is told not to create the packaged "main" cluster: pgha
-# runs initdb itself.
+# runs initdb itself. postgresql-15 pins the major version; the point release
+# is Debian's current one (old ones vanish from the mirrors).
+# hadolint ignore=DL3008
 RUN set -eux; \
     groupadd --system --gid 10001 pgha; \
     useradd --system --uid 10001 --gid pgha --home-dir /var/lib/pgha \
