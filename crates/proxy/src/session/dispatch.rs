@@ -64,8 +64,16 @@ impl Session {
                 break;
             };
             let frame = bytes.split_to(total);
-            if let Err(e) = self.on_frame(tag, frame, true).await {
-                return Err(SessionError::Protocol(e));
+            match self.on_frame(tag, frame, true).await {
+                Ok(Step::Stall(_, frame)) => {
+                    // Not yet: try again once the active backend drained.
+                    let mut rest = BytesMut::from(&frame[..]);
+                    rest.extend_from_slice(&bytes);
+                    self.retry = Some(rest.freeze());
+                    return Ok(());
+                }
+                Ok(_) => {}
+                Err(e) => return Err(SessionError::Protocol(e)),
             }
         }
         Ok(())

@@ -277,13 +277,26 @@ impl Session {
         }
     }
 
+    /// The client sent Terminate: hand the backends what is queued for them
+    /// (pipelined work runs, as it would on a direct connection), then
+    /// Terminate, bounded by the connect timeout.
+    async fn terminate_backends(&mut self) {
+        let timeout = self.shared.settings.connect_timeout;
+        for b in self.backends.iter_mut().flatten() {
+            crate::codec::FrontendMessage::Terminate.encode(&mut b.conn.wbuf);
+            let write = b.conn.wr.write_all_buf(&mut b.conn.wbuf);
+            let _ = tokio::time::timeout(timeout, write).await;
+        }
+    }
+
     async fn run(&mut self) -> Result<(), SessionError> {
         loop {
             if let Some(bytes) = self.retry.take() {
                 self.redispatch(bytes).await?;
             }
-            if !self.blocked() && self.dispatch().await? == Flow::Exit {
+            if self.retry.is_none() && !self.blocked() && self.dispatch().await? == Flow::Exit {
                 let _ = self.io.flush().await;
+                self.terminate_backends().await;
                 return Ok(());
             }
             self.try_write();
