@@ -533,3 +533,40 @@ fn ensure_prepared(
         u.reprepared.push(name.clone());
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn analysis(read_only: bool, tx: TxEffect) -> Analysis {
+        Analysis {
+            read_only,
+            tx,
+            ..crate::classify::Classifier::new(Arc::default())
+                .analyze("SELECT 1")
+                .as_ref()
+                .clone()
+        }
+    }
+
+    #[test]
+    fn only_real_statements_count_as_writes() {
+        let w = analysis(false, TxEffect::None);
+        assert!(may_write(&w, b"INSERT INTO t VALUES (1)"));
+        assert!(may_write(&w, b"BEGIN; INSERT INTO t VALUES (1); COMMIT;"));
+        assert!(may_write(&w, b""), "unknown text is a write");
+        assert!(!may_write(&w, b"  set work_mem = '8MB';  "));
+        assert!(!may_write(&w, b"COMMIT"));
+        assert!(!may_write(&w, b"reset all"));
+        assert!(!may_write(&analysis(true, TxEffect::None), b"SELECT 1"));
+    }
+
+    #[test]
+    fn lone_begin_forms() {
+        assert_eq!(lone_begin(b"BEGIN"), Some("BEGIN"));
+        assert_eq!(lone_begin(b" begin work ; "), Some("BEGIN"));
+        assert_eq!(lone_begin(b"START TRANSACTION"), Some("START TRANSACTION"));
+        assert_eq!(lone_begin(b"BEGIN ISOLATION LEVEL SERIALIZABLE"), None);
+        assert_eq!(lone_begin(b"BEGIN; SELECT 1"), None);
+    }
+}

@@ -160,15 +160,25 @@ impl Session {
     }
 
     fn current_standby_eligible(&mut self) -> bool {
+        self.current_standby_usable(true)
+    }
+
+    /// Whether the session's standby connection may serve (`ryw`: also
+    /// checking read-your-writes).
+    fn current_standby_usable(&mut self, ryw: bool) -> bool {
         let node = match &self.backends[Role::Standby as usize] {
             Some(b) => b.conn.node.clone(),
             None => return false,
         };
-        self.standby_eligible(&node)
+        self.standby_check(&node, ryw)
     }
 
     /// Is `node` a standby that may serve this session's reads now?
     fn standby_eligible(&mut self, node: &Node) -> bool {
+        self.standby_check(node, true)
+    }
+
+    fn standby_check(&mut self, node: &Node, ryw: bool) -> bool {
         let settings = &self.shared.settings;
         let primary_sample = {
             let t = self.topology.borrow();
@@ -195,6 +205,9 @@ impl Session {
             if plsn.bytes_after(st.lsn) > max {
                 return false;
             }
+        }
+        if !ryw {
+            return true;
         }
         if let Some(wrote_at) = self.state.last_write {
             if self.state.ryw_target.is_none() {
@@ -225,6 +238,11 @@ impl Session {
     async fn ensure_standby(&mut self) -> bool {
         if self.current_standby_eligible() {
             return true;
+        }
+        if self.current_standby_usable(false) {
+            // Healthy but not yet past this session's last write: the
+            // primary serves this read rather than churning connections.
+            return false;
         }
         let standbys = self.topology.borrow().standbys.clone();
         let mut best: Option<(usize, Node)> = None;
