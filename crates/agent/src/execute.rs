@@ -322,6 +322,19 @@ impl Agent {
             self.inst.set_standby_signal(false)?;
             self.inst.crash_recover().await?;
         }
+        // A just-promoted leader's control file still names the old timeline
+        // until its first checkpoint; pg_rewind would then see no divergence
+        // and do nothing. Checkpoint the source first.
+        let source = pgha_postgres::probe::connect(
+            &upm.host,
+            upm.port,
+            &self.cfg.superuser,
+            &self.secrets.admin_password,
+            Duration::from_secs(5),
+        )
+        .await?;
+        source.batch_execute("CHECKPOINT").await?;
+        drop(source);
         self.inst
             .rewind(
                 &upm,

@@ -21,18 +21,6 @@ pub struct PgMemory {
     pub sync_applied: Option<(SyncStandbyNames, Lsn)>,
 }
 
-const PROBE_SQL: &str = "SELECT pg_is_in_recovery(),
-  CASE WHEN pg_is_in_recovery() THEN NULL ELSE pg_current_wal_flush_lsn()::text END,
-  pg_last_wal_receive_lsn()::text,
-  pg_last_wal_replay_lsn()::text,
-  CASE WHEN pg_is_in_recovery()
-       THEN coalesce((SELECT received_tli FROM pg_stat_wal_receiver), (SELECT timeline_id FROM pg_control_checkpoint()))
-       ELSE ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int END,
-  (SELECT status FROM pg_stat_wal_receiver),
-  current_setting('primary_conninfo'),
-  current_setting('default_transaction_read_only'),
-  current_setting('synchronous_standby_names')";
-
 /// Observe the instance. `client` is a cached superuser connection (None
 /// when it could not be opened).
 pub async fn observe(
@@ -65,8 +53,10 @@ pub async fn observe(
         (true, None) => pg.role = Role::Unknown,
         (false, _) => observe_stopped(&mut pg, inst, cluster).await,
     }
-    pg.diverged =
-        pg.data_dir == DataDir::Standby && pg.running && !pg.streaming && log_says_diverged(inst);
+    // Running or not: a start that fails because our history forked off the
+    // leader's leaves the same words at the end of the server log.
+    pg.diverged = pg.data_dir == DataDir::Standby && !pg.streaming && log_says_diverged(inst);
+
     pg
 }
 
@@ -88,33 +78,21 @@ async fn probe_running(
     passfile: &std::path::Path,
     mem: &PgMemory,
 ) -> Result<(), PgError> {
-    let row = c
-        .query_one(PROBE_SQL, &[])
-        .await
-        .map_err(|source| PgError::Sql {
-            what: "probe".into(),
-            source,
-        })?;
-    let in_recovery: bool = row.get(0);
-    let lsn = |i: usize| {
-        row.get::<_, Option<String>>(i)
-            .and_then(|t| t.parse::<Lsn>().ok())
-    };
-    let timeline = Timeline(row.get::<_, Option<i32>>(4).unwrap_or(0) as u32);
-    pg.role = if in_recovery {
+    let st = pgha_postgres::probe::server_status(c).await?;
+    let timeline = st.timeline.unwrap_or(Timeline(0));
+    pg.role = if st.in_recovery {
         Role::Standby
     } else {
         Role::Primary
     };
-    if in_recovery {
-        let best = lsn(2).max(lsn(3)).unwrap_or(Lsn::ZERO);
+    if st.in_recovery {
+        let best = st.receive_lsn.max(st.replay_lsn).unwrap_or(Lsn::ZERO);
         pg.position = WalPos {
             timeline,
             lsn: best,
         };
-        let receiving = row.get::<_, Option<String>>(5).is_some();
-        if !receiving {
-            // Without a WAL receiver the query above only knows the last
+        if st.wal_receiver.is_none() {
+            // Without a WAL receiver the status query only knows the last
             // checkpoint's timeline, which can be older than the WAL we
             // hold: ask the server itself.
             let (tli, pos) = inst
@@ -125,17 +103,16 @@ async fn probe_running(
                 lsn: best.max(pos),
             };
         }
-        pg.replay_lsn = lsn(3);
-        pg.streaming = row.get::<_, Option<String>>(5).as_deref() == Some("streaming");
-        let conninfo: String = row.get(6);
-        pg.upstream = upstream_of(&conninfo, cluster);
+        pg.replay_lsn = st.replay_lsn;
+        pg.streaming = st.wal_receiver.as_deref() == Some("streaming");
+        pg.upstream = upstream_of(&st.primary_conninfo, cluster);
     } else {
         pg.position = WalPos {
             timeline,
-            lsn: lsn(1).unwrap_or(Lsn::ZERO),
+            lsn: st.flush_lsn.unwrap_or(Lsn::ZERO),
         };
-        pg.fenced = row.get::<_, String>(7) == "on";
-        let names = parse_sync_names(&row.get::<_, String>(8));
+        pg.fenced = st.read_only_default;
+        let names = parse_sync_names(&st.synchronous_standby_names);
         let applied_at = mem
             .sync_applied
             .as_ref()

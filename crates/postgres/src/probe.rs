@@ -53,6 +53,14 @@ pub struct ServerStatus {
     pub replay_lsn: Option<Lsn>,
     /// WAL receiver status ("streaming", ...) when one runs.
     pub wal_receiver: Option<String>,
+    /// pg_current_wal_flush_lsn() on a primary: what is durably on disk.
+    pub flush_lsn: Option<Lsn>,
+    /// Current `primary_conninfo` (standbys follow its host and port).
+    pub primary_conninfo: String,
+    /// `default_transaction_read_only` is on (pgha's fence on a primary).
+    pub read_only_default: bool,
+    /// Current `synchronous_standby_names`.
+    pub synchronous_standby_names: String,
 }
 
 const STATUS_SQL: &str = "SELECT pg_is_in_recovery(),
@@ -62,7 +70,11 @@ const STATUS_SQL: &str = "SELECT pg_is_in_recovery(),
   CASE WHEN pg_is_in_recovery()
        THEN coalesce((SELECT received_tli FROM pg_stat_wal_receiver), (SELECT timeline_id FROM pg_control_checkpoint()))
        ELSE ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int END,
-  (SELECT status FROM pg_stat_wal_receiver)";
+  (SELECT status FROM pg_stat_wal_receiver),
+  CASE WHEN pg_is_in_recovery() THEN NULL ELSE pg_current_wal_flush_lsn()::text END,
+  current_setting('primary_conninfo'),
+  current_setting('default_transaction_read_only'),
+  current_setting('synchronous_standby_names')";
 
 pub async fn server_status(client: &Client) -> Result<ServerStatus, PgError> {
     let row = client
@@ -76,6 +88,10 @@ pub async fn server_status(client: &Client) -> Result<ServerStatus, PgError> {
         replay_lsn: lsn_col(row.get(3))?,
         timeline: row.get::<_, Option<i32>>(4).map(|t| Timeline(t as u32)),
         wal_receiver: row.get(5),
+        flush_lsn: lsn_col(row.get(6))?,
+        primary_conninfo: row.get(7),
+        read_only_default: row.get::<_, String>(8) == "on",
+        synchronous_standby_names: row.get(9),
     })
 }
 

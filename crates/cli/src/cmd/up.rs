@@ -221,9 +221,10 @@ fn start_proxy(
     std::fs::write(&path, text).with_context(|| format!("write {}", path.display()))?;
     let mut cmd = Command::new(bin);
     cmd.arg("proxy").arg("--config").arg(&path);
-    if std::env::var_os("RUST_LOG").is_none() {
-        cmd.env("RUST_LOG", "info");
-    }
+    cmd.env(
+        "RUST_LOG",
+        std::env::var("PGHA_PROXY_LOG").unwrap_or_else(|_| "info".into()),
+    );
     supervise::spawn(&cluster.dir, "proxy", cmd, &cluster.dir.join("proxy.log"))?;
     while std::net::TcpStream::connect((p.host.as_str(), p.rw_port)).is_err() {
         if Instant::now() > deadline {
