@@ -61,8 +61,12 @@ pub struct DecisionRecord {
 #[derive(Debug)]
 pub enum AgentCommand {
     /// Restart PostgreSQL in its current role.
-    Restart { reply: oneshot::Sender<Result<(), String>> },
+    Restart {
+        reply: oneshot::Sender<Result<(), String>>,
+    },
     /// Throw away the data directory and clone again from the leader
     /// (refused on the leader).
-    Reinit { reply: oneshot::Sender<Result<(), String>> },
+    Reinit {
+        reply: oneshot::Sender<Result<(), String>>,
+    },
 }

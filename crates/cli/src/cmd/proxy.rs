@@ -42,7 +42,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
 
 /// Keeps a topology source alive for as long as it is held.
 enum SourceGuard {
-    Static(StaticTopology),
+    /// Held only so the static source lives as long as the proxy.
+    Static { _source: StaticTopology },
     Etcd(tokio::task::JoinHandle<()>),
 }
 
@@ -60,7 +61,7 @@ fn topology_source(
     match settings {
         TopologySettings::Static { .. } => {
             let source = StaticTopology::new(settings.initial());
-            Ok((source.subscribe(), SourceGuard::Static(source)))
+            Ok((source.subscribe(), SourceGuard::Static { _source: source }))
         }
         TopologySettings::Etcd { cluster, dcs } => {
             let (rx, task) = pgha_proxy::topology::etcd::spawn_etcd(cluster, dcs)
