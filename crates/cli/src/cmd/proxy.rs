@@ -43,7 +43,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
 /// Keeps a topology source alive for as long as it is held.
 enum SourceGuard {
     /// Held only so the static source lives as long as the proxy.
-    Static { _source: StaticTopology },
+    Static {
+        _source: StaticTopology,
+    },
     Etcd(tokio::task::JoinHandle<()>),
 }
 
