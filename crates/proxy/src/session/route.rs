@@ -294,7 +294,9 @@ impl Session {
                 }
                 Err(ConnectError::Server(fields)) => return Err(downgrade(&fields)),
                 Err(e) => {
-                    tracing::warn!(node = %node.name, "primary connection failed: {e}");
+                    // Expected during failover until the topology moves on;
+                    // the monitor reports node health, so keep this quiet.
+                    tracing::debug!(node = %node.name, "primary connection failed, retrying: {e}");
                     if Instant::now() >= deadline {
                         return Err(error_body(&ErrorInfo::error(
                             "08006",
