@@ -101,6 +101,12 @@ async fn seed_is_a_synchronous_quorum_of_hot_standbys() {
 
     let status = status_json(&c);
     assert_eq!(member(&status, "node1")["role"], "primary");
+    let proxy = &status["proxy"];
+    assert!(
+        proxy["rw"].is_u64() && proxy["ro"].is_u64() && proxy["primary"].is_u64(),
+        "{status}"
+    );
+    assert_eq!(proxy["state"], "running", "{status}");
     for standby in ["node2", "node3"] {
         let m = member(&status, standby);
         assert_eq!(m["role"], "standby");

@@ -21,26 +21,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-/// A WAL position (`pg_lsn`), parsed from its `X/Y` text form.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Lsn(pub u64);
-
-impl Lsn {
-    pub const ZERO: Lsn = Lsn(0);
-
-    /// Bytes from `other` up to `self`, zero when `other` is ahead.
-    pub fn bytes_after(self, other: Lsn) -> u64 {
-        self.0.saturating_sub(other.0)
-    }
-
-    /// Parses `X/Y` (hex).
-    pub fn parse(s: &str) -> Option<Lsn> {
-        let (hi, lo) = s.split_once('/')?;
-        let hi = u32::from_str_radix(hi, 16).ok()?;
-        let lo = u32::from_str_radix(lo, 16).ok()?;
-        Some(Lsn(((hi as u64) << 32) | lo as u64))
-    }
-}
+pub use pgha_core::Lsn;
 
 /// The last poll result of one node.
 #[derive(Debug, Clone, Copy)]
@@ -281,7 +262,7 @@ impl Monitor {
                     Ok(Ok(row)) => {
                         let in_recovery: bool = row.get(0);
                         let lsn: Option<String> = row.get(1);
-                        let lsn = lsn.and_then(|s| Lsn::parse(&s)).unwrap_or(Lsn::ZERO);
+                        let lsn = lsn.and_then(|s| s.parse::<Lsn>().ok()).unwrap_or(Lsn::ZERO);
                         stats.set(NodeStatus {
                             ok_started: Some(started),
                             in_recovery,

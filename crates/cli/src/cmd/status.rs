@@ -64,7 +64,7 @@ pub struct Status {
     /// answered), oldest first.
     pub decisions: Vec<DecisionRecord>,
     pub members: Vec<MemberStatus>,
-    /// Filled by the proxy status (rw, ro, primary) when proxies run.
+    /// The dev cluster's proxy: host, rw, ro, primary ports and state.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub proxy: Option<serde_json::Value>,
 }
@@ -205,8 +205,26 @@ pub async fn collect(target: &Target) -> anyhow::Result<Status> {
             .and_then(|r| serde_json::to_value(r).ok()),
         decisions: agents.decisions,
         members,
-        proxy: None,
+        proxy: proxy_status(&target.config),
     })
+}
+
+/// The dev cluster's proxy ports (`[proxy]` in cluster.toml) and whether
+/// its rw listener accepts connections.
+fn proxy_status(config: &pgha_config::ClusterConfig) -> Option<serde_json::Value> {
+    let p = config.proxy.as_ref()?;
+    let up = std::net::TcpStream::connect_timeout(
+        &std::net::SocketAddr::new(p.host.parse().ok()?, p.rw_port),
+        std::time::Duration::from_millis(500),
+    )
+    .is_ok();
+    Some(serde_json::json!({
+        "host": p.host,
+        "rw": p.rw_port,
+        "ro": p.ro_port,
+        "primary": p.primary_port,
+        "state": if up { "running" } else { "stopped" },
+    }))
 }
 
 /// One snapshot of the cluster's keys, or why it could not be read.
@@ -481,6 +499,16 @@ fn print_table(status: &Status) {
     }
     if let Some(r) = &status.failover {
         println!("pending failover: {r}");
+    }
+    if let Some(p) = &status.proxy {
+        println!(
+            "proxy: rw {}:{}  ro :{}  primary :{}  ({})",
+            p["host"].as_str().unwrap_or("?"),
+            p["rw"],
+            p["ro"],
+            p["primary"],
+            p["state"].as_str().unwrap_or("?")
+        );
     }
     print_members(status);
     let recent = status.decisions.iter().rev().take(3).collect::<Vec<_>>();
