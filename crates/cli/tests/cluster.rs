@@ -2,28 +2,13 @@
 //! (synchronous quorum, slots, hot standbys), synchronous replication really
 //! holding, archiving and restore, restart with data, bad configs, status.
 
-use pgha_testkit::cluster::{describe, run_pgha, TestCluster};
+use pgha_testkit::cluster::{describe, member, run_pgha, TestCluster};
 use pgha_testkit::wait_until_async;
 use std::path::Path;
 use std::time::Duration;
 
 fn bin() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_pgha"))
-}
-
-fn status_json(c: &TestCluster) -> serde_json::Value {
-    let out = c.pgha(&["status", "--json"]);
-    assert!(out.status.success(), "{}", describe(&out));
-    serde_json::from_slice(&out.stdout).expect("status --json is JSON")
-}
-
-fn member<'a>(status: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
-    status["members"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|m| m["name"] == name)
-        .unwrap_or_else(|| panic!("{name} in {status}"))
 }
 
 /// node2 and node3 stream synchronously (quorum) through active slots,
@@ -99,7 +84,7 @@ async fn seed_is_a_synchronous_quorum_of_hot_standbys() {
         assert_eq!(err.code().unwrap().code(), "25006", "{err}");
     }
 
-    let status = status_json(&c);
+    let status = c.status_json();
     assert_eq!(member(&status, "node1")["role"], "primary");
     let proxy = &status["proxy"];
     assert!(
@@ -259,7 +244,7 @@ async fn down_then_up_keeps_data_and_status_shows_stopped_members() {
             .unwrap();
     }
     c.stop_member("node3").await.unwrap();
-    let status = status_json(&c);
+    let status = c.status_json();
     let node3 = member(&status, "node3");
     assert!(
         matches!(node3["state"].as_str(), Some("stopped" | "down")),
@@ -269,7 +254,7 @@ async fn down_then_up_keeps_data_and_status_shows_stopped_members() {
 
     let out = c.pgha(&["down"]);
     assert!(out.status.success(), "{}", describe(&out));
-    let status = status_json(&c);
+    let status = c.status_json();
     for m in status["members"].as_array().unwrap() {
         assert!(
             matches!(m["state"].as_str(), Some("stopped" | "down")),
@@ -287,7 +272,7 @@ async fn down_then_up_keeps_data_and_status_shows_stopped_members() {
             .get(0);
         assert_eq!(v, "still here", "on {name}");
     }
-    let status = status_json(&c);
+    let status = c.status_json();
     let primaries = status["members"]
         .as_array()
         .unwrap()

@@ -5,7 +5,7 @@
 //! node shows as down. One test, to keep the suite's run time reasonable.
 
 use pgha_agent::api::client;
-use pgha_testkit::cluster::{describe, TestCluster};
+use pgha_testkit::cluster::{describe, member, TestCluster};
 use pgha_testkit::wait_until;
 use std::path::Path;
 use std::time::Duration;
@@ -14,26 +14,13 @@ fn bin() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_pgha"))
 }
 
-fn status_json(c: &TestCluster) -> serde_json::Value {
-    let out = c.pgha(&["status", "--json"]);
-    assert!(out.status.success(), "{}", describe(&out));
-    serde_json::from_slice(&out.stdout).expect("status --json is JSON")
-}
-
-fn member<'a>(s: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
-    s["members"]
-        .as_array()
-        .and_then(|ms| ms.iter().find(|m| m["name"] == name))
-        .unwrap_or_else(|| panic!("{name} in {s}"))
-}
-
 /// The leader once every member runs with its agent up.
 fn settled_leader(c: &TestCluster) -> String {
     wait_until(
         "a leader with all agents up",
         Duration::from_secs(60),
         || {
-            let s = status_json(c);
+            let s = c.status_json();
             let all_up = s["members"]
                 .as_array()?
                 .iter()
@@ -55,7 +42,7 @@ async fn api_get(c: &TestCluster, name: &str, path: &str) -> client::Response {
 async fn control_verbs_on_a_running_cluster() {
     let c = TestCluster::up(bin(), 3, "").expect("pgha up");
     let leader = settled_leader(&c);
-    let s = status_json(&c);
+    let s = c.status_json();
     assert_eq!(s["etcd"], "ok", "{s}");
     assert_eq!(s["paused"], false);
     assert_eq!(member(&s, &leader)["leader"], true);
@@ -75,7 +62,7 @@ async fn control_verbs_on_a_running_cluster() {
     // Pause: in etcd, in status, in each agent's document.
     let out = c.pgha(&["pause"]);
     assert!(out.status.success(), "{}", describe(&out));
-    assert_eq!(status_json(&c)["paused"], true);
+    assert_eq!(c.status_json()["paused"], true);
     let doc = wait_until("the agent sees the pause", Duration::from_secs(10), || {
         let rt = tokio::runtime::Handle::current();
         let r = tokio::task::block_in_place(|| rt.block_on(api_get(&c, &leader, "/patroni")));
@@ -86,7 +73,7 @@ async fn control_verbs_on_a_running_cluster() {
     assert_eq!(doc["pause"], true);
     let out = c.pgha(&["resume"]);
     assert!(out.status.success(), "{}", describe(&out));
-    assert_eq!(status_json(&c)["paused"], false);
+    assert_eq!(c.status_json()["paused"], false);
 
     // Restart a standby through its agent.
     let out = c.pgha(&["restart", &leader]);
@@ -107,12 +94,12 @@ async fn control_verbs_on_a_running_cluster() {
         "the killed node shows as down",
         Duration::from_secs(30),
         || {
-            let s = status_json(&c);
+            let s = c.status_json();
             (member(&s, &leader)["state"] == "down").then_some(())
         },
     )
     .expect("down");
-    let s = status_json(&c);
+    let s = c.status_json();
     assert_eq!(member(&s, &leader)["agent"], "down");
     assert_eq!(s["leader"], new_leader.as_str());
 }

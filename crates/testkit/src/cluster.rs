@@ -115,6 +115,13 @@ impl TestCluster {
         run_pgha(&self.bin, &all)
     }
 
+    /// `pgha status --json`, parsed (panics with the command's output when it fails).
+    pub fn status_json(&self) -> serde_json::Value {
+        let out = self.pgha(&["status", "--json"]);
+        assert!(out.status.success(), "{}", describe(&out));
+        serde_json::from_slice(&out.stdout).expect("status --json is JSON")
+    }
+
     pub fn port(&self, member: &str) -> u16 {
         self.config.member(member).map(|m| m.port).unwrap_or(0)
     }
@@ -369,6 +376,14 @@ pub fn kill_postmaster(data_dir: &Path) {
             nix::sys::signal::Signal::SIGKILL,
         );
     }
+}
+
+/// The entry of `name` in a `pgha status --json` document.
+pub fn member<'a>(status: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
+    status["members"]
+        .as_array()
+        .and_then(|ms| ms.iter().find(|m| m["name"] == name))
+        .unwrap_or_else(|| panic!("{name} in {status}"))
 }
 
 /// Run the pgha binary, capturing output.
