@@ -253,8 +253,8 @@ impl Agent {
             if std::time::Instant::now() > deadline {
                 bail!("synchronous_standby_names is still {now:?} after reload, wanted {want:?}");
             }
+            // The backend applies the reload before its next query.
             tokio::time::sleep(Duration::from_millis(20)).await;
-            // A new session forks from the reloaded postmaster.
         }
         self.record_sync_applied(names, &client).await
     }

@@ -98,11 +98,12 @@ fn start_etcd(cluster: &DevCluster) -> anyhow::Result<()> {
         return Ok(());
     }
     let peer = port.checked_add(1).context("etcd port too high")?;
-    for p in [port, peer] {
-        if std::net::TcpListener::bind((host.as_str(), p)).is_err() {
-            bail!("port {p} on {host}, needed by the dev cluster's etcd, is in use by another program: stop it or choose other ports");
-        }
-    }
+    ensure_free(
+        &host,
+        &[port, peer],
+        "the dev cluster's etcd",
+        "choose other ports in [dcs]",
+    )?;
     let etcd = which("etcd")
         .context("etcd not found: install it (Debian: apt-get install etcd-server)")?;
     let client = format!("http://{host}:{port}");
@@ -130,6 +131,17 @@ fn start_etcd(cluster: &DevCluster) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Fail with a clear error when one of `ports` on `host` is taken: a
+/// process that cannot bind would fail later with a less helpful message.
+fn ensure_free(host: &str, ports: &[u16], who: &str, remedy: &str) -> anyhow::Result<()> {
+    for &port in ports {
+        if std::net::TcpListener::bind((host, port)).is_err() {
+            bail!("port {port} on {host}, needed by {who}, is in use by another program: stop it, or {remedy}");
+        }
+    }
+    Ok(())
+}
+
 fn which(program: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH")?;
     std::env::split_paths(&path)
@@ -152,11 +164,12 @@ fn start_agent(cluster: &DevCluster, bin: &Path, member: &str) -> anyhow::Result
         .find(|i| i.name == member)
         .context("instance")?;
     if !inst.is_running() {
-        for port in [m.port, m.api_port] {
-            if std::net::TcpListener::bind((m.host.as_str(), port)).is_err() {
-                bail!("port {port} on {} (member {member}) is in use by another program: stop it, or use another --base-port for a new cluster (edit cluster.toml for an existing one)", m.host);
-            }
-        }
+        ensure_free(
+            &m.host,
+            &[m.port, m.api_port],
+            &format!("member {member}"),
+            "use another --base-port for a new cluster (edit cluster.toml for an existing one)",
+        )?;
     }
     std::fs::create_dir_all(inst.node_dir()).context("create node directory")?;
     cluster.user.give(&inst.node_dir())?;
@@ -192,11 +205,12 @@ fn start_proxy(
     if supervise::running_pid(&cluster.dir, "proxy", "proxy").is_some() {
         return Ok(());
     }
-    for port in [p.rw_port, p.ro_port, p.primary_port] {
-        if std::net::TcpListener::bind((p.host.as_str(), port)).is_err() {
-            bail!("port {port} on {}, needed by the proxy, is in use by another program: stop it or change [proxy] in cluster.toml", p.host);
-        }
-    }
+    ensure_free(
+        &p.host,
+        &[p.rw_port, p.ro_port, p.primary_port],
+        "the proxy",
+        "change [proxy] in cluster.toml",
+    )?;
     let dcs = &cluster.config.dcs;
     let endpoints: Vec<String> = dcs.endpoints.iter().map(|e| format!("{e:?}")).collect();
     let text = format!(
