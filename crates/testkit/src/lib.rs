@@ -2,6 +2,7 @@
 //! guards that stop what a test started (by PID, even when the test panics),
 //! and waiting on conditions with a deadline instead of sleeping.
 
+pub mod chaos;
 pub mod cluster;
 pub mod etcd;
 pub mod pg;

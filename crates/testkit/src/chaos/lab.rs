@@ -1,0 +1,1 @@
+//! (owned by the lab/runner work; filled in next.)

@@ -1,0 +1,1 @@
+//! (owned by the checker/report work; filled in next.)
