@@ -1,0 +1,247 @@
+#!/usr/bin/env python3
+"""Proxy benchmark: pgbench through pgha's rw listener vs direct to the
+primary vs PgBouncer (transaction pooling, in front of the primary) vs
+pgpool-II (load balancing over the three members), interleaved per round;
+then proxy memory with many idle client connections. Writes one JSON file.
+
+Usually started by bench/proxy/run.sh, which builds pgha first.
+Hazards: starts a whole dev cluster (etcd, three PostgreSQL, agents, the
+proxy) plus PgBouncer and pgpool on free loopback ports; everything is
+stopped by PID in a `finally`, also on Ctrl-C.
+"""
+
+import argparse
+import asyncio
+import datetime
+import json
+import os
+import secrets
+import sys
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "common"))
+
+import pgbench  # noqa: E402
+import pgwire  # noqa: E402
+import procstat  # noqa: E402
+from pgcluster import DevCluster  # noqa: E402
+from poolers import PgBouncer, Pgpool  # noqa: E402
+
+USER, DB = "bench", "bench"
+MAX_CONNECTIONS = 1200
+
+
+def parse_args():
+    root = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--pgha-bin", default=os.path.join(root, "target", "release", "pgha"))
+    p.add_argument("--duration", type=int, default=5, help="seconds per pgbench run")
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--clients", default="1,8,32")
+    p.add_argument("--modes", default="simple,extended,prepared")
+    p.add_argument("--scripts", default="select-only,tpcb")
+    p.add_argument("--targets", default="pgha,direct,pgbouncer,pgpool")
+    p.add_argument("--scale", type=int, default=10, help="pgbench -i scale factor")
+    p.add_argument("--memory-conns", default="1000,10000",
+                   help="idle client connection counts for the memory test ('' to skip)")
+    p.add_argument("--quick", action="store_true",
+                   help="smoke test: 1 round of 2 s, -c 1 and 8, scale 1, 200 idle connections")
+    p.add_argument("--out", default=None)
+    p.add_argument("--keep", action="store_true", help="keep the cluster dir")
+    a = p.parse_args()
+    if a.quick:
+        a.duration, a.rounds, a.clients, a.scale = 2, 1, "1,8", 1
+        a.memory_conns = "200"
+    if a.out is None:
+        stamp = datetime.datetime.utcnow().strftime("%Y-%m-%d-%H%M")
+        name = f"proxy-{stamp}{'-quick' if a.quick else ''}.json"
+        a.out = os.path.join(root, "bench", "results", name)
+    return a
+
+
+def log(msg):
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def prepare_cluster(cluster, scale):
+    password = secrets.token_hex(16)
+    primary = cluster.primary_port()
+    cluster.psql(primary, f"CREATE ROLE {USER} LOGIN PASSWORD '{password}'")
+    cluster.psql(primary, f"CREATE DATABASE {DB} OWNER {USER}")
+    log(f"pgbench -i -s {scale}")
+    env = dict(os.environ, PGPASSWORD=password)
+    import subprocess
+    subprocess.run([pgbench.PGBENCH, "-i", "-q", "-s", str(scale), "-h", "127.0.0.1",
+                    "-p", str(primary), "-U", USER, DB],
+                   check=True, capture_output=True, env=env)
+    verifier = cluster.psql(primary, f"SELECT rolpassword FROM pg_authid WHERE rolname = '{USER}'")
+    for port in cluster.member_ports().values():
+        cluster.wait_sql(port, "SELECT count(*) FROM pgbench_branches", str(scale),
+                         db=DB, user=USER, password=password)
+    return password, verifier
+
+
+def start_targets(cluster, wanted, password, verifier):
+    """name -> {port, pids(): [...], daemon}; failures are recorded, not fatal."""
+    targets, failed = {}, {}
+    host, rw, _, _ = cluster.proxy()
+    primary = cluster.primary_port()
+    if "pgha" in wanted:
+        pid = cluster.proxy_pid()
+        targets["pgha"] = {"port": rw, "pids": lambda pid=pid: [pid]}
+    if "direct" in wanted:
+        targets["direct"] = {"port": primary, "pids": lambda: []}
+    daemons = []
+    if "pgbouncer" in wanted:
+        try:
+            b = PgBouncer(primary, DB, USER, verifier).start()
+            daemons.append(b)
+            targets["pgbouncer"] = {"port": b.port, "pids": b.pids, "daemon": b}
+        except (RuntimeError, OSError) as e:
+            failed["pgbouncer"] = str(e)
+    if "pgpool" in wanted:
+        try:
+            ports = [primary] + [p for p in cluster.member_ports().values() if p != primary]
+            pp = Pgpool(ports, USER, password, cluster.superuser, cluster.admin_password).start()
+            daemons.append(pp)
+            targets["pgpool"] = {"port": pp.port, "pids": pp.pids, "daemon": pp}
+        except (RuntimeError, OSError) as e:
+            failed["pgpool"] = str(e)
+    return targets, failed, daemons
+
+
+def smoke(targets, password, failed):
+    """A 1 s select-only run per target; a target that cannot run is dropped."""
+    for name in list(targets):
+        deadline = time.time() + 30
+        while True:
+            r = pgbench.run(targets[name]["port"], USER, password, DB, "select-only", 1,
+                            "simple", 1)
+            if "error" not in r or time.time() > deadline:
+                break
+            time.sleep(1)
+        if "error" in r:
+            failed[name] = r["error"]
+            del targets[name]
+            log(f"{name}: unusable: {r['error']}")
+
+
+def idle_cpu(targets, seconds=3):
+    """CPU each proxy burns with no clients (polling, health checks), ms/s."""
+    before = {n: procstat.cpu_seconds(t["pids"]()) for n, t in targets.items()}
+    time.sleep(seconds)
+    return {n: round((procstat.cpu_seconds(t["pids"]()) - before[n]) * 1000 / seconds, 2)
+            for n, t in targets.items() if n != "direct"}
+
+
+def throughput(args, targets, password):
+    runs = []
+    names = list(targets)
+    configs = [(s, c, m) for s in args.scripts.split(",") for c in map(int, args.clients.split(","))
+               for m in args.modes.split(",")]
+    total = len(configs) * len(names) * args.rounds
+    done = 0
+    for rnd in range(args.rounds):
+        for script, clients, mode in configs:
+            # Rotate the order each round so no target always runs first.
+            order = names[rnd % len(names):] + names[:rnd % len(names)]
+            for name in order:
+                t = targets[name]
+                r = pgbench.run(t["port"], USER, password, DB, script, clients, mode,
+                                args.duration, t["pids"]())
+                r.update({"round": rnd, "script": script, "clients": clients,
+                          "mode": mode, "target": name})
+                runs.append(r)
+                done += 1
+                shown = f"{r['tps']:.0f} tps" if "tps" in r else r["error"]
+                log(f"[{done}/{total}] {script} -c {clients} -M {mode} {name}: {shown}")
+    return runs
+
+
+async def _hold(target_name, port, pids, n, how, password):
+    if how == "login":
+        connect = lambda: pgwire.login("127.0.0.1", port, USER, password, DB)  # noqa: E731
+    else:
+        connect = lambda: pgwire.open_tcp("127.0.0.1", port)  # noqa: E731
+    base = procstat.rss_kib(pids)
+    t0 = time.time()
+    conns, errors = await pgwire.open_many(n, connect)
+    opened = time.time() - t0
+    await asyncio.sleep(2)
+    alive = sum(1 for r, _ in conns if not r.at_eof())
+    rss = procstat.rss_kib(pids)
+    pgwire.close_all(conns)
+    await asyncio.sleep(2)
+    res = {"target": target_name, "how": how, "requested": n, "open": len(conns),
+           "alive_after_2s": alive, "errors": len(errors),
+           "first_error": errors[0] if errors else None, "open_seconds": round(opened, 1),
+           "rss_base_kib": base, "rss_kib": rss, "rss_after_close_kib": procstat.rss_kib(pids)}
+    if conns:
+        res["kib_per_conn"] = round((rss - base) / len(conns), 2)
+        res["mib_per_1000"] = round((rss - base) / len(conns) * 1000 / 1024, 2)
+    return res
+
+
+def memory(args, targets, password):
+    """Idle connections: logged-in sessions, and bare TCP connections that
+    never send a startup packet. pgha holds one PostgreSQL backend per
+    logged-in client, so its logged-in count is capped by max_connections."""
+    out = []
+    limit = pgwire.raise_nofile(25000)
+    counts = [int(x) for x in args.memory_conns.split(",") if x]
+    for name in ("pgha", "pgbouncer"):
+        if name not in targets:
+            continue
+        t = targets[name]
+        for n in counts:
+            for how in ("login", "tcp"):
+                if how == "login" and name == "pgha" and n > MAX_CONNECTIONS - 100:
+                    out.append({"target": name, "how": how, "requested": n, "skipped":
+                                f"each pgha session holds a PostgreSQL backend; "
+                                f"max_connections = {MAX_CONNECTIONS}"})
+                    continue
+                if n + 100 > limit:
+                    out.append({"target": name, "how": how, "requested": n,
+                                "skipped": f"RLIMIT_NOFILE {limit}"})
+                    continue
+                r = asyncio.run(_hold(name, t["port"], t["pids"](), n, how, password))
+                log(f"memory {name} {how} {n}: {r.get('mib_per_1000')} MiB/1000, "
+                    f"open {r['open']}, errors {r['errors']} {r['first_error'] or ''}")
+                out.append(r)
+    return out
+
+
+def main():
+    args = parse_args()
+    if not os.access(args.pgha_bin, os.X_OK):
+        sys.exit(f"{args.pgha_bin} not found: build it (cargo build --release -p pgha-cli)")
+    result = {"benchmark": "proxy", "started": datetime.datetime.utcnow().isoformat() + "Z",
+              "machine": procstat.machine(), "settings": vars(args).copy()}
+    cluster = DevCluster(args.pgha_bin, parameters={"max_connections": MAX_CONNECTIONS},
+                         keep=args.keep)
+    daemons = []
+    try:
+        log(f"pgha up in {cluster.dir}")
+        cluster.up()
+        password, verifier = prepare_cluster(cluster, args.scale)
+        targets, failed, daemons = start_targets(cluster, args.targets.split(","), password,
+                                                 verifier)
+        smoke(targets, password, failed)
+        result["unavailable"] = failed
+        result["idle_cpu_ms_per_s"] = idle_cpu(targets)
+        result["runs"] = throughput(args, targets, password)
+        result["memory"] = memory(args, targets, password)
+        result["machine"]["loadavg_at_end"] = procstat.loadavg()
+    finally:
+        for d in daemons:
+            d.stop()
+        cluster.down()
+        result["finished"] = datetime.datetime.utcnow().isoformat() + "Z"
+        os.makedirs(os.path.dirname(args.out), exist_ok=True)
+        with open(args.out, "w") as f:
+            json.dump(result, f, indent=1)
+        log(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
