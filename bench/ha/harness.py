@@ -57,6 +57,8 @@ class Writer:
         self.out = os.path.join(outdir, f"{run}.json")
         self.run = run
         self.last_ack = 0.0
+        self.last_sent = 0.0
+        self.errors = []
         self.count = 0
         self.proc = subprocess.Popen(
             [sys.executable, WRITER, "--dsn", cluster.front_dsn(), "--run", run, "--out", self.out,
@@ -67,17 +69,35 @@ class Writer:
     def follow(self):
         for line in self.proc.stdout:
             parts = line.split()
-            if len(parts) == 3 and parts[0] == "A":
-                self.last_ack = float(parts[2])
+            if len(parts) == 4 and parts[0] == "A":
+                self.last_sent, self.last_ack = float(parts[2]), float(parts[3])
                 self.count += 1
+            elif len(parts) == 2 and parts[0] == "E":
+                self.errors.append(float(parts[1]))
 
     def wait_acks(self, n, timeout=60):
         wait_for("writer acks", timeout, lambda: self.count >= n, interval=0.05)
 
     def wait_ack_after(self, t, timeout):
-        """Seconds until an ack later than t, or None on timeout."""
+        """Whether a write sent after t was acknowledged within timeout."""
         try:
-            wait_for("an acknowledged write", timeout, lambda: self.last_ack > t, interval=0.01)
+            wait_for("an acknowledged write", timeout, lambda: self.last_sent > t, interval=0.01)
+            return True
+        except TimeoutError:
+            return False
+
+    def wait_recovered(self, t, timeout):
+        """Whether writes succeed again after an outage that began at t: an
+        ack of a write sent after the first error that followed t (a write
+        in flight at t may still be acknowledged by the old primary). With
+        no error within 10 s, an ack of a write sent after t."""
+        def done():
+            errs = [e for e in self.errors if e >= t]
+            if errs:
+                return self.last_sent > errs[0]
+            return time.monotonic() - t > 10 and self.last_sent > t
+        try:
+            wait_for("writes to succeed again", timeout, done, interval=0.01)
             return True
         except TimeoutError:
             return False
@@ -100,7 +120,9 @@ def analyse(doc, t_event, present, t_end=None):
     acked = {a[0] for a in acks}
     lost = sorted(acked - present)
     after = [a for a in acks if a[2] > t_event]
-    first = min((a[2] for a in after), default=None)
+    errs_after = sorted(e[1] for e in errors if e[1] >= t_event)
+    ref = errs_after[0] if errs_after else t_event
+    first = min((a[2] for a in acks if a[1] > ref), default=None)
     before = [a[2] for a in acks if a[2] <= t_event]
     window = [before[-1]] if before else [t_event]
     window += [a[2] for a in after]
@@ -243,13 +265,13 @@ class Bench:
             for p in pids:
                 clusters.signal_pid(p, signal.SIGKILL)
             extra["killed_pids"] = pids
-            return w.wait_ack_after(t, self.args.timeout), t, wall, extra
+            return w.wait_recovered(t, self.args.timeout), t, wall, extra
         if sc == "pg":
             pid = c.postmaster(primary)
             t, wall = time.monotonic(), time.time()
             clusters.signal_pid(pid, signal.SIGKILL)
             extra["killed_pids"] = [pid]
-            return w.wait_ack_after(t, self.args.timeout), t, wall, extra
+            return w.wait_recovered(t, self.args.timeout), t, wall, extra
         if sc == "switch":
             cand = c.sync_standby(primary) if isinstance(c, PatroniCluster) else None
             t, wall = time.monotonic(), time.time()

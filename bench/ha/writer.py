@@ -70,6 +70,9 @@ def run(args):
                 conn = connect(args.dsn, args.timeout)
             except Exception as e:  # noqa: BLE001 - every failure is data here
                 errors.append([t0, time.monotonic(), None, "connect: " + str(e).strip()[:160]])
+                if args.progress:
+                    sys.stdout.write(f"E {errors[-1][1]:.6f}\n")
+                    sys.stdout.flush()
                 conn = None
                 time.sleep(args.retry_ms / 1000.0)
                 continue
@@ -83,11 +86,14 @@ def run(args):
             t1 = time.monotonic()
             acks.append([next_id, t0, t1])
             if args.progress:
-                sys.stdout.write(f"A {next_id} {t1:.6f}\n")
+                sys.stdout.write(f"A {next_id} {t0:.6f} {t1:.6f}\n")
                 sys.stdout.flush()
         except Exception as e:  # noqa: BLE001
             errors.append([t0, time.monotonic(), next_id, str(e).strip().splitlines()[0][:160]
                            if str(e).strip() else type(e).__name__])
+            if args.progress:
+                sys.stdout.write(f"E {errors[-1][1]:.6f}\n")
+                sys.stdout.flush()
             try:
                 conn.close()
             except Exception:  # noqa: BLE001
@@ -121,7 +127,7 @@ def main():
     p.add_argument("--pace-ms", type=float, default=10.0, help="pause after each acknowledged write")
     p.add_argument("--retry-ms", type=float, default=20.0, help="pause after an error")
     p.add_argument("--timeout", type=float, default=5.0, help="client-side bound on one write")
-    p.add_argument("--progress", action="store_true", help="print 'A id t_ack' per acknowledged write")
+    p.add_argument("--progress", action="store_true", help="print 'A id t_sent t_ack' per acknowledged write, 'E t' per error")
     p.add_argument("--max-seconds", type=float, default=600.0, help="stop by itself after this long")
     args = p.parse_args()
     signal.signal(signal.SIGTERM, on_signal)
