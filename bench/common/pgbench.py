@@ -52,19 +52,25 @@ def run(port, user, password, db, script, clients, mode, duration, proxy_pids=()
     argv.append(db)
     env = dict(os.environ, PGPASSWORD=password)
     pids = list(proxy_pids)
-    cpu0, client0, sys0 = procstat.cpu_seconds(pids), _children_cpu(), procstat.system_cpu()
+    cpu0, client0, sys0 = procstat.cpu_split(pids), _children_cpu(), procstat.system_cpu()
     t0 = time.time()
     proc = subprocess.run(argv, capture_output=True, text=True, env=env)
     wall = time.time() - t0
-    cpu1, client1, sys1 = procstat.cpu_seconds(pids), _children_cpu(), procstat.system_cpu()
+    cpu1, client1, sys1 = procstat.cpu_split(pids), _children_cpu(), procstat.system_cpu()
     lat = _latencies_us(log_dir)
     shutil.rmtree(log_dir, ignore_errors=True)
     res = {"wall_s": round(wall, 2), "loadavg": procstat.loadavg()}
     m = re.search(r"tps = ([0-9.]+) \(without initial connection time\)", proc.stdout)
     tx = re.search(r"number of transactions actually processed: (\d+)", proc.stdout)
     if proc.returncode != 0 or not m or not tx or not lat:
-        err = (proc.stderr.strip().splitlines() or ["no output"])
-        res["error"] = f"exit {proc.returncode}: {err[-1][:300]}"
+        lines = proc.stderr.strip().splitlines()
+        # The first client error says why; the last line is only "Run was aborted".
+        why = [ln for ln in lines if "error" in ln.lower() or "abort" in ln.lower()]
+        if not m or not tx:
+            why.append("no pgbench summary: " + " | ".join(proc.stdout.strip().splitlines()[-3:]))
+        elif not lat:
+            why.append(f"no transaction logged ({tx.group(1)} processed)")
+        res["error"] = f"exit {proc.returncode}: {(why or lines or ['no output'])[0][:300]}"
         return res
     n = int(tx.group(1))
     busy = (sys1[0] - sys0[0]) / max(1, sys1[1] - sys0[1])
@@ -73,7 +79,9 @@ def run(port, user, password, db, script, clients, mode, duration, proxy_pids=()
         "transactions": n,
         "avg_ms": sum(lat) / len(lat) / 1000,
         "p99_ms": percentile(lat, 99) / 1000,
-        "proxy_cpu_us_per_tx": (cpu1 - cpu0) * 1e6 / n if pids else None,
+        "proxy_cpu_us_per_tx": (sum(cpu1) - sum(cpu0)) * 1e6 / n if pids else None,
+        "proxy_user_us_per_tx": (cpu1[0] - cpu0[0]) * 1e6 / n if pids else None,
+        "proxy_sys_us_per_tx": (cpu1[1] - cpu0[1]) * 1e6 / n if pids else None,
         "client_cpu_us_per_tx": (client1 - client0) * 1e6 / n,
         "machine_busy": round(busy, 3),
     })

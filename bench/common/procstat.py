@@ -38,16 +38,22 @@ def children_of(pid):
     return out
 
 
-def cpu_seconds(pids):
-    """utime+stime of these processes (all their threads), in seconds."""
-    total = 0
+def cpu_split(pids):
+    """(utime, stime) of these processes (all their threads), in seconds."""
+    user = system = 0
     for pid in pids:
         try:
             f = _stat_fields(pid)
-            total += int(f[11]) + int(f[12])  # utime, stime (fields 14, 15)
+            user += int(f[11])  # utime (field 14)
+            system += int(f[12])  # stime (field 15)
         except (OSError, ValueError, IndexError):
             pass
-    return total / TICK
+    return user / TICK, system / TICK
+
+
+def cpu_seconds(pids):
+    """utime+stime of these processes (all their threads), in seconds."""
+    return sum(cpu_split(pids))
 
 
 def rss_kib(pids):

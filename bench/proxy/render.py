@@ -37,6 +37,7 @@ def group(runs):
         ok = [r for r in rs if "error" not in r]
         out[key] = {m: summary([r.get(m) for r in ok])
                     for m in ("tps", "avg_ms", "p99_ms", "proxy_cpu_us_per_tx",
+                              "proxy_user_us_per_tx", "proxy_sys_us_per_tx",
                               "client_cpu_us_per_tx", "machine_busy")}
         out[key]["errors"] = [r["error"] for r in rs if "error" in r]
     return out
@@ -124,7 +125,12 @@ def cpu_table(data, g, script):
     for clients, mode in configs(data, script):
         row = [str(clients), mode]
         for t in ts:
-            row.append(cell(g.get((script, clients, mode, t), {}).get("proxy_cpu_us_per_tx"), 1))
+            c = g.get((script, clients, mode, t), {})
+            text = cell(c.get("proxy_cpu_us_per_tx"), 1)
+            u, k = c.get("proxy_user_us_per_tx"), c.get("proxy_sys_us_per_tx")
+            if u and k:
+                text += f" <br>user {u['median']:.1f} / sys {k['median']:.1f}"
+            row.append(text)
         row.append(cell(g.get((script, clients, mode, "pgha"), {}).get("client_cpu_us_per_tx"), 1))
         lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines)
@@ -257,11 +263,13 @@ def charts(data, g, chart_dir):
     return made
 
 
-def render(data, result_path, doc_path):
+def render(data, result_path, doc_path, with_charts=True):
     g = group(data["runs"])
     parts = [BEGIN, "", "### Machine and run", "", machine_section(data, result_path), "",
              "### Targets", "", targets_check(g), ""]
-    chart_files = dict(charts(data, g, os.path.join(os.path.dirname(doc_path), "benchmarks")))
+    chart_files = {}
+    if with_charts:
+        chart_files = dict(charts(data, g, os.path.join(os.path.dirname(doc_path), "benchmarks")))
     for script in ("select-only", "tpcb"):
         if not configs(data, script):
             continue
@@ -298,7 +306,7 @@ def main():
     path = a.result or newest_result()
     with open(path) as f:
         data = json.load(f)
-    text = render(data, path, a.doc)
+    text = render(data, path, a.doc, with_charts=not a.stdout)
     if a.stdout:
         print(text)
         return

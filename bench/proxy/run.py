@@ -35,23 +35,29 @@ def parse_args():
     root = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--pgha-bin", default=os.path.join(root, "target", "release", "pgha"))
-    p.add_argument("--duration", type=int, default=5, help="seconds per pgbench run")
-    p.add_argument("--rounds", type=int, default=3)
-    p.add_argument("--clients", default="1,8,32")
+    p.add_argument("--duration", type=int, help="seconds per pgbench run (default 5)")
+    p.add_argument("--rounds", type=int, help="default 3")
+    p.add_argument("--clients", help="default 1,8,32")
     p.add_argument("--modes", default="simple,extended,prepared")
     p.add_argument("--scripts", default="select-only,tpcb")
     p.add_argument("--targets", default="pgha,direct,pgbouncer,pgpool")
-    p.add_argument("--scale", type=int, default=10, help="pgbench -i scale factor")
-    p.add_argument("--memory-conns", default="1000,10000",
-                   help="idle client connection counts for the memory test ('' to skip)")
+    p.add_argument("--scale", type=int, help="pgbench -i scale factor (default 10)")
+    p.add_argument("--memory-conns",
+                   help="idle client connection counts for the memory test "
+                        "(default 1000,10000; '' to skip)")
     p.add_argument("--quick", action="store_true",
                    help="smoke test: 1 round of 2 s, -c 1 and 8, scale 1, 200 idle connections")
     p.add_argument("--out", default=None)
     p.add_argument("--keep", action="store_true", help="keep the cluster dir")
     a = p.parse_args()
+    defaults = {"duration": 5, "rounds": 3, "clients": "1,8,32", "scale": 10,
+                "memory_conns": "1000,10000"}
     if a.quick:
-        a.duration, a.rounds, a.clients, a.scale = 2, 1, "1,8", 1
-        a.memory_conns = "200"
+        defaults = {"duration": 2, "rounds": 1, "clients": "1,8", "scale": 1,
+                    "memory_conns": "200"}
+    for k, v in defaults.items():
+        if getattr(a, k) is None:
+            setattr(a, k, v)
     if a.out is None:
         stamp = datetime.datetime.utcnow().strftime("%Y-%m-%d-%H%M")
         name = f"proxy-{stamp}{'-quick' if a.quick else ''}.json"
