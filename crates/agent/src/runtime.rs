@@ -17,7 +17,7 @@ use crate::observe::{self, PgMemory};
 use crate::status::{AgentCommand, AgentStatus, DecisionRecord, DECISION_HISTORY};
 use crate::view;
 use pgha_config::{ClusterConfig, Member};
-use pgha_core::{Action, Decision, Detached, DynamicConfig, LocalState, Millis};
+use pgha_core::{Action, Decision, Detached, DynamicConfig, LocalState, Millis, SwitchoverSeen};
 use pgha_dcs::{ClusterKeys, Dcs, LeaseId};
 use pgha_postgres::{Instance, PgBinaries, Secrets, ServiceUser};
 use std::collections::VecDeque;
@@ -35,6 +35,9 @@ pub struct Memory {
     pub detached: Option<Detached>,
     pub reinit_requested: bool,
     pub pg: PgMemory,
+    /// When the pending switchover request was first seen due (bounds the
+    /// wait for the proxies to drain).
+    pub switchover_seen: Option<SwitchoverSeen>,
 }
 
 pub struct Agent {
@@ -179,7 +182,12 @@ impl Agent {
             now,
         )
         .await;
-        let local = self.local_state(pg);
+        let mut local = self.local_state(pg);
+        if let Some(v) = &snap.view {
+            self.mem.switchover_seen =
+                SwitchoverSeen::track(self.mem.switchover_seen, v, local.unix_time_ms, now);
+        }
+        local.switchover_seen = self.mem.switchover_seen;
         let dcs_view = snap.dcs_view(&self.last_config);
         let decision = pgha_core::decide(&local, &dcs_view, now);
         self.log_decision(&decision);
@@ -215,6 +223,7 @@ impl Agent {
                 .map(|d| d.as_millis() as u64)
                 .unwrap_or(0),
             reinit_requested: self.mem.reinit_requested,
+            switchover_seen: self.mem.switchover_seen,
         }
     }
 

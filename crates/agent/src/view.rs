@@ -4,7 +4,7 @@
 //! failed read is [`DcsView::Unknown`], never an empty view.
 
 use pgha_core::{
-    ClusterView, DcsView, DynamicConfig, FailoverRequest, LeaderKey, MemberState,
+    ClusterView, DcsView, DynamicConfig, FailoverRequest, LeaderKey, MemberState, ProxyState,
     SwitchoverRequest, SyncRecord,
 };
 use pgha_dcs::{ClusterKey, ClusterKeys, Dcs, KeyValue, LeaseId};
@@ -74,9 +74,17 @@ pub async fn read(dcs: &dyn Dcs, keys: &ClusterKeys, default_config: &DynamicCon
                 }
             }
             ClusterKey::Initialize => view.initialize = Some(kv.value_str().into_owned()),
-            ClusterKey::Switchover => view.switchover = parse::<SwitchoverRequest>(kv),
+            ClusterKey::Switchover => {
+                view.switchover = parse::<SwitchoverRequest>(kv);
+                view.switchover_revision = kv.mod_revision as u64;
+            }
             ClusterKey::Failover => view.failover = parse::<FailoverRequest>(kv),
-            ClusterKey::History | ClusterKey::Proxy(_) => {}
+            ClusterKey::Proxy(name) => {
+                if let Some(p) = parse::<ProxyState>(kv) {
+                    view.proxies.insert(name.to_string(), p);
+                }
+            }
+            ClusterKey::History => {}
         }
     }
     snap.view = Some(view);
@@ -117,5 +125,25 @@ mod tests {
         assert_eq!(snap.leader_lease, Some(lease.id));
         assert!(view.members.is_empty(), "a bad record is skipped");
         assert_eq!(view.config, DynamicConfig::default());
+    }
+
+    #[tokio::test]
+    async fn reads_proxy_records_and_names_the_switchover_by_its_revision() {
+        let dcs = MemoryDcs::new();
+        let keys = ClusterKeys::new("/pgha", "c").unwrap();
+        let rev = dcs
+            .put(&keys.switchover(), br#"{"from":"node1"}"#, None)
+            .await
+            .unwrap();
+        let state = br#"{"paused":true,"in_flight":0,"drained_for":7}"#;
+        dcs.put(&keys.proxy("px1"), state, None).await.unwrap();
+        dcs.put(&keys.proxy("px2"), b"garbage", None).await.unwrap();
+        let view = read(&dcs, &keys, &DynamicConfig::default())
+            .await
+            .view
+            .unwrap();
+        assert_eq!(view.switchover_revision, rev as u64);
+        assert_eq!(view.proxies.len(), 1, "{:?}", view.proxies);
+        assert_eq!(view.proxies["px1"].drained_for, Some(7));
     }
 }

@@ -52,11 +52,14 @@ pub mod view;
 
 pub use action::{Action, Decision, DemoteKind, Upstream};
 pub use decide::{decide, member_record};
-pub use local::{DataDir, LeaseState, LocalState, PgState, ReplicaStatus, SyncNamesState};
+pub use local::{
+    DataDir, LeaseState, LocalState, PgState, ReplicaStatus, SwitchoverSeen, SyncNamesState,
+};
 pub use lsn::{Lsn, ParseLsnError, Timeline, WalPos};
 pub use member::{ConnInfo, Detached, MemberState, Role, Tags};
 pub use sync::{SyncSet, SyncStandbyNames};
 pub use time::Millis;
 pub use view::{
-    ClusterView, DcsView, DynamicConfig, FailoverRequest, LeaderKey, SwitchoverRequest, SyncRecord,
+    ClusterView, DcsView, DynamicConfig, FailoverRequest, LeaderKey, ProxyState, SwitchoverRequest,
+    SyncRecord,
 };

@@ -11,6 +11,7 @@ use crate::lsn::{Lsn, WalPos};
 use crate::member::{ConnInfo, Detached, Role, Tags};
 use crate::sync::SyncStandbyNames;
 use crate::time::Millis;
+use crate::view::ClusterView;
 use serde::{Deserialize, Serialize};
 
 /// What is in the data directory.
@@ -127,4 +128,37 @@ pub struct LocalState {
     pub unix_time_ms: u64,
     /// The operator asked to re-clone this node (`pgha reinit`).
     pub reinit_requested: bool,
+    /// Runtime memory: the switchover request this node first saw due, and
+    /// when; bounds the leader's wait for the proxies to drain. Losing it
+    /// restarts that wait (bounded again).
+    pub switchover_seen: Option<SwitchoverSeen>,
+}
+
+/// When this node first saw one switchover request (by its revision) due.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SwitchoverSeen {
+    pub revision: u64,
+    pub at: Millis,
+}
+
+impl SwitchoverSeen {
+    /// The runtime's update of this memory before each decision: keep it
+    /// while the same request stays due, start it for a new due request,
+    /// clear it otherwise.
+    pub fn track(
+        prev: Option<SwitchoverSeen>,
+        view: &ClusterView,
+        unix_time_ms: u64,
+        now: Millis,
+    ) -> Option<SwitchoverSeen> {
+        let req = view.switchover.as_ref()?;
+        if !req.is_due(unix_time_ms) {
+            return None;
+        }
+        let revision = view.switchover_revision;
+        match prev {
+            Some(p) if p.revision == revision => Some(p),
+            _ => Some(SwitchoverSeen { revision, at: now }),
+        }
+    }
 }

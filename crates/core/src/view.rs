@@ -68,6 +68,12 @@ pub struct DynamicConfig {
     /// A switchover target must be within this many bytes of the primary
     /// before the primary shuts down. Default 16 MiB.
     pub switchover_max_lag: u64,
+    /// How long the leader waits, from the moment a switchover request is
+    /// due, for every registered proxy to report that it has paused and
+    /// has no transaction in flight on the primary. After that it shuts
+    /// down anyway (transactions still open then fail). Default 5 s.
+    #[serde(rename = "switchover_drain_timeout_ms")]
+    pub switchover_drain_timeout: Millis,
 }
 
 impl Default for DynamicConfig {
@@ -82,6 +88,7 @@ impl Default for DynamicConfig {
             max_lag_on_failover: None,
             primary_start_timeout: Millis(5000),
             switchover_max_lag: 16 << 20,
+            switchover_drain_timeout: Millis(5000),
         }
     }
 }
@@ -124,6 +131,30 @@ pub struct SwitchoverRequest {
     pub scheduled_at_unix_ms: Option<u64>,
 }
 
+impl SwitchoverRequest {
+    /// The request applies now (not scheduled, or its time has come).
+    pub fn is_due(&self, unix_time_ms: u64) -> bool {
+        self.scheduled_at_unix_ms
+            .is_none_or(|at| at <= unix_time_ms)
+    }
+}
+
+/// What a proxy publishes under `/proxies/<name>` (its own lease), so that
+/// a leader can wait for the proxies to drain before a switchover.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ProxyState {
+    /// New transactions are held (a switchover request is due).
+    pub paused: bool,
+    /// Sessions with a transaction (or a statement) in flight on the
+    /// primary, as last sampled while paused; 0 when not paused.
+    pub in_flight: u64,
+    /// Set while paused with nothing in flight: the revision of the
+    /// `/switchover` key (see [`ClusterView::switchover_revision`]) this
+    /// proxy has drained for.
+    pub drained_for: Option<u64>,
+}
+
 /// A manual failover (`pgha failover --to NODE`), key `/failover`: used when
 /// the primary is gone. Honoured only if the promotion rule allows it,
 /// unless `allow_data_loss`.
@@ -142,7 +173,12 @@ pub struct ClusterView {
     pub sync: Option<SyncRecord>,
     pub config: DynamicConfig,
     pub switchover: Option<SwitchoverRequest>,
+    /// The `/switchover` key's modification revision: names one request
+    /// (a rewritten request is a new one). 0 without a request.
+    pub switchover_revision: u64,
     pub failover: Option<FailoverRequest>,
+    /// Live proxies (their records vanish with their lease), by name.
+    pub proxies: BTreeMap<String, ProxyState>,
     /// Who won the initialize race (`None`: the cluster was never
     /// bootstrapped).
     pub initialize: Option<String>,
@@ -210,6 +246,21 @@ mod tests {
         assert!(c.paused);
         assert_eq!(c.ttl, Millis(3000));
         assert_eq!(c.loop_wait, Millis(500));
+        assert_eq!(c.switchover_drain_timeout, Millis(5000));
+    }
+
+    #[test]
+    fn proxy_state_json_tolerates_missing_fields() {
+        let p: ProxyState = serde_json::from_str(r#"{"paused":true}"#).unwrap();
+        assert!(p.paused);
+        assert_eq!(p.drained_for, None);
+        let json = serde_json::to_string(&ProxyState {
+            paused: true,
+            in_flight: 0,
+            drained_for: Some(42),
+        })
+        .unwrap();
+        assert_eq!(json, r#"{"paused":true,"in_flight":0,"drained_for":42}"#);
     }
 
     #[test]

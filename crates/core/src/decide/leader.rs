@@ -53,7 +53,7 @@ pub(crate) fn decide(ctx: &Ctx<'_>, term: u64) -> Decision {
         .map_or(0, |i| i + 1);
     d.actions.insert(at, Action::RenewLeader);
     if d.wake_in > Millis::ZERO {
-        d.wake_in = leader_wake(ctx.local, ctx.cfg(), ctx.now);
+        d.wake_in = d.wake_in.min(leader_wake(ctx.local, ctx.cfg(), ctx.now));
     }
     d
 }
@@ -212,6 +212,7 @@ fn primary(ctx: &Ctx<'_>) -> Decision {
     }
     let mut actions = Vec::new();
     let mut notes = Vec::new();
+    let mut soon = false;
     if pg.fenced {
         actions.push(Action::Unfence);
         notes.push("lease renewed: accepting writes again".to_string());
@@ -238,6 +239,10 @@ fn primary(ctx: &Ctx<'_>) -> Decision {
                 notes.push(why);
             }
             Switch::Wait(why) => notes.push(why),
+            Switch::Drain(why) => {
+                soon = true;
+                notes.push(why);
+            }
         }
     }
     let step = sync_step(ctx);
@@ -252,7 +257,12 @@ fn primary(ctx: &Ctx<'_>) -> Decision {
         }
         SyncStep::Idle(why) | SyncStep::Wait(why) => notes.push(why),
     }
-    ctx.decision(actions, format!("leader: {}", notes.join("; ")))
+    let reason = format!("leader: {}", notes.join("; "));
+    if soon {
+        ctx.decision_soon(actions, reason)
+    } else {
+        ctx.decision(actions, reason)
+    }
 }
 
 /// The sync-set manager's next step for this primary.
@@ -291,10 +301,13 @@ enum Switch {
     Demote(String),
     Clear(String),
     Wait(String),
+    /// Waiting for the proxies: check again soon.
+    Drain(String),
 }
 
 /// Switchover on the leader: wait until the target is synchronous and
-/// caught up, then shut down cleanly (the key is released once stopped).
+/// caught up and the proxies have drained (bounded), then shut down cleanly
+/// (the key is released once stopped).
 fn switchover(ctx: &Ctx<'_>, req: &SwitchoverRequest) -> Switch {
     if let Some(at) = req.scheduled_at_unix_ms {
         if at > ctx.local.unix_time_ms {
@@ -341,8 +354,50 @@ fn switchover(ctx: &Ctx<'_>, req: &SwitchoverRequest) -> Switch {
             "switchover: waiting for {target} to catch up ({lag} bytes behind)"
         ));
     }
-    Switch::Demote(format!(
-        "switchover to {target} ({lag} bytes behind, synchronous): shutting down cleanly"
+    match proxies_drained(ctx) {
+        Ok(drained) => Switch::Demote(format!(
+            "switchover to {target} ({lag} bytes behind, synchronous; {drained}): shutting down cleanly"
+        )),
+        Err(why) => Switch::Drain(why),
+    }
+}
+
+/// Whether the proxies let the switchover go ahead: `Ok(note)` when every
+/// live proxy reported "drained for this request" (paused, nothing in
+/// flight on this primary) or `switchover_drain_timeout` has passed since
+/// the request became due; `Err(why)` to wait.
+fn proxies_drained(ctx: &Ctx<'_>) -> Result<String, String> {
+    let rev = ctx.view.switchover_revision;
+    let proxies = &ctx.view.proxies;
+    let pending: Vec<String> = proxies
+        .iter()
+        .filter(|(_, p)| p.drained_for != Some(rev))
+        .map(|(name, p)| match (p.paused, p.in_flight) {
+            (false, _) => format!("{name} (not paused yet)"),
+            (true, n) => format!("{name} ({n} in flight)"),
+        })
+        .collect();
+    if pending.is_empty() {
+        return Ok(match proxies.len() {
+            0 => "no proxy registered".to_string(),
+            n => format!("{n} of {n} proxies drained"),
+        });
+    }
+    let since = ctx
+        .local
+        .switchover_seen
+        .filter(|s| s.revision == rev)
+        .map_or(ctx.now, |s| s.at);
+    let waited = ctx.now - since;
+    let limit = ctx.cfg().switchover_drain_timeout;
+    let list = pending.join(", ");
+    if waited >= limit {
+        return Ok(format!(
+            "proxies not drained after {waited}, going ahead: {list}"
+        ));
+    }
+    Err(format!(
+        "switchover: waiting for proxies to drain ({waited} of {limit}): {list}"
     ))
 }
 

@@ -198,6 +198,8 @@ fn paused(ctx: &Ctx<'_>) -> Decision {
 }
 
 #[cfg(test)]
+mod switchover_tests;
+#[cfg(test)]
 mod tests;
 #[cfg(test)]
 pub(crate) mod testutil;

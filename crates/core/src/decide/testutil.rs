@@ -7,7 +7,8 @@ use crate::member::{ConnInfo, Detached, MemberState, Role};
 use crate::sync::{SyncSet, SyncStandbyNames};
 use crate::time::Millis;
 use crate::view::{
-    ClusterView, DcsView, DynamicConfig, FailoverRequest, LeaderKey, SwitchoverRequest, SyncRecord,
+    ClusterView, DcsView, DynamicConfig, FailoverRequest, LeaderKey, ProxyState, SwitchoverRequest,
+    SyncRecord,
 };
 
 pub fn pos(tl: u32, lsn: u64) -> WalPos {
@@ -122,6 +123,21 @@ impl View {
             to: to.map(Into::into),
             scheduled_at_unix_ms: None,
         });
+        self.0.switchover_revision = 77;
+        self
+    }
+
+    /// A registered proxy; `drained_for` = the switchover revision it
+    /// drained for.
+    pub fn proxy(mut self, name: &str, in_flight: u64, drained_for: Option<u64>) -> View {
+        self.0.proxies.insert(
+            name.into(),
+            ProxyState {
+                paused: true,
+                in_flight,
+                drained_for,
+            },
+        );
         self
     }
 

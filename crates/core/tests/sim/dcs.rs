@@ -4,8 +4,8 @@
 //! the primitives the real agent uses (`pgha_dcs::Dcs`).
 
 use pgha_core::{
-    ClusterView, DynamicConfig, FailoverRequest, LeaderKey, MemberState, SwitchoverRequest,
-    SyncRecord,
+    ClusterView, DynamicConfig, FailoverRequest, LeaderKey, MemberState, ProxyState,
+    SwitchoverRequest, SyncRecord,
 };
 use std::collections::BTreeMap;
 
@@ -20,8 +20,13 @@ pub struct Dcs {
     pub sync: Option<SyncRecord>,
     pub config: DynamicConfig,
     pub switchover: Option<SwitchoverRequest>,
+    /// The revision at which `switchover` was written, and the global time.
+    pub switchover_revision: u64,
+    pub switchover_at: u64,
     pub failover: Option<FailoverRequest>,
     pub initialize: Option<String>,
+    /// Proxy records (the simulated proxies never die, so no lease).
+    pub proxies: BTreeMap<String, ProxyState>,
 }
 
 impl Dcs {
@@ -65,8 +70,25 @@ impl Dcs {
             sync: self.sync.clone(),
             config: self.config.clone(),
             switchover: self.switchover.clone(),
+            switchover_revision: self.switchover_revision,
             failover: self.failover.clone(),
+            proxies: self.proxies.clone(),
             initialize: self.initialize.clone(),
+        }
+    }
+
+    /// `pgha switchover`: write the request (a new revision names it).
+    pub fn request_switchover(&mut self, req: SwitchoverRequest, now: u64) {
+        self.switchover = Some(req);
+        self.switchover_revision = self.bump();
+        self.switchover_at = now;
+    }
+
+    /// A proxy's put of its record; an unchanged value is not rewritten.
+    pub fn publish_proxy(&mut self, name: &str, state: ProxyState) {
+        if self.proxies.get(name) != Some(&state) {
+            self.proxies.insert(name.to_string(), state);
+            self.bump();
         }
     }
 

@@ -7,7 +7,7 @@ use crate::pg::{Data, Pending};
 use crate::world::World;
 use pgha_core::{
     Action, ConnInfo, DataDir, DcsView, DemoteKind, Detached, LeaseState, LocalState, Lsn, PgState,
-    ReplicaStatus, SyncNamesState, SyncStandbyNames, Upstream,
+    ReplicaStatus, SwitchoverSeen, SyncNamesState, SyncStandbyNames, Upstream,
 };
 
 type Res = Result<(), String>;
@@ -17,7 +17,11 @@ impl World {
         let now = self.nodes[i].local_now(self.t);
         let replicas = self.replicas_of(i);
         let diverged = self.diverged(i, view);
+        let t = self.t;
         let n = &mut self.nodes[i];
+        if let DcsView::Known(v) = view {
+            n.mem.switchover_seen = SwitchoverSeen::track(n.mem.switchover_seen, v, t, now);
+        }
         if n.pg.running {
             n.mem.stopped_since = None;
         } else if n.mem.stopped_since.is_none() {
@@ -60,6 +64,7 @@ impl World {
             detached: n.mem.detached,
             unix_time_ms: self.t,
             reinit_requested: false,
+            switchover_seen: n.mem.switchover_seen,
         }
     }
 
@@ -347,6 +352,7 @@ impl World {
     fn demote(&mut self, i: usize, kind: DemoteKind) -> Res {
         ok_if(self.nodes[i].pg.is_primary(), "not a running primary")?;
         if kind == DemoteKind::Graceful {
+            self.check_drain(i);
             let id = self.new_id();
             let tl = self.nodes[i].pg.position().timeline.0;
             let d = self.nodes[i].pg.data.as_mut().ok_or("no data")?;

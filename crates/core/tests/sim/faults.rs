@@ -95,12 +95,12 @@ impl World {
             Some(self.rng.pick(&others).clone())
         };
         let line = format!("switchover request from {from} to {to:?}");
-        self.dcs.switchover = Some(SwitchoverRequest {
+        let req = SwitchoverRequest {
             from: Some(from),
             to,
             scheduled_at_unix_ms: None,
-        });
-        self.dcs.bump();
+        };
+        self.dcs.request_switchover(req, self.t);
         line
     }
 
@@ -181,6 +181,10 @@ pub fn run_seed(seed: u64, verbose: bool) -> Result<u64, String> {
         }
         3 | 4 if last >= 2 => w.nodes[last].tags.nofailover = true,
         _ => {}
+    }
+    for _ in 0..w.proxy_rng.below(3) {
+        let stuck = w.proxy_rng.chance(100);
+        w.add_proxy(stuck);
     }
     let tags = w.nodes[last].tags.clone();
     w.note(format!(

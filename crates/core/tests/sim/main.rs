@@ -11,6 +11,7 @@ mod exec;
 mod faults;
 mod node;
 mod pg;
+mod proxy;
 mod rng;
 mod scripted;
 mod world;

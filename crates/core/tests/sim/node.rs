@@ -2,7 +2,7 @@
 //! the fault timers that apply to it.
 
 use crate::pg::Pg;
-use pgha_core::{Detached, DynamicConfig, LeaseState, Lsn, Millis, Tags};
+use pgha_core::{Detached, DynamicConfig, LeaseState, Lsn, Millis, SwitchoverSeen, Tags};
 
 /// What the agent process keeps between loops (lost when it crashes).
 #[derive(Clone, Debug, Default)]
@@ -13,6 +13,7 @@ pub struct Mem {
     pub stopped_since: Option<Millis>,
     pub rewind_failed: bool,
     pub last_config: DynamicConfig,
+    pub switchover_seen: Option<SwitchoverSeen>,
 }
 
 #[derive(Clone, Debug)]

@@ -164,12 +164,12 @@ fn switchover_hands_over_without_rewind() {
         let old = primary(&w);
         let target = (old + 1) % 3;
         let (from, to) = (w.nodes[old].name.clone(), w.nodes[target].name.clone());
-        w.dcs.switchover = Some(pgha_core::SwitchoverRequest {
+        let req = pgha_core::SwitchoverRequest {
             from: Some(from.clone()),
             to: Some(to.clone()),
             scheduled_at_unix_ms: None,
-        });
-        w.dcs.bump();
+        };
+        w.dcs.request_switchover(req, w.t);
         let done = run_until(&mut w, 10_000, |w| w.writable_primary() == Some(target));
         assert!(done.is_some(), "seed {seed}: no switchover\n{}", w.dump());
         let rejoined = run_until(&mut w, 10_000, |w| {
@@ -240,5 +240,66 @@ fn hung_primary_agent_is_replaced_without_losing_commits() {
             "seed {seed}: old primary did not rejoin\n{}",
             w.dump()
         );
+    }
+}
+
+/// Switch over from the current primary to the next node; returns (old, target).
+fn request_switchover(w: &mut World) -> (usize, usize) {
+    let old = primary(w);
+    let target = (old + 1) % w.nodes.len();
+    let req = pgha_core::SwitchoverRequest {
+        from: Some(w.nodes[old].name.clone()),
+        to: Some(w.nodes[target].name.clone()),
+        scheduled_at_unix_ms: None,
+    };
+    w.dcs.request_switchover(req, w.t);
+    (old, target)
+}
+
+/// With proxies registered, the old primary shuts down only once every
+/// proxy has drained (here: a transaction that runs 1.5 s past the
+/// request), and the new primary takes writes afterwards.
+#[test]
+fn switchover_waits_for_the_proxies_to_drain() {
+    for seed in 0..20 {
+        let mut w = boot(seed, 3);
+        w.add_proxy(false);
+        w.add_proxy(false);
+        run(&mut w, 500);
+        let start = w.t;
+        w.proxies[0].in_flight.push(start + 1500);
+        let (old, target) = request_switchover(&mut w);
+        let stopped = run_until(&mut w, 10_000, |w| !w.nodes[old].pg.running);
+        assert!(stopped.is_some(), "seed {seed}: no shutdown\n{}", w.dump());
+        assert!(
+            w.t >= start + 1500,
+            "seed {seed}: shut down before the proxy drained"
+        );
+        assert_eq!(w.drained_shutdowns, 1, "seed {seed}");
+        let done = run_until(&mut w, 10_000, |w| w.writable_primary() == Some(target));
+        assert!(done.is_some(), "seed {seed}: no new primary\n{}", w.dump());
+    }
+}
+
+/// A proxy that never drains delays the switchover by the drain timeout
+/// (5 s by default), not forever.
+#[test]
+fn a_stuck_proxy_delays_the_switchover_by_the_drain_timeout_only() {
+    for seed in 0..20 {
+        let mut w = boot(seed, 3);
+        w.add_proxy(true);
+        run(&mut w, 500);
+        w.proxies[0].in_flight.push(NEVER);
+        let timeout = w.dcs.config.switchover_drain_timeout.0;
+        let (old, target) = request_switchover(&mut w);
+        let stopped = run_until(&mut w, 3 * timeout, |w| !w.nodes[old].pg.running);
+        let waited = stopped.expect("the switchover went ahead after the timeout");
+        assert!(
+            waited >= timeout,
+            "seed {seed}: went ahead after {waited} ms"
+        );
+        assert!(waited <= timeout + 1500, "seed {seed}: waited {waited} ms");
+        let done = run_until(&mut w, 10_000, |w| w.writable_primary() == Some(target));
+        assert!(done.is_some(), "seed {seed}: no new primary\n{}", w.dump());
     }
 }

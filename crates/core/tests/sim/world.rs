@@ -37,6 +37,10 @@ pub struct World {
     pub violation: Option<String>,
     pub verbose: bool,
     view_cache: Option<((u64, bool), DcsView)>,
+    pub proxies: Vec<crate::proxy::SimProxy>,
+    pub proxy_rng: Rng,
+    /// Switchover shutdowns that found every proxy drained.
+    pub drained_shutdowns: u64,
 }
 
 impl World {
@@ -60,6 +64,9 @@ impl World {
             violation: None,
             verbose: false,
             view_cache: None,
+            proxies: Vec::new(),
+            proxy_rng: Rng::new(seed ^ 0x5052_4f58_5921),
+            drained_shutdowns: 0,
         }
     }
 
@@ -132,6 +139,7 @@ impl World {
         }
         self.replicate();
         self.workload();
+        self.step_proxies();
         let k = self.nodes.len();
         let start = self.rng.below(k as u64) as usize;
         for r in 0..k {
