@@ -212,6 +212,7 @@ class Bench:
             c = self.new_cluster(name)
             log(f"bootstrap round {r}: {name}")
             rec = {"scenario": "bootstrap", "variant": name, "round": r, "loadavg_before": load}
+            wall = time.time()
             try:
                 took = c.bootstrap()
                 rec["command_s"] = round(took, 3)
@@ -219,6 +220,7 @@ class Bench:
                 c.wait_healthy(timeout=120)
                 rec["healthy_after_command_s"] = round(time.monotonic() - t0, 3)
                 rec["seconds"] = round(took + rec["healthy_after_command_s"], 3)
+                rec["log_timeline"] = logscan.timeline(c.logs(), wall, wall + rec["seconds"], limit=60)
             except Exception as e:  # noqa: BLE001
                 rec["error"] = str(e)[:2000]
             self.record(rec)
@@ -346,7 +348,7 @@ class Bench:
                         "mem_kib": int(mem) if mem.isdigit() else mem,
                         "note": "2 cores shared with other engineers' builds and test clusters during this run; "
                                 "see loadavg_before/after of each record"},
-            "versions": {"pgha_commit": out("git", "-C", REPO, "rev-parse", "HEAD"),
+            "versions": {"pgha_commit": os.environ.get("PGHA_COMMIT") or out("git", "-C", REPO, "rev-parse", "HEAD"),
                          "pgha_bin": self.args.pgha_bin, "pgha_profile": self.args.pgha_profile,
                          "patroni3": out("/usr/bin/patroni", "--version"),
                          "patroni4": out(f"{self.args.venv}/bin/patroni", "--version"),

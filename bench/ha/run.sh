@@ -4,7 +4,8 @@
 # `all` = node crash, PostgreSQL crash, switchover and SIGSTOP on one set of
 # clusters; `everything` = bootstrap, then all. Needs bench/ha/install.sh
 # once. PGHA_BIN picks the pgha binary (default target/release/pgha, else
-# target/debug/pgha); it is copied first so a rebuild mid-run changes nothing.
+# target/debug/pgha; PGHA_COMMIT names its commit in the results when it
+# was built from another tree); it is copied first so a rebuild mid-run changes nothing.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/../.." && pwd)
