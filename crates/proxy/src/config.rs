@@ -106,6 +106,7 @@ impl TopologySettings {
                 standbys: standbys.clone(),
                 generation: 1,
                 paused: false,
+                in_flight: Default::default(),
             },
             TopologySettings::Etcd { .. } => Topology::default(),
         }

@@ -166,6 +166,8 @@ pub struct Session {
     cancel: Arc<CancelTargets>,
     cancel_id: (i32, i32),
     topology: tokio::sync::watch::Receiver<crate::topology::Topology>,
+    /// Counted as in flight on the primary (switchover drain; see route.rs).
+    in_flight: Option<crate::topology::InFlightHold>,
 }
 
 impl Drop for Session {
@@ -204,6 +206,7 @@ impl Session {
             cancel,
             cancel_id,
             topology,
+            in_flight: None,
         }
     }
 
@@ -300,6 +303,7 @@ impl Session {
                 return Ok(());
             }
             self.try_write();
+            self.track_in_flight();
             if self.wait_io().await? == Flow::Exit {
                 return Ok(());
             }

@@ -6,6 +6,13 @@
 //! poll, lag within the limit, and for read-your-writes a replay position
 //! sampled at or past the primary position sampled *after* the session's last
 //! write finished). Anything uncertain routes to the primary.
+//!
+//! Switchover drain: a session counts itself in the topology's `InFlight`
+//! *before* it checks `paused` on its way to the primary, and stays counted
+//! while it has a transaction open or work in flight there
+//! ([`Session::track_in_flight`]); while it waits out a pause it is not
+//! counted. So once the proxy has published `paused` and then read a zero
+//! count, no transaction can start on the old primary.
 
 use super::state::{Backend, Role};
 use super::Session;
@@ -273,7 +280,37 @@ impl Session {
         }
     }
 
+    /// Counts this session as in flight on the primary (idempotent). Must
+    /// come before looking at `paused`.
+    fn hold_primary(&mut self) {
+        if self.in_flight.is_none() {
+            self.in_flight = Some(self.topology.borrow().in_flight.hold());
+        }
+    }
+
+    /// Called once per loop turn: stop counting the session when it has
+    /// nothing open or in flight on the primary.
+    pub(super) fn track_in_flight(&mut self) {
+        if self.in_flight.is_none() {
+            return;
+        }
+        let primary = Some(Role::Primary);
+        let in_use = self.backends[Role::Primary as usize]
+            .as_ref()
+            .is_some_and(|b| {
+                b.busy()
+                    || self.open == primary
+                    || (self.tx_status != b'I'
+                        && self.active == primary
+                        && self.deferred_begin.is_none())
+            });
+        if !in_use {
+            self.in_flight = None;
+        }
+    }
+
     async fn ensure_primary(&mut self) -> Result<(), Bytes> {
+        self.hold_primary();
         if self.primary_current() {
             return Ok(());
         }
@@ -330,6 +367,7 @@ impl Session {
     async fn wait_primary(&mut self, deadline: Instant) -> Result<Node, Bytes> {
         let pause_deadline = Instant::now() + self.shared.settings.pause_timeout;
         loop {
+            self.hold_primary();
             let (primary, paused) = {
                 let t = self.topology.borrow_and_update();
                 (t.primary.clone(), t.paused)
@@ -339,6 +377,8 @@ impl Session {
                 (_, true) => pause_deadline,
                 (None, false) => deadline,
             };
+            // Nothing of ours runs on the primary while we wait.
+            self.in_flight = None;
             match tokio::time::timeout_at(until.into(), self.topology.changed()).await {
                 Ok(Ok(())) => continue,
                 Ok(Err(_)) => {

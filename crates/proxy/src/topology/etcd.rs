@@ -3,7 +3,11 @@
 //! pending switchover request pauses new transactions.
 //!
 //! [`spawn`] reads the cluster prefix, then follows it with a watch from the
-//! next revision; on `Resync` or a DCS error it re-reads.
+//! next revision; on `Resync` or a DCS error it re-reads. Alongside, it
+//! keeps this proxy's record under `proxies/<name>` (see `register.rs`):
+//! paused or not, sessions in flight on the primary while paused, and
+//! "drained for" the switchover request (by its key's revision) once paused
+//! with nothing in flight. The leader waits for that before shutting down.
 //!
 //! Hazards: while the DCS is unreachable the last topology stays in force (a
 //! belief, not a fact; connection failures still show a dead node). The
@@ -11,10 +15,10 @@
 //! primary and is not fenced, so a promotion in progress reads as "no
 //! primary" and new transactions wait instead of going to a standby.
 
-use super::{Node, Topology};
-use pgha_core::{MemberState, SwitchoverRequest};
+use super::{register, InFlight, Node, Topology};
+use pgha_core::{MemberState, ProxyState, SwitchoverRequest};
 use pgha_dcs::keys::ClusterKey;
-use pgha_dcs::{ClusterKeys, Dcs, WatchEvent};
+use pgha_dcs::{ClusterKeys, Dcs, KeyValue, WatchEvent};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -25,9 +29,19 @@ use tokio::task::JoinHandle;
 #[derive(Debug, Default, Clone)]
 pub struct ClusterSnapshot {
     kvs: BTreeMap<String, Vec<u8>>,
+    /// Mod revision of the `/switchover` key: names the request.
+    switchover_revision: u64,
 }
 
 impl ClusterSnapshot {
+    /// Stores a key read or watched from the DCS.
+    pub fn put_kv(&mut self, keys: &ClusterKeys, kv: KeyValue) {
+        if keys.parse(&kv.key) == Some(ClusterKey::Switchover) {
+            self.switchover_revision = kv.mod_revision as u64;
+        }
+        self.put(kv.key, kv.value);
+    }
+
     pub fn put(&mut self, key: String, value: Vec<u8>) {
         self.kvs.insert(key, value);
     }
@@ -76,8 +90,41 @@ impl ClusterSnapshot {
             standbys,
             generation: 0,
             paused,
+            in_flight: InFlight::default(),
         }
     }
+}
+
+/// This proxy's record for topology `t` (already published): `drained_for`
+/// the request once paused with no session in flight on the primary.
+fn proxy_state(t: &Topology, switchover_revision: u64) -> ProxyState {
+    if !t.paused {
+        return ProxyState::default();
+    }
+    let n = t.in_flight.count() as u64;
+    ProxyState {
+        paused: true,
+        in_flight: n,
+        drained_for: (n == 0).then_some(switchover_revision),
+    }
+}
+
+/// Publishes the proxy state if it changed (logging the drain).
+fn report(tx: &watch::Sender<Topology>, rev: u64, state: &watch::Sender<ProxyState>) {
+    let s = proxy_state(&tx.borrow(), rev);
+    state.send_if_modified(|cur| {
+        if *cur == s {
+            return false;
+        }
+        if s.drained_for.is_some() {
+            tracing::info!(
+                switchover = rev,
+                "paused with no transaction in flight on the primary: drained"
+            );
+        }
+        *cur = s;
+        true
+    });
 }
 
 fn now_ms() -> u64 {
@@ -91,6 +138,7 @@ fn now_ms() -> u64 {
 fn publish(tx: &watch::Sender<Topology>, mut t: Topology) {
     tx.send_if_modified(|cur| {
         t.generation = cur.generation;
+        t.in_flight = cur.in_flight.clone();
         if *cur == t {
             return false;
         }
@@ -126,19 +174,36 @@ pub fn spawn_etcd(
 }
 
 /// Follows the cluster's keys in the DCS; the receiver sees every change.
+/// Also registers this proxy under `proxies/<name>` with a generated name
+/// (`<host>-<pid>-<n>`). Aborting the task stops both (the record then
+/// expires with its lease).
 pub fn spawn<D: Dcs + ?Sized>(
     dcs: Arc<D>,
     keys: ClusterKeys,
 ) -> (watch::Receiver<Topology>, JoinHandle<()>) {
     let (tx, rx) = watch::channel(Topology::default());
-    let task = tokio::spawn(async move { follow(dcs, keys, tx).await });
+    let name = register::proxy_name();
+    let task = tokio::spawn(async move {
+        let (state_tx, state_rx) = watch::channel(ProxyState::default());
+        let key = keys.proxy(&name);
+        tracing::info!(%key, "registering the proxy in the DCS");
+        tokio::join!(
+            follow(&*dcs, &keys, tx, state_tx),
+            register::keep_registered(&*dcs, &key, state_rx),
+        );
+    });
     (rx, task)
 }
 
-async fn follow<D: Dcs + ?Sized>(dcs: Arc<D>, keys: ClusterKeys, tx: watch::Sender<Topology>) {
+async fn follow<D: Dcs + ?Sized>(
+    dcs: &D,
+    keys: &ClusterKeys,
+    tx: watch::Sender<Topology>,
+    state: watch::Sender<ProxyState>,
+) {
     let mut backoff = Duration::from_millis(100);
     loop {
-        match follow_once(&*dcs, &keys, &tx).await {
+        match follow_once(dcs, keys, &tx, &state).await {
             Ok(()) => backoff = Duration::from_millis(100),
             Err(e) => {
                 tracing::warn!("reading the topology from the DCS: {e}; keeping the last one");
@@ -157,29 +222,37 @@ async fn follow_once<D: Dcs + ?Sized>(
     dcs: &D,
     keys: &ClusterKeys,
     tx: &watch::Sender<Topology>,
+    state: &watch::Sender<ProxyState>,
 ) -> Result<(), pgha_dcs::DcsError> {
     let range = dcs.get_prefix(keys.prefix()).await?;
     let mut snap = ClusterSnapshot::default();
     for kv in range.kvs {
-        snap.put(kv.key, kv.value);
+        snap.put_kv(keys, kv);
     }
     publish(tx, snap.topology(keys, now_ms()));
+    report(tx, snap.switchover_revision, state);
     let mut watch = dcs.watch_prefix(keys.prefix(), range.revision + 1).await?;
     let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let in_flight = tx.borrow().in_flight.clone();
     loop {
         tokio::select! {
             ev = watch.next() => match ev {
-                Some(WatchEvent::Put(kv)) => snap.put(kv.key, kv.value),
+                Some(WatchEvent::Put(kv)) => snap.put_kv(keys, kv),
                 Some(WatchEvent::Delete { key, .. }) => snap.delete(&key),
                 Some(WatchEvent::Resync) | None => return Ok(()),
             },
-            // A scheduled switchover starts without a key change.
+            // A scheduled switchover starts without a key change; while
+            // paused this also refreshes the in-flight count.
             _ = tick.tick() => {}
+            // The last in-flight session finished: maybe drained now.
+            _ = in_flight.idle() => {}
         }
         if tx.is_closed() {
             return Ok(());
         }
+        // Publish first, then count (see the hazard in `topology`).
         publish(tx, snap.topology(keys, now_ms()));
+        report(tx, snap.switchover_revision, state);
     }
 }
 
@@ -235,5 +308,17 @@ mod tests {
         );
         assert!(!s.topology(&keys, 999).paused);
         assert!(s.topology(&keys, 1000).paused);
+    }
+
+    #[test]
+    fn drained_only_when_paused_with_nothing_in_flight() {
+        let mut t = Topology::default();
+        assert_eq!(proxy_state(&t, 9), ProxyState::default());
+        t.paused = true;
+        let hold = t.in_flight.hold();
+        let s = proxy_state(&t, 9);
+        assert_eq!((s.paused, s.in_flight, s.drained_for), (true, 1, None));
+        drop(hold);
+        assert_eq!(proxy_state(&t, 9).drained_for, Some(9));
     }
 }

@@ -78,6 +78,7 @@ pub async fn start(with_standby: bool, extra: &str) -> anyhow::Result<Cluster> {
         standbys: standby.iter().map(|s| node("pg2", s)).collect(),
         generation: 1,
         paused: false,
+        in_flight: Default::default(),
     });
     let proxy = Proxy::start(settings, password, topology.subscribe()).await?;
     Ok(Cluster {
