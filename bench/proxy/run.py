@@ -16,6 +16,7 @@ import datetime
 import json
 import os
 import secrets
+import subprocess
 import sys
 import time
 
@@ -76,7 +77,6 @@ def prepare_cluster(cluster, scale):
     cluster.psql(primary, f"CREATE DATABASE {DB} OWNER {USER}")
     log(f"pgbench -i -s {scale}")
     env = dict(os.environ, PGPASSWORD=password)
-    import subprocess
     subprocess.run([pgbench.PGBENCH, "-i", "-q", "-s", str(scale), "-h", "127.0.0.1",
                     "-p", str(primary), "-U", USER, DB],
                    check=True, capture_output=True, env=env)
@@ -217,12 +217,25 @@ def memory(args, targets, password):
     return out
 
 
+def git_describe():
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    try:
+        head = subprocess.run(["git", "-C", root, "rev-parse", "--short", "HEAD"],
+                              capture_output=True, text=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", root, "status", "--porcelain", "crates"],
+                               capture_output=True, text=True).stdout.strip()
+        return head + (" (crates/ has uncommitted changes)" if dirty else "")
+    except OSError:
+        return None
+
+
 def main():
     args = parse_args()
     if not os.access(args.pgha_bin, os.X_OK):
         sys.exit(f"{args.pgha_bin} not found: build it (cargo build --release -p pgha-cli)")
     result = {"benchmark": "proxy", "started": datetime.datetime.utcnow().isoformat() + "Z",
-              "machine": procstat.machine(), "settings": vars(args).copy()}
+              "machine": procstat.machine(), "settings": vars(args).copy(),
+              "git": git_describe()}
     cluster = DevCluster(args.pgha_bin, parameters={"max_connections": MAX_CONNECTIONS},
                          keep=args.keep)
     daemons = []

@@ -21,6 +21,12 @@ if [ -z "${PGHA_BIN:-}" ]; then
   cargo build --release -p pgha-cli
   PGHA_BIN=$PWD/target/release/pgha
 fi
+# Run a private copy: other work may rebuild target/release while this runs.
+bin_copy=$(mktemp /tmp/pgha-bench-bin.XXXXXX)
+trap 'rm -f "$bin_copy"' EXIT
+cp "$PGHA_BIN" "$bin_copy"
+chmod 755 "$bin_copy"
+PGHA_BIN=$bin_copy
 
 # Many idle connections need many file descriptors (client and proxy).
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
