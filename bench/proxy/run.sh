@@ -31,9 +31,11 @@ PGHA_BIN=$bin_copy
 # Many idle connections need many file descriptors (client and proxy).
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
-quick=0
-for a in "$@"; do [ "$a" = "--quick" ] && quick=1; done
-out=bench/results/proxy-$(date -u +%Y-%m-%d-%H%M)$([ $quick = 1 ] && echo -quick).json
+quick=0 suffix=""
+for a in "$@"; do
+  if [ "$a" = "--quick" ]; then quick=1 suffix=-quick; fi
+done
+out=bench/results/proxy-$(date -u +%Y-%m-%d-%H%M)$suffix.json
 python3 bench/proxy/run.py --pgha-bin "$PGHA_BIN" --out "$out" "$@"
 if [ $quick = 1 ]; then
   python3 bench/proxy/render.py "$out" --stdout
