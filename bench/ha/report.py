@@ -22,7 +22,7 @@ COLUMNS = {"node": [("first_ack_after_s", "RTO s"), ("longest_gap_s", "longest w
                       ("command_s", "command s")],
            "stop": [("promoted_after_s", "promoted after s"), ("longest_gap_s", "longest write gap s"),
                     ("failed_tx", "failed tx")],
-           "bootstrap": [("seconds", "until healthy s"), ("command_s", "command s")]}
+           "bootstrap": [("seconds", "until healthy s")]}
 
 
 def cell(s):
@@ -33,8 +33,9 @@ def cell(s):
 
 def table(sc, variants):
     cols = COLUMNS[sc]
-    head = ["variant", *[c[1] + " median (min-max)" for c in cols], "runs", "errors", "lost acked writes",
-            "pgha / this (median)"]
+    lost = sc != "bootstrap"
+    head = ["variant", *[c[1] + " median (min-max)" for c in cols], "runs", "errors",
+            *(["lost acked writes"] if lost else []), "pgha / this (median)"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     base = variants.get("pgha", {})
     key = cols[0][0]
@@ -43,7 +44,7 @@ def table(sc, variants):
         if name != "pgha" and key in base and key in e and e[key]["median"]:
             ratio = f"{base[key]['median'] / e[key]['median']:.2f}x"
         row = [name, *[cell(e.get(c[0])) for c in cols], str(e["runs"]), str(e["errors"]),
-               str(e["lost_total"]), ratio]
+               *([str(e["lost_total"])] if lost else []), ratio]
         lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines)
 
