@@ -14,6 +14,7 @@
 
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
+use pgha_testkit::chaos::check;
 use pgha_testkit::chaos::faults::FaultKind;
 use pgha_testkit::chaos::history::History;
 use pgha_testkit::chaos::run::{self, RunOptions};
@@ -179,18 +180,36 @@ fn check_file(path: &PathBuf) -> anyhow::Result<ExitCode> {
     Ok(code)
 }
 
-/// Check the history, print the report; failure exit code on a violation.
+/// Check the history, print the verdict; failure exit code on a violation.
 fn verdict(history: &History, _out: &std::path::Path) -> anyhow::Result<ExitCode> {
-    let acked = history
-        .ops
-        .iter()
-        .filter(|o| o.outcome == pgha_testkit::chaos::history::Outcome::Ok)
-        .count();
+    let report = check::check(history);
     println!(
-        "{} operations, {} acknowledged, {} faults",
-        history.ops.len(),
-        acked,
+        "writes: {} ({} ok, {} failed, {} unknown); reads: {} ({} ok); faults: {}",
+        report.writes.total,
+        report.writes.ok,
+        report.writes.failed,
+        report.writes.unknown,
+        report.reads.total,
+        report.reads.ok,
         history.faults.len()
     );
-    Ok(ExitCode::SUCCESS)
+    println!(
+        "lost: {}  duplicated: {}  split-brain: {}  stale reads: {}",
+        report.lost_count(),
+        report.duplicated_count(),
+        report.split_brain_count(),
+        report.stale_reads.len()
+    );
+    for w in &report.warnings {
+        println!("warning: {w}");
+    }
+    let violations = report.violations();
+    for v in &violations {
+        println!("VIOLATION: {v}");
+    }
+    Ok(if report.ok() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }

@@ -288,20 +288,24 @@ async fn switchover(lab: &Lab, a: &mut Active) {
     };
 }
 
-/// Fill what is left of the archive tmpfs with a file of zeros.
+/// Fill what is left of the archive tmpfs with one preallocated file.
 fn archive_full(lab: &Lab, a: &mut Active) -> anyhow::Result<()> {
-    use std::io::Write;
-    let path = lab.config.archive_dir.join("chaos-filler");
-    let mut f = std::fs::File::create(&path).context("create the filler file")?;
-    let chunk = vec![0u8; 1 << 20];
-    let mut written = 0u64;
-    while f.write_all(&chunk).is_ok() {
-        written += chunk.len() as u64;
-    }
-    let _ = f.flush();
+    use std::os::fd::AsRawFd;
+    let dir = &lab.config.archive_dir;
+    let path = dir.join("chaos-filler");
+    let st = nix::sys::statvfs::statvfs(dir).context("statvfs the archive")?;
+    let free = st.blocks_available() as i64 * st.fragment_size() as i64;
+    let f = std::fs::File::create(&path).context("create the filler file")?;
+    let r = nix::fcntl::posix_fallocate(f.as_raw_fd(), 0, free);
     a.target = "archive".into();
     a.target_role = "archive".into();
-    a.detail = format!("archive tmpfs filled ({} MiB filler)", written >> 20);
+    a.detail = format!(
+        "archive tmpfs filled ({} MiB filler{})",
+        free >> 20,
+        r.err()
+            .map(|e| format!(", fallocate: {e}"))
+            .unwrap_or_default()
+    );
     a.undo = Undo::RemoveFile(path);
     Ok(())
 }

@@ -32,7 +32,13 @@ pub use net::{ip, run_tool, signal_pid, Direction, Host, Net, Proc};
 
 /// Size of the tmpfs that holds the WAL archive (the archive_full fault
 /// fills what is left of it).
-const ARCHIVE_TMPFS: &str = "size=768m";
+const ARCHIVE_TMPFS: &str = "size=2g,mode=0700";
+/// The whole lab lives on a tmpfs when it can (root): etcd's and
+/// PostgreSQL's fsyncs then do not stall on a disk shared with other work,
+/// which on a loaded machine makes etcd miss its deadlines. The faults are
+/// process and network faults, never a machine crash, so nothing a tmpfs
+/// loses matters.
+const LAB_TMPFS: &str = "size=6g,mode=0755";
 
 #[derive(Clone, Debug)]
 pub struct LabOptions {
@@ -74,6 +80,8 @@ pub struct Lab {
     pub proxy_rw: (String, u16),
     /// The archive's tmpfs mount, when there is one.
     pub archive_mount: Option<PathBuf>,
+    /// The lab directory's own tmpfs, when there is one.
+    pub lab_mount: Option<PathBuf>,
     /// Why link latency cannot be injected, if it cannot.
     pub netem_missing: Option<String>,
     pub net: Net,
@@ -96,6 +104,7 @@ impl Lab {
             .map(|s| s.to_string())
             .collect();
         let net = Net::create(opts.loopback, &names).context("set up the lab network")?;
+        let lab_mount = mount_tmpfs(tmp.path(), LAB_TMPFS);
         let user = ServiceUser::resolve("postgres").context("resolve the postgres OS user")?;
         user.give(tmp.path())?;
         let config_path = tmp.path().join("cluster.toml");
@@ -115,6 +124,7 @@ impl Lab {
             proxy: None,
             proxy_rw,
             archive_mount: None,
+            lab_mount,
             netem_missing: None,
             net,
         };
@@ -173,17 +183,8 @@ impl Lab {
         let archive = self.config.archive_dir.clone();
         self.user.make_dir(&archive, 0o700)?;
         if nix::unistd::Uid::effective().is_root() {
-            let target = archive.display().to_string();
-            match run_tool(
-                "mount",
-                &["-t", "tmpfs", "-o", ARCHIVE_TMPFS, "pgha-chaos", &target],
-            ) {
-                Ok(()) => {
-                    self.archive_mount = Some(archive.clone());
-                    self.user.make_dir(&archive, 0o700)?;
-                }
-                Err(e) => tracing::warn!("archive tmpfs: {e:#}; archive_full is skipped"),
-            }
+            self.archive_mount = mount_tmpfs(&archive, ARCHIVE_TMPFS);
+            self.user.make_dir(&archive, 0o700)?;
         }
         let secrets = pgha_postgres::Secrets::ensure(
             &self.config.secrets_dir,
@@ -628,7 +629,17 @@ impl Lab {
 impl Drop for Lab {
     fn drop(&mut self) {
         self.stop_all();
-        if let Some(mount) = self.archive_mount.take() {
+        for mount in [self.archive_mount.take(), self.lab_mount.take()]
+            .into_iter()
+            .flatten()
+        {
+            if self.keep && Some(&mount) == Some(&self.dir) {
+                eprintln!(
+                    "chaos lab kept in {} (a tmpfs: `umount` it when done)",
+                    mount.display()
+                );
+                continue;
+            }
             let target = mount.display().to_string();
             if run_tool("umount", &[&target]).is_err() {
                 let _ = run_tool("umount", &["-l", &target]);
@@ -638,6 +649,24 @@ impl Drop for Lab {
             eprintln!("chaos lab kept in {}", self.dir.display());
         } else {
             let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+/// Mount a tmpfs on `dir` (root only); Some(dir) when mounted.
+fn mount_tmpfs(dir: &Path, options: &str) -> Option<PathBuf> {
+    if !nix::unistd::Uid::effective().is_root() {
+        return None;
+    }
+    let target = dir.display().to_string();
+    match run_tool(
+        "mount",
+        &["-t", "tmpfs", "-o", options, "pgha-chaos", &target],
+    ) {
+        Ok(()) => Some(dir.to_path_buf()),
+        Err(e) => {
+            tracing::warn!("tmpfs on {target}: {e:#}");
+            None
         }
     }
 }

@@ -293,8 +293,13 @@ async fn final_state(lab: &Lab, primary: &str, at_ms: u64) -> anyhow::Result<Fin
     };
     let mut nodes = Vec::new();
     for (i, n) in lab.nodes.iter().enumerate() {
-        let c = lab.connect(i).await?;
-        nodes.push(contents(&c, &n.member.name).await?);
+        let name = &n.member.name;
+        let what = format!("{name}'s contents");
+        let read = crate::wait_until_async(&what, Duration::from_secs(30), || async {
+            let c = lab.connect(i).await.ok()?;
+            contents(&c, name).await.ok()
+        });
+        nodes.push(read.await?);
     }
     Ok(FinalState {
         at_ms,
