@@ -17,6 +17,7 @@ DWARF call graphs are large, so that run is short and sampled at 500 Hz.
 
 import argparse
 import datetime
+import glob
 import json
 import os
 import subprocess
@@ -27,6 +28,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 import pgbench  # noqa: E402
 import procstat  # noqa: E402
+from callgrind import self_costs  # noqa: E402
 from pgcluster import DevCluster  # noqa: E402
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
@@ -85,12 +87,89 @@ def strace_run(pid, port, password, args, outdir, seconds):
     return n
 
 
+def callgrind_run(cluster, password, args, outdir):
+    """A second proxy (same proxy.toml, its own rw port) under callgrind:
+    instructions per transaction in user space, independent of machine load."""
+    from pgcluster import free_port
+    import re
+    import signal
+    import socket
+    port = free_port()
+    with open(os.path.join(cluster.dir, "proxy.toml")) as f:
+        text = f.read()
+    text = re.sub(r'^listen_rw = .*$', f'listen_rw = "127.0.0.1:{port}"', text, flags=re.M)
+    text = re.sub(r'^listen_(ro|primary) = .*$', r'listen_\1 = ""', text, flags=re.M)
+    conf = os.path.join(cluster.dir, "proxy-callgrind.toml")
+    with open(conf, "w") as f:
+        f.write(text)
+    out = os.path.join(outdir, "callgrind.out")
+    proc = subprocess.Popen(["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}",
+                             cluster.bin, "proxy", "--config", conf],
+                            stdout=subprocess.DEVNULL, stderr=open(out + ".log", "w"),
+                            env=dict(os.environ, RUST_LOG="warn"))
+    try:
+        deadline = time.time() + 180
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                if time.time() > deadline or proc.poll() is not None:
+                    raise RuntimeError("the proxy under valgrind did not start listening")
+                time.sleep(1)
+        pgbench.run(port, USER, password, DB, "select-only", args.clients, args.mode, 3)
+        zeroed = subprocess.run(["callgrind_control", "-z", str(proc.pid)],
+                                capture_output=True).returncode == 0
+        r = pgbench.run(port, USER, password, DB, "select-only", args.clients, args.mode,
+                        args.seconds)
+        dumped = subprocess.run(["callgrind_control", "-d", str(proc.pid)],
+                                capture_output=True).returncode == 0
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    files = sorted(glob.glob(out + "*"), key=os.path.getmtime)
+    dump = out + ".1" if zeroed and dumped and os.path.exists(out + ".1") else out
+    res = {"transactions": r.get("transactions"), "tps_under_valgrind": r.get("tps"),
+           "pgbench_error": r.get("error"),
+           "zeroed_after_warmup": zeroed and dumped, "dump": os.path.relpath(dump, ROOT),
+           "files": [os.path.relpath(f, ROOT) for f in files]}
+    ann = subprocess.run(["callgrind_annotate", "--inclusive=yes", dump],
+                         capture_output=True, text=True)
+    with open(os.path.join(outdir, "callgrind-inclusive.txt"), "w") as f:
+        f.write(ann.stdout)
+    n = r.get("transactions") or 0
+    incl = {}
+    for line in ann.stdout.splitlines():
+        m = re.match(r"^\s*([\d,]+) \(\s*[\d.]+%\)\s+\S*?:(.*) \[", line)
+        if m:
+            incl.setdefault(m.group(2), int(m.group(1).replace(",", "")))
+    serve = incl.get("pgha_proxy::session::serve::{{closure}}", 0)
+    login = incl.get("pgha_proxy::session::startup::start::{{closure}}", 0)
+    if n:
+        # The per-transaction path: sessions minus their logins (which
+        # happen once per connection and, under valgrind, include reconnects).
+        res["session_instructions_per_tx"] = round((serve - login) / n)
+        res["all_instructions_per_tx"] = round(sum(v for _, v in self_costs(dump)) / n)
+    costs = self_costs(dump)
+    total = sum(v for _, v in costs) or 1
+    with open(os.path.join(outdir, "callgrind-self.txt"), "w") as f:
+        f.write(f"# self instructions (Ir) per function; {n} transactions\n")
+        for name, v in costs[:80]:
+            f.write(f"{v:>14,} {100 * v / total:5.1f}% {v / max(n, 1):>9,.0f}/tx  {name}\n")
+    return res  # the raw callgrind.out* files are git-ignored (bench/.gitignore)
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--pgha-bin", default=os.path.join(ROOT, "target", "release", "pgha"))
     p.add_argument("--mode", default="prepared")
     p.add_argument("--clients", type=int, default=8)
     p.add_argument("--seconds", type=int, default=10)
+    p.add_argument("--only", choices=["perf", "callgrind"], help="run one view only")
     a = p.parse_args()
     stamp = datetime.datetime.utcnow().strftime("%Y-%m-%d-%H%M")
     outdir = os.path.join(ROOT, "bench", "results", f"proxy-profile-{stamp}")
@@ -110,6 +189,11 @@ def main():
         summary["plain_run"] = r
         log(f"plain: {r.get('tps')} tps, proxy {r.get('proxy_cpu_us_per_tx')} us/tx "
             f"(user {r.get('proxy_user_us_per_tx')}, sys {r.get('proxy_sys_us_per_tx')})")
+        if a.only != "perf":
+            summary["callgrind"] = callgrind_run(cluster, password, a, outdir)
+            log(f"callgrind: {summary['callgrind']}")
+        if a.only == "callgrind":
+            return
         data, n = perf_run(pid, rw, password, a, outdir, "perf-flat", ["-F", "2000"], a.seconds)
         summary["perf_flat_transactions"] = n
         summary["perf_flat_reports"] = [os.path.relpath(x, ROOT)
