@@ -291,6 +291,25 @@ fn touching_intervals_are_not_overlap() {
 }
 
 #[test]
+fn two_nodes_on_one_timeline_name_the_majority_first() {
+    let mut h = clean_fixed();
+    // node3 acknowledges one write on node1's timeline 1 (which node1 used
+    // three times), before the switch point: only the shared-timeline rule
+    // can see it.
+    h.ops[1].node = Some("node3".into());
+    let r = check(&h);
+    assert!(!r.ok());
+    assert_eq!(r.split_brain_count(), 1);
+    match &r.split_brain[0] {
+        SplitBrain::SharedTimeline { timeline: 1, nodes } => {
+            let who: Vec<(&str, u64)> = nodes.iter().map(|(n, c, _)| (n.as_str(), *c)).collect();
+            assert_eq!(who, vec![("node1", 2), ("node3", 1)]);
+        }
+        other => panic!("{other:#?}"),
+    }
+}
+
+#[test]
 fn two_nodes_on_one_timeline_are_caught() {
     let mut h = clean_fixed();
     h.ops[7].node = Some("node3".into());

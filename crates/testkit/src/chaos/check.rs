@@ -115,9 +115,10 @@ impl CheckReport {
         distinct(&self.duplicated)
     }
 
-    /// Acknowledged writes involved in split-brain findings.
+    /// Split-brain findings (each names the writes or the first pair
+    /// involved; one finding may cover many writes).
     pub fn split_brain_count(&self) -> usize {
-        self.split_brain.iter().map(SplitBrain::writes).sum()
+        self.split_brain.len()
     }
 
     /// One line per broken rule, empty when `ok()`.
@@ -127,7 +128,7 @@ impl CheckReport {
             ("acknowledged writes lost", self.lost_count()),
             ("failed writes present (phantom)", self.phantom_count()),
             ("ids duplicated", self.duplicated_count()),
-            ("writes on diverging histories", self.split_brain_count()),
+            ("split-brain findings", self.split_brain_count()),
             ("stale reads", self.stale_reads.len()),
         ];
         for (what, n) in counts {

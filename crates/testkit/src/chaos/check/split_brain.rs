@@ -14,8 +14,9 @@
 //!   cannot see.
 //!
 //! Hazard: findings are grouped (per node and timeline, per pair of
-//! primaries) so a long split brain yields a few entries, not thousands;
-//! `SplitBrain::writes` still counts every write involved.
+//! primaries) so a long split brain yields a few entries, not thousands,
+//! and one bad write can appear in more than one finding: count findings,
+//! not writes.
 
 use std::collections::BTreeMap;
 
@@ -62,25 +63,10 @@ pub enum SplitBrain {
     SharedTimeline {
         timeline: u32,
         /// Per node: how many writes it acknowledged on this timeline, and
-        /// its first one.
+        /// its first one; the node with the most writes first (most likely
+        /// the timeline's rightful owner).
         nodes: Vec<(String, u64, WriteRef)>,
     },
-}
-
-impl SplitBrain {
-    /// How many acknowledged writes this finding involves.
-    pub fn writes(&self) -> usize {
-        match self {
-            SplitBrain::OffHistory { writes, .. } => writes.len(),
-            SplitBrain::ConcurrentPrimaries { pairs, .. } => {
-                usize::try_from(pairs.saturating_mul(2)).unwrap_or(usize::MAX)
-            }
-            SplitBrain::SharedTimeline { nodes, .. } => nodes
-                .iter()
-                .map(|(_, n, _)| usize::try_from(*n).unwrap_or(usize::MAX))
-                .sum(),
-        }
-    }
 }
 
 /// Acknowledged writes that say where they committed; the others are
@@ -219,7 +205,8 @@ fn shared_timelines(writes: &[(WriteRef, Lsn)], r: &mut CheckReport) {
     }
     for (timeline, nodes) in by_tl {
         if nodes.len() > 1 {
-            let nodes = nodes.into_iter().map(|(n, (c, w))| (n, c, w)).collect();
+            let mut nodes: Vec<_> = nodes.into_iter().map(|(n, (c, w))| (n, c, w)).collect();
+            nodes.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
             r.split_brain
                 .push(SplitBrain::SharedTimeline { timeline, nodes });
         }

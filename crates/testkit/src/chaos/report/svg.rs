@@ -173,7 +173,7 @@ fn title(s: &mut String, h: &History, r: &CheckReport) {
     let verdict = if r.ok() { "PASS" } else { "FAIL" };
     let _ = writeln!(
         s,
-        r#"<text x="{LEFT}" y="20" font-size="15" font-weight="bold">pgha chaos run, seed {}: {verdict}: {} lost, {} split brain, {} stale reads; {} faults, {} writes acknowledged</text>"#,
+        r#"<text x="{LEFT}" y="20" font-size="15" font-weight="bold">pgha chaos run, seed {}: {verdict}: {} lost, {} split-brain findings, {} stale reads; {} faults, {} writes acknowledged</text>"#,
         h.seed,
         r.lost_count(),
         r.split_brain_count(),
@@ -394,16 +394,27 @@ fn throughput(s: &mut String, f: &Frame, b: &Bins) {
     );
 }
 
-/// Gaps without acknowledgements, as a bar under the throughput chart.
+/// Gaps without acknowledgements, as a bar under the throughput chart;
+/// gaps less than a pixel apart are drawn as one bar.
 fn unavailable(s: &mut String, r: &CheckReport, f: &Frame) {
     let y = f.thr_top + THR_H + 3.0;
+    let mut bars: Vec<(f64, f64, u64)> = Vec::new();
     for g in &r.availability.gaps {
-        let (x0, x1) = (f.x(g.from_ms), f.x(g.to_ms));
+        let (x0, x1) = (f.x(g.from_ms), f.x(g.to_ms).max(f.x(g.from_ms) + 1.0));
+        match bars.last_mut() {
+            Some(last) if x0 <= last.1 + 1.0 => {
+                last.1 = last.1.max(x1);
+                last.2 += g.to_ms - g.from_ms;
+            }
+            _ => bars.push((x0, x1, g.to_ms - g.from_ms)),
+        }
+    }
+    for (x0, x1, ms) in bars {
         let _ = write!(
             s,
             r#"<rect x="{x0:.1}" y="{y:.1}" width="{:.1}" height="5" fill="{GAP}"><title>no write acknowledged for {}</title></rect>"#,
-            (x1 - x0).max(1.0),
-            human_ms(g.to_ms - g.from_ms)
+            x1 - x0,
+            human_ms(ms)
         );
     }
     s.push('\n');
@@ -473,8 +484,9 @@ fn violation_times(h: &History, r: &CheckReport) -> Vec<u64> {
             SplitBrain::ConcurrentPrimaries { first, second, .. } => {
                 t.extend([first.end_ms, second.end_ms])
             }
+            // The first node is the likely owner; mark the others.
             SplitBrain::SharedTimeline { nodes, .. } => {
-                t.extend(nodes.iter().map(|(_, _, w)| w.end_ms))
+                t.extend(nodes.iter().skip(1).map(|(_, _, w)| w.end_ms))
             }
         }
     }
@@ -620,7 +632,7 @@ fn rgba(hex: &str, alpha: f64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::chaos::check::{check, sample_history, sample_history_for};
+    use crate::chaos::check::{check, sample_history};
 
     #[test]
     fn svg_is_well_formed_enough_and_escapes() {
@@ -638,8 +650,46 @@ mod tests {
     }
 
     #[test]
+    fn violations_are_marked() {
+        let mut h = sample_history(13);
+        let stale = h.ops.iter_mut().find(|o| o.kind == OpKind::Read).unwrap();
+        stale.saw = Some(false);
+        let r = check(&h);
+        assert!(!r.ok());
+        let svg = timeline_svg(&h, &r);
+        assert!(svg.contains(&format!(r#"fill="{VIOLATION}""#)));
+        assert!(!svg.contains(">none</text>"));
+        assert!(svg.contains(": FAIL:"));
+    }
+
+    /// A ten-minute history stretched to an hour (cheap in debug builds).
+    fn hour_long() -> History {
+        let mut h = sample_history(12);
+        let x6 = |t: &mut u64| *t *= 6;
+        h.duration_ms *= 6;
+        for o in &mut h.ops {
+            x6(&mut o.start_ms);
+            x6(&mut o.end_ms);
+        }
+        for f in &mut h.faults {
+            x6(&mut f.start_ms);
+            if let Some(t) = f.healed_ms.as_mut() {
+                x6(t);
+            }
+        }
+        for r in &mut h.roles {
+            x6(&mut r.at_ms);
+        }
+        if let Some(f) = h.final_state.as_mut() {
+            x6(&mut f.at_ms);
+        }
+        h
+    }
+
+    #[test]
     fn hour_long_run_stays_small() {
-        let h = sample_history_for(12, 3_600_000);
+        let h = hour_long();
+        assert_eq!(h.duration_ms, 3_600_000);
         let svg = timeline_svg(&h, &check(&h));
         assert!(svg.len() < 600_000, "{} bytes", svg.len());
         assert!(svg.contains(">3600 s</text>"));

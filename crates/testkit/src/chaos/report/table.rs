@@ -260,3 +260,39 @@ fn split_brain_line(f: &SplitBrain) -> String {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::chaos::check::{check, sample_history};
+
+    #[test]
+    fn clean_summary_has_the_tables() {
+        let h = sample_history(21);
+        let md = summary_markdown(&h, &check(&h));
+        assert!(md.starts_with("## Chaos run, seed 21: PASS"));
+        assert!(md.contains(&h.replay));
+        assert!(md.contains("| **lost** acknowledged writes | 0 |"));
+        assert!(md.contains("| fault kind | injected | recovered | RTO p50 | RTO p95 | RTO max |"));
+        for f in &h.faults {
+            assert!(md.contains(&format!("| {} |", f.kind)), "{}", f.kind);
+        }
+        assert!(!md.contains("### "), "no findings expected:\n{md}");
+    }
+
+    #[test]
+    fn failing_summary_lists_findings_briefly() {
+        let mut h = sample_history(22);
+        let fs = h.final_state.as_mut().unwrap();
+        // Every node loses everything: thousands of lost ids, ten shown.
+        for n in &mut fs.nodes {
+            n.id_ranges.clear();
+        }
+        let r = check(&h);
+        let md = summary_markdown(&h, &r);
+        assert!(md.starts_with("## Chaos run, seed 22: FAIL"));
+        assert!(md.contains("### Lost acknowledged writes"));
+        assert!(md.contains(" more\n"));
+        assert!(md.len() < 20_000, "{} bytes", md.len());
+    }
+}
