@@ -99,3 +99,58 @@ async fn serve_lease<D: Dcs + ?Sized>(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pgha_dcs::MemoryDcs;
+
+    async fn record(dcs: &MemoryDcs, key: &str) -> Option<ProxyState> {
+        let kv = dcs.get(key).await.ok()?.kv?;
+        assert!(kv.lease.is_some(), "the record is leased");
+        serde_json::from_slice(&kv.value).ok()
+    }
+
+    #[tokio::test]
+    async fn the_record_follows_the_state_and_goes_with_the_sender() {
+        let dcs = std::sync::Arc::new(MemoryDcs::new());
+        let (tx, rx) = watch::channel(ProxyState::default());
+        let task = {
+            let dcs = dcs.clone();
+            tokio::spawn(async move { keep_registered(&*dcs, "/pgha/c/proxies/p1", rx).await })
+        };
+        let wait_for = |want: ProxyState| {
+            let dcs = dcs.clone();
+            async move {
+                for _ in 0..200 {
+                    if record(&dcs, "/pgha/c/proxies/p1").await == Some(want.clone()) {
+                        return;
+                    }
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                panic!("record never became {want:?}");
+            }
+        };
+        wait_for(ProxyState::default()).await;
+        let drained = ProxyState {
+            paused: true,
+            in_flight: 0,
+            drained_for: Some(5),
+        };
+        tx.send_replace(drained.clone());
+        wait_for(drained).await;
+        drop(tx);
+        tokio::time::timeout(Duration::from_secs(5), task)
+            .await
+            .expect("ends with the sender")
+            .expect("no panic");
+        assert_eq!(record(&dcs, "/pgha/c/proxies/p1").await, None, "revoked");
+    }
+
+    #[test]
+    fn generated_names_are_valid_and_distinct() {
+        let (a, b) = (proxy_name(), proxy_name());
+        assert_ne!(a, b);
+        pgha_dcs::keys::validate_name(&a).expect("valid key segment");
+    }
+}
