@@ -18,10 +18,16 @@ def _nice_max(v):
     return 10 * mag
 
 
-def grouped_bars(title, groups, series, ylabel, width=960, height=420):
+def grouped_bars(title, groups, series, ylabel, width=960, height=420, target=None,
+                 colors=None, scale_to_medians=False):
+    """`target`: optional (value, label) drawn as a dashed horizontal line.
+    `scale_to_medians`: size the y axis to the medians (whiskers are clipped),
+    so one outlier does not flatten every bar."""
+    colors = colors or COLORS
     left, right, top, bottom = 70, 20, 50, 80
     pw, ph = width - left - right, height - top - bottom
-    vmax = max((v[2] for _, vals in series for v in vals if v), default=1)
+    vmax = max((v[0 if scale_to_medians else 2] for _, vals in series for v in vals if v),
+               default=1)
     ymax = _nice_max(vmax * 1.05)
     gw = pw / max(1, len(groups))
     bw = gw * 0.8 / max(1, len(series))
@@ -46,18 +52,25 @@ def grouped_bars(title, groups, series, ylabel, width=960, height=420):
             x = gx + si * bw
             h = ph * med / ymax
             out.append(f'<rect x="{x:.1f}" y="{top + ph - h:.1f}" width="{bw * 0.9:.1f}" '
-                       f'height="{h:.1f}" fill="{COLORS[si % len(COLORS)]}"/>')
+                       f'height="{h:.1f}" fill="{colors[si % len(colors)]}"/>')
             cx = x + bw * 0.45
-            y1, y2 = top + ph - ph * lo / ymax, top + ph - ph * hi / ymax
+            y1 = top + ph - ph * min(lo, ymax) / ymax
+            y2 = top + ph - ph * min(hi, ymax) / ymax
             out.append(f'<line x1="{cx:.1f}" y1="{y1:.1f}" x2="{cx:.1f}" y2="{y2:.1f}" '
                        f'stroke="black"/>')
         lx = left + gi * gw + gw / 2
         out.append(f'<text x="{lx:.1f}" y="{top + ph + 16}" text-anchor="middle">'
                    f'{escape(name)}</text>')
+    if target and target[0] <= ymax:
+        y = top + ph - ph * target[0] / ymax
+        out.append(f'<line x1="{left}" y1="{y:.1f}" x2="{left + pw}" y2="{y:.1f}" '
+                   f'stroke="#d62728" stroke-dasharray="6,4"/>')
+        out.append(f'<text x="{left + 4}" y="{y - 4:.1f}" text-anchor="start" '
+                   f'fill="#d62728">{escape(target[1])}</text>')
     lx = left
     for si, (label, _) in enumerate(series):
         out.append(f'<rect x="{lx}" y="{height - 30}" width="12" height="12" '
-                   f'fill="{COLORS[si % len(COLORS)]}"/>')
+                   f'fill="{colors[si % len(colors)]}"/>')
         out.append(f'<text x="{lx + 16}" y="{height - 20}">{escape(label)}</text>')
         lx += 30 + 8 * len(label)
     out.append("</svg>")

@@ -23,6 +23,7 @@ ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 BEGIN, END = "<!-- proxy-results:begin -->", "<!-- proxy-results:end -->"
 TARGET_ORDER = ["pgha", "direct", "pgbouncer", "pgpool"]
 LABEL = {"pgha": "pgha rw", "direct": "direct", "pgbouncer": "PgBouncer", "pgpool": "pgpool-II"}
+COLOR = {"pgha": "#1f77b4", "direct": "#7f7f7f", "pgbouncer": "#2ca02c", "pgpool": "#d62728"}
 SCRIPT_LABEL = {"select-only": "select-only (`-S`)", "tpcb": "TPC-B-like (default script)"}
 
 
@@ -260,11 +261,30 @@ def charts(data, g, chart_dir):
                 vals.append((s["median"], s["min"], s["max"]) if s else None)
             series.append((LABEL[t], vals))
         svg = svgchart.grouped_bars(f"pgbench {script}: TPS (median, whiskers min–max)",
-                                    groups, series, "TPS")
+                                    groups, series, "TPS", colors=[COLOR[t] for t in ts])
         path = os.path.join(chart_dir, f"proxy-tps-{script}.svg")
         with open(path, "w") as f:
             f.write(svg)
         made.append((script, path))
+    cfgs = configs(data, "select-only")
+    proxies = [t for t in targets_of(data) if t != "direct"]
+    if cfgs and proxies:
+        series = []
+        for t in proxies:
+            vals = []
+            for c, m in cfgs:
+                s = g.get(("select-only", c, m, t), {}).get("proxy_cpu_us_per_tx")
+                vals.append((s["median"], s["min"], s["max"]) if s else None)
+            series.append((LABEL[t], vals))
+        svg = svgchart.grouped_bars(
+            "Proxy CPU per select-only transaction (µs, median, whiskers min–max)",
+            [f"-c {c} {m}" for c, m in cfgs], series, "µs per transaction",
+            target=(15, "target 15 µs"), colors=[COLOR[t] for t in proxies],
+            scale_to_medians=True)
+        path = os.path.join(chart_dir, "proxy-cpu-select-only.svg")
+        with open(path, "w") as f:
+            f.write(svg)
+        made.append(("cpu", path))
     return made
 
 
@@ -287,8 +307,11 @@ def render(data, result_path, doc_path, with_charts=True):
                   "Latency from pgbench's per-transaction logs (median over rounds of each "
                   "round's average and p99):", "", latency_table(data, g, script), "",
                   "CPU per transaction of each proxy's processes (utime+stime from "
-                  "/proc, all threads and children), and of pgbench itself:", "",
-                  cpu_table(data, g, script), ""]
+                  "/proc, all threads and children), and of pgbench itself:", ""]
+        if script == "select-only" and "cpu" in chart_files:
+            rel = os.path.relpath(chart_files["cpu"], os.path.dirname(doc_path))
+            parts += [f"![proxy CPU per select-only transaction]({rel})", ""]
+        parts += [cpu_table(data, g, script), ""]
     parts += ["### Memory with idle client connections", "", memory_table(data), "",
               errors_section(g), "", END]
     return "\n".join(parts)
