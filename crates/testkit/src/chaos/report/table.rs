@@ -9,7 +9,7 @@ use std::fmt::Write as _;
 
 use super::human_ms;
 use crate::chaos::check::{CheckReport, NodeIds, SplitBrain, WriteRef};
-use crate::chaos::history::History;
+use crate::chaos::history::{History, OpKind};
 
 /// Entries shown per finding list.
 const SHOW: usize = 10;
@@ -36,11 +36,11 @@ pub fn summary_markdown(h: &History, r: &CheckReport) -> String {
 
 fn counts_table(s: &mut String, h: &History, r: &CheckReport) {
     let (w, rd, a) = (&r.writes, &r.reads, &r.availability);
-    let span = h
-        .final_state
-        .as_ref()
-        .map_or(h.duration_ms, |f| f.at_ms)
-        .max(1);
+    // The share of the time during which clients were writing.
+    let writes = h.ops.iter().filter(|o| o.kind == OpKind::Write);
+    let first = writes.clone().map(|o| o.start_ms).min().unwrap_or(0);
+    let last = writes.map(|o| o.end_ms).max().unwrap_or(0);
+    let span = last.saturating_sub(first).max(1);
     let rows: [(&str, String); 11] = [
         (
             "operations",
@@ -74,7 +74,7 @@ fn counts_table(s: &mut String, h: &History, r: &CheckReport) {
         (
             "writes unavailable",
             format!(
-                "{} ({:.1} %) in {} gaps over {} ms",
+                "{} ({:.1} % of the writing time) in {} gaps over {} ms",
                 human_ms(a.unavailable_ms),
                 a.unavailable_ms as f64 * 100.0 / span as f64,
                 a.gaps.len(),
