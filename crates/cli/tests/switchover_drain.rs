@@ -136,7 +136,7 @@ fn longest_gap(log: &Log, from: Instant, to: Instant) -> Duration {
         .copied()
         .filter(|t| *t >= from && *t <= to)
         .collect();
-    let before = at.iter().copied().filter(|t| *t < from).last();
+    let before = at.iter().copied().rfind(|t| *t < from);
     before
         .into_iter()
         .chain(inside)
