@@ -17,6 +17,7 @@ num_init_children * max_pool.
 
 import os
 import pwd
+import shutil
 import signal
 import socket
 import subprocess
@@ -88,14 +89,14 @@ class _Daemon:
 
     def stop(self):
         if self.proc.poll() is None:
-            # SIGINT: both stop at once (pgbouncer: safe shutdown on SIGINT
-            # waits for clients; SIGTERM is immediate in 1.18).
+            # SIGTERM: PgBouncer 1.18 and pgpool both shut down at once.
             self.proc.send_signal(signal.SIGTERM)
             try:
                 self.proc.wait(15)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+        shutil.rmtree(self.dir, ignore_errors=True)
 
 
 class PgBouncer(_Daemon):
