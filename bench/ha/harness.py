@@ -246,11 +246,17 @@ class Bench:
             except BaseException:
                 w.proc.kill()
                 raise
-            self.restore(sc, c, primary)
+            try:
+                self.restore(sc, c, primary)
+            except Exception as e:  # noqa: BLE001 - still count what the primary holds
+                rec["restore_error"] = f"{type(e).__name__}: {str(e)[:500]}"
+                ok = False
             present, final = c.ids_present(run)
             rec["primary_after"] = final
             rec.update(analyse(doc, t_event, present))
-            if not ok:
+            if "restore_error" in rec:
+                rec["error"] = "the cluster did not become healthy again: " + rec["restore_error"]
+            elif not ok:
                 rec["error"] = f"no acknowledged write within {self.args.timeout}s"
             wall_ack = None if rec["first_ack_after_s"] is None else wall_event + rec["first_ack_after_s"]
             rec["log_timeline"] = logscan.timeline(c.logs(), wall_event, wall_ack)
