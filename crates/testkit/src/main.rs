@@ -57,6 +57,10 @@ struct ChaosArgs {
     /// Number of clients (even ones through the proxy, odd ones direct).
     #[arg(long, default_value_t = 4)]
     clients: u32,
+    /// Go on past --duration until every enabled fault kind was injected
+    /// this many times.
+    #[arg(long, default_value_t = 0)]
+    rounds: usize,
     /// Keep the lab directory (data dirs, logs) after the run.
     #[arg(long)]
     keep: bool,
@@ -111,6 +115,9 @@ fn replay_command(args: &ChaosArgs, seed: u64) -> String {
     if !args.faults.is_empty() {
         cmd.push_str(&format!(" --faults {}", args.faults.join(",")));
     }
+    if args.rounds > 0 {
+        cmd.push_str(&format!(" --rounds {}", args.rounds));
+    }
     if args.loopback {
         cmd.push_str(" --loopback");
     }
@@ -134,6 +141,7 @@ fn chaos(args: ChaosArgs) -> anyhow::Result<ExitCode> {
         opts.kinds = kinds;
     }
     opts.clients = args.clients.max(1);
+    opts.min_rounds = args.rounds;
     opts.lab.keep = args.keep;
     opts.lab.loopback = args.loopback;
     opts.replay = replay_command(&args, seed);
@@ -181,8 +189,22 @@ fn check_file(path: &PathBuf) -> anyhow::Result<ExitCode> {
 }
 
 /// Check the history, print the verdict; failure exit code on a violation.
-fn verdict(history: &History, _out: &std::path::Path) -> anyhow::Result<ExitCode> {
+fn verdict(history: &History, out: &std::path::Path) -> anyhow::Result<ExitCode> {
     let report = check::check(history);
+    match pgha_testkit::chaos::report::write_all(out, history, &report) {
+        Ok(w) => {
+            println!(
+                "report: {} {} {}",
+                w.report_json.display(),
+                w.summary.display(),
+                w.svg.display()
+            );
+            if let Ok(text) = std::fs::read_to_string(&w.summary) {
+                println!("{text}");
+            }
+        }
+        Err(e) => eprintln!("pgha-testkit: writing the report failed: {e:#}"),
+    }
     println!(
         "writes: {} ({} ok, {} failed, {} unknown); reads: {} ({} ok); faults: {}",
         report.writes.total,
@@ -200,6 +222,9 @@ fn verdict(history: &History, _out: &std::path::Path) -> anyhow::Result<ExitCode
         report.split_brain_count(),
         report.stale_reads.len()
     );
+    for sb in report.split_brain.iter().take(5) {
+        println!("split brain: {sb:?}");
+    }
     for w in &report.warnings {
         println!("warning: {w}");
     }

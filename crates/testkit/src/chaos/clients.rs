@@ -114,6 +114,14 @@ impl Recorder {
     }
 }
 
+/// An error as the server said it (SQLSTATE and message), else as text.
+fn describe(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(d) => format!("{}: {}", d.code().code(), d.message()),
+        None => e.to_string(),
+    }
+}
+
 /// Create the workload's table (on the primary, before the clients start).
 pub async fn create_table(c: &Client) -> anyhow::Result<()> {
     c.batch_execute("CREATE TABLE IF NOT EXISTS chaos_ids(id bigint, client int)")
@@ -287,7 +295,7 @@ impl ClientTask {
             Ok(Err(e)) => {
                 let rollback = c.batch_execute("ROLLBACK");
                 let _ = tokio::time::timeout(Duration::from_secs(2), rollback).await;
-                return (Outcome::Failed(e.to_string()), served, c.is_closed());
+                return (Outcome::Failed(describe(&e)), served, c.is_closed());
             }
             Ok(Ok(row)) => {
                 let addr: String = row.get(0);
@@ -302,7 +310,11 @@ impl ClientTask {
         }
         match tokio::time::timeout_at(deadline, c.batch_execute("COMMIT")).await {
             Ok(Ok(())) => (Outcome::Ok, served, false),
-            Ok(Err(e)) => (Outcome::Unknown(format!("COMMIT: {e}")), served, true),
+            Ok(Err(e)) => (
+                Outcome::Unknown(format!("COMMIT: {}", describe(&e))),
+                served,
+                true,
+            ),
             Err(_) => (Outcome::Unknown("COMMIT timed out".into()), served, true),
         }
     }
@@ -324,8 +336,8 @@ impl ClientTask {
                 let node = self.ep.node_at(&addr, row.get(2));
                 (Outcome::Ok, node, Some(n > 0))
             }
-            Ok(Err(e)) if !c.is_closed() => (Outcome::Failed(e.to_string()), None, None),
-            Ok(Err(e)) => (Outcome::Unknown(e.to_string()), None, None),
+            Ok(Err(e)) if !c.is_closed() => (Outcome::Failed(describe(&e)), None, None),
+            Ok(Err(e)) => (Outcome::Unknown(describe(&e)), None, None),
             Err(_) => (Outcome::Unknown("read timed out".into()), None, None),
         };
         let keep = matches!(outcome, Outcome::Ok | Outcome::Failed(_));

@@ -25,6 +25,9 @@ pub struct RunOptions {
     pub seed: u64,
     /// Length of the fault phase (the fault in progress finishes).
     pub duration: Duration,
+    /// Go on past `duration` until this many complete rounds (every
+    /// enabled kind once per round) were injected.
+    pub min_rounds: usize,
     /// Enabled fault kinds (those the lab cannot do are skipped, logged).
     pub kinds: Vec<FaultKind>,
     pub clients: u32,
@@ -47,6 +50,7 @@ impl RunOptions {
         RunOptions {
             seed,
             duration,
+            min_rounds: 0,
             kinds: FaultKind::ALL.to_vec(),
             clients: 4,
             out,
@@ -188,7 +192,9 @@ async fn inject_all(
     let mut schedule = Schedule::new(opts.seed, kinds, opts.hold);
     let mut out = Vec::new();
     let begin = Instant::now();
-    while begin.elapsed() < opts.duration && !opts.cancel.is_cancelled() {
+    while (begin.elapsed() < opts.duration || schedule.rounds_done() < opts.min_rounds)
+        && !opts.cancel.is_cancelled()
+    {
         let Some(plan) = schedule.next_plan() else {
             faults::hold(opts.duration.saturating_sub(begin.elapsed()), &opts.cancel).await;
             break;

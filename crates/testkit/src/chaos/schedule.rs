@@ -34,6 +34,7 @@ pub struct Schedule {
     kinds: Vec<FaultKind>,
     round: Vec<FaultKind>,
     hold: (Duration, Duration),
+    handed_out: usize,
 }
 
 impl Schedule {
@@ -48,7 +49,13 @@ impl Schedule {
             kinds,
             round: Vec::new(),
             hold,
+            handed_out: 0,
         }
+    }
+
+    /// Complete rounds handed out so far (every kind once per round).
+    pub fn rounds_done(&self) -> usize {
+        self.handed_out.checked_div(self.kinds.len()).unwrap_or(0)
     }
 
     /// The next fault; None when no kind is enabled.
@@ -59,6 +66,7 @@ impl Schedule {
             self.round.reverse();
         }
         let kind = self.round.pop()?;
+        self.handed_out += 1;
         let (lo, hi) = (
             self.hold.0.as_millis() as u64,
             self.hold.1.as_millis() as u64,
