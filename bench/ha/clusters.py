@@ -31,6 +31,9 @@ PATRONI_DEFAULT = {"ttl": 30, "loop_wait": 10, "retry_timeout": 10}
 # requires loop_wait + 2 * retry_timeout <= ttl (config.py
 # _validate_and_adjust_timeouts); the same values are used for 3.0.2.
 PATRONI_FAST = {"ttl": 20, "loop_wait": 1, "retry_timeout": 3}
+# Below the documented minimum: 3.0.2 accepts it (no check in its code);
+# 4.x would raise it to PATRONI_FAST. loop_wait + 2 * retry_timeout = ttl.
+PATRONI_TTL5 = {"ttl": 5, "loop_wait": 1, "retry_timeout": 2}
 TABLE_SQL = "CREATE TABLE IF NOT EXISTS bench_ha (run text NOT NULL, id bigint NOT NULL, PRIMARY KEY (run, id))"
 
 

@@ -32,7 +32,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import clusters  # noqa: E402
-from clusters import PATRONI_DEFAULT, PATRONI_FAST, PatroniCluster, PghaCluster, wait_for  # noqa: E402
+from clusters import PATRONI_DEFAULT, PATRONI_FAST, PATRONI_TTL5, PatroniCluster, PghaCluster, wait_for  # noqa: E402
 import logscan  # noqa: E402
 import summary  # noqa: E402
 
@@ -196,6 +196,9 @@ class Bench:
         for name, _, _ in self.patroni_builds():
             if "fast" in self.args.settings:
                 v.append((f"{name}-fast", name, PATRONI_FAST))
+        for name, _, _ in self.patroni_builds():
+            if "ttl5" in self.args.settings and name == "patroni3":
+                v.append((f"{name}-ttl5", name, PATRONI_TTL5))
         return v
 
     # --- measurements ----------------------------------------------------
@@ -362,7 +365,7 @@ class Bench:
                          "etcd": out(clusters.ETCD, "--version").splitlines()[0:1],
                          "haproxy": out(clusters.HAPROXY, "-v").splitlines()[0:1]},
             "settings": {"pgha": "defaults (ttl 2s, loop_wait 500ms, fence_margin 500ms, sync_quorum 1: ANY 1 of 2 standbys)",
-                         "patroni_default": PATRONI_DEFAULT, "patroni_fast": PATRONI_FAST,
+                         "patroni_default": PATRONI_DEFAULT, "patroni_fast": PATRONI_FAST, "patroni_ttl5": PATRONI_TTL5,
                          "patroni_common": "synchronous_mode on (1 synchronous standby), use_pg_rewind, use_slots, "
                                            "maximum_lag_on_failover 1 MiB, one etcd per cluster",
                          "haproxy": "option httpchk OPTIONS /primary, inter 500ms fall 2 rise 1, "
@@ -409,7 +412,9 @@ def main():
     p.add_argument("--pgha-profile", default=os.environ.get("PGHA_PROFILE", "?"))
     p.add_argument("--venv", default=os.environ.get("PATRONI4_VENV", "/opt/pgha-bench/patroni4"))
     p.add_argument("--patroni", default="deb,pypi", help="which Patroni builds: deb, pypi")
-    p.add_argument("--settings", default="default,fast", help="Patroni settings: default, fast")
+    p.add_argument("--settings", default="default,fast",
+                   help="Patroni settings: default, fast (ttl 20, the documented minimum), ttl5 "
+                        "(3.0.2 only: ttl 5, loop_wait 1, retry_timeout 2, below the documented minimum)")
     p.add_argument("--stop-default", action="store_true",
                    help="also run the SIGSTOP scenario with Patroni's default settings (by default only "
                         "its fast settings: the same outcome, minutes shorter)")
