@@ -61,19 +61,16 @@ pub struct ProxySettings {
     /// Largest startup packet, bytes. Default 10000.
     #[serde(default = "d_max_startup")]
     pub max_startup_bytes: usize,
-    /// TLS towards clients. Only `off` (SSLRequest declined with 'N') for now.
+    /// PEM certificate chain for TLS towards clients. With `tls_key_file`,
+    /// SSLRequest is answered 'S' and TLS (rustls) follows; without both it is
+    /// declined with 'N'.
     #[serde(default)]
-    pub tls: TlsMode,
+    pub tls_cert_file: Option<PathBuf>,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1) for `tls_cert_file`.
+    #[serde(default)]
+    pub tls_key_file: Option<PathBuf>,
     /// Where the topology comes from.
     pub topology: TopologySettings,
-}
-
-/// TLS mode.
-#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "snake_case")]
-pub enum TlsMode {
-    #[default]
-    Off,
 }
 
 /// Topology source.
@@ -128,6 +125,8 @@ pub enum ConfigError {
     },
     #[error("invalid setting {key}: {problem}")]
     Invalid { key: &'static str, problem: String },
+    #[error("TLS certificate or key {path}: {problem}")]
+    Tls { path: PathBuf, problem: String },
 }
 
 /// A password read from a file.
@@ -175,6 +174,12 @@ impl ProxySettings {
         if self.listen_rw.is_empty() && self.listen_ro.is_empty() && self.listen_primary.is_empty()
         {
             return invalid("listen_rw", "at least one listener must be enabled");
+        }
+        if self.tls_cert_file.is_some() != self.tls_key_file.is_some() {
+            return invalid(
+                "tls_cert_file",
+                "tls_cert_file and tls_key_file go together (set both or neither)",
+            );
         }
         Ok(())
     }

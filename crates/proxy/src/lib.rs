@@ -8,6 +8,7 @@
 //! * [`backend`] — opening an authenticated backend connection as the client.
 //! * [`session`] — one client: routing, session state, failover handling.
 //! * [`server`] — listeners and the entry point [`Proxy::start`].
+//! * [`tls`] — TLS towards clients (rustls), plain-or-TLS client stream.
 //! * [`config`] — `ProxySettings` (`proxy.toml`).
 //!
 //! Hazard for every module: client bytes are untrusted; a bad client must
@@ -21,6 +22,7 @@ pub mod config;
 pub mod monitor;
 pub mod server;
 pub mod session;
+pub mod tls;
 pub mod topology;
 
 pub use config::ProxySettings;

@@ -54,6 +54,8 @@ pub struct Shared {
     pub topology: watch::Receiver<Topology>,
     /// Secret for mock SCRAM salts of unknown roles.
     pub mock_key: [u8; 32],
+    /// TLS towards clients, when `tls_cert_file`/`tls_key_file` are set.
+    pub tls: Option<crate::tls::TlsAcceptor>,
     cancels: Mutex<HashMap<(i32, i32), Arc<CancelTargets>>>,
 }
 
@@ -148,6 +150,10 @@ impl Proxy {
         topology: watch::Receiver<Topology>,
     ) -> Result<ProxyHandle, StartError> {
         settings.validate()?;
+        let tls = match (&settings.tls_cert_file, &settings.tls_key_file) {
+            (Some(cert), Some(key)) => Some(crate::tls::load_acceptor(cert, key)?),
+            _ => None,
+        };
         let catalog = Arc::new(FunctionCatalog::new());
         let classifier = Arc::new(Classifier::new(catalog.clone()));
         let monitor = Arc::new(Monitor::new(&settings, password, topology.clone()));
@@ -161,6 +167,7 @@ impl Proxy {
             monitor,
             topology,
             mock_key,
+            tls,
             cancels: Mutex::new(HashMap::new()),
         });
         let mut addrs = [None, None, None];

@@ -114,11 +114,15 @@ impl Session {
             ));
         }
         if let Some(role) = self.open {
-            self.forward(role, &msg, &frame);
-            if tag == b'S' {
-                self.close_unit(role);
+            if matches!(tag, b'Q' | b'F') {
+                self.end_open_unit(role);
+            } else {
+                self.forward(role, &msg, &frame);
+                if tag == b'S' {
+                    self.close_unit(role);
+                }
+                return Ok(Step::Done);
             }
-            return Ok(Step::Done);
         }
         self.start_unit(tag, msg, frame, forced).await
     }
@@ -178,6 +182,15 @@ impl Session {
         } else {
             self.want(analysis.as_deref())
         };
+        if let Some(a) = analysis.as_deref() {
+            match a.tx {
+                TxEffect::Begin { read_only } if read_only || self.state.default_read_only => {
+                    self.state.tx_read_only = true
+                }
+                TxEffect::SetTransactionReadOnly => self.state.tx_read_only = true,
+                _ => {}
+            }
+        }
         let role = match self.resolve(want).await {
             Resolution::Go(role) => role,
             Resolution::Stall => return Ok(Step::Stall(tag, frame)),
@@ -259,6 +272,23 @@ impl Session {
             unit.retry_sql = retry_sql;
         }
         unit
+    }
+
+    /// A simple Query (or FunctionCall) arrived while an extended unit is
+    /// open, e.g. asyncpg's prepare (Parse, Describe, Flush, no Sync) followed
+    /// by `BEGIN`. PostgreSQL ends the extended messages' implicit
+    /// transaction there; the proxy ends the open unit with a Sync of its own
+    /// (its ReadyForQuery is not forwarded) so the Query is routed as a unit
+    /// of its own instead of following the open unit's backend.
+    fn end_open_unit(&mut self, role: Role) {
+        if let Some(b) = self.backends[role as usize].as_mut() {
+            FrontendMessage::Sync.encode(&mut b.conn.wbuf);
+            if let Some(u) = b.units.back_mut() {
+                u.silent_ready = true;
+                u.retry = None;
+            }
+        }
+        self.close_unit(role);
     }
 
     fn close_unit(&mut self, role: Role) {

@@ -23,6 +23,7 @@ pub mod state;
 
 use crate::codec::{BackendMessage, CodecError, ErrorInfo};
 use crate::server::{CancelTargets, ListenerKind, Shared};
+use crate::tls::{ClientRead, ClientWrite};
 use bytes::{Bytes, BytesMut};
 use state::{Backend, Role, SessionState};
 use std::net::SocketAddr;
@@ -35,17 +36,17 @@ use tracing::Instrument;
 /// Stop reading a backend while this much output waits for the client.
 const CLIENT_HIGH_WATER: usize = 1 << 20;
 
-/// The client socket and its buffers.
+/// The client socket (plain or TLS) and its buffers.
 pub struct ClientIo {
-    rd: OwnedReadHalf,
-    wr: OwnedWriteHalf,
+    rd: ClientRead,
+    wr: ClientWrite,
     rbuf: BytesMut,
     wbuf: BytesMut,
 }
 
 impl ClientIo {
     fn new(stream: TcpStream) -> Self {
-        let (rd, wr) = stream.into_split();
+        let (rd, wr) = crate::tls::plain(stream);
         ClientIo {
             rd,
             wr,
@@ -78,12 +79,34 @@ impl ClientIo {
     }
 
     async fn flush(&mut self) -> std::io::Result<()> {
-        self.wr.write_all_buf(&mut self.wbuf).await
+        self.wr.write_all_buf(&mut self.wbuf).await?;
+        self.wr.flush().await
     }
 
     async fn write_now(&mut self, b: &[u8]) -> std::io::Result<()> {
         self.flush().await?;
-        self.wr.write_all(b).await
+        self.wr.write_all(b).await?;
+        self.wr.flush().await
+    }
+
+    /// Answers an SSLRequest with 'S' and runs the TLS handshake (bounded by
+    /// `timeout`). Bytes the client sent after the SSLRequest, before the
+    /// handshake, would be plaintext injected into the TLS session: refused.
+    async fn start_tls(
+        &mut self,
+        acceptor: &crate::tls::TlsAcceptor,
+        timeout: std::time::Duration,
+    ) -> std::io::Result<()> {
+        if !self.rbuf.is_empty() {
+            return Err(std::io::Error::other(
+                "client sent data after SSLRequest before the TLS handshake",
+            ));
+        }
+        self.write_now(b"S").await?;
+        let handshake = crate::tls::upgrade(&mut self.rd, &mut self.wr, acceptor);
+        tokio::time::timeout(timeout, handshake)
+            .await
+            .map_err(|_| std::io::Error::other("TLS handshake timed out"))?
     }
 }
 
@@ -339,10 +362,10 @@ impl Session {
             };
             let bwr = bwr.filter(|(_, buf)| !buf.is_empty());
             let brd = brd.filter(|_| read_backend);
-            let has_out = !io.wbuf.is_empty();
+            let has_out = !io.wbuf.is_empty() || io.wr.pending_flush();
             tokio::select! {
                 r = io.rd.read_buf(&mut io.rbuf), if read_client => Ev::ClientRead(r),
-                r = io.wr.write_buf(&mut io.wbuf), if has_out => Ev::ClientWrote(r),
+                r = write_out(&mut io.wr, &mut io.wbuf), if has_out => Ev::ClientWrote(r),
                 r = read_opt(brd) => Ev::BackendRead(r),
                 r = write_opt(bwr) => Ev::BackendWrote(r),
             }
@@ -385,6 +408,15 @@ fn fatal(fields: &[u8]) -> Bytes {
     }
     out.extend_from_slice(&[0]);
     out.freeze()
+}
+
+/// Writes some of `buf`, or flushes TLS output when `buf` is empty.
+async fn write_out(wr: &mut ClientWrite, buf: &mut BytesMut) -> std::io::Result<usize> {
+    if buf.is_empty() {
+        wr.flush().await?;
+        return Ok(0);
+    }
+    wr.write_buf(buf).await
 }
 
 async fn read_opt(x: Option<(&mut OwnedReadHalf, &mut BytesMut)>) -> std::io::Result<usize> {

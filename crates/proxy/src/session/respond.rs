@@ -7,7 +7,7 @@
 //! the backend sent them, minus swallowed ones. A backend that dies fails
 //! only the units in flight on it.
 
-use super::state::{Backend, Role, SessionState, Unit};
+use super::state::{Backend, Role, SessionState, TxMark, Unit};
 use super::Session;
 use crate::classify::SessionEffect;
 use crate::codec::backend::error_field;
@@ -153,6 +153,12 @@ impl Session {
                 hold_or(u, Act::Release)
             }
             b'1' | b'2' | b't' | b'T' | b'n' | b'N' => hold_or(u, Act::Hold),
+            b'C' => {
+                if let Some(m) = TxMark::from_tag(&frame[5..]) {
+                    u.tx_marks.push(m);
+                }
+                hold_or(u, Act::Release)
+            }
             _ => hold_or(u, Act::Release),
         }
     }
@@ -165,7 +171,7 @@ impl Session {
         let Some(mut u) = b.units.pop_front() else {
             return;
         };
-        self.tx_status = status;
+        let before = std::mem::replace(&mut self.tx_status, status);
         if u.injected {
             return;
         }
@@ -182,12 +188,18 @@ impl Session {
             return;
         }
         release(&mut self.io.wbuf, Some(&mut u));
-        self.io.wbuf.extend_from_slice(frame);
-        if !u.errored {
-            apply_effects(&mut self.state, b, &u);
+        if !u.silent_ready {
+            self.io.wbuf.extend_from_slice(frame);
         }
-        if role == Role::Primary && u.write {
+        settle_effects(&mut self.state, b, &u, before, status);
+        // Nothing writes in a READ ONLY transaction (one that fell back to
+        // the primary must not make the session's next reads wait).
+        let read_only_tx = self.state.tx_read_only || self.state.default_read_only;
+        if role == Role::Primary && u.write && !read_only_tx {
             self.state.tx_wrote = true;
+        }
+        if status == b'I' {
+            self.state.tx_read_only = false;
         }
         if status == b'I' && self.state.tx_wrote {
             self.state.tx_wrote = false;
@@ -232,7 +244,7 @@ impl Session {
                 continue;
             }
             err.encode(&mut self.io.wbuf);
-            if u.closed {
+            if u.closed && !u.silent_ready {
                 BackendMessage::ReadyForQuery { status: b'I' }.encode(&mut self.io.wbuf);
             }
         }
@@ -314,30 +326,83 @@ fn release(out: &mut BytesMut, u: Option<&mut Unit>) {
     }
 }
 
-/// Applies a successful unit's session effects to the session and `b`.
-fn apply_effects(state: &mut SessionState, b: &mut Backend, u: &Unit) {
-    for a in &u.effects {
-        for e in &a.session {
-            match e {
-                SessionEffect::Set { name, statement } => {
-                    state.settings.insert(name.clone(), statement.clone());
-                    b.settings.insert(name.clone(), statement.clone());
-                }
-                SessionEffect::Reset { name, .. } => {
-                    state.settings.remove(name);
-                    b.settings.remove(name);
-                }
-                SessionEffect::ResetAll => {
-                    state.settings.clear();
-                    b.settings.clear();
-                }
-                SessionEffect::Pin { reason } => {
-                    if state.pinned.is_none() {
-                        tracing::debug!("session pinned to the primary: {reason}");
-                    }
-                    state.pinned = Some(reason);
+/// Settles a completed unit's session effects. Pins apply at once when the
+/// unit succeeded. SET/RESET follow PostgreSQL's rule: inside a transaction
+/// they wait in `state.pending` and count only once it commits; `ROLLBACK`
+/// drops them, `ROLLBACK TO SAVEPOINT` drops those since the latest
+/// savepoint. `before`/`after` are the transaction status around the unit.
+/// (Within one multi-statement unit, marks are settled before its SETs.)
+fn settle_effects(state: &mut SessionState, b: &mut Backend, u: &Unit, before: u8, after: u8) {
+    if before == b'I' && !state.pending.is_empty() {
+        // Left over from a transaction whose backend was lost.
+        state.pending.clear();
+    }
+    for m in &u.tx_marks {
+        match m {
+            TxMark::Savepoint => state.pending.push(None),
+            TxMark::Release => {
+                if let Some(i) = state.pending.iter().rposition(Option::is_none) {
+                    state.pending.remove(i);
                 }
             }
+            TxMark::Rollback if after == b'I' => state.pending.clear(),
+            TxMark::Rollback => {
+                // ROLLBACK TO SAVEPOINT (or ROLLBACK AND CHAIN, which finds
+                // no savepoint mark and drops everything).
+                let keep = state
+                    .pending
+                    .iter()
+                    .rposition(Option::is_none)
+                    .map_or(0, |i| i + 1);
+                state.pending.truncate(keep);
+            }
+            TxMark::Commit => commit_pending(state, b),
         }
+    }
+    let rolled_back = u.tx_marks.last() == Some(&TxMark::Rollback);
+    if after == b'I' {
+        // Ended without a COMMIT/ROLLBACK tag (PREPARE TRANSACTION): kept.
+        commit_pending(state, b);
+    }
+    if u.errored {
+        return;
+    }
+    for e in u.effects.iter().flat_map(|a| a.session.iter()) {
+        match e {
+            SessionEffect::Pin { reason } => {
+                if state.pinned.is_none() {
+                    tracing::debug!("session pinned to the primary: {reason}");
+                }
+                state.pinned = Some(reason);
+            }
+            e if after != b'I' => state.pending.push(Some(e.clone())),
+            e if !rolled_back => apply_setting(state, b, e),
+            _ => {}
+        }
+    }
+}
+
+fn commit_pending(state: &mut SessionState, b: &mut Backend) {
+    for e in std::mem::take(&mut state.pending).iter().flatten() {
+        apply_setting(state, b, e);
+    }
+}
+
+/// Records a committed SET/RESET for the session and backend `b`.
+fn apply_setting(state: &mut SessionState, b: &mut Backend, e: &SessionEffect) {
+    match e {
+        SessionEffect::Set { name, statement } => {
+            state.settings.insert(name.clone(), statement.clone());
+            b.settings.insert(name.clone(), statement.clone());
+        }
+        SessionEffect::Reset { name, .. } => {
+            state.settings.remove(name);
+            b.settings.remove(name);
+        }
+        SessionEffect::ResetAll => {
+            state.settings.clear();
+            b.settings.clear();
+        }
+        SessionEffect::Pin { .. } => {}
     }
 }

@@ -1,4 +1,5 @@
-//! The client side of connection start: SSL/GSS negotiation (declined),
+//! The client side of connection start: SSL negotiation (TLS when configured,
+//! else declined), GSS encryption (declined),
 //! CancelRequest, StartupMessage, and password authentication against the
 //! verifier the monitor looks up.
 //!
@@ -56,9 +57,23 @@ pub async fn start(io: &mut ClientIo, shared: &Shared) -> Result<Started, StartE
         let msg = io.read_with(|buf| StartupMessage::decode(buf, max)).await?;
         match msg {
             None => return Err(StartEnd::Quiet),
-            Some(StartupMessage::SslRequest) | Some(StartupMessage::GssEncRequest) => {
-                io.write_now(b"N").await?
+            Some(StartupMessage::SslRequest) if !io.rd.is_tls() => match &shared.tls {
+                Some(acceptor) => {
+                    let timeout = shared.settings.connect_timeout;
+                    if let Err(e) = io.start_tls(acceptor, timeout).await {
+                        tracing::info!("TLS handshake with client failed: {e}");
+                        return Err(StartEnd::Quiet);
+                    }
+                }
+                None => io.write_now(b"N").await?,
+            },
+            Some(StartupMessage::SslRequest) => {
+                return Err(StartEnd::Fatal(ErrorInfo::fatal(
+                    "08P01",
+                    "SSLRequest on a connection already using TLS",
+                )))
             }
+            Some(StartupMessage::GssEncRequest) => io.write_now(b"N").await?,
             Some(StartupMessage::CancelRequest { pid, key }) => {
                 shared.cancel(pid, key).await;
                 return Err(StartEnd::Quiet);

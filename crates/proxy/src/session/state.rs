@@ -7,7 +7,7 @@
 //! what succeeded; a failed Parse is left for the client to see and retry.
 
 use crate::backend::BackendConn;
-use crate::classify::Analysis;
+use crate::classify::{Analysis, SessionEffect};
 use crate::monitor::Lsn;
 use crate::monitor::{NodeStats, Outstanding};
 use bytes::{Bytes, BytesMut};
@@ -51,6 +51,11 @@ pub struct Unit {
     pub reprepared: Vec<Bytes>,
     /// Ends with Sync/Query (false while an extended unit is open).
     pub closed: bool,
+    /// Savepoint-related command tags seen in this unit, in order (empty,
+    /// unallocated, for almost every unit).
+    pub tx_marks: Vec<TxMark>,
+    /// Closed by a Sync the proxy added: its ReadyForQuery is not forwarded.
+    pub silent_ready: bool,
     _outstanding: Outstanding,
 }
 
@@ -70,6 +75,8 @@ impl Unit {
             effects: Vec::new(),
             reprepared: Vec::new(),
             closed: false,
+            tx_marks: Vec::new(),
+            silent_ready: false,
             _outstanding: Outstanding::new(stats),
         }
     }
@@ -97,6 +104,33 @@ impl Unit {
                 false
             }
             Some(q) => q.pop_front().unwrap_or(false),
+        }
+    }
+}
+
+/// A transaction-control command tag a unit's answer carried.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TxMark {
+    /// `SAVEPOINT`.
+    Savepoint,
+    /// `RELEASE`.
+    Release,
+    /// `ROLLBACK`: of the transaction when it ends, else `ROLLBACK TO SAVEPOINT`
+    /// (a failed transaction's `COMMIT` answers `ROLLBACK` too).
+    Rollback,
+    /// `COMMIT` (also `END`, `COMMIT AND CHAIN`).
+    Commit,
+}
+
+impl TxMark {
+    /// The mark for a CommandComplete body (tag and its NUL).
+    pub fn from_tag(body: &[u8]) -> Option<TxMark> {
+        match body {
+            b"SAVEPOINT\0" => Some(TxMark::Savepoint),
+            b"RELEASE\0" => Some(TxMark::Release),
+            b"ROLLBACK\0" => Some(TxMark::Rollback),
+            b"COMMIT\0" => Some(TxMark::Commit),
+            _ => None,
         }
     }
 }
@@ -148,6 +182,10 @@ pub struct Prepared {
 pub struct SessionState {
     /// Non-LOCAL SET statements in force: name -> statement.
     pub settings: HashMap<String, String>,
+    /// SET/RESET effects of the open transaction, applied to `settings` only
+    /// when it commits (PostgreSQL undoes them on rollback); `None` marks a
+    /// savepoint.
+    pub pending: Vec<Option<SessionEffect>>,
     pub prepared: HashMap<Bytes, Prepared>,
     pub next_version: u64,
     /// Pinned to the primary (temp table, LISTEN, ...).
@@ -156,6 +194,8 @@ pub struct SessionState {
     pub default_read_only: bool,
     /// The current transaction has written (or may have).
     pub tx_wrote: bool,
+    /// The current (or just dispatched) transaction is READ ONLY.
+    pub tx_read_only: bool,
     /// When the session's last write transaction finished.
     pub last_write: Option<Instant>,
     /// The primary LSN reads must wait for (resolved from the monitor).

@@ -1,0 +1,61 @@
+"""asyncpg workload through the proxy's rw port (crates/proxy/tests/drivers.rs).
+
+asyncpg prepares every statement as a named server-side statement and
+describes it first; read-only transactions are BEGIN ... READ ONLY.
+Prints key=value lines. Usage: asyncpg_workload.py <host> <port> <user> <password>
+"""
+import asyncio
+import sys
+
+import asyncpg
+
+SELECT = "SELECT count(*), coalesce(sum(v), 0), inet_server_port() FROM apg_items WHERE id > $1"
+
+
+def out(key, value):
+    print(f"{key}={value}", flush=True)
+
+
+async def read_only(conn, label):
+    stmt = await conn.prepare(SELECT)
+    for _ in range(4):
+        async with conn.transaction(readonly=True):
+            for _ in range(2):
+                count, total, port = await stmt.fetchrow(0)
+        out(f"{label}_port", port)
+        out(f"{label}_count", count)
+        out(f"{label}_sum", total)
+
+
+async def main():
+    host, port, user, password = sys.argv[1:5]
+    conn = await asyncpg.connect(
+        host=host, port=int(port), user=user, password=password, database="postgres", ssl=False
+    )
+    await read_only(conn, "ro")
+    async with conn.transaction():
+        ins = await conn.prepare("INSERT INTO apg_items (id, v) VALUES ($1, $2)")
+        for i in range(1, 8):
+            await ins.fetch(i, i * 10)
+        await conn.executemany(
+            "INSERT INTO apg_items (id, v) VALUES ($1, $2)", [(i, i * 10) for i in range(8, 11)]
+        )
+        out("rw_port", await conn.fetchval(
+            "UPDATE apg_items SET v = v + 1 WHERE id = 1 RETURNING inet_server_port()"))
+    await read_only(conn, "ryw")
+    try:
+        async with conn.transaction():
+            await conn.execute("INSERT INTO apg_items (id, v) VALUES (1000, 1)")
+            raise RuntimeError("roll back")
+    except RuntimeError:
+        pass
+    out("rolled_back_count", await conn.fetchval("SELECT count(*) FROM apg_items WHERE id = 1000"))
+    total = 0
+    for i in range(1, 11):
+        total += await conn.fetchval("SELECT v FROM apg_items WHERE id = $1", i)
+    out("autocommit_sum", total)
+    await conn.close()
+    out("done", "ok")
+
+
+asyncio.run(main())
