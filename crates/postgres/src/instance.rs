@@ -183,8 +183,7 @@ impl Instance {
     pub fn pid(&self) -> Option<u32> {
         let text = std::fs::read_to_string(self.data_dir.join("postmaster.pid")).ok()?;
         let pid: i32 = text.lines().next()?.trim().parse().ok()?;
-        let alive = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok();
-        alive.then_some(pid as u32)
+        process_alive(pid).then_some(pid as u32)
     }
 
     pub fn is_running(&self) -> bool {
@@ -435,5 +434,52 @@ fn remove_dir_if_exists(dir: &Path) -> Result<(), PgError> {
             source: e,
         }),
         _ => Ok(()),
+    }
+}
+
+/// Whether `pid` is a live process. A postmaster that died stays a zombie
+/// until its parent (pg_ctl daemonises it, so init) reaps it, and `kill(pid, 0)`
+/// succeeds on a zombie: on a busy machine that hid a crashed PostgreSQL
+/// for over a second. So a process whose /proc state is `Z` (zombie) or `X`
+/// (dead) counts as gone.
+fn process_alive(pid: i32) -> bool {
+    if pid <= 0 || nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_err() {
+        return false;
+    }
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // The state follows the command name, which is in parentheses and may hold spaces.
+        Ok(stat) => !matches!(
+            stat.rsplit_once(')')
+                .and_then(|(_, rest)| rest.trim_start().chars().next()),
+            Some('Z' | 'X')
+        ),
+        // No /proc (or a race with the reaper): trust kill(2).
+        Err(_) => true,
+    }
+}
+
+#[cfg(test)]
+mod process_tests {
+    use super::process_alive;
+
+    #[test]
+    fn a_zombie_is_not_alive() {
+        let mut child = std::process::Command::new("true")
+            .spawn()
+            .expect("spawn true");
+        let pid = child.id() as i32;
+        // Not reaped yet: wait until it has exited and become a zombie.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while process_alive(pid) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "child {pid} never became a zombie"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        // kill(2) still succeeds on it: only the /proc state tells.
+        assert!(nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok());
+        child.wait().expect("reap");
+        assert!(process_alive(std::process::id() as i32));
     }
 }
