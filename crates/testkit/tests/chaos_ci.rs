@@ -42,6 +42,13 @@ fn require_tools() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn short_seeded_chaos_run_loses_nothing() {
     require_tools();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "pgha_testkit=info".into()),
+        )
+        .with_test_writer()
+        .try_init();
     let bin = run::find_pgha().unwrap_or_else(|e| panic!("{e:#}"));
     let seed = env_or("PGHA_CHAOS_SEED", 42);
     let secs = env_or("PGHA_CHAOS_SECS", 90);
