@@ -165,6 +165,11 @@ impl Session {
         frame: Bytes,
         forced: bool,
     ) -> Result<Step, crate::codec::CodecError> {
+        if self.tx_status == b'I' && !self.active_busy() {
+            // No transaction open or in flight: SETs still pending belong to
+            // one whose backend was lost.
+            self.state.pending.clear();
+        }
         let analysis = self.first_analysis(&msg);
         if !forced && self.defer_begin(&msg, analysis.as_deref(), &frame) {
             return Ok(Step::Done);
