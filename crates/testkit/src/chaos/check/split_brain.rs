@@ -5,9 +5,13 @@
 //!   history only if T is the final timeline, or T is an ancestor whose
 //!   switch LSN is greater than l (WAL at or past the switch point on T
 //!   was cut off by the promotion that ended T);
-//! - concurrent primaries: two writes acknowledged by different nodes on
-//!   different timelines whose [start, end] intervals overlap (touching
-//!   ends do not count: times are whole milliseconds);
+//! - concurrent primaries: a write acknowledged on timeline T that began
+//!   after some write on a later timeline T' > T had already been
+//!   acknowledged. Real time then says the old primary took a write after
+//!   the new one did, while the history puts all of T before T': two
+//!   primaries were accepting writes at once. (Merely overlapping client
+//!   intervals prove nothing: a write sent through the proxy while it waits
+//!   for the new primary spans the whole failover.);
 //! - shared timeline: one timeline with writes from two nodes. Every
 //!   timeline is created by exactly one promotion, so this is two nodes
 //!   promoting to the same timeline number: a split brain that the LSN test
@@ -51,9 +55,9 @@ pub enum SplitBrain {
         final_timeline: u32,
         writes: Vec<WriteRef>,
     },
-    /// Two nodes acknowledging writes at overlapping times on different
-    /// timelines: `first` and `second` are the earliest such pair, `pairs`
-    /// counts all overlapping pairs between these two (node, timeline)s.
+    /// `second`, on an earlier timeline, began after `first`, on a later
+    /// timeline, had been acknowledged (the earliest such pair); `pairs`
+    /// counts the writes like `second` between these two (node, timeline)s.
     ConcurrentPrimaries {
         first: WriteRef,
         second: WriteRef,
@@ -157,33 +161,43 @@ fn off_history(h: &History, writes: &[(WriteRef, Lsn)], r: &mut CheckReport) {
     }
 }
 
-/// Sweep over writes sorted by start: `active` holds the earlier writes
-/// still in flight when the current one starts.
+/// For each timeline, the earliest acknowledgement on any later timeline;
+/// a write on the earlier timeline that began after it is out of order.
 fn concurrent_primaries(writes: &[(WriteRef, Lsn)], r: &mut CheckReport) {
     type Key = (String, u32, String, u32);
-    let mut groups: BTreeMap<Key, (WriteRef, WriteRef, u64)> = BTreeMap::new();
-    let mut active: Vec<&WriteRef> = Vec::new();
+    let mut by_tl: BTreeMap<u32, Vec<&WriteRef>> = BTreeMap::new();
     for (w, _) in writes {
-        active.retain(|a| a.end_ms > w.start_ms);
-        for a in &active {
-            if a.node == w.node || a.timeline == w.timeline {
-                continue;
+        by_tl.entry(w.timeline).or_default().push(w);
+    }
+    let mut groups: BTreeMap<Key, (WriteRef, WriteRef, u64)> = BTreeMap::new();
+    // The earliest-acknowledged write on the timelines seen so far (all later).
+    let mut newer: Option<&WriteRef> = None;
+    for ws in by_tl.values().rev() {
+        if let Some(first) = newer {
+            for w in ws.iter().filter(|w| w.start_ms > first.end_ms) {
+                let key = (
+                    first.node.clone(),
+                    first.timeline,
+                    w.node.clone(),
+                    w.timeline,
+                );
+                let g = groups
+                    .entry(key)
+                    .or_insert_with(|| (first.clone(), (*w).clone(), 0));
+                if w.start_ms < g.1.start_ms {
+                    g.1 = (*w).clone();
+                }
+                g.2 += 1;
             }
-            let (x, y) = if (&a.node, a.timeline) <= (&w.node, w.timeline) {
-                (*a, w)
-            } else {
-                (w, *a)
-            };
-            let key = (x.node.clone(), x.timeline, y.node.clone(), y.timeline);
-            groups
-                .entry(key)
-                .or_insert_with(|| ((*a).clone(), w.clone(), 0))
-                .2 += 1;
         }
-        active.push(w);
+        if let Some(e) = ws.iter().min_by_key(|w| (w.end_ms, w.id)) {
+            if newer.is_none_or(|n| e.end_ms < n.end_ms) {
+                newer = Some(e);
+            }
+        }
     }
     let mut found: Vec<_> = groups.into_values().collect();
-    found.sort_by_key(|(a, b, _)| (a.start_ms, b.start_ms));
+    found.sort_by_key(|(a, b, _)| (b.start_ms, a.end_ms));
     for (first, second, pairs) in found {
         r.split_brain.push(SplitBrain::ConcurrentPrimaries {
             first,

@@ -243,7 +243,7 @@ fn split_brain_line(f: &SplitBrain) -> String {
             second,
             pairs,
         } => format!(
-            "{} overlapping acknowledgements by two primaries, first {} and {}",
+            "{} writes acknowledged on an older timeline after a newer one had acknowledged {}; first: {}",
             pairs,
             write_ref(first),
             write_ref(second)
