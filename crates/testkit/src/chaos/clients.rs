@@ -21,6 +21,8 @@ const OP_TIMEOUT: Duration = Duration::from_secs(15);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// Pause between a client's operations.
 const PACE: Duration = Duration::from_millis(20);
+/// Pause after a write that failed.
+const FAILED_PAUSE: Duration = Duration::from_millis(100);
 pub const SAMPLE_EVERY: Duration = Duration::from_millis(250);
 
 /// Where clients connect.
@@ -230,6 +232,7 @@ impl ClientTask {
             let id = self.ids.fetch_add(1, Ordering::SeqCst);
             let start_ms = self.rec.now_ms();
             let (outcome, served, broken) = self.write(c, id).await;
+            let failed = outcome != Outcome::Ok;
             if outcome == Outcome::Ok {
                 last_acked = Some(id);
             }
@@ -250,6 +253,15 @@ impl ClientTask {
             });
             if broken {
                 return;
+            }
+            if failed {
+                // Back off; a direct client looks for the primary again
+                // (the node it holds may be fenced or demoted).
+                self.pause(FAILED_PAUSE).await;
+                if route != Route::Proxy {
+                    return;
+                }
+                continue;
             }
             if let (Route::Proxy, Some(expect)) = (&route, last_acked) {
                 if !self.read(c, session, expect).await {
