@@ -14,23 +14,6 @@ fn bin() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_pgha"))
 }
 
-/// The leader once every member runs with its agent up.
-fn settled_leader(c: &TestCluster) -> String {
-    wait_until(
-        "a leader with all agents up",
-        Duration::from_secs(60),
-        || {
-            let s = c.status_json();
-            let all_up = s["members"]
-                .as_array()?
-                .iter()
-                .all(|m| m["agent"] == "up" && m["state"] == "running");
-            all_up.then(|| s["leader"].as_str().map(str::to_string))?
-        },
-    )
-    .expect("cluster settles")
-}
-
 async fn api_get(c: &TestCluster, name: &str, path: &str) -> client::Response {
     let url = format!("{}{path}", c.config.member(name).expect("member").api_url());
     client::get(&url, Duration::from_secs(5))
@@ -41,7 +24,7 @@ async fn api_get(c: &TestCluster, name: &str, path: &str) -> client::Response {
 #[tokio::test(flavor = "multi_thread")]
 async fn control_verbs_on_a_running_cluster() {
     let c = TestCluster::up(bin(), 3, "").expect("pgha up");
-    let leader = settled_leader(&c);
+    let leader = c.settled_leader();
     let s = c.status_json();
     assert_eq!(s["etcd"], "ok", "{s}");
     assert_eq!(s["paused"], false);
@@ -54,7 +37,7 @@ async fn control_verbs_on_a_running_cluster() {
     assert!(out.status.success(), "{}", describe(&out));
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(text.contains("switchover done"), "{}", describe(&out));
-    let new_leader = settled_leader(&c);
+    let new_leader = c.settled_leader();
     assert_ne!(new_leader, leader);
     assert_eq!(api_get(&c, &new_leader, "/primary").await.status, 200);
     assert_eq!(api_get(&c, &leader, "/primary").await.status, 503);
@@ -78,7 +61,7 @@ async fn control_verbs_on_a_running_cluster() {
     // Restart a standby through its agent.
     let out = c.pgha(&["restart", &leader]);
     assert!(out.status.success(), "{}", describe(&out));
-    settled_leader(&c);
+    c.settled_leader();
 
     // A killed node (agent and PostgreSQL) shows as down once its key expires.
     let pid_file = c.dir.path().join(format!("run/agent-{leader}.pid"));

@@ -23,23 +23,6 @@ fn bin() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_pgha"))
 }
 
-/// The leader once every member runs with its agent up.
-fn settled_leader(c: &TestCluster) -> String {
-    wait_until(
-        "a leader with all agents up",
-        Duration::from_secs(60),
-        || {
-            let s = c.status_json();
-            let all_up = s["members"]
-                .as_array()?
-                .iter()
-                .all(|m| m["agent"] == "up" && m["state"] == "running");
-            all_up.then(|| s["leader"].as_str().map(str::to_string))?
-        },
-    )
-    .expect("cluster settles")
-}
-
 /// What the clients saw: acknowledged writes (client, rows, time) and errors.
 #[derive(Default)]
 struct Log {
@@ -188,7 +171,7 @@ async fn shutdown_reason(c: &TestCluster, member: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn switchover_under_load_shows_clients_no_error() {
     let c = TestCluster::up(bin(), 3, "").expect("pgha up");
-    let old = settled_leader(&c);
+    let old = c.settled_leader();
     let admin = c.connect(&old).await.expect("connect to the leader");
     admin
         .batch_execute(
@@ -231,7 +214,7 @@ async fn switchover_under_load_shows_clients_no_error() {
     let out = tokio::task::block_in_place(|| c.pgha(&["switchover", "--wait", "90"]));
     let done = Instant::now();
     assert!(out.status.success(), "{}", describe(&out));
-    let new = settled_leader(&c);
+    let new = c.settled_leader();
     assert_ne!(new, old, "the leader moved");
     let reason = shutdown_reason(&c, &old).await;
 

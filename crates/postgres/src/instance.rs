@@ -442,7 +442,7 @@ fn remove_dir_if_exists(dir: &Path) -> Result<(), PgError> {
 /// succeeds on a zombie: on a busy machine that hid a crashed PostgreSQL
 /// for over a second. So a process whose /proc state is `Z` (zombie) or `X`
 /// (dead) counts as gone.
-fn process_alive(pid: i32) -> bool {
+pub fn process_alive(pid: i32) -> bool {
     if pid <= 0 || nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_err() {
         return false;
     }

@@ -232,6 +232,23 @@ impl TestCluster {
     }
 
     /// The member holding the leader key, read from etcd.
+    /// The leader once every member runs with its agent up (panics after 60 s).
+    pub fn settled_leader(&self) -> String {
+        crate::wait_until(
+            "a leader with all agents up",
+            Duration::from_secs(60),
+            || {
+                let s = self.status_json();
+                let all_up = s["members"]
+                    .as_array()?
+                    .iter()
+                    .all(|m| m["agent"] == "up" && m["state"] == "running");
+                all_up.then(|| s["leader"].as_str().map(str::to_string))?
+            },
+        )
+        .expect("cluster settles")
+    }
+
     pub async fn leader(&self) -> Option<String> {
         let dcs = pgha_dcs::EtcdDcs::new(self.config.dcs.clone()).ok()?;
         let keys =
@@ -338,13 +355,7 @@ fn signal(pid: u32, sig: Signal) {
 }
 
 fn alive(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => !stat
-            .rsplit_once(')')
-            .map(|(_, rest)| rest.trim_start().starts_with('Z'))
-            .unwrap_or(false),
-        Err(_) => false,
-    }
+    pgha_postgres::process_alive(pid as i32)
 }
 
 /// The PID in `pid_file` if that process lives and its command line

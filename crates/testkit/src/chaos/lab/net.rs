@@ -307,13 +307,7 @@ impl Direction {
 }
 
 pub(super) fn alive(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => !stat
-            .rsplit_once(')')
-            .map(|(_, rest)| rest.trim_start().starts_with('Z'))
-            .unwrap_or(false),
-        Err(_) => false,
-    }
+    pgha_postgres::process_alive(pid as i32)
 }
 
 pub(super) fn parent_pid(pid: u32) -> Option<u32> {
