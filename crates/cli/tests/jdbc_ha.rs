@@ -159,9 +159,17 @@ impl JdbcLoop {
                 s.closed.is_none() && !s.done,
                 "{what}: client stopped: {s:?}"
             );
-            anyhow::ensure!(s.ok.len() >= at_least, "{what}: client exited: {s:?}");
+            anyhow::ensure!(
+                s.ok.len() >= at_least,
+                "{what}: client exited: {s:?}\nstderr:\n{}",
+                self.stderr()
+            );
             Ok(s)
         })
+    }
+
+    fn stderr(&self) -> String {
+        std::fs::read_to_string(self.log.with_file_name("jdbc.err")).unwrap_or_default()
     }
 
     /// Stops the client through its stop file; what it logged in all.
@@ -173,8 +181,7 @@ impl JdbcLoop {
             })
         })?;
         let s = self.seen();
-        let stderr =
-            std::fs::read_to_string(self.log.with_file_name("jdbc.err")).unwrap_or_default();
+        let stderr = self.stderr();
         anyhow::ensure!(
             status.success() && s.done,
             "the client ended with {status}: {s:?}\nstderr:\n{stderr}"
@@ -194,7 +201,35 @@ async fn cluster(table: &str) -> (TestCluster, String) {
         ))
         .await
         .expect("create table");
+    wait_proxy(&c).await;
     (c, leader)
+}
+
+/// Waits until the rw listener serves a session (it starts with the
+/// cluster and may not route yet), so the client's one connect succeeds.
+async fn wait_proxy(c: &TestCluster) {
+    let p = c
+        .config
+        .proxy
+        .as_ref()
+        .expect("the dev cluster has a [proxy]");
+    let conninfo = format!(
+        "host={} port={} user={} password={} dbname=postgres connect_timeout=10",
+        p.host, p.rw_port, c.config.superuser, c.admin_password
+    );
+    pgha_testkit::wait_until_async(
+        "a session through the proxy",
+        Duration::from_secs(60),
+        || async {
+            let (client, conn) = tokio_postgres::connect(&conninfo, tokio_postgres::NoTls)
+                .await
+                .ok()?;
+            tokio::spawn(conn);
+            client.simple_query("SELECT 1").await.ok().map(|_| ())
+        },
+    )
+    .await
+    .expect("the proxy serves sessions");
 }
 
 /// Every acknowledged row is on `member`'s PostgreSQL (which must be the
@@ -235,8 +270,11 @@ async fn switchover_shows_a_jdbc_client_no_error() {
 
     let out = tokio::task::block_in_place(|| c.pgha(&["switchover", "--wait", "90"]));
     assert!(out.status.success(), "{}", describe(&out));
-    let new = c.settled_leader();
-    assert_ne!(new, old, "the leader moved");
+    // Only the new primary matters here, not the old one rejoining.
+    let new = c
+        .wait_new_leader(Some(&old), Duration::from_secs(90))
+        .await
+        .expect("the leader moved to a writable primary");
 
     let at_switch = app.seen().ok.len();
     app.wait_ok("JDBC iterations after the switchover", at_switch + 20)
