@@ -40,8 +40,9 @@ pub struct ProxySettings {
     /// How long a new transaction waits for a primary during failover. Default 30s.
     #[serde(default = "d_30s", with = "humantime_serde")]
     pub primary_wait_timeout: Duration,
-    /// How long a new transaction waits while the proxy is paused. Default 30s.
-    #[serde(default = "d_30s", with = "humantime_serde")]
+    /// How long a new transaction waits while the proxy is paused. Default 60s,
+    /// the time `pgha switchover` itself waits by default.
+    #[serde(default = "d_60s", with = "humantime_serde")]
     pub pause_timeout: Duration,
     /// Position polling interval per node. Default 100ms.
     #[serde(default = "d_100ms", with = "humantime_serde")]
@@ -223,6 +224,9 @@ fn d_5s() -> Duration {
 }
 fn d_30s() -> Duration {
     Duration::from_secs(30)
+}
+fn d_60s() -> Duration {
+    Duration::from_secs(60)
 }
 fn d_100ms() -> Duration {
     Duration::from_millis(100)

@@ -54,7 +54,7 @@ impl ClusterSnapshot {
     pub fn topology(&self, keys: &ClusterKeys, now_unix_ms: u64) -> Topology {
         let mut leader = None;
         let mut members = Vec::new();
-        let mut paused = false;
+        let mut switchover = None;
         for (k, v) in &self.kvs {
             match keys.parse(k) {
                 Some(ClusterKey::Leader) => leader = Some(String::from_utf8_lossy(v).into_owned()),
@@ -63,12 +63,24 @@ impl ClusterSnapshot {
                     Err(e) => tracing::warn!(key = %k, "unreadable member record: {e}"),
                 },
                 Some(ClusterKey::Switchover) => {
-                    let req: SwitchoverRequest = serde_json::from_slice(v).unwrap_or_default();
-                    paused = req.scheduled_at_unix_ms.is_none_or(|at| at <= now_unix_ms);
+                    switchover = Some(serde_json::from_slice(v).unwrap_or_default());
                 }
                 _ => {}
             }
         }
+        // Hold new transactions while the request is due and the member it
+        // was made against still leads (or nobody does yet). Once another
+        // member holds the leader key the old primary is gone: transactions
+        // wait for the new one as in a failover instead of for the key to be
+        // cleared, which comes a loop or more later.
+        let paused = switchover.is_some_and(|req: SwitchoverRequest| {
+            let due = req.scheduled_at_unix_ms.is_none_or(|at| at <= now_unix_ms);
+            let old_leads = match (&leader, &req.from) {
+                (Some(l), Some(from)) => l == from,
+                _ => true,
+            };
+            due && old_leads
+        });
         let node = |m: &MemberState| Node {
             name: m.name.clone(),
             host: m.conn.host.clone(),
@@ -308,6 +320,14 @@ mod tests {
         );
         assert!(!s.topology(&keys, 999).paused);
         assert!(s.topology(&keys, 1000).paused);
+        // Made against "a": paused while "a" leads or nobody does, not once
+        // another member holds the key.
+        s.put(keys.switchover(), br#"{"from": "a"}"#.to_vec());
+        assert!(s.topology(&keys, 0).paused);
+        s.delete(&keys.leader());
+        assert!(s.topology(&keys, 0).paused);
+        s.put(keys.leader(), b"b".to_vec());
+        assert!(!s.topology(&keys, 0).paused);
     }
 
     #[test]
