@@ -17,6 +17,10 @@ use pgha_core::SyncStandbyNames;
 use std::path::Path;
 use std::time::Duration;
 
+/// The client [`SeedContext::admin`] returns, for callers (`pgha up`'s health
+/// check) that hold one without depending on tokio-postgres themselves.
+pub use tokio_postgres::Client as PgClient;
+
 /// Function the proxy calls (as the monitoring role) to fetch a role's
 /// password verifier, so the proxy needs no password list of its own.
 /// SECURITY DEFINER: only the superuser can read pg_authid.
@@ -103,28 +107,42 @@ impl SeedContext<'_> {
     }
 
     /// Create the replication role, the proxy's monitoring role and its
-    /// password-lookup function (idempotent). Runs with
-    /// `synchronous_commit = local`: the first primary has no standby yet.
+    /// password-lookup function (idempotent), in one transaction: one round
+    /// trip and one WAL flush instead of one per statement, on the path of
+    /// every primary start. Runs with `synchronous_commit = local`: the
+    /// first primary has no standby yet.
     pub async fn setup_roles(&self, client: &tokio_postgres::Client) -> Result<(), PgError> {
-        client
-            .batch_execute("SET synchronous_commit TO local")
+        let repl = &self.cluster.replication_user;
+        let existing: Vec<String> = client
+            .query(
+                "SELECT rolname::text FROM pg_roles WHERE rolname = ANY($1)",
+                &[&vec![repl.as_str(), MONITOR_USER]],
+            )
             .await
-            .map_err(PgError::sql("set synchronous_commit"))?;
-        probe::ensure_login_role(
-            client,
-            &self.cluster.replication_user,
-            &self.secrets.replication_password,
-            "REPLICATION",
-        )
-        .await?;
-        probe::ensure_login_role(client, MONITOR_USER, &self.secrets.monitor_password, "").await?;
-        client
-            .batch_execute(&format!(
-                "GRANT pg_monitor TO {MONITOR_USER};{AUTH_LOOKUP_SQL}"
-            ))
-            .await
-            .map_err(PgError::sql("create the password-lookup function"))?;
-        Ok(())
+            .map_err(PgError::sql("look up pgha's roles"))?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        let role = |name: &str, password: &str, attributes: &str| {
+            let verb = if existing.iter().any(|e| e == name) {
+                "ALTER"
+            } else {
+                "CREATE"
+            };
+            format!(
+                "{verb} ROLE {} WITH LOGIN {attributes} PASSWORD {};\n",
+                probe::quote_ident(name),
+                probe::quote_literal(password)
+            )
+        };
+        let sql = format!(
+            "BEGIN;\nSET LOCAL synchronous_commit TO local;\n{}{}GRANT pg_monitor TO {MONITOR_USER};{AUTH_LOOKUP_SQL}COMMIT;",
+            role(repl, &self.secrets.replication_password, "REPLICATION"),
+            role(MONITOR_USER, &self.secrets.monitor_password, ""),
+        );
+        client.batch_execute(&sql).await.map_err(PgError::sql(
+            "create pgha's roles and the password-lookup function",
+        ))
     }
 
     /// Start an initialised member with freshly rendered config: as a

@@ -1,14 +1,21 @@
-//! `pgha up`: bring up the dev cluster: a local etcd, then one agent
-//! process per member (each its own process, so killing one is a node
-//! crash). The agents do the rest: the first member's agent bootstraps the
+//! `pgha up`: bring up the dev cluster: a local etcd, one agent process per
+//! member (each its own process, so killing one is a node crash) and the
+//! proxy. The agents do the rest: the first member's agent bootstraps the
 //! primary, the others clone from it and stream synchronously. An existing
 //! cluster starts again with its data; nothing is ever re-initialised.
+//!
+//! Nothing here sleeps for a fixed time: `up` starts every process as soon
+//! as it may (for a new cluster the other agents and the proxy once the
+//! first agent holds the leader key) and then polls conditions until the
+//! cluster is healthy (`Health::check`) or `--timeout` passes.
 
 use crate::dev::DevCluster;
 use crate::supervise;
 use anyhow::{bail, Context};
+use pgha_core::SyncRecord;
 use pgha_dcs::{ClusterKeys, Dcs, EtcdDcs};
-use pgha_postgres::probe;
+use pgha_postgres::seed::PgClient;
+use pgha_postgres::{probe, Secrets};
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 use std::time::{Duration, Instant};
@@ -61,21 +68,22 @@ async fn up(args: Args) -> anyhow::Result<ExitCode> {
         .map(|m| m.name.clone())
         .collect();
     if fresh {
-        // The first member bootstraps; the others join once it leads, so the
-        // seed's primary is node1 as the config says.
+        // The first member alone until it has bootstrapped and taken the
+        // leader key, so the seed's primary is node1 as the config says.
+        // The others start while it starts PostgreSQL and are ready to
+        // clone the moment it is established (an idle agent still costs
+        // CPU that initdb would rather have: it re-publishes its record on
+        // every other agent's publish).
         start_agent(&cluster, &bin, &members[0])?;
-        wait_leader(&dcs, &keys, Some(&members[0]), deadline).await?;
-        for m in &members[1..] {
-            start_agent(&cluster, &bin, m)?;
-        }
-    } else {
-        for m in &members {
-            start_agent(&cluster, &bin, m)?;
-        }
+        wait_leader_key(&dcs, &keys, deadline).await?;
     }
-    let leader = wait_leader(&dcs, &keys, None, deadline).await?;
-    wait_streaming(&cluster, &secrets, &leader, deadline).await?;
-    start_proxy(&cluster, &bin, &secrets, deadline)?;
+    for m in &members {
+        start_agent(&cluster, &bin, m)?;
+    }
+    // The proxy follows the cluster in etcd: started now, it serves as
+    // soon as there is a primary.
+    start_proxy(&cluster, &bin, &secrets)?;
+    let leader = wait_healthy(&cluster, &dcs, &keys, &secrets, deadline).await?;
     print_summary(&cluster, &leader, &secrets, started.elapsed());
     Ok(ExitCode::SUCCESS)
 }
@@ -116,6 +124,13 @@ fn start_etcd(cluster: &DevCluster) -> anyhow::Result<()> {
         .arg(format!("--listen-peer-urls={peer}"))
         .arg(format!("--initial-advertise-peer-urls={peer}"))
         .arg(format!("--initial-cluster=pgha={peer}"))
+        // A single member elects itself after one election timeout (a
+        // random 1-2 s by default, minus the initial tick advance), and
+        // answers nothing before: the agents' first requests waited up to
+        // a second. With no peers there is no heartbeat to miss, so short
+        // timings cost nothing; fsync stays on.
+        .arg("--heartbeat-interval=10")
+        .arg("--election-timeout=100")
         .arg("--log-level=warn");
     supervise::spawn(&cluster.dir, "etcd", cmd, &cluster.dir.join("etcd.log"))?;
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -192,13 +207,9 @@ fn start_agent(cluster: &DevCluster, bin: &Path, member: &str) -> anyhow::Result
 }
 
 /// Start the dev cluster's proxy (when the config has a `[proxy]` table)
-/// with a generated proxy.toml that follows the cluster in etcd.
-fn start_proxy(
-    cluster: &DevCluster,
-    bin: &Path,
-    secrets: &pgha_postgres::Secrets,
-    deadline: Instant,
-) -> anyhow::Result<()> {
+/// with a generated proxy.toml that follows the cluster in etcd. Whether it
+/// serves is part of [`wait_healthy`].
+fn start_proxy(cluster: &DevCluster, bin: &Path, secrets: &Secrets) -> anyhow::Result<()> {
     let Some(p) = &cluster.config.proxy else {
         return Ok(());
     };
@@ -240,105 +251,247 @@ fn start_proxy(
         std::env::var("PGHA_PROXY_LOG").unwrap_or_else(|_| "info".into()),
     );
     supervise::spawn(&cluster.dir, "proxy", cmd, &cluster.dir.join("proxy.log"))?;
-    while std::net::TcpStream::connect((p.host.as_str(), p.rw_port)).is_err() {
-        if Instant::now() > deadline {
-            bail!(
-                "the proxy did not start listening: see {}",
-                cluster.dir.join("proxy.log").display()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
     Ok(())
 }
 
-/// Wait until the leader key names `want` (or anyone) and return the holder.
-async fn wait_leader(
+/// How often `pgha up` looks at the cluster while it waits.
+const POLL: Duration = Duration::from_millis(50);
+
+/// Wait until a member holds the leader key: for a new cluster, the first
+/// member once its initdb is done.
+async fn wait_leader_key(
     dcs: &EtcdDcs,
     keys: &ClusterKeys,
-    want: Option<&str>,
-    deadline: Instant,
-) -> anyhow::Result<String> {
-    loop {
-        if let Ok(r) = dcs.get(&keys.leader()).await {
-            if let Some(kv) = r.kv {
-                let holder = kv.value_str().into_owned();
-                if want.is_none_or(|w| w == holder) {
-                    return Ok(holder);
-                }
-            }
-        }
-        if Instant::now() > deadline {
-            bail!(
-                "no leader elected in time{}: see the agents' logs (<dir>/<member>/agent.log)",
-                want.map(|w| format!(" (waiting for {w})"))
-                    .unwrap_or_default()
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-/// Wait until every other member streams from the leader.
-async fn wait_streaming(
-    cluster: &DevCluster,
-    secrets: &pgha_postgres::Secrets,
-    leader: &str,
     deadline: Instant,
 ) -> anyhow::Result<()> {
-    let m = cluster
-        .config
-        .member(leader)
-        .context("leader is a member")?;
-    let want: Vec<&str> = cluster
-        .config
-        .members
-        .iter()
-        .filter(|x| x.name != leader)
-        .map(|x| x.name.as_str())
-        .collect();
     loop {
-        let missing: Vec<&str> = match probe::connect(
-            &m.host,
-            m.port,
-            &cluster.config.superuser,
-            &secrets.admin_password,
-            Duration::from_secs(2),
-        )
-        .await
-        {
-            Ok(c) => {
-                let rows = probe::replication(&c).await.unwrap_or_default();
-                want.iter()
-                    .copied()
-                    .filter(|n| {
-                        !rows
-                            .iter()
-                            .any(|r| r.application_name == *n && r.state == "streaming")
-                    })
-                    .collect()
+        if let Ok(r) = dcs.get(&keys.leader()).await {
+            if r.kv.is_some() {
+                return Ok(());
             }
-            Err(_) => want.clone(),
-        };
-        if missing.is_empty() {
-            return Ok(());
         }
         if Instant::now() > deadline {
-            bail!(
-                "standbys not streaming from {leader} in time: {} (see <dir>/<member>/agent.log and postgresql.log)",
-                missing.join(", ")
-            );
+            bail!("the first member did not bootstrap in time: see <dir>/<member>/agent.log and postgresql.log");
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        tokio::time::sleep(POLL).await;
     }
 }
 
-fn print_summary(
+/// Wait until the cluster is healthy (see [`Health::check`]); return the leader.
+async fn wait_healthy(
     cluster: &DevCluster,
-    leader: &str,
-    secrets: &pgha_postgres::Secrets,
-    took: Duration,
-) {
+    dcs: &EtcdDcs,
+    keys: &ClusterKeys,
+    secrets: &Secrets,
+    deadline: Instant,
+) -> anyhow::Result<String> {
+    let mut health = Health {
+        cluster,
+        dcs,
+        keys,
+        secrets,
+        leader_conn: None,
+        proxy_conn: None,
+    };
+    loop {
+        let missing = match health.check().await {
+            Ok(leader) => return Ok(leader),
+            Err(missing) => missing,
+        };
+        if Instant::now() > deadline {
+            bail!(
+                "the cluster is not healthy in time: {missing} (see <dir>/<member>/agent.log and postgresql.log, <dir>/proxy.log)"
+            );
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// The probes of [`wait_healthy`], with the connections they keep between
+/// polls (a new connection each poll would cost a backend and a SCRAM
+/// exchange every 50 ms).
+struct Health<'a> {
+    cluster: &'a DevCluster,
+    dcs: &'a EtcdDcs,
+    keys: &'a ClusterKeys,
+    secrets: &'a Secrets,
+    /// Superuser connection to the leader's PostgreSQL, and the leader's name.
+    leader_conn: Option<(String, PgClient)>,
+    /// Superuser connection through the proxy's rw port.
+    proxy_conn: Option<PgClient>,
+}
+
+impl Health<'_> {
+    /// Healthy means, checked in this order (the first condition not met is
+    /// returned as the error):
+    /// 1. a member holds the leader key;
+    /// 2. its PostgreSQL is a primary and every other member streams from
+    ///    it as a synchronous standby (`sync` or `quorum` in
+    ///    pg_stat_replication: counted for commit acknowledgement);
+    /// 3. the leader has recorded every other member in `/sync`, so a
+    ///    failover can promote one of them without losing a commit;
+    /// 4. through the proxy's rw port a transaction that takes a transaction
+    ///    id commits: the synchronous quorum acknowledged it.
+    async fn check(&mut self) -> Result<String, String> {
+        let leader = self.leader().await?;
+        let others: Vec<String> = self
+            .cluster
+            .config
+            .members
+            .iter()
+            .filter(|m| m.name != leader)
+            .map(|m| m.name.clone())
+            .collect();
+        self.replication(&leader, &others).await?;
+        self.sync_record(&leader, &others).await?;
+        self.proxy_serves(!others.is_empty()).await?;
+        Ok(leader)
+    }
+
+    async fn leader(&self) -> Result<String, String> {
+        let r = self
+            .dcs
+            .get(&self.keys.leader())
+            .await
+            .map_err(|e| format!("etcd: {e:#}"))?;
+        r.kv.map(|kv| kv.value_str().into_owned())
+            .ok_or_else(|| "no leader elected yet".to_string())
+    }
+
+    async fn replication(&mut self, leader: &str, others: &[String]) -> Result<(), String> {
+        let client = self.leader_client(leader).await?;
+        let in_recovery: bool = match client.query_one("SELECT pg_is_in_recovery()", &[]).await {
+            Ok(row) => row.get(0),
+            Err(e) => {
+                self.leader_conn = None;
+                return Err(format!("query the leader {leader}: {e}"));
+            }
+        };
+        if in_recovery {
+            return Err(format!("the leader {leader} is not a primary yet"));
+        }
+        let rows = probe::replication(client)
+            .await
+            .map_err(|e| format!("{e:#}"))?;
+        let not_sync: Vec<&str> = others
+            .iter()
+            .filter(|n| {
+                !rows.iter().any(|r| {
+                    r.application_name == **n
+                        && r.state == "streaming"
+                        && matches!(r.sync_state.as_str(), "sync" | "quorum")
+                })
+            })
+            .map(String::as_str)
+            .collect();
+        if not_sync.is_empty() {
+            Ok(())
+        } else {
+            Err(format!(
+                "not streaming from {leader} as synchronous standbys yet: {}",
+                not_sync.join(", ")
+            ))
+        }
+    }
+
+    /// The cached connection to `leader`, opened when there is none.
+    async fn leader_client(&mut self, leader: &str) -> Result<&PgClient, String> {
+        let usable = self
+            .leader_conn
+            .as_ref()
+            .is_some_and(|(name, c)| name == leader && !c.is_closed());
+        if !usable {
+            let m = self
+                .cluster
+                .config
+                .member(leader)
+                .ok_or_else(|| format!("the leader {leader} is not in cluster.toml"))?;
+            let c = probe::connect(
+                &m.host,
+                m.port,
+                &self.cluster.config.superuser,
+                &self.secrets.admin_password,
+                Duration::from_secs(2),
+            )
+            .await
+            .map_err(|e| format!("connect to the leader {leader}: {e:#}"))?;
+            self.leader_conn = Some((leader.to_string(), c));
+        }
+        self.leader_conn
+            .as_ref()
+            .map(|(_, c)| c)
+            .ok_or_else(|| "no connection".to_string())
+    }
+
+    async fn sync_record(&self, leader: &str, others: &[String]) -> Result<(), String> {
+        let r = self
+            .dcs
+            .get(&self.keys.sync())
+            .await
+            .map_err(|e| format!("etcd: {e:#}"))?;
+        let record: Option<SyncRecord> = r.kv.and_then(|kv| serde_json::from_slice(&kv.value).ok());
+        let missing: Vec<&str> = match &record {
+            Some(rec) if rec.leader == leader => others
+                .iter()
+                .filter(|n| !rec.set.members.contains(*n))
+                .map(String::as_str)
+                .collect(),
+            _ => return Err(format!("{leader} has not claimed its term in /sync yet")),
+        };
+        if missing.is_empty() {
+            Ok(())
+        } else {
+            Err(format!(
+                "{leader} has not recorded {} in /sync yet (no failover could promote them)",
+                missing.join(", ")
+            ))
+        }
+    }
+
+    /// A statement through the proxy's rw port (skipped without a proxy):
+    /// a commit when `commit` (there are standbys to acknowledge it; alone,
+    /// a primary's commits wait for a standby unless `allow_async_fallback`).
+    async fn proxy_serves(&mut self, commit: bool) -> Result<(), String> {
+        let Some(p) = &self.cluster.config.proxy else {
+            return Ok(());
+        };
+        if self.proxy_conn.as_ref().is_none_or(|c| c.is_closed()) {
+            let c = probe::connect(
+                &p.host,
+                p.rw_port,
+                &self.cluster.config.superuser,
+                &self.secrets.admin_password,
+                Duration::from_secs(2),
+            )
+            .await
+            .map_err(|e| format!("connect through the proxy: {e:#}"))?;
+            self.proxy_conn = Some(c);
+        }
+        let Some(c) = &self.proxy_conn else {
+            return Err("no connection through the proxy".into());
+        };
+        // pg_current_xact_id() takes a transaction id, so the statement's
+        // commit is a real one: it waits for the synchronous quorum.
+        let sql = if commit {
+            "SELECT pg_current_xact_id()"
+        } else {
+            "SELECT 1"
+        };
+        match tokio::time::timeout(Duration::from_secs(5), c.batch_execute(sql)).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => {
+                self.proxy_conn = None;
+                Err(format!("{sql} through the proxy: {e}"))
+            }
+            Err(_) => {
+                self.proxy_conn = None;
+                Err(format!("{sql} through the proxy: no answer within 5 s"))
+            }
+        }
+    }
+}
+
+fn print_summary(cluster: &DevCluster, leader: &str, secrets: &Secrets, took: Duration) {
     let c = &cluster.config;
     let dir = cluster.dir.display();
     println!(
