@@ -90,8 +90,8 @@ impl BackendConn {
             node: node.clone(),
             rd,
             wr,
-            rbuf: BytesMut::with_capacity(8192),
-            wbuf: BytesMut::with_capacity(8192),
+            rbuf: BytesMut::new(),
+            wbuf: BytesMut::new(),
             pid: 0,
             key: 0,
             params: Vec::new(),
@@ -122,9 +122,7 @@ impl BackendConn {
                 Ok(None) => {}
                 Err(e) => return Err(self.protocol(e.to_string())),
             }
-            let n = self
-                .rd
-                .read_buf(&mut self.rbuf)
+            let n = crate::bufio::read_some(&mut self.rd, &mut self.rbuf)
                 .await
                 .map_err(|source| ConnectError::Io {
                     node: self.node.name.clone(),

@@ -70,6 +70,13 @@ pub struct ProxySettings {
     /// PEM private key (PKCS#8, PKCS#1 or SEC1) for `tls_cert_file`.
     #[serde(default)]
     pub tls_key_file: Option<PathBuf>,
+    /// Threads that run client sessions, each a single-threaded runtime
+    /// with the sessions assigned to it round-robin at accept (no work
+    /// stealing: a session's wake-ups never cross threads). `0` runs
+    /// sessions on the runtime that started the proxy. Default: the number
+    /// of CPUs.
+    #[serde(default = "d_session_threads")]
+    pub session_threads: usize,
     /// Where the topology comes from.
     pub topology: TopologySettings,
 }
@@ -176,6 +183,9 @@ impl ProxySettings {
         {
             return invalid("listen_rw", "at least one listener must be enabled");
         }
+        if self.session_threads > 1024 {
+            return invalid("session_threads", "at most 1024");
+        }
         if self.tls_cert_file.is_some() != self.tls_key_file.is_some() {
             return invalid(
                 "tls_cert_file",
@@ -239,6 +249,9 @@ fn d_max_msg() -> usize {
 }
 fn d_max_startup() -> usize {
     10_000
+}
+fn d_session_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
 #[cfg(test)]

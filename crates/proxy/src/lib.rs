@@ -6,6 +6,7 @@
 //! * [`topology`] — who is primary, which standbys exist (watch channel).
 //! * [`monitor`] — node health and WAL positions, role lookup.
 //! * [`backend`] — opening an authenticated backend connection as the client.
+//! * [`bufio`] — socket reads without per-connection read buffers.
 //! * [`session`] — one client: routing, session state, failover handling.
 //! * [`server`] — listeners and the entry point [`Proxy::start`].
 //! * [`tls`] — TLS towards clients (rustls), plain-or-TLS client stream.
@@ -16,6 +17,7 @@
 
 pub mod auth;
 pub mod backend;
+pub mod bufio;
 pub mod classify;
 pub mod codec;
 pub mod config;

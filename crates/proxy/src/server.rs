@@ -5,6 +5,12 @@
 //! stops accepting and aborts background tasks (sessions end when their
 //! sockets close).
 //!
+//! Sessions run on `session_threads` worker threads, each a current-thread
+//! runtime ([`Workers`]); an accepted socket is handed to the next worker
+//! round-robin and stays there. Dropping the handle stops the workers (their
+//! sessions end); with `session_threads = 0` sessions run on the caller's
+//! runtime and outlive the handle until their sockets close.
+//!
 //! Hazard: one task per client; a panic in a session ends that client only.
 
 use crate::classify::{Classifier, FunctionCatalog};
@@ -17,12 +23,12 @@ use rand::RngCore;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 /// Which listener a client came in through.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ListenerKind {
     /// Read/write splitting.
     Rw,
@@ -56,6 +62,8 @@ pub struct Shared {
     pub mock_key: [u8; 32],
     /// TLS towards clients, when `tls_cert_file`/`tls_key_file` are set.
     pub tls: Option<crate::tls::TlsAcceptor>,
+    /// Recent backend logins, to answer equivalent logins without a backend.
+    pub logins: session::login_cache::LoginCache,
     cancels: Mutex<HashMap<(i32, i32), Arc<CancelTargets>>>,
 }
 
@@ -109,6 +117,8 @@ pub enum StartError {
     },
     #[error(transparent)]
     Config(#[from] crate::config::ConfigError),
+    #[error("start session threads: {0}")]
+    Threads(std::io::Error),
 }
 
 /// A running proxy.
@@ -118,6 +128,8 @@ pub struct ProxyHandle {
     pub primary: Option<SocketAddr>,
     pub shared: Arc<Shared>,
     tasks: Vec<JoinHandle<()>>,
+    /// Held so the session threads live as long as the handle.
+    _workers: Option<Arc<Workers>>,
 }
 
 impl Drop for ProxyHandle {
@@ -168,8 +180,13 @@ impl Proxy {
             topology,
             mock_key,
             tls,
+            logins: Default::default(),
             cancels: Mutex::new(HashMap::new()),
         });
+        let workers = match settings.session_threads {
+            0 => None,
+            n => Some(Arc::new(Workers::start(n).map_err(StartError::Threads)?)),
+        };
         let mut addrs = [None, None, None];
         let listeners = [
             (ListenerKind::Rw, &settings.listen_rw),
@@ -192,7 +209,12 @@ impl Proxy {
                 kind.name(),
                 addrs[i].map(|a| a.to_string()).unwrap_or_default()
             );
-            tasks.push(tokio::spawn(accept_loop(listener, kind, shared.clone())));
+            tasks.push(tokio::spawn(accept_loop(
+                listener,
+                kind,
+                shared.clone(),
+                workers.clone(),
+            )));
         }
         Ok(ProxyHandle {
             rw: addrs[0],
@@ -200,22 +222,89 @@ impl Proxy {
             primary: addrs[2],
             shared,
             tasks,
+            _workers: workers,
         })
     }
 }
 
-async fn accept_loop(listener: TcpListener, kind: ListenerKind, shared: Arc<Shared>) {
+async fn accept_loop(
+    listener: TcpListener,
+    kind: ListenerKind,
+    shared: Arc<Shared>,
+    workers: Option<Arc<Workers>>,
+) {
     loop {
         match listener.accept().await {
             Ok((stream, peer)) => {
                 let _ = stream.set_nodelay(true);
                 let shared = shared.clone();
-                tokio::spawn(session::serve(stream, peer, kind, shared));
+                match &workers {
+                    Some(w) => w.spawn(stream, peer, kind, shared),
+                    None => {
+                        tokio::spawn(session::serve(stream, peer, kind, shared));
+                    }
+                }
             }
             Err(e) => {
                 tracing::warn!("{} listener: accept: {e:#}", kind.name());
                 tokio::time::sleep(std::time::Duration::from_millis(50)).await;
             }
         }
+    }
+}
+
+/// Session threads: one current-thread runtime each. A session never
+/// migrates, so its wake-ups stay on one thread (no cross-thread futex
+/// wake-ups, no work-stealing bookkeeping) and its memory stays in one
+/// core's cache.
+struct Workers {
+    handles: Vec<tokio::runtime::Handle>,
+    next: std::sync::atomic::AtomicUsize,
+    /// Dropping these ends the threads (and their sessions).
+    _stop: Vec<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl Workers {
+    fn start(n: usize) -> std::io::Result<Workers> {
+        let mut handles = Vec::with_capacity(n);
+        let mut stop = Vec::with_capacity(n);
+        for i in 0..n {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            handles.push(rt.handle().clone());
+            let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+            stop.push(tx);
+            std::thread::Builder::new()
+                .name(format!("pgha-session-{i}"))
+                .spawn(move || {
+                    rt.block_on(async {
+                        let _ = rx.await;
+                    });
+                })?;
+        }
+        Ok(Workers {
+            handles,
+            next: Default::default(),
+            _stop: stop,
+        })
+    }
+
+    /// Moves an accepted socket to the next session thread and serves it there.
+    fn spawn(&self, stream: TcpStream, peer: SocketAddr, kind: ListenerKind, shared: Arc<Shared>) {
+        let i = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % self.handles.len();
+        let std_stream = match stream.into_std() {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(client = %peer, "hand accepted socket to a session thread: {e}");
+                return;
+            }
+        };
+        self.handles[i].spawn(async move {
+            match TcpStream::from_std(std_stream) {
+                Ok(stream) => session::serve(stream, peer, kind, shared).await,
+                Err(e) => tracing::warn!(client = %peer, "register client socket: {e}"),
+            }
+        });
     }
 }

@@ -23,7 +23,17 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let password = settings
         .monitor_password()
         .context("read monitor password file")?;
-    let rt = tokio::runtime::Runtime::new().context("start tokio runtime")?;
+    // Sessions run on their own threads (`session_threads`); the monitor,
+    // the topology watch and the accept loops need one thread. With
+    // `session_threads = 0` the sessions share this runtime: multi-threaded.
+    let rt = if settings.session_threads == 0 {
+        tokio::runtime::Runtime::new()
+    } else {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    }
+    .context("start tokio runtime")?;
     rt.block_on(async move {
         let (topology, _keep) = topology_source(&settings.topology)?;
         let mut handle = Proxy::start(settings, password, topology)

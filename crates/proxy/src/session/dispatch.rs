@@ -48,7 +48,7 @@ impl Session {
 
     /// Sends FATAL 08P01 to the client; the session then ends.
     async fn client_violation(&mut self, e: crate::codec::CodecError) -> SessionError {
-        tracing::info!("closing client after protocol violation: {e}");
+        tracing::info!(client = %self.peer, "closing client after protocol violation: {e}");
         self.io.queue_error(&ErrorInfo::fatal(
             "08P01",
             format!("invalid frontend message: {e}"),
@@ -200,6 +200,16 @@ impl Session {
             Resolution::Go(role) => role,
             Resolution::Stall => return Ok(Step::Stall(tag, frame)),
             Resolution::Fail(body) => {
+                if let Some(fields) = self.refused.take() {
+                    tracing::info!(
+                        client = %self.peer,
+                        "the server refused the session's deferred login: {}",
+                        Session::error_text(&fields)
+                    );
+                    self.io
+                        .queue(&BackendMessage::ErrorResponse(super::fatal(&fields)));
+                    return Ok(Step::Exit);
+                }
                 if self.deferred_begin.take().is_some() {
                     self.tx_status = b'I';
                 }

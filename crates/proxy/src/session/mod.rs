@@ -16,6 +16,7 @@
 //! with 08P01 and nothing else.
 
 mod dispatch;
+pub mod login_cache;
 mod respond;
 mod route;
 pub mod startup;
@@ -28,15 +29,19 @@ use bytes::{Bytes, BytesMut};
 use state::{Backend, Role, SessionState};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tracing::Instrument;
 
+use login_cache::{LoginKey, ParamSet};
+
 /// Stop reading a backend while this much output waits for the client.
 const CLIENT_HIGH_WATER: usize = 1 << 20;
 
-/// The client socket (plain or TLS) and its buffers.
+/// The client socket (plain or TLS) and its buffers. Both buffers are empty
+/// without an allocation while the session is idle (see
+/// [`Session::release_idle_buffers`]).
 pub struct ClientIo {
     rd: ClientRead,
     wr: ClientWrite,
@@ -50,8 +55,8 @@ impl ClientIo {
         ClientIo {
             rd,
             wr,
-            rbuf: BytesMut::with_capacity(8192),
-            wbuf: BytesMut::with_capacity(8192),
+            rbuf: BytesMut::new(),
+            wbuf: BytesMut::new(),
         }
     }
 
@@ -64,7 +69,7 @@ impl ClientIo {
             if let Some(v) = f(&mut self.rbuf)? {
                 return Ok(Some(v));
             }
-            if self.rd.read_buf(&mut self.rbuf).await? == 0 {
+            if crate::bufio::read_some(&mut self.rd, &mut self.rbuf).await? == 0 {
                 return Ok(None);
             }
         }
@@ -112,27 +117,29 @@ impl ClientIo {
 
 /// Serves one accepted client until it disconnects.
 pub async fn serve(stream: TcpStream, peer: SocketAddr, kind: ListenerKind, shared: Arc<Shared>) {
-    let span = tracing::info_span!("session", client_addr = %peer, listener = kind.name());
+    // A debug-level span: entered on every poll, so it must cost nothing at
+    // the usual log levels; the events that matter carry `client` themselves.
+    let span = tracing::debug_span!("session", client_addr = %peer, listener = kind.name());
     async move {
         let mut io = ClientIo::new(stream);
         let started = match startup::start(&mut io, &shared).await {
             Ok(s) => s,
             Err(startup::StartEnd::Quiet) => return,
             Err(startup::StartEnd::Fatal(e)) => {
-                tracing::info!("login refused: {}", e.message);
+                tracing::info!(client = %peer, "login refused: {}", e.message);
                 io.queue_error(&e);
                 let _ = io.flush().await;
                 return;
             }
         };
-        let mut session = Session::new(io, kind, shared, started);
+        let mut session = Session::new(io, kind, shared, started, peer);
         if let Err(e) = session.begin().await {
-            tracing::info!("session start failed: {e:#}");
+            tracing::info!(client = %peer, "session start failed: {e:#}");
             return;
         }
         match session.run().await {
             Ok(()) => tracing::debug!("client left"),
-            Err(e) => tracing::info!("session ended: {e:#}"),
+            Err(e) => tracing::info!(client = %peer, "session ended: {e:#}"),
         }
     }
     .instrument(span)
@@ -161,6 +168,7 @@ enum Flow {
 pub struct Session {
     io: ClientIo,
     kind: ListenerKind,
+    peer: SocketAddr,
     shared: Arc<Shared>,
     user: String,
     params: Vec<(String, String)>,
@@ -191,6 +199,14 @@ pub struct Session {
     topology: tokio::sync::watch::Receiver<crate::topology::Topology>,
     /// Counted as in flight on the primary (switchover drain; see route.rs).
     in_flight: Option<crate::topology::InFlightHold>,
+    /// The login was answered from the login cache with these values and no
+    /// backend has logged in for this session yet: the first one that does
+    /// is compared with them (differences are sent as ParameterStatus).
+    unverified: Option<ParamSet>,
+    /// The first backend of an unverified session refused the login for
+    /// good (unknown database, no CONNECT privilege...): that FATAL ends the
+    /// session, as it would have ended a direct login.
+    refused: Option<Bytes>,
 }
 
 impl Drop for Session {
@@ -205,6 +221,7 @@ impl Session {
         kind: ListenerKind,
         shared: Arc<Shared>,
         started: startup::Started,
+        peer: SocketAddr,
     ) -> Self {
         let cancel = Arc::new(CancelTargets::default());
         let cancel_id = shared.register_cancel(cancel.clone());
@@ -212,6 +229,7 @@ impl Session {
         Session {
             io,
             kind,
+            peer,
             shared,
             user: started.user,
             params: started.params,
@@ -230,17 +248,46 @@ impl Session {
             cancel_id,
             topology,
             in_flight: None,
+            unverified: None,
+            refused: None,
         }
     }
 
-    /// Opens the first backend and finishes the client's login.
+    /// Finishes the client's login. When an equivalent login (same listener
+    /// and startup parameters) succeeded on a backend recently, the client
+    /// gets that login's ParameterStatus values and no backend is opened:
+    /// the first unit of work opens it (see `unverified`). Otherwise the
+    /// first backend is opened now and its values are sent (and cached).
     async fn begin(&mut self) -> Result<(), SessionError> {
-        let first = if self.kind == ListenerKind::Ro {
-            Role::Standby
-        } else {
-            Role::Primary
+        let key = LoginKey::new(self.kind, &self.params);
+        let params = match self.shared.logins.get(&key) {
+            Some(cached) => {
+                self.unverified = Some(cached.clone());
+                cached
+            }
+            None => self.begin_with_backend(&key).await?,
         };
-        let role = match self.ensure_backend(first).await {
+        self.io.queue(&BackendMessage::Authentication(
+            crate::codec::backend::Authentication::Ok,
+        ));
+        for (name, value) in params.iter() {
+            if let Some(msg) = self.client_parameter(name, value) {
+                self.io.queue(&msg);
+            }
+        }
+        let (pid, key) = self.cancel_id;
+        self.io.queue(&BackendMessage::BackendKeyData { pid, key });
+        self.io
+            .queue(&BackendMessage::ReadyForQuery { status: b'I' });
+        self.io.flush().await?;
+        tracing::debug!(user = %self.user, lazy = self.unverified.is_some(), "session started");
+        Ok(())
+    }
+
+    /// Opens the session's first backend for its login; its ParameterStatus
+    /// values.
+    async fn begin_with_backend(&mut self, key: &LoginKey) -> Result<ParamSet, SessionError> {
+        let role = match self.ensure_backend(self.default_role()).await {
             Ok(role) => role,
             Err(body) => {
                 let text = Session::error_text(&body);
@@ -249,30 +296,41 @@ impl Session {
                 return Err(SessionError::Start(text));
             }
         };
-        self.io.queue(&BackendMessage::Authentication(
-            crate::codec::backend::Authentication::Ok,
-        ));
-        let b = self.backends[role as usize]
-            .as_ref()
-            .map(|b| b.conn.params.clone())
-            .unwrap_or_default();
-        for (name, value) in b {
-            if self.kind == ListenerKind::Rw && &name[..] == b"in_hot_standby" {
+        let params: ParamSet = match &self.backends[role as usize] {
+            Some(b) => b.conn.params.as_slice().into(),
+            None => Vec::new().into(),
+        };
+        self.shared.logins.put(key, &params);
+        Ok(params)
+    }
+
+    /// A backend's login-time ParameterStatus as the client sees it (`None`:
+    /// not shown on this listener); notes default_transaction_read_only.
+    fn client_parameter(&mut self, name: &Bytes, value: &Bytes) -> Option<BackendMessage> {
+        if self.kind == ListenerKind::Rw && &name[..] == b"in_hot_standby" {
+            return None;
+        }
+        if &name[..] == b"default_transaction_read_only" {
+            self.state.default_read_only = &value[..] == b"on";
+        }
+        Some(BackendMessage::ParameterStatus {
+            name: name.clone(),
+            value: value.clone(),
+        })
+    }
+
+    /// The first backend of a session whose login came from the cache has
+    /// logged in: tell the client each value that differs from what it was
+    /// told (ParameterStatus may arrive at any time).
+    fn announce_changes(&mut self, told: &[(Bytes, Bytes)], now: &[(Bytes, Bytes)]) {
+        for (name, value) in now {
+            if told.iter().any(|(n, v)| n == name && v == value) {
                 continue;
             }
-            if &name[..] == b"default_transaction_read_only" {
-                self.state.default_read_only = &value[..] == b"on";
+            if let Some(msg) = self.client_parameter(name, value) {
+                self.io.queue(&msg);
             }
-            self.io
-                .queue(&BackendMessage::ParameterStatus { name, value });
         }
-        let (pid, key) = self.cancel_id;
-        self.io.queue(&BackendMessage::BackendKeyData { pid, key });
-        self.io
-            .queue(&BackendMessage::ReadyForQuery { status: b'I' });
-        self.io.flush().await?;
-        tracing::debug!(user = %self.user, "session started");
-        Ok(())
     }
 
     /// True while client input must wait for the active backend to drain.
@@ -303,6 +361,21 @@ impl Session {
         }
     }
 
+    /// Drops buffers that are empty, so an idle session holds no buffer
+    /// memory (reads append to exactly-sized buffers, see [`crate::bufio`]).
+    /// A buffer that still has bytes is kept; freeing an empty one is a
+    /// `free` of a small block, cheaper than keeping 8 KiB per client.
+    fn release_idle_buffers(&mut self) {
+        release_if_empty(&mut self.io.rbuf);
+        release_if_empty(&mut self.io.wbuf);
+        for b in self.backends.iter_mut().flatten() {
+            if !b.busy() {
+                release_if_empty(&mut b.conn.rbuf);
+                release_if_empty(&mut b.conn.wbuf);
+            }
+        }
+    }
+
     /// The client sent Terminate: hand the backends what is queued for them
     /// (pipelined work runs, as it would on a direct connection), then
     /// Terminate, bounded by the connect timeout.
@@ -327,6 +400,7 @@ impl Session {
             }
             self.try_write();
             self.track_in_flight();
+            self.release_idle_buffers();
             if self.wait_io().await? == Flow::Exit {
                 return Ok(());
             }
@@ -364,7 +438,7 @@ impl Session {
             let brd = brd.filter(|_| read_backend);
             let has_out = !io.wbuf.is_empty() || io.wr.pending_flush();
             tokio::select! {
-                r = io.rd.read_buf(&mut io.rbuf), if read_client => Ev::ClientRead(r),
+                r = crate::bufio::read_some(&mut io.rd, &mut io.rbuf), if read_client => Ev::ClientRead(r),
                 r = write_out(&mut io.wr, &mut io.wbuf), if has_out => Ev::ClientWrote(r),
                 r = read_opt(brd) => Ev::BackendRead(r),
                 r = write_opt(bwr) => Ev::BackendWrote(r),
@@ -410,6 +484,12 @@ fn fatal(fields: &[u8]) -> Bytes {
     out.freeze()
 }
 
+fn release_if_empty(buf: &mut BytesMut) {
+    if buf.is_empty() && buf.capacity() > 0 {
+        *buf = BytesMut::new();
+    }
+}
+
 /// Writes some of `buf`, or flushes TLS output when `buf` is empty.
 async fn write_out(wr: &mut ClientWrite, buf: &mut BytesMut) -> std::io::Result<usize> {
     if buf.is_empty() {
@@ -421,12 +501,7 @@ async fn write_out(wr: &mut ClientWrite, buf: &mut BytesMut) -> std::io::Result<
 
 async fn read_opt(x: Option<(&mut OwnedReadHalf, &mut BytesMut)>) -> std::io::Result<usize> {
     match x {
-        Some((rd, buf)) => {
-            if buf.capacity() - buf.len() < 4096 {
-                buf.reserve(8192);
-            }
-            rd.read_buf(buf).await
-        }
+        Some((rd, buf)) => crate::bufio::read_some(rd, buf).await,
         None => std::future::pending().await,
     }
 }

@@ -109,6 +109,7 @@ impl Session {
             return match tag {
                 b'E' => {
                     tracing::info!(
+                        client = %self.peer,
                         "server said outside a query: {}",
                         Session::error_text(&frame[5..])
                     );
@@ -123,6 +124,7 @@ impl Session {
         if u.injected {
             if tag == b'E' {
                 tracing::warn!(
+                    client = %self.peer,
                     "replaying session state failed: {}",
                     Session::error_text(&frame[5..])
                 );
@@ -214,7 +216,7 @@ impl Session {
         let Some(mut b) = self.backends[role as usize].take() else {
             return;
         };
-        tracing::warn!(backend = %b.conn.node.name, "lost backend connection: {reason}");
+        tracing::warn!(client = %self.peer, backend = %b.conn.node.name, "lost backend connection: {reason}");
         self.drop_backend(role);
         if b.units.is_empty() && self.open != Some(role) {
             // Idle: if a transaction was open on it, the client's next

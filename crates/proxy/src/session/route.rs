@@ -110,7 +110,7 @@ impl Session {
         }
     }
 
-    fn default_role(&self) -> Role {
+    pub(super) fn default_role(&self) -> Role {
         if self.kind == ListenerKind::Ro {
             Role::Standby
         } else {
@@ -274,7 +274,7 @@ impl Session {
                 true
             }
             Err(e) => {
-                tracing::warn!(node = %node.name, "standby connection failed, using the primary: {e}");
+                tracing::warn!(client = %self.peer, node = %node.name, "standby connection failed, using the primary: {e}");
                 false
             }
         }
@@ -321,7 +321,7 @@ impl Session {
                 if b.conn.node == node {
                     return Ok(());
                 }
-                tracing::info!(old = %b.conn.node.name, new = %node.name, "primary changed");
+                tracing::info!(client = %self.peer, old = %b.conn.node.name, new = %node.name, "primary changed");
                 self.drop_backend(Role::Primary);
             }
             match self.open_backend(&node).await {
@@ -329,7 +329,10 @@ impl Session {
                     self.install(Role::Primary, conn);
                     return Ok(());
                 }
-                Err(ConnectError::Server(fields)) => return Err(downgrade(&fields)),
+                Err(ConnectError::Server(fields)) => {
+                    self.note_refusal(&fields);
+                    return Err(downgrade(&fields));
+                }
                 Err(e) => {
                     // Expected during failover until the topology moves on;
                     // the monitor reports node health, so keep this quiet.
@@ -418,9 +421,33 @@ impl Session {
         .await
     }
 
+    /// A session answered from the login cache whose first backend refuses
+    /// the login for a reason that will not go away (not 57P0x shutting
+    /// down / starting up, 53xxx too many connections, 08xxx): remember the
+    /// error so the session ends with it.
+    fn note_refusal(&mut self, fields: &Bytes) {
+        if self.unverified.is_none() {
+            return;
+        }
+        let code = error_field(fields, b'C').unwrap_or(b"");
+        let transient =
+            code.starts_with(b"57P") || code.starts_with(b"53") || code.starts_with(b"08");
+        if !transient {
+            self.refused = Some(fields.clone());
+        }
+    }
+
     fn install(&mut self, role: Role, conn: BackendConn) {
         self.drop_backend(role);
         tracing::debug!(backend = %conn.node.name, ?role, "backend connected");
+        if role == self.default_role() {
+            let key = super::login_cache::LoginKey::new(self.kind, &self.params);
+            self.shared.logins.put(&key, &conn.params);
+        }
+        if let Some(told) = self.unverified.take() {
+            self.refused = None;
+            self.announce_changes(&told, &conn.params);
+        }
         self.cancel.lock().unwrap_or_else(|e| e.into_inner()).push((
             conn.node.clone(),
             conn.pid,

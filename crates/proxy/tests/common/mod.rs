@@ -157,6 +157,8 @@ pub async fn served_by_standby(c: &tokio_postgres::Client) -> bool {
 pub struct Raw {
     pub stream: tokio::net::TcpStream,
     buf: bytes::BytesMut,
+    /// ParameterStatus values received during login, in order.
+    pub params: Vec<(String, String)>,
 }
 
 impl Raw {
@@ -164,6 +166,7 @@ impl Raw {
         Ok(Raw {
             stream: tokio::net::TcpStream::connect(addr).await?,
             buf: bytes::BytesMut::new(),
+            params: Vec::new(),
         })
     }
 
@@ -191,16 +194,55 @@ impl Raw {
 
     /// Logs in with SCRAM and reads up to the first ReadyForQuery.
     pub async fn login(addr: SocketAddr, user: &str, password: &str) -> anyhow::Result<Raw> {
+        Raw::login_to(addr, user, password, "postgres").await
+    }
+
+    /// The value of a ParameterStatus the login reported.
+    pub fn param(&self, name: &str) -> Option<&str> {
+        self.params
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Sends a simple query; returns the messages up to ReadyForQuery
+    /// (`None` in the list: the proxy closed the connection).
+    pub async fn query(
+        &mut self,
+        sql: &str,
+    ) -> anyhow::Result<Vec<Option<pgha_proxy::codec::BackendMessage>>> {
+        use pgha_proxy::codec::{BackendMessage as B, FrontendMessage};
+        let mut out = bytes::BytesMut::new();
+        FrontendMessage::Query {
+            sql: bytes::Bytes::from(sql.to_string()),
+        }
+        .encode(&mut out);
+        self.send(&out).await?;
+        let mut got = Vec::new();
+        loop {
+            let m = self.next().await?;
+            let end = matches!(m, None | Some(B::ReadyForQuery { .. }));
+            got.push(m);
+            if end {
+                return Ok(got);
+            }
+        }
+    }
+
+    /// Logs in with SCRAM to database `db` and reads up to the first ReadyForQuery.
+    pub async fn login_to(
+        addr: SocketAddr,
+        user: &str,
+        password: &str,
+        db: &str,
+    ) -> anyhow::Result<Raw> {
         use pgha_proxy::codec::backend::Authentication as A;
         use pgha_proxy::codec::{BackendMessage as B, FrontendMessage, StartupMessage};
         let mut raw = Raw::connect(addr).await?;
         let mut out = bytes::BytesMut::new();
         StartupMessage::Startup {
             version: pgha_proxy::codec::startup::PROTOCOL_3_0,
-            params: vec![
-                ("user".into(), user.into()),
-                ("database".into(), "postgres".into()),
-            ],
+            params: vec![("user".into(), user.into()), ("database".into(), db.into())],
         }
         .encode(&mut out);
         raw.send(&out).await?;
@@ -239,6 +281,10 @@ impl Raw {
                     anyhow::bail!("login failed: {}", String::from_utf8_lossy(&f))
                 }
                 B::ReadyForQuery { .. } => return Ok(raw),
+                B::ParameterStatus { name, value } => raw.params.push((
+                    String::from_utf8_lossy(&name).into_owned(),
+                    String::from_utf8_lossy(&value).into_owned(),
+                )),
                 _ => {}
             }
             if !out.is_empty() {
