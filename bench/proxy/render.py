@@ -177,12 +177,14 @@ def memory_table(data):
     mem = data.get("memory") or []
     if not mem:
         return "_not measured in this run_"
-    lines = ["| proxy | connections | kind | opened | RSS before → with them (MiB) | MiB per 1,000 | note |",
-             "|---|---|---|---|---|---|---|"]
+    lines = ["| proxy | connections | kind | opened | RSS before → with them (MiB) | MiB per 1,000 "
+             "| PostgreSQL backends held | note |",
+             "|---|---|---|---|---|---|---|---|"]
     for m in mem:
         kind = "logged in, idle" if m["how"] == "login" else "TCP only, no startup packet"
         if "skipped" in m:
-            lines.append(f"| {LABEL[m['target']]} | {m['requested']:,} | {kind} | – | – | – | {m['skipped']} |")
+            lines.append(f"| {LABEL[m['target']]} | {m['requested']:,} | {kind} | – | – | – | – "
+                         f"| {m['skipped']} |")
             continue
         note = ""
         if m["errors"]:
@@ -192,7 +194,8 @@ def memory_table(data):
         lines.append(
             f"| {LABEL[m['target']]} | {m['requested']:,} | {kind} | {m['open']:,} | "
             f"{m['rss_base_kib'] / 1024:.1f} → {m['rss_kib'] / 1024:.1f} | "
-            f"{fmt(m.get('mib_per_1000'), 2)} | {note.strip()} |")
+            f"{fmt(m.get('mib_per_1000'), 2)} | {fmt(m.get('server_backends'), 0)} | "
+            f"{note.strip()} |")
     return "\n".join(lines)
 
 
