@@ -181,9 +181,40 @@ impl Instance {
 
     /// PID of the running postmaster, from postmaster.pid, if that process lives.
     pub fn pid(&self) -> Option<u32> {
-        let text = std::fs::read_to_string(self.data_dir.join("postmaster.pid")).ok()?;
-        let pid: i32 = text.lines().next()?.trim().parse().ok()?;
+        let pid = self.lock_file_pid()?;
         process_alive(pid).then_some(pid as u32)
+    }
+
+    /// The PID postmaster.pid names, alive or not.
+    fn lock_file_pid(&self) -> Option<i32> {
+        pid_in(&self.data_dir.join("postmaster.pid"))
+    }
+
+    /// Remove the lock files (postmaster.pid and the Unix socket's
+    /// `.s.PGSQL.<port>.lock`) of a postmaster that has exited but is still
+    /// a zombie: a new postmaster refuses to start while `kill(pid, 0)`
+    /// succeeds on the PID in them ("lock file already exists"), which
+    /// after a crash lasted until init reaped the zombie (a second or more).
+    /// Only a dead PID's files go; PostgreSQL still checks on its own that
+    /// no old backend uses the shared memory.
+    fn remove_stale_lock_files(&self) {
+        let socket_lock = self
+            .socket_dir()
+            .join(format!(".s.PGSQL.{}.lock", self.port));
+        for path in [self.data_dir.join("postmaster.pid"), socket_lock] {
+            let Some(pid) = pid_in(&path) else {
+                continue;
+            };
+            if process_alive(pid) {
+                continue;
+            }
+            match std::fs::remove_file(&path) {
+                Ok(()) => {
+                    tracing::info!(pid, file = %path.display(), "removed the stale lock file of an exited postmaster")
+                }
+                Err(e) => tracing::debug!("cannot remove {}: {e}", path.display()),
+            }
+        }
     }
 
     pub fn is_running(&self) -> bool {
@@ -195,6 +226,7 @@ impl Instance {
         if self.is_running() {
             return Ok(());
         }
+        self.remove_stale_lock_files();
         let mut cmd = self.pg_ctl();
         cmd.arg("start")
             .arg("-w")
@@ -427,6 +459,12 @@ impl Instance {
     }
 }
 
+/// The PID on the first line of a PostgreSQL lock file.
+fn pid_in(path: &Path) -> Option<i32> {
+    let text = std::fs::read_to_string(path).ok()?;
+    text.lines().next()?.trim().parse().ok()
+}
+
 fn remove_dir_if_exists(dir: &Path) -> Result<(), PgError> {
     match std::fs::remove_dir_all(dir) {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(PgError::Io {
@@ -455,6 +493,16 @@ pub fn process_alive(pid: i32) -> bool {
         ),
         // No /proc (or a race with the reaper): trust kill(2).
         Err(_) => true,
+    }
+}
+
+/// Resolves once process `pid` has exited (or turned into a zombie), by
+/// polling [`process_alive`] every `every`: a few microseconds of work per
+/// poll, so the agent can react to a crashed postmaster within a poll
+/// instead of on its next loop.
+pub async fn wait_for_exit(pid: i32, every: std::time::Duration) {
+    while process_alive(pid) {
+        tokio::time::sleep(every).await;
     }
 }
 
