@@ -1,6 +1,7 @@
 //! The agent's loop: observe -> `pgha_core::decide` -> execute, one
 //! iteration every `loop_wait` (or sooner: when the core asks, when a DCS
-//! watch event arrives, or when a command comes in from the REST API).
+//! watch event arrives, when the postmaster exits, or when a command comes
+//! in from the REST API).
 //!
 //! The loop is the only place that changes the node: actions run in order,
 //! one at a time, and the first failure ends the iteration (the next
@@ -146,6 +147,7 @@ impl Agent {
             self.keys.prefix().to_string(),
             wake.clone(),
         ));
+        let postmaster = tokio::spawn(watch_postmaster(self.inst.clone(), wake.clone()));
         self.write_initial_config().await;
         loop {
             let decision = self.iterate().await;
@@ -158,6 +160,7 @@ impl Agent {
             }
         }
         watcher.abort();
+        postmaster.abort();
         self.shutdown().await;
         self.keeper_task.abort();
     }
@@ -343,6 +346,15 @@ impl Agent {
                 let r = self.restart_postgres().await.map_err(|e| format!("{e:#}"));
                 let _ = reply.send(r);
             }
+            AgentCommand::Checkpoint { reply } => {
+                let (host, port) = (self.me.host.clone(), self.me.port);
+                let user = self.cfg.superuser.clone();
+                let password = self.secrets.admin_password.clone();
+                tokio::spawn(async move {
+                    let r = checkpoint(&host, port, &user, &password).await;
+                    let _ = reply.send(r.map_err(|e| format!("{e:#}")));
+                });
+            }
             AgentCommand::Reinit { reply } => {
                 let is_leader = self.keeper.lease().is_some();
                 let r = if is_leader {
@@ -372,6 +384,40 @@ impl Agent {
         let _ = self.execute(&Action::ReleaseLeader).await;
         if let Some(lease) = self.mem.member_lease.take() {
             let _ = self.dcs.revoke_lease(lease).await;
+        }
+    }
+}
+
+/// A CHECKPOINT on a connection of its own (it may take seconds on a busy
+/// machine; the loop keeps running meanwhile).
+async fn checkpoint(host: &str, port: u16, user: &str, password: &str) -> anyhow::Result<()> {
+    let client =
+        pgha_postgres::probe::connect(host, port, user, password, Duration::from_secs(5)).await?;
+    let started = Instant::now();
+    client.batch_execute("CHECKPOINT").await?;
+    tracing::info!(
+        took_ms = started.elapsed().as_millis() as u64,
+        "checkpoint done on request"
+    );
+    Ok(())
+}
+
+/// How often the postmaster watcher checks that the postmaster lives.
+const POSTMASTER_POLL: Duration = Duration::from_millis(20);
+
+/// Wake the loop as soon as the postmaster exits: a PostgreSQL crash on the
+/// primary is then restarted in place within a poll, not on the next loop
+/// (up to `loop_wait` later). Also wakes after a stop the loop did itself,
+/// which costs one extra iteration.
+async fn watch_postmaster(inst: Instance, wake: Arc<Notify>) {
+    loop {
+        match inst.pid() {
+            Some(pid) => {
+                pgha_postgres::wait_for_exit(pid as i32, POSTMASTER_POLL).await;
+                tracing::debug!(pid, "the postmaster exited: waking the loop");
+                wake.notify_one();
+            }
+            None => tokio::time::sleep(POSTMASTER_POLL * 5).await,
         }
     }
 }

@@ -52,6 +52,7 @@ pub fn authorized(headers: &HeaderMap, token: &str) -> bool {
 pub enum Control {
     Restart,
     Reinit,
+    Checkpoint,
 }
 
 impl Control {
@@ -59,6 +60,7 @@ impl Control {
         match self {
             Control::Restart => "restart",
             Control::Reinit => "reinit",
+            Control::Checkpoint => "checkpoint",
         }
     }
 
@@ -66,6 +68,7 @@ impl Control {
         match self {
             Control::Restart => AgentCommand::Restart { reply },
             Control::Reinit => AgentCommand::Reinit { reply },
+            Control::Checkpoint => AgentCommand::Checkpoint { reply },
         }
     }
 }
