@@ -147,6 +147,7 @@ async fn observe_stopped(pg: &mut PgState, inst: &Instance, cluster: &ClusterCon
             (cd.checkpoint_timeline, cd.checkpoint_lsn)
         };
         pg.position = WalPos { timeline, lsn };
+        pg.clean_shutdown = cd.state == pgha_postgres::controldata::ClusterState::ShutDown;
     }
     let conf = std::fs::read_to_string(inst.data_dir.join(pgha_postgres::conf::PGHA_CONF))
         .unwrap_or_default();

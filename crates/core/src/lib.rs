@@ -60,6 +60,6 @@ pub use member::{ConnInfo, Detached, MemberState, Role, Tags};
 pub use sync::{SyncSet, SyncStandbyNames};
 pub use time::Millis;
 pub use view::{
-    ClusterView, DcsView, DynamicConfig, FailoverRequest, LeaderKey, ProxyState, SwitchoverRequest,
-    SyncRecord,
+    ClusterView, DcsView, DynamicConfig, FailoverRequest, Handoff, LeaderKey, ProxyState,
+    SwitchoverRequest, SyncRecord,
 };

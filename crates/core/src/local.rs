@@ -80,6 +80,11 @@ pub struct PgState {
     pub diverged: bool,
     /// Runtime memory: the last `pg_rewind` failed; re-clone instead.
     pub rewind_failed: bool,
+    /// Not running, and the control file says a *primary* shut down
+    /// cleanly (`shut down`): `position` is then its shutdown checkpoint,
+    /// the last record of its WAL.
+    #[serde(default)]
+    pub clean_shutdown: bool,
 }
 
 impl PgState {

@@ -3,6 +3,12 @@
 //! which has detached from the old primary for the current term, and with
 //! no member it heard from ahead of it.
 //!
+//! A planned hand-over is the other way to know the candidate holds every
+//! acknowledged commit: the last established leader shut down cleanly and
+//! recorded in `/sync` where its WAL ends and whom it hands over to (see
+//! [`crate::Handoff`]); that member may promote once its WAL reaches that
+//! point, without the others' reports.
+//!
 //! Why it is safe: every acknowledged commit is on k members of S (the
 //! leader keeps `synchronous_standby_names` and `/sync` in step, see
 //! `sync.rs`), and any |S| - k + 1 members of S include one of them; a
@@ -53,6 +59,17 @@ pub fn check_promotion(cand: Candidate<'_>, view: &ClusterView) -> Result<String
             "I was the last established leader (term {term}): my WAL holds every \
              acknowledged commit"
         ));
+    }
+    if let Some(fin) = view.sync.as_ref().and_then(|s| s.handoff_to(cand.name)) {
+        let old = view.sync.as_ref().map_or("", |s| s.leader.as_str());
+        if cand.position.timeline == fin.timeline && cand.position.lsn >= fin.lsn {
+            check_nobody_ahead(cand, view, term)?;
+            return Ok(format!(
+                "{old} handed over to me after a clean shutdown at {fin} (switchover): \
+                 my {} holds all of its WAL",
+                cand.position
+            ));
+        }
     }
     let Some(need) = set.promotion_quorum() else {
         return Err(Refusal::NotEnoughReports(

@@ -5,6 +5,7 @@
 //! node does not know who leads, and the decision step acts as if the
 //! worst case were true (it fences a primary whose lease may be expiring).
 
+use crate::lsn::WalPos;
 use crate::member::MemberState;
 use crate::sync::SyncSet;
 use crate::time::Millis;
@@ -33,6 +34,36 @@ pub struct SyncRecord {
     /// S and k: promotion needs the final LSN of |S| - k + 1 members of S.
     #[serde(flatten)]
     pub set: SyncSet,
+    /// A switchover in progress: the member this leader hands over to and,
+    /// once its PostgreSQL has shut down cleanly, where its WAL ends.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub handoff: Option<Handoff>,
+}
+
+/// The leader's record of a planned hand-over (in `/sync`, so written only
+/// while it holds the leader key, and gone with the next leader's claim).
+///
+/// Why the target may promote on it alone: the leader was established, so
+/// its WAL holds every acknowledged commit; after a clean shutdown nothing
+/// follows `final_position` (the shutdown checkpoint record) and the
+/// stopped server never runs as a primary again without the key. A target
+/// whose WAL reaches `final_position` on the same timeline therefore holds
+/// every acknowledged commit, whatever the other standbys report.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Handoff {
+    pub to: String,
+    /// Start of the shutdown checkpoint record, from the control file of
+    /// the cleanly stopped server; `None` while it still runs.
+    #[serde(default)]
+    pub final_position: Option<WalPos>,
+}
+
+impl SyncRecord {
+    /// The completed hand-over to `name`: the position its WAL must reach.
+    pub fn handoff_to(&self, name: &str) -> Option<WalPos> {
+        let h = self.handoff.as_ref()?;
+        (h.to == name).then_some(h.final_position).flatten()
+    }
 }
 
 /// Cluster-wide settings kept in the DCS (`pgha edit-config`).
@@ -269,6 +300,7 @@ mod tests {
             term: 4,
             leader: "node1".into(),
             set: SyncSet::new(["node2", "node3"], 1),
+            handoff: None,
         };
         let json = serde_json::to_string(&r).unwrap();
         assert_eq!(

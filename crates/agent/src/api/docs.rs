@@ -231,6 +231,7 @@ mod tests {
                 term: 7,
                 leader: "n1".into(),
                 set: SyncSet::new(["n2"], 1),
+                handoff: None,
             }),
             ..Default::default()
         };

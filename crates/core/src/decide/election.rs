@@ -61,7 +61,25 @@ fn standby(ctx: &Ctx<'_>) -> Decision {
     if ctx.local.tags.nofailover {
         return ctx.decision(vec![], "no leader; I am tagged nofailover, not a candidate");
     }
-    if let Some(f) = &view.failover {
+    // A completed hand-over names the member that takes over; it waits for
+    // nobody else (a later request naming another target would otherwise
+    // make the two wait for each other).
+    let handed_to = view
+        .sync
+        .as_ref()
+        .and_then(|s| s.handoff.as_ref())
+        .filter(|h| h.final_position.is_some())
+        .map(|h| h.to.as_str());
+    let handed_to_me = handed_to == Some(ctx.me());
+    if let Some(to) = handed_to.filter(|t| *t != ctx.me()) {
+        if safe_candidate(ctx, to) {
+            return ctx.decision_soon(
+                vec![],
+                format!("no leader; {to} takes over: the old leader handed over to it"),
+            );
+        }
+    }
+    if let Some(f) = view.failover.as_ref().filter(|_| !handed_to_me) {
         if f.to == ctx.me() && f.allow_data_loss {
             return ctx.decision_now(
                 vec![Action::AcquireLeader],
@@ -75,7 +93,7 @@ fn standby(ctx: &Ctx<'_>) -> Decision {
             );
         }
     }
-    if let Some(s) = &view.switchover {
+    if let Some(s) = view.switchover.as_ref().filter(|_| !handed_to_me) {
         if s.from.as_deref() == Some(ctx.me()) && someone_else_safe(ctx) {
             return ctx.decision(
                 vec![],

@@ -17,7 +17,7 @@ use crate::promotion::{check_promotion, Refusal};
 use crate::sync::{SyncSet, SyncStandbyNames};
 use crate::sync_plan::{initial_names, next_step, target_set, SyncInputs, SyncStep};
 use crate::time::Millis;
-use crate::view::{SwitchoverRequest, SyncRecord};
+use crate::view::{Handoff, SwitchoverRequest, SyncRecord};
 use std::collections::BTreeSet;
 
 pub(crate) fn decide(ctx: &Ctx<'_>, term: u64) -> Decision {
@@ -44,6 +44,7 @@ pub(crate) fn decide(ctx: &Ctx<'_>, term: u64) -> Decision {
     } else {
         stopped(ctx)
     };
+    clear_handoff_before_writes(ctx, &mut d.actions);
     // Renew after any Fence: a failed renew stops the remaining actions,
     // and the fence must not depend on the DCS answering.
     let at = d
@@ -58,13 +59,45 @@ pub(crate) fn decide(ctx: &Ctx<'_>, term: u64) -> Decision {
     d
 }
 
+/// A hand-over we recorded is off once we run a primary again in the same
+/// term (e.g. the switchover request was withdrawn after the shutdown):
+/// its final position would no longer be the end of our WAL. Clear it
+/// before any action that makes this node writable; if the write fails,
+/// that action does not run.
+fn clear_handoff_before_writes(ctx: &Ctx<'_>, actions: &mut Vec<Action>) {
+    let Some(sync) = ctx.view.sync.as_ref().filter(|s| s.handoff.is_some()) else {
+        return;
+    };
+    if ctx.view.established_leader().is_none() {
+        return; // a claim writes a fresh record first anyway
+    }
+    let at = actions
+        .iter()
+        .position(|a| matches!(a, Action::Promote { .. } | Action::StartAsPrimary { .. }));
+    if let Some(at) = at {
+        let mut rec = sync.clone();
+        rec.handoff = None;
+        actions.insert(at, Action::WriteSyncKey(rec));
+    }
+}
+
 /// The `/sync` record that claims `term` for this node with set `set`.
 pub(crate) fn claim_record(ctx: &Ctx<'_>, term: u64, set: SyncSet) -> Action {
     Action::WriteSyncKey(SyncRecord {
         term,
         leader: ctx.me().to_string(),
         set,
+        handoff: None,
     })
+}
+
+/// The current `/sync` record with `handoff`: the established leader
+/// records whom it hands over to (before it shuts down) and where its WAL
+/// ended (after a clean shutdown). `None` without a record.
+fn handoff_record(ctx: &Ctx<'_>, handoff: Handoff) -> Option<Action> {
+    let mut rec = ctx.view.sync.clone()?;
+    rec.handoff = Some(handoff);
+    Some(Action::WriteSyncKey(rec))
 }
 
 /// We hold the key but have not claimed the term yet.
@@ -153,10 +186,33 @@ fn claim_as_standby(ctx: &Ctx<'_>, term: u64, set: SyncSet, names: SyncStandbyNa
 fn stopped(ctx: &Ctx<'_>) -> Decision {
     let pg = &ctx.local.pg;
     if switchover_from_me(ctx).is_some() {
-        return ctx.decision_now(
-            vec![Action::ReleaseLeader],
-            "PostgreSQL is shut down for the switchover: releasing the leader key",
-        );
+        // After a clean shutdown, tell the target where our WAL ends: it
+        // may then promote without waiting for the other standbys' reports.
+        let chosen = ctx.view.sync.as_ref().and_then(|s| s.handoff.as_ref());
+        let handoff = chosen
+            .filter(|_| pg.clean_shutdown && pg.data_dir == DataDir::Standby)
+            .and_then(|h| {
+                handoff_record(
+                    ctx,
+                    Handoff {
+                        to: h.to.clone(),
+                        final_position: Some(pg.position),
+                    },
+                )
+            });
+        let mut actions = Vec::new();
+        let reason = match (handoff, chosen) {
+            (Some(a), Some(h)) => {
+                actions.push(a);
+                format!(
+                    "PostgreSQL is shut down cleanly for the switchover at {}: handing over to {} and releasing the leader key",
+                    pg.position, h.to
+                )
+            }
+            _ => "PostgreSQL is shut down for the switchover: releasing the leader key".to_string(),
+        };
+        actions.push(Action::ReleaseLeader);
+        return ctx.decision_now(actions, reason);
     }
     let names = initial_names(
         &ctx.view.sync_set(),
@@ -230,7 +286,14 @@ fn primary(ctx: &Ctx<'_>) -> Decision {
     }
     if let Some(req) = &ctx.view.switchover {
         match switchover(ctx, req) {
-            Switch::Demote(why) => {
+            Switch::Demote(target, why) => {
+                // Record the chosen target first: only it runs for the
+                // key once we are down (the others wait for it).
+                let chosen = Handoff {
+                    to: target,
+                    final_position: None,
+                };
+                actions.extend(handoff_record(ctx, chosen));
                 actions.push(Action::Demote(DemoteKind::Graceful));
                 return ctx.decision_now(actions, why);
             }
@@ -298,7 +361,8 @@ fn sync_step(ctx: &Ctx<'_>) -> SyncStep {
 }
 
 enum Switch {
-    Demote(String),
+    /// Shut down for the hand-over to this member.
+    Demote(String, String),
     Clear(String),
     Wait(String),
     /// Waiting for the proxies: check again soon.
@@ -355,7 +419,7 @@ fn switchover(ctx: &Ctx<'_>, req: &SwitchoverRequest) -> Switch {
         ));
     }
     match proxies_drained(ctx) {
-        Ok(drained) => Switch::Demote(format!(
+        Ok(drained) => Switch::Demote(target.clone(), format!(
             "switchover to {target} ({lag} bytes behind, synchronous; {drained}): shutting down cleanly"
         )),
         Err(why) => Switch::Drain(why),

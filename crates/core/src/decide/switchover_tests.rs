@@ -147,3 +147,153 @@ fn switchover_seen_tracks_one_due_request() {
     v.switchover = None;
     assert_eq!(SwitchoverSeen::track(first, &v, 6_000, Millis(900)), None);
 }
+
+// --- the hand-over record: the leader names its target, then its end of WAL
+
+fn handoff_write(to: &str, final_position: Option<crate::lsn::WalPos>) -> Action {
+    Action::WriteSyncKey(crate::view::SyncRecord {
+        term: 5,
+        leader: "node1".into(),
+        set: set(&["node2", "node3"], 1),
+        handoff: Some(crate::view::Handoff {
+            to: to.into(),
+            final_position,
+        }),
+    })
+}
+
+/// Before it shuts down, the leader records whom it hands over to.
+#[test]
+fn records_the_target_before_shutting_down() {
+    let d = run(leader(10_000), switching().build(), 10_100);
+    let steps = d.steps();
+    let w = steps
+        .iter()
+        .position(|a| **a == handoff_write("node2", None));
+    let s = steps
+        .iter()
+        .position(|a| **a == Action::Demote(DemoteKind::Graceful));
+    assert!(matches!((w, s), (Some(w), Some(s)) if w < s), "{steps:?}");
+}
+
+/// The best synchronous standby is the recorded target when none was named.
+#[test]
+fn records_the_best_standby_when_no_target_was_named() {
+    let view = switching().switchover(Some("node1"), None).build();
+    let d = run(leader(10_000), view, 10_100);
+    assert!(
+        d.steps().contains(&&handoff_write("node2", None)),
+        "{:?}",
+        d.steps()
+    );
+}
+
+fn stopped_leader(clean: bool) -> Node {
+    Node::new("node1")
+        .stopped(crate::local::DataDir::Standby, pos(1, 1001))
+        .lease(10_000)
+        .edit(|l| l.pg.clean_shutdown = clean)
+}
+
+/// After a clean shutdown the leader records where its WAL ends, then
+/// releases the key.
+#[test]
+fn after_a_clean_shutdown_records_the_final_position_then_releases() {
+    let view = switching().handoff("node2", None).build();
+    let d = run(stopped_leader(true), view, 10_100);
+    let want = handoff_write("node2", Some(pos(1, 1001)));
+    let steps = d.steps();
+    let w = steps.iter().position(|a| **a == want);
+    let r = steps.iter().position(|a| **a == Action::ReleaseLeader);
+    assert!(matches!((w, r), (Some(w), Some(r)) if w < r), "{steps:?}");
+}
+
+/// Without a clean shutdown (or a recorded target) there is no final
+/// position to give: release only, the ordinary promotion rule applies.
+#[test]
+fn an_unclean_stop_releases_without_a_final_position() {
+    let view = switching().handoff("node2", None).build();
+    let d = run(stopped_leader(false), view, 10_100);
+    assert_eq!(
+        d.steps(),
+        vec![&Action::RenewLeader, &Action::ReleaseLeader]
+    );
+    let d = run(stopped_leader(true), switching().build(), 10_100);
+    assert_eq!(
+        d.steps(),
+        vec![&Action::RenewLeader, &Action::ReleaseLeader]
+    );
+}
+
+/// node1 shut down cleanly at 1001 and handed over to node2; node3 has
+/// not reported yet (still shown streaming).
+fn handed_over(target_at: u64) -> View {
+    View::new()
+        .sync(5, "node1", &["node2", "node3"], 1)
+        .handoff("node2", Some(pos(1, 1001)))
+        .detached("node2", 5, pos(1, target_at))
+        .standby("node3", Some("node1"), pos(1, target_at))
+}
+
+/// The target promotes on the hand-over alone, without node3's report.
+#[test]
+fn the_target_takes_the_key_without_the_other_reports() {
+    let node2 = Node::new("node2")
+        .running_standby(None, pos(1, 1010))
+        .detached(5);
+    let d = run(node2, handed_over(1010).build(), 10_100);
+    assert_eq!(d.steps(), vec![&Action::AcquireLeader], "{}", d.reason);
+    assert!(d.reason.contains("handed over to me"), "{}", d.reason);
+}
+
+/// A target whose WAL does not reach the final position gets no shortcut.
+#[test]
+fn a_target_short_of_the_final_position_needs_the_reports() {
+    let node2 = Node::new("node2")
+        .running_standby(None, pos(1, 1000))
+        .detached(5);
+    let d = run(node2, handed_over(1000).build(), 10_100);
+    assert!(d.steps().is_empty(), "{}", d.reason);
+    assert!(d.reason.contains("no safe candidate"), "{}", d.reason);
+}
+
+/// The other standbys leave the key to the target.
+#[test]
+fn the_others_wait_for_the_target() {
+    let node3 = Node::new("node3")
+        .running_standby(None, pos(1, 1010))
+        .detached(5);
+    let view = handed_over(1010).detached("node3", 5, pos(1, 1010)).build();
+    let d = run(node3, view, 10_100);
+    assert!(d.steps().is_empty(), "{}", d.reason);
+    assert!(d.reason.contains("node2 takes over"), "{}", d.reason);
+}
+
+/// A leader that runs a primary again in its own term (the request was
+/// withdrawn after the shutdown) first clears its hand-over record: its
+/// final position would no longer be the end of its WAL.
+#[test]
+fn a_leader_becoming_writable_again_clears_its_handoff_first() {
+    let view = View::new()
+        .established("node1", 5, &["node2", "node3"], 1)
+        .handoff("node2", Some(pos(1, 1001)))
+        .standby("node2", None, pos(1, 1001))
+        .standby("node3", None, pos(1, 1001))
+        .build();
+    let node1 = Node::new("node1")
+        .running_standby(None, pos(1, 1001))
+        .lease(10_000);
+    let d = run(node1, view, 10_100);
+    let cleared = Action::WriteSyncKey(crate::view::SyncRecord {
+        term: 5,
+        leader: "node1".into(),
+        set: set(&["node2", "node3"], 1),
+        handoff: None,
+    });
+    let steps = d.steps();
+    let c = steps.iter().position(|a| **a == cleared);
+    let p = steps
+        .iter()
+        .position(|a| matches!(a, Action::Promote { .. }));
+    assert!(matches!((c, p), (Some(c), Some(p)) if c < p), "{steps:?}");
+}

@@ -127,6 +127,7 @@ fn initialize_winner_bootstraps_then_takes_the_lease_then_starts() {
         term: 7,
         leader: "node1".into(),
         set: SyncSet::no_promotion(),
+        handoff: None,
     });
     let start = Action::StartAsPrimary {
         sync_names: SyncStandbyNames::AnyStandby,
@@ -265,6 +266,7 @@ fn new_holder_rechecks_claims_term_then_promotes() {
         term: 9,
         leader: "node2".into(),
         set: set(&["node2", "node3"], 1),
+        handoff: None,
     });
     let promote = Action::Promote {
         sync_names: quorum(&["node3"], 1),
@@ -411,6 +413,7 @@ fn leader_records_the_smaller_set_once_the_rest_flushed() {
         term: 5,
         leader: "node1".into(),
         set: set(&["node2"], 1),
+        handoff: None,
     });
     assert_eq!(steps(&d), vec![Action::RenewLeader, write], "{}", d.reason);
 }
@@ -444,10 +447,15 @@ fn leader_with_no_standby_falls_back_to_async_loudly_when_allowed() {
 fn switchover_demotes_gracefully_when_target_is_sync_and_caught_up() {
     let view = cluster().switchover(Some("node1"), Some("node2")).build();
     let d = run(leader_node(), view, 10_100);
-    assert_eq!(
-        steps(&d),
-        vec![Action::RenewLeader, Action::Demote(DemoteKind::Graceful)]
+    let s = steps(&d);
+    assert_eq!(s.len(), 3, "{s:?}");
+    assert_eq!(s[0], Action::RenewLeader);
+    assert!(
+        matches!(&s[1], Action::WriteSyncKey(r)
+            if r.handoff.as_ref().is_some_and(|h| h.to == "node2" && h.final_position.is_none())),
+        "the target is recorded first: {s:?}"
     );
+    assert_eq!(s[2], Action::Demote(DemoteKind::Graceful));
 }
 
 #[test]

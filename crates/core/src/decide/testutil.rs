@@ -63,6 +63,7 @@ impl View {
             term,
             leader: leader.into(),
             set: set(members, k),
+            handoff: None,
         });
         self
     }
@@ -114,6 +115,17 @@ impl View {
 
     pub fn config(mut self, f: impl FnOnce(&mut DynamicConfig)) -> View {
         f(&mut self.0.config);
+        self
+    }
+
+    /// The `/sync` record (set before) names a hand-over to `to`.
+    pub fn handoff(mut self, to: &str, final_position: Option<WalPos>) -> View {
+        if let Some(s) = self.0.sync.as_mut() {
+            s.handoff = Some(crate::view::Handoff {
+                to: to.into(),
+                final_position,
+            });
+        }
         self
     }
 

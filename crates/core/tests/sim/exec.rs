@@ -50,6 +50,7 @@ impl World {
             stopped_since: n.mem.stopped_since,
             diverged,
             rewind_failed: n.mem.rewind_failed,
+            clean_shutdown: !n.pg.running && n.pg.clean,
         };
         LocalState {
             name: n.name.clone(),
@@ -379,6 +380,7 @@ impl World {
         if kind == DemoteKind::Graceful {
             d.standby_signal = true;
             d.upstream = None;
+            n.pg.clean = true;
         }
         Ok(())
     }

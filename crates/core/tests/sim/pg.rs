@@ -67,6 +67,9 @@ pub struct Pg {
     pub pending: Vec<Pending>,
     /// Computed each step: the WAL receiver streams from `upstream`.
     pub streaming: bool,
+    /// Stopped by a graceful demote (a primary's clean shutdown), not a
+    /// crash: the WAL ends with the shutdown checkpoint.
+    pub clean: bool,
 }
 
 impl Pg {
@@ -89,6 +92,7 @@ impl Pg {
     /// Crash or stop: waiting commits are never acknowledged.
     pub fn stop(&mut self) {
         self.running = false;
+        self.clean = false;
         self.streaming = false;
         self.pending.clear();
     }
