@@ -76,10 +76,11 @@ def main():
     p.add_argument("--modes", default="simple,prepared")
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--seconds", type=int, default=5)
+    p.add_argument("--out", help="result JSON (default bench/results/proxy-ab-<date>.json)")
     a = p.parse_args()
     variants = [parse_variant(v) for v in a.variant]
     stamp = datetime.datetime.utcnow().strftime("%Y-%m-%d-%H%M")
-    out = os.path.join(ROOT, "bench", "results", f"proxy-ab-{stamp}.json")
+    out = a.out or os.path.join(ROOT, "bench", "results", f"proxy-ab-{stamp}.json")
     result = {"started": stamp, "machine": procstat.machine(), "settings": vars(a).copy(),
               "runs": []}
     cluster = DevCluster(variants[0][1])
