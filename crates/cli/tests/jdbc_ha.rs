@@ -21,7 +21,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-const JAR: &str = "/usr/share/java/postgresql.jar";
 /// The Java program stops by itself after this long if the test vanished.
 const MAX_RUN_SECS: &str = "600";
 
@@ -29,39 +28,10 @@ fn bin() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_pgha"))
 }
 
-fn require_command(name: &str, what: &str) -> anyhow::Result<PathBuf> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .map(|d| d.join(name))
-        .find(|p| p.is_file())
-        .with_context(|| format!("{what} (`{name}`) not found on PATH: run scripts/install-deps"))
-}
-
 /// Compiles `PghaJdbcLoop.java` into `dir`; the classpath to run it with.
 fn compile(dir: &Path) -> anyhow::Result<String> {
-    anyhow::ensure!(
-        Path::new(JAR).is_file(),
-        "the PostgreSQL JDBC driver (Debian package libpostgresql-jdbc-java) not found at \
-         {JAR}: run scripts/install-deps"
-    );
-    let javac = require_command(
-        "javac",
-        "a Java compiler (Debian package default-jdk-headless)",
-    )?;
-    require_command(
-        "java",
-        "a Java runtime (Debian package default-jdk-headless)",
-    )?;
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/jdbc/PghaJdbcLoop.java");
-    let out = Command::new(javac)
-        .arg("-d")
-        .arg(dir)
-        .args(["-cp", JAR])
-        .arg(src)
-        .output()
-        .context("run javac")?;
-    anyhow::ensure!(out.status.success(), "javac failed: {}", describe(&out));
-    Ok(format!("{JAR}:{}", dir.display()))
+    pgha_testkit::tools::compile_jdbc_program(&src, dir)
 }
 
 /// The running Java client; killed (by its own handle) when dropped.

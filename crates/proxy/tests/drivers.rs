@@ -16,6 +16,7 @@ mod common;
 
 use anyhow::Context;
 use common::*;
+use pgha_testkit::tools::{require, require_command};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -35,24 +36,6 @@ fn drivers_dir() -> PathBuf {
     std::env::var_os("PGHA_TEST_DRIVERS")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("/opt/pgha-test-drivers"))
-}
-
-/// Fails with a message naming the installer when `path` is missing.
-fn require(path: &Path, what: &str) -> anyhow::Result<PathBuf> {
-    anyhow::ensure!(
-        path.exists(),
-        "{what} not found at {}: run scripts/install-deps",
-        path.display()
-    );
-    Ok(path.to_path_buf())
-}
-
-fn require_command(name: &str, what: &str) -> anyhow::Result<PathBuf> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .map(|d| d.join(name))
-        .find(|p| p.is_file())
-        .with_context(|| format!("{what} (`{name}`) not found on PATH: run scripts/install-deps"))
 }
 
 /// A primary + standby behind the proxy, with table `table (id int primary
@@ -126,33 +109,10 @@ fn check(c: &Cluster, out: &HashMap<String, Vec<String>>) -> anyhow::Result<()> 
 
 /// Compiles `PghaJdbc.java` into `dir`; the classpath to run it with.
 async fn compile_jdbc(dir: &Path) -> anyhow::Result<String> {
-    let jar = require(
-        Path::new("/usr/share/java/postgresql.jar"),
-        "the PostgreSQL JDBC driver (Debian package libpostgresql-jdbc-java)",
-    )?;
-    let javac = require_command(
-        "javac",
-        "a Java compiler (Debian package default-jdk-headless)",
-    )?;
-    require_command(
-        "java",
-        "a Java runtime (Debian package default-jdk-headless)",
-    )?;
-    let out = tokio::process::Command::new(javac)
-        .arg("-d")
-        .arg(dir)
-        .arg("-cp")
-        .arg(&jar)
-        .arg(program("PghaJdbc.java"))
-        .output()
+    let (src, dir) = (program("PghaJdbc.java"), dir.to_path_buf());
+    tokio::task::spawn_blocking(move || pgha_testkit::tools::compile_jdbc_program(&src, &dir))
         .await
-        .context("run javac")?;
-    anyhow::ensure!(
-        out.status.success(),
-        "javac failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Ok(format!("{}:{}", jar.display(), dir.display()))
+        .context("javac task")?
 }
 
 async fn run_jdbc(classpath: &str, url: &str) -> anyhow::Result<HashMap<String, Vec<String>>> {

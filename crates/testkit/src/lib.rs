@@ -8,6 +8,7 @@ pub mod etcd;
 pub mod pg;
 pub mod ports;
 pub mod process;
+pub mod tools;
 pub mod wait;
 pub mod workload;
 
