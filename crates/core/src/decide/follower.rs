@@ -25,12 +25,21 @@ pub(crate) fn decide(ctx: &Ctx<'_>, leader: &str) -> Decision {
             ),
         );
     }
-    let ready = ctx.view.established_leader().is_some()
-        && ctx
-            .view
-            .members
-            .get(leader)
-            .is_some_and(|m| m.is_running_primary());
+    let established = ctx.view.established_leader().is_some();
+    let rec = ctx.view.members.get(leader);
+    let ready = established && rec.is_some_and(|m| m.is_running_primary());
+    // The leader has claimed its term and is promoting: a running standby
+    // points at it already (streaming from it as a cascade until it runs as
+    // a primary), so its WAL receiver reconnects as soon as the new primary
+    // takes connections instead of after this agent's next look at the
+    // leader's record. Nothing else (clone, rewind, start) uses a leader
+    // that is not a primary yet.
+    let promoting = established && rec.is_some_and(|m| m.is_running_standby());
+    if promoting && !ready && pg.is_running_standby() && !ctx.local.reinit_requested {
+        if let Some(up) = ctx.upstream(leader) {
+            return follow_promoting(ctx, up);
+        }
+    }
     let upstream = ctx.upstream(leader).filter(|_| ready);
     match upstream {
         None => not_ready(ctx, leader),
@@ -44,6 +53,22 @@ pub(crate) fn decide(ctx: &Ctx<'_>, leader: &str) -> Decision {
         ),
         Some(up) => rejoin(ctx, up),
     }
+}
+
+/// The established leader still runs in recovery (promoting): follow it now.
+fn follow_promoting(ctx: &Ctx<'_>, up: Upstream) -> Decision {
+    let pg = &ctx.local.pg;
+    let name = up.name.clone();
+    if pg.upstream.as_deref() != Some(name.as_str()) || ctx.local.detached.is_some() {
+        return ctx.decision_now(
+            vec![Action::FollowLeader(up)],
+            format!("following the leader {name} while it promotes"),
+        );
+    }
+    ctx.decision_soon(
+        vec![],
+        format!("waiting for {name} to finish taking over (following it already)"),
+    )
 }
 
 /// The leader is not established or not a running primary yet.

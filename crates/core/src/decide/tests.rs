@@ -341,6 +341,32 @@ fn standby_does_not_follow_a_leader_that_has_not_claimed_its_term() {
     assert!(steps(&run(n, view, 0)).is_empty());
 }
 
+/// A leader that claimed its term but still promotes is followed at once by
+/// a running standby (cascading until it is a primary); a stopped node
+/// still waits for a running primary to rejoin from.
+#[test]
+fn standby_follows_a_claimed_leader_while_it_promotes() {
+    let view = || {
+        View::new()
+            .established("node2", 9, &["node2", "node3"], 1)
+            .standby("node2", None, pos(1, 1000))
+            .build()
+    };
+    let n = Node::new("node3")
+        .running_standby(None, pos(1, 990))
+        .detached(5);
+    let d = run(n, view(), 0);
+    assert!(
+        matches!(steps(&d)[..], [Action::FollowLeader(ref u)] if u.name == "node2"),
+        "{}",
+        d.reason
+    );
+    let n = Node::new("node3").running_standby(Some("node2"), pos(1, 990));
+    assert!(steps(&run(n, view(), 0)).is_empty());
+    let n = Node::new("node1").stopped(DataDir::Primary, pos(1, 1200));
+    assert!(steps(&run(n, view(), 0)).is_empty());
+}
+
 #[test]
 fn standby_of_the_old_primary_detaches_when_a_new_holder_appears() {
     let view = leaderless().leader("node2", 9).build();
@@ -630,7 +656,8 @@ fn leader_with_unknown_role_does_not_restart_a_running_server() {
 }
 
 /// The promise "detached after term T" must never name the term of a leader
-/// we will follow: once the holder claimed its term, standbys just wait.
+/// we will follow: once the holder claimed its term, standbys do not detach
+/// (they follow it, even while it still promotes).
 #[test]
 fn standby_does_not_detach_for_the_term_of_a_claimed_leader() {
     let view = View::new()
@@ -639,7 +666,13 @@ fn standby_does_not_detach_for_the_term_of_a_claimed_leader() {
         .build();
     let n = Node::new("node3").running_standby(Some("node1"), pos(1, 990));
     let d = run(n, view, 0);
-    assert!(steps(&d).is_empty(), "{:?}", d.actions);
+    assert!(
+        !d.steps()
+            .iter()
+            .any(|a| matches!(a, Action::DetachFromPrimary { .. })),
+        "{:?}",
+        d.actions
+    );
 }
 
 /// A nofailover member ahead of everyone must not block failover when the
