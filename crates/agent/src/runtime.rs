@@ -346,15 +346,6 @@ impl Agent {
                 let r = self.restart_postgres().await.map_err(|e| format!("{e:#}"));
                 let _ = reply.send(r);
             }
-            AgentCommand::Checkpoint { reply } => {
-                let (host, port) = (self.me.host.clone(), self.me.port);
-                let user = self.cfg.superuser.clone();
-                let password = self.secrets.admin_password.clone();
-                tokio::spawn(async move {
-                    let r = checkpoint(&host, port, &user, &password).await;
-                    let _ = reply.send(r.map_err(|e| format!("{e:#}")));
-                });
-            }
             AgentCommand::Reinit { reply } => {
                 let is_leader = self.keeper.lease().is_some();
                 let r = if is_leader {
@@ -386,20 +377,6 @@ impl Agent {
             let _ = self.dcs.revoke_lease(lease).await;
         }
     }
-}
-
-/// A CHECKPOINT on a connection of its own (it may take seconds on a busy
-/// machine; the loop keeps running meanwhile).
-async fn checkpoint(host: &str, port: u16, user: &str, password: &str) -> anyhow::Result<()> {
-    let client =
-        pgha_postgres::probe::connect(host, port, user, password, Duration::from_secs(5)).await?;
-    let started = Instant::now();
-    client.batch_execute("CHECKPOINT").await?;
-    tracing::info!(
-        took_ms = started.elapsed().as_millis() as u64,
-        "checkpoint done on request"
-    );
-    Ok(())
 }
 
 /// How often the postmaster watcher checks that the postmaster lives.

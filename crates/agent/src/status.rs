@@ -69,9 +69,4 @@ pub enum AgentCommand {
     Reinit {
         reply: oneshot::Sender<Result<(), String>>,
     },
-    /// Run a CHECKPOINT (on its own connection, without holding up the
-    /// loop), so that a shutdown soon after has little left to write.
-    Checkpoint {
-        reply: oneshot::Sender<Result<(), String>>,
-    },
 }

@@ -52,7 +52,6 @@ pub fn authorized(headers: &HeaderMap, token: &str) -> bool {
 pub enum Control {
     Restart,
     Reinit,
-    Checkpoint,
 }
 
 impl Control {
@@ -60,7 +59,6 @@ impl Control {
         match self {
             Control::Restart => "restart",
             Control::Reinit => "reinit",
-            Control::Checkpoint => "checkpoint",
         }
     }
 
@@ -68,7 +66,6 @@ impl Control {
         match self {
             Control::Restart => AgentCommand::Restart { reply },
             Control::Reinit => AgentCommand::Reinit { reply },
-            Control::Checkpoint => AgentCommand::Checkpoint { reply },
         }
     }
 }

@@ -16,7 +16,6 @@
 //! | `/cluster` | always (cluster document) | |
 //! | `/config` | always (the dynamic config, or null before the first DCS read) | |
 //! | `POST /restart`, `POST /reinit` | done (token required) | 202/401/500/503 |
-//! | `POST /checkpoint` | a CHECKPOINT ran (token required; `pgha switchover` asks the leader first, so that its shutdown checkpoint is short) | 202/401/500/503 |
 //!
 //! Health endpoints answer GET, HEAD and OPTIONS alike (HAProxy's `option
 //! httpchk` sends OPTIONS by default); their bodies are the node document.
@@ -109,7 +108,6 @@ fn router(state: Shared) -> Router {
         .route("/liveness", any(liveness))
         .route("/restart", post(restart))
         .route("/reinit", post(reinit))
-        .route("/checkpoint", post(checkpoint))
         .fallback(health_check)
         .with_state(state)
 }
@@ -209,10 +207,6 @@ async fn restart(State(st): State<Shared>, headers: HeaderMap) -> Response {
 
 async fn reinit(State(st): State<Shared>, headers: HeaderMap) -> Response {
     control_endpoint(&st, &headers, Control::Reinit).await
-}
-
-async fn checkpoint(State(st): State<Shared>, headers: HeaderMap) -> Response {
-    control_endpoint(&st, &headers, Control::Checkpoint).await
 }
 
 async fn control_endpoint(st: &ApiState, headers: &HeaderMap, what: Control) -> Response {

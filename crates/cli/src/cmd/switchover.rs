@@ -5,10 +5,10 @@
 //! lease. This command then waits until the leader key names another member
 //! (the target, if one was given).
 //!
-//! Before writing an immediate request it asks the leader's agent for a
-//! CHECKPOINT (`POST /checkpoint`, best effort): the proxies pause as soon
-//! as the request appears, and the leader's clean shutdown then has little
-//! left to write, which keeps that pause short.
+//! Before writing an immediate request it runs a CHECKPOINT on the leader
+//! (best effort, superuser password from the secrets directory): the
+//! proxies pause as soon as the request appears, and the leader's clean
+//! shutdown then has little left to write, which keeps that pause short.
 //!
 //! With `--at TIME` the request is only submitted: the leader acts when the
 //! time comes (the request shows in `pgha status` until then).
@@ -162,34 +162,39 @@ async fn switchover(
     }
 }
 
-/// Ask `leader`'s agent to run a CHECKPOINT before the switchover pauses
-/// the proxies. Best effort: a failure only means a longer pause.
+/// Run a CHECKPOINT on `leader` before the switchover pauses the proxies
+/// (superuser password from the secrets directory). Best effort: a failure
+/// only means a longer pause.
 async fn checkpoint_first(target: &Target, leader: &str) {
     let Some(m) = target.config.member(leader) else {
         return;
     };
-    let token = match target.api_token() {
-        Ok(t) => t,
-        Err(e) => {
-            eprintln!("pgha: not asking {leader} to checkpoint first: {e:#}");
-            return;
-        }
-    };
-    let auth = format!("Bearer {token}");
-    let url = format!("{}/checkpoint", m.api_url());
     let started = Instant::now();
-    let headers = [("Authorization", auth.as_str())];
-    match client::request("POST", &url, &headers, &[], CHECKPOINT_WAIT).await {
-        Ok(r) if r.status == 200 => println!(
+    let result = async {
+        let secrets = pgha_postgres::Secrets::load(&target.config.secrets_dir)
+            .context("read the superuser password")?;
+        let client = pgha_postgres::probe::connect(
+            &m.host,
+            m.port,
+            &target.config.superuser,
+            &secrets.admin_password,
+            Duration::from_secs(5),
+        )
+        .await
+        .with_context(|| format!("connect to {leader}"))?;
+        tokio::time::timeout(CHECKPOINT_WAIT, client.batch_execute("CHECKPOINT"))
+            .await
+            .context("timed out")?
+            .context("CHECKPOINT")?;
+        anyhow::Ok(())
+    }
+    .await;
+    match result {
+        Ok(()) => println!(
             "checkpoint on {leader} done in {:.1}s",
             started.elapsed().as_secs_f64()
         ),
-        Ok(r) => eprintln!(
-            "pgha: checkpoint on {leader} not done (HTTP {}): {}; going ahead",
-            r.status,
-            r.text()
-        ),
-        Err(e) => eprintln!("pgha: checkpoint on {leader} not done: {e}; going ahead"),
+        Err(e) => eprintln!("pgha: checkpoint on {leader} not done ({e:#}); going ahead"),
     }
 }
 
