@@ -3,7 +3,7 @@
 //! `pgha_core::action` asks, reports success or an error, and updates the
 //! runtime memory the core relies on.
 
-use crate::runtime::Agent;
+use crate::runtime::{Agent, Published};
 use anyhow::{bail, Context};
 use pgha_config::Member;
 use pgha_core::{
@@ -11,7 +11,7 @@ use pgha_core::{
 };
 use pgha_postgres::seed::{SeedContext, CLONE_TIMEOUT, START_TIMEOUT};
 use pgha_postgres::StopMode;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 impl Agent {
     fn seed(&self) -> SeedContext<'_> {
@@ -46,9 +46,22 @@ impl Agent {
             Action::PublishMember(state) => {
                 let lease = self.member_lease().await?;
                 let json = serde_json::to_vec(state)?;
-                self.dcs
-                    .put(&self.keys.member(&self.me.name), &json, Some(lease))
-                    .await?;
+                // Rewritten anyway after a TTL, should someone have deleted it.
+                let refresh = Duration::from_millis(self.last_config.ttl.0);
+                let unchanged = self.mem.published.as_ref().is_some_and(|p| {
+                    p.json == json && p.lease == lease && p.at.elapsed() < refresh
+                });
+                if !unchanged {
+                    self.mem.published = None;
+                    self.dcs
+                        .put(&self.keys.member(&self.me.name), &json, Some(lease))
+                        .await?;
+                    self.mem.published = Some(Published {
+                        json,
+                        lease,
+                        at: Instant::now(),
+                    });
+                }
             }
             Action::AcquireInitialize => {
                 self.dcs

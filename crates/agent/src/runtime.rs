@@ -39,6 +39,19 @@ pub struct Memory {
     /// When the pending switchover request was first seen due (bounds the
     /// wait for the proxies to drain).
     pub switchover_seen: Option<SwitchoverSeen>,
+    /// The member record last written, under which lease and when: an
+    /// unchanged record is not written again (every write wakes every
+    /// agent's watch, so re-writing it each iteration kept all agents
+    /// looping back to back on an idle cluster).
+    pub published: Option<Published>,
+}
+
+/// A member record as last written to the DCS.
+#[derive(Debug)]
+pub struct Published {
+    pub json: Vec<u8>,
+    pub lease: LeaseId,
+    pub at: Instant,
 }
 
 pub struct Agent {
