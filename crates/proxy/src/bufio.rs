@@ -1,8 +1,10 @@
 //! Reading sockets without a per-connection read buffer: a read lands in a
 //! per-thread scratch buffer and only the bytes that arrived are appended to
-//! the connection's own `BytesMut`. An idle session therefore holds no read
-//! buffer at all (the memory target is many thousands of idle clients),
-//! and a busy one holds exactly what is pending.
+//! the connection's own `BytesMut`. A buffer that has to grow gets at least
+//! [`MIN_RESERVE`] bytes; an active session keeps that memory between
+//! transactions (no allocation per read), and a session frees its empty
+//! buffers after being idle for a while (the memory target is many thousands
+//! of idle clients), see `Session::idle_tick`.
 //!
 //! Hazard: the scratch buffer is borrowed only inside one `poll_read` (no
 //! `.await` while it is borrowed); a re-entrant borrow falls back to a
@@ -18,6 +20,10 @@ use tokio::io::{AsyncRead, ReadBuf};
 
 /// Largest single read (bytes).
 const SCRATCH: usize = 64 * 1024;
+
+/// Smallest growth of a connection buffer (bytes): small messages do not
+/// make a buffer grow in steps of a few bytes.
+const MIN_RESERVE: usize = 2048;
 
 thread_local! {
     static BUF: RefCell<Box<[u8]>> = RefCell::new(vec![0u8; SCRATCH].into_boxed_slice());
@@ -48,6 +54,10 @@ fn read_via<R: AsyncRead>(
 ) -> Poll<io::Result<usize>> {
     let mut rb = ReadBuf::new(scratch);
     ready!(rd.poll_read(cx, &mut rb))?;
+    let n = rb.filled().len();
+    if buf.capacity() - buf.len() < n {
+        buf.reserve(n.max(MIN_RESERVE));
+    }
     buf.extend_from_slice(rb.filled());
     Poll::Ready(Ok(rb.filled().len()))
 }

@@ -39,9 +39,13 @@ use login_cache::{LoginKey, ParamSet};
 /// Stop reading a backend while this much output waits for the client.
 const CLIENT_HIGH_WATER: usize = 1 << 20;
 
+/// A session keeps its (empty) buffers while it is active and frees them
+/// once it has had no I/O event for one to two of these periods.
+const IDLE_RELEASE: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// The client socket (plain or TLS) and its buffers. Both buffers are empty
-/// without an allocation while the session is idle (see
-/// [`Session::release_idle_buffers`]).
+/// without an allocation once the session has been idle for a while (see
+/// [`Session::idle_tick`]).
 pub struct ClientIo {
     rd: ClientRead,
     wr: ClientWrite,
@@ -207,6 +211,15 @@ pub struct Session {
     /// good (unknown database, no CONNECT privilege...): that FATAL ends the
     /// session, as it would have ended a direct login.
     refused: Option<Bytes>,
+    /// I/O events so far (wraps); compared at each idle-timer tick.
+    events: u64,
+    /// `events` at the last idle-timer tick.
+    events_at_tick: u64,
+    /// Armed only while the session holds buffer memory: ticks every
+    /// [`IDLE_RELEASE`]; a tick with no event since the previous one frees
+    /// the empty buffers (see [`Session::idle_tick`]). No timer operation
+    /// happens per transaction.
+    idle_timer: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
 }
 
 impl Drop for Session {
@@ -250,6 +263,9 @@ impl Session {
             in_flight: None,
             unverified: None,
             refused: None,
+            events: 0,
+            events_at_tick: 0,
+            idle_timer: None,
         }
     }
 
@@ -362,9 +378,7 @@ impl Session {
     }
 
     /// Drops buffers that are empty, so an idle session holds no buffer
-    /// memory (reads append to exactly-sized buffers, see [`crate::bufio`]).
-    /// A buffer that still has bytes is kept; freeing an empty one is a
-    /// `free` of a small block, cheaper than keeping 8 KiB per client.
+    /// memory. A buffer that still has bytes is kept.
     fn release_idle_buffers(&mut self) {
         release_if_empty(&mut self.io.rbuf);
         release_if_empty(&mut self.io.wbuf);
@@ -373,6 +387,43 @@ impl Session {
                 release_if_empty(&mut b.conn.rbuf);
                 release_if_empty(&mut b.conn.wbuf);
             }
+        }
+    }
+
+    /// True while some buffer of the session holds memory.
+    fn holds_buffers(&self) -> bool {
+        self.io.rbuf.capacity() > 0
+            || self.io.wbuf.capacity() > 0
+            || self
+                .backends
+                .iter()
+                .flatten()
+                .any(|b| b.conn.rbuf.capacity() > 0 || b.conn.wbuf.capacity() > 0)
+    }
+
+    /// Arms the idle timer when the session holds buffers and it is not
+    /// armed yet (once per active period, not per transaction).
+    fn arm_idle_timer(&mut self) {
+        if self.idle_timer.is_none() && self.holds_buffers() {
+            self.events_at_tick = self.events;
+            self.idle_timer = Some(Box::pin(tokio::time::sleep(IDLE_RELEASE)));
+        }
+    }
+
+    /// The idle timer fired: with no I/O event during the last period, frees
+    /// the empty buffers (and drops the timer once nothing is held);
+    /// otherwise it ticks again one period later.
+    fn idle_tick(&mut self) {
+        if self.events == self.events_at_tick {
+            self.release_idle_buffers();
+            if !self.holds_buffers() {
+                self.idle_timer = None;
+                return;
+            }
+        }
+        self.events_at_tick = self.events;
+        if let Some(t) = self.idle_timer.as_mut() {
+            t.as_mut().reset(tokio::time::Instant::now() + IDLE_RELEASE);
         }
     }
 
@@ -389,6 +440,8 @@ impl Session {
     }
 
     async fn run(&mut self) -> Result<(), SessionError> {
+        // The login's buffers: an idle client holds nothing from the start.
+        self.release_idle_buffers();
         loop {
             if let Some(bytes) = self.retry.take() {
                 self.redispatch(bytes).await?;
@@ -400,7 +453,7 @@ impl Session {
             }
             self.try_write();
             self.track_in_flight();
-            self.release_idle_buffers();
+            self.arm_idle_timer();
             if self.wait_io().await? == Flow::Exit {
                 return Ok(());
             }
@@ -414,6 +467,7 @@ impl Session {
             ClientWrote(std::io::Result<usize>),
             BackendRead(std::io::Result<usize>),
             BackendWrote(std::io::Result<usize>),
+            IdleTick,
         }
         let backend_full = self
             .active
@@ -422,6 +476,7 @@ impl Session {
         let read_client = !self.blocked() && self.retry.is_none() && !backend_full;
         let read_backend = self.io.wbuf.len() < CLIENT_HIGH_WATER;
         let ev = {
+            let timer = &mut self.idle_timer;
             let io = &mut self.io;
             let be = self
                 .active
@@ -442,8 +497,14 @@ impl Session {
                 r = write_out(&mut io.wr, &mut io.wbuf), if has_out => Ev::ClientWrote(r),
                 r = read_opt(brd) => Ev::BackendRead(r),
                 r = write_opt(bwr) => Ev::BackendWrote(r),
+                () = tick_opt(timer) => Ev::IdleTick,
             }
         };
+        if matches!(ev, Ev::IdleTick) {
+            self.idle_tick();
+            return Ok(Flow::Continue);
+        }
+        self.events = self.events.wrapping_add(1);
         match ev {
             Ev::ClientRead(Ok(0)) | Ev::ClientRead(Err(_)) => return Ok(Flow::Exit),
             Ev::ClientRead(Ok(_)) => {}
@@ -456,7 +517,7 @@ impl Session {
                 self.respond()?;
                 self.try_write();
             }
-            Ev::BackendWrote(Ok(_)) => {}
+            Ev::BackendWrote(Ok(_)) | Ev::IdleTick => {}
         }
         Ok(Flow::Continue)
     }
@@ -502,6 +563,13 @@ async fn write_out(wr: &mut ClientWrite, buf: &mut BytesMut) -> std::io::Result<
 async fn read_opt(x: Option<(&mut OwnedReadHalf, &mut BytesMut)>) -> std::io::Result<usize> {
     match x {
         Some((rd, buf)) => crate::bufio::read_some(rd, buf).await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn tick_opt(t: &mut Option<std::pin::Pin<Box<tokio::time::Sleep>>>) {
+    match t {
+        Some(s) => s.as_mut().await,
         None => std::future::pending().await,
     }
 }

@@ -304,12 +304,18 @@ fn parameter_status(
     }
 }
 
+/// A forwarded run at least this long moves to the client buffer without a
+/// copy (the client buffer then takes over the backend buffer's memory);
+/// shorter ones are copied, so both buffers keep their memory between
+/// transactions (no allocation per read).
+const MOVE_MIN: usize = 16 * 1024;
+
 /// Moves the forwarded run at the front of the backend buffer to the client.
 fn flush_run(out: &mut BytesMut, b: &mut Backend, run: &mut usize) {
     if *run == 0 {
         return;
     }
-    if out.is_empty() && *run == b.conn.rbuf.len() {
+    if out.is_empty() && *run == b.conn.rbuf.len() && *run >= MOVE_MIN {
         *out = b.conn.rbuf.split();
     } else {
         out.extend_from_slice(&b.conn.rbuf[..*run]);
