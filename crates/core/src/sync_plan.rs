@@ -30,6 +30,9 @@ pub enum SyncStep {
     WriteSync(SyncSet, String),
     /// A step is needed but not yet allowed.
     Wait(String),
+    /// A step waits only for streaming standbys to flush past an LSN, which
+    /// they normally do within milliseconds: check again soon.
+    WaitFlush(String),
 }
 
 /// Inputs of the planner.
@@ -151,10 +154,19 @@ fn easier_record(inp: &SyncInputs<'_>, t: SyncSet) -> SyncStep {
         let why = format!("{} flushed past {at}: recording {t} in /sync", t.names());
         return SyncStep::WriteSync(t, why);
     }
-    SyncStep::Wait(format!(
+    let why = format!(
         "waiting for members of {} to flush past {at} before recording {t} in /sync",
         t.names()
-    ))
+    );
+    let streaming = inp
+        .replicas
+        .iter()
+        .any(|r| t.members.contains(&r.name) && !flushed.contains(&r.name));
+    if streaming {
+        SyncStep::WaitFlush(why)
+    } else {
+        SyncStep::Wait(why)
+    }
 }
 
 /// Neither direct step is safe (e.g. one member replaced by another): record

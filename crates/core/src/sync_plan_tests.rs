@@ -65,7 +65,7 @@ fn removing_a_member_changes_names_first_then_waits_for_flush() {
     let lagging = replicas(&[("b", 99)]);
     let s = step(&bc, &names(&["b"], 1), Some(set(&["b"], 1)), &lagging);
     assert!(
-        matches!(s, SyncStep::Wait(ref w) if w.contains("flush past 0/64")),
+        matches!(s, SyncStep::WaitFlush(ref w) if w.contains("flush past 0/64")),
         "{s:?}"
     );
     let caught_up = replicas(&[("b", 100)]);
@@ -260,7 +260,7 @@ fn walk(
                 }
                 return;
             }
-            SyncStep::Wait(w) => {
+            SyncStep::Wait(w) | SyncStep::WaitFlush(w) => {
                 assert!(!live, "stuck from {r0}/{p0} to {t:?} at {r}/{p}: {w}");
                 return;
             }

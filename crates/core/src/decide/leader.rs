@@ -319,6 +319,10 @@ fn primary(ctx: &Ctx<'_>) -> Decision {
             notes.push(why);
         }
         SyncStep::Idle(why) | SyncStep::Wait(why) => notes.push(why),
+        SyncStep::WaitFlush(why) => {
+            soon = true;
+            notes.push(why);
+        }
     }
     let reason = format!("leader: {}", notes.join("; "));
     if soon {
