@@ -311,6 +311,9 @@ fn primary(ctx: &Ctx<'_>) -> Decision {
     let step = sync_step(ctx);
     match step {
         SyncStep::SetNames(n, why) => {
+            // The next step (recording /sync) needs the standbys to flush
+            // past the LSN the names take effect at: milliseconds away.
+            soon = true;
             actions.push(Action::SetSyncStandbyNames(n));
             notes.push(why);
         }
