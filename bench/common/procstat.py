@@ -123,3 +123,14 @@ def _os_release():
     except OSError:
         pass
     return platform.platform()
+
+
+def stop(proc, sig, timeout):
+    """Sends `sig` to the child `proc` (a subprocess.Popen we started) and
+    waits up to `timeout` seconds, then SIGKILLs it."""
+    proc.send_signal(sig)
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()

@@ -111,12 +111,7 @@ def main():
                             f"avg {r.get('avg_ms') or 0:.3f} ms, load {r['loadavg']}")
     finally:
         for proc, _ in procs.values():
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            procstat.stop(proc, signal.SIGTERM, 10)
         cluster.down()
         with open(out, "w") as f:
             json.dump(result, f, indent=1)

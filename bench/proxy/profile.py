@@ -125,12 +125,7 @@ def callgrind_run(cluster, password, args, outdir):
         dumped = subprocess.run(["callgrind_control", "-d", str(proc.pid)],
                                 capture_output=True).returncode == 0
     finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        procstat.stop(proc, signal.SIGINT, 60)
     files = sorted(glob.glob(out + "*"), key=os.path.getmtime)
     dump = out + ".1" if zeroed and dumped and os.path.exists(out + ".1") else out
     res = {"transactions": r.get("transactions"), "tps_under_valgrind": r.get("tps"),
