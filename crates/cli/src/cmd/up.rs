@@ -394,6 +394,19 @@ impl Health<'_> {
         }
     }
 
+    /// A connection as the superuser with the admin password; errors name `what`.
+    async fn admin_connect(&self, host: &str, port: u16, what: &str) -> Result<PgClient, String> {
+        probe::connect(
+            host,
+            port,
+            &self.cluster.config.superuser,
+            &self.secrets.admin_password,
+            Duration::from_secs(2),
+        )
+        .await
+        .map_err(|e| format!("connect to {what}: {e:#}"))
+    }
+
     /// The cached connection to `leader`, opened when there is none.
     async fn leader_client(&mut self, leader: &str) -> Result<&PgClient, String> {
         let usable = self
@@ -406,15 +419,9 @@ impl Health<'_> {
                 .config
                 .member(leader)
                 .ok_or_else(|| format!("the leader {leader} is not in cluster.toml"))?;
-            let c = probe::connect(
-                &m.host,
-                m.port,
-                &self.cluster.config.superuser,
-                &self.secrets.admin_password,
-                Duration::from_secs(2),
-            )
-            .await
-            .map_err(|e| format!("connect to the leader {leader}: {e:#}"))?;
+            let c = self
+                .admin_connect(&m.host, m.port, &format!("the leader {leader}"))
+                .await?;
             self.leader_conn = Some((leader.to_string(), c));
         }
         self.leader_conn
@@ -456,15 +463,9 @@ impl Health<'_> {
             return Ok(());
         };
         if self.proxy_conn.as_ref().is_none_or(|c| c.is_closed()) {
-            let c = probe::connect(
-                &p.host,
-                p.rw_port,
-                &self.cluster.config.superuser,
-                &self.secrets.admin_password,
-                Duration::from_secs(2),
-            )
-            .await
-            .map_err(|e| format!("connect through the proxy: {e:#}"))?;
+            let c = self
+                .admin_connect(&p.host, p.rw_port, "the proxy's rw port")
+                .await?;
             self.proxy_conn = Some(c);
         }
         let Some(c) = &self.proxy_conn else {
