@@ -127,6 +127,10 @@ def analyse(doc, t_event, present, t_end=None):
     window = [before[-1]] if before else [t_event]
     window += [a[2] for a in after]
     gaps = [b - a for a, b in zip(window, window[1:])]
+    # When writes resumed: the acknowledgement that ends the longest gap.
+    # "First ack after the first error" misreads a run in which the client
+    # saw no error (a backend of the dying primary acknowledged once more).
+    resumed = window[gaps.index(max(gaps)) + 1] if gaps else None
     failed = [e for e in errors if e[2] is not None and e[0] >= (before[-1] if before else t_event) - 0.001]
     failed_conn = [e for e in errors if e[2] is None and e[0] >= t_event]
     unknown_committed = sorted({e[2] for e in errors if e[2] is not None} & present)
@@ -137,6 +141,7 @@ def analyse(doc, t_event, present, t_end=None):
     return {
         "first_ack_after_s": None if first is None else round(first - t_event, 4),
         "longest_gap_s": round(max(gaps), 4) if gaps else None,
+        "resumed_after_s": None if resumed is None else round(resumed - t_event, 4),
         "acked": len(acked), "lost": len(lost), "lost_ids": lost[:50],
         "failed_tx": len(failed), "failed_connects": len(failed_conn),
         "errored_but_committed": len(unknown_committed),
@@ -205,7 +210,7 @@ class Bench:
     def record(self, rec):
         rec["loadavg_after"] = loadavg()
         self.records.append(rec)
-        keys = ("first_ack_after_s", "longest_gap_s", "failed_tx", "lost", "seconds", "error")
+        keys = ("resumed_after_s", "longest_gap_s", "failed_tx", "lost", "seconds", "error")
         log("  " + ", ".join(f"{k}={rec[k]}" for k in keys if k in rec))
         self.save()
 
@@ -261,7 +266,7 @@ class Bench:
                 rec["error"] = "the cluster did not become healthy again: " + rec["restore_error"]
             elif not ok:
                 rec["error"] = f"no acknowledged write within {self.args.timeout}s"
-            wall_ack = None if rec["first_ack_after_s"] is None else wall_event + rec["first_ack_after_s"]
+            wall_ack = None if rec["resumed_after_s"] is None else wall_event + rec["resumed_after_s"]
             rec["log_timeline"] = logscan.timeline(c.logs(), wall_event, wall_ack)
         except Exception as e:  # noqa: BLE001
             rec["error"] = f"{type(e).__name__}: {str(e)[:1500]}"

@@ -11,13 +11,14 @@ library only.
 import json
 import sys
 
-NAMES = {"node": "Node crash (manager + PostgreSQL SIGKILLed on the primary): seconds from the kill to the first acknowledged write",
-         "pg": "PostgreSQL-only crash (postmaster SIGKILLed, manager alive): seconds from the kill to the first acknowledged write",
+NAMES = {"node": "Node crash (manager + PostgreSQL SIGKILLed on the primary): seconds from the kill until writes resumed (the acknowledgement that ends the longest write gap)",
+         "pg": "PostgreSQL-only crash (postmaster SIGKILLed, manager alive): seconds from the kill until writes resumed (the acknowledgement that ends the longest write gap)",
          "switch": "Planned switchover under writes",
          "stop": "SIGSTOP of the primary's manager (SIGCONT once another member is primary)",
          "bootstrap": "Bootstrap of a new three-node synchronous cluster until healthy"}
-COLUMNS = {"node": [("first_ack_after_s", "RTO s"), ("longest_gap_s", "longest write gap s")],
-           "pg": [("first_ack_after_s", "RTO s"), ("longest_gap_s", "longest write gap s")],
+RTO = [("resumed_after_s", "RTO s"), ("longest_gap_s", "longest write gap s")]
+COLUMNS = {"node": RTO,
+           "pg": RTO,
            "switch": [("longest_gap_s", "longest write gap s"), ("failed_tx", "failed tx"),
                       ("command_s", "command s")],
            "stop": [("promoted_after_s", "promoted after s"), ("longest_gap_s", "longest write gap s"),

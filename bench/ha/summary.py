@@ -5,7 +5,7 @@ error are counted and left out of the statistics, never silently dropped.
 
 import statistics
 
-METRICS = ("first_ack_after_s", "longest_gap_s", "failed_tx", "lost", "seconds", "command_s",
+METRICS = ("first_ack_after_s", "resumed_after_s", "longest_gap_s", "failed_tx", "lost", "seconds", "command_s",
            "promoted_after_s")
 
 
@@ -36,7 +36,7 @@ def summarise(records):
         for name, entry in variants.items():
             if name == "pgha":
                 continue
-            for m in ("first_ack_after_s", "longest_gap_s", "seconds"):
+            for m in ("resumed_after_s", "first_ack_after_s", "longest_gap_s", "seconds"):
                 if m in base and m in entry and entry[m]["median"]:
                     entry.setdefault("pgha_ratio", {})[m] = round(base[m]["median"] / entry[m]["median"], 3)
     return out
