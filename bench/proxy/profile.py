@@ -87,6 +87,29 @@ def strace_run(pid, port, password, args, outdir, seconds):
     return n
 
 
+# The outermost function of a session's future, in the order the proxy has
+# had them: since sessions run on session threads the future is the closure
+# spawned by `Workers::spawn`, with `session::serve`'s own future inlined
+# into it (only `serve::{{closure}}::{{closure}}` is left); without session
+# threads it is `serve::{{closure}}`. They nest, so the largest inclusive
+# cost among those present is the whole session.
+SESSION_FUNCTIONS = (
+    "pgha_proxy::server::Workers::spawn::{{closure}}",
+    "pgha_proxy::session::serve::{{closure}}",
+    "pgha_proxy::session::serve::{{closure}}::{{closure}}",
+)
+
+
+def session_cost(incl):
+    """(function name, inclusive instructions) of the session future; (None, 0)
+    when no known name is in the profile (renamed: update SESSION_FUNCTIONS)."""
+    found = [(incl[f], f) for f in SESSION_FUNCTIONS if f in incl]
+    if not found:
+        return None, 0
+    cost, name = max(found)
+    return name, cost
+
+
 def callgrind_run(cluster, password, args, outdir):
     """A second proxy (same proxy.toml, its own rw port) under callgrind:
     instructions per transaction in user space, independent of machine load."""
@@ -142,8 +165,12 @@ def callgrind_run(cluster, password, args, outdir):
         m = re.match(r"^\s*([\d,]+) \(\s*[\d.]+%\)\s+\S*?:(.*) \[", line)
         if m:
             incl.setdefault(m.group(2), int(m.group(1).replace(",", "")))
-    serve = incl.get("pgha_proxy::session::serve::{{closure}}", 0)
+    session_fn, serve = session_cost(incl)
     login = incl.get("pgha_proxy::session::startup::start::{{closure}}", 0)
+    res["session_function"] = session_fn
+    # 0 when the login was inlined into the session future: then the
+    # session figure includes the logins of this run (one per connection).
+    res["login_subtracted"] = login > 0
     if n:
         # The per-transaction path: sessions minus their logins (which
         # happen once per connection and, under valgrind, include reconnects).
@@ -158,6 +185,19 @@ def callgrind_run(cluster, password, args, outdir):
     return res  # the raw callgrind.out* files are git-ignored (bench/.gitignore)
 
 
+def unique_dir(path):
+    """Create `path`, or `path-2`, `path-3`...: two profiles started in the
+    same minute (several engineers share this checkout) must not mix files."""
+    for i in range(1, 100):
+        candidate = path if i == 1 else f"{path}-{i}"
+        try:
+            os.makedirs(candidate)
+            return candidate
+        except FileExistsError:
+            continue
+    raise RuntimeError(f"no free directory name for {path}")
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--pgha-bin", default=os.path.join(ROOT, "target", "release", "pgha"))
@@ -167,8 +207,7 @@ def main():
     p.add_argument("--only", choices=["perf", "callgrind"], help="run one view only")
     a = p.parse_args()
     stamp = datetime.datetime.utcnow().strftime("%Y-%m-%d-%H%M")
-    outdir = os.path.join(ROOT, "bench", "results", f"proxy-profile-{stamp}")
-    os.makedirs(outdir, exist_ok=True)
+    outdir = unique_dir(os.path.join(ROOT, "bench", "results", f"proxy-profile-{stamp}"))
     summary = {"started": stamp, "mode": a.mode, "clients": a.clients,
                "machine": procstat.machine()}
     cluster = DevCluster(a.pgha_bin)
