@@ -4,13 +4,19 @@
 //! cargo run -p pgha-testkit --release -- chaos --seed 42 --duration 10m [--out DIR]
 //!     [--faults kill_postgres,switchover] [--clients 4] [--keep] [--loopback]
 //! cargo run -p pgha-testkit --release -- check chaos-out/history.json
+//! cargo run -p pgha-testkit --release -- forward --upstream 127.0.0.1:5432
+//!     [--listen 127.0.0.1:6000] [--mode threads|epoll] [--runtimes 2]
 //! ```
 //!
 //! `chaos` runs one seeded experiment, writes `<out>/history.json` and the
 //! lab's logs, checks the history and exits non-zero on any violation. The
 //! first Ctrl-C stops injecting, heals and still writes the history; a
 //! second one abandons the run (the lab is still torn down). `check`
-//! re-runs the checker offline on a written history.
+//! re-runs the checker offline on a written history. `forward` is the null
+//! TCP forwarder the proxy benchmark uses as the floor of any proxy
+//! (see `forward.rs`).
+
+mod forward;
 
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
@@ -38,6 +44,9 @@ enum Cmd {
         /// The history file.
         history: PathBuf,
     },
+    /// Copy bytes between each client and a fixed upstream, nothing else
+    /// (a benchmark baseline for proxies).
+    Forward(forward::ForwardArgs),
 }
 
 #[derive(clap::Args)]
@@ -96,6 +105,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Cmd::Chaos(args) => chaos(args),
         Cmd::Check { history } => check_file(&history),
+        Cmd::Forward(args) => forward::run(&args).map(|()| ExitCode::SUCCESS),
     };
     match result {
         Ok(code) => code,
