@@ -80,11 +80,20 @@ pub struct PgState {
     pub diverged: bool,
     /// Runtime memory: the last `pg_rewind` failed; re-clone instead.
     pub rewind_failed: bool,
-    /// Not running, and the control file says a *primary* shut down
-    /// cleanly (`shut down`): `position` is then its shutdown checkpoint,
-    /// the last record of its WAL.
+    /// Not running (or `exiting`), and the control file says a *primary*
+    /// shut down cleanly (`shut down`): `position` is then its shutdown
+    /// checkpoint, the last record of its WAL.
     #[serde(default)]
     pub clean_shutdown: bool,
+    /// The postmaster still runs (`running` is true, `role` unknown) but
+    /// the control file already says it shut down cleanly, after a
+    /// graceful demote: it accepts no connections and only waits for its
+    /// walsenders (standbys flushing the last WAL) and archiver before it
+    /// exits. `position` and `clean_shutdown` are read as for a stopped
+    /// server. The runtime starts nothing in the data directory before the
+    /// postmaster has exited.
+    #[serde(default)]
+    pub exiting: bool,
 }
 
 impl PgState {

@@ -50,6 +50,9 @@ pub(crate) fn decide(ctx: &Ctx<'_>) -> Decision {
 fn standby(ctx: &Ctx<'_>) -> Decision {
     let view = ctx.view;
     let term = view.sync_term();
+    if let Some(why) = receiving_handoff(ctx) {
+        return ctx.decision_now(vec![], why);
+    }
     if ctx.local.detached.is_none_or(|d| d.after_term != term) {
         return ctx.decision_now(
             vec![Action::DetachFromPrimary { after_term: term }],
@@ -113,6 +116,26 @@ fn standby(ctx: &Ctx<'_>) -> Decision {
         Ok(why) => ctx.decision_now(vec![Action::AcquireLeader], format!("candidate: {why}")),
         Err(refusal) => ctx.decision_soon(vec![], format!("no leader; {}", refusal.reason())),
     }
+}
+
+/// The old leader handed over to us and recorded its final position as
+/// soon as its shutdown checkpoint was durable, while its walsenders still
+/// send the rest: as long as we stream from it and our WAL does not reach
+/// that position yet, wait for it rather than detach (a detached target
+/// short of the final position gets no shortcut). The wait ends when the
+/// WAL arrives or the old postmaster exits (streaming stops).
+fn receiving_handoff(ctx: &Ctx<'_>) -> Option<String> {
+    let pg = &ctx.local.pg;
+    let sync = ctx.view.sync.as_ref()?;
+    let fin = sync.handoff_to(ctx.me())?;
+    let from_old = pg.streaming && pg.upstream.as_deref() == Some(sync.leader.as_str());
+    let short = pg.position.timeline == fin.timeline && pg.position.lsn < fin.lsn;
+    (from_old && short && ctx.local.detached.is_none()).then(|| {
+        format!(
+            "no leader; {} handed over to me at {fin}: receiving the rest of its WAL (at {})",
+            sync.leader, pg.position
+        )
+    })
 }
 
 /// Another member could pass the promotion rule once the standbys that are

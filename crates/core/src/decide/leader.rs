@@ -36,7 +36,7 @@ pub(crate) fn decide(ctx: &Ctx<'_>, term: u64) -> Decision {
             vec![Action::Promote { sync_names: names }],
             "established leader still in recovery: promoting",
         )
-    } else if pg.running {
+    } else if pg.running && !pg.exiting {
         ctx.decision(
             vec![],
             "PostgreSQL runs but its role is unknown: waiting for a probe",
@@ -182,12 +182,15 @@ fn claim_as_standby(ctx: &Ctx<'_>, term: u64, set: SyncSet, names: SyncStandbyNa
     }
 }
 
-/// Established leader, PostgreSQL not running.
+/// Established leader, PostgreSQL not running, or shut down and exiting.
 fn stopped(ctx: &Ctx<'_>) -> Decision {
     let pg = &ctx.local.pg;
     if switchover_from_me(ctx).is_some() {
         // After a clean shutdown, tell the target where our WAL ends: it
         // may then promote without waiting for the other standbys' reports.
+        // This needs the shutdown checkpoint durable, not the postmaster
+        // gone: while it exits, its walsenders still send the rest, and the
+        // target promotes only once its own WAL reaches that position.
         let chosen = ctx.view.sync.as_ref().and_then(|s| s.handoff.as_ref());
         let handoff = chosen
             .filter(|_| pg.clean_shutdown && pg.data_dir == DataDir::Standby)
@@ -213,6 +216,15 @@ fn stopped(ctx: &Ctx<'_>) -> Decision {
         };
         actions.push(Action::ReleaseLeader);
         return ctx.decision_now(actions, reason);
+    }
+    if pg.exiting {
+        // e.g. the switchover request was withdrawn during the shutdown:
+        // whatever comes next starts PostgreSQL, which must wait for the
+        // old postmaster (the runtime wakes us when it exits).
+        return ctx.decision_soon(
+            vec![],
+            "PostgreSQL shut down cleanly; waiting for its postmaster to exit",
+        );
     }
     let names = initial_names(
         &ctx.view.sync_set(),

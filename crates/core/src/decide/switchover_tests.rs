@@ -225,6 +225,68 @@ fn an_unclean_stop_releases_without_a_final_position() {
     );
 }
 
+fn exiting_leader() -> Node {
+    Node::new("node1").exiting(pos(1, 1001)).lease(10_000)
+}
+
+/// The final position is recorded as soon as the control file says "shut
+/// down", while the postmaster still waits for its walsenders and archiver:
+/// the target promotes only once its own WAL reaches that position.
+#[test]
+fn while_the_postmaster_exits_records_the_final_position_then_releases() {
+    let view = switching().handoff("node2", None).build();
+    let d = run(exiting_leader(), view, 10_100);
+    let want = handoff_write("node2", Some(pos(1, 1001)));
+    let steps = d.steps();
+    let w = steps.iter().position(|a| **a == want);
+    let r = steps.iter().position(|a| **a == Action::ReleaseLeader);
+    assert!(matches!((w, r), (Some(w), Some(r)) if w < r), "{steps:?}");
+    assert_eq!(d.wake_in, Millis::ZERO, "{}", d.reason);
+}
+
+/// A running postmaster whose role is unknown is not a shutdown: no final
+/// position without the control file's word.
+#[test]
+fn an_unknown_role_is_not_a_clean_shutdown() {
+    let view = switching().handoff("node2", None).build();
+    let node1 = exiting_leader().edit(|l| l.pg.exiting = false);
+    let d = run(node1, view, 10_100);
+    assert_eq!(d.steps(), vec![&Action::RenewLeader], "{}", d.reason);
+    assert!(d.reason.contains("role is unknown"), "{}", d.reason);
+}
+
+/// Without a switchover (withdrawn during the shutdown) an exiting leader
+/// starts nothing: it waits for the postmaster to exit, then decides.
+#[test]
+fn without_a_switchover_an_exiting_leader_waits_for_the_exit() {
+    let view = View::new()
+        .established("node1", 5, &["node2", "node3"], 1)
+        .handoff("node2", None)
+        .standby("node2", Some("node1"), pos(1, 1001))
+        .standby("node3", Some("node1"), pos(1, 1001))
+        .build();
+    let d = run(exiting_leader(), view, 10_100);
+    assert_eq!(d.steps(), vec![&Action::RenewLeader], "{}", d.reason);
+    assert!(
+        d.reason.contains("waiting for its postmaster"),
+        "{}",
+        d.reason
+    );
+    assert!(d.wake_in < Millis(500), "{:?}", d.wake_in);
+}
+
+/// Once it released the key, the exiting former leader starts nothing
+/// either (no leader, or the target leads): it waits for the exit.
+#[test]
+fn after_the_release_the_exiting_node_starts_nothing() {
+    let node1 = || Node::new("node1").exiting(pos(1, 1001));
+    let d = run(node1(), handed_over(1010).build(), 10_100);
+    assert!(d.steps().is_empty(), "{}", d.reason);
+    let view = handed_over(1010).leader("node2", 6).build();
+    let d = run(node1(), view, 10_100);
+    assert!(d.steps().is_empty(), "{}", d.reason);
+}
+
 /// node1 shut down cleanly at 1001 and handed over to node2; node3 has
 /// not reported yet (still shown streaming).
 fn handed_over(target_at: u64) -> View {
@@ -244,6 +306,44 @@ fn the_target_takes_the_key_without_the_other_reports() {
     let d = run(node2, handed_over(1010).build(), 10_100);
     assert_eq!(d.steps(), vec![&Action::AcquireLeader], "{}", d.reason);
     assert!(d.reason.contains("handed over to me"), "{}", d.reason);
+}
+
+/// The final position is recorded while the old postmaster still sends the
+/// rest: a target that streams from it and is short of that position waits
+/// for the WAL instead of detaching; once streaming stops it detaches.
+#[test]
+fn the_target_waits_for_the_rest_of_the_wal_while_it_streams() {
+    let view = || {
+        View::new()
+            .sync(5, "node1", &["node2", "node3"], 1)
+            .handoff("node2", Some(pos(1, 1001)))
+            .standby("node2", Some("node1"), pos(1, 1000))
+            .standby("node3", Some("node1"), pos(1, 1000))
+            .build()
+    };
+    let node2 = Node::new("node2").running_standby(Some("node1"), pos(1, 1000));
+    let d = run(node2, view(), 10_100);
+    assert!(d.steps().is_empty(), "{}", d.reason);
+    assert!(d.reason.contains("receiving the rest"), "{}", d.reason);
+    assert_eq!(d.wake_in, Millis::ZERO);
+
+    let node2 = Node::new("node2")
+        .running_standby(Some("node1"), pos(1, 1000))
+        .edit(|l| l.pg.streaming = false);
+    let d = run(node2, view(), 10_100);
+    assert!(
+        matches!(d.steps()[..], [Action::DetachFromPrimary { after_term: 5 }]),
+        "{}",
+        d.reason
+    );
+
+    let node2 = Node::new("node2").running_standby(Some("node1"), pos(1, 1001));
+    let d = run(node2, view(), 10_100);
+    assert!(
+        matches!(d.steps()[..], [Action::DetachFromPrimary { after_term: 5 }]),
+        "{}",
+        d.reason
+    );
 }
 
 /// A target whose WAL does not reach the final position gets no shortcut.

@@ -209,6 +209,17 @@ impl Node {
         self
     }
 
+    /// Shut down cleanly after a graceful demote (`standby.signal` written)
+    /// while the postmaster still exits: see `PgState::exiting`.
+    pub fn exiting(mut self, p: WalPos) -> Node {
+        self = self.stopped(DataDir::Standby, p);
+        let pg = &mut self.0.pg;
+        pg.running = true;
+        pg.exiting = true;
+        pg.clean_shutdown = true;
+        self
+    }
+
     pub fn lease(mut self, renewed_at: u64) -> Node {
         self.0.lease = Some(LeaseState {
             renewed_at: Millis(renewed_at),

@@ -50,7 +50,8 @@ impl World {
             stopped_since: n.mem.stopped_since,
             diverged,
             rewind_failed: n.mem.rewind_failed,
-            clean_shutdown: !n.pg.running && n.pg.clean,
+            clean_shutdown: (!n.pg.running || n.pg.exiting) && n.pg.clean,
+            exiting: n.pg.exiting,
         };
         LocalState {
             name: n.name.clone(),
@@ -354,34 +355,27 @@ impl World {
         ok_if(self.nodes[i].pg.is_primary(), "not a running primary")?;
         if kind == DemoteKind::Graceful {
             self.check_drain(i);
+            // The shutdown checkpoint is written and the control file says
+            // "shut down"; the demote returns there. The postmaster still
+            // runs: its walsenders send the rest as streaming goes on
+            // (`World::replicate`), and it exits later (`World::step`).
             let id = self.new_id();
-            let tl = self.nodes[i].pg.position().timeline.0;
-            let d = self.nodes[i].pg.data.as_mut().ok_or("no data")?;
+            let n = &mut self.nodes[i];
+            let tl = n.pg.position().timeline.0;
+            let d = n.pg.data.as_mut().ok_or("no data")?;
             d.wal.push((id, tl));
-            let src = d.clone();
-            // walsenders send everything, shutdown checkpoint included
-            for j in 0..self.nodes.len() {
-                let s = &self.nodes[j];
-                let from_me = s.pg.data.as_ref().and_then(|d| d.upstream.as_ref())
-                    == Some(&self.nodes[i].name);
-                if j != i && s.pg.streaming && from_me && self.link_up(i, j) {
-                    if let Some(sd) = self.nodes[j].pg.data.as_mut() {
-                        if sd.is_prefix_of(&src) {
-                            sd.wal = src.wal.clone();
-                        }
-                    }
-                }
-            }
+            d.fenced = false;
+            d.standby_signal = true;
+            d.upstream = None;
+            n.pg.pending.clear();
+            n.pg.clean = true;
+            n.pg.exiting = true;
+            return Ok(());
         }
         let n = &mut self.nodes[i];
         n.pg.stop();
         let d = n.pg.data.as_mut().ok_or("no data")?;
         d.fenced = false;
-        if kind == DemoteKind::Graceful {
-            d.standby_signal = true;
-            d.upstream = None;
-            n.pg.clean = true;
-        }
         Ok(())
     }
 

@@ -70,11 +70,18 @@ pub struct Pg {
     /// Stopped by a graceful demote (a primary's clean shutdown), not a
     /// crash: the WAL ends with the shutdown checkpoint.
     pub clean: bool,
+    /// Shut down cleanly (the control file says so) but the postmaster has
+    /// not exited: `running` stays true, it takes no connections (role
+    /// unknown) and its walsenders keep sending the rest of its WAL; it
+    /// exits once its standbys have everything, or at any step after a
+    /// timeout (see `World::step`).
+    pub exiting: bool,
 }
 
 impl Pg {
     pub fn role(&self) -> Role {
         match (&self.data, self.running) {
+            _ if self.exiting => Role::Unknown,
             (Some(d), true) if d.standby_signal => Role::Standby,
             (Some(_), true) => Role::Primary,
             _ => Role::Unknown,
@@ -93,8 +100,16 @@ impl Pg {
     pub fn stop(&mut self) {
         self.running = false;
         self.clean = false;
+        self.exiting = false;
         self.streaming = false;
         self.pending.clear();
+    }
+
+    /// The exiting postmaster of a clean shutdown exits.
+    pub fn exit(&mut self) {
+        self.running = false;
+        self.exiting = false;
+        self.streaming = false;
     }
 
     pub fn position(&self) -> WalPos {

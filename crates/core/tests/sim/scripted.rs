@@ -243,6 +243,12 @@ fn hung_primary_agent_is_replaced_without_losing_commits() {
     }
 }
 
+/// Node `i` shut down: its postmaster has exited, or the control file
+/// says a clean shutdown while it exits.
+fn shut_down(w: &World, i: usize) -> bool {
+    !w.nodes[i].pg.running || w.nodes[i].pg.exiting
+}
+
 /// Switch over from the current primary to the next node; returns (old, target).
 fn request_switchover(w: &mut World) -> (usize, usize) {
     let old = primary(w);
@@ -269,7 +275,7 @@ fn switchover_waits_for_the_proxies_to_drain() {
         let start = w.t;
         w.proxies[0].in_flight.push(start + 1500);
         let (old, target) = request_switchover(&mut w);
-        let stopped = run_until(&mut w, 10_000, |w| !w.nodes[old].pg.running);
+        let stopped = run_until(&mut w, 10_000, |w| shut_down(w, old));
         assert!(stopped.is_some(), "seed {seed}: no shutdown\n{}", w.dump());
         assert!(
             w.t >= start + 1500,
@@ -292,7 +298,7 @@ fn a_stuck_proxy_delays_the_switchover_by_the_drain_timeout_only() {
         w.proxies[0].in_flight.push(NEVER);
         let timeout = w.dcs.config.switchover_drain_timeout.0;
         let (old, target) = request_switchover(&mut w);
-        let stopped = run_until(&mut w, 3 * timeout, |w| !w.nodes[old].pg.running);
+        let stopped = run_until(&mut w, 3 * timeout, |w| shut_down(w, old));
         let waited = stopped.expect("the switchover went ahead after the timeout");
         assert!(
             waited >= timeout,

@@ -138,6 +138,7 @@ impl World {
             }
         }
         self.replicate();
+        self.finish_exits();
         self.workload();
         self.step_proxies();
         let k = self.nodes.len();
@@ -146,6 +147,27 @@ impl World {
             let i = (start + r) % k;
             if self.nodes[i].runnable(self.t) && self.t >= self.nodes[i].next_tick {
                 self.tick(i);
+            }
+        }
+    }
+
+    /// A postmaster that shut down cleanly exits once every standby
+    /// streaming from it has all of its WAL (its walsenders wait for that),
+    /// or at any step with a small chance (wal_sender_timeout, a partition).
+    fn finish_exits(&mut self) {
+        for i in 0..self.nodes.len() {
+            if !self.nodes[i].pg.exiting {
+                continue;
+            }
+            let me = &self.nodes[i].name;
+            let end = self.nodes[i].pg.data.as_ref().map_or(0, |d| d.wal.len());
+            let waiting = self.nodes.iter().any(|s| {
+                s.pg.streaming
+                    && s.pg.data.as_ref().and_then(|d| d.upstream.as_ref()) == Some(me)
+                    && s.pg.data.as_ref().map_or(0, |d| d.wal.len()) < end
+            });
+            if !waiting || self.rng.chance(50) {
+                self.nodes[i].pg.exit();
             }
         }
     }
