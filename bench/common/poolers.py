@@ -10,6 +10,10 @@ pgpool-II: streaming-replication mode with load balancing over all members;
 pool_passwd must hold the plain password (pgpool needs it to run SCRAM with
 each backend).
 
+Forwarder: `pgha-testkit forward`, a null TCP forwarder in front of one
+server (copies bytes, nothing else): the floor of any proxy on the machine.
+It runs as root (it opens no files) and needs no password.
+
 Hazards: pgpool forks `num_init_children` processes up front; each holds one
 connection per backend once used, so the servers' max_connections must cover
 num_init_children * max_pool.
@@ -201,3 +205,32 @@ class Pgpool(_Daemon):
         )
         _wait_port(self.port, self.proc, log)
         return self
+
+
+class Forwarder(_Daemon):
+    """`pgha-testkit forward --mode threads|epoll` in front of `server_port`.
+    Epoll mode gets one session runtime per CPU, as many as pgha's default
+    `session_threads`."""
+    name = "forward"
+
+    def __init__(self, testkit_bin, server_port, mode, runtimes=None):
+        self.dir = tempfile.mkdtemp(prefix=f"pgha-bench-forward-{mode}-")
+        self.port = free_port()
+        self.argv = [testkit_bin, "forward", "--mode", mode,
+                     "--listen", f"127.0.0.1:{self.port}",
+                     "--upstream", f"127.0.0.1:{server_port}",
+                     "--runtimes", str(runtimes or os.cpu_count() or 1)]
+
+    def start(self):
+        log = os.path.join(self.dir, "forward.log")
+        out = open(log, "ab")
+        self.proc = subprocess.Popen(self.argv, stdout=out, stderr=out,
+                                     stdin=subprocess.DEVNULL, start_new_session=True)
+        self.pid = self.proc.pid
+        _wait_port(self.port, self.proc, log)
+        return self
+
+    def pids(self):
+        """One process: its threads (also the exited per-connection ones of
+        threads mode) are all counted in /proc/<pid>/stat."""
+        return [self.pid]

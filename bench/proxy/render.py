@@ -21,9 +21,14 @@ from stats import summary  # noqa: E402
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 BEGIN, END = "<!-- proxy-results:begin -->", "<!-- proxy-results:end -->"
-TARGET_ORDER = ["pgha", "direct", "pgbouncer", "pgpool"]
-LABEL = {"pgha": "pgha rw", "direct": "direct", "pgbouncer": "PgBouncer", "pgpool": "pgpool-II"}
-COLOR = {"pgha": "#1f77b4", "direct": "#7f7f7f", "pgbouncer": "#2ca02c", "pgpool": "#d62728"}
+TARGET_ORDER = ["pgha", "direct", "pgbouncer", "pgpool", "forward-threads", "forward-epoll"]
+LABEL = {"pgha": "pgha rw", "direct": "direct", "pgbouncer": "PgBouncer", "pgpool": "pgpool-II",
+         "forward-threads": "null forwarder (threads)", "forward-epoll": "null forwarder (epoll)"}
+COLOR = {"pgha": "#1f77b4", "direct": "#7f7f7f", "pgbouncer": "#2ca02c", "pgpool": "#d62728",
+         "forward-threads": "#9467bd", "forward-epoll": "#8c564b"}
+# The null forwarders (`pgha-testkit forward`): two loopback hops and two
+# copies, nothing else, i.e. the floor of any proxy on the machine.
+FLOORS = ["forward-threads", "forward-epoll"]
 SCRIPT_LABEL = {"select-only": "select-only (`-S`)", "tpcb": "TPC-B-like (default script)"}
 
 
@@ -102,9 +107,18 @@ def tps_table(data, g, script):
     return "\n".join(lines)
 
 
+def added_us(g, script, clients, mode, target):
+    """Median average latency minus direct's, µs (None if either is missing)."""
+    a = g.get((script, clients, mode, target), {}).get("avg_ms")
+    d = g.get((script, clients, mode, "direct"), {}).get("avg_ms")
+    return (a["median"] - d["median"]) * 1000 if a and d else None
+
+
 def latency_table(data, g, script):
     ts = targets_of(data)
-    head = ["`-c`", "`-M`"] + [f"{LABEL[t]} avg / p99 ms" for t in ts] + ["pgha added avg µs"]
+    proxies = [t for t in ts if t != "direct"]
+    head = ["`-c`", "`-M`"] + [f"{LABEL[t]} avg / p99 ms" for t in ts]
+    head += [f"{LABEL[t]} added avg µs" for t in proxies]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for clients, mode in configs(data, script):
         row = [str(clients), mode]
@@ -112,9 +126,8 @@ def latency_table(data, g, script):
             c = g.get((script, clients, mode, t), {})
             a, p = c.get("avg_ms"), c.get("p99_ms")
             row.append(f"{fmt(a and a['median'], 3)} / {fmt(p and p['median'], 3)}")
-        a = g.get((script, clients, mode, "pgha"), {}).get("avg_ms")
-        d = g.get((script, clients, mode, "direct"), {}).get("avg_ms")
-        row.append(fmt((a["median"] - d["median"]) * 1000) if a and d else "–")
+        for t in proxies:
+            row.append(fmt(added_us(g, script, clients, mode, t)))
         lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines)
 
@@ -138,38 +151,56 @@ def cpu_table(data, g, script):
 
 
 def targets_check(g, idle):
+    """The issue's targets for pgha, with the same figure for each null
+    forwarder and PgBouncer next to it: where even the forwarder misses a
+    target, no proxy can meet it on this machine."""
     rows = []
+    present = {k[3] for k in g}
+    others = [t for t in FLOORS + ["pgbouncer"] if t in present]
 
     def get(script, c, m, t, metric):
         return g.get((script, c, m, t), {}).get(metric)
 
+    def tps_ratio(script, c, m, t):
+        return ratio(get(script, c, m, t, "tps"), get(script, c, m, "direct", "tps"))
+
+    def cpu(c, m, t):
+        s = get("select-only", c, m, t, "proxy_cpu_us_per_tx")
+        return s and s["median"]
+
+    def us(v):
+        return "–" if v is None else f"{v:.1f} µs"
+
     for m in ("simple", "extended", "prepared"):
-        r = ratio(get("select-only", 8, m, "pgha", "tps"), get("select-only", 8, m, "direct", "tps"))
+        r = tps_ratio("select-only", 8, m, "pgha")
         rows.append((f"select-only TPS ≥ 0.55× direct, `-c 8 -M {m}`", rfmt(r),
-                     None if r is None else r >= 0.55))
+                     None if r is None else r >= 0.55,
+                     [rfmt(tps_ratio("select-only", 8, m, t)) for t in others]))
     for m in ("simple", "extended", "prepared"):
-        s = get("select-only", 8, m, "pgha", "proxy_cpu_us_per_tx")
+        v = cpu(8, m, "pgha")
         tps = get("select-only", 8, m, "pgha", "tps")
-        v = s and s["median"]
-        text = "–" if not v else f"{v:.1f} µs"
+        text = us(v or None)
         if v and tps and idle.get("pgha"):
             # The proxy's background polling, spread over this run's transactions.
             text += f" ({v - idle['pgha'] * 1000 / tps['median']:.1f} µs net of idle polling)"
         rows.append((f"proxy CPU ≤ 15 µs per select-only tx, `-c 8 -M {m}`",
-                     text, None if not v else v <= 15))
+                     text, None if not v else v <= 15, [us(cpu(8, m, t)) for t in others]))
     for m in ("simple", "extended", "prepared"):
-        a, d = get("select-only", 1, m, "pgha", "avg_ms"), get("select-only", 1, m, "direct", "avg_ms")
-        v = (a["median"] - d["median"]) * 1000 if a and d else None
+        v = added_us(g, "select-only", 1, m, "pgha")
         rows.append((f"added latency ≤ 25 µs, select-only `-c 1 -M {m}`",
-                     "–" if v is None else f"{v:.0f} µs", None if v is None else v <= 25))
+                     "–" if v is None else f"{v:.0f} µs", None if v is None else v <= 25,
+                     [us(added_us(g, "select-only", 1, m, t)) for t in others]))
     for c in (1, 8, 32):
         for m in ("simple", "extended", "prepared"):
-            r = ratio(get("tpcb", c, m, "pgha", "tps"), get("tpcb", c, m, "direct", "tps"))
+            r = tps_ratio("tpcb", c, m, "pgha")
             if r is not None:
-                rows.append((f"TPC-B TPS ≥ 0.8× direct, `-c {c} -M {m}`", rfmt(r), r >= 0.8))
-    lines = ["| target | measured (median) | met? |", "|---|---|---|"]
-    for name, val, ok in rows:
-        lines.append(f"| {name} | {val} | {'–' if ok is None else ('yes' if ok else '**no**')} |")
+                rows.append((f"TPC-B TPS ≥ 0.8× direct, `-c {c} -M {m}`", rfmt(r), r >= 0.8,
+                             [rfmt(tps_ratio("tpcb", c, m, t)) for t in others]))
+    head = ["target", "pgha (median)", "met?"] + [LABEL[t] for t in others]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for name, val, ok, floor in rows:
+        cells = [name, val, "–" if ok is None else ("yes" if ok else "**no**")] + floor
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -294,7 +325,11 @@ def charts(data, g, chart_dir):
 def render(data, result_path, doc_path, with_charts=True):
     g = group(data["runs"])
     parts = [BEGIN, "", "### Machine and run", "", machine_section(data, result_path), "",
-             "### Targets", "", targets_check(g, data.get("idle_cpu_ms_per_s", {})), ""]
+             "### Targets", "",
+             "pgha against the issue's targets; the null forwarders (`pgha-testkit forward`, "
+             "bytes copied, nothing else) show the floor of any proxy on this machine, "
+             "PgBouncer a production pooler.", "",
+             targets_check(g, data.get("idle_cpu_ms_per_s", {})), ""]
     chart_files = {}
     if with_charts:
         chart_files = dict(charts(data, g, os.path.join(os.path.dirname(doc_path), "benchmarks")))

@@ -1,10 +1,19 @@
 #!/usr/bin/env python3
 """Proxy benchmark: pgbench through pgha's rw listener vs direct to the
 primary vs PgBouncer (transaction pooling, in front of the primary) vs
-pgpool-II (load balancing over the three members), interleaved per round;
-then proxy memory with many idle client connections. Writes one JSON file.
+pgpool-II (load balancing over the three members) vs a null TCP forwarder in
+front of the primary (`pgha-testkit forward`, threads and epoll modes: the
+floor of any proxy here), interleaved per round; then proxy memory with many
+idle client connections. Writes one JSON file.
 
-Usually started by bench/proxy/run.sh, which builds pgha first.
+Usually started by bench/proxy/run.sh, which builds pgha and pgha-testkit
+first. The run behind the forwarder section of docs/BENCHMARKS.md, one line
+(release builds of pgha and pgha-testkit first):
+
+  cargo build --release -p pgha-cli -p pgha-testkit && python3 bench/proxy/run.py --targets pgha,direct,pgbouncer,forward-threads,forward-epoll --scripts select-only,tpcb --clients 1,8 --rounds 3 --memory-conns ''
+
+then `python3 bench/proxy/render.py RESULT.json --stdout` (without --stdout
+it rewrites the doc's proxy section).
 Hazards: starts a whole dev cluster (etcd, three PostgreSQL, agents, the
 proxy) plus PgBouncer and pgpool on free loopback ports; everything is
 stopped by PID in a `finally`, also on Ctrl-C.
@@ -26,7 +35,7 @@ import pgbench  # noqa: E402
 import pgwire  # noqa: E402
 import procstat  # noqa: E402
 from pgcluster import DevCluster  # noqa: E402
-from poolers import PgBouncer, Pgpool  # noqa: E402
+from poolers import Forwarder, PgBouncer, Pgpool  # noqa: E402
 
 USER, DB = "bench", "bench"
 MAX_CONNECTIONS = 1200
@@ -41,7 +50,11 @@ def parse_args():
     p.add_argument("--clients", help="default 1,8,32")
     p.add_argument("--modes", default="simple,extended,prepared")
     p.add_argument("--scripts", default="select-only,tpcb")
-    p.add_argument("--targets", default="pgha,direct,pgbouncer,pgpool")
+    p.add_argument("--testkit-bin",
+                   default=os.path.join(root, "target", "release", "pgha-testkit"),
+                   help="pgha-testkit binary (its `forward` subcommand is the null forwarder)")
+    p.add_argument("--targets",
+                   default="pgha,direct,pgbouncer,pgpool,forward-threads,forward-epoll")
     p.add_argument("--scale", type=int, help="pgbench -i scale factor (default 10)")
     p.add_argument("--memory-conns",
                    help="idle client connection counts for the memory test "
@@ -87,7 +100,7 @@ def prepare_cluster(cluster, scale):
     return password, verifier
 
 
-def start_targets(cluster, wanted, password, verifier):
+def start_targets(cluster, wanted, password, verifier, testkit_bin=None):
     """name -> {port, pids(): [...], daemon}; failures are recorded, not fatal."""
     targets, failed = {}, {}
     host, rw, _, _ = cluster.proxy()
@@ -113,6 +126,19 @@ def start_targets(cluster, wanted, password, verifier):
             targets["pgpool"] = {"port": pp.port, "pids": pp.pids, "daemon": pp}
         except (RuntimeError, OSError) as e:
             failed["pgpool"] = str(e)
+    for mode in ("threads", "epoll"):
+        name = f"forward-{mode}"
+        if name not in wanted:
+            continue
+        try:
+            if not testkit_bin or not os.access(testkit_bin, os.X_OK):
+                raise RuntimeError(f"{testkit_bin} not found: cargo build --release "
+                                   "-p pgha-testkit")
+            f = Forwarder(testkit_bin, primary, mode).start()
+            daemons.append(f)
+            targets[name] = {"port": f.port, "pids": f.pids, "daemon": f}
+        except (RuntimeError, OSError) as e:
+            failed[name] = str(e)
     return targets, failed, daemons
 
 
@@ -254,7 +280,7 @@ def main():
         cluster.up()
         password, verifier = prepare_cluster(cluster, args.scale)
         targets, failed, daemons = start_targets(cluster, args.targets.split(","), password,
-                                                 verifier)
+                                                 verifier, args.testkit_bin)
         smoke(targets, password, failed)
         result["unavailable"] = failed
         result["idle_cpu_ms_per_s"] = idle_cpu(targets)
