@@ -253,7 +253,7 @@ impl Session {
     /// A client unit starting with `msg`: its write flag, session effects,
     /// and whether a standby's 25006 refusal may be retried on the primary.
     fn new_unit(
-        &self,
+        &mut self,
         stats: Arc<crate::monitor::NodeStats>,
         role: Role,
         msg: &FrontendMessage,
@@ -282,8 +282,8 @@ impl Session {
             && a.tx == TxEffect::None
             && retry_sql.is_some();
         if retryable {
-            unit.retry = Some(BytesMut::new());
-            unit.held = Some(BytesMut::new());
+            unit.retry = Some(self.spare.take());
+            unit.held = Some(self.spare.take());
             unit.retry_sql = retry_sql;
         }
         unit
@@ -300,7 +300,9 @@ impl Session {
             FrontendMessage::Sync.encode(&mut b.conn.wbuf);
             if let Some(u) = b.units.back_mut() {
                 u.silent_ready = true;
-                u.retry = None;
+                if let Some(r) = u.retry.take() {
+                    self.spare.put(r);
+                }
             }
         }
         self.close_unit(role);
@@ -473,8 +475,8 @@ impl Session {
             FrontendMessage::Flush => {
                 // The client waits for answers before Sync: nothing may be
                 // held back, so this unit can no longer be retried.
-                if let Some(u) = b.units.back_mut() {
-                    u.retry = None;
+                if let Some(r) = b.units.back_mut().and_then(|u| u.retry.take()) {
+                    self.spare.put(r);
                 }
             }
             _ => {}

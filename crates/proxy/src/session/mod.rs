@@ -198,6 +198,8 @@ pub struct Session {
     /// second classifier lookup when the Parse is forwarded).
     last_parse: Option<(Bytes, Arc<crate::classify::Analysis>)>,
     state: SessionState,
+    /// Retry/hold-back buffers of finished units, for the next one.
+    spare: state::SpareBufs,
     cancel: Arc<CancelTargets>,
     cancel_id: (i32, i32),
     topology: tokio::sync::watch::Receiver<crate::topology::Topology>,
@@ -257,6 +259,7 @@ impl Session {
             deferred_begin: None,
             last_parse: None,
             state: SessionState::default(),
+            spare: state::SpareBufs::default(),
             cancel,
             cancel_id,
             topology,
@@ -382,6 +385,7 @@ impl Session {
     fn release_idle_buffers(&mut self) {
         release_if_empty(&mut self.io.rbuf);
         release_if_empty(&mut self.io.wbuf);
+        self.spare.release();
         for b in self.backends.iter_mut().flatten() {
             if !b.busy() {
                 release_if_empty(&mut b.conn.rbuf);
@@ -394,6 +398,7 @@ impl Session {
     fn holds_buffers(&self) -> bool {
         self.io.rbuf.capacity() > 0
             || self.io.wbuf.capacity() > 0
+            || self.spare.holds_memory()
             || self
                 .backends
                 .iter()

@@ -7,7 +7,7 @@
 //! the backend sent them, minus swallowed ones. A backend that dies fails
 //! only the units in flight on it.
 
-use super::state::{Backend, Role, SessionState, TxMark, Unit};
+use super::state::{Backend, Role, SessionState, SpareBufs, TxMark, Unit};
 use super::Session;
 use crate::classify::SessionEffect;
 use crate::codec::backend::error_field;
@@ -69,7 +69,7 @@ impl Session {
                 }
                 Act::Release => {
                     flush_run(&mut self.io.wbuf, b, &mut run);
-                    release(&mut self.io.wbuf, b.units.front_mut());
+                    release(&mut self.io.wbuf, &mut self.spare, b.units.front_mut());
                     run += total;
                 }
                 Act::Lost => {
@@ -189,7 +189,7 @@ impl Session {
             self.retry = u.retry.take().map(BytesMut::freeze);
             return;
         }
-        release(&mut self.io.wbuf, Some(&mut u));
+        release(&mut self.io.wbuf, &mut self.spare, Some(&mut u));
         if !u.silent_ready {
             self.io.wbuf.extend_from_slice(frame);
         }
@@ -269,10 +269,8 @@ fn hold_or(u: &mut Unit, otherwise: Act) -> Act {
     match (u.held.is_some(), otherwise) {
         // A Flush gave up the retry: the client is waiting for these.
         (true, Act::Hold) if u.retry.is_some() => Act::Hold,
-        (true, _) => {
-            u.retry = None;
-            Act::Release
-        }
+        // `release` ends the retry (and keeps the buffers for a later unit).
+        (true, _) => Act::Release,
         (false, Act::Hold) => Act::Forward,
         (false, other) => other,
     }
@@ -324,13 +322,14 @@ fn flush_run(out: &mut BytesMut, b: &mut Backend, run: &mut usize) {
     *run = 0;
 }
 
-/// Sends what a unit held back; the unit can no longer be retried.
-fn release(out: &mut BytesMut, u: Option<&mut Unit>) {
+/// Sends what a unit held back; the unit can no longer be retried (its
+/// buffers go to `spare`).
+fn release(out: &mut BytesMut, spare: &mut SpareBufs, u: Option<&mut Unit>) {
     if let Some(u) = u {
-        if let Some(h) = u.held.take() {
-            out.extend_from_slice(&h);
+        if let Some(h) = &u.held {
+            out.extend_from_slice(h);
         }
-        u.retry = None;
+        spare.reclaim(u);
     }
 }
 

@@ -108,6 +108,53 @@ impl Unit {
     }
 }
 
+/// The retry and hold-back buffers of finished units, cleared with their
+/// capacity kept, for the next retryable unit: a select-only transaction on a
+/// standby would otherwise allocate two buffers and grow them several times.
+/// Emptied with the session's other idle buffers (`Session::idle_tick`), so
+/// an idle session holds none.
+#[derive(Default)]
+pub struct SpareBufs(Vec<BytesMut>);
+
+impl SpareBufs {
+    /// At most this many buffers are kept (a unit uses two).
+    const MAX_COUNT: usize = 4;
+    /// A buffer larger than this (a big statement) is not kept.
+    const MAX_CAPACITY: usize = 16 * 1024;
+
+    /// An empty buffer, with capacity when one is spare.
+    pub fn take(&mut self) -> BytesMut {
+        self.0.pop().unwrap_or_default()
+    }
+
+    /// Keeps `buf` (emptied) for a later unit.
+    pub fn put(&mut self, mut buf: BytesMut) {
+        if self.0.len() < Self::MAX_COUNT && buf.capacity() <= Self::MAX_CAPACITY {
+            buf.clear();
+            self.0.push(buf);
+        }
+    }
+
+    /// Keeps a unit's retry and hold-back buffers; it can no longer be retried.
+    pub fn reclaim(&mut self, u: &mut Unit) {
+        if let Some(b) = u.retry.take() {
+            self.put(b);
+        }
+        if let Some(b) = u.held.take() {
+            self.put(b);
+        }
+    }
+
+    /// Frees every spare buffer.
+    pub fn release(&mut self) {
+        self.0 = Vec::new();
+    }
+
+    pub fn holds_memory(&self) -> bool {
+        self.0.capacity() > 0
+    }
+}
+
 /// A transaction-control command tag a unit's answer carried.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TxMark {
