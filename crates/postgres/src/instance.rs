@@ -8,7 +8,7 @@
 //! socket, so nothing pgha writes lives inside a base backup.
 
 use crate::conf::{self, ConfInput};
-use crate::controldata::{self, ControlData};
+use crate::controldata::{self, ClusterState, ControlData};
 use crate::shell::run;
 use crate::{PgBinaries, PgError, ServiceUser};
 use pgha_config::Member;
@@ -36,6 +36,31 @@ impl StopMode {
             StopMode::Immediate => "immediate",
         }
     }
+}
+
+impl StopMode {
+    /// The signal `pg_ctl stop -m <mode>` sends the postmaster.
+    fn signal(self) -> nix::sys::signal::Signal {
+        use nix::sys::signal::Signal;
+        match self {
+            StopMode::Smart => Signal::SIGTERM,
+            StopMode::Fast => Signal::SIGINT,
+            StopMode::Immediate => Signal::SIGQUIT,
+        }
+    }
+}
+
+/// Where [`Instance::stop_until_shut_down`] returned.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ShutdownProgress {
+    /// No postmaster runs (any more).
+    Exited,
+    /// The control file says the server shut down cleanly (its shutdown
+    /// checkpoint is durable), but postmaster `pid` still runs: it waits for
+    /// its walsenders (standbys flushing the last WAL) and the archiver. It
+    /// accepts no connections; start nothing in the data directory before
+    /// it has exited (see [`Instance::wait_exit`]).
+    Exiting { pid: u32 },
 }
 
 #[derive(Clone, Debug)]
@@ -100,6 +125,21 @@ impl Instance {
         let out = run("pg_controldata", cmd, Duration::from_secs(10)).await?;
         controldata::parse(&out).map_err(|detail| PgError::Unexpected {
             what: "reading pg_controldata".into(),
+            detail,
+        })
+    }
+
+    /// The cluster state in `global/pg_control`, read directly (cheap enough
+    /// to poll; see [`controldata::state_from_control_file`]).
+    pub fn control_state(&self) -> Result<ClusterState, PgError> {
+        use std::io::Read;
+        let path = self.data_dir.join("global/pg_control");
+        let mut head = [0u8; 32];
+        std::fs::File::open(&path)
+            .and_then(|mut f| f.read_exact(&mut head))
+            .map_err(PgError::io(format!("read {}", path.display())))?;
+        controldata::state_from_control_file(&head).map_err(|detail| PgError::Unexpected {
+            what: format!("reading {}", path.display()),
             detail,
         })
     }
@@ -258,6 +298,76 @@ impl Instance {
         )
         .await?;
         Ok(())
+    }
+
+    /// Ask the running postmaster to stop in `mode` (the signal `pg_ctl stop`
+    /// sends) without waiting. `None` when no postmaster runs.
+    pub fn signal_stop(&self, mode: StopMode) -> Result<Option<u32>, PgError> {
+        let Some(pid) = self.pid() else {
+            return Ok(None);
+        };
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), mode.signal()).map_err(
+            |e| PgError::Io {
+                what: format!(
+                    "send {:?} to the postmaster of {} (pid {pid})",
+                    mode.signal(),
+                    self.name
+                ),
+                source: e.into(),
+            },
+        )?;
+        Ok(Some(pid))
+    }
+
+    /// Stop in `mode` and return as soon as the control file says the
+    /// server shut down cleanly, polling it every `poll`, instead of when the
+    /// postmaster has exited: after a primary's shutdown checkpoint the
+    /// postmaster still waits for its walsenders to send the rest and for
+    /// standbys to flush it, and (with archive_mode) for the archiver to
+    /// push the segment it switched to, which `pg_ctl stop` waits for too.
+    /// A timeout leaves the shutdown running.
+    pub async fn stop_until_shut_down(
+        &self,
+        mode: StopMode,
+        poll: Duration,
+        timeout: Duration,
+    ) -> Result<ShutdownProgress, PgError> {
+        let Some(pid) = self.signal_stop(mode)? else {
+            return Ok(ShutdownProgress::Exited);
+        };
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            if !process_alive(pid as i32) {
+                return Ok(ShutdownProgress::Exited);
+            }
+            if self.control_state().is_ok_and(|s| s.is_clean_shutdown()) {
+                return Ok(ShutdownProgress::Exiting { pid });
+            }
+            if std::time::Instant::now() >= deadline {
+                return Err(PgError::Timeout {
+                    what: format!("a clean shutdown of {} (pid {pid})", self.name),
+                    seconds: timeout.as_secs(),
+                });
+            }
+            tokio::time::sleep(poll).await;
+        }
+    }
+
+    /// Wait until postmaster `pid` (one that shut down cleanly and is
+    /// finishing, see [`ShutdownProgress::Exiting`]) has exited.
+    pub async fn wait_exit(&self, pid: u32, timeout: Duration) -> Result<(), PgError> {
+        tokio::time::timeout(
+            timeout,
+            wait_for_exit(pid as i32, Duration::from_millis(5)),
+        )
+        .await
+        .map_err(|_| PgError::Timeout {
+            what: format!(
+                "the shut-down postmaster of {} (pid {pid}) to exit (its walsenders wait for standbys to flush, or its archiver for archive_command)",
+                self.name
+            ),
+            seconds: timeout.as_secs(),
+        })
     }
 
     /// Re-read configuration files (pg_ctl reload).

@@ -19,6 +19,6 @@ mod shell;
 
 pub use binaries::PgBinaries;
 pub use error::PgError;
-pub use instance::{process_alive, wait_for_exit, Instance, StopMode};
+pub use instance::{process_alive, wait_for_exit, Instance, ShutdownProgress, StopMode};
 pub use os_user::ServiceUser;
 pub use secrets::Secrets;

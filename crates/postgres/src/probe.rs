@@ -115,6 +115,42 @@ pub struct ReplicationRow {
     pub replay_lsn: Option<Lsn>,
 }
 
+/// Promote the standby `client` is connected to: `pg_promote(wait =>
+/// false)` signals the startup process, then `pg_is_in_recovery()` is polled
+/// every `poll` until the server accepts writes (or `timeout`). Cheaper than
+/// `pg_ctl promote`, which is a process to spawn and polls every 100 ms.
+pub async fn promote(client: &Client, poll: Duration, timeout: Duration) -> Result<(), PgError> {
+    let sent: bool = client
+        .query_one("SELECT pg_promote(wait => false)", &[])
+        .await
+        .map_err(PgError::sql("promote with pg_promote()"))?
+        .get(0);
+    if !sent {
+        return Err(PgError::Unexpected {
+            what: "promoting with pg_promote()".into(),
+            detail: "it returned false: the startup process was not signalled".into(),
+        });
+    }
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        let in_recovery: bool = client
+            .query_one("SELECT pg_is_in_recovery()", &[])
+            .await
+            .map_err(PgError::sql("poll pg_is_in_recovery() while promoting"))?
+            .get(0);
+        if !in_recovery {
+            return Ok(());
+        }
+        if std::time::Instant::now() >= deadline {
+            return Err(PgError::Timeout {
+                what: "the promotion to end (pg_is_in_recovery() still true)".into(),
+                seconds: timeout.as_secs(),
+            });
+        }
+        tokio::time::sleep(poll).await;
+    }
+}
+
 pub async fn replication(client: &Client) -> Result<Vec<ReplicationRow>, PgError> {
     let rows = client
         .query(
