@@ -10,8 +10,33 @@ use pgha_core::{
     Action, DemoteKind, Detached, LeaseState, Lsn, Millis, SyncStandbyNames, Upstream,
 };
 use pgha_postgres::seed::{SeedContext, CLONE_TIMEOUT, START_TIMEOUT};
-use pgha_postgres::StopMode;
+use pgha_postgres::{ShutdownProgress, StopMode};
 use std::time::{Duration, Instant};
+
+/// How often a graceful demote reads pg_control while it waits for the
+/// shutdown checkpoint.
+const SHUTDOWN_POLL: Duration = Duration::from_millis(10);
+/// How long an action that starts PostgreSQL waits for a postmaster that
+/// shut down cleanly to exit (its walsenders wait for standbys to flush,
+/// its archiver for archive_command).
+const EXIT_TIMEOUT: Duration = Duration::from_secs(30);
+/// How often a promotion polls `pg_is_in_recovery()`.
+const PROMOTE_POLL: Duration = Duration::from_millis(5);
+
+/// Actions that start PostgreSQL or rewrite its data directory: they wait
+/// for a postmaster left exiting by a graceful demote.
+fn starts_postgres(action: &Action) -> bool {
+    matches!(
+        action,
+        Action::Bootstrap
+            | Action::StartAsPrimary { .. }
+            | Action::StartAsStandby { .. }
+            | Action::FollowLeader(_)
+            | Action::CloneFromLeader(_)
+            | Action::Rewind(_)
+            | Action::Reclone(_)
+    )
+}
 
 impl Agent {
     fn seed(&self) -> SeedContext<'_> {
@@ -42,6 +67,9 @@ impl Agent {
     }
 
     pub(crate) async fn execute(&mut self, action: &Action) -> anyhow::Result<()> {
+        if starts_postgres(action) {
+            self.wait_for_exiting_postmaster().await?;
+        }
         match action {
             Action::PublishMember(state) => {
                 let lease = self.member_lease().await?;
@@ -105,7 +133,7 @@ impl Agent {
                 self.seed()
                     .configure(&self.inst, Some(&up), &SyncStandbyNames::Async)?;
                 if self.inst.is_running() {
-                    self.inst.reload().await?;
+                    self.reload().await?;
                 }
                 self.mem.detached = None;
             }
@@ -238,20 +266,46 @@ impl Agent {
 
     async fn promote(&mut self, names: &SyncStandbyNames) -> anyhow::Result<()> {
         self.seed().configure(&self.inst, None, names)?;
-        self.inst.reload().await?;
+        self.reload().await?;
         let started = std::time::Instant::now();
-        self.inst.promote(START_TIMEOUT).await?;
-        tracing::info!(member = %self.me.name, took_ms = started.elapsed().as_millis() as u64, "promoted");
-        self.client = None;
-        let client = self.seed().admin(&self.inst).await?;
+        let (client, how) = self.promote_now().await?;
+        tracing::info!(member = %self.me.name, took_ms = started.elapsed().as_millis() as u64, how, "promoted");
+        let client = match client {
+            Some(c) => c,
+            None => self.seed().admin(&self.inst).await?,
+        };
         self.record_sync_applied(names, &client).await?;
+        self.client = Some(client);
         self.mem.detached = None;
         Ok(())
     }
 
+    /// Promote with `pg_promote()` on a connection (the cached one, else a
+    /// new one) and poll until the server accepts writes; fall back to
+    /// `pg_ctl promote` when that fails (e.g. no connection). Returns the
+    /// connection when it is still good, and how the promotion was done.
+    async fn promote_now(
+        &mut self,
+    ) -> anyhow::Result<(Option<tokio_postgres::Client>, &'static str)> {
+        let client = match self.client.take() {
+            Some(c) if !c.is_closed() => Ok(c),
+            _ => self.seed().admin(&self.inst).await,
+        };
+        let failed = match client {
+            Ok(c) => match pgha_postgres::probe::promote(&c, PROMOTE_POLL, START_TIMEOUT).await {
+                Ok(()) => return Ok((Some(c), "pg_promote")),
+                Err(e) => anyhow::Error::from(e),
+            },
+            Err(e) => e.into(),
+        };
+        tracing::warn!(member = %self.me.name, "promoting with pg_promote() failed ({failed:#}); trying pg_ctl promote");
+        self.inst.promote(START_TIMEOUT).await?;
+        Ok((None, "pg_ctl"))
+    }
+
     async fn set_sync_names(&mut self, names: &SyncStandbyNames) -> anyhow::Result<()> {
         self.seed().configure(&self.inst, None, names)?;
-        self.inst.reload().await?;
+        self.reload().await?;
         let client = self.seed().admin(&self.inst).await?;
         let want = names.to_postgres();
         let deadline = std::time::Instant::now() + Duration::from_secs(5);
@@ -290,8 +344,11 @@ impl Agent {
         self.seed()
             .configure(&self.inst, None, &SyncStandbyNames::Async)?;
         if self.inst.is_running() {
-            self.inst.reload().await?;
-            let client = self.seed().admin(&self.inst).await?;
+            self.reload().await?;
+            let client = match self.client.take() {
+                Some(c) if !c.is_closed() => c,
+                _ => self.seed().admin(&self.inst).await?,
+            };
             let deadline = std::time::Instant::now() + Duration::from_secs(5);
             loop {
                 let n: i64 = client
@@ -304,8 +361,9 @@ impl Agent {
                 if std::time::Instant::now() > deadline {
                     bail!("the WAL receiver is still running 5s after detaching");
                 }
-                tokio::time::sleep(Duration::from_millis(20)).await;
+                tokio::time::sleep(Duration::from_millis(10)).await;
             }
+            self.client = Some(client);
         }
         self.mem.detached = Some(Detached { after_term });
         Ok(())
@@ -366,9 +424,27 @@ impl Agent {
     async fn demote(&mut self, kind: DemoteKind) -> anyhow::Result<()> {
         match kind {
             DemoteKind::Graceful => {
-                self.inst
-                    .stop(StopMode::Fast, Duration::from_secs(60))
-                    .await?;
+                // Return once the shutdown checkpoint is durable, not when
+                // the postmaster has exited (walsenders, archiver): the
+                // core then records the final position at once.
+                let started = std::time::Instant::now();
+                let progress = self
+                    .inst
+                    .stop_until_shut_down(StopMode::Fast, SHUTDOWN_POLL, Duration::from_secs(60))
+                    .await;
+                match progress {
+                    Ok(ShutdownProgress::Exiting { pid }) => {
+                        tracing::info!(member = %self.me.name, pid, took_ms = started.elapsed().as_millis() as u64, "shut down cleanly; the postmaster is still exiting");
+                        self.mem.pg.exiting_pid = Some(pid);
+                    }
+                    Ok(ShutdownProgress::Exited) => {}
+                    Err(e) => {
+                        tracing::warn!(member = %self.me.name, "no clean shutdown in time ({e:#}); waiting for the postmaster to exit");
+                        self.inst
+                            .stop(StopMode::Fast, Duration::from_secs(30))
+                            .await?;
+                    }
+                }
                 self.seed()
                     .configure(&self.inst, None, &SyncStandbyNames::Async)?;
                 self.inst.set_standby_signal(true)?;
@@ -381,6 +457,33 @@ impl Agent {
         }
         self.client = None;
         self.mem.pg.sync_applied = None;
+        Ok(())
+    }
+
+    /// Make the running server re-read its configuration files:
+    /// `pg_reload_conf()` on the cached connection (the same SIGHUP to the
+    /// postmaster, without spawning a process), else `pg_ctl reload`.
+    async fn reload(&mut self) -> anyhow::Result<()> {
+        if let Some(c) = self.client.as_ref().filter(|c| !c.is_closed()) {
+            match c.query_one("SELECT pg_reload_conf()", &[]).await {
+                Ok(_) => return Ok(()),
+                Err(e) => tracing::debug!("pg_reload_conf() failed ({e}); using pg_ctl reload"),
+            }
+        }
+        self.inst.reload().await?;
+        Ok(())
+    }
+
+    /// A postmaster left exiting by a graceful demote must be gone before
+    /// anything starts in (or rewrites) the data directory.
+    async fn wait_for_exiting_postmaster(&mut self) -> anyhow::Result<()> {
+        let Some(pid) = self.mem.pg.exiting_pid else {
+            return Ok(());
+        };
+        let started = std::time::Instant::now();
+        self.inst.wait_exit(pid, EXIT_TIMEOUT).await?;
+        self.mem.pg.exiting_pid = None;
+        tracing::debug!(member = %self.me.name, pid, waited_ms = started.elapsed().as_millis() as u64, "the shut-down postmaster exited");
         Ok(())
     }
 
@@ -422,6 +525,7 @@ impl Agent {
     }
 
     pub(crate) async fn restart_postgres(&mut self) -> anyhow::Result<()> {
+        self.wait_for_exiting_postmaster().await?;
         self.stop(StopMode::Fast).await?;
         self.inst.start(START_TIMEOUT).await?;
         Ok(())

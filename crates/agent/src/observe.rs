@@ -19,6 +19,10 @@ pub struct PgMemory {
     /// The last `synchronous_standby_names` this agent set and the primary's
     /// flush LSN once it was in effect.
     pub sync_applied: Option<(SyncStandbyNames, Lsn)>,
+    /// The postmaster a graceful demote left exiting: its control file said
+    /// "shut down" but it still waits for walsenders and the archiver.
+    /// Nothing may start in the data directory before it has exited.
+    pub exiting_pid: Option<u32>,
 }
 
 /// Observe the instance. `client` is a cached superuser connection (None
@@ -43,6 +47,13 @@ pub async fn observe(
         mem.stopped_since.get_or_insert(now);
     }
     pg.stopped_since = mem.stopped_since;
+    if pg.running && is_exiting(inst, mem) {
+        // Shut down cleanly, the postmaster still finishing: read it like
+        // a stopped server (the control file is final).
+        pg.exiting = true;
+        observe_stopped(&mut pg, inst, cluster).await;
+        return pg;
+    }
     match (pg.running, client) {
         (true, Some(c)) => {
             if let Err(e) = probe_running(&mut pg, inst, c, cluster, passfile, mem).await {
@@ -58,6 +69,20 @@ pub async fn observe(
     pg.diverged = pg.data_dir == DataDir::Standby && !pg.streaming && log_says_diverged(inst);
 
     pg
+}
+
+/// The postmaster a graceful demote left exiting still runs and its
+/// control file says it shut down cleanly. Forgets a postmaster that has
+/// exited (or was replaced).
+pub fn is_exiting(inst: &Instance, mem: &mut PgMemory) -> bool {
+    let Some(pid) = mem.exiting_pid else {
+        return false;
+    };
+    if inst.pid() != Some(pid) {
+        mem.exiting_pid = None;
+        return false;
+    }
+    inst.control_state().is_ok_and(|s| s.is_clean_shutdown())
 }
 
 fn data_dir_kind(inst: &Instance) -> DataDir {

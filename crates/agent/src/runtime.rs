@@ -259,7 +259,7 @@ impl Agent {
             return;
         }
         self.client = None;
-        if !self.inst.is_running() {
+        if !self.inst.is_running() || observe::is_exiting(&self.inst, &mut self.mem.pg) {
             return;
         }
         match pgha_postgres::probe::connect(
