@@ -23,6 +23,23 @@ pub struct PgMemory {
     /// "shut down" but it still waits for walsenders and the archiver.
     /// Nothing may start in the data directory before it has exited.
     pub exiting_pid: Option<u32>,
+    /// The last `IDENTIFY_SYSTEM` answer of a standby without a WAL
+    /// receiver, reused while nothing it depends on moved.
+    pub identified: Option<Identified>,
+}
+
+/// An `IDENTIFY_SYSTEM` answer (timeline, flushed position) and what it
+/// was asked under: the postmaster and the standby's received and replayed
+/// positions. Without a WAL receiver the answer changes only when one of
+/// those does (a timeline switch is replayed at a record boundary), so it
+/// is reused then: the psql process and replication connection it costs
+/// (tens of milliseconds on a busy machine) were on every loop of a
+/// detached standby, including a failover candidate's last two.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Identified {
+    pub key: (Option<u32>, Option<Lsn>, Option<Lsn>),
+    pub timeline: Timeline,
+    pub lsn: Lsn,
 }
 
 /// Observe the instance. `client` is a cached superuser connection (None
@@ -101,7 +118,7 @@ async fn probe_running(
     c: &Client,
     cluster: &ClusterConfig,
     passfile: &std::path::Path,
-    mem: &PgMemory,
+    mem: &mut PgMemory,
 ) -> Result<(), PgError> {
     let st = pgha_postgres::probe::server_status(c).await?;
     let timeline = st.timeline.unwrap_or(Timeline(0));
@@ -120,9 +137,17 @@ async fn probe_running(
             // Without a WAL receiver the status query only knows the last
             // checkpoint's timeline, which can be older than the WAL we
             // hold: ask the server itself.
-            let (tli, pos) = inst
-                .identify_system(&cluster.replication_user, passfile)
-                .await?;
+            let key = (inst.pid(), st.receive_lsn, st.replay_lsn);
+            let (tli, pos) = match mem.identified.filter(|i| i.key == key) {
+                Some(i) => (i.timeline, i.lsn),
+                None => {
+                    let (timeline, lsn) = inst
+                        .identify_system(&cluster.replication_user, passfile)
+                        .await?;
+                    mem.identified = Some(Identified { key, timeline, lsn });
+                    (timeline, lsn)
+                }
+            };
             pg.position = WalPos {
                 timeline: tli,
                 lsn: best.max(pos),

@@ -71,6 +71,9 @@ pub struct Agent {
     status_tx: watch::Sender<AgentStatus>,
     decisions: VecDeque<DecisionRecord>,
     last_reason: String,
+    /// The last iteration ran at least one action besides publishing and
+    /// renewing, and none failed: see [`Agent::min_wait_ms`].
+    stepped: bool,
 }
 
 /// The initial dynamic config from the file's `[ha]` table.
@@ -135,6 +138,7 @@ impl Agent {
                 status_tx,
                 decisions: VecDeque::new(),
                 last_reason: String::new(),
+                stepped: false,
             },
             status_rx,
         ))
@@ -164,7 +168,7 @@ impl Agent {
         self.write_initial_config().await;
         loop {
             let decision = self.iterate().await;
-            let wait = Duration::from_millis(decision.wake_in.0.clamp(20, 5_000));
+            let wait = Duration::from_millis(decision.wake_in.0.clamp(self.min_wait_ms(), 5_000));
             tokio::select! {
                 _ = cancel.cancelled() => break,
                 Some(cmd) = commands.recv() => self.handle_command(cmd).await,
@@ -176,6 +180,20 @@ impl Agent {
         postmaster.abort();
         self.shutdown().await;
         self.keeper_task.abort();
+    }
+
+    /// The shortest pause before the next iteration. A decision that asks
+    /// to decide again at once after its actions succeeded (a failover or
+    /// switchover step: detach, take the key, claim and promote, publish
+    /// the new primary) goes on after 5 ms; otherwise at least 20 ms, so
+    /// that a step that keeps failing, or a wait asked for "now", does not
+    /// spin.
+    fn min_wait_ms(&self) -> u64 {
+        if self.stepped {
+            5
+        } else {
+            20
+        }
     }
 
     /// One observe-decide-execute step.
@@ -207,13 +225,16 @@ impl Agent {
         let dcs_view = snap.dcs_view(&self.last_config);
         let decision = pgha_core::decide(&local, &dcs_view, now);
         self.log_decision(&decision);
+        self.stepped = false;
         for action in &decision.actions {
             self.keeper.heartbeat();
             if let Err(e) = self.execute(action).await {
                 tracing::warn!(member = %self.me.name, action = %action, "action failed: {e:#}");
                 self.client = None;
+                self.stepped = false;
                 break;
             }
+            self.stepped |= !matches!(action, Action::PublishMember(_) | Action::RenewLeader);
         }
         if let Some(v) = &snap.view {
             self.maintain_slots(v).await;
