@@ -127,16 +127,21 @@ impl Session {
         self.start_unit(tag, msg, frame, forced).await
     }
 
-    /// The analysis deciding a unit's route, from its first message.
-    fn first_analysis(&mut self, msg: &FrontendMessage) -> Option<Arc<Analysis>> {
+    /// The analysis deciding a unit's route, from its first message, and the
+    /// statement text a standby's 25006 refusal would teach the classifier
+    /// (one prepared-statement lookup for a Bind).
+    fn first_analysis(&mut self, msg: &FrontendMessage) -> (Option<Arc<Analysis>>, Option<Bytes>) {
         if self.kind == crate::server::ListenerKind::Primary {
-            return None;
+            return (None, None);
         }
         match msg {
-            FrontendMessage::Query { sql } => Some(
-                self.shared
-                    .classifier
-                    .analyze(&String::from_utf8_lossy(sql)),
+            FrontendMessage::Query { sql } => (
+                Some(
+                    self.shared
+                        .classifier
+                        .analyze(&String::from_utf8_lossy(sql)),
+                ),
+                Some(sql.clone()),
             ),
             FrontendMessage::Parse { sql, .. } => {
                 let a = self
@@ -144,17 +149,22 @@ impl Session {
                     .classifier
                     .analyze(&String::from_utf8_lossy(sql));
                 self.last_parse = Some((sql.clone(), a.clone()));
-                Some(a)
+                (Some(a), Some(sql.clone()))
             }
             FrontendMessage::Bind {
                 statement: name, ..
-            }
-            | FrontendMessage::Describe { kind: b'S', name } => self
-                .state
-                .prepared
-                .get(name)
-                .and_then(|p| p.analysis.clone()),
-            _ => None,
+            } => match self.state.prepared.get(name) {
+                Some(p) => (p.analysis.clone(), Some(p.sql.clone())),
+                None => (None, None),
+            },
+            FrontendMessage::Describe { kind: b'S', name } => (
+                self.state
+                    .prepared
+                    .get(name)
+                    .and_then(|p| p.analysis.clone()),
+                None,
+            ),
+            _ => (None, None),
         }
     }
 
@@ -170,7 +180,7 @@ impl Session {
             // one whose backend was lost.
             self.state.pending.clear();
         }
-        let analysis = self.first_analysis(&msg);
+        let (analysis, text) = self.first_analysis(&msg);
         if !forced && self.defer_begin(&msg, analysis.as_deref(), &frame) {
             return Ok(Step::Done);
         }
@@ -236,7 +246,7 @@ impl Session {
         stats
             .served
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let unit = self.new_unit(stats, role, &msg, analysis.as_ref());
+        let unit = self.new_unit(stats, role, &msg, analysis.as_ref(), text);
         let Some(b) = self.backends[role as usize].as_mut() else {
             return Ok(Step::Done);
         };
@@ -258,23 +268,16 @@ impl Session {
         role: Role,
         msg: &FrontendMessage,
         analysis: Option<&Arc<Analysis>>,
+        retry_sql: Option<Bytes>,
     ) -> Unit {
         let mut unit = Unit::new(stats);
         let Some(a) = analysis else { return unit };
-        let retry_sql = match msg {
-            FrontendMessage::Query { sql } => {
-                unit.write = may_write(a, sql);
-                if !a.session.is_empty() {
-                    unit.effects.push(a.clone());
-                }
-                Some(sql.clone())
+        if let FrontendMessage::Query { sql } = msg {
+            unit.write = may_write(a, sql);
+            if !a.session.is_empty() {
+                unit.effects.push(a.clone());
             }
-            FrontendMessage::Parse { sql, .. } => Some(sql.clone()),
-            FrontendMessage::Bind { statement, .. } => {
-                self.state.prepared.get(statement).map(|p| p.sql.clone())
-            }
-            _ => None,
-        };
+        }
         let retryable = self.kind == crate::server::ListenerKind::Rw
             && role == Role::Standby
             && self.tx_status == b'I'
@@ -436,22 +439,14 @@ impl Session {
                 push_token(b, false);
             }
             FrontendMessage::Bind { statement, .. } => {
-                ensure_prepared(b, state, statement);
-                let a = state
-                    .prepared
-                    .get(statement)
-                    .and_then(|p| p.analysis.clone());
+                let p = state.prepared.get(statement);
+                ensure_prepared(b, p, statement);
                 if let Some(u) = b.units.back_mut() {
-                    match a {
-                        Some(a) => {
-                            let sql = state
-                                .prepared
-                                .get(statement)
-                                .map(|p| &p.sql[..])
-                                .unwrap_or(&[]);
-                            u.write |= may_write(&a, sql);
+                    match p.and_then(|p| Some((p.analysis.as_ref()?, &p.sql))) {
+                        Some((a, sql)) => {
+                            u.write |= may_write(a, sql);
                             if !a.session.is_empty() {
-                                u.effects.push(a);
+                                u.effects.push(a.clone());
                             }
                         }
                         None => u.write = true,
@@ -459,7 +454,9 @@ impl Session {
                 }
                 push_token(b, false);
             }
-            FrontendMessage::Describe { kind: b'S', name } => ensure_prepared(b, state, name),
+            FrontendMessage::Describe { kind: b'S', name } => {
+                ensure_prepared(b, state.prepared.get(name), name)
+            }
             FrontendMessage::Close { kind, name } => {
                 if *kind == b'S' {
                     state.prepared.remove(name);
@@ -558,13 +555,10 @@ fn inject_close(b: &mut super::state::Backend, name: &Bytes) {
     push_token(b, true);
 }
 
-/// Makes sure backend `b` has the client's current version of statement `name`.
-fn ensure_prepared(
-    b: &mut super::state::Backend,
-    state: &super::state::SessionState,
-    name: &Bytes,
-) {
-    let Some(p) = state.prepared.get(name) else {
+/// Makes sure backend `b` has the client's current version `p` of statement
+/// `name`.
+fn ensure_prepared(b: &mut super::state::Backend, p: Option<&Prepared>, name: &Bytes) {
+    let Some(p) = p else {
         return;
     };
     if b.prepared.get(name) == Some(&p.version) {
