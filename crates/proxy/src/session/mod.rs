@@ -203,6 +203,8 @@ pub struct Session {
     cancel: Arc<CancelTargets>,
     cancel_id: (i32, i32),
     topology: tokio::sync::watch::Receiver<crate::topology::Topology>,
+    /// Routing facts of the current topology generation.
+    route_view: route::RouteView,
     /// Counted as in flight on the primary (switchover drain; see route.rs).
     in_flight: Option<crate::topology::InFlightHold>,
     /// The login was answered from the login cache with these values and no
@@ -263,6 +265,7 @@ impl Session {
             cancel,
             cancel_id,
             topology,
+            route_view: route::RouteView::default(),
             in_flight: None,
             unverified: None,
             refused: None,

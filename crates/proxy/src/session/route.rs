@@ -44,6 +44,15 @@ pub(super) enum Resolution {
     Fail(Bytes),
 }
 
+/// What routing needs from the topology, kept per topology generation (the
+/// monitor's per-node stats never move, so an `Arc` stays valid).
+#[derive(Default)]
+pub(super) struct RouteView {
+    generation: Option<u64>,
+    /// The current primary's stats (`None`: no primary).
+    primary: Option<std::sync::Arc<crate::monitor::NodeStats>>,
+}
+
 /// A primary's position sample from its stats: `(lsn, poll start)`.
 fn primary_sample_of(stats: &crate::monitor::NodeStats) -> Option<(crate::monitor::Lsn, Instant)> {
     let s = stats.status();
@@ -173,34 +182,45 @@ impl Session {
     /// Whether the session's standby connection may serve (`ryw`: also
     /// checking read-your-writes).
     fn current_standby_usable(&mut self, ryw: bool) -> bool {
-        let node = match &self.backends[Role::Standby as usize] {
-            Some(b) => b.conn.node.clone(),
-            None => return false,
-        };
-        self.standby_check(&node, ryw)
+        self.standby_check(None, ryw)
     }
 
     /// Is `node` a standby that may serve this session's reads now?
     fn standby_eligible(&mut self, node: &Node) -> bool {
-        self.standby_check(node, true)
+        self.standby_check(Some(node), true)
     }
 
-    fn standby_check(&mut self, node: &Node, ryw: bool) -> bool {
+    /// `node`: `None` for the session's standby connection (no `Node` clone
+    /// per transaction). The primary's stats come from [`RouteView`], looked
+    /// up once per topology generation instead of in the monitor's map each
+    /// time.
+    fn standby_check(&mut self, node: Option<&Node>, ryw: bool) -> bool {
         let settings = &self.shared.settings;
+        let standby = self.backends[Role::Standby as usize].as_ref();
+        let (node, connected) = match (node, standby) {
+            (None, Some(b)) => (&b.conn.node, Some(b)),
+            (None, None) => return false,
+            (Some(n), b) => (n, b.filter(|b| b.conn.node == *n)),
+        };
         let primary_sample = {
             let t = self.topology.borrow();
             if !t.standbys.contains(node) {
                 return false;
             }
-            match (&t.primary, &self.backends[Role::Primary as usize]) {
-                (Some(p), Some(b)) if *p == b.conn.node => primary_sample_of(&b.stats),
-                (Some(p), _) => self.shared.monitor.primary_sample(p),
-                (None, _) => None,
+            if self.route_view.generation != Some(t.generation) {
+                self.route_view = RouteView {
+                    generation: Some(t.generation),
+                    primary: t.primary.as_ref().map(|p| self.shared.monitor.stats(p)),
+                };
             }
+            self.route_view
+                .primary
+                .as_deref()
+                .and_then(primary_sample_of)
         };
-        let st = match &self.backends[Role::Standby as usize] {
-            Some(b) if b.conn.node == *node => b.stats.status(),
-            _ => self.shared.monitor.stats(node).status(),
+        let st = match connected {
+            Some(b) => b.stats.status(),
+            None => self.shared.monitor.stats(node).status(),
         };
         let fresh = st
             .ok_started
