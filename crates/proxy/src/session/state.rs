@@ -12,6 +12,14 @@ use crate::monitor::Lsn;
 use crate::monitor::{NodeStats, Outstanding};
 use bytes::{Bytes, BytesMut};
 use std::collections::{HashMap, VecDeque};
+
+/// A hash map for the per-session maps looked up on every transaction.
+/// foldhash instead of SipHash: several times cheaper for short keys, and
+/// still seeded at random (per process and per map), because the keys
+/// (statement names, setting names) come from clients. The maps are per
+/// session, so colliding keys would first of all slow down the session that
+/// sent them; the shared statement-text cache keeps std's SipHash.
+pub type SessionMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -193,9 +201,9 @@ pub struct Backend {
     pub units: VecDeque<Unit>,
     /// Prepared statement name -> version the backend was sent
     /// ([`UNKNOWN_VERSION`]: may or may not exist).
-    pub prepared: HashMap<Bytes, u64>,
+    pub prepared: SessionMap<Bytes, u64>,
     /// Session settings applied on this backend: name -> SET statement.
-    pub settings: HashMap<String, String>,
+    pub settings: SessionMap<String, String>,
 }
 
 impl Backend {
@@ -204,8 +212,8 @@ impl Backend {
             conn,
             stats,
             units: VecDeque::new(),
-            prepared: HashMap::new(),
-            settings: HashMap::new(),
+            prepared: SessionMap::default(),
+            settings: SessionMap::default(),
         }
     }
 
@@ -228,12 +236,12 @@ pub struct Prepared {
 #[derive(Default)]
 pub struct SessionState {
     /// Non-LOCAL SET statements in force: name -> statement.
-    pub settings: HashMap<String, String>,
+    pub settings: SessionMap<String, String>,
     /// SET/RESET effects of the open transaction, applied to `settings` only
     /// when it commits (PostgreSQL undoes them on rollback); `None` marks a
     /// savepoint.
     pub pending: Vec<Option<SessionEffect>>,
-    pub prepared: HashMap<Bytes, Prepared>,
+    pub prepared: SessionMap<Bytes, Prepared>,
     pub next_version: u64,
     /// Pinned to the primary (temp table, LISTEN, ...).
     pub pinned: Option<&'static str>,
