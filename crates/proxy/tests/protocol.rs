@@ -107,3 +107,115 @@ async fn flush_pipelining_and_errors() -> anyhow::Result<()> {
     raw.send(&encode(&[F::Terminate])).await?;
     Ok(())
 }
+
+/// Runs `msgs` (one unit, ending with Sync) and returns the first column
+/// of its first DataRow (text format), `None` without one.
+async fn first_value(raw: &mut Raw, msgs: &[F]) -> anyhow::Result<Option<String>> {
+    raw.send(&encode(msgs)).await?;
+    let mut value = None;
+    loop {
+        match raw.next().await?.ok_or_else(|| anyhow::anyhow!("closed"))? {
+            B::ReadyForQuery { .. } => return Ok(value),
+            B::ErrorResponse(e) => anyhow::bail!("error: {}", String::from_utf8_lossy(&e)),
+            B::Other { tag: b'D', body } if value.is_none() && body.len() >= 6 => {
+                value = Some(String::from_utf8_lossy(&body[6..]).into_owned());
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Waits until `unit` (a statement returning `pg_is_in_recovery()::text`)
+/// runs on the standby.
+async fn standby_serves(
+    raw: Raw,
+    unit: Vec<F>,
+    what: &str,
+) -> anyhow::Result<tokio::sync::Mutex<Raw>> {
+    let raw = tokio::sync::Mutex::new(raw);
+    pgha_testkit::wait_until_async(what, std::time::Duration::from_secs(20), || {
+        let (raw, unit) = (&raw, &unit);
+        async move {
+            let mut r = raw.lock().await;
+            let v = first_value(&mut r, unit).await.ok()?;
+            (v.as_deref() == Some("true")).then_some(())
+        }
+    })
+    .await?;
+    Ok(raw)
+}
+
+/// A named statement closed and parsed again with another text routes by
+/// the new text: the proxy keeps each statement's analysis on the session's
+/// record, made at Parse, and a Bind uses the record's current one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reparsed_statement_routes_by_its_new_text() -> anyhow::Result<()> {
+    let c = start(true, "").await?;
+    c.wait_standby_healthy().await?;
+    let mut raw = Raw::login(c.rw(), "alice", ALICE_PW).await?;
+    let parse = |sql: &str| F::Parse {
+        name: b("s"),
+        sql: b(sql),
+        param_types: no_params(),
+    };
+    let run = || {
+        vec![
+            F::Bind {
+                portal: b(""),
+                statement: b("s"),
+                rest: Bytes::from_static(&[0, 0, 0, 0, 0, 0]),
+            },
+            F::Execute {
+                portal: b(""),
+                max_rows: 0,
+            },
+            F::Sync,
+        ]
+    };
+    let close = [
+        F::Close {
+            kind: b'S',
+            name: b("s"),
+        },
+        F::Sync,
+    ];
+    let read = "SELECT pg_is_in_recovery()::text";
+    let write = "WITH w AS (INSERT INTO t (v) VALUES (1) RETURNING v) \
+                 SELECT pg_is_in_recovery()::text FROM w";
+
+    let mut first = vec![parse(read)];
+    first.extend(run());
+    first_value(&mut raw, &first).await?;
+    let raw = standby_serves(raw, run(), "the read-only statement on the standby").await?;
+    let mut raw = raw.into_inner();
+
+    first_value(&mut raw, &close).await?;
+    let mut again = vec![parse(write)];
+    again.extend(run());
+    assert_eq!(
+        first_value(&mut raw, &again).await?.as_deref(),
+        Some("false"),
+        "the new text writes: primary"
+    );
+    for _ in 0..3 {
+        assert_eq!(
+            first_value(&mut raw, &run()).await?.as_deref(),
+            Some("false"),
+            "Bind of the re-parsed statement routes by its new text"
+        );
+    }
+
+    first_value(&mut raw, &close).await?;
+    let mut back = vec![parse(read)];
+    back.extend(run());
+    first_value(&mut raw, &back).await?;
+    let raw = standby_serves(
+        raw,
+        run(),
+        "the statement parsed back to a read on the standby",
+    )
+    .await?;
+    let mut raw = raw.into_inner();
+    raw.send(&encode(&[F::Terminate])).await?;
+    Ok(())
+}
