@@ -47,6 +47,19 @@ impl Refusal {
     }
 }
 
+/// The last established leader handed over to `cand` and `cand`'s WAL
+/// reaches the final position it recorded (same timeline). Such a
+/// candidate needs nobody's report, its own detach included: the old
+/// leader's WAL ends at its shutdown checkpoint and it cannot write again
+/// without the key, so the candidate's WAL cannot fall short of any
+/// acknowledged commit whether or not it still streams from it.
+pub fn handoff_reached(cand: Candidate<'_>, view: &ClusterView) -> bool {
+    view.sync
+        .as_ref()
+        .and_then(|s| s.handoff_to(cand.name))
+        .is_some_and(|fin| cand.position.timeline == fin.timeline && cand.position.lsn >= fin.lsn)
+}
+
 /// Check the promotion rule for `cand` against `view`. `Ok` carries the
 /// explanation ("have the final LSN of ...").
 pub fn check_promotion(cand: Candidate<'_>, view: &ClusterView) -> Result<String, Refusal> {
@@ -62,7 +75,7 @@ pub fn check_promotion(cand: Candidate<'_>, view: &ClusterView) -> Result<String
     }
     if let Some(fin) = view.sync.as_ref().and_then(|s| s.handoff_to(cand.name)) {
         let old = view.sync.as_ref().map_or("", |s| s.leader.as_str());
-        if cand.position.timeline == fin.timeline && cand.position.lsn >= fin.lsn {
+        if handoff_reached(cand, view) {
             check_nobody_ahead(cand, view, term)?;
             return Ok(format!(
                 "{old} handed over to me after a clean shutdown at {fin} (switchover): \

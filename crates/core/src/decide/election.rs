@@ -14,7 +14,7 @@ use super::Ctx;
 use crate::action::{Action, Decision, DemoteKind};
 use crate::local::DataDir;
 use crate::member::Detached;
-use crate::promotion::{check_promotion, Candidate};
+use crate::promotion::{check_promotion, handoff_reached, Candidate};
 
 pub(crate) fn decide(ctx: &Ctx<'_>) -> Decision {
     let pg = &ctx.local.pg;
@@ -52,6 +52,13 @@ fn standby(ctx: &Ctx<'_>) -> Decision {
     let term = view.sync_term();
     if let Some(why) = receiving_handoff(ctx) {
         return ctx.decision_now(vec![], why);
+    }
+    // A completed hand-over to us needs no detach first (see
+    // `handoff_reached`): take the key at once.
+    if !ctx.local.tags.nofailover && handoff_reached(ctx.candidate(), view) {
+        if let Ok(why) = check_promotion(ctx.candidate(), view) {
+            return ctx.decision_now(vec![Action::AcquireLeader], format!("candidate: {why}"));
+        }
     }
     if ctx.local.detached.is_none_or(|d| d.after_term != term) {
         return ctx.decision_now(

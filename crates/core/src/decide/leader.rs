@@ -13,7 +13,7 @@
 use super::{leader_wake, Ctx};
 use crate::action::{Action, Decision, DemoteKind};
 use crate::local::DataDir;
-use crate::promotion::{check_promotion, Refusal};
+use crate::promotion::{check_promotion, handoff_reached, Refusal};
 use crate::sync::{SyncSet, SyncStandbyNames};
 use crate::sync_plan::{initial_names, next_step, target_set, SyncInputs, SyncStep};
 use crate::time::Millis;
@@ -144,7 +144,11 @@ fn claim(ctx: &Ctx<'_>, term: u64) -> Decision {
 
 fn claim_as_standby(ctx: &Ctx<'_>, term: u64, set: SyncSet, names: SyncStandbyNames) -> Decision {
     let sync_term = ctx.view.sync_term();
-    if ctx.local.detached.is_none_or(|d| d.after_term != sync_term) {
+    // A completed hand-over to us needs no detach first (see
+    // `handoff_reached`).
+    let handed_over = handoff_reached(ctx.candidate(), ctx.view)
+        && check_promotion(ctx.candidate(), ctx.view).is_ok();
+    if !handed_over && ctx.local.detached.is_none_or(|d| d.after_term != sync_term) {
         // e.g. the agent restarted and forgot its promise: make it again
         return ctx.decision_now(
             vec![Action::DetachFromPrimary {

@@ -337,11 +337,53 @@ fn the_target_waits_for_the_rest_of_the_wal_while_it_streams() {
         d.reason
     );
 
+    // Once the WAL is there it takes the key without detaching first.
     let node2 = Node::new("node2").running_standby(Some("node1"), pos(1, 1001));
     let d = run(node2, view(), 10_100);
+    assert_eq!(d.steps(), vec![&Action::AcquireLeader], "{}", d.reason);
+}
+
+/// The target holding the key claims and promotes on the hand-over without
+/// detaching first; without a hand-over it detaches first as before.
+#[test]
+fn the_target_claims_without_detaching_on_a_completed_handoff() {
+    let view = |handoff: bool| {
+        let v = View::new()
+            .sync(5, "node1", &["node2", "node3"], 1)
+            .leader("node2", 6)
+            .standby("node2", Some("node1"), pos(1, 1010))
+            .standby("node3", Some("node1"), pos(1, 1010));
+        if handoff {
+            v.handoff("node2", Some(pos(1, 1001))).build()
+        } else {
+            v.build()
+        }
+    };
+    let node2 = || {
+        Node::new("node2")
+            .running_standby(Some("node1"), pos(1, 1010))
+            .lease(10_000)
+    };
+    let d = run(node2(), view(true), 10_100);
+    let steps = d.steps();
+    let claim = steps.iter().position(|a| {
+        matches!(a, Action::WriteSyncKey(r) if r.term == 6 && r.leader == "node2" && r.handoff.is_none())
+    });
+    let promote = steps
+        .iter()
+        .position(|a| matches!(a, Action::Promote { .. }));
     assert!(
-        matches!(d.steps()[..], [Action::DetachFromPrimary { after_term: 5 }]),
-        "{}",
+        matches!((claim, promote), (Some(c), Some(p)) if c < p),
+        "{steps:?}: {}",
+        d.reason
+    );
+    let d = run(node2(), view(false), 10_100);
+    assert!(
+        d.steps()
+            .iter()
+            .any(|a| matches!(a, Action::DetachFromPrimary { after_term: 5 })),
+        "{:?}: {}",
+        d.steps(),
         d.reason
     );
 }
