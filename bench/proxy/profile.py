@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
-"""Profile the pgha proxy under pgbench select-only (default `-M prepared
--c 8`): where its CPU per transaction goes.
+"""Profile the pgha proxy under pgbench select-only or the TPC-B-like
+default script (`--script tpcb`; default `-M prepared -c 8`): where its CPU
+per transaction goes, and where its added latency goes.
 
 Three views, each over its own pgbench run against the dev cluster's rw
 listener (release build, real speed except under strace):
@@ -8,7 +9,14 @@ listener (release build, real speed except under strace):
   counters) on the proxy process: self time by symbol and by shared object
   (kernel vs pgha vs libc), and a caller view with DWARF unwinding;
 - `strace -c` on all proxy threads: system calls per transaction;
-- /proc utime and stime before/after: user vs kernel CPU per transaction.
+- /proc utime and stime before/after: user vs kernel CPU per transaction;
+- callgrind on a second proxy: user-space instructions per transaction;
+- latency (bench/proxy/latency.py): per-statement latency (pgbench -r) of
+  direct, pgha, the null forwarders and PgBouncer, and wake-up delays
+  (perf sched latency) per target.
+
+Per-statement figures divide by the statements of a transaction: 1 for
+select-only, 7 for TPC-B (BEGIN, 3 UPDATE, SELECT, INSERT, END).
 
 Writes text reports to bench/results/proxy-profile-<date>/ and a summary
 JSON there. Hazards: perf needs root (or perf_event_paranoid <= 1); perf's
@@ -34,12 +42,13 @@ from pgcluster import DevCluster  # noqa: E402
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from run import prepare_cluster, USER, DB, log  # noqa: E402
+import latency  # noqa: E402
+
+STATEMENTS = {"select-only": 1, "tpcb": 7}
 
 
 def pgbench_bg(port, password, args, seconds):
-    argv = [pgbench.PGBENCH, "-h", "127.0.0.1", "-p", str(port), "-U", USER, "-n", "-S",
-            "-M", args.mode, "-c", str(args.clients), "-j", str(min(args.clients, 2)),
-            "-T", str(seconds), DB]
+    argv = latency.pgbench_argv(port, USER, DB, args.script, args.clients, args.mode, seconds)
     return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env=dict(os.environ, PGPASSWORD=password))
 
@@ -140,10 +149,10 @@ def callgrind_run(cluster, password, args, outdir):
                 if time.time() > deadline or proc.poll() is not None:
                     raise RuntimeError("the proxy under valgrind did not start listening")
                 time.sleep(1)
-        pgbench.run(port, USER, password, DB, "select-only", args.clients, args.mode, 3)
+        pgbench.run(port, USER, password, DB, args.script, args.clients, args.mode, 3)
         zeroed = subprocess.run(["callgrind_control", "-z", str(proc.pid)],
                                 capture_output=True).returncode == 0
-        r = pgbench.run(port, USER, password, DB, "select-only", args.clients, args.mode,
+        r = pgbench.run(port, USER, password, DB, args.script, args.clients, args.mode,
                         args.seconds)
         dumped = subprocess.run(["callgrind_control", "-d", str(proc.pid)],
                                 capture_output=True).returncode == 0
@@ -175,6 +184,8 @@ def callgrind_run(cluster, password, args, outdir):
         # The per-transaction path: sessions minus their logins (which
         # happen once per connection and, under valgrind, include reconnects).
         res["session_instructions_per_tx"] = round((serve - login) / n)
+        res["session_instructions_per_statement"] = round(
+            (serve - login) / n / STATEMENTS[args.script])
         res["all_instructions_per_tx"] = round(sum(v for _, v in self_costs(dump)) / n)
     costs = self_costs(dump)
     total = sum(v for _, v in costs) or 1
@@ -201,28 +212,42 @@ def unique_dir(path):
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--pgha-bin", default=os.path.join(ROOT, "target", "release", "pgha"))
+    p.add_argument("--testkit-bin",
+                   default=os.path.join(ROOT, "target", "release", "pgha-testkit"),
+                   help="pgha-testkit binary (the null forwarder of the latency view)")
+    p.add_argument("--script", choices=sorted(STATEMENTS), default="select-only")
     p.add_argument("--mode", default="prepared")
     p.add_argument("--clients", type=int, default=8)
     p.add_argument("--seconds", type=int, default=10)
-    p.add_argument("--only", choices=["perf", "callgrind"], help="run one view only")
+    p.add_argument("--latency-rounds", type=int, default=3)
+    p.add_argument("--only", choices=["perf", "callgrind", "latency"],
+                   help="run one view only")
     a = p.parse_args()
     stamp = datetime.datetime.utcnow().strftime("%Y-%m-%d-%H%M")
     outdir = unique_dir(os.path.join(ROOT, "bench", "results", f"proxy-profile-{stamp}"))
-    summary = {"started": stamp, "mode": a.mode, "clients": a.clients,
+    summary = {"started": stamp, "script": a.script, "mode": a.mode, "clients": a.clients,
                "machine": procstat.machine()}
     cluster = DevCluster(a.pgha_bin)
     try:
         log(f"pgha up in {cluster.dir}")
         cluster.up()
-        password, _ = prepare_cluster(cluster, 1)
+        password, verifier = prepare_cluster(cluster, 1)
         _, rw, _, _ = cluster.proxy()
         pid = cluster.proxy_pid()
-        pgbench.run(rw, USER, password, DB, "select-only", a.clients, a.mode, 2)  # warm up
-        r = pgbench.run(rw, USER, password, DB, "select-only", a.clients, a.mode, a.seconds,
+        pgbench.run(rw, USER, password, DB, a.script, a.clients, a.mode, 2)  # warm up
+        r = pgbench.run(rw, USER, password, DB, a.script, a.clients, a.mode, a.seconds,
                         [pid])
+        if r.get("proxy_cpu_us_per_tx"):
+            r["proxy_cpu_us_per_statement"] = r["proxy_cpu_us_per_tx"] / STATEMENTS[a.script]
         summary["plain_run"] = r
         log(f"plain: {r.get('tps')} tps, proxy {r.get('proxy_cpu_us_per_tx')} us/tx "
             f"(user {r.get('proxy_user_us_per_tx')}, sys {r.get('proxy_sys_us_per_tx')})")
+        if a.only in (None, "latency"):
+            summary["latency"] = latency.latency_run(
+                cluster, cluster.primary_port(), rw, pid, USER, password, verifier, DB, a,
+                outdir, log)
+        if a.only == "latency":
+            return
         if a.only != "perf":
             summary["callgrind"] = callgrind_run(cluster, password, a, outdir)
             log(f"callgrind: {summary['callgrind']}")
