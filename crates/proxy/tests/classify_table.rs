@@ -216,8 +216,11 @@ fn table() -> Vec<(&'static str, Analysis)> {
         ("RESET search_path", reset("search_path", "RESET search_path")),
         ("SET search_path TO DEFAULT", reset("search_path", "SET search_path TO DEFAULT")),
         ("RESET ALL", with(vec![SessionEffect::ResetAll])),
-        ("DISCARD ALL", with(vec![SessionEffect::ResetAll])),
+        ("DISCARD ALL", with(vec![SessionEffect::ResetAll, SessionEffect::Deallocate { name: Option::None }])),
         ("DISCARD PLANS", rw()),
+        ("DEALLOCATE ALL", with(vec![SessionEffect::Deallocate { name: Option::None }])),
+        ("DEALLOCATE PREPARE s1", with(vec![SessionEffect::Deallocate { name: Some("s1".into()) }])),
+        ("deallocate \"S_1\"", with(vec![SessionEffect::Deallocate { name: Some("S_1".into()) }])),
         // pins
         ("CREATE TEMP TABLE tt (a int)", pin(TEMP)),
         ("CREATE TEMPORARY TABLE tt AS SELECT 1", pin(TEMP)),

@@ -78,6 +78,11 @@ pub enum SessionEffect {
     Reset { name: String, statement: String },
     /// RESET ALL / DISCARD ALL.
     ResetAll,
+    /// SQL `DEALLOCATE name` (`Some`), `DEALLOCATE ALL` / `DISCARD ALL`
+    /// (`None`): prepared statements (the client's protocol-level ones
+    /// included) are removed on the backend that runs it, at once and even if
+    /// its transaction rolls back.
+    Deallocate { name: Option<String> },
     /// The session stays on the primary from now on.
     Pin { reason: &'static str },
 }

@@ -158,7 +158,19 @@ fn classify_stmt(node: &N, text: &str, snap: &CatalogSnapshot, acc: &mut Outcome
         N::DiscardStmt(d) => {
             if d.target == protobuf::DiscardMode::DiscardAll as i32 {
                 acc.analysis.session.push(SessionEffect::ResetAll);
+                acc.analysis
+                    .session
+                    .push(SessionEffect::Deallocate { name: None });
             }
+            false
+        }
+        N::DeallocateStmt(d) => {
+            // Not a write, but it must reach the backend holding the
+            // statement: the session decides (see session::dispatch).
+            let name = (!d.isall && !d.name.is_empty()).then(|| d.name.clone());
+            acc.analysis
+                .session
+                .push(SessionEffect::Deallocate { name });
             false
         }
         N::ListenStmt(_) => {

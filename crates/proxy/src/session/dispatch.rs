@@ -8,9 +8,9 @@
 //! copied on this path (the classifier caches by text).
 
 use super::route::Resolution;
-use super::state::{Prepared, Role, Unit};
+use super::state::{Prepared, Role, Unit, UNKNOWN_VERSION};
 use super::{Flow, Session, SessionError};
-use crate::classify::{Analysis, TxEffect};
+use crate::classify::{Analysis, SessionEffect, TxEffect};
 use crate::codec::{frame_len, BackendMessage, ErrorInfo, FrontendMessage};
 use bytes::{Bytes, BytesMut};
 use std::sync::Arc;
@@ -239,6 +239,11 @@ impl Session {
         if let Some(begin) = self.deferred_begin.take() {
             self.inject(role, &begin);
         }
+        if let (FrontendMessage::Query { .. }, Some(a)) = (&msg, analysis.as_deref()) {
+            if has_deallocate(a) {
+                self.prepare_to_deallocate(role, a);
+            }
+        }
         let Some(b) = self.backends[role as usize].as_mut() else {
             return Ok(Step::Done);
         };
@@ -363,6 +368,42 @@ impl Session {
         b.conn.wbuf.extend_from_slice(frame);
     }
 
+    /// A simple query deallocates the client's statements by name: prepares
+    /// those `role` lacks (as an injected unit: Parse, Sync), since the
+    /// client sees one statement where the proxy may have prepared it on the
+    /// other backend only, and `DEALLOCATE` of a missing name fails.
+    fn prepare_to_deallocate(&mut self, role: Role, a: &Analysis) {
+        let Some(b) = self.backends[role as usize].as_mut() else {
+            return;
+        };
+        let mut wrote = false;
+        for name in deallocated_names(a) {
+            let Some((name, p)) = self.state.prepared.get_key_value(name.as_bytes()) else {
+                continue;
+            };
+            if b.prepared.get(name) == Some(&p.version) {
+                continue;
+            }
+            if b.prepared.contains_key(name) {
+                FrontendMessage::Close {
+                    kind: b'S',
+                    name: name.clone(),
+                }
+                .encode(&mut b.conn.wbuf);
+            }
+            b.conn.wbuf.extend_from_slice(&p.parse);
+            b.prepared.insert(name.clone(), p.version);
+            wrote = true;
+        }
+        if wrote {
+            FrontendMessage::Sync.encode(&mut b.conn.wbuf);
+            let mut unit = Unit::new(b.stats.clone());
+            unit.injected = true;
+            unit.closed = true;
+            b.units.push_back(unit);
+        }
+    }
+
     /// Replays the session's SET state on `role` if it lags behind.
     fn sync_settings(&mut self, role: Role) {
         let Some(b) = self.backends[role as usize].as_mut() else {
@@ -407,6 +448,11 @@ impl Session {
             FrontendMessage::Query { .. } => {
                 b.prepared.remove(&b""[..]);
                 state.prepared.remove(&b""[..]);
+                if let Some(u) = b.units.back_mut() {
+                    if let Some(a) = u.effects.iter().find(|a| has_deallocate(a)).cloned() {
+                        forget_deallocated(state, &mut b.prepared, u, &a);
+                    }
+                }
             }
             FrontendMessage::Parse { name, sql, .. } => {
                 if !name.is_empty()
@@ -439,6 +485,22 @@ impl Session {
                 push_token(b, false);
             }
             FrontendMessage::Bind { statement, .. } => {
+                let dealloc = state
+                    .prepared
+                    .get(statement)
+                    .and_then(|p| p.analysis.as_ref())
+                    .filter(|a| has_deallocate(a))
+                    .cloned();
+                if let Some(a) = dealloc {
+                    // As for a simple query (`prepare_to_deallocate`), in
+                    // line: the statements it names must exist here.
+                    for name in deallocated_names(&a) {
+                        if name.as_bytes() != &statement[..] {
+                            let name = Bytes::copy_from_slice(name.as_bytes());
+                            ensure_prepared(b, state.prepared.get(&name), &name);
+                        }
+                    }
+                }
                 let p = state.prepared.get(statement);
                 ensure_prepared(b, p, statement);
                 if let Some(u) = b.units.back_mut() {
@@ -453,6 +515,17 @@ impl Session {
                     }
                 }
                 push_token(b, false);
+                if let Some(a) = state
+                    .prepared
+                    .get(statement)
+                    .and_then(|p| p.analysis.as_ref())
+                    .filter(|a| has_deallocate(a))
+                    .cloned()
+                {
+                    if let Some(u) = b.units.back_mut() {
+                        forget_deallocated(state, &mut b.prepared, u, &a);
+                    }
+                }
             }
             FrontendMessage::Describe { kind: b'S', name } => {
                 ensure_prepared(b, state.prepared.get(name), name)
@@ -481,6 +554,61 @@ impl Session {
         b.conn.wbuf.extend_from_slice(frame);
         if let Some(r) = b.units.back_mut().and_then(|u| u.retry.as_mut()) {
             r.extend_from_slice(frame);
+        }
+    }
+}
+
+fn has_deallocate(a: &Analysis) -> bool {
+    a.session
+        .iter()
+        .any(|e| matches!(e, SessionEffect::Deallocate { .. }))
+}
+
+/// The statement names an analysis deallocates by name.
+fn deallocated_names(a: &Analysis) -> impl Iterator<Item = &str> {
+    a.session.iter().filter_map(|e| match e {
+        SessionEffect::Deallocate { name: Some(n) } => Some(n.as_str()),
+        _ => None,
+    })
+}
+
+/// A unit running SQL `DEALLOCATE` / `DISCARD ALL` (analysis `a`) was sent
+/// to a backend whose statement map is `on`: the client's statements it
+/// names (all of them for `ALL`) are gone from the session's map at once
+/// (kept in the unit, put back if it fails), and their copies on this
+/// backend may or may not exist ([`UNKNOWN_VERSION`]: closed before a new
+/// Parse). Copies on the other backend keep their version: with no session
+/// entry, the next Parse, Bind or Describe of the name there closes them.
+/// Not deferred to the unit's completion: PostgreSQL removes them at once
+/// (even if the transaction rolls back), and a pipelined Parse of the same
+/// name must see them gone.
+fn forget_deallocated(
+    state: &mut super::state::SessionState,
+    on: &mut super::state::SessionMap<Bytes, u64>,
+    u: &mut Unit,
+    a: &Analysis,
+) {
+    for e in &a.session {
+        let SessionEffect::Deallocate { name } = e else {
+            continue;
+        };
+        let names: Vec<Bytes> = match name {
+            Some(n) => vec![Bytes::copy_from_slice(n.as_bytes())],
+            None => state
+                .prepared
+                .keys()
+                .chain(on.keys())
+                .filter(|k| !k.is_empty())
+                .cloned()
+                .collect(),
+        };
+        for n in names {
+            if let Some(p) = state.prepared.remove(&n) {
+                u.deallocated.push((n.clone(), p));
+            }
+            if let Some(v) = on.get_mut(&n) {
+                *v = UNKNOWN_VERSION;
+            }
         }
     }
 }
@@ -514,6 +642,7 @@ fn may_write(a: &Analysis, sql: &[u8]) -> bool {
         b"set"
             | b"reset"
             | b"discard"
+            | b"deallocate"
             | b"begin"
             | b"start"
             | b"commit"
@@ -556,9 +685,14 @@ fn inject_close(b: &mut super::state::Backend, name: &Bytes) {
 }
 
 /// Makes sure backend `b` has the client's current version `p` of statement
-/// `name`.
+/// `name`; with no such statement, that `b` has none either (a copy left
+/// from before a SQL `DEALLOCATE` that ran on the other backend is closed,
+/// so the client's Bind fails as PostgreSQL's would).
 fn ensure_prepared(b: &mut super::state::Backend, p: Option<&Prepared>, name: &Bytes) {
     let Some(p) = p else {
+        if !name.is_empty() && b.prepared.contains_key(name) {
+            inject_close(b, name);
+        }
         return;
     };
     if b.prepared.get(name) == Some(&p.version) {

@@ -193,6 +193,14 @@ impl Session {
         if !u.silent_ready {
             self.io.wbuf.extend_from_slice(frame);
         }
+        if u.errored {
+            // The DEALLOCATE may not have run: the client's statement still
+            // exists for it (unless it prepared the name again meanwhile);
+            // the backend's copy is marked unknown, so a Bind re-prepares it.
+            for (name, p) in u.deallocated.drain(..) {
+                self.state.prepared.entry(name).or_insert(p);
+            }
+        }
         settle_effects(&mut self.state, b, &u, before, status);
         // Nothing writes in a READ ONLY transaction (one that fell back to
         // the primary must not make the session's next reads wait).
@@ -382,6 +390,8 @@ fn settle_effects(state: &mut SessionState, b: &mut Backend, u: &Unit, before: u
                 }
                 state.pinned = Some(reason);
             }
+            // Not transactional; settled when the unit was sent.
+            SessionEffect::Deallocate { .. } => {}
             e if after != b'I' => state.pending.push(Some(e.clone())),
             e if !rolled_back => apply_setting(state, b, e),
             _ => {}
@@ -410,6 +420,6 @@ fn apply_setting(state: &mut SessionState, b: &mut Backend, e: &SessionEffect) {
             state.settings.clear();
             b.settings.clear();
         }
-        SessionEffect::Pin { .. } => {}
+        SessionEffect::Pin { .. } | SessionEffect::Deallocate { .. } => {}
     }
 }

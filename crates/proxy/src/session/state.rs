@@ -57,6 +57,10 @@ pub struct Unit {
     /// Statements the proxy re-prepared in this unit: if the unit fails,
     /// whether they exist on the backend is unknown.
     pub reprepared: Vec<Bytes>,
+    /// The client's statements a SQL `DEALLOCATE` / `DISCARD ALL` in this
+    /// unit removed from the session's map when it was sent: put back if the
+    /// unit fails (it may not have run).
+    pub deallocated: Vec<(Bytes, Prepared)>,
     /// Ends with Sync/Query (false while an extended unit is open).
     pub closed: bool,
     /// Savepoint-related command tags seen in this unit, in order (empty,
@@ -82,6 +86,7 @@ impl Unit {
             write: false,
             effects: Vec::new(),
             reprepared: Vec::new(),
+            deallocated: Vec::new(),
             closed: false,
             tx_marks: Vec::new(),
             silent_ready: false,
