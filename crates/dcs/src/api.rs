@@ -217,6 +217,20 @@ pub trait Dcs: Send + Sync + 'static {
     /// deleted. Used to release the leader key only if it is ours.
     async fn delete_if_equals(&self, key: &str, value: &[u8]) -> DcsResult<bool>;
 
+    /// Write `put_key` (without lease) and delete `del_key`, in one
+    /// transaction (one revision), only if `del_key` holds exactly
+    /// `expected`; returns whether it happened. On `false` neither key was
+    /// touched. Used for a switchover's hand-over: the old leader writes
+    /// `/sync` with the final position and releases the leader key in one
+    /// step, so the target sees both at once. The keys must differ.
+    async fn put_and_delete_if_equals(
+        &self,
+        put_key: &str,
+        value: &[u8],
+        del_key: &str,
+        expected: &[u8],
+    ) -> DcsResult<bool>;
+
     /// Watch every key under `prefix`. `start_revision` 0 means "changes
     /// from now on"; otherwise history from that revision is replayed first
     /// (pass `snapshot.revision + 1` after a `get_prefix` to miss nothing).

@@ -55,6 +55,10 @@ impl Side<'_> {
                 .map(Outcome::Bool),
             Op::Guarded(k, v, g, gv) => d.put_if_key_equals(k, v, g, gv).await.map(Outcome::Bool),
             Op::DeleteIf(k, v) => d.delete_if_equals(k, v).await.map(Outcome::Bool),
+            Op::HandOver(k, v, g, gv) => d
+                .put_and_delete_if_equals(k, v, g, gv)
+                .await
+                .map(Outcome::Bool),
             Op::Get(k) => d
                 .get(k)
                 .await
@@ -90,6 +94,8 @@ enum Op {
     Cas(&'static str, Vec<u8>, i64),
     Guarded(&'static str, Vec<u8>, &'static str, Vec<u8>),
     DeleteIf(&'static str, Vec<u8>),
+    /// put_and_delete_if_equals(put key, value, delete key, expected)
+    HandOver(&'static str, Vec<u8>, &'static str, Vec<u8>),
     Get(&'static str),
     Prefix(&'static str),
     Grant,
@@ -104,7 +110,7 @@ fn random_op(rng: &mut StdRng, rev: i64) -> Op {
     } else {
         None
     };
-    match rng.gen_range(0..11) {
+    match rng.gen_range(0..12) {
         0 | 1 => Op::Put(key, val, lease),
         2 => Op::Delete(key),
         3 => Op::Create(key, val, lease),
@@ -114,6 +120,13 @@ fn random_op(rng: &mut StdRng, rev: i64) -> Op {
         7 => Op::Get(key),
         8 => Op::Prefix(["/d/", "/d/c/", "/", "/z"][rng.gen_range(0..4)]),
         9 => Op::Grant,
+        10 => {
+            // Two distinct keys (etcd refuses a put and a delete of one key
+            // in the same transaction).
+            let i = KEYS.iter().position(|k| *k == key).unwrap_or(0);
+            let other = KEYS[(i + rng.gen_range(1..KEYS.len())) % KEYS.len()];
+            Op::HandOver(key, val.clone(), other, val)
+        }
         _ => Op::Revoke(rng.gen_range(0..4)),
     }
 }

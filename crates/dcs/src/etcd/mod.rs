@@ -233,6 +233,34 @@ impl Dcs for EtcdDcs {
         Ok(r.succeeded())
     }
 
+    async fn put_and_delete_if_equals(
+        &self,
+        put_key: &str,
+        value: &[u8],
+        del_key: &str,
+        expected: &[u8],
+    ) -> DcsResult<bool> {
+        let txn = Txn::new()
+            .when([Compare::value(del_key, CompareOp::Equal, expected)])
+            .and_then([
+                TxnOp::put(put_key, value, None),
+                TxnOp::delete(del_key, None::<DeleteOptions>),
+            ]);
+        let r = self
+            .pool
+            .call(
+                "put_and_delete_if_equals",
+                None,
+                Retry::IfNotSent,
+                |mut c| {
+                    let txn = txn.clone();
+                    async move { c.txn(txn).await }
+                },
+            )
+            .await?;
+        Ok(r.succeeded())
+    }
+
     async fn watch_prefix(&self, prefix: &str, start_revision: Revision) -> DcsResult<Watch> {
         watch::start(self.pool.clone(), prefix.to_string(), start_revision).await
     }

@@ -339,6 +339,18 @@ impl Dcs for MemoryDcs {
         })
     }
 
+    async fn put_and_delete_if_equals(
+        &self,
+        put_key: &str,
+        value: &[u8],
+        del_key: &str,
+        expected: &[u8],
+    ) -> DcsResult<bool> {
+        self.op("put_and_delete_if_equals", |s, now| {
+            Ok(s.put_and_delete_if_equals(now, put_key, value, del_key, expected))
+        })
+    }
+
     async fn watch_prefix(&self, prefix: &str, start_revision: Revision) -> DcsResult<Watch> {
         if !self.is_reachable() {
             return Err(DcsError::unavailable(

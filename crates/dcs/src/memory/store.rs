@@ -246,6 +246,25 @@ impl MemoryStore {
         true
     }
 
+    /// Put `put_key` and delete `del_key` in one revision, only while
+    /// `del_key` holds `expected`; nothing happens otherwise.
+    pub fn put_and_delete_if_equals(
+        &mut self,
+        now: Instant,
+        put_key: &str,
+        value: &[u8],
+        del_key: &str,
+        expected: &[u8],
+    ) -> bool {
+        self.expire(now);
+        if !self.holds(del_key, expected) {
+            return false;
+        }
+        self.write(put_key, value, None);
+        self.remove(del_key);
+        true
+    }
+
     /// Events with revision `>= from` under `prefix`, oldest first.
     pub fn events_since(
         &mut self,

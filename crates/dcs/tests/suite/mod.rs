@@ -360,6 +360,60 @@ pub async fn watch_from_revision_replays(dcs: Arc<dyn Dcs>) {
     assert_eq!(next_event(&mut all).await.key(), Some("/t/c"));
 }
 
+pub async fn put_and_delete_if_equals(dcs: Arc<dyn Dcs>) {
+    let lease = dcs.grant_lease(30).await.expect("grant");
+    assert!(dcs
+        .create_if_absent("/t/leader", b"n1", Some(lease.id))
+        .await
+        .expect("create"));
+    dcs.put("/t/sync", b"s0", None).await.expect("put");
+    let mut w = dcs.watch_prefix("/t/", 0).await.expect("watch");
+
+    // Compare failure: neither key is touched, the revision stays.
+    let before = dcs.get_prefix("/t/").await.expect("snapshot");
+    assert!(!dcs
+        .put_and_delete_if_equals("/t/sync", b"s1", "/t/leader", b"n2")
+        .await
+        .expect("not mine"));
+    assert!(!dcs
+        .put_and_delete_if_equals("/t/sync", b"s1", "/t/nokey", b"n1")
+        .await
+        .expect("absent"));
+    let after = dcs.get_prefix("/t/").await.expect("snapshot");
+    assert_eq!(after, before, "a failed compare writes nothing");
+
+    // Success: the put and the delete share one revision.
+    assert!(dcs
+        .put_and_delete_if_equals("/t/sync", b"s1", "/t/leader", b"n1")
+        .await
+        .expect("mine"));
+    let now = dcs.get_prefix("/t/").await.expect("snapshot");
+    assert_eq!(now.revision, before.revision + 1, "one transaction");
+    assert_eq!(now.kvs.len(), 1, "{:?}", now.kvs);
+    let sync = &now.kvs[0];
+    assert_eq!(
+        (sync.key.as_str(), &sync.value[..]),
+        ("/t/sync", &b"s1"[..])
+    );
+    assert_eq!(sync.mod_revision, now.revision);
+    assert_eq!(sync.lease, None);
+    let first = next_event(&mut w).await;
+    let second = next_event(&mut w).await;
+    assert_eq!(first.key(), Some("/t/sync"));
+    assert_eq!(second.key(), Some("/t/leader"));
+    assert!(matches!(second, WatchEvent::Delete { .. }), "{second:?}");
+    assert_eq!(first.revision(), Some(now.revision));
+    assert_eq!(second.revision(), Some(now.revision));
+
+    // Once released, a second hand-over finds nothing to compare with.
+    assert!(!dcs
+        .put_and_delete_if_equals("/t/sync", b"s2", "/t/leader", b"n1")
+        .await
+        .expect("released"));
+    let kv = dcs.get("/t/sync").await.expect("get").kv.expect("present");
+    assert_eq!(kv.value, b"s1");
+}
+
 /// The list for `conformance_tests!`.
 #[macro_export]
 macro_rules! all_conformance_tests {
@@ -377,6 +431,7 @@ macro_rules! all_conformance_tests {
             guarded_put,
             guarded_put_fails_after_guard_expires,
             delete_if_equals,
+            put_and_delete_if_equals,
             watch_sees_changes,
             watch_sees_lease_expiry,
             watch_from_revision_replays,
