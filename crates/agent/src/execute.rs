@@ -7,7 +7,7 @@ use crate::runtime::{Agent, Published};
 use anyhow::{bail, Context};
 use pgha_config::Member;
 use pgha_core::{
-    Action, DemoteKind, Detached, LeaseState, Lsn, Millis, SyncStandbyNames, Upstream,
+    Action, DemoteKind, Detached, LeaseState, Lsn, Millis, SyncRecord, SyncStandbyNames, Upstream,
 };
 use pgha_postgres::seed::{SeedContext, CLONE_TIMEOUT, START_TIMEOUT};
 use pgha_postgres::{ShutdownProgress, StopMode};
@@ -115,6 +115,7 @@ impl Agent {
                     bail!("not writing /sync: the leader key is no longer ours");
                 }
             }
+            Action::HandOver(record) => self.hand_over(record).await?,
             Action::SetSyncStandbyNames(names) => self.set_sync_names(names).await?,
             Action::StartAsPrimary { sync_names } => self.start_as_primary(sync_names).await?,
             Action::Promote { sync_names } => self.promote(sync_names).await?,
@@ -232,6 +233,32 @@ impl Agent {
         self.dcs
             .delete_if_equals(&self.keys.leader(), self.me.name.as_bytes())
             .await?;
+        if let Some(id) = self.keeper.lease() {
+            let _ = self.dcs.revoke_lease(id).await;
+        }
+        self.keeper.clear();
+        Ok(())
+    }
+
+    /// Write `/sync` and release the leader key in one transaction, only
+    /// while the key is ours; then as `release_leader`: revoke the lease.
+    /// If the key is not ours nothing was written: fail like `WriteSyncKey`
+    /// (the next observation shows who holds it; the lease keeper is
+    /// cleared then).
+    async fn hand_over(&mut self, record: &SyncRecord) -> anyhow::Result<()> {
+        let json = serde_json::to_vec(record)?;
+        let done = self
+            .dcs
+            .put_and_delete_if_equals(
+                &self.keys.sync(),
+                &json,
+                &self.keys.leader(),
+                self.me.name.as_bytes(),
+            )
+            .await?;
+        if !done {
+            bail!("not handing over: the leader key is no longer ours");
+        }
         if let Some(id) = self.keeper.lease() {
             let _ = self.dcs.revoke_lease(id).await;
         }

@@ -72,6 +72,16 @@ pub enum Action {
     /// (`put_if_key_equals(leader, <name>)`; ideally also comparing the
     /// key's create revision with `record.term`).
     WriteSyncKey(SyncRecord),
+    /// A switchover's hand-over after the clean shutdown: write `/sync`
+    /// with this record (it carries the final position) and delete the
+    /// leader key, in one DCS transaction, only while the leader key names
+    /// us (`put_and_delete_if_equals(sync, record, leader, <name>)`). If it
+    /// is not ours, nothing is written and the action fails. On success the
+    /// rest is as for `ReleaseLeader`: revoke the lease, set
+    /// `LocalState::lease` to `None`. One write instead of `WriteSyncKey`
+    /// then `ReleaseLeader`: the target sees the final position and the
+    /// free key in the same revision, one agent loop sooner.
+    HandOver(SyncRecord),
     /// Set `synchronous_standby_names` (ALTER SYSTEM + reload), wait until
     /// the new value is in effect, then record the primary's flush LSN as
     /// `SyncNamesState::applied_at`.
@@ -125,6 +135,14 @@ impl fmt::Display for Action {
         match self {
             Action::PublishMember(_) => write!(f, "publish member state"),
             Action::WriteSyncKey(r) => write!(f, "write /sync term {} {}", r.term, r.set),
+            Action::HandOver(r) => match &r.handoff {
+                Some(h) => write!(
+                    f,
+                    "hand over to {} (write /sync term {} and release the leader key)",
+                    h.to, r.term
+                ),
+                None => write!(f, "write /sync term {} and release the leader key", r.term),
+            },
             Action::SetSyncStandbyNames(n) => write!(f, "set synchronous_standby_names {n}"),
             Action::StartAsPrimary { sync_names } => {
                 write!(

@@ -195,31 +195,33 @@ fn stopped(ctx: &Ctx<'_>) -> Decision {
         // This needs the shutdown checkpoint durable, not the postmaster
         // gone: while it exits, its walsenders still send the rest, and the
         // target promotes only once its own WAL reaches that position.
+        // The record and the release are one DCS transaction (`HandOver`):
+        // the target sees the position and the free key in one revision.
         let chosen = ctx.view.sync.as_ref().and_then(|s| s.handoff.as_ref());
         let handoff = chosen
             .filter(|_| pg.clean_shutdown && pg.data_dir == DataDir::Standby)
             .and_then(|h| {
-                handoff_record(
-                    ctx,
-                    Handoff {
-                        to: h.to.clone(),
-                        final_position: Some(pg.position),
-                    },
-                )
+                let mut rec = ctx.view.sync.clone()?;
+                rec.handoff = Some(Handoff {
+                    to: h.to.clone(),
+                    final_position: Some(pg.position),
+                });
+                Some(rec)
             });
-        let mut actions = Vec::new();
-        let reason = match (handoff, chosen) {
-            (Some(a), Some(h)) => {
-                actions.push(a);
-                format!(
+        return match handoff {
+            Some(rec) => {
+                let reason = format!(
                     "PostgreSQL is shut down cleanly for the switchover at {}: handing over to {} and releasing the leader key",
-                    pg.position, h.to
-                )
+                    pg.position,
+                    rec.handoff.as_ref().map_or("", |h| h.to.as_str())
+                );
+                ctx.decision_now(vec![Action::HandOver(rec)], reason)
             }
-            _ => "PostgreSQL is shut down for the switchover: releasing the leader key".to_string(),
+            None => ctx.decision_now(
+                vec![Action::ReleaseLeader],
+                "PostgreSQL is shut down for the switchover: releasing the leader key",
+            ),
         };
-        actions.push(Action::ReleaseLeader);
-        return ctx.decision_now(actions, reason);
     }
     if pg.exiting {
         // e.g. the switchover request was withdrawn during the shutdown:

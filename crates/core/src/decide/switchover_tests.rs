@@ -150,8 +150,8 @@ fn switchover_seen_tracks_one_due_request() {
 
 // --- the hand-over record: the leader names its target, then its end of WAL
 
-fn handoff_write(to: &str, final_position: Option<crate::lsn::WalPos>) -> Action {
-    Action::WriteSyncKey(crate::view::SyncRecord {
+fn handoff_record(to: &str, final_position: Option<crate::lsn::WalPos>) -> crate::view::SyncRecord {
+    crate::view::SyncRecord {
         term: 5,
         leader: "node1".into(),
         set: set(&["node2", "node3"], 1),
@@ -159,7 +159,16 @@ fn handoff_write(to: &str, final_position: Option<crate::lsn::WalPos>) -> Action
             to: to.into(),
             final_position,
         }),
-    })
+    }
+}
+
+fn handoff_write(to: &str, final_position: Option<crate::lsn::WalPos>) -> Action {
+    Action::WriteSyncKey(handoff_record(to, final_position))
+}
+
+/// The final record and the release of the leader key, as one DCS write.
+fn hand_over(to: &str, final_position: crate::lsn::WalPos) -> Action {
+    Action::HandOver(handoff_record(to, Some(final_position)))
 }
 
 /// Before it shuts down, the leader records whom it hands over to.
@@ -195,17 +204,20 @@ fn stopped_leader(clean: bool) -> Node {
         .edit(|l| l.pg.clean_shutdown = clean)
 }
 
-/// After a clean shutdown the leader records where its WAL ends, then
-/// releases the key.
+/// After a clean shutdown the leader records where its WAL ends and
+/// releases the key in one DCS write (not a `/sync` write, then a release
+/// the target would see one loop later).
 #[test]
-fn after_a_clean_shutdown_records_the_final_position_then_releases() {
+fn after_a_clean_shutdown_records_the_final_position_and_releases_at_once() {
     let view = switching().handoff("node2", None).build();
     let d = run(stopped_leader(true), view, 10_100);
-    let want = handoff_write("node2", Some(pos(1, 1001)));
-    let steps = d.steps();
-    let w = steps.iter().position(|a| **a == want);
-    let r = steps.iter().position(|a| **a == Action::ReleaseLeader);
-    assert!(matches!((w, r), (Some(w), Some(r)) if w < r), "{steps:?}");
+    assert_eq!(
+        d.steps(),
+        vec![&Action::RenewLeader, &hand_over("node2", pos(1, 1001))],
+        "{}",
+        d.reason
+    );
+    assert_eq!(d.wake_in, Millis::ZERO, "{}", d.reason);
 }
 
 /// Without a clean shutdown (or a recorded target) there is no final
@@ -233,14 +245,22 @@ fn exiting_leader() -> Node {
 /// down", while the postmaster still waits for its walsenders and archiver:
 /// the target promotes only once its own WAL reaches that position.
 #[test]
-fn while_the_postmaster_exits_records_the_final_position_then_releases() {
+fn while_the_postmaster_exits_records_the_final_position_and_releases() {
     let view = switching().handoff("node2", None).build();
     let d = run(exiting_leader(), view, 10_100);
-    let want = handoff_write("node2", Some(pos(1, 1001)));
-    let steps = d.steps();
-    let w = steps.iter().position(|a| **a == want);
-    let r = steps.iter().position(|a| **a == Action::ReleaseLeader);
-    assert!(matches!((w, r), (Some(w), Some(r)) if w < r), "{steps:?}");
+    assert_eq!(
+        d.steps(),
+        vec![&Action::RenewLeader, &hand_over("node2", pos(1, 1001))],
+        "{}",
+        d.reason
+    );
+    assert!(
+        !d.steps()
+            .iter()
+            .any(|a| matches!(a, Action::WriteSyncKey(_) | Action::ReleaseLeader)),
+        "no separate write or release: {:?}",
+        d.steps()
+    );
     assert_eq!(d.wake_in, Millis::ZERO, "{}", d.reason);
 }
 

@@ -153,6 +153,21 @@ impl Dcs {
         }
     }
 
+    /// put_and_delete_if_equals(sync, record, leader, name): the record
+    /// and the release in one revision, or nothing.
+    pub fn hand_over(&mut self, record: SyncRecord, name: &str) -> bool {
+        match &self.leader {
+            Some((k, lease)) if k.holder == name => {
+                self.leases.remove(lease);
+                self.leader = None;
+                self.sync = Some(record);
+                self.bump();
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// Put a member record; rewriting an identical value only refreshes
     /// its lease (a real put would bump the revision; the simulator skips
     /// that so it can cache views).

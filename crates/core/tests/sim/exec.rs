@@ -127,6 +127,13 @@ impl World {
                 self.nodes[i].mem.lease = None;
                 Ok(())
             }
+            Action::HandOver(r) => {
+                dcs_ok(cut)?;
+                let name = self.nodes[i].name.clone();
+                ok_if(self.dcs.hand_over(r.clone(), &name), "leader key not ours")?;
+                self.nodes[i].mem.lease = None;
+                Ok(())
+            }
             Action::WriteSyncKey(r) => {
                 dcs_ok(cut)?;
                 let name = self.nodes[i].name.clone();
