@@ -80,7 +80,9 @@ pub enum Action {
     /// rest is as for `ReleaseLeader`: revoke the lease, set
     /// `LocalState::lease` to `None`. One write instead of `WriteSyncKey`
     /// then `ReleaseLeader`: the target sees the final position and the
-    /// free key in the same revision, one agent loop sooner.
+    /// free key in the same revision, one agent loop sooner. `decide` puts
+    /// this node's `PublishMember` after it (not first as usual), so that
+    /// no write wakes the target while the key is still held.
     HandOver(SyncRecord),
     /// Set `synchronous_standby_names` (ALTER SYSTEM + reload), wait until
     /// the new value is in effect, then record the primary's flush LSN as

@@ -35,8 +35,17 @@ pub fn decide(local: &LocalState, dcs: &DcsView, now: Millis) -> Decision {
                     None => election::decide(&ctx),
                 }
             };
-            d.actions
-                .insert(0, Action::PublishMember(member_record(local)));
+            // First, so that everyone sees this node's state before what it
+            // does next; except at a hand-over: there the record (now
+            // "exiting") would wake the target one loop before the key is
+            // free, so it follows the hand-over (if that fails, the record
+            // waits for the next loop).
+            let publish = Action::PublishMember(member_record(local));
+            if d.actions.iter().any(|a| matches!(a, Action::HandOver(_))) {
+                d.actions.push(publish);
+            } else {
+                d.actions.insert(0, publish);
+            }
             d
         }
     }

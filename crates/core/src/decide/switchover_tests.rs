@@ -220,6 +220,32 @@ fn after_a_clean_shutdown_records_the_final_position_and_releases_at_once() {
     assert_eq!(d.wake_in, Millis::ZERO, "{}", d.reason);
 }
 
+/// The member record follows the hand-over: published first it would wake
+/// the target one loop before the leader key is free.
+#[test]
+fn the_member_record_is_published_after_the_hand_over() {
+    let view = switching().handoff("node2", None).build();
+    let d = run(exiting_leader(), view, 10_100);
+    let kinds: Vec<&Action> = d.actions.iter().collect();
+    assert!(
+        matches!(
+            kinds[..],
+            [
+                Action::RenewLeader,
+                Action::HandOver(_),
+                Action::PublishMember(_)
+            ]
+        ),
+        "{kinds:?}"
+    );
+    let d = run(leader(10_000), switching().build(), 10_100);
+    assert!(
+        matches!(d.actions[0], Action::PublishMember(_)),
+        "first otherwise: {:?}",
+        d.actions
+    );
+}
+
 /// Without a clean shutdown (or a recorded target) there is no final
 /// position to give: release only, the ordinary promotion rule applies.
 #[test]
