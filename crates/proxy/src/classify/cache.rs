@@ -20,13 +20,34 @@ pub const MAX_KEY_BYTES: usize = 64 * 1024;
 struct Entry {
     generation: u64,
     analysis: Arc<Analysis>,
+    /// The cache epoch the entry was inserted or last promoted in: the
+    /// current one is "hot", the one before "cold", older ones are gone.
+    epoch: u64,
 }
 
+/// Both generations in one map (the entry's `epoch` tells which), so a
+/// lookup hashes the key once (SipHash, keyed at random: the keys are
+/// client texts in a long-lived shared map), hit or miss, instead of once
+/// per generation.
 #[derive(Default)]
 struct Generations {
-    hot: HashMap<Box<str>, Entry>,
+    map: HashMap<Box<[u8]>, Entry>,
+    epoch: u64,
+    hot_len: usize,
     hot_bytes: usize,
-    cold: HashMap<Box<str>, Entry>,
+}
+
+impl Generations {
+    /// Hot becomes cold; the old cold entries are dropped (a scan of the map
+    /// once per `max_entries` inserts; the old two-map version dropped the
+    /// old cold map at the same point).
+    fn rotate(&mut self) {
+        self.epoch += 1;
+        self.hot_len = 0;
+        self.hot_bytes = 0;
+        let cold = self.epoch - 1;
+        self.map.retain(|_, e| e.epoch >= cold);
+    }
 }
 
 /// See the module documentation.
@@ -47,56 +68,54 @@ impl TextCache {
         }
     }
 
-    pub fn get(&self, key: &str, generation: u64) -> Option<Arc<Analysis>> {
-        let cold_hit = {
+    pub fn get(&self, key: &[u8], generation: u64) -> Option<Arc<Analysis>> {
+        let analysis = {
             let g = self.inner.read().unwrap_or_else(|p| p.into_inner());
-            if let Some(e) = g.hot.get(key) {
-                return (e.generation == generation).then(|| e.analysis.clone());
+            let e = g.map.get(key)?;
+            if e.generation != generation || e.epoch + 1 < g.epoch {
+                return None;
             }
-            g.cold
-                .get(key)
-                .filter(|e| e.generation == generation)
-                .cloned()
-        }?;
-        let analysis = cold_hit.analysis.clone();
-        self.insert_entry(key, cold_hit);
+            if e.epoch == g.epoch {
+                return Some(e.analysis.clone());
+            }
+            e.analysis.clone()
+        };
+        // A cold hit: promote it to hot.
+        self.insert(key, generation, analysis.clone());
         Some(analysis)
     }
 
-    pub fn insert(&self, key: &str, generation: u64, analysis: Arc<Analysis>) {
-        if key.len() <= MAX_KEY_BYTES {
-            self.insert_entry(
-                key,
-                Entry {
-                    generation,
-                    analysis,
-                },
-            );
+    pub fn insert(&self, key: &[u8], generation: u64, analysis: Arc<Analysis>) {
+        if key.len() > MAX_KEY_BYTES {
+            return;
         }
-    }
-
-    fn insert_entry(&self, key: &str, entry: Entry) {
         let mut g = self.inner.write().unwrap_or_else(|p| p.into_inner());
-        if g.hot.len() >= self.max_entries || g.hot_bytes >= self.max_bytes {
-            let hot = std::mem::take(&mut g.hot);
-            g.cold = hot;
-            g.hot_bytes = 0;
+        if g.hot_len >= self.max_entries || g.hot_bytes >= self.max_bytes {
+            g.rotate();
         }
+        let epoch = g.epoch;
+        g.hot_len += 1;
         g.hot_bytes += key.len();
-        g.hot.insert(key.into(), entry);
+        g.map.insert(
+            key.into(),
+            Entry {
+                generation,
+                analysis,
+                epoch,
+            },
+        );
     }
 
     /// Forget `key` (both generations).
-    pub fn remove(&self, key: &str) {
+    pub fn remove(&self, key: &[u8]) {
         let mut g = self.inner.write().unwrap_or_else(|p| p.into_inner());
-        g.hot.remove(key);
-        g.cold.remove(key);
+        g.map.remove(key);
     }
 
-    /// Number of entries (both generations; an entry may be counted twice).
+    /// Number of entries (both generations).
     pub fn len(&self) -> usize {
         let g = self.inner.read().unwrap_or_else(|p| p.into_inner());
-        g.hot.len() + g.cold.len()
+        g.map.len()
     }
 }
 
@@ -117,21 +136,21 @@ mod tests {
     #[test]
     fn bounded_and_keeps_recent() {
         let c = TextCache::new(2, 1 << 20);
-        c.insert("a", 0, a());
-        c.insert("b", 0, a());
-        c.insert("c", 0, a()); // rotates: cold = {a, b}, hot = {c}
-        assert!(c.get("a", 0).is_some()); // promoted
-        c.insert("d", 0, a()); // rotates: cold = {c, a}, hot = {d}
-        assert!(c.get("b", 0).is_none());
-        assert!(c.get("a", 0).is_some());
+        c.insert(b"a", 0, a());
+        c.insert(b"b", 0, a());
+        c.insert(b"c", 0, a()); // rotates: cold = {a, b}, hot = {c}
+        assert!(c.get(b"a", 0).is_some()); // promoted
+        c.insert(b"d", 0, a()); // rotates: cold = {c, a}, hot = {d}
+        assert!(c.get(b"b", 0).is_none());
+        assert!(c.get(b"a", 0).is_some());
         assert!(c.len() <= 4);
     }
 
     #[test]
     fn generation_mismatch_is_a_miss() {
         let c = TextCache::new(10, 1 << 20);
-        c.insert("a", 1, a());
-        assert!(c.get("a", 2).is_none());
-        assert!(c.get("a", 1).is_some());
+        c.insert(b"a", 1, a());
+        assert!(c.get(b"a", 2).is_none());
+        assert!(c.get(b"a", 1).is_some());
     }
 }

@@ -154,9 +154,41 @@ impl Classifier {
         // Read the generation before the snapshot: an entry is never stored
         // under a generation newer than the content it was computed from.
         let generation = self.catalog.generation();
-        if let Some(hit) = self.exact.get(sql, generation) {
+        if let Some(hit) = self.exact.get(sql.as_bytes(), generation) {
             return hit;
         }
+        self.analyze_uncached(sql, generation, true)
+    }
+
+    /// [`Classifier::analyze`] of a text as the client sent it, with one
+    /// cache lookup for most texts: one that likely has a literal
+    /// ([`likely_literal`], e.g. `pgbench -M simple`) is lexed at once and
+    /// looked up by its shape, the exact cache only asked when that misses;
+    /// any other text is looked up as the bytes it arrived in, and only a
+    /// miss checks them as UTF-8. (The same answers as `analyze`: a text is
+    /// in the exact cache only when its shape is not cached, see
+    /// `analyze_uncached`.) Invalid UTF-8 is analysed lossily and never hits
+    /// the cache.
+    pub fn analyze_bytes(&self, sql: &[u8]) -> Arc<Analysis> {
+        let generation = self.catalog.generation();
+        let shape_first = likely_literal(sql);
+        if !shape_first {
+            if let Some(hit) = self.exact.get(sql, generation) {
+                return hit;
+            }
+        }
+        match std::str::from_utf8(sql) {
+            Ok(text) => self.analyze_uncached(text, generation, !shape_first),
+            Err(_) => self.analyze_uncached(&String::from_utf8_lossy(sql), generation, true),
+        }
+    }
+
+    /// After a miss in the exact cache (`exact_checked`), or before asking
+    /// it. A text is cached either by shape or by exact text, never both (a
+    /// literal-sensitive result has the same shape as every text it shares a
+    /// shape with, since SET and set_config are recognised by structure), so
+    /// the order of the two lookups does not change the answer.
+    fn analyze_uncached(&self, sql: &str, generation: u64, exact_checked: bool) -> Arc<Analysis> {
         let lexed = normalize::lex(sql);
         if lexed.bulk_write {
             return Arc::new(stmt::primary());
@@ -166,7 +198,12 @@ impl Classifier {
             _ => None,
         };
         if let Some(s) = &shape {
-            if let Some(hit) = self.shapes.get(s, generation) {
+            if let Some(hit) = self.shapes.get(s.as_bytes(), generation) {
+                return hit;
+            }
+        }
+        if !exact_checked {
+            if let Some(hit) = self.exact.get(sql.as_bytes(), generation) {
                 return hit;
             }
         }
@@ -182,9 +219,12 @@ impl Classifier {
         let analysis = Arc::new(analysis);
         match shape {
             Some(s) if !outcome.literal_sensitive => {
-                self.shapes.insert(&s, generation, analysis.clone())
+                self.shapes
+                    .insert(s.as_bytes(), generation, analysis.clone())
             }
-            _ => self.exact.insert(sql, generation, analysis.clone()),
+            _ => self
+                .exact
+                .insert(sql.as_bytes(), generation, analysis.clone()),
         }
         analysis
     }
@@ -206,9 +246,9 @@ impl Classifier {
             }
             learned.insert(key.into());
         }
-        self.exact.remove(sql);
+        self.exact.remove(sql.as_bytes());
         if let Some(s) = &shape {
-            self.shapes.remove(s);
+            self.shapes.remove(s.as_bytes());
         }
         tracing::info!(statement = %truncate(sql, 200), "standby refused a statement as a write; routing it to the primary");
     }
@@ -226,6 +266,34 @@ impl Classifier {
     }
 }
 
+/// Whether `sql` likely holds a literal the shape lexer replaces: a quote,
+/// or a digit that does not continue an identifier or a `$n` parameter.
+/// Scans from the end, where the constants of a WHERE clause usually are.
+/// Only picks which cache is asked first.
+fn likely_literal(sql: &[u8]) -> bool {
+    let mut i = sql.len();
+    while i > 0 {
+        i -= 1;
+        let b = sql[i];
+        if b == b'\'' {
+            return true;
+        }
+        if b.is_ascii_digit() {
+            while i > 0 && sql[i - 1].is_ascii_digit() {
+                i -= 1;
+            }
+            let continues = i > 0 && {
+                let p = sql[i - 1];
+                p.is_ascii_alphabetic() || p == b'_' || p == b'$' || p >= 0x80
+            };
+            if !continues {
+                return true;
+            }
+        }
+    }
+    false
+}
+
 fn truncate(s: &str, max: usize) -> &str {
     if s.len() <= max {
         return s;
@@ -235,4 +303,51 @@ fn truncate(s: &str, max: usize) -> &str {
         end -= 1;
     }
     &s[..end]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn literal_hint() {
+        assert!(likely_literal(b"SELECT a FROM t WHERE id = 12345;"));
+        assert!(likely_literal(b"SELECT 'x'"));
+        assert!(likely_literal(b"SELECT .5"));
+        assert!(!likely_literal(b"SELECT a FROM t1 WHERE id = $1"));
+        assert!(!likely_literal(b"SELECT c_2 FROM t"));
+        assert!(!likely_literal(b"BEGIN"));
+        assert!(!likely_literal(b""));
+    }
+
+    /// Either lookup order gives the same answers, cached or not.
+    #[test]
+    fn bytes_and_text_agree() {
+        let texts = [
+            "SELECT a FROM t WHERE id = 12345",
+            "SELECT a FROM t WHERE id = 6",
+            "SET work_mem = '8MB'",
+            "SET work_mem = '16MB'",
+            "SELECT set_config('a.b', '1', false)",
+            "SELECT a FROM t1 WHERE id = $1",
+            "INSERT INTO t VALUES (1)",
+            "BEGIN",
+            "SELECT 'a\\'b'",
+            "DISCARD ALL",
+        ];
+        let c = Classifier::new(Arc::default());
+        let fresh = Classifier::new(Arc::default());
+        for round in 0..3 {
+            for t in texts {
+                let a = c.analyze_bytes(t.as_bytes());
+                assert_eq!(a, fresh.analyze(t), "{t} (round {round})");
+                assert_eq!(a, c.analyze(t), "{t} (round {round})");
+            }
+        }
+        let invalid = b"SELECT 1 \xff";
+        assert_eq!(
+            c.analyze_bytes(invalid),
+            fresh.analyze(&String::from_utf8_lossy(invalid))
+        );
+    }
 }

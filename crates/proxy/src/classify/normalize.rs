@@ -86,6 +86,7 @@ fn is_ident_char(b: u8) -> bool {
 pub fn lex(sql: &str) -> Lexed {
     let mut lexer = Lexer {
         src: sql.as_bytes(),
+        text: sql,
         pos: 0,
         out: None,
         copied: 0,
@@ -167,6 +168,8 @@ fn collapse_whitespace(s: &str) -> String {
 
 struct Lexer<'a> {
     src: &'a [u8],
+    /// `src` as text.
+    text: &'a str,
     pos: usize,
     /// Output built lazily: `None` while nothing had to be replaced.
     out: Option<String>,
@@ -230,8 +233,9 @@ impl Lexer<'_> {
         let out = self
             .out
             .get_or_insert_with(|| String::with_capacity(src.len()));
-        // Token boundaries are ASCII bytes, so these slices are valid UTF-8.
-        out.push_str(std::str::from_utf8(&src[self.copied..start]).unwrap_or_default());
+        // Token boundaries are ASCII bytes, so these are char boundaries
+        // (`get` checks that, without validating the bytes between).
+        out.push_str(self.text.get(self.copied..start).unwrap_or_default());
         out.push_str(mark);
         self.copied = self.pos;
     }

@@ -136,18 +136,11 @@ impl Session {
         }
         match msg {
             FrontendMessage::Query { sql } => (
-                Some(
-                    self.shared
-                        .classifier
-                        .analyze(&String::from_utf8_lossy(sql)),
-                ),
+                Some(self.shared.classifier.analyze_bytes(sql)),
                 Some(sql.clone()),
             ),
             FrontendMessage::Parse { sql, .. } => {
-                let a = self
-                    .shared
-                    .classifier
-                    .analyze(&String::from_utf8_lossy(sql));
+                let a = self.shared.classifier.analyze_bytes(sql);
                 self.last_parse = Some((sql.clone(), a.clone()));
                 (Some(a), Some(sql.clone()))
             }
@@ -466,10 +459,7 @@ impl Session {
                 let analysis = (self.kind != crate::server::ListenerKind::Primary).then(|| {
                     match self.last_parse.take() {
                         Some((text, a)) if text == sql => a,
-                        _ => self
-                            .shared
-                            .classifier
-                            .analyze(&String::from_utf8_lossy(sql)),
+                        _ => self.shared.classifier.analyze_bytes(sql),
                     }
                 });
                 state.prepared.insert(
