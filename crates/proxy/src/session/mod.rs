@@ -223,7 +223,7 @@ pub struct Session {
     /// [`IDLE_RELEASE`]; a tick with no event since the previous one frees
     /// the empty buffers (see [`Session::idle_tick`]). No timer operation
     /// happens per transaction.
-    idle_timer: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
+    idle_timer: Option<IdleTimer>,
 }
 
 impl Drop for Session {
@@ -414,7 +414,10 @@ impl Session {
     fn arm_idle_timer(&mut self) {
         if self.idle_timer.is_none() && self.holds_buffers() {
             self.events_at_tick = self.events;
-            self.idle_timer = Some(Box::pin(tokio::time::sleep(IDLE_RELEASE)));
+            self.idle_timer = Some(IdleTimer {
+                sleep: Box::pin(tokio::time::sleep(IDLE_RELEASE)),
+                registered: false,
+            });
         }
     }
 
@@ -431,7 +434,10 @@ impl Session {
         }
         self.events_at_tick = self.events;
         if let Some(t) = self.idle_timer.as_mut() {
-            t.as_mut().reset(tokio::time::Instant::now() + IDLE_RELEASE);
+            t.sleep
+                .as_mut()
+                .reset(tokio::time::Instant::now() + IDLE_RELEASE);
+            t.registered = false;
         }
     }
 
@@ -500,11 +506,23 @@ impl Session {
             let bwr = bwr.filter(|(_, buf)| !buf.is_empty());
             let brd = brd.filter(|_| read_backend);
             let has_out = !io.wbuf.is_empty() || io.wr.pending_flush();
+            // `biased`: polled in this order, without drawing a random
+            // start. No branch can keep a later one waiting for long: the
+            // writes drain a buffer only the other branches fill; a backend
+            // that keeps sending (a large result) stops being read once the
+            // client's buffer reaches `CLIENT_HIGH_WATER` and at the latest
+            // when its answer ends (the client would wait for it on a
+            // direct connection too); a client that keeps sending stops
+            // being read once the backend's buffer reaches the high-water
+            // mark, which it does as soon as the backend stops reading
+            // because its own answers are not read; the idle tick matters
+            // only when no I/O is ready at all.
             tokio::select! {
-                r = crate::bufio::read_some(&mut io.rd, &mut io.rbuf), if read_client => Ev::ClientRead(r),
+                biased;
                 r = write_out(&mut io.wr, &mut io.wbuf), if has_out => Ev::ClientWrote(r),
-                r = read_opt(brd) => Ev::BackendRead(r),
                 r = write_opt(bwr) => Ev::BackendWrote(r),
+                r = read_opt(brd) => Ev::BackendRead(r),
+                r = crate::bufio::read_some(&mut io.rd, &mut io.rbuf), if read_client => Ev::ClientRead(r),
                 () = tick_opt(timer) => Ev::IdleTick,
             }
         };
@@ -575,16 +593,59 @@ async fn read_opt(x: Option<(&mut OwnedReadHalf, &mut BytesMut)>) -> std::io::Re
     }
 }
 
-async fn tick_opt(t: &mut Option<std::pin::Pin<Box<tokio::time::Sleep>>>) {
-    match t {
-        Some(s) => s.as_mut().await,
-        None => std::future::pending().await,
-    }
+/// The session's idle timer: a `Sleep` armed once per period.
+struct IdleTimer {
+    sleep: std::pin::Pin<Box<tokio::time::Sleep>>,
+    /// Polled since it was (re)armed: the timer holds the session task's
+    /// waker and wakes it when the deadline passes.
+    registered: bool,
+}
+
+/// Ready when the idle timer fired. Polling a `Sleep` (coop budget, waker
+/// registration) on each of the several waits of a transaction costs more
+/// than the rest of the wait; once registered, the timer wakes the session
+/// task by itself (the session is one task, its waker does not change), so
+/// later waits only read whether it elapsed (one atomic load).
+async fn tick_opt(t: &mut Option<IdleTimer>) {
+    let Some(t) = t else {
+        return std::future::pending().await;
+    };
+    use std::future::Future as _;
+    std::future::poll_fn(|cx| {
+        if t.registered && !t.sleep.is_elapsed() {
+            return std::task::Poll::Pending;
+        }
+        t.registered = true;
+        t.sleep.as_mut().poll(cx)
+    })
+    .await
 }
 
 async fn write_opt(x: Option<(&mut OwnedWriteHalf, &mut BytesMut)>) -> std::io::Result<usize> {
     match x {
         Some((wr, buf)) => wr.write_buf(buf).await,
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    /// Once polled, the idle timer wakes the session by itself: a later wait
+    /// that only checks whether it elapsed still ends when it fires.
+    #[tokio::test]
+    async fn idle_timer_wakes_after_its_first_poll() {
+        let mut t = Some(IdleTimer {
+            sleep: Box::pin(tokio::time::sleep(Duration::from_millis(20))),
+            registered: false,
+        });
+        let first = tokio::time::timeout(Duration::from_millis(1), tick_opt(&mut t)).await;
+        assert!(first.is_err(), "not yet elapsed");
+        assert!(t.as_ref().is_some_and(|t| t.registered));
+        tokio::time::timeout(Duration::from_secs(10), tick_opt(&mut t))
+            .await
+            .expect("the registered timer wakes the task");
     }
 }
