@@ -156,7 +156,7 @@ class Bench:
         os.chmod(self.work, 0o755)
         self.records = []
         self.clusters = []
-        self.stamp = datetime.datetime.utcnow().strftime("%Y-%m-%d")
+        self.stamp = datetime.datetime.utcnow().strftime("%Y-%m-%d-%H%M")
         self.started = datetime.datetime.utcnow().isoformat() + "Z"
 
     # --- clusters --------------------------------------------------------
@@ -425,7 +425,7 @@ def main():
                         "its fast settings: the same outcome, minutes shorter)")
     p.add_argument("--timeout", type=float, default=120.0, help="bound on one recovery")
     p.add_argument("--tail", type=float, default=2.0, help="seconds of writes after recovery")
-    p.add_argument("--out", help="JSON result path (default bench/results/ha-<date>-<what>.json)")
+    p.add_argument("--out", help="JSON result path (default bench/results/ha-<date>-<HHMM>-<what>.json, UTC)")
     p.add_argument("--keep", action="store_true", help="keep the temp dir (logs) at the end")
     args = p.parse_args()
     if not args.pgha_bin:
