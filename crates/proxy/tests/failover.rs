@@ -1,7 +1,7 @@
 //! Following topology changes: a transaction in flight on a dead primary
-//! fails with a clear error while the client connection survives; new
-//! transactions wait for a primary; pause/resume holds new transactions
-//! without errors.
+//! fails with a clear error while the client connection survives, and keeps
+//! failing until the client ends it; new transactions wait for a primary;
+//! pause/resume holds new transactions without errors.
 
 mod common;
 
@@ -73,6 +73,73 @@ async fn failover_keeps_connections_and_fails_only_inflight() -> anyhow::Result<
     assert!(still_waiting, "the write must wait for a primary");
     c.topology.update(|t| t.primary = Some(new_primary.clone()));
     assert_eq!(waiting.await??, 1);
+    Ok(())
+}
+
+/// Found by the chaos run (seed 42): the error for a transaction whose
+/// backend died landed on a message the driver ignores (tokio-postgres
+/// closes a dropped statement with Close + Sync). The next statements then
+/// ran on the new primary outside any transaction, and the COMMIT
+/// "succeeded" there: a lost INSERT was acknowledged. Every statement of a
+/// lost transaction must fail, COMMIT included, until the client ends it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_transaction_fails_until_the_client_ends_it() -> anyhow::Result<()> {
+    let mut c = start(true, "").await?;
+    c.wait_standby_healthy().await?;
+    let committer = connect(c.rw(), "alice", ALICE_PW).await?;
+    let roller = connect(c.rw(), "alice", ALICE_PW).await?;
+    let mut held = Vec::new();
+    for (client, v) in [(&committer, 10i32), (&roller, 20i32)] {
+        client.batch_execute("BEGIN").await?;
+        let insert = client.prepare("INSERT INTO t (v) VALUES ($1)").await?;
+        client.execute(&insert, &[&v]).await?;
+        held.push(insert);
+    }
+
+    c.primary.kill();
+    let standby = c.standby.as_ref().expect("standby");
+    standby.psql("postgres", "SELECT pg_promote()")?;
+    let new_primary = node("pg2", standby);
+    c.topology.update(|t| {
+        t.primary = Some(new_primary.clone());
+        t.standbys.clear();
+    });
+
+    // Close + Sync for each prepared INSERT; tokio-postgres ignores the answers.
+    drop(held);
+    for client in [&committer, &roller] {
+        for _ in 0..2 {
+            let err = client
+                .query_one("SELECT inet_server_port()", &[])
+                .await
+                .expect_err("a statement of a lost transaction must fail");
+            assert_eq!(code(&err).as_deref(), Some("08006"), "{err:?}");
+        }
+    }
+    let err = committer
+        .batch_execute("COMMIT")
+        .await
+        .expect_err("the COMMIT of a lost transaction must fail");
+    assert_eq!(code(&err).as_deref(), Some("08006"), "{err:?}");
+    let message = err.as_db_error().map(|d| d.message()).unwrap_or_default();
+    assert!(message.contains("did not commit"), "{message}");
+    roller.batch_execute("ROLLBACK").await?;
+
+    // Both sessions carry on outside a transaction, on the new primary, and
+    // neither INSERT exists.
+    for client in [&committer, &roller] {
+        let row = client
+            .query_one(
+                "SELECT count(*) FILTER (WHERE v IN (10, 20)), inet_server_port() FROM t",
+                &[],
+            )
+            .await?;
+        assert_eq!(row.get::<_, i64>(0), 0);
+        assert_eq!(row.get::<_, i32>(1), i32::from(standby.port));
+        client
+            .batch_execute("INSERT INTO t (v) VALUES (30)")
+            .await?;
+    }
     Ok(())
 }
 

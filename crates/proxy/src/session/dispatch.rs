@@ -168,6 +168,9 @@ impl Session {
         frame: Bytes,
         forced: bool,
     ) -> Result<Step, crate::codec::CodecError> {
+        if self.tx_lost.is_some() && self.refuse_in_lost_tx(tag, &msg) {
+            return Ok(Step::Done);
+        }
         if self.tx_status == b'I' && !self.active_busy() {
             // No transaction open or in flight: SETs still pending belong to
             // one whose backend was lost.
@@ -256,6 +259,85 @@ impl Session {
             _ => self.open = Some(role),
         }
         Ok(Step::Done)
+    }
+
+    /// The backend that held the session's transaction was lost (see
+    /// `backend_lost`). As in an aborted transaction in PostgreSQL, every
+    /// unit fails until the client ends the transaction: a plain ROLLBACK
+    /// ends it and is routed as usual (outside a transaction it only warns);
+    /// a COMMIT fails, since nothing committed, and ends it; anything else
+    /// fails with 08006. Returns false when the unit is to be routed.
+    ///
+    /// Hazard: failing only the next unit is not enough. Drivers send
+    /// messages whose answers they ignore (tokio-postgres closes a dropped
+    /// statement with Close + Sync); if that one took the error, the next
+    /// statements and the COMMIT would run outside any transaction on a new
+    /// backend, and the COMMIT would acknowledge writes that were lost.
+    fn refuse_in_lost_tx(&mut self, tag: u8, msg: &FrontendMessage) -> bool {
+        let Some(node) = self.tx_lost.clone() else {
+            return false;
+        };
+        match tag {
+            // A lone Sync or Flush: nothing to refuse.
+            b'S' => {
+                self.io.queue(&BackendMessage::ReadyForQuery {
+                    status: self.tx_status,
+                });
+                return true;
+            }
+            b'H' => return true,
+            _ => {}
+        }
+        let message = match self.tx_effect_of(msg) {
+            Some((TxEffect::Rollback, false)) => {
+                self.end_lost_tx();
+                return false;
+            }
+            Some((TxEffect::Commit, _)) => {
+                self.end_lost_tx();
+                format!(
+                    "the connection to {node} that held this transaction was lost: \
+                     the transaction did not commit"
+                )
+            }
+            _ => format!(
+                "the connection to {node} that held this transaction was lost; the transaction \
+                 did not commit, and commands are ignored until ROLLBACK"
+            ),
+        };
+        self.io
+            .queue(&BackendMessage::ErrorResponse(super::route::error_body(
+                &ErrorInfo::error("08006", message),
+            )));
+        match tag {
+            b'Q' | b'F' => self.io.queue(&BackendMessage::ReadyForQuery {
+                status: self.tx_status,
+            }),
+            _ => self.discard_until_sync = true,
+        }
+        true
+    }
+
+    /// The transaction-control effect of the statement `msg` starts (and
+    /// whether it chains), for the rare units refused in a lost transaction.
+    fn tx_effect_of(&self, msg: &FrontendMessage) -> Option<(TxEffect, bool)> {
+        let sql = match msg {
+            FrontendMessage::Query { sql } | FrontendMessage::Parse { sql, .. } => sql.clone(),
+            FrontendMessage::Bind { statement, .. } => {
+                self.state.prepared.get(statement)?.sql.clone()
+            }
+            _ => return None,
+        };
+        let a = self.shared.classifier.analyze_bytes(&sql);
+        Some((a.tx.clone(), a.chain))
+    }
+
+    fn end_lost_tx(&mut self) {
+        self.tx_lost = None;
+        self.tx_status = b'I';
+        self.state.tx_read_only = false;
+        self.state.tx_wrote = false;
+        self.state.pending.clear();
     }
 
     /// A client unit starting with `msg`: its write flag, session effects,

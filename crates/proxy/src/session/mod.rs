@@ -194,6 +194,10 @@ pub struct Session {
     /// statement decides where the transaction runs (`SET TRANSACTION READ
     /// ONLY` -> standby).
     deferred_begin: Option<Bytes>,
+    /// The backend that held the session's open transaction was lost (its
+    /// node's name): every unit fails until the client ends the transaction
+    /// (see `dispatch::refuse_in_lost_tx`).
+    tx_lost: Option<String>,
     /// The analysis of the Parse that opened the current unit (saves a
     /// second classifier lookup when the Parse is forwarded).
     last_parse: Option<(Bytes, Arc<crate::classify::Analysis>)>,
@@ -259,6 +263,7 @@ impl Session {
             retry: None,
             tx_status: b'I',
             deferred_begin: None,
+            tx_lost: None,
             last_parse: None,
             state: SessionState::default(),
             spare: state::SpareBufs::default(),

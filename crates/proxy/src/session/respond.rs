@@ -226,13 +226,24 @@ impl Session {
         };
         tracing::warn!(client = %self.peer, backend = %b.conn.node.name, "lost backend connection: {reason}");
         self.drop_backend(role);
+        // A transaction open on it is gone with it. The client must learn
+        // that on its next statement *and every one after*, until it ends
+        // the transaction: a single error can land on a message whose answer
+        // the driver ignores, and a COMMIT sent later to another backend
+        // would then "succeed" outside any transaction.
+        let in_tx = self.tx_status != b'I' && self.deferred_begin.is_none();
+        if in_tx {
+            self.tx_lost = Some(b.conn.node.name.clone());
+        }
+        let after = if in_tx { b'E' } else { b'I' };
         if b.units.is_empty() && self.open != Some(role) {
-            // Idle: if a transaction was open on it, the client's next
-            // statement gets the error (tx_status stays non-idle until then).
+            if in_tx {
+                self.tx_status = after;
+            }
             return;
         }
         let head_retry = b.units.front_mut().and_then(|u| u.retry.take());
-        if let (Some(bytes), 1) = (head_retry, b.units.len()) {
+        if let (Some(bytes), 1, false) = (head_retry, b.units.len(), in_tx) {
             if self.open != Some(role) {
                 self.retry = Some(bytes.freeze());
                 self.tx_status = b'I';
@@ -255,14 +266,14 @@ impl Session {
             }
             err.encode(&mut self.io.wbuf);
             if u.closed && !u.silent_ready {
-                BackendMessage::ReadyForQuery { status: b'I' }.encode(&mut self.io.wbuf);
+                BackendMessage::ReadyForQuery { status: after }.encode(&mut self.io.wbuf);
             }
         }
         if self.open == Some(role) {
             self.open = None;
             self.discard_until_sync = true;
         }
-        self.tx_status = b'I';
+        self.tx_status = after;
         self.state.tx_wrote = false;
     }
 }

@@ -134,14 +134,17 @@ impl Session {
             return Resolution::Stall;
         }
         if self.tx_status != b'I' && !busy && self.deferred_begin.is_none() {
-            // Inside a transaction: only its own backend may continue it.
+            // Inside a transaction: only its own backend may continue it
+            // (`start_unit` refuses units while `tx_lost` is set).
             return match self.active.filter(|r| self.backends[*r as usize].is_some()) {
                 Some(r) => Resolution::Go(r),
                 None => {
-                    self.tx_status = b'I';
+                    self.tx_lost.get_or_insert_with(|| "its server".into());
+                    self.tx_status = b'E';
                     Resolution::Fail(error_body(&ErrorInfo::error(
                         "08006",
-                        "the connection that held this transaction was lost; the transaction did not commit",
+                        "the connection that held this transaction was lost; the transaction did not commit, \
+                         and commands are ignored until ROLLBACK",
                     )))
                 }
             };
