@@ -7,7 +7,9 @@
 //!
 //! `PGHA_CHAOS_SEED` and `PGHA_CHAOS_SECS` override the seed (default 42)
 //! and the length of the fault phase (default 90 s; the run goes on until
-//! every kind was injected once, a few minutes on a loaded machine). On failure the
+//! every kind was injected once, a few minutes on a loaded machine);
+//! `PGHA_CHAOS_FAULTS` (comma-separated kinds) narrows the kinds, e.g. to
+//! replay a CI run whose machine had no `tc netem`. On failure the
 //! history and logs stay in the printed directory.
 
 use pgha_testkit::chaos::check;
@@ -56,6 +58,15 @@ async fn short_seeded_chaos_run_loses_nothing() {
     let mut opts = RunOptions::new(seed, Duration::from_secs(secs), out.clone(), bin);
     opts.hold = (Duration::from_secs(1), Duration::from_secs(4));
     opts.min_rounds = 1;
+    if let Ok(list) = std::env::var("PGHA_CHAOS_FAULTS") {
+        opts.kinds = list
+            .split(',')
+            .map(|f| {
+                pgha_testkit::chaos::faults::FaultKind::parse(f)
+                    .unwrap_or_else(|| panic!("PGHA_CHAOS_FAULTS: unknown fault kind {f:?}"))
+            })
+            .collect();
+    }
     opts.replay = format!(
         "PGHA_CHAOS_SEED={seed} PGHA_CHAOS_SECS={secs} cargo test -p pgha-testkit --test chaos_ci \
          (or: cargo run -p pgha-testkit --release -- chaos --seed {seed} --duration {secs}s --rounds 1)"
@@ -88,8 +99,9 @@ async fn short_seeded_chaos_run_loses_nothing() {
     assert_eq!(
         report.lost_count(),
         0,
-        "lost acknowledged writes ({ctx}): {:?}",
-        report.lost
+        "lost acknowledged writes ({ctx}): {:?}\n{}",
+        report.lost,
+        lost_detail(&result.history, &report)
     );
     assert_eq!(
         report.split_brain_count(),
@@ -108,4 +120,55 @@ async fn short_seeded_chaos_run_loses_nothing() {
         report.problems
     );
     let _ = std::fs::remove_dir_all(&out);
+}
+
+/// The operations of a lost write's session around it and the faults near
+/// it, so that a CI log alone says where to look.
+fn lost_detail(
+    h: &pgha_testkit::chaos::history::History,
+    report: &pgha_testkit::chaos::check::CheckReport,
+) -> String {
+    let ids: std::collections::BTreeSet<i64> = report
+        .lost
+        .iter()
+        .flat_map(|n| n.ids.iter().copied())
+        .take(3)
+        .collect();
+    let mut out = String::new();
+    for id in ids {
+        let Some(w) = h.ops.iter().find(|o| o.id == id) else {
+            continue;
+        };
+        out.push_str(&format!("lost id {id}:\n"));
+        for o in h.ops.iter().filter(|o| {
+            o.client == w.client
+                && o.session == w.session
+                && o.start_ms + 300 >= w.start_ms
+                && o.start_ms <= w.end_ms + 300
+        }) {
+            out.push_str(&format!(
+                "  {}-{} ms client {} {:?} {:?} id {} {:?} node {:?} tl {:?} lsn {:?} saw {:?}\n",
+                o.start_ms,
+                o.end_ms,
+                o.client,
+                o.route,
+                o.kind,
+                o.id,
+                o.outcome,
+                o.node,
+                o.timeline,
+                o.lsn,
+                o.saw
+            ));
+        }
+        for f in h.faults.iter().filter(|f| {
+            f.start_ms <= w.end_ms + 1000 && f.healed_ms.unwrap_or(u64::MAX) + 5000 >= w.start_ms
+        }) {
+            out.push_str(&format!(
+                "  fault {} on {} ({}) {}-{:?} ms: {}\n",
+                f.kind, f.target, f.target_role, f.start_ms, f.healed_ms, f.detail
+            ));
+        }
+    }
+    out
 }
