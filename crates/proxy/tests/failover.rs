@@ -95,6 +95,32 @@ async fn a_lost_transaction_fails_until_the_client_ends_it() -> anyhow::Result<(
         client.execute(&insert, &[&v]).await?;
         held.push(insert);
     }
+    // A third session's query is in flight when the primary dies, and its
+    // last transaction statement is a BEGIN: that transaction is lost too.
+    let inflight = connect(c.rw(), "alice", ALICE_PW).await?;
+    let inflight = std::sync::Arc::new(inflight);
+    let running = {
+        let inflight = inflight.clone();
+        tokio::spawn(async move {
+            inflight
+                .batch_execute("BEGIN; INSERT INTO t (v) VALUES (40); SELECT pg_sleep(60)")
+                .await
+        })
+    };
+    pgha_testkit::wait_until(
+        "the sleeping query runs on the primary",
+        Duration::from_secs(10),
+        || {
+            let out = c
+            .primary
+            .psql(
+                "postgres",
+                "SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%pg_sleep(60)%' AND state = 'active' AND pid <> pg_backend_pid()",
+            )
+            .ok()?;
+            (out.trim() == "1").then_some(())
+        },
+    )?;
 
     c.primary.kill();
     let standby = c.standby.as_ref().expect("standby");
@@ -116,6 +142,15 @@ async fn a_lost_transaction_fails_until_the_client_ends_it() -> anyhow::Result<(
             assert_eq!(code(&err).as_deref(), Some("08006"), "{err:?}");
         }
     }
+    let err = running
+        .await?
+        .expect_err("the query in flight on the dead primary must fail");
+    assert_eq!(code(&err).as_deref(), Some("08006"), "{err:?}");
+    let err = inflight
+        .batch_execute("COMMIT")
+        .await
+        .expect_err("the COMMIT after a BEGIN lost in flight must fail");
+    assert_eq!(code(&err).as_deref(), Some("08006"), "{err:?}");
     let err = committer
         .batch_execute("COMMIT")
         .await
@@ -130,7 +165,7 @@ async fn a_lost_transaction_fails_until_the_client_ends_it() -> anyhow::Result<(
     for client in [&committer, &roller] {
         let row = client
             .query_one(
-                "SELECT count(*) FILTER (WHERE v IN (10, 20)), inet_server_port() FROM t",
+                "SELECT count(*) FILTER (WHERE v IN (10, 20, 40)), inet_server_port() FROM t",
                 &[],
             )
             .await?;

@@ -352,6 +352,7 @@ impl Session {
     ) -> Unit {
         let mut unit = Unit::new(stats);
         let Some(a) = analysis else { return unit };
+        unit.opens_tx = matches!(a.tx, TxEffect::Begin { .. }) || a.chain;
         if let FrontendMessage::Query { sql } = msg {
             unit.write = may_write(a, sql);
             if !a.session.is_empty() {

@@ -231,7 +231,8 @@ impl Session {
         // the transaction: a single error can land on a message whose answer
         // the driver ignores, and a COMMIT sent later to another backend
         // would then "succeed" outside any transaction.
-        let in_tx = self.tx_status != b'I' && self.deferred_begin.is_none();
+        let opened = b.units.iter().any(|u| u.opens_tx);
+        let in_tx = (self.tx_status != b'I' || opened) && self.deferred_begin.is_none();
         if in_tx {
             self.tx_lost = Some(b.conn.node.name.clone());
         }

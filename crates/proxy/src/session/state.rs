@@ -68,6 +68,10 @@ pub struct Unit {
     pub tx_marks: Vec<TxMark>,
     /// Closed by a Sync the proxy added: its ReadyForQuery is not forwarded.
     pub silent_ready: bool,
+    /// Its last transaction-control statement leaves a transaction open
+    /// (BEGIN, or COMMIT/ROLLBACK AND CHAIN): if the backend dies with it in
+    /// flight, the session's transaction is lost, as for an open one.
+    pub opens_tx: bool,
     _outstanding: Outstanding,
 }
 
@@ -90,6 +94,7 @@ impl Unit {
             closed: false,
             tx_marks: Vec::new(),
             silent_ready: false,
+            opens_tx: false,
             _outstanding: Outstanding::new(stats),
         }
     }
