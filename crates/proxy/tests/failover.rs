@@ -8,6 +8,20 @@ mod common;
 use common::*;
 use std::time::Duration;
 
+/// The primary dies; the standby is promoted and becomes the primary.
+/// Returns the new primary and its port.
+fn fail_over(c: &mut Cluster) -> anyhow::Result<(pgha_proxy::Node, u16)> {
+    c.primary.kill();
+    let standby = c.standby.as_ref().expect("standby");
+    standby.psql("postgres", "SELECT pg_promote()")?;
+    let new_primary = node("pg2", standby);
+    c.topology.update(|t| {
+        t.primary = Some(new_primary.clone());
+        t.standbys.clear();
+    });
+    Ok((new_primary, standby.port))
+}
+
 fn code(e: &tokio_postgres::Error) -> Option<String> {
     e.as_db_error().map(|d| d.code().code().to_string())
 }
@@ -24,15 +38,7 @@ async fn failover_keeps_connections_and_fails_only_inflight() -> anyhow::Result<
         .batch_execute("BEGIN; INSERT INTO t (v) VALUES (1)")
         .await?;
 
-    // The primary dies; the standby is promoted and becomes the primary.
-    c.primary.kill();
-    let standby = c.standby.as_ref().expect("standby");
-    standby.psql("postgres", "SELECT pg_promote()")?;
-    let new_primary = node("pg2", standby);
-    c.topology.update(|t| {
-        t.primary = Some(new_primary.clone());
-        t.standbys.clear();
-    });
+    let (new_primary, new_port) = fail_over(&mut c)?;
 
     let err = client
         .batch_execute("INSERT INTO t (v) VALUES (2)")
@@ -47,7 +53,7 @@ async fn failover_keeps_connections_and_fails_only_inflight() -> anyhow::Result<
             &[],
         )
         .await?;
-    assert_eq!(row.get::<_, i32>(0), i32::from(standby.port));
+    assert_eq!(row.get::<_, i32>(0), i32::from(new_port));
 
     // A session that was idle carries on, with its settings.
     let row = idle
@@ -122,14 +128,7 @@ async fn a_lost_transaction_fails_until_the_client_ends_it() -> anyhow::Result<(
         },
     )?;
 
-    c.primary.kill();
-    let standby = c.standby.as_ref().expect("standby");
-    standby.psql("postgres", "SELECT pg_promote()")?;
-    let new_primary = node("pg2", standby);
-    c.topology.update(|t| {
-        t.primary = Some(new_primary.clone());
-        t.standbys.clear();
-    });
+    let (_, new_port) = fail_over(&mut c)?;
 
     // Close + Sync for each prepared INSERT; tokio-postgres ignores the answers.
     drop(held);
@@ -170,7 +169,7 @@ async fn a_lost_transaction_fails_until_the_client_ends_it() -> anyhow::Result<(
             )
             .await?;
         assert_eq!(row.get::<_, i64>(0), 0);
-        assert_eq!(row.get::<_, i32>(1), i32::from(standby.port));
+        assert_eq!(row.get::<_, i32>(1), i32::from(new_port));
         client
             .batch_execute("INSERT INTO t (v) VALUES (30)")
             .await?;
