@@ -177,6 +177,85 @@ async fn a_lost_transaction_fails_until_the_client_ends_it() -> anyhow::Result<(
     Ok(())
 }
 
+/// pgha's fence (ALTER SYSTEM SET default_transaction_read_only = on and a
+/// reload, on a primary that cannot renew its lease) reaches the session as
+/// a ParameterStatus. That is the server's setting, not the session's: once
+/// the fenced backend is gone, the session's transactions go to the primary
+/// again. A chaos run found sessions whose every later write got 25006 from
+/// a standby.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fence_does_not_leave_the_session_read_only() -> anyhow::Result<()> {
+    let c = start(true, "").await?;
+    c.wait_standby_healthy().await?;
+    let client = connect(c.rw(), "alice", ALICE_PW).await?;
+    client
+        .batch_execute("INSERT INTO t (v) VALUES (50)")
+        .await?;
+
+    c.primary.psql(
+        "postgres",
+        "ALTER SYSTEM SET default_transaction_read_only = on",
+    )?;
+    c.primary.psql("postgres", "SELECT pg_reload_conf()")?;
+    pgha_testkit::wait_until_async(
+        "the fenced primary refusing a write",
+        Duration::from_secs(10),
+        || {
+            let client = &client;
+            async move {
+                match client.batch_execute("INSERT INTO t (v) VALUES (51)").await {
+                    Err(e) if code(&e).as_deref() == Some("25006") => Some(()),
+                    _ => None,
+                }
+            }
+        },
+    )
+    .await?;
+
+    // The fence ends; its backends were terminated (as the fence does).
+    c.primary.psql(
+        "postgres",
+        "ALTER SYSTEM RESET default_transaction_read_only",
+    )?;
+    c.primary.psql("postgres", "SELECT pg_reload_conf()")?;
+    c.primary.psql(
+        "postgres",
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+         WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()",
+    )?;
+
+    // The first try may meet the terminated backend (08006); none may be
+    // refused as read-only.
+    pgha_testkit::wait_until_async(
+        "a write transaction through the same session",
+        Duration::from_secs(10),
+        || {
+            let client = &client;
+            async move {
+                client.batch_execute("BEGIN").await.ok()?;
+                match client.batch_execute("INSERT INTO t (v) VALUES (52)").await {
+                    Ok(()) => client.batch_execute("COMMIT").await.ok(),
+                    Err(e) => {
+                        assert_ne!(
+                            code(&e).as_deref(),
+                            Some("25006"),
+                            "the session was left read-only: {e:?}"
+                        );
+                        let _ = client.batch_execute("ROLLBACK").await;
+                        None
+                    }
+                }
+            }
+        },
+    )
+    .await?;
+    let row = client
+        .query_one("SELECT count(*) FROM t WHERE v = 52", &[])
+        .await?;
+    assert_eq!(row.get::<_, i64>(0), 1);
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pause_holds_new_transactions_without_errors() -> anyhow::Result<()> {
     let c = start(false, "").await?;

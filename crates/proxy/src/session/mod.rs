@@ -338,7 +338,15 @@ impl Session {
             return None;
         }
         if &name[..] == b"default_transaction_read_only" {
-            self.state.default_read_only = &value[..] == b"on";
+            // Routing follows the session's own choice (a startup parameter
+            // or `options`), not the server's configuration: a login during
+            // pgha's fence would otherwise make the whole session read-only
+            // (see `respond::own_read_only_default`).
+            let asked = self.params.iter().any(|(k, v)| {
+                k == "default_transaction_read_only"
+                    || (k == "options" && v.contains("default_transaction_read_only"))
+            });
+            self.state.default_read_only = asked && &value[..] == b"on";
         }
         Some(BackendMessage::ParameterStatus {
             name: name.clone(),

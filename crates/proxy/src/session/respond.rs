@@ -310,7 +310,9 @@ fn parameter_status(
         return Act::Forward;
     };
     if &name[..] == b"default_transaction_read_only" {
-        state.default_read_only = &value[..] == b"on";
+        if let Some(on) = own_read_only_default(head, &value) {
+            state.default_read_only = on;
+        }
     }
     if kind == ListenerKind::Rw && &name[..] == b"in_hot_standby" {
         return Act::Drop;
@@ -320,6 +322,32 @@ fn parameter_status(
         Some(u) if u.held.is_some() => Act::Hold,
         _ => Act::Forward,
     }
+}
+
+/// The session's own `default_transaction_read_only` once `head` is done,
+/// when `head` is a client unit that sets or resets it (`reported` is the
+/// server's value). Any other report is the server configuration's doing,
+/// not the session's: pgha's fence on a primary is an ALTER SYSTEM and a
+/// reload, and taking its "on" for the session's choice sent every later
+/// transaction of the session to a standby (25006 on each write) long after
+/// the fence was gone, since new backends do not report it again. A RESET
+/// goes back to the session's default: read-write for routing.
+fn own_read_only_default(head: Option<&Unit>, reported: &[u8]) -> Option<bool> {
+    let u = head.filter(|u| !u.injected)?;
+    let mut out = None;
+    for e in u.effects.iter().flat_map(|a| a.session.iter()) {
+        match e {
+            SessionEffect::Set { name, .. } if name == "default_transaction_read_only" => {
+                out = Some(reported == b"on")
+            }
+            SessionEffect::Reset { name, .. } if name == "default_transaction_read_only" => {
+                out = Some(false)
+            }
+            SessionEffect::ResetAll => out = Some(false),
+            _ => {}
+        }
+    }
+    out
 }
 
 /// A forwarded run at least this long moves to the client buffer without a
