@@ -196,7 +196,9 @@ async fn hung_etcd_times_out_then_recovers() {
     until_writable(&dcs, "/t/k").await;
     let mut w = dcs.watch_prefix("/t/", 0).await.expect("watch");
 
-    etcd.process.signal(Signal::SIGSTOP);
+    etcd.process
+        .stop_and_wait(Duration::from_secs(5))
+        .expect("etcd stops");
     for _ in 0..3 {
         let t = Instant::now();
         let err = dcs.get("/t/k").await.expect_err("hung");
@@ -240,7 +242,10 @@ async fn hung_member_is_avoided() {
     until_writable(&dcs, "/t/k").await;
     let mut w = dcs.watch_prefix("/t/", 0).await.expect("watch");
 
-    cluster.members[0].process.signal(Signal::SIGSTOP);
+    cluster.members[0]
+        .process
+        .stop_and_wait(Duration::from_secs(5))
+        .expect("etcd member stops");
     until_writable(&dcs, "/t/k").await;
     for i in 0..10 {
         dcs.get("/t/k").await.expect("read around the hung member");

@@ -46,6 +46,20 @@ impl ProcessGuard {
         }
     }
 
+    /// SIGSTOP, then wait until every thread of the process has stopped
+    /// (state `T` in `/proc/<pid>/task/*/stat`). `kill` returns before a busy
+    /// multi-threaded process has stopped, and a request sent in between
+    /// can still be answered (a flaky "hung server" test).
+    pub fn stop_and_wait(&self, timeout: Duration) -> anyhow::Result<()> {
+        self.signal(Signal::SIGSTOP);
+        let pid = self.pid();
+        crate::wait_until(
+            &format!("{} (pid {pid}) to stop", self.name),
+            timeout,
+            || all_threads_stopped(pid).then_some(()),
+        )
+    }
+
     /// True while the process has not exited.
     pub fn is_running(&mut self) -> bool {
         match self.child.as_mut() {
@@ -95,4 +109,26 @@ impl Drop for ProcessGuard {
     fn drop(&mut self) {
         self.stop(Duration::from_secs(5));
     }
+}
+
+/// Every thread of `pid` is stopped by a signal (`T`) or traced (`t`).
+fn all_threads_stopped(pid: u32) -> bool {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return false;
+    };
+    let mut any = false;
+    for t in tasks.flatten() {
+        let Ok(stat) = std::fs::read_to_string(t.path().join("stat")) else {
+            return false;
+        };
+        // "tid (comm) S ...": the state follows the last ')'.
+        let state = stat
+            .rfind(')')
+            .and_then(|i| stat[i + 1..].trim_start().chars().next());
+        if !matches!(state, Some('T' | 't')) {
+            return false;
+        }
+        any = true;
+    }
+    any
 }
