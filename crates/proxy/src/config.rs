@@ -203,7 +203,10 @@ impl ProxySettings {
             return invalid("max_startup_bytes", "must be at least 64");
         }
         if self.read_wait_timeout > Duration::from_secs(60) {
-            return invalid("read_wait_timeout", "at most 60s (a longer wait only delays reads the primary could serve)");
+            return invalid(
+                "read_wait_timeout",
+                "at most 60s (a longer wait only delays reads the primary could serve)",
+            );
         }
         if self.monitor_interval.is_zero() {
             return invalid("monitor_interval", "must be positive");

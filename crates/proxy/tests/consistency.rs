@@ -24,7 +24,10 @@ const WAIT_FOR_STANDBY: &str = "read_wait_timeout = \"20s\"\n";
 /// Client units the proxy sent to (primary, standby) so far.
 fn served(c: &Cluster) -> (u64, u64) {
     let m = &c.proxy.shared.monitor;
-    let p = m.stats(&node("pg1", &c.primary)).served.load(Ordering::Relaxed);
+    let p = m
+        .stats(&node("pg1", &c.primary))
+        .served
+        .load(Ordering::Relaxed);
     let s = m
         .stats(&node("pg2", c.standby.as_ref().expect("standby")))
         .served
@@ -39,7 +42,11 @@ async fn count(c: &Client, sql: &str) -> anyhow::Result<i64> {
 /// Runs `n` rounds of: `writer` inserts row i (through `writer`'s path), and
 /// right after the acknowledgement `reader` (another, already connected rw
 /// session) looks for it. Returns the rounds that did not see the row.
-async fn write_then_read_elsewhere(writer: &Client, reader: &Client, n: i32) -> anyhow::Result<Vec<i32>> {
+async fn write_then_read_elsewhere(
+    writer: &Client,
+    reader: &Client,
+    n: i32,
+) -> anyhow::Result<Vec<i32>> {
     let mut missed = Vec::new();
     for i in 0..n {
         writer
@@ -60,17 +67,26 @@ async fn write_then_read_elsewhere(writer: &Client, reader: &Client, n: i32) -> 
 async fn an_acknowledged_commit_is_visible_to_every_next_read() -> anyhow::Result<()> {
     let c = start(true, WAIT_FOR_STANDBY).await?;
     c.wait_standby_healthy().await?;
-    c.primary
-        .psql("postgres", "CREATE TABLE seen (id int); GRANT ALL ON seen TO bob;")?;
+    c.primary.psql(
+        "postgres",
+        "CREATE TABLE seen (id int); GRANT ALL ON seen TO bob;",
+    )?;
     let reader = connect(c.rw(), "alice", ALICE_PW).await?;
 
     // The writer through the proxy's rw listener.
     let writer = connect(c.rw(), "alice", ALICE_PW).await?;
     let (_, s0) = served(&c);
     let missed = write_then_read_elsewhere(&writer, &reader, 150).await?;
-    assert!(missed.is_empty(), "rows acknowledged through rw, not seen by the next read: {missed:?}");
+    assert!(
+        missed.is_empty(),
+        "rows acknowledged through rw, not seen by the next read: {missed:?}"
+    );
     let (_, s1) = served(&c);
-    assert!(s1 - s0 >= 150, "the standby served the reads ({} of 150)", s1 - s0);
+    assert!(
+        s1 - s0 >= 150,
+        "the standby served the reads ({} of 150)",
+        s1 - s0
+    );
 
     // The writer on the primary's own port.
     c.primary.psql("postgres", "TRUNCATE seen")?;
@@ -81,19 +97,31 @@ async fn an_acknowledged_commit_is_visible_to_every_next_read() -> anyhow::Resul
     )
     .await?;
     let missed = write_then_read_elsewhere(&direct, &reader, 150).await?;
-    assert!(missed.is_empty(), "rows acknowledged by the primary itself, not seen: {missed:?}");
+    assert!(
+        missed.is_empty(),
+        "rows acknowledged by the primary itself, not seen: {missed:?}"
+    );
     let (_, s2) = served(&c);
-    assert!(s2 - s1 >= 150, "the standby served the reads ({} of 150)", s2 - s1);
+    assert!(
+        s2 - s1 >= 150,
+        "the standby served the reads ({} of 150)",
+        s2 - s1
+    );
 
     // DDL is a commit like any other.
     for i in 0..5 {
-        writer.batch_execute(&format!("CREATE DATABASE seen_{i}")).await?;
+        writer
+            .batch_execute(&format!("CREATE DATABASE seen_{i}"))
+            .await?;
         let n = count(
             &reader,
             &format!("SELECT count(*) FROM pg_database WHERE datname = 'seen_{i}'"),
         )
         .await?;
-        assert_eq!(n, 1, "CREATE DATABASE seen_{i} acknowledged, not seen by the next read");
+        assert_eq!(
+            n, 1,
+            "CREATE DATABASE seen_{i} acknowledged, not seen by the next read"
+        );
     }
     Ok(())
 }
@@ -150,16 +178,28 @@ async fn a_sessions_reads_never_go_back_in_time() -> anyhow::Result<()> {
         }
         stop.store(true, Ordering::Relaxed);
         bumping.await??;
-        assert!(backwards.is_empty(), "{mode}: reads went back in time (round, before, after): {backwards:?}");
+        assert!(
+            backwards.is_empty(),
+            "{mode}: reads went back in time (round, before, after): {backwards:?}"
+        );
         let (_, s1) = served(&c);
-        assert!(s1 - s0 >= 150, "{mode}: the standby served the autocommit reads ({} of 150)", s1 - s0);
+        assert!(
+            s1 - s0 >= 150,
+            "{mode}: the standby served the autocommit reads ({} of 150)",
+            s1 - s0
+        );
     }
     Ok(())
 }
 
 /// Runs `sql` directly on the primary and through the rw listener; the
 /// answers (all rows, as text) must match.
-async fn same_as_primary(c: &Cluster, via_rw: &Client, direct: &Client, sql: &str) -> anyhow::Result<()> {
+async fn same_as_primary(
+    c: &Cluster,
+    via_rw: &Client,
+    direct: &Client,
+    sql: &str,
+) -> anyhow::Result<()> {
     let rows = |msgs: Vec<tokio_postgres::SimpleQueryMessage>| {
         msgs.into_iter()
             .filter_map(|m| match m {
@@ -199,7 +239,11 @@ async fn server_local_state_is_the_primarys() -> anyhow::Result<()> {
     // Reads that do not depend on the server still go to the standby.
     let (_, s0) = served(&c);
     rw.simple_query("SELECT count(*) FROM t").await?;
-    assert_eq!(served(&c).1, s0 + 1, "a plain read is served by the standby");
+    assert_eq!(
+        served(&c).1,
+        s0 + 1,
+        "a plain read is served by the standby"
+    );
     for sql in [
         "SELECT pg_is_in_recovery()",
         "SELECT gid FROM pg_prepared_xacts",
@@ -235,15 +279,18 @@ async fn serializable_runs_on_the_primary_however_it_was_set() -> anyhow::Result
 
     let a = connect(c.rw(), "alice", ALICE_PW).await?;
     // What psycopg 3, asyncpg and node-postgres send.
-    a.batch_execute("BEGIN ISOLATION LEVEL SERIALIZABLE READ ONLY DEFERRABLE").await?;
+    a.batch_execute("BEGIN ISOLATION LEVEL SERIALIZABLE READ ONLY DEFERRABLE")
+        .await?;
     a.query_one("SELECT count(*) FROM t", &[]).await?;
     a.batch_execute("COMMIT").await?;
-    a.batch_execute("START TRANSACTION READ ONLY, ISOLATION LEVEL SERIALIZABLE").await?;
+    a.batch_execute("START TRANSACTION READ ONLY, ISOLATION LEVEL SERIALIZABLE")
+        .await?;
     a.query_one("SELECT count(*) FROM t", &[]).await?;
     a.batch_execute("COMMIT").await?;
     // SET TRANSACTION after a lone BEGIN.
     a.batch_execute("BEGIN").await?;
-    a.batch_execute("SET TRANSACTION ISOLATION LEVEL SERIALIZABLE, READ ONLY").await?;
+    a.batch_execute("SET TRANSACTION ISOLATION LEVEL SERIALIZABLE, READ ONLY")
+        .await?;
     a.query_one("SELECT count(*) FROM t", &[]).await?;
     a.batch_execute("COMMIT").await?;
     // What pgjdbc sends for a serializable read-only connection.
@@ -255,13 +302,19 @@ async fn serializable_runs_on_the_primary_however_it_was_set() -> anyhow::Result
         a.batch_execute("COMMIT").await?;
         a.query_one("SELECT count(*) FROM t", &[]).await?;
     }
-    a.batch_execute("RESET default_transaction_isolation").await?;
+    a.batch_execute("RESET default_transaction_isolation")
+        .await?;
     let (_, s0) = served(&c);
     a.query_one("SELECT count(*) FROM t", &[]).await?;
-    assert_eq!(served(&c).1, s0 + 1, "after RESET, reads are the standby's again");
+    assert_eq!(
+        served(&c).1,
+        s0 + 1,
+        "after RESET, reads are the standby's again"
+    );
 
     // SET default_transaction_isolation, in a session.
-    a.batch_execute("SET default_transaction_isolation = serializable").await?;
+    a.batch_execute("SET default_transaction_isolation = serializable")
+        .await?;
     a.query_one("SELECT count(*) FROM t", &[]).await?;
     a.batch_execute("BEGIN READ ONLY; SELECT 1; COMMIT").await?;
 
@@ -331,7 +384,10 @@ async fn a_read_only_transaction_that_needs_the_primary_never_diverges() -> anyh
         .iter()
         .filter(|m| matches!(m, tokio_postgres::SimpleQueryMessage::Row(_)))
         .count();
-    assert_eq!(n, 3, "the WITH HOLD cursor outlives its read-only transaction");
+    assert_eq!(
+        n, 3,
+        "the WITH HOLD cursor outlives its read-only transaction"
+    );
     a.batch_execute("CLOSE held").await?;
 
     for first in [

@@ -180,6 +180,13 @@ impl PgServer {
 
     /// Starts `postgres` and waits until it accepts connections.
     fn launch(&mut self) -> anyhow::Result<()> {
+        // A custom setting that names the server, for tests that must tell
+        // which server answered a read (a proxy sends anything that reads
+        // server state, `inet_server_port()` included, to the primary).
+        append(
+            &self.data_dir.join("postgresql.conf"),
+            &format!("pgha_test.port = '{}'\n", self.port),
+        )?;
         let log =
             std::fs::File::create(self.dir.join("postgres.log")).context("create server log")?;
         if let Some((uid, gid)) = self.ids {

@@ -126,7 +126,13 @@ impl SessionEffect {
 pub fn startup_options_serializable(options: &str) -> Option<bool> {
     let o = options.to_ascii_lowercase().replace('-', "_");
     let at = o.rfind("default_transaction_isolation")?;
-    Some(o[at..].split_whitespace().next().unwrap_or("").contains("serializable"))
+    Some(
+        o[at..]
+            .split_whitespace()
+            .next()
+            .unwrap_or("")
+            .contains("serializable"),
+    )
 }
 
 /// Entries per cache generation (two generations per cache).

@@ -4,7 +4,7 @@
 use super::*;
 use crate::classify::{Analysis, SessionEffect};
 use ListenerKind::{Primary as PrimaryPort, Ro, Rw};
-use Route::{Primary, Stay, Standby};
+use Route::{Primary, Standby, Stay};
 
 /// A statement of the given kind.
 #[derive(Clone, Copy, Debug)]

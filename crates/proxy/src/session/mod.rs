@@ -15,8 +15,11 @@
 //! survives. Client bytes are untrusted: any codec error closes this client
 //! with 08P01 and nothing else.
 
+mod deferral;
 mod dispatch;
 pub mod login_cache;
+mod refuse;
+mod replay;
 mod respond;
 mod route;
 pub mod startup;

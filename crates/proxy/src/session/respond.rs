@@ -153,9 +153,8 @@ impl Session {
                     // primary before this): PostgreSQL refuses it at the
                     // first snapshot, before any row.
                     let serializable = code == Some(&b"0A000"[..])
-                        && error_field(fields, b'M').is_some_and(|m| {
-                            m.windows(12).any(|w| w == b"serializable")
-                        });
+                        && error_field(fields, b'M')
+                            .is_some_and(|m| m.windows(12).any(|w| w == b"serializable"));
                     // In a READ ONLY transaction the primary refuses a
                     // write too: only serializable is retried there.
                     let write = code == Some(&b"25006"[..]) && u.retry_begin.is_none();

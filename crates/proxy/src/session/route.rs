@@ -17,11 +17,11 @@
 use super::state::{Backend, Role};
 use super::Session;
 use crate::backend::{BackendConn, ConnectError};
+use crate::codec::backend::error_field;
+use crate::codec::ErrorInfo;
 use crate::config::ReadConsistency;
 use crate::monitor::{Lsn, NodeStats};
 use crate::routing::{standby_may_serve, StandbyFacts};
-use crate::codec::backend::error_field;
-use crate::codec::ErrorInfo;
 use crate::server::ListenerKind;
 use crate::topology::Node;
 use bytes::{BufMut, Bytes, BytesMut};
@@ -133,7 +133,9 @@ impl Session {
         if busy {
             let active = self.active.unwrap_or(role);
             let same = active == role
-                && (role == Role::Primary || want == Want::Sticky || self.current_standby_ready().await);
+                && (role == Role::Primary
+                    || want == Want::Sticky
+                    || self.current_standby_ready().await);
             return if same {
                 Resolution::Go(active)
             } else {
@@ -156,7 +158,10 @@ impl Session {
     /// (`None`: the session's standby connection). The primary's stats come
     /// from [`RouteView`], looked up once per topology generation instead of
     /// in the monitor's map each time.
-    fn standby_facts(&mut self, node: Option<&Node>) -> Option<(StandbyFacts, Arc<NodeStats>, Node)> {
+    fn standby_facts(
+        &mut self,
+        node: Option<&Node>,
+    ) -> Option<(StandbyFacts, Arc<NodeStats>, Node)> {
         let (node, stats) = match node {
             None => {
                 let b = self.backends[Role::Standby as usize].as_ref()?;
@@ -174,7 +179,10 @@ impl Session {
             }
             (
                 t.standbys.contains(&node),
-                self.route_view.primary.as_deref().and_then(primary_sample_of),
+                self.route_view
+                    .primary
+                    .as_deref()
+                    .and_then(primary_sample_of),
             )
         };
         let st = stats.status();
@@ -320,7 +328,9 @@ impl Session {
                 best = Some((load, stats, node));
             }
         }
-        let Some((_, stats, node)) = best else { return false };
+        let Some((_, stats, node)) = best else {
+            return false;
+        };
         if self.state.read_standby.as_ref().is_some_and(|n| *n != node) {
             // Another standby than the one this session read from: it must
             // be at least where the primary is now (monotonic reads).
