@@ -22,6 +22,7 @@ use crate::topology::{Node, Topology};
 use rand::RngCore;
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
@@ -65,9 +66,40 @@ pub struct Shared {
     /// Recent backend logins, to answer equivalent logins without a backend.
     pub logins: session::login_cache::LoginCache,
     cancels: Mutex<HashMap<(i32, i32), Arc<CancelTargets>>>,
+    /// Client connections holding a [`ClientSlot`] (all listeners).
+    clients: Arc<AtomicUsize>,
+}
+
+/// One of the `max_client_connections` places; dropping it frees it.
+pub struct ClientSlot {
+    clients: Arc<AtomicUsize>,
+}
+
+impl Drop for ClientSlot {
+    fn drop(&mut self) {
+        self.clients.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl Shared {
+    /// Takes a client slot; `None` when `max_client_connections` are taken.
+    pub fn client_slot(&self) -> Option<ClientSlot> {
+        let max = self.settings.max_client_connections;
+        self.clients
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .ok()?;
+        Some(ClientSlot {
+            clients: self.clients.clone(),
+        })
+    }
+
+    /// Client connections holding a slot now.
+    pub fn client_count(&self) -> usize {
+        self.clients.load(Ordering::Relaxed)
+    }
+
     /// Registers a new session; returns its (pid, key) for BackendKeyData.
     pub fn register_cancel(&self, targets: Arc<CancelTargets>) -> (i32, i32) {
         let mut map = self.cancels.lock().unwrap_or_else(|e| e.into_inner());
@@ -182,6 +214,7 @@ impl Proxy {
             tls,
             logins: Default::default(),
             cancels: Mutex::new(HashMap::new()),
+            clients: Default::default(),
         });
         let workers = match settings.session_threads {
             0 => None,
