@@ -68,9 +68,13 @@ pub struct Shared {
     cancels: Mutex<HashMap<(i32, i32), Arc<CancelTargets>>>,
     /// Client connections holding a [`ClientSlot`] (all listeners).
     clients: Arc<AtomicUsize>,
+    /// Clients past `max_client_connections` being refused after their
+    /// startup packet (at most `max_client_connections` of them too).
+    refusing: Arc<AtomicUsize>,
 }
 
-/// One of the `max_client_connections` places; dropping it frees it.
+/// One of the `max_client_connections` places (or of as many places for
+/// clients being refused); dropping it frees it.
 pub struct ClientSlot {
     clients: Arc<AtomicUsize>,
 }
@@ -84,20 +88,24 @@ impl Drop for ClientSlot {
 impl Shared {
     /// Takes a client slot; `None` when `max_client_connections` are taken.
     pub fn client_slot(&self) -> Option<ClientSlot> {
-        let max = self.settings.max_client_connections;
-        self.clients
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
-                (n < max).then_some(n + 1)
-            })
-            .ok()?;
-        Some(ClientSlot {
-            clients: self.clients.clone(),
-        })
+        take_slot(&self.clients, self.settings.max_client_connections)
     }
 
     /// Client connections holding a slot now.
     pub fn client_count(&self) -> usize {
         self.clients.load(Ordering::Relaxed)
+    }
+
+    /// A place for a client refused for `max_client_connections` that is
+    /// read up to its startup packet first (as many as there are client
+    /// slots, like PostgreSQL's dead-end children); `None`: refuse at once.
+    pub fn refusal_slot(&self) -> Option<ClientSlot> {
+        take_slot(&self.refusing, self.settings.max_client_connections)
+    }
+
+    /// Clients being refused after their startup packet now.
+    pub fn refusing_count(&self) -> usize {
+        self.refusing.load(Ordering::Relaxed)
     }
 
     /// Registers a new session; returns its (pid, key) for BackendKeyData.
@@ -136,6 +144,17 @@ impl Shared {
             }
         }
     }
+}
+
+fn take_slot(count: &Arc<AtomicUsize>, max: usize) -> Option<ClientSlot> {
+    count
+        .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+            (n < max).then_some(n + 1)
+        })
+        .ok()?;
+    Some(ClientSlot {
+        clients: count.clone(),
+    })
 }
 
 /// Why the proxy could not start.
@@ -215,6 +234,7 @@ impl Proxy {
             logins: Default::default(),
             cancels: Mutex::new(HashMap::new()),
             clients: Default::default(),
+            refusing: Default::default(),
         });
         let workers = match settings.session_threads {
             0 => None,

@@ -218,6 +218,39 @@ async fn too_many_clients_get_53300() -> anyhow::Result<()> {
     wait_clients(proxy, 0).await
 }
 
+/// Refusals that wait for a startup packet are bounded too: past
+/// `max_client_connections` of them a client gets 53300 at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refusals_are_bounded_too() -> anyhow::Result<()> {
+    let bare = bare_proxy("max_client_connections = 1").await?;
+    let proxy = &bare.proxy;
+    let rw = proxy.rw.context("rw")?;
+    let _client = Raw::connect(rw).await?;
+    wait_clients(proxy, 1).await?;
+    let silent = Raw::connect(rw).await?;
+    let shared = proxy.shared.clone();
+    pgha_testkit::wait_until_async("one refusal under way", DEADLINE, || {
+        let n = shared.refusing_count();
+        async move { (n == 1).then_some(()) }
+    })
+    .await?;
+    // Sends nothing, gets the error anyway.
+    let mut third = Raw::connect(rw).await?;
+    let err = only_error(&closed(&mut third.stream).await?)?;
+    assert!(err.contains(&(b'C', "53300".into())), "{err:?}");
+    assert!(
+        err.contains(&(b'M', "sorry, too many clients already".into())),
+        "{err:?}"
+    );
+    drop(silent);
+    pgha_testkit::wait_until_async("no refusal under way", DEADLINE, || {
+        let n = shared.refusing_count();
+        async move { (n == 0).then_some(()) }
+    })
+    .await?;
+    wait_clients(proxy, 1).await
+}
+
 /// A client that stops in the middle of its SCRAM exchange is closed once
 /// `authentication_timeout` has passed; other logins are unaffected.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

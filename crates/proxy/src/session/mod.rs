@@ -201,8 +201,19 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, kind: ListenerKind, shar
         let deadline = tokio::time::Instant::now() + shared.settings.authentication_timeout;
         let mut io = ClientIo::new(stream);
         let Some(_slot) = shared.client_slot() else {
-            let refuse = refuse_too_many(&mut io, &shared, peer);
-            let _ = tokio::time::timeout_at(deadline, refuse).await;
+            match shared.refusal_slot() {
+                Some(_refusing) => {
+                    let refuse = refuse_too_many(&mut io, &shared, peer);
+                    let _ = tokio::time::timeout_at(deadline, refuse).await;
+                }
+                None => {
+                    // As many refusals under way as clients: this one does
+                    // not wait for a startup packet (a small message fits in
+                    // the socket's buffer; the wait is bounded anyway).
+                    io.queue_error(&too_many_clients());
+                    let _ = tokio::time::timeout(REFUSAL_FLUSH_TIMEOUT, io.flush()).await;
+                }
+            }
             return;
         };
         let login = {
@@ -250,12 +261,17 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, kind: ListenerKind, shar
     .await
 }
 
+/// PostgreSQL's answer when `max_connections` are taken.
+fn too_many_clients() -> ErrorInfo {
+    ErrorInfo::fatal("53300", "sorry, too many clients already")
+}
+
 /// A client past `max_client_connections`: like PostgreSQL, read its
 /// startup packet (answering SSL/GSS requests, serving a CancelRequest),
 /// then FATAL 53300 and close.
 async fn refuse_too_many(io: &mut ClientIo, shared: &Shared, peer: SocketAddr) {
     let e = match startup::negotiate(io, shared).await {
-        Ok(_) => ErrorInfo::fatal("53300", "sorry, too many clients already"),
+        Ok(_) => too_many_clients(),
         Err(startup::StartEnd::Fatal(e)) => e,
         Err(startup::StartEnd::Quiet) => return,
     };
