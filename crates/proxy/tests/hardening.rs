@@ -357,6 +357,37 @@ async fn bad_headers_are_refused_before_their_body() -> anyhow::Result<()> {
     )
     .await?;
 
+    // Bytes sent with the password message (before the login ended) are
+    // checked too.
+    let mut raw = Raw::connect(c.rw()).await?;
+    raw.send(&startup_packet("bob")).await?;
+    let msg = raw
+        .next()
+        .await?
+        .context("closed before the md5 challenge")?;
+    let B::Authentication(A::Md5Password { salt }) = msg else {
+        anyhow::bail!("expected an md5 challenge, got {msg:?}");
+    };
+    let hash = pgha_proxy::auth::md5_verifier("bob", BOB_PW);
+    let answer = pgha_proxy::auth::md5_response(&hash, &salt);
+    let mut wire = encode(&[pgha_proxy::codec::frontend::password_message(
+        answer.as_bytes(),
+    )]);
+    wire.extend_from_slice(b"!\0\0\0\x64");
+    raw.send(&wire).await?;
+    let error = loop {
+        match raw.next().await?.context("closed without an error")? {
+            B::ErrorResponse(body) => break fields(&body),
+            _ => continue,
+        }
+    };
+    assert!(error.contains(&(b'C', "08P01".into())), "{error:?}");
+    assert!(
+        error.contains(&(b'M', "invalid frontend message type 33".into())),
+        "{error:?}"
+    );
+    assert!(raw.next().await?.is_none(), "closed after the error");
+
     // Under the cap a large query works, split over many reads, and so do
     // pipelined messages whose headers straddle writes.
     let mut raw = Raw::login(c.rw(), "alice", ALICE_PW).await?;
