@@ -56,6 +56,17 @@ pub struct ProxySettings {
     /// Standbys lagging more than this many bytes of WAL get no reads. Default: no limit.
     #[serde(default)]
     pub max_lag_bytes: Option<u64>,
+    /// What a read on a standby through the `rw` listener must see (see
+    /// docs/routing.md): `linearizable` (default: every commit acknowledged
+    /// to anyone before the read reached the proxy), `session` (the
+    /// session's own writes and everything it has read before), `any`
+    /// (whatever the standby has replayed, within `max_lag_bytes`).
+    #[serde(default)]
+    pub read_consistency: ReadConsistency,
+    /// How long a read waits for a standby to replay up to its barrier
+    /// before the primary serves it instead. Default 50ms.
+    #[serde(default = "d_50ms", with = "humantime_serde")]
+    pub read_wait_timeout: Duration,
     /// Largest client or server message, bytes. Default 1 GiB.
     #[serde(default = "d_max_msg")]
     pub max_message_bytes: usize,
@@ -99,6 +110,21 @@ pub struct ProxySettings {
     pub max_client_message_bytes: usize,
     /// Where the topology comes from.
     pub topology: TopologySettings,
+}
+
+/// The guarantee a standby read on the `rw` listener gives (docs/routing.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReadConsistency {
+    /// A read sees every commit acknowledged, to any client and by any path,
+    /// before the read reached the proxy (a read barrier on the primary's
+    /// WAL position).
+    #[default]
+    Linearizable,
+    /// Read-your-writes and monotonic reads within the session.
+    Session,
+    /// No ordering: any healthy standby within `max_lag_bytes`.
+    Any,
 }
 
 /// Topology source.
@@ -196,6 +222,9 @@ impl ProxySettings {
         if self.max_startup_bytes < 64 {
             return invalid("max_startup_bytes", "must be at least 64");
         }
+        if self.read_wait_timeout > Duration::from_secs(60) {
+            return invalid("read_wait_timeout", "at most 60s (a longer wait only delays reads the primary could serve)");
+        }
         if self.monitor_interval.is_zero() {
             return invalid("monitor_interval", "must be positive");
         }
@@ -274,6 +303,9 @@ fn d_60s() -> Duration {
 }
 fn d_100ms() -> Duration {
     Duration::from_millis(100)
+}
+fn d_50ms() -> Duration {
+    Duration::from_millis(50)
 }
 fn d_1s() -> Duration {
     Duration::from_secs(1)

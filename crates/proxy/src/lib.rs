@@ -7,6 +7,7 @@
 //! * [`monitor`] — node health and WAL positions, role lookup.
 //! * [`backend`] — opening an authenticated backend connection as the client.
 //! * [`bufio`] — socket reads without per-connection read buffers.
+//! * [`routing`] — the routing decision (pure): where a unit of client work runs.
 //! * [`session`] — one client: routing, session state, failover handling.
 //! * [`server`] — listeners and the entry point [`Proxy::start`].
 //! * [`tls`] — TLS towards clients (rustls), plain-or-TLS client stream.
@@ -22,6 +23,7 @@ pub mod classify;
 pub mod codec;
 pub mod config;
 pub mod monitor;
+pub mod routing;
 pub mod server;
 pub mod session;
 pub mod tls;

@@ -46,6 +46,13 @@ pub struct Analysis {
     /// transaction with the same characteristics starts at once, on the same
     /// backend.
     pub chain: bool,
+    /// The statement may run inside a READ ONLY transaction on a hot
+    /// standby with exactly the outcome it would have there on the primary.
+    pub standby_in_tx: bool,
+    /// Why the statement needs the primary beyond "it may write".
+    pub primary_reason: Option<&'static str>,
+    /// The text begins or sets a SERIALIZABLE transaction.
+    pub serializable: bool,
 }
 
 /// Effect of a statement on transaction state.
@@ -100,6 +107,26 @@ impl SessionEffect {
             _ => None,
         }
     }
+
+    /// For a `Set` of `default_transaction_isolation`: whether the value it
+    /// sets is serializable, when it is a constant. (Interim: by text.)
+    pub fn default_serializable(&self) -> Option<bool> {
+        match self {
+            SessionEffect::Set { name, statement } if name == "default_transaction_isolation" => {
+                Some(statement.to_ascii_lowercase().contains("serializable"))
+            }
+            _ => None,
+        }
+    }
+}
+
+/// Whether a startup packet's `options` value sets
+/// `default_transaction_isolation` to serializable (`None`: it does not set
+/// it). (Interim: by text.)
+pub fn startup_options_serializable(options: &str) -> Option<bool> {
+    let o = options.to_ascii_lowercase().replace('-', "_");
+    let at = o.rfind("default_transaction_isolation")?;
+    Some(o[at..].split_whitespace().next().unwrap_or("").contains("serializable"))
 }
 
 /// Entries per cache generation (two generations per cache).

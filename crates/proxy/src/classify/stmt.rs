@@ -33,6 +33,9 @@ pub fn primary() -> Analysis {
         tx: TxEffect::None,
         session: Vec::new(),
         chain: false,
+        standby_in_tx: false,
+        primary_reason: None,
+        serializable: false,
     }
 }
 
@@ -67,6 +70,9 @@ pub fn classify_text(sql: &str, depth_bound: usize, snap: &CatalogSnapshot) -> O
             tx: TxEffect::None,
             session: Vec::new(),
             chain: false,
+            standby_in_tx: false,
+            primary_reason: None,
+            serializable: false,
         },
         literal_sensitive: false,
         other_writes: false,
@@ -85,6 +91,14 @@ pub fn classify_text(sql: &str, depth_bound: usize, snap: &CatalogSnapshot) -> O
             *read_only = false;
         }
     }
+    // Interim (the classifier work refines it): only read-only texts and
+    // plain transaction control continue a standby transaction.
+    acc.analysis.standby_in_tx = acc.analysis.read_only
+        || (!acc.other_writes
+            && matches!(
+                acc.analysis.tx,
+                TxEffect::Commit | TxEffect::Rollback | TxEffect::SetTransactionReadOnly
+            ));
     acc
 }
 

@@ -7,10 +7,11 @@
 //! copied once into the backend's write buffer; statement texts are never
 //! copied on this path (the classifier caches by text).
 
-use super::route::Resolution;
+use super::route::{Resolution, Want};
 use super::state::{Prepared, Role, Unit, UNKNOWN_VERSION};
 use super::{Flow, Session, SessionError};
 use crate::classify::{Analysis, SessionEffect, TxEffect};
+use crate::routing::{Refusal, Route, SessionFacts, TxPlace, UnitKind};
 use crate::codec::{frame_len, BackendMessage, ErrorInfo, FrontendMessage};
 use bytes::{Bytes, BytesMut};
 use std::sync::Arc;
@@ -180,18 +181,28 @@ impl Session {
         if !forced && self.defer_begin(&msg, analysis.as_deref(), &frame) {
             return Ok(Step::Done);
         }
-        let primary_only = forced
-            || (matches!(msg, FrontendMessage::FunctionCall(_))
-                && self.kind == crate::server::ListenerKind::Rw);
-        let want = if primary_only {
-            super::route::Want::Primary
-        } else if self.deferred_begin.is_some() {
-            match analysis.as_deref().map(|a| &a.tx) {
-                Some(TxEffect::SetTransactionReadOnly) => super::route::Want::Standby,
-                _ => super::route::Want::Primary,
-            }
+        let route = if forced {
+            Route::Primary
         } else {
-            self.want(analysis.as_deref())
+            let unit = match (&msg, analysis.as_deref()) {
+                (FrontendMessage::FunctionCall(_), _) => UnitKind::FunctionCall,
+                (_, Some(a)) => UnitKind::Statement(a),
+                (_, None) => UnitKind::Unknown,
+            };
+            crate::routing::decide(&self.route_facts(), unit)
+        };
+        let want = match route {
+            Route::Primary => Want::Primary,
+            Route::Standby => Want::Standby,
+            Route::Stay => Want::Sticky,
+            Route::Refuse(refusal) => {
+                if self.active_busy() {
+                    // Answers of earlier units come first.
+                    return Ok(Step::Stall(tag, frame));
+                }
+                self.refuse_in_standby_tx(tag, &refusal);
+                return Ok(Step::Done);
+            }
         };
         if let Some(a) = analysis.as_deref() {
             match a.tx {
@@ -232,8 +243,9 @@ impl Session {
         if !self.active_busy() || self.active != Some(role) {
             self.sync_settings(role);
         }
-        if let Some(begin) = self.deferred_begin.take() {
-            self.inject(role, &begin);
+        let carried_begin = self.deferred_begin.take();
+        if let Some(begin) = &carried_begin {
+            self.inject(role, begin);
         }
         if let (FrontendMessage::Query { .. }, Some(a)) = (&msg, analysis.as_deref()) {
             if has_deallocate(a) {
@@ -247,7 +259,7 @@ impl Session {
         stats
             .served
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let unit = self.new_unit(stats, role, &msg, analysis.as_ref(), text);
+        let unit = self.new_unit(stats, role, &msg, analysis.as_ref(), text, carried_begin);
         let Some(b) = self.backends[role as usize].as_mut() else {
             return Ok(Step::Done);
         };
@@ -259,6 +271,57 @@ impl Session {
             _ => self.open = Some(role),
         }
         Ok(Step::Done)
+    }
+
+    /// The session as the routing decision sees it.
+    fn route_facts(&self) -> SessionFacts {
+        let tx = if self.deferred_begin.is_some() {
+            TxPlace::Deferred {
+                read_only: self.deferred_read_only,
+            }
+        } else if self.tx_status != b'I' {
+            TxPlace::Open(self.active.unwrap_or(self.default_role()))
+        } else {
+            TxPlace::Idle
+        };
+        SessionFacts {
+            listener: self.kind,
+            tx,
+            pinned: self.state.pinned,
+            default_read_only: self.state.default_read_only,
+            default_serializable: self.state.default_serializable,
+        }
+    }
+
+    /// A statement inside a READ ONLY transaction that runs on a standby
+    /// needs the primary: nothing of it runs; the client gets an error that
+    /// names the cause, and the transaction is aborted on the standby too
+    /// (an injected failing statement), so that what follows behaves as
+    /// after any error in a PostgreSQL transaction.
+    fn refuse_in_standby_tx(&mut self, tag: u8, refusal: &Refusal) {
+        let (code, message) = refusal.error();
+        tracing::debug!(client = %self.peer, reason = refusal.reason, "refused a statement in a standby transaction");
+        if let Some(role) = self.active {
+            self.inject_query(
+                role,
+                b"DO $pgha$BEGIN RAISE EXCEPTION 'pgha: statement refused in a standby transaction'; END$pgha$",
+            );
+            if let Some(u) = self.backends[role as usize]
+                .as_mut()
+                .and_then(|b| b.units.back_mut())
+            {
+                u.quiet = true;
+            }
+        }
+        self.tx_status = b'E';
+        self.io
+            .queue(&BackendMessage::ErrorResponse(super::route::error_body(
+                &ErrorInfo::error(code, message),
+            )));
+        match tag {
+            b'Q' | b'F' => self.io.queue(&BackendMessage::ReadyForQuery { status: b'E' }),
+            _ => self.discard_until_sync = true,
+        }
     }
 
     /// The backend that held the session's transaction was lost (see
@@ -349,6 +412,7 @@ impl Session {
         msg: &FrontendMessage,
         analysis: Option<&Arc<Analysis>>,
         retry_sql: Option<Bytes>,
+        carried_begin: Option<Bytes>,
     ) -> Unit {
         let mut unit = Unit::new(stats);
         let Some(a) = analysis else { return unit };
@@ -359,9 +423,10 @@ impl Session {
                 unit.effects.push(a.clone());
             }
         }
+        let first_in_tx = carried_begin.is_some();
         let retryable = self.kind == crate::server::ListenerKind::Rw
             && role == Role::Standby
-            && self.tx_status == b'I'
+            && (self.tx_status == b'I' || first_in_tx)
             && a.read_only
             && a.tx == TxEffect::None
             && retry_sql.is_some();
@@ -369,6 +434,7 @@ impl Session {
             unit.retry = Some(self.spare.take());
             unit.held = Some(self.spare.take());
             unit.retry_sql = retry_sql;
+            unit.retry_begin = carried_begin.filter(|_| role == Role::Standby);
         }
         unit
     }
@@ -413,12 +479,14 @@ impl Session {
             && self.tx_status == b'I'
             && self.deferred_begin.is_none()
             && self.state.pinned.is_none()
-            && !self.state.default_read_only
             && !self.active_busy()
-            && a.is_some_and(|a| matches!(a.tx, TxEffect::Begin { read_only: false }));
+            && a.is_some_and(|a| matches!(a.tx, TxEffect::Begin { .. }) && !a.serializable);
         let Some(tag) = eligible.then(|| lone_begin(sql)).flatten() else {
             return false;
         };
+        let read_only = matches!(a.map(|a| &a.tx), Some(TxEffect::Begin { read_only: true }));
+        self.deferred_read_only = read_only || self.state.default_read_only;
+        self.state.tx_read_only = self.deferred_read_only;
         self.deferred_begin = Some(frame.clone());
         let mut body = BytesMut::from(tag.as_bytes());
         body.extend_from_slice(&[0]);
@@ -430,6 +498,16 @@ impl Session {
             .queue(&BackendMessage::ReadyForQuery { status: b'T' });
         self.tx_status = b'T';
         true
+    }
+
+    /// Sends `sql` to `role` as an injected simple query.
+    pub(super) fn inject_query(&mut self, role: Role, sql: &'static [u8]) {
+        let mut frame = BytesMut::new();
+        FrontendMessage::Query {
+            sql: Bytes::from_static(sql),
+        }
+        .encode(&mut frame);
+        self.inject(role, &frame.freeze());
     }
 
     /// Sends `frame` (a simple query) to `role` as an injected unit.
@@ -725,18 +803,19 @@ fn may_write(a: &Analysis, sql: &[u8]) -> bool {
     )
 }
 
-/// The command tag of a plain `BEGIN` / `START TRANSACTION` without options.
+/// The command tag of a text that is one `BEGIN` / `START TRANSACTION`
+/// statement, with or without transaction modes (the classifier already
+/// parsed it as one). Comments or a second statement: `None`.
 fn lone_begin(sql: &[u8]) -> Option<&'static str> {
     let text = std::str::from_utf8(sql).ok()?;
-    let words: Vec<String> = text
-        .trim()
-        .trim_end_matches(';')
-        .split_whitespace()
-        .map(|w| w.to_ascii_lowercase())
-        .collect();
-    match words.iter().map(String::as_str).collect::<Vec<_>>()[..] {
-        ["begin"] | ["begin", "work"] | ["begin", "transaction"] => Some("BEGIN"),
-        ["start", "transaction"] => Some("START TRANSACTION"),
+    let body = text.trim().trim_end_matches(|c: char| c == ';' || c.is_whitespace());
+    if body.contains([';', '-', '/', '\'', '"', '$']) {
+        return None;
+    }
+    let mut words = body.split_whitespace().map(|w| w.to_ascii_lowercase());
+    match (words.next()?.as_str(), words.next().as_deref()) {
+        ("begin", _) => Some("BEGIN"),
+        ("start", Some("transaction")) => Some("START TRANSACTION"),
         _ => None,
     }
 }
@@ -814,7 +893,13 @@ mod tests {
         assert_eq!(lone_begin(b"BEGIN"), Some("BEGIN"));
         assert_eq!(lone_begin(b" begin work ; "), Some("BEGIN"));
         assert_eq!(lone_begin(b"START TRANSACTION"), Some("START TRANSACTION"));
-        assert_eq!(lone_begin(b"BEGIN ISOLATION LEVEL SERIALIZABLE"), None);
+        assert_eq!(lone_begin(b"BEGIN READ ONLY"), Some("BEGIN"));
+        assert_eq!(
+            lone_begin(b"start transaction isolation level repeatable read, read only;"),
+            Some("START TRANSACTION")
+        );
         assert_eq!(lone_begin(b"BEGIN; SELECT 1"), None);
+        assert_eq!(lone_begin(b"BEGIN /* x */"), None);
+        assert_eq!(lone_begin(b"SELECT 1"), None);
     }
 }

@@ -324,6 +324,14 @@ pub struct Session {
     /// statement decides where the transaction runs (`SET TRANSACTION READ
     /// ONLY` -> standby).
     deferred_begin: Option<Bytes>,
+    /// The deferred BEGIN (or the session default) made it READ ONLY.
+    deferred_read_only: bool,
+    /// When client bytes last arrived: every message buffered now arrived
+    /// before it (the read barrier needs a primary position sampled later).
+    client_read_at: std::time::Instant,
+    /// A standby proven to have replayed the primary's position sampled at
+    /// this moment: reads that arrived before it need no new barrier.
+    proven: Option<(std::time::Instant, crate::topology::Node)>,
     /// The backend that held the session's open transaction was lost (its
     /// node's name): every unit fails until the client ends the transaction
     /// (see `dispatch::refuse_in_lost_tx`).
@@ -377,7 +385,7 @@ impl Session {
         let cancel = Arc::new(CancelTargets::default());
         let cancel_id = shared.register_cancel(cancel.clone());
         let topology = shared.topology.clone();
-        Session {
+        let mut session = Session {
             io,
             kind,
             peer,
@@ -393,6 +401,9 @@ impl Session {
             retry: None,
             tx_status: b'I',
             deferred_begin: None,
+            deferred_read_only: false,
+            client_read_at: std::time::Instant::now(),
+            proven: None,
             tx_lost: None,
             last_parse: None,
             state: SessionState::default(),
@@ -407,7 +418,10 @@ impl Session {
             events: 0,
             events_at_tick: 0,
             idle_timer: None,
-        }
+        };
+        session.state.serializable_base = startup_serializable(&session.params);
+        session.state.default_serializable = session.state.serializable_base;
+        session
     }
 
     /// Finishes the client's login. When an equivalent login (same listener
@@ -677,6 +691,7 @@ impl Session {
         match ev {
             Ev::ClientRead(Ok(0)) | Ev::ClientRead(Err(_)) => return Ok(Flow::Exit),
             Ev::ClientRead(Ok(n)) => {
+                self.client_read_at = std::time::Instant::now();
                 let cap = self.shared.limits.max_client_message;
                 if let Err(e) = self.io.check_arrived(n, cap) {
                     return Err(self.io.refuse(e).await);
@@ -695,6 +710,23 @@ impl Session {
         }
         Ok(Flow::Continue)
     }
+}
+
+/// Whether the startup packet makes the session's default isolation
+/// serializable: the parameter itself (as asyncpg's `server_settings` send
+/// it) or `-c default_transaction_isolation=...` in `options`.
+fn startup_serializable(params: &[(String, String)]) -> bool {
+    let mut serializable = false;
+    for (k, v) in params {
+        if k == "default_transaction_isolation" {
+            serializable = v.to_ascii_lowercase().contains("serializable");
+        } else if k == "options" {
+            if let Some(s) = crate::classify::startup_options_serializable(v) {
+                serializable = s;
+            }
+        }
+    }
+    serializable
 }
 
 /// An error body with severity FATAL (the session ends after it).
