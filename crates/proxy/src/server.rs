@@ -22,6 +22,7 @@ use crate::topology::{Node, Topology};
 use rand::RngCore;
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
@@ -65,9 +66,48 @@ pub struct Shared {
     /// Recent backend logins, to answer equivalent logins without a backend.
     pub logins: session::login_cache::LoginCache,
     cancels: Mutex<HashMap<(i32, i32), Arc<CancelTargets>>>,
+    /// Client connections holding a [`ClientSlot`] (all listeners).
+    clients: Arc<AtomicUsize>,
+    /// Clients past `max_client_connections` being refused after their
+    /// startup packet (at most `max_client_connections` of them too).
+    refusing: Arc<AtomicUsize>,
+}
+
+/// One of the `max_client_connections` places (or of as many places for
+/// clients being refused); dropping it frees it.
+pub struct ClientSlot {
+    clients: Arc<AtomicUsize>,
+}
+
+impl Drop for ClientSlot {
+    fn drop(&mut self) {
+        self.clients.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl Shared {
+    /// Takes a client slot; `None` when `max_client_connections` are taken.
+    pub fn client_slot(&self) -> Option<ClientSlot> {
+        take_slot(&self.clients, self.settings.max_client_connections)
+    }
+
+    /// Client connections holding a slot now.
+    pub fn client_count(&self) -> usize {
+        self.clients.load(Ordering::Relaxed)
+    }
+
+    /// A place for a client refused for `max_client_connections` that is
+    /// read up to its startup packet first (as many as there are client
+    /// slots, like PostgreSQL's dead-end children); `None`: refuse at once.
+    pub fn refusal_slot(&self) -> Option<ClientSlot> {
+        take_slot(&self.refusing, self.settings.max_client_connections)
+    }
+
+    /// Clients being refused after their startup packet now.
+    pub fn refusing_count(&self) -> usize {
+        self.refusing.load(Ordering::Relaxed)
+    }
+
     /// Registers a new session; returns its (pid, key) for BackendKeyData.
     pub fn register_cancel(&self, targets: Arc<CancelTargets>) -> (i32, i32) {
         let mut map = self.cancels.lock().unwrap_or_else(|e| e.into_inner());
@@ -104,6 +144,17 @@ impl Shared {
             }
         }
     }
+}
+
+fn take_slot(count: &Arc<AtomicUsize>, max: usize) -> Option<ClientSlot> {
+    count
+        .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+            (n < max).then_some(n + 1)
+        })
+        .ok()?;
+    Some(ClientSlot {
+        clients: count.clone(),
+    })
 }
 
 /// Why the proxy could not start.
@@ -182,6 +233,8 @@ impl Proxy {
             tls,
             logins: Default::default(),
             cancels: Mutex::new(HashMap::new()),
+            clients: Default::default(),
+            refusing: Default::default(),
         });
         let workers = match settings.session_threads {
             0 => None,
