@@ -15,7 +15,7 @@
 //! with an error that names the cause, never run where they would diverge.
 
 use crate::classify::{Analysis, TxEffect};
-use crate::server::ListenerKind;
+use crate::shared::ListenerKind;
 
 /// Which of a session's two backends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -20,7 +20,7 @@ impl Session {
         let FrontendMessage::Query { sql } = msg else {
             return false;
         };
-        let eligible = self.kind == crate::server::ListenerKind::Rw
+        let eligible = self.kind == crate::shared::ListenerKind::Rw
             && self.tx_status == b'I'
             && self.deferred_begin.is_none()
             && self.state.pinned.is_none()

@@ -133,7 +133,7 @@ impl Session {
     /// statement text a standby's 25006 refusal would teach the classifier
     /// (one prepared-statement lookup for a Bind).
     fn first_analysis(&mut self, msg: &FrontendMessage) -> (Option<Arc<Analysis>>, Option<Bytes>) {
-        if self.kind == crate::server::ListenerKind::Primary {
+        if self.kind == crate::shared::ListenerKind::Primary {
             return (None, None);
         }
         match msg {
@@ -329,7 +329,7 @@ impl Session {
             }
         }
         let first_in_tx = carried_begin.is_some();
-        let retryable = self.kind == crate::server::ListenerKind::Rw
+        let retryable = self.kind == crate::shared::ListenerKind::Rw
             && role == Role::Standby
             && (self.tx_status == b'I' || first_in_tx)
             && a.read_only

@@ -17,7 +17,6 @@
 
 mod deferral;
 mod dispatch;
-pub mod login_cache;
 mod refuse;
 mod replay;
 mod respond;
@@ -26,7 +25,7 @@ pub mod startup;
 pub mod state;
 
 use crate::codec::{BackendMessage, CodecError, ErrorInfo};
-use crate::server::{CancelTargets, ListenerKind, Shared};
+use crate::shared::{CancelTargets, ListenerKind, Shared};
 use crate::tls::{ClientRead, ClientWrite};
 use bytes::{Bytes, BytesMut};
 use state::{Backend, Role, SessionState};
@@ -37,7 +36,7 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tracing::Instrument;
 
-use login_cache::{LoginKey, ParamSet};
+use crate::login_cache::{LoginKey, ParamSet};
 
 /// Stop reading a backend while this much output waits for the client.
 const CLIENT_HIGH_WATER: usize = 1 << 20;

@@ -12,6 +12,9 @@ use crate::classify::{Analysis, SessionEffect};
 use crate::codec::FrontendMessage;
 use bytes::Bytes;
 
+/// The most client bytes of one unit kept for a retry on the primary.
+const RETRY_MAX_BYTES: usize = 1 << 20;
+
 impl Session {
     /// Forwards one client message of the current unit, with bookkeeping.
     pub(super) fn forward(&mut self, role: Role, msg: &FrontendMessage, frame: &Bytes) {
@@ -38,7 +41,7 @@ impl Session {
                 }
                 state.next_version += 1;
                 let version = state.next_version;
-                let analysis = (self.kind != crate::server::ListenerKind::Primary).then(|| {
+                let analysis = (self.kind != crate::shared::ListenerKind::Primary).then(|| {
                     match self.last_parse.take() {
                         Some((text, a)) if text == sql => a,
                         _ => self.shared.classifier.analyze_bytes(sql),
@@ -82,8 +85,18 @@ impl Session {
             _ => {}
         }
         b.conn.wbuf.extend_from_slice(frame);
-        if let Some(r) = b.units.back_mut().and_then(|u| u.retry.as_mut()) {
-            r.extend_from_slice(frame);
+        if let Some(u) = b.units.back_mut() {
+            match u.retry.as_mut() {
+                // A unit this large is not kept for a retry: memory per
+                // session stays bounded whatever a client sends before Sync.
+                Some(r) if r.len() + frame.len() > RETRY_MAX_BYTES => {
+                    if let Some(r) = u.retry.take() {
+                        self.spare.put(r);
+                    }
+                }
+                Some(r) => r.extend_from_slice(frame),
+                None => {}
+            }
         }
     }
 

@@ -13,7 +13,7 @@ use crate::classify::SessionEffect;
 use crate::codec::backend::error_field;
 use crate::codec::{frame_len, BackendMessage, ErrorInfo};
 use crate::config::ReadConsistency;
-use crate::server::ListenerKind;
+use crate::shared::ListenerKind;
 use bytes::{Buf, BytesMut};
 use std::time::Instant;
 

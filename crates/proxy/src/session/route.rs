@@ -22,7 +22,7 @@ use crate::codec::ErrorInfo;
 use crate::config::ReadConsistency;
 use crate::monitor::{Lsn, NodeStats};
 use crate::routing::{standby_may_serve, StandbyFacts};
-use crate::server::ListenerKind;
+use crate::shared::ListenerKind;
 use crate::topology::Node;
 use bytes::{BufMut, Bytes, BytesMut};
 use std::sync::atomic::Ordering;
@@ -514,7 +514,7 @@ impl Session {
         self.drop_backend(role);
         tracing::debug!(backend = %conn.node.name, ?role, "backend connected");
         if role == self.default_role() {
-            let key = super::login_cache::LoginKey::new(self.kind, &self.params);
+            let key = crate::login_cache::LoginKey::new(self.kind, &self.params);
             self.shared.logins.put(&key, &conn.params);
         }
         if let Some(told) = self.unverified.take() {

@@ -16,7 +16,7 @@ use crate::auth::{
 use crate::codec::backend::Authentication;
 use crate::codec::frontend::{parse_password, parse_sasl_initial_response};
 use crate::codec::{BackendMessage, CodecError, ErrorInfo, FrontendMessage, StartupMessage};
-use crate::server::Shared;
+use crate::shared::Shared;
 use bytes::Bytes;
 use rand::RngCore;
 
