@@ -15,10 +15,13 @@
 //! - `pg_proc` is per database: one catalogue describes the database it was
 //!   refreshed from.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, RwLock};
 
+use super::builtin;
+use super::reason;
+use super::stmt::{self, Body};
 use super::walk::FuncName;
 
 /// `pg_proc.provolatile`, ordered from safest to least safe.
@@ -52,16 +55,20 @@ pub struct UserFunction {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verdict {
     ReadOnly,
-    /// May write or depends on the server it runs on: primary.
-    Primary,
+    /// May write or depends on the server it runs on: primary; with the
+    /// reason (`super::reason`) when it is more than "it may write".
+    Primary(Option<&'static str>),
     /// Takes a session-level advisory lock: primary, and pin the session.
     SessionLock,
     /// `set_config`: primary, and a session effect unless local.
     SetConfig,
+    /// `current_setting`: read-only only when its argument is a constant
+    /// naming a setting whose value follows the session.
+    CurrentSetting,
 }
 
 /// An immutable view of the catalogue, swapped whole on refresh.
-#[derive(Debug, Default, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct CatalogSnapshot {
     /// Worst volatility of any user function with this name, any schema.
     by_name: HashMap<String, Volatility>,
@@ -69,6 +76,23 @@ pub struct CatalogSnapshot {
     by_qualified: HashMap<(String, String), Volatility>,
     /// Operators outside `pg_catalog` implemented by a VOLATILE function.
     volatile_operators: HashSet<String>,
+    /// Derived from the catalogue by a refresh; `None` before the first
+    /// one (then the built-in lists, derived the same way from PostgreSQL
+    /// 15, are used).
+    derived: Option<Derived>,
+}
+
+/// Relations and settings derived from the catalogue.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+struct Derived {
+    /// Relations that must be read on the primary (server-local views,
+    /// sequences, unlogged tables, views over them), with the reason
+    /// (`None`: a view over a function that may write).
+    relations: HashMap<(String, String), Option<&'static str>>,
+    /// The same by name alone, any schema (for unqualified names).
+    relations_by_name: HashMap<String, Option<&'static str>>,
+    /// Lower-case names of settings of context `user` or `superuser`.
+    session_settings: HashSet<String>,
 }
 
 impl CatalogSnapshot {
@@ -98,22 +122,28 @@ impl CatalogSnapshot {
                 if let Some(v) = builtin_special(name) {
                     return v;
                 }
-                if func.schema().is_none() && self.by_name.get(name) == Some(&Volatility::Volatile)
-                {
-                    return Verdict::Primary;
+                let unqualified = func.schema().is_none();
+                if unqualified && self.by_name.get(name) == Some(&Volatility::Volatile) {
+                    return Verdict::Primary(None);
+                }
+                if name == "current_setting" {
+                    return Verdict::CurrentSetting;
                 }
                 if allow_list().contains(name) {
                     return Verdict::ReadOnly;
                 }
-                if func.schema().is_none() && self.by_name.contains_key(name) {
+                if unqualified && self.by_name.contains_key(name) {
                     // Known user function, not volatile (checked above).
                     return Verdict::ReadOnly;
                 }
-                Verdict::Primary
+                if server_local_function(name) {
+                    return Verdict::Primary(Some(reason::SERVER_LOCAL));
+                }
+                Verdict::Primary(None)
             }
             Some(schema) => match self.by_qualified.get(&(schema.to_owned(), name.to_owned())) {
                 Some(Volatility::Immutable | Volatility::Stable) => Verdict::ReadOnly,
-                _ => Verdict::Primary,
+                _ => Verdict::Primary(None),
             },
         }
     }
@@ -122,7 +152,53 @@ impl CatalogSnapshot {
     pub fn volatile_operator(&self, op: &str) -> bool {
         self.volatile_operators.contains(op)
     }
+
+    /// A relation named `[schema.]name` that must be read on the primary:
+    /// `Some(reason)`. An unqualified name matches such a relation in any
+    /// schema (search_path is not known here).
+    pub fn relation(&self, schema: Option<&str>, name: &str) -> Option<Option<&'static str>> {
+        match &self.derived {
+            Some(d) => match schema {
+                Some(s) => d.relations.get(&(s.to_owned(), name.to_owned())).copied(),
+                None => d.relations_by_name.get(name).copied(),
+            },
+            None => {
+                let known = match schema {
+                    Some(s) => builtin_views().contains(&(s, name)),
+                    None => builtin_view_names().contains(name),
+                };
+                known.then_some(Some(reason::SERVER_LOCAL))
+            }
+        }
+    }
+
+    /// `SHOW name` / `current_setting('name')` answers the same on a standby
+    /// as on the primary: the setting's value follows the session (context
+    /// `user` or `superuser`), it is not one of the transaction or
+    /// recovery settings, or it is a custom `a.b` setting.
+    pub fn session_setting(&self, name: &str) -> bool {
+        let name = name.to_ascii_lowercase();
+        if NOT_SESSION_SETTINGS.contains(&name.as_str()) {
+            return false;
+        }
+        if name.contains('.') {
+            return true;
+        }
+        match &self.derived {
+            Some(d) => d.session_settings.contains(&name),
+            None => builtin_settings().contains(name.as_str()),
+        }
+    }
 }
+
+/// Settings of context `user` that still differ between a primary and a
+/// standby inside the same kind of transaction.
+const NOT_SESSION_SETTINGS: &[&str] = &[
+    "transaction_read_only",
+    "transaction_isolation",
+    "transaction_deferrable",
+    "in_hot_standby",
+];
 
 /// Built-ins with a fixed verdict whatever the catalogue says.
 fn builtin_special(name: &str) -> Option<Verdict> {
@@ -147,10 +223,76 @@ fn builtin_special(name: &str) -> Option<Verdict> {
         return Some(Verdict::SetConfig);
     }
     if DENY.contains(&name) || DENY_PREFIXES.iter().any(|p| name.starts_with(p)) {
-        return Some(Verdict::Primary);
+        return Some(Verdict::Primary(deny_reason(name)));
     }
     None
 }
+
+/// Why a denied built-in needs the primary, beyond "it may write".
+fn deny_reason(name: &str) -> Option<&'static str> {
+    match name {
+        "nextval" | "setval" | "currval" | "lastval" => Some(reason::SEQUENCE),
+        "txid_current"
+        | "txid_current_if_assigned"
+        | "pg_current_xact_id"
+        | "pg_current_xact_id_if_assigned" => Some(reason::TRANSACTION_ID),
+        "pg_notify" => Some(reason::LISTEN_NOTIFY),
+        _ if name.starts_with("pg_advisory") || name.starts_with("pg_try_advisory") => {
+            Some(reason::ADVISORY_LOCK)
+        }
+        "pg_backend_pid"
+        | "inet_server_addr"
+        | "inet_server_port"
+        | "pg_current_wal_lsn"
+        | "pg_current_wal_insert_lsn"
+        | "pg_export_snapshot"
+        | "pg_stat_clear_snapshot" => Some(reason::SERVER_LOCAL),
+        _ if name.starts_with("pg_replication_") || name.starts_with("pg_logical_") => {
+            Some(reason::SERVER_LOCAL)
+        }
+        _ => None,
+    }
+}
+
+/// Built-ins (not on the allow list) whose answer is the state of the
+/// server that runs them: recovery, WAL positions, statistics, activity,
+/// locks, prepared transactions, files and sizes on disk, server settings
+/// and identity. Only gives the reason: anything not allowed goes to the
+/// primary anyway.
+fn server_local_function(name: &str) -> bool {
+    const PREFIXES: &[&str] = &[
+        "pg_stat_",
+        "pg_last_",
+        "pg_current_",
+        "pg_control_",
+        "pg_ls_",
+        "pg_walfile",
+        "pg_get_wal",
+        "pg_is_",
+        "pg_replication_origin",
+        "pg_show_",
+        "pg_available_extension",
+        "pg_timezone_",
+    ];
+    SERVER_LOCAL.contains(&name) || PREFIXES.iter().any(|p| name.starts_with(p))
+}
+
+/// See [`server_local_function`].
+#[rustfmt::skip]
+const SERVER_LOCAL: &[&str] = &[
+    "version", "pg_postmaster_start_time", "pg_conf_load_time", "pg_is_in_recovery",
+    "inet_client_addr", "inet_client_port", "pg_backend_pid", "pg_database_size", "pg_indexes_size",
+    "pg_relation_size", "pg_table_size", "pg_tablespace_size", "pg_total_relation_size",
+    "pg_tablespace_location", "pg_tablespace_databases", "pg_blocking_pids", "pg_safe_snapshot_blocking_pids",
+    "pg_jit_available", "pg_listening_channels", "pg_notification_queue_usage", "pg_my_temp_schema",
+    "txid_current_snapshot", "pg_xact_commit_timestamp", "pg_xact_commit_timestamp_origin",
+    "pg_last_committed_xact", "pg_xact_status", "txid_status", "pg_lock_status", "pg_prepared_xact",
+    "pg_hba_file_rules", "pg_ident_file_mappings", "pg_config", "pg_cursor", "pg_prepared_statement",
+    "pg_get_replication_slots", "pg_get_backend_memory_contexts", "pg_get_shmem_allocations",
+    "pg_current_logfile", "pg_collation_actual_version", "pg_database_collation_actual_version",
+    "pg_get_multixact_members", "pg_filenode_relation", "pg_get_publication_tables_state",
+    "pg_stat_get_subscription", "pg_get_catalog_foreign_keys_state", "pg_nextoid", "txid_snapshot",
+];
 
 /// Built-ins that write, take locks, assign transaction ids, signal other
 /// processes, execute SQL text, or answer differently on another server in a
@@ -245,33 +387,39 @@ const ALLOW: &[&str] = &[
     // xml (reading only)
     "xmlcomment", "xmltext", "xpath", "xpath_exists", "xmlexists", "xml_is_well_formed",
     "xml_is_well_formed_document", "xml_is_well_formed_content",
-    // session and system information
-    "current_database", "current_schema", "current_schemas", "current_setting", "current_query",
-    "current_user", "session_user", "system_user", "user", "current_role", "inet_client_addr", "inet_client_port",
-    "pg_conf_load_time", "pg_is_in_recovery", "pg_postmaster_start_time", "version", "pg_typeof", "format_type",
+    // session and catalogue information: answers that follow the session's
+    // own settings and the replicated catalogue (server state is not here,
+    // see SERVER_LOCAL)
+    "current_database", "current_schema", "current_schemas", "current_query",
+    "current_user", "session_user", "system_user", "user", "current_role", "pg_typeof", "format_type",
     "pg_get_viewdef", "pg_get_constraintdef", "pg_get_indexdef", "pg_get_expr", "pg_get_functiondef",
     "pg_get_function_arguments", "pg_get_function_result", "pg_get_function_identity_arguments",
+    "pg_get_function_arg_default", "pg_get_function_sqlbody",
     "pg_get_serial_sequence", "pg_get_userbyid", "pg_get_triggerdef", "pg_get_ruledef", "pg_get_keywords",
-    "pg_get_partkeydef", "pg_get_statisticsobjdef", "pg_get_partition_constraintdef", "pg_table_is_visible",
-    "pg_type_is_visible", "pg_function_is_visible", "pg_has_role", "has_table_privilege", "has_schema_privilege",
-    "has_database_privilege", "has_column_privilege", "has_function_privilege", "has_sequence_privilege",
-    "has_any_column_privilege", "has_language_privilege", "has_tablespace_privilege", "has_type_privilege",
-    "has_parameter_privilege", "to_regclass", "to_regtype", "to_regtypemod", "to_regproc", "to_regprocedure",
-    "to_regnamespace", "to_regrole", "to_regoper", "to_regoperator", "to_regcollation", "obj_description",
-    "col_description", "shobj_description", "pg_encoding_to_char", "pg_char_to_encoding", "pg_client_encoding",
-    "pg_relation_size", "pg_total_relation_size", "pg_table_size", "pg_indexes_size", "pg_database_size",
-    "pg_tablespace_size", "pg_size_pretty", "pg_size_bytes", "pg_column_size", "pg_column_compression",
-    "pg_relation_filenode", "pg_relation_filepath", "pg_tablespace_location", "pg_my_temp_schema",
-    "pg_is_other_temp_schema", "pg_last_xact_replay_timestamp", "pg_last_wal_replay_lsn",
-    "pg_last_wal_receive_lsn", "pg_is_wal_replay_paused", "pg_get_wal_replay_pause_state", "pg_wal_lsn_diff",
-    "txid_current_snapshot", "txid_snapshot_xmin", "txid_snapshot_xmax", "txid_snapshot_xip",
-    "txid_visible_in_snapshot", "pg_current_snapshot", "pg_snapshot_xmin", "pg_snapshot_xmax", "pg_snapshot_xip",
-    "pg_visible_in_snapshot", "pg_xact_commit_timestamp", "pg_jit_available", "pg_listening_channels",
-    "pg_notification_queue_usage", "pg_options_to_table", "pg_index_column_has_property",
+    "pg_get_partkeydef", "pg_get_statisticsobjdef", "pg_get_statisticsobjdef_columns",
+    "pg_get_statisticsobjdef_expressions", "pg_get_partition_constraintdef", "pg_table_is_visible",
+    "pg_type_is_visible", "pg_function_is_visible", "pg_operator_is_visible", "pg_opclass_is_visible",
+    "pg_opfamily_is_visible", "pg_collation_is_visible", "pg_conversion_is_visible",
+    "pg_statistics_obj_is_visible", "pg_ts_config_is_visible", "pg_ts_dict_is_visible",
+    "pg_ts_parser_is_visible", "pg_ts_template_is_visible", "pg_has_role", "has_table_privilege",
+    "has_schema_privilege", "has_database_privilege", "has_column_privilege", "has_function_privilege",
+    "has_sequence_privilege", "has_any_column_privilege", "has_language_privilege",
+    "has_tablespace_privilege", "has_type_privilege", "has_parameter_privilege",
+    "has_foreign_data_wrapper_privilege", "has_server_privilege", "to_regclass", "to_regtype",
+    "to_regtypemod", "to_regproc", "to_regprocedure", "to_regnamespace", "to_regrole", "to_regoper",
+    "to_regoperator", "to_regcollation", "obj_description", "col_description", "shobj_description",
+    "pg_encoding_to_char", "pg_char_to_encoding", "pg_client_encoding", "pg_size_pretty", "pg_size_bytes",
+    "pg_column_size", "pg_column_compression", "pg_relation_filenode", "pg_relation_filepath",
+    "pg_wal_lsn_diff", "txid_snapshot_xmin", "txid_snapshot_xmax", "txid_snapshot_xip",
+    "txid_visible_in_snapshot", "pg_snapshot_xmin", "pg_snapshot_xmax", "pg_snapshot_xip",
+    "pg_visible_in_snapshot", "pg_options_to_table", "pg_index_column_has_property",
     "pg_indexam_has_property", "pg_index_has_property", "pg_describe_object", "pg_identify_object",
     "pg_identify_object_as_address", "pg_get_object_address", "row_security_active", "pg_trigger_depth",
-    "pg_blocking_pids", "pg_safe_snapshot_blocking_pids", "pg_get_keywords", "pg_settings_get_flags",
-    "pg_input_is_valid", "pg_input_error_info", "pg_get_catalog_foreign_keys",
+    "pg_settings_get_flags", "pg_input_is_valid", "pg_input_error_info", "pg_get_catalog_foreign_keys",
+    "pg_relation_is_updatable", "pg_column_is_updatable", "pg_relation_is_publishable",
+    "pg_get_publication_tables", "pg_partition_root", "pg_partition_ancestors", "pg_partition_tree",
+    "pg_sequence_parameters", "pg_get_replica_identity_index",
+    "array_to_string", "pg_char_to_encoding", "getdatabaseencoding", "pg_encoding_max_length",
 ];
 
 fn allow_list() -> &'static HashSet<&'static str> {
@@ -279,9 +427,70 @@ fn allow_list() -> &'static HashSet<&'static str> {
     SET.get_or_init(|| ALLOW.iter().copied().collect())
 }
 
-/// Volatility of user functions (everything outside `pg_catalog`), filled
-/// from `pg_proc` by a refresh task. Cheap to read: one `RwLock` read and an
-/// `Arc` clone per snapshot.
+/// The body of one LANGUAGE sql function, as `pg_proc` holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SqlBody {
+    pub schema: String,
+    pub name: String,
+    /// `prosrc` (`atomic: false`); for a `BEGIN ATOMIC` or `RETURN` body,
+    /// the `CREATE FUNCTION` statement `pg_get_functiondef` gives
+    /// (`atomic: true`).
+    pub text: String,
+    pub atomic: bool,
+}
+
+/// A relation that must be read on the primary whatever reads it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RelationKind {
+    /// `relkind = 'S'`: a standby shows a value up to 32 ahead.
+    Sequence,
+    /// `relpersistence = 'u'`: unreadable during recovery.
+    Unlogged,
+}
+
+/// One relation of [`RelationKind`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CatalogRelation {
+    pub schema: String,
+    pub name: String,
+    pub kind: RelationKind,
+}
+
+/// What a view's definition depends on (from `pg_depend` on its
+/// `pg_rewrite` rule).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Dependency {
+    Function { schema: String, name: String },
+    Relation { schema: String, name: String },
+}
+
+/// One dependency of one view.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ViewDependency {
+    pub view_schema: String,
+    pub view_name: String,
+    pub on: Dependency,
+}
+
+/// Everything a refresh reads from the catalogue; [`FunctionCatalog::install`]
+/// derives the snapshot from it.
+#[derive(Debug, Clone, Default)]
+pub struct CatalogContent {
+    /// Every function outside `pg_catalog`, with its declared volatility.
+    pub functions: Vec<UserFunction>,
+    /// Bodies of the LANGUAGE sql ones among them.
+    pub sql_bodies: Vec<SqlBody>,
+    pub volatile_operators: Vec<String>,
+    pub relations: Vec<CatalogRelation>,
+    pub view_dependencies: Vec<ViewDependency>,
+    /// Names of the settings of context `user` or `superuser`.
+    pub session_settings: Vec<String>,
+}
+
+/// Volatility of user functions (everything outside `pg_catalog`), and the
+/// relations and settings derived from the catalogue, filled from
+/// `pg_proc`, `pg_class`, `pg_depend` and `pg_settings` by a refresh task.
+/// Cheap to read: one `RwLock` read and an `Arc` clone per snapshot.
 #[derive(Debug, Default)]
 pub struct FunctionCatalog {
     snapshot: RwLock<Arc<CatalogSnapshot>>,
@@ -289,55 +498,148 @@ pub struct FunctionCatalog {
     generation: AtomicU64,
 }
 
-const FUNCTIONS_SQL: &str = "SELECT n.nspname::text, p.proname::text, p.provolatile::text \
+const FUNCTIONS_SQL: &str = "SELECT n.nspname::text, p.proname::text, p.provolatile::text, \
+     CASE WHEN l.lanname = 'sql' AND p.prokind IN ('f', 'w') THEN \
+       CASE WHEN p.prosqlbody IS NULL THEN p.prosrc ELSE pg_catalog.pg_get_functiondef(p.oid) END \
+     END, p.prosqlbody IS NOT NULL \
      FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace \
-     WHERE n.nspname <> 'pg_catalog'";
+     JOIN pg_catalog.pg_language l ON l.oid = p.prolang \
+     WHERE n.nspname <> 'pg_catalog' ORDER BY 1, 2, p.oid";
 
 const OPERATORS_SQL: &str = "SELECT DISTINCT o.oprname::text \
      FROM pg_catalog.pg_operator o JOIN pg_catalog.pg_proc p ON p.oid = o.oprcode \
      JOIN pg_catalog.pg_namespace n ON n.oid = o.oprnamespace \
      WHERE n.nspname <> 'pg_catalog' AND p.provolatile = 'v'";
 
+/// Sequences and unlogged tables (temporary ones excluded: they pin the
+/// session that made them, and other sessions cannot read them).
+const RELATIONS_SQL: &str = "SELECT n.nspname::text, c.relname::text, c.relkind = 'S' \
+     FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+     WHERE c.relpersistence <> 't' AND (c.relkind = 'S' \
+       OR (c.relpersistence = 'u' AND c.relkind IN ('r', 'p', 'm', 'f'))) \
+     ORDER BY 1, 2";
+
+/// What each view's `_RETURN` rule depends on: functions and relations.
+const VIEW_DEPENDENCIES_SQL: &str = "SELECT vn.nspname::text, v.relname::text, \
+       d.refclassid = 'pg_catalog.pg_proc'::pg_catalog.regclass, \
+       COALESCE(pn.nspname, cn.nspname)::text, COALESCE(p.proname, c.relname)::text \
+     FROM pg_catalog.pg_depend d \
+     JOIN pg_catalog.pg_rewrite r ON d.classid = 'pg_catalog.pg_rewrite'::pg_catalog.regclass \
+       AND d.objid = r.oid \
+     JOIN pg_catalog.pg_class v ON v.oid = r.ev_class AND v.relkind = 'v' AND v.relpersistence <> 't' \
+     JOIN pg_catalog.pg_namespace vn ON vn.oid = v.relnamespace \
+     LEFT JOIN pg_catalog.pg_proc p ON d.refclassid = 'pg_catalog.pg_proc'::pg_catalog.regclass \
+       AND p.oid = d.refobjid \
+     LEFT JOIN pg_catalog.pg_namespace pn ON pn.oid = p.pronamespace \
+     LEFT JOIN pg_catalog.pg_class c ON d.refclassid = 'pg_catalog.pg_class'::pg_catalog.regclass \
+       AND c.oid = d.refobjid AND c.oid <> v.oid \
+     LEFT JOIN pg_catalog.pg_namespace cn ON cn.oid = c.relnamespace \
+     WHERE p.oid IS NOT NULL OR c.oid IS NOT NULL \
+     GROUP BY 1, 2, 3, 4, 5 ORDER BY 1, 2, 3, 4, 5";
+
+const SETTINGS_SQL: &str = "SELECT name FROM pg_catalog.pg_settings \
+     WHERE context IN ('user', 'superuser') ORDER BY 1";
+
 impl FunctionCatalog {
     pub fn new() -> Self {
         Self::default()
     }
 
-    /// Reload user function volatility from `pg_proc` (and the names of
-    /// operators backed by volatile user functions from `pg_operator`).
+    /// Reload from the catalogue: user function volatility from `pg_proc`
+    /// (SQL function bodies checked, see [`FunctionCatalog::install`]), the
+    /// names of operators backed by volatile user functions, sequences,
+    /// unlogged tables, view dependencies and session settings.
     pub async fn refresh(
         &self,
         client: &tokio_postgres::Client,
     ) -> Result<(), tokio_postgres::Error> {
-        let mut functions = Vec::new();
+        let mut content = CatalogContent::default();
         for row in client.query(FUNCTIONS_SQL, &[]).await? {
+            let schema: String = row.try_get(0)?;
+            let name: String = row.try_get(1)?;
             let code: String = row.try_get(2)?;
-            functions.push(UserFunction {
-                schema: row.try_get(0)?,
-                name: row.try_get(1)?,
+            if let Some(text) = row.try_get::<_, Option<String>>(3)? {
+                content.sql_bodies.push(SqlBody {
+                    schema: schema.clone(),
+                    name: name.clone(),
+                    text,
+                    atomic: row.try_get(4)?,
+                });
+            }
+            content.functions.push(UserFunction {
+                schema,
+                name,
                 volatility: Volatility::from_code(&code),
             });
         }
-        let mut operators = Vec::new();
         for row in client.query(OPERATORS_SQL, &[]).await? {
-            operators.push(row.try_get::<_, String>(0)?);
+            content.volatile_operators.push(row.try_get(0)?);
         }
-        let changed = self.replace(functions, operators);
+        for row in client.query(RELATIONS_SQL, &[]).await? {
+            let sequence: bool = row.try_get(2)?;
+            content.relations.push(CatalogRelation {
+                schema: row.try_get(0)?,
+                name: row.try_get(1)?,
+                kind: if sequence {
+                    RelationKind::Sequence
+                } else {
+                    RelationKind::Unlogged
+                },
+            });
+        }
+        for row in client.query(VIEW_DEPENDENCIES_SQL, &[]).await? {
+            let function: bool = row.try_get(2)?;
+            let (schema, name) = (row.try_get(3)?, row.try_get(4)?);
+            content.view_dependencies.push(ViewDependency {
+                view_schema: row.try_get(0)?,
+                view_name: row.try_get(1)?,
+                on: if function {
+                    Dependency::Function { schema, name }
+                } else {
+                    Dependency::Relation { schema, name }
+                },
+            });
+        }
+        for row in client.query(SETTINGS_SQL, &[]).await? {
+            content.session_settings.push(row.try_get(0)?);
+        }
+        let changed = self.install(content);
         if changed {
             tracing::info!(generation = self.generation(), "function catalog changed");
         }
         Ok(())
     }
 
-    /// Install a new content (used by `refresh`, and by tests). Returns true
-    /// when it differs from the current one (the generation then moves on and
-    /// cached analyses computed from the old content are no longer used).
+    /// Install a new content derived from `content`; returns true when it
+    /// differs from the current one (the generation then moves on).
+    ///
+    /// - A STABLE or IMMUTABLE SQL function whose body is not read-only by
+    ///   the classifier's own rules (it writes, calls a function that may,
+    ///   reads a sequence or server-local state ...) is treated as VOLATILE;
+    ///   transitively, to a fixpoint (a function is only ever downgraded,
+    ///   so the iteration ends; a cycle of functions that read only stays
+    ///   read-only).
+    /// - A view (any schema) whose definition depends on a function that is
+    ///   not allowed on a standby, or on a sequence, an unlogged table or
+    ///   another such view, must be read on the primary.
+    pub fn install(&self, content: CatalogContent) -> bool {
+        let snap = derive(content);
+        self.swap(snap)
+    }
+
+    /// Install new user function volatility and operators, keeping what was
+    /// derived for relations and settings (used by tests).
     pub fn replace(
         &self,
         functions: impl IntoIterator<Item = UserFunction>,
         volatile_operators: impl IntoIterator<Item = String>,
     ) -> bool {
-        let snap = CatalogSnapshot::build(functions, volatile_operators.into_iter().collect());
+        let mut snap = CatalogSnapshot::build(functions, volatile_operators.into_iter().collect());
+        snap.derived = self.snapshot().derived.clone();
+        self.swap(snap)
+    }
+
+    fn swap(&self, snap: CatalogSnapshot) -> bool {
         let mut guard = self
             .snapshot
             .write()
@@ -361,6 +663,231 @@ impl FunctionCatalog {
     /// Changes whenever the content changes.
     pub fn generation(&self) -> u64 {
         self.generation.load(Ordering::Acquire)
+    }
+
+    /// The `pg_catalog` and `information_schema` views derived as
+    /// server-local by the last refresh (sorted), `None` before one; see
+    /// [`builtin_server_local_views`].
+    pub fn server_local_system_views(&self) -> Option<Vec<(String, String)>> {
+        let snap = self.snapshot();
+        let d = snap.derived.as_ref()?;
+        let mut out: Vec<_> = d
+            .relations
+            .keys()
+            .filter(|(s, _)| s == "pg_catalog" || s == "information_schema")
+            .cloned()
+            .collect();
+        out.sort();
+        Some(out)
+    }
+
+    /// The session settings read by the last refresh (sorted, lower case),
+    /// `None` before one; see [`builtin_session_settings`].
+    pub fn session_settings(&self) -> Option<Vec<String>> {
+        let snap = self.snapshot();
+        let d = snap.derived.as_ref()?;
+        let mut out: Vec<_> = d.session_settings.iter().cloned().collect();
+        out.sort();
+        Some(out)
+    }
+
+    /// How a user function is judged now (for tests and diagnostics).
+    pub fn volatility(&self, schema: &str, name: &str) -> Option<Volatility> {
+        self.snapshot()
+            .by_qualified
+            .get(&(schema.to_owned(), name.to_owned()))
+            .copied()
+    }
+}
+
+/// The server-local `pg_catalog` / `information_schema` views used before
+/// the first refresh, as derived from PostgreSQL 15's catalogue (sorted).
+pub fn builtin_server_local_views() -> Vec<(String, String)> {
+    let mut out: Vec<_> = builtin::SERVER_LOCAL_VIEWS
+        .iter()
+        .map(|(s, n)| (s.to_string(), n.to_string()))
+        .collect();
+    out.sort();
+    out
+}
+
+/// The session settings used before the first refresh, as PostgreSQL 15's
+/// `pg_settings` lists them (sorted, lower case).
+pub fn builtin_session_settings() -> Vec<String> {
+    let mut out: Vec<_> = builtin::SESSION_SETTINGS
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    out.sort();
+    out
+}
+
+fn builtin_views() -> &'static HashSet<(&'static str, &'static str)> {
+    static SET: OnceLock<HashSet<(&'static str, &'static str)>> = OnceLock::new();
+    SET.get_or_init(|| builtin::SERVER_LOCAL_VIEWS.iter().copied().collect())
+}
+
+fn builtin_view_names() -> &'static HashSet<&'static str> {
+    static SET: OnceLock<HashSet<&'static str>> = OnceLock::new();
+    SET.get_or_init(|| builtin::SERVER_LOCAL_VIEWS.iter().map(|v| v.1).collect())
+}
+
+fn builtin_settings() -> &'static HashSet<&'static str> {
+    static SET: OnceLock<HashSet<&'static str>> = OnceLock::new();
+    SET.get_or_init(|| builtin::SESSION_SETTINGS.iter().copied().collect())
+}
+
+/// See [`FunctionCatalog::install`].
+fn derive(content: CatalogContent) -> CatalogSnapshot {
+    let CatalogContent {
+        mut functions,
+        sql_bodies,
+        volatile_operators,
+        relations,
+        view_dependencies,
+        session_settings,
+    } = content;
+    let operators: HashSet<String> = volatile_operators.into_iter().collect();
+    let bodies: Vec<(String, String, Option<Body>)> = sql_bodies
+        .into_iter()
+        .map(|b| {
+            let body = stmt::parse_body(&b.text, b.atomic);
+            (b.schema, b.name, body)
+        })
+        .collect();
+    // Relations first: a body reading a sequence or an unlogged table is
+    // not read-only either.
+    let mut derived = Derived {
+        session_settings: session_settings
+            .iter()
+            .map(|s| s.to_ascii_lowercase())
+            .collect(),
+        ..Default::default()
+    };
+    let mut qualified: BTreeMap<(String, String), Option<&'static str>> = BTreeMap::new();
+    for r in relations {
+        let why = match r.kind {
+            RelationKind::Sequence => reason::SEQUENCE,
+            RelationKind::Unlogged => reason::UNLOGGED,
+        };
+        qualified.insert((r.schema, r.name), Some(why));
+    }
+    // Functions to a fixpoint, then views to a fixpoint over the settled
+    // functions. (A function body that reads a server-local view is caught
+    // by the function's calls in the view's place only when the view is
+    // known; views are derived from functions, so the functions settle
+    // against the relations known so far, and once more after the views.)
+    let mut snap;
+    loop {
+        snap = settle(&mut functions, &bodies, &operators, &derived, &qualified);
+        let before = qualified.len();
+        derive_views(&snap, &view_dependencies, &mut qualified);
+        if qualified.len() == before {
+            break;
+        }
+    }
+    derived.relations_by_name = by_name(&qualified);
+    derived.relations = qualified.into_iter().collect();
+    snap.derived = Some(derived);
+    snap
+}
+
+fn by_name(
+    qualified: &BTreeMap<(String, String), Option<&'static str>>,
+) -> HashMap<String, Option<&'static str>> {
+    let mut out: HashMap<String, Option<&'static str>> = HashMap::new();
+    for ((_, name), why) in qualified {
+        let e = out.entry(name.clone()).or_insert(*why);
+        if e.is_none() {
+            *e = *why;
+        }
+    }
+    out
+}
+
+/// Downgrade STABLE/IMMUTABLE SQL functions whose body is not read-only
+/// until nothing changes; returns the snapshot of the settled functions.
+fn settle(
+    functions: &mut [UserFunction],
+    bodies: &[(String, String, Option<Body>)],
+    operators: &HashSet<String>,
+    derived: &Derived,
+    relations: &BTreeMap<(String, String), Option<&'static str>>,
+) -> CatalogSnapshot {
+    let mut d = derived.clone();
+    d.relations = relations.iter().map(|(k, v)| (k.clone(), *v)).collect();
+    d.relations_by_name = by_name(relations);
+    loop {
+        let mut snap = CatalogSnapshot::build(functions.iter().cloned(), operators.clone());
+        snap.derived = Some(d.clone());
+        let mut downgraded = HashSet::new();
+        for (schema, name, body) in bodies {
+            let declared = snap.by_qualified.get(&(schema.clone(), name.clone()));
+            if declared == Some(&Volatility::Volatile) {
+                continue;
+            }
+            let read_only = body.as_ref().is_some_and(|b| stmt::body_read_only(b, &snap));
+            if !read_only {
+                downgraded.insert((schema.as_str(), name.as_str()));
+            }
+        }
+        if downgraded.is_empty() {
+            return snap;
+        }
+        for f in functions.iter_mut() {
+            if downgraded.contains(&(f.schema.as_str(), f.name.as_str())) {
+                if f.volatility != Volatility::Volatile {
+                    tracing::debug!(schema = %f.schema, name = %f.name, "SQL function body is not read-only: treated as VOLATILE");
+                }
+                f.volatility = Volatility::Volatile;
+            }
+        }
+    }
+}
+
+/// Mark views that depend on a function not allowed on a standby, or on a
+/// relation already marked, until nothing changes.
+fn derive_views(
+    snap: &CatalogSnapshot,
+    deps: &[ViewDependency],
+    marked: &mut BTreeMap<(String, String), Option<&'static str>>,
+) {
+    loop {
+        let mut changed = false;
+        for d in deps {
+            let key = (d.view_schema.clone(), d.view_name.clone());
+            if marked.contains_key(&key) {
+                continue;
+            }
+            let why = match &d.on {
+                Dependency::Function { schema, name } => {
+                    let f = FuncName(vec![schema.clone(), name.clone()]);
+                    let system = schema == "pg_catalog" || schema == "information_schema";
+                    let or_system = |r: Option<&'static str>| {
+                        r.or(system.then_some(reason::SERVER_LOCAL))
+                    };
+                    match snap.judge(&f) {
+                        Verdict::ReadOnly => continue,
+                        Verdict::Primary(r) => or_system(r),
+                        Verdict::SessionLock => Some(reason::ADVISORY_LOCK),
+                        Verdict::SetConfig => None,
+                        // Its argument is not known here.
+                        Verdict::CurrentSetting => Some(reason::SERVER_LOCAL),
+                    }
+                }
+                Dependency::Relation { schema, name } => {
+                    match marked.get(&(schema.clone(), name.clone())) {
+                        Some(why) => *why,
+                        None => continue,
+                    }
+                }
+            };
+            marked.insert(key, why);
+            changed = true;
+        }
+        if !changed {
+            return;
+        }
     }
 }
 
@@ -396,23 +923,172 @@ mod tests {
         let s = cat.snapshot();
         assert_eq!(
             s.judge(&f(&["lower"])),
-            Verdict::Primary,
+            Verdict::Primary(None),
             "volatile user shadow"
         );
         assert_eq!(s.judge(&f(&["pg_catalog", "lower"])), Verdict::ReadOnly);
         assert_eq!(
             s.judge(&f(&["nextval"])),
-            Verdict::Primary,
+            Verdict::Primary(Some(reason::SEQUENCE)),
             "deny list wins"
         );
         assert_eq!(s.judge(&f(&["stable_f"])), Verdict::ReadOnly);
-        assert_eq!(s.judge(&f(&["vol_f"])), Verdict::Primary);
+        assert_eq!(s.judge(&f(&["vol_f"])), Verdict::Primary(None));
         assert_eq!(s.judge(&f(&["app", "vol_f"])), Verdict::ReadOnly);
-        assert_eq!(s.judge(&f(&["public", "vol_f"])), Verdict::Primary);
-        assert_eq!(s.judge(&f(&["unknown_f"])), Verdict::Primary);
+        assert_eq!(s.judge(&f(&["public", "vol_f"])), Verdict::Primary(None));
+        assert_eq!(s.judge(&f(&["unknown_f"])), Verdict::Primary(None));
         assert_eq!(s.judge(&f(&["pg_try_advisory_lock"])), Verdict::SessionLock);
-        assert_eq!(s.judge(&f(&["pg_advisory_xact_lock"])), Verdict::Primary);
-        assert_eq!(s.judge(&f(&["lo_import"])), Verdict::Primary);
+        assert_eq!(
+            s.judge(&f(&["pg_advisory_xact_lock"])),
+            Verdict::Primary(Some(reason::ADVISORY_LOCK))
+        );
+        assert_eq!(s.judge(&f(&["lo_import"])), Verdict::Primary(None));
+        for server_local in [
+            "pg_is_in_recovery",
+            "pg_last_wal_replay_lsn",
+            "pg_stat_get_activity",
+            "pg_relation_size",
+            "version",
+            "pg_postmaster_start_time",
+            "inet_client_addr",
+            "txid_current_snapshot",
+        ] {
+            assert_eq!(
+                s.judge(&f(&[server_local])),
+                Verdict::Primary(Some(reason::SERVER_LOCAL)),
+                "{server_local}"
+            );
+        }
+        assert_eq!(s.judge(&f(&["current_setting"])), Verdict::CurrentSetting);
+        assert_eq!(s.judge(&f(&["pg_size_pretty"])), Verdict::ReadOnly);
+    }
+
+    /// No built-in is both allowed and server-local, denied or special.
+    #[test]
+    fn lists_do_not_overlap() {
+        for name in ALLOW {
+            assert!(!server_local_function(name), "{name} allowed and server-local");
+            assert!(builtin_special(name).is_none(), "{name} allowed and special");
+        }
+    }
+
+    fn body(schema: &str, name: &str, text: &str, atomic: bool) -> SqlBody {
+        SqlBody {
+            schema: schema.into(),
+            name: name.into(),
+            text: text.into(),
+            atomic,
+        }
+    }
+
+    /// STABLE/IMMUTABLE SQL functions whose body is not read-only become
+    /// VOLATILE, transitively; a read-only cycle stays read-only.
+    #[test]
+    fn lying_sql_functions_settle_to_volatile() {
+        let cat = FunctionCatalog::new();
+        let s = Volatility::Stable;
+        let fns = [
+            ("lies", "SELECT nextval('s')::int", false),
+            ("calls_lies", "SELECT lies() + 1", false),
+            ("calls_calls", "SELECT 1 FROM t WHERE calls_lies() > 0", false),
+            ("honest", "SELECT a FROM t WHERE id = $1", false),
+            ("inserts", "INSERT INTO t VALUES (1) RETURNING 1", false),
+            ("cycle_a", "SELECT cycle_b()", false),
+            ("cycle_b", "SELECT cycle_a()", false),
+            ("bad_cycle_a", "SELECT bad_cycle_b()", false),
+            ("bad_cycle_b", "SELECT bad_cycle_a() + nextval('s')", false),
+            ("atomic_ret", "CREATE FUNCTION public.atomic_ret() RETURNS integer LANGUAGE sql STABLE RETURN (nextval('s'::regclass))::integer", true),
+            ("atomic_ok", "CREATE FUNCTION public.atomic_ok() RETURNS integer LANGUAGE sql STABLE BEGIN ATOMIC SELECT 1; END", true),
+            ("atomic_dml", "CREATE FUNCTION public.atomic_dml() RETURNS integer LANGUAGE sql STABLE BEGIN ATOMIC INSERT INTO t VALUES (1); SELECT 1; END", true),
+            ("reads_seq", "SELECT last_value FROM s", false),
+            ("reads_view", "SELECT count(*) FROM act", false),
+            ("bad_syntax", "SELEC 1", false),
+        ];
+        let content = CatalogContent {
+            functions: fns.iter().map(|(n, _, _)| user("public", n, s)).collect(),
+            sql_bodies: fns.iter().map(|(n, b, a)| body("public", n, b, *a)).collect(),
+            relations: vec![CatalogRelation {
+                schema: "public".into(),
+                name: "s".into(),
+                kind: RelationKind::Sequence,
+            }],
+            view_dependencies: vec![ViewDependency {
+                view_schema: "public".into(),
+                view_name: "act".into(),
+                on: Dependency::Function {
+                    schema: "pg_catalog".into(),
+                    name: "pg_stat_get_activity".into(),
+                },
+            }],
+            ..Default::default()
+        };
+        assert!(cat.install(content));
+        for (name, want) in [
+            ("lies", Volatility::Volatile),
+            ("calls_lies", Volatility::Volatile),
+            ("calls_calls", Volatility::Volatile),
+            ("honest", Volatility::Stable),
+            ("inserts", Volatility::Volatile),
+            ("cycle_a", Volatility::Stable),
+            ("cycle_b", Volatility::Stable),
+            ("bad_cycle_a", Volatility::Volatile),
+            ("bad_cycle_b", Volatility::Volatile),
+            ("atomic_ret", Volatility::Volatile),
+            ("atomic_ok", Volatility::Stable),
+            ("atomic_dml", Volatility::Volatile),
+            ("reads_seq", Volatility::Volatile),
+            ("reads_view", Volatility::Volatile),
+            ("bad_syntax", Volatility::Volatile),
+        ] {
+            assert_eq!(cat.volatility("public", name), Some(want), "{name}");
+        }
+    }
+
+    /// Views over server-local functions, over such views, over sequences
+    /// and unlogged tables are derived; others are not.
+    #[test]
+    fn views_are_derived_transitively() {
+        let cat = FunctionCatalog::new();
+        let dep = |v: &str, on: Dependency| ViewDependency {
+            view_schema: "app".into(),
+            view_name: v.into(),
+            on,
+        };
+        let func = |s: &str, n: &str| Dependency::Function {
+            schema: s.into(),
+            name: n.into(),
+        };
+        let rel = |s: &str, n: &str| Dependency::Relation {
+            schema: s.into(),
+            name: n.into(),
+        };
+        let content = CatalogContent {
+            relations: vec![CatalogRelation {
+                schema: "app".into(),
+                name: "ul".into(),
+                kind: RelationKind::Unlogged,
+            }],
+            view_dependencies: vec![
+                dep("act", func("pg_catalog", "pg_stat_get_activity")),
+                dep("over_act", rel("app", "act")),
+                dep("over_over", rel("app", "over_act")),
+                dep("plain", func("pg_catalog", "lower")),
+                dep("plain", rel("app", "t")),
+                dep("over_ul", rel("app", "ul")),
+            ],
+            ..Default::default()
+        };
+        cat.install(content);
+        let snap = cat.snapshot();
+        assert_eq!(snap.relation(Some("app"), "act"), Some(Some(reason::SERVER_LOCAL)));
+        assert_eq!(snap.relation(None, "over_over"), Some(Some(reason::SERVER_LOCAL)));
+        assert_eq!(snap.relation(Some("app"), "over_ul"), Some(Some(reason::UNLOGGED)));
+        assert_eq!(snap.relation(None, "ul"), Some(Some(reason::UNLOGGED)));
+        assert_eq!(snap.relation(Some("app"), "plain"), None);
+        assert_eq!(snap.relation(Some("other"), "act"), None);
+        // Derived: the built-in list is no longer used.
+        assert_eq!(snap.relation(None, "pg_locks"), None);
+        assert_eq!(FunctionCatalog::new().snapshot().relation(None, "pg_locks"), Some(Some(reason::SERVER_LOCAL)));
     }
 
     #[test]
