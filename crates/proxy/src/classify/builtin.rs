@@ -3,6 +3,8 @@
 //! `FunctionCatalog::refresh`; `tests/classify_catalog.rs` checks they equal
 //! what a real PostgreSQL 15 catalogue derives, so they cannot drift.
 
+use super::reason::{SEQUENCE, SERVER_LOCAL};
+
 /// `pg_settings.name` (lower case) with `context` `user` or `superuser`.
 #[rustfmt::skip]
 pub const SESSION_SETTINGS: &[&str] = &[
@@ -53,8 +55,67 @@ pub const SESSION_SETTINGS: &[&str] = &[
     "work_mem", "xmlbinary", "xmloption", "zero_damaged_pages"
 ];
 
-/// `pg_catalog` / `information_schema` views whose definition depends on a
-/// function not allowed on a standby, directly or through other views.
-#[rustfmt::skip]
-pub const SERVER_LOCAL_VIEWS: &[(&str, &str)] = &[
+/// `pg_catalog` / `information_schema` views whose definition is not
+/// read-only on a standby by the classifier's rules (it calls a function
+/// not allowed there, directly or through other views), with the reason.
+pub const SERVER_LOCAL_VIEWS: &[(&str, &str, &str)] = &[
+    ("pg_catalog", "pg_available_extension_versions", SERVER_LOCAL),
+    ("pg_catalog", "pg_available_extensions", SERVER_LOCAL),
+    ("pg_catalog", "pg_backend_memory_contexts", SERVER_LOCAL),
+    ("pg_catalog", "pg_config", SERVER_LOCAL),
+    ("pg_catalog", "pg_cursors", SERVER_LOCAL),
+    ("pg_catalog", "pg_file_settings", SERVER_LOCAL),
+    ("pg_catalog", "pg_hba_file_rules", SERVER_LOCAL),
+    ("pg_catalog", "pg_ident_file_mappings", SERVER_LOCAL),
+    ("pg_catalog", "pg_locks", SERVER_LOCAL),
+    ("pg_catalog", "pg_prepared_statements", SERVER_LOCAL),
+    ("pg_catalog", "pg_prepared_xacts", SERVER_LOCAL),
+    ("pg_catalog", "pg_replication_origin_status", SERVER_LOCAL),
+    ("pg_catalog", "pg_replication_slots", SERVER_LOCAL),
+    ("pg_catalog", "pg_sequences", SEQUENCE),
+    ("pg_catalog", "pg_settings", SERVER_LOCAL),
+    ("pg_catalog", "pg_shmem_allocations", SERVER_LOCAL),
+    ("pg_catalog", "pg_stat_activity", SERVER_LOCAL),
+    ("pg_catalog", "pg_stat_all_indexes", SERVER_LOCAL),
+    ("pg_catalog", "pg_stat_all_tables", SERVER_LOCAL),
+    ("pg_catalog", "pg_stat_archiver", SERVER_LOCAL),
+    ("pg_catalog", "pg_stat_bgwriter", SERVER_LOCAL),
+    ("pg_catalog", "pg_stat_database", SERVER_LOCAL),
+    ("pg_catalog", "pg_stat_database_conflicts", SERVER_LOCAL),
+    ("pg_catalog", "pg_stat_gssapi", SERVER_LOCAL),
+    ("pg_catalog", "pg_stat_progress_analyze", SERVER_LOCAL),
+    ("pg_catalog", "pg_stat_progress_basebackup", SERVER_LOCAL),
+    ("pg_catalog", "pg_stat_progress_cluster", SERVER_LOCAL),
+    ("pg_catalog", "pg_stat_progress_copy", SERVER_LOCAL),
+    ("pg_catalog", "pg_stat_progress_create_index", SERVER_LOCAL),
+    ("pg_catalog", "pg_stat_progress_vacuum", SERVER_LOCAL),
+    ("pg_catalog", "pg_stat_recovery_prefetch", SERVER_LOCAL),
+    ("pg_catalog", "pg_stat_replication", SERVER_LOCAL),
+    ("pg_catalog", "pg_stat_replication_slots", SERVER_LOCAL),
+    ("pg_catalog", "pg_stat_slru", SERVER_LOCAL),
+    ("pg_catalog", "pg_stat_ssl", SERVER_LOCAL),
+    ("pg_catalog", "pg_stat_subscription", SERVER_LOCAL),
+    ("pg_catalog", "pg_stat_subscription_stats", SERVER_LOCAL),
+    ("pg_catalog", "pg_stat_sys_indexes", SERVER_LOCAL),
+    ("pg_catalog", "pg_stat_sys_tables", SERVER_LOCAL),
+    ("pg_catalog", "pg_stat_user_functions", SERVER_LOCAL),
+    ("pg_catalog", "pg_stat_user_indexes", SERVER_LOCAL),
+    ("pg_catalog", "pg_stat_user_tables", SERVER_LOCAL),
+    ("pg_catalog", "pg_stat_wal", SERVER_LOCAL),
+    ("pg_catalog", "pg_stat_wal_receiver", SERVER_LOCAL),
+    ("pg_catalog", "pg_stat_xact_all_tables", SERVER_LOCAL),
+    ("pg_catalog", "pg_stat_xact_sys_tables", SERVER_LOCAL),
+    ("pg_catalog", "pg_stat_xact_user_functions", SERVER_LOCAL),
+    ("pg_catalog", "pg_stat_xact_user_tables", SERVER_LOCAL),
+    ("pg_catalog", "pg_statio_all_indexes", SERVER_LOCAL),
+    ("pg_catalog", "pg_statio_all_sequences", SERVER_LOCAL),
+    ("pg_catalog", "pg_statio_all_tables", SERVER_LOCAL),
+    ("pg_catalog", "pg_statio_sys_indexes", SERVER_LOCAL),
+    ("pg_catalog", "pg_statio_sys_sequences", SERVER_LOCAL),
+    ("pg_catalog", "pg_statio_sys_tables", SERVER_LOCAL),
+    ("pg_catalog", "pg_statio_user_indexes", SERVER_LOCAL),
+    ("pg_catalog", "pg_statio_user_sequences", SERVER_LOCAL),
+    ("pg_catalog", "pg_statio_user_tables", SERVER_LOCAL),
+    ("pg_catalog", "pg_timezone_abbrevs", SERVER_LOCAL),
+    ("pg_catalog", "pg_timezone_names", SERVER_LOCAL),
 ];

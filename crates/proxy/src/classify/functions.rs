@@ -17,7 +17,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 
 use super::builtin;
 use super::reason;
@@ -162,13 +162,10 @@ impl CatalogSnapshot {
                 Some(s) => d.relations.get(&(s.to_owned(), name.to_owned())).copied(),
                 None => d.relations_by_name.get(name).copied(),
             },
-            None => {
-                let known = match schema {
-                    Some(s) => builtin_views().contains(&(s, name)),
-                    None => builtin_view_names().contains(name),
-                };
-                known.then_some(Some(reason::SERVER_LOCAL))
-            }
+            None => match schema {
+                Some(s) => builtin_views().get(&(s, name)).map(|r| Some(*r)),
+                None => builtin_view_names().get(name).map(|r| Some(*r)),
+            },
         }
     }
 
@@ -231,7 +228,9 @@ fn builtin_special(name: &str) -> Option<Verdict> {
 /// Why a denied built-in needs the primary, beyond "it may write".
 fn deny_reason(name: &str) -> Option<&'static str> {
     match name {
-        "nextval" | "setval" | "currval" | "lastval" => Some(reason::SEQUENCE),
+        "nextval" | "setval" | "currval" | "lastval" | "pg_sequence_last_value" => {
+            Some(reason::SEQUENCE)
+        }
         "txid_current"
         | "txid_current_if_assigned"
         | "pg_current_xact_id"
@@ -268,7 +267,6 @@ fn server_local_function(name: &str) -> bool {
         "pg_ls_",
         "pg_walfile",
         "pg_get_wal",
-        "pg_is_",
         "pg_replication_origin",
         "pg_show_",
         "pg_available_extension",
@@ -280,11 +278,11 @@ fn server_local_function(name: &str) -> bool {
 /// See [`server_local_function`].
 #[rustfmt::skip]
 const SERVER_LOCAL: &[&str] = &[
-    "version", "pg_postmaster_start_time", "pg_conf_load_time", "pg_is_in_recovery",
+    "version", "pg_postmaster_start_time", "pg_conf_load_time", "pg_is_in_recovery", "pg_is_wal_replay_paused",
     "inet_client_addr", "inet_client_port", "pg_backend_pid", "pg_database_size", "pg_indexes_size",
     "pg_relation_size", "pg_table_size", "pg_tablespace_size", "pg_total_relation_size",
     "pg_tablespace_location", "pg_tablespace_databases", "pg_blocking_pids", "pg_safe_snapshot_blocking_pids",
-    "pg_jit_available", "pg_listening_channels", "pg_notification_queue_usage", "pg_my_temp_schema",
+    "pg_jit_available", "pg_listening_channels", "pg_notification_queue_usage",
     "txid_current_snapshot", "pg_xact_commit_timestamp", "pg_xact_commit_timestamp_origin",
     "pg_last_committed_xact", "pg_xact_status", "txid_status", "pg_lock_status", "pg_prepared_xact",
     "pg_hba_file_rules", "pg_ident_file_mappings", "pg_config", "pg_cursor", "pg_prepared_statement",
@@ -299,7 +297,7 @@ const SERVER_LOCAL: &[&str] = &[
 /// way a program may rely on.
 #[rustfmt::skip]
 const DENY: &[&str] = &[
-    "nextval", "setval", "currval", "lastval", "setseed",
+    "nextval", "setval", "currval", "lastval", "setseed", "pg_sequence_last_value",
     "txid_current", "txid_current_if_assigned", "pg_current_xact_id", "pg_current_xact_id_if_assigned",
     "pg_notify", "loread", "lowrite",
     "pg_cancel_backend", "pg_terminate_backend", "pg_reload_conf", "pg_rotate_logfile", "pg_switch_wal",
@@ -420,6 +418,11 @@ const ALLOW: &[&str] = &[
     "pg_get_publication_tables", "pg_partition_root", "pg_partition_ancestors", "pg_partition_tree",
     "pg_sequence_parameters", "pg_get_replica_identity_index",
     "array_to_string", "pg_char_to_encoding", "getdatabaseencoding", "pg_encoding_max_length",
+    "aclexplode", "acldefault", "aclitemin", "aclitemout", "makeaclitem", "aclcontains", "nameconcatoid",
+    "pg_mcv_list_items", "pg_indexam_progress_phasename",
+    // The session's own temporary schema: none on a standby, and a session
+    // that creates one is pinned to the primary.
+    "pg_my_temp_schema", "pg_is_other_temp_schema",
 ];
 
 fn allow_list() -> &'static HashSet<&'static str> {
@@ -456,20 +459,12 @@ pub struct CatalogRelation {
     pub kind: RelationKind,
 }
 
-/// What a view's definition depends on (from `pg_depend` on its
-/// `pg_rewrite` rule).
+/// One view and its definition (`pg_get_viewdef`).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Dependency {
-    Function { schema: String, name: String },
-    Relation { schema: String, name: String },
-}
-
-/// One dependency of one view.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ViewDependency {
-    pub view_schema: String,
-    pub view_name: String,
-    pub on: Dependency,
+pub struct ViewDefinition {
+    pub schema: String,
+    pub name: String,
+    pub definition: String,
 }
 
 /// Everything a refresh reads from the catalogue; [`FunctionCatalog::install`]
@@ -482,20 +477,23 @@ pub struct CatalogContent {
     pub sql_bodies: Vec<SqlBody>,
     pub volatile_operators: Vec<String>,
     pub relations: Vec<CatalogRelation>,
-    pub view_dependencies: Vec<ViewDependency>,
+    pub views: Vec<ViewDefinition>,
     /// Names of the settings of context `user` or `superuser`.
     pub session_settings: Vec<String>,
 }
 
 /// Volatility of user functions (everything outside `pg_catalog`), and the
 /// relations and settings derived from the catalogue, filled from
-/// `pg_proc`, `pg_class`, `pg_depend` and `pg_settings` by a refresh task.
+/// `pg_proc`, `pg_class` (view definitions) and `pg_settings` by a refresh task.
 /// Cheap to read: one `RwLock` read and an `Arc` clone per snapshot.
 #[derive(Debug, Default)]
 pub struct FunctionCatalog {
     snapshot: RwLock<Arc<CatalogSnapshot>>,
     /// Bumped whenever the snapshot's content changes.
     generation: AtomicU64,
+    /// Parsed view definitions and SQL function bodies by text, kept from
+    /// one refresh to the next (only the texts of the last one).
+    parsed: Mutex<HashMap<(String, bool), Arc<Option<Body>>>>,
 }
 
 const FUNCTIONS_SQL: &str = "SELECT n.nspname::text, p.proname::text, p.provolatile::text, \
@@ -519,23 +517,12 @@ const RELATIONS_SQL: &str = "SELECT n.nspname::text, c.relname::text, c.relkind 
        OR (c.relpersistence = 'u' AND c.relkind IN ('r', 'p', 'm', 'f'))) \
      ORDER BY 1, 2";
 
-/// What each view's `_RETURN` rule depends on: functions and relations.
-const VIEW_DEPENDENCIES_SQL: &str = "SELECT vn.nspname::text, v.relname::text, \
-       d.refclassid = 'pg_catalog.pg_proc'::pg_catalog.regclass, \
-       COALESCE(pn.nspname, cn.nspname)::text, COALESCE(p.proname, c.relname)::text \
-     FROM pg_catalog.pg_depend d \
-     JOIN pg_catalog.pg_rewrite r ON d.classid = 'pg_catalog.pg_rewrite'::pg_catalog.regclass \
-       AND d.objid = r.oid \
-     JOIN pg_catalog.pg_class v ON v.oid = r.ev_class AND v.relkind = 'v' AND v.relpersistence <> 't' \
-     JOIN pg_catalog.pg_namespace vn ON vn.oid = v.relnamespace \
-     LEFT JOIN pg_catalog.pg_proc p ON d.refclassid = 'pg_catalog.pg_proc'::pg_catalog.regclass \
-       AND p.oid = d.refobjid \
-     LEFT JOIN pg_catalog.pg_namespace pn ON pn.oid = p.pronamespace \
-     LEFT JOIN pg_catalog.pg_class c ON d.refclassid = 'pg_catalog.pg_class'::pg_catalog.regclass \
-       AND c.oid = d.refobjid AND c.oid <> v.oid \
-     LEFT JOIN pg_catalog.pg_namespace cn ON cn.oid = c.relnamespace \
-     WHERE p.oid IS NOT NULL OR c.oid IS NOT NULL \
-     GROUP BY 1, 2, 3, 4, 5 ORDER BY 1, 2, 3, 4, 5";
+/// Every view with its definition. (`pg_depend` does not record the
+/// dependencies of the system views on built-in functions: those are
+/// pinned. The definition, parsed like any statement, has them all.)
+const VIEWS_SQL: &str = "SELECT n.nspname::text, c.relname::text, pg_catalog.pg_get_viewdef(c.oid) \
+     FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+     WHERE c.relkind = 'v' AND c.relpersistence <> 't' ORDER BY 1, 2";
 
 const SETTINGS_SQL: &str = "SELECT name FROM pg_catalog.pg_settings \
      WHERE context IN ('user', 'superuser') ORDER BY 1";
@@ -587,17 +574,11 @@ impl FunctionCatalog {
                 },
             });
         }
-        for row in client.query(VIEW_DEPENDENCIES_SQL, &[]).await? {
-            let function: bool = row.try_get(2)?;
-            let (schema, name) = (row.try_get(3)?, row.try_get(4)?);
-            content.view_dependencies.push(ViewDependency {
-                view_schema: row.try_get(0)?,
-                view_name: row.try_get(1)?,
-                on: if function {
-                    Dependency::Function { schema, name }
-                } else {
-                    Dependency::Relation { schema, name }
-                },
+        for row in client.query(VIEWS_SQL, &[]).await? {
+            content.views.push(ViewDefinition {
+                schema: row.try_get(0)?,
+                name: row.try_get(1)?,
+                definition: row.try_get::<_, Option<String>>(2)?.unwrap_or_default(),
             });
         }
         for row in client.query(SETTINGS_SQL, &[]).await? {
@@ -619,11 +600,29 @@ impl FunctionCatalog {
     ///   transitively, to a fixpoint (a function is only ever downgraded,
     ///   so the iteration ends; a cycle of functions that read only stays
     ///   read-only).
-    /// - A view (any schema) whose definition depends on a function that is
-    ///   not allowed on a standby, or on a sequence, an unlogged table or
-    ///   another such view, must be read on the primary.
+    /// - A view (any schema) whose definition, judged like a SELECT, is not
+    ///   read-only on a standby (it calls a function not allowed there,
+    ///   reads a sequence, an unlogged table or another such view ...) must
+    ///   be read on the primary; the reason is the first one found
+    ///   ("server-local state" for a `pg_catalog` / `information_schema`
+    ///   view without a more precise one).
     pub fn install(&self, content: CatalogContent) -> bool {
-        let snap = derive(content);
+        let snap = {
+            let mut parsed = self.parsed.lock().unwrap_or_else(|p| p.into_inner());
+            let mut used = HashMap::new();
+            let mut parse = |text: &str, atomic: bool| {
+                let key = (text.to_owned(), atomic);
+                let body = parsed
+                    .get(&key)
+                    .cloned()
+                    .unwrap_or_else(|| Arc::new(stmt::parse_body(text, atomic)));
+                used.insert(key, body.clone());
+                body
+            };
+            let snap = derive(content, &mut parse);
+            *parsed = used;
+            snap
+        };
         self.swap(snap)
     }
 
@@ -705,7 +704,7 @@ impl FunctionCatalog {
 pub fn builtin_server_local_views() -> Vec<(String, String)> {
     let mut out: Vec<_> = builtin::SERVER_LOCAL_VIEWS
         .iter()
-        .map(|(s, n)| (s.to_string(), n.to_string()))
+        .map(|(s, n, _)| (s.to_string(), n.to_string()))
         .collect();
     out.sort();
     out
@@ -722,14 +721,26 @@ pub fn builtin_session_settings() -> Vec<String> {
     out
 }
 
-fn builtin_views() -> &'static HashSet<(&'static str, &'static str)> {
-    static SET: OnceLock<HashSet<(&'static str, &'static str)>> = OnceLock::new();
-    SET.get_or_init(|| builtin::SERVER_LOCAL_VIEWS.iter().copied().collect())
+type Reasons<K> = HashMap<K, &'static str>;
+
+fn builtin_views() -> &'static Reasons<(&'static str, &'static str)> {
+    static MAP: OnceLock<Reasons<(&'static str, &'static str)>> = OnceLock::new();
+    MAP.get_or_init(|| {
+        builtin::SERVER_LOCAL_VIEWS
+            .iter()
+            .map(|(s, n, r)| ((*s, *n), *r))
+            .collect()
+    })
 }
 
-fn builtin_view_names() -> &'static HashSet<&'static str> {
-    static SET: OnceLock<HashSet<&'static str>> = OnceLock::new();
-    SET.get_or_init(|| builtin::SERVER_LOCAL_VIEWS.iter().map(|v| v.1).collect())
+fn builtin_view_names() -> &'static Reasons<&'static str> {
+    static MAP: OnceLock<Reasons<&'static str>> = OnceLock::new();
+    MAP.get_or_init(|| {
+        builtin::SERVER_LOCAL_VIEWS
+            .iter()
+            .map(|(_, n, r)| (*n, *r))
+            .collect()
+    })
 }
 
 fn builtin_settings() -> &'static HashSet<&'static str> {
@@ -738,25 +749,33 @@ fn builtin_settings() -> &'static HashSet<&'static str> {
 }
 
 /// See [`FunctionCatalog::install`].
-fn derive(content: CatalogContent) -> CatalogSnapshot {
+fn derive(
+    content: CatalogContent,
+    parse: &mut dyn FnMut(&str, bool) -> Arc<Option<Body>>,
+) -> CatalogSnapshot {
     let CatalogContent {
         mut functions,
         sql_bodies,
         volatile_operators,
         relations,
-        view_dependencies,
+        views,
         session_settings,
     } = content;
     let operators: HashSet<String> = volatile_operators.into_iter().collect();
-    let bodies: Vec<(String, String, Option<Body>)> = sql_bodies
+    let bodies: Vec<(String, String, Arc<Option<Body>>)> = sql_bodies
         .into_iter()
         .map(|b| {
-            let body = stmt::parse_body(&b.text, b.atomic);
+            let body = parse(&b.text, b.atomic);
             (b.schema, b.name, body)
         })
         .collect();
-    // Relations first: a body reading a sequence or an unlogged table is
-    // not read-only either.
+    let views: Vec<(String, String, Arc<Option<Body>>)> = views
+        .into_iter()
+        .map(|v| {
+            let body = parse(&v.definition, false);
+            (v.schema, v.name, body)
+        })
+        .collect();
     let mut derived = Derived {
         session_settings: session_settings
             .iter()
@@ -772,17 +791,13 @@ fn derive(content: CatalogContent) -> CatalogSnapshot {
         };
         qualified.insert((r.schema, r.name), Some(why));
     }
-    // Functions to a fixpoint, then views to a fixpoint over the settled
-    // functions. (A function body that reads a server-local view is caught
-    // by the function's calls in the view's place only when the view is
-    // known; views are derived from functions, so the functions settle
-    // against the relations known so far, and once more after the views.)
+    // Functions settle against the relations known so far, views are
+    // judged against the settled functions; again until no view is added
+    // (both only ever grow, so this ends).
     let mut snap;
     loop {
         snap = settle(&mut functions, &bodies, &operators, &derived, &qualified);
-        let before = qualified.len();
-        derive_views(&snap, &view_dependencies, &mut qualified);
-        if qualified.len() == before {
+        if !derive_views(&snap, &views, &mut qualified) {
             break;
         }
     }
@@ -809,7 +824,7 @@ fn by_name(
 /// until nothing changes; returns the snapshot of the settled functions.
 fn settle(
     functions: &mut [UserFunction],
-    bodies: &[(String, String, Option<Body>)],
+    bodies: &[(String, String, Arc<Option<Body>>)],
     operators: &HashSet<String>,
     derived: &Derived,
     relations: &BTreeMap<(String, String), Option<&'static str>>,
@@ -826,7 +841,7 @@ fn settle(
             if declared == Some(&Volatility::Volatile) {
                 continue;
             }
-            let read_only = body.as_ref().is_some_and(|b| stmt::body_read_only(b, &snap));
+            let read_only = body.as_ref().as_ref().is_some_and(|b| stmt::body_verdict(b, &snap).is_none());
             if !read_only {
                 downgraded.insert((schema.as_str(), name.as_str()));
             }
@@ -845,50 +860,32 @@ fn settle(
     }
 }
 
-/// Mark views that depend on a function not allowed on a standby, or on a
-/// relation already marked, until nothing changes.
+/// One pass over the views not yet marked: mark those whose definition is
+/// not read-only against `snap`. Returns whether any was marked.
 fn derive_views(
     snap: &CatalogSnapshot,
-    deps: &[ViewDependency],
+    views: &[(String, String, Arc<Option<Body>>)],
     marked: &mut BTreeMap<(String, String), Option<&'static str>>,
-) {
-    loop {
-        let mut changed = false;
-        for d in deps {
-            let key = (d.view_schema.clone(), d.view_name.clone());
-            if marked.contains_key(&key) {
-                continue;
-            }
-            let why = match &d.on {
-                Dependency::Function { schema, name } => {
-                    let f = FuncName(vec![schema.clone(), name.clone()]);
-                    let system = schema == "pg_catalog" || schema == "information_schema";
-                    let or_system = |r: Option<&'static str>| {
-                        r.or(system.then_some(reason::SERVER_LOCAL))
-                    };
-                    match snap.judge(&f) {
-                        Verdict::ReadOnly => continue,
-                        Verdict::Primary(r) => or_system(r),
-                        Verdict::SessionLock => Some(reason::ADVISORY_LOCK),
-                        Verdict::SetConfig => None,
-                        // Its argument is not known here.
-                        Verdict::CurrentSetting => Some(reason::SERVER_LOCAL),
-                    }
-                }
-                Dependency::Relation { schema, name } => {
-                    match marked.get(&(schema.clone(), name.clone())) {
-                        Some(why) => *why,
-                        None => continue,
-                    }
-                }
-            };
-            marked.insert(key, why);
-            changed = true;
+) -> bool {
+    let mut changed = false;
+    for (schema, name, body) in views {
+        let key = (schema.clone(), name.clone());
+        if marked.contains_key(&key) {
+            continue;
         }
-        if !changed {
-            return;
-        }
+        let why = match body.as_ref() {
+            Some(b) => match stmt::body_verdict(b, snap) {
+                None => continue,
+                Some(why) => why,
+            },
+            None => None,
+        };
+        let system = schema == "pg_catalog" || schema == "information_schema";
+        tracing::debug!(%schema, %name, ?why, "view is not read-only on a standby");
+        marked.insert(key, why.or(system.then_some(reason::SERVER_LOCAL)));
+        changed = true;
     }
+    changed
 }
 
 #[cfg(test)]
@@ -1012,13 +1009,10 @@ mod tests {
                 name: "s".into(),
                 kind: RelationKind::Sequence,
             }],
-            view_dependencies: vec![ViewDependency {
-                view_schema: "public".into(),
-                view_name: "act".into(),
-                on: Dependency::Function {
-                    schema: "pg_catalog".into(),
-                    name: "pg_stat_get_activity".into(),
-                },
+            views: vec![ViewDefinition {
+                schema: "public".into(),
+                name: "act".into(),
+                definition: " SELECT pid FROM pg_stat_get_activity(NULL::integer);".into(),
             }],
             ..Default::default()
         };
@@ -1049,18 +1043,10 @@ mod tests {
     #[test]
     fn views_are_derived_transitively() {
         let cat = FunctionCatalog::new();
-        let dep = |v: &str, on: Dependency| ViewDependency {
-            view_schema: "app".into(),
-            view_name: v.into(),
-            on,
-        };
-        let func = |s: &str, n: &str| Dependency::Function {
-            schema: s.into(),
+        let view = |n: &str, d: &str| ViewDefinition {
+            schema: "app".into(),
             name: n.into(),
-        };
-        let rel = |s: &str, n: &str| Dependency::Relation {
-            schema: s.into(),
-            name: n.into(),
+            definition: d.into(),
         };
         let content = CatalogContent {
             relations: vec![CatalogRelation {
@@ -1068,14 +1054,16 @@ mod tests {
                 name: "ul".into(),
                 kind: RelationKind::Unlogged,
             }],
-            view_dependencies: vec![
-                dep("act", func("pg_catalog", "pg_stat_get_activity")),
-                dep("over_act", rel("app", "act")),
-                dep("over_over", rel("app", "over_act")),
-                dep("plain", func("pg_catalog", "lower")),
-                dep("plain", rel("app", "t")),
-                dep("over_ul", rel("app", "ul")),
+            views: vec![
+                view("over_over", " SELECT x FROM app.over_act;"),
+                view("over_act", " SELECT pid FROM act WHERE true;"),
+                view("act", " SELECT a.pid FROM pg_stat_get_activity(NULL::integer) a(pid);"),
+                view("plain", " SELECT lower(t.v) AS lower FROM app.t;"),
+                view("over_ul", " SELECT a FROM app.ul;"),
+                view("setting", " SELECT current_setting('port') AS p;"),
+                view("session", " SELECT current_setting('search_path') AS p;"),
             ],
+            session_settings: vec!["search_path".into()],
             ..Default::default()
         };
         cat.install(content);
@@ -1085,6 +1073,8 @@ mod tests {
         assert_eq!(snap.relation(Some("app"), "over_ul"), Some(Some(reason::UNLOGGED)));
         assert_eq!(snap.relation(None, "ul"), Some(Some(reason::UNLOGGED)));
         assert_eq!(snap.relation(Some("app"), "plain"), None);
+        assert_eq!(snap.relation(Some("app"), "setting"), Some(Some(reason::SERVER_LOCAL)));
+        assert_eq!(snap.relation(Some("app"), "session"), None);
         assert_eq!(snap.relation(Some("other"), "act"), None);
         // Derived: the built-in list is no longer used.
         assert_eq!(snap.relation(None, "pg_locks"), None);

@@ -28,7 +28,7 @@ use std::sync::{Arc, RwLock};
 
 pub use functions::{
     builtin_server_local_views, builtin_session_settings, CatalogContent, CatalogRelation,
-    Dependency, FunctionCatalog, RelationKind, SqlBody, UserFunction, ViewDependency, Volatility,
+    FunctionCatalog, RelationKind, SqlBody, UserFunction, ViewDefinition, Volatility,
 };
 pub use startup::startup_options_serializable;
 

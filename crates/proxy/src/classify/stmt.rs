@@ -421,11 +421,14 @@ pub fn parse_body(text: &str, atomic: bool) -> Option<Body> {
     Some(Body { statements })
 }
 
-/// A parsed body is read-only by the classifier's rules against `snap`.
-pub fn body_read_only(body: &Body, snap: &CatalogSnapshot) -> bool {
-    body.statements
-        .iter()
-        .all(|f| judge_features(f, snap).clean)
+/// `None` when a parsed body (or view definition) is read-only on a
+/// standby by the classifier's rules against `snap`; else `Some` of the
+/// first reason found (`Some(None)`: it may write).
+pub fn body_verdict(body: &Body, snap: &CatalogSnapshot) -> Option<Option<&'static str>> {
+    body.statements.iter().find_map(|f| {
+        let j = judge_features(f, snap);
+        (!j.clean).then_some(j.reason)
+    })
 }
 
 /// The last `transaction_read_only` option in a BEGIN / SET TRANSACTION list.
