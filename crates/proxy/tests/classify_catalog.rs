@@ -244,7 +244,10 @@ async fn catalogue_and_standby_agree_with_the_classifier() -> anyhow::Result<()>
         // the standby's 25006 reveals it. (lies_f, f, calls_calls_f,
         // atomic_lies: SQL bodies, read by the refresh.)
         assert_eq!(a.read_only, *sql == "SELECT plpgsql_lies()", "{sql:?}");
-        assert!(!a.standby_in_tx || *sql == "SELECT plpgsql_lies()", "{sql:?}");
+        assert!(
+            !a.standby_in_tx || *sql == "SELECT plpgsql_lies()",
+            "{sql:?}"
+        );
     }
     for (schema, name, want) in [
         ("public", "f", Volatility::Volatile),
@@ -258,11 +261,17 @@ async fn catalogue_and_standby_agree_with_the_classifier() -> anyhow::Result<()>
         ("app", "imm_f", Volatility::Immutable),
         ("public", "plpgsql_lies", Volatility::Stable),
     ] {
-        assert_eq!(catalog.volatility(schema, name), Some(want), "{schema}.{name}");
+        assert_eq!(
+            catalog.volatility(schema, name),
+            Some(want),
+            "{schema}.{name}"
+        );
     }
 
     // The derived sets equal the built-in fallbacks (PostgreSQL 15).
-    let derived = catalog.server_local_system_views().context("derived views")?;
+    let derived = catalog
+        .server_local_system_views()
+        .context("derived views")?;
     let builtin = builtin_server_local_views();
     assert!(
         derived == builtin,

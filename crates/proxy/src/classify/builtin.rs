@@ -59,7 +59,11 @@ pub const SESSION_SETTINGS: &[&str] = &[
 /// read-only on a standby by the classifier's rules (it calls a function
 /// not allowed there, directly or through other views), with the reason.
 pub const SERVER_LOCAL_VIEWS: &[(&str, &str, &str)] = &[
-    ("pg_catalog", "pg_available_extension_versions", SERVER_LOCAL),
+    (
+        "pg_catalog",
+        "pg_available_extension_versions",
+        SERVER_LOCAL,
+    ),
     ("pg_catalog", "pg_available_extensions", SERVER_LOCAL),
     ("pg_catalog", "pg_backend_memory_contexts", SERVER_LOCAL),
     ("pg_catalog", "pg_config", SERVER_LOCAL),

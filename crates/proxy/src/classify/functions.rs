@@ -482,6 +482,9 @@ pub struct CatalogContent {
     pub session_settings: Vec<String>,
 }
 
+/// Parsed texts by (text, atomic).
+type ParsedTexts = HashMap<(String, bool), Arc<Option<Body>>>;
+
 /// Volatility of user functions (everything outside `pg_catalog`), and the
 /// relations and settings derived from the catalogue, filled from
 /// `pg_proc`, `pg_class` (view definitions) and `pg_settings` by a refresh task.
@@ -493,7 +496,7 @@ pub struct FunctionCatalog {
     generation: AtomicU64,
     /// Parsed view definitions and SQL function bodies by text, kept from
     /// one refresh to the next (only the texts of the last one).
-    parsed: Mutex<HashMap<(String, bool), Arc<Option<Body>>>>,
+    parsed: Mutex<ParsedTexts>,
 }
 
 const FUNCTIONS_SQL: &str = "SELECT n.nspname::text, p.proname::text, p.provolatile::text, \
@@ -520,7 +523,8 @@ const RELATIONS_SQL: &str = "SELECT n.nspname::text, c.relname::text, c.relkind 
 /// Every view with its definition. (`pg_depend` does not record the
 /// dependencies of the system views on built-in functions: those are
 /// pinned. The definition, parsed like any statement, has them all.)
-const VIEWS_SQL: &str = "SELECT n.nspname::text, c.relname::text, pg_catalog.pg_get_viewdef(c.oid) \
+const VIEWS_SQL: &str =
+    "SELECT n.nspname::text, c.relname::text, pg_catalog.pg_get_viewdef(c.oid) \
      FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
      WHERE c.relkind = 'v' AND c.relpersistence <> 't' ORDER BY 1, 2";
 
@@ -841,7 +845,10 @@ fn settle(
             if declared == Some(&Volatility::Volatile) {
                 continue;
             }
-            let read_only = body.as_ref().as_ref().is_some_and(|b| stmt::body_verdict(b, &snap).is_none());
+            let read_only = body
+                .as_ref()
+                .as_ref()
+                .is_some_and(|b| stmt::body_verdict(b, &snap).is_none());
             if !read_only {
                 downgraded.insert((schema.as_str(), name.as_str()));
             }
@@ -964,8 +971,14 @@ mod tests {
     #[test]
     fn lists_do_not_overlap() {
         for name in ALLOW {
-            assert!(!server_local_function(name), "{name} allowed and server-local");
-            assert!(builtin_special(name).is_none(), "{name} allowed and special");
+            assert!(
+                !server_local_function(name),
+                "{name} allowed and server-local"
+            );
+            assert!(
+                builtin_special(name).is_none(),
+                "{name} allowed and special"
+            );
         }
     }
 
@@ -1003,7 +1016,10 @@ mod tests {
         ];
         let content = CatalogContent {
             functions: fns.iter().map(|(n, _, _)| user("public", n, s)).collect(),
-            sql_bodies: fns.iter().map(|(n, b, a)| body("public", n, b, *a)).collect(),
+            sql_bodies: fns
+                .iter()
+                .map(|(n, b, a)| body("public", n, b, *a))
+                .collect(),
             relations: vec![CatalogRelation {
                 schema: "public".into(),
                 name: "s".into(),
@@ -1057,7 +1073,10 @@ mod tests {
             views: vec![
                 view("over_over", " SELECT x FROM app.over_act;"),
                 view("over_act", " SELECT pid FROM act WHERE true;"),
-                view("act", " SELECT a.pid FROM pg_stat_get_activity(NULL::integer) a(pid);"),
+                view(
+                    "act",
+                    " SELECT a.pid FROM pg_stat_get_activity(NULL::integer) a(pid);",
+                ),
                 view("plain", " SELECT lower(t.v) AS lower FROM app.t;"),
                 view("over_ul", " SELECT a FROM app.ul;"),
                 view("setting", " SELECT current_setting('port') AS p;"),
@@ -1068,17 +1087,32 @@ mod tests {
         };
         cat.install(content);
         let snap = cat.snapshot();
-        assert_eq!(snap.relation(Some("app"), "act"), Some(Some(reason::SERVER_LOCAL)));
-        assert_eq!(snap.relation(None, "over_over"), Some(Some(reason::SERVER_LOCAL)));
-        assert_eq!(snap.relation(Some("app"), "over_ul"), Some(Some(reason::UNLOGGED)));
+        assert_eq!(
+            snap.relation(Some("app"), "act"),
+            Some(Some(reason::SERVER_LOCAL))
+        );
+        assert_eq!(
+            snap.relation(None, "over_over"),
+            Some(Some(reason::SERVER_LOCAL))
+        );
+        assert_eq!(
+            snap.relation(Some("app"), "over_ul"),
+            Some(Some(reason::UNLOGGED))
+        );
         assert_eq!(snap.relation(None, "ul"), Some(Some(reason::UNLOGGED)));
         assert_eq!(snap.relation(Some("app"), "plain"), None);
-        assert_eq!(snap.relation(Some("app"), "setting"), Some(Some(reason::SERVER_LOCAL)));
+        assert_eq!(
+            snap.relation(Some("app"), "setting"),
+            Some(Some(reason::SERVER_LOCAL))
+        );
         assert_eq!(snap.relation(Some("app"), "session"), None);
         assert_eq!(snap.relation(Some("other"), "act"), None);
         // Derived: the built-in list is no longer used.
         assert_eq!(snap.relation(None, "pg_locks"), None);
-        assert_eq!(FunctionCatalog::new().snapshot().relation(None, "pg_locks"), Some(Some(reason::SERVER_LOCAL)));
+        assert_eq!(
+            FunctionCatalog::new().snapshot().relation(None, "pg_locks"),
+            Some(Some(reason::SERVER_LOCAL))
+        );
     }
 
     #[test]

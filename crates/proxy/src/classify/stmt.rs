@@ -204,6 +204,10 @@ fn classify_stmt(node: &N, text: &str, snap: &CatalogSnapshot, acc: &mut Outcome
         pin(acc, "temporary relation");
         because(acc, Some(reason::TEMPORARY));
     }
+    if !feats.settings.is_empty() {
+        // current_setting('name'): the answer depends on the literal.
+        acc.literal_sensitive = true;
+    }
     if judged.set_configs > 0 {
         acc.literal_sensitive = true;
         set_config_effects(node, judged.set_configs, acc);
@@ -485,16 +489,11 @@ fn variable_set(s: &protobuf::VariableSetStmt, text: &str, acc: &mut Outcome) ->
         pin(acc, "SET without a replayable text");
         return false;
     }
-    let first_value = || {
-        s.args
-            .first()
-            .and_then(|a| a.node.as_ref())
-    };
+    let first_value = || s.args.first().and_then(|a| a.node.as_ref());
     match K::try_from(s.kind) {
         Ok(K::VarSetMulti) => match name {
             "TRANSACTION" => {
-                let serializable =
-                    isolation_option(&s.args).as_deref() == Some("serializable");
+                let serializable = isolation_option(&s.args).as_deref() == Some("serializable");
                 acc.analysis.serializable |= serializable;
                 let read_only = read_only_option(&s.args);
                 if read_only == Some(true) {
@@ -510,7 +509,10 @@ fn variable_set(s: &protobuf::VariableSetStmt, text: &str, acc: &mut Outcome) ->
             }
             _ => false,
         },
-        Ok(K::VarSetValue | K::VarSetCurrent) if name == "transaction_read_only" => {
+        Ok(K::VarSetValue | K::VarSetCurrent | K::VarSetDefault | K::VarReset)
+            if name == "transaction_read_only" =>
+        {
+            // DEFAULT and RESET take the session default, unknown here.
             let value = first_value().and_then(const_bool);
             if value == Some(true) {
                 acc.analysis.tx = TxEffect::SetTransactionReadOnly;
@@ -608,7 +610,12 @@ fn set_config_effects(node: &N, count: usize, acc: &mut Outcome) {
 /// `set_config('transaction_isolation', 'serializable', ...)` with
 /// constants.
 fn sets_serializable(f: &protobuf::FuncCall) -> bool {
-    let arg = |i: usize| f.args.get(i).and_then(|a| a.node.as_ref()).and_then(const_string);
+    let arg = |i: usize| {
+        f.args
+            .get(i)
+            .and_then(|a| a.node.as_ref())
+            .and_then(const_string)
+    };
     arg(0).as_deref() == Some("transaction_isolation") && arg(1).as_deref() == Some("serializable")
 }
 
