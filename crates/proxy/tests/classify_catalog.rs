@@ -164,6 +164,15 @@ const SAME_IN_READ_ONLY_TX: &[&str] = &[
     "DECLARE c CURSOR FOR SELECT a FROM t ORDER BY id; FETCH 2 FROM c; MOVE 1 IN c; FETCH 1 FROM c; CLOSE c",
     "SHOW search_path",
     "SELECT honest_f(3)",
+    "SAVEPOINT a; RELEASE a; SAVEPOINT b; SELECT 1; ROLLBACK TO b",
+    "SET SESSION CHARACTERISTICS AS TRANSACTION READ WRITE",
+    "SET SESSION CHARACTERISTICS AS TRANSACTION ISOLATION LEVEL SERIALIZABLE",
+    "SET default_transaction_isolation = serializable",
+    "SET LOCAL transaction_deferrable = on",
+    "SET ROLE postgres",
+    "RESET ALL",
+    "BEGIN",
+    "COMMIT AND CHAIN",
     "COMMIT",
     "ROLLBACK",
 ];
@@ -175,6 +184,8 @@ const DIFFERS_IN_READ_ONLY_TX: &[&str] = &[
     "SET TRANSACTION ISOLATION LEVEL SERIALIZABLE",
     "SELECT pg_is_in_recovery()",
     "SELECT * FROM ul",
+    "LISTEN chan",
+    "SELECT pid FROM pg_stat_activity WHERE pid = pg_backend_pid()",
 ];
 
 fn superuser_client_config(pg: &PgServer) -> tokio_postgres::Config {
@@ -375,6 +386,23 @@ async fn catalogue_and_standby_agree_with_the_classifier() -> anyhow::Result<()>
         let on_primary = in_read_only_tx(&primary_client, sql).await?;
         let on_standby = in_read_only_tx(&standby_client, sql).await?;
         assert_eq!(on_primary, on_standby, "{sql:?}");
+    }
+    // A SERIALIZABLE transaction cannot run on a hot standby.
+    for begin in [
+        "BEGIN ISOLATION LEVEL SERIALIZABLE",
+        "START TRANSACTION READ ONLY, ISOLATION LEVEL SERIALIZABLE, DEFERRABLE",
+        "BEGIN ISOLATION LEVEL READ COMMITTED, ISOLATION LEVEL SERIALIZABLE",
+    ] {
+        let a = classifier.analyze(begin);
+        assert!(a.serializable && !a.standby_in_tx, "{begin:?}");
+        let mut outcomes = Vec::new();
+        for client in [&primary_client, &standby_client] {
+            let first = answer(client, begin).await;
+            let then = answer(client, "SELECT 1").await;
+            client.simple_query("ROLLBACK").await?;
+            outcomes.push(format!("{first} / {then}"));
+        }
+        assert_ne!(outcomes[0], outcomes[1], "{begin:?}");
     }
     for sql in DIFFERS_IN_READ_ONLY_TX {
         assert!(!classifier.analyze(sql).standby_in_tx, "{sql:?}");
