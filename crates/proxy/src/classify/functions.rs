@@ -132,12 +132,14 @@ impl CatalogSnapshot {
                 if allow_list().contains(name) {
                     return Verdict::ReadOnly;
                 }
+                if server_local_function(name) {
+                    // Before user functions: `pg_catalog` is searched first
+                    // unless search_path says otherwise.
+                    return Verdict::Primary(Some(reason::SERVER_LOCAL));
+                }
                 if unqualified && self.by_name.contains_key(name) {
                     // Known user function, not volatile (checked above).
                     return Verdict::ReadOnly;
-                }
-                if server_local_function(name) {
-                    return Verdict::Primary(Some(reason::SERVER_LOCAL));
                 }
                 Verdict::Primary(None)
             }
@@ -921,6 +923,8 @@ mod tests {
                 user("app", "vol_f", Volatility::Immutable),
                 user("public", "lower", Volatility::Volatile),
                 user("public", "nextval", Volatility::Immutable),
+                user("public", "version", Volatility::Stable),
+                user("public", "pg_stat_get_activity", Volatility::Immutable),
             ],
             Vec::new(),
         );
@@ -964,6 +968,14 @@ mod tests {
             );
         }
         assert_eq!(s.judge(&f(&["current_setting"])), Verdict::CurrentSetting);
+        // A user function of a server-local built-in's name does not make
+        // the unqualified call (pg_catalog's, as a rule) read-only ...
+        assert_eq!(
+            s.judge(&f(&["pg_stat_get_activity"])),
+            Verdict::Primary(Some(reason::SERVER_LOCAL))
+        );
+        // ... the qualified one is the user's.
+        assert_eq!(s.judge(&f(&["public", "version"])), Verdict::ReadOnly);
         assert_eq!(s.judge(&f(&["pg_size_pretty"])), Verdict::ReadOnly);
     }
 
