@@ -411,6 +411,28 @@ async fn catalogue_and_standby_agree_with_the_classifier() -> anyhow::Result<()>
         assert_ne!(on_primary, on_standby, "{sql:?}");
     }
 
+    // A refresh sees a view redefined and a function added since the last
+    // one (the view's text is re-read when its rule changes).
+    assert!(classifier.analyze("SELECT * FROM app.plain").read_only);
+    client
+        .batch_execute(
+            "CREATE OR REPLACE VIEW app.plain AS SELECT a FROM t WHERE pg_postmaster_start_time() IS NOT NULL; \
+             CREATE FUNCTION later_lies() RETURNS int IMMUTABLE LANGUAGE sql RETURN calls_f();",
+        )
+        .await?;
+    let before = catalog.generation();
+    catalog.refresh(&client).await?;
+    assert_ne!(catalog.generation(), before);
+    let a = classifier.analyze("SELECT * FROM app.plain");
+    assert!(
+        !a.read_only && a.primary_reason == Some(reason::SERVER_LOCAL),
+        "{a:?}"
+    );
+    assert_eq!(
+        catalog.volatility("public", "later_lies"),
+        Some(Volatility::Volatile)
+    );
+
     drop(client);
     let _ = conn.await;
     drop(standby);

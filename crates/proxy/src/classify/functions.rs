@@ -499,6 +499,8 @@ pub struct FunctionCatalog {
     /// Parsed view definitions and SQL function bodies by text, kept from
     /// one refresh to the next (only the texts of the last one).
     parsed: Mutex<ParsedTexts>,
+    /// View definitions by (`_RETURN` rule oid, row version).
+    view_texts: Mutex<HashMap<(i64, String), String>>,
 }
 
 const FUNCTIONS_SQL: &str = "SELECT n.nspname::text, p.proname::text, p.provolatile::text, \
@@ -522,13 +524,20 @@ const RELATIONS_SQL: &str = "SELECT n.nspname::text, c.relname::text, c.relkind 
        OR (c.relpersistence = 'u' AND c.relkind IN ('r', 'p', 'm', 'f'))) \
      ORDER BY 1, 2";
 
-/// Every view with its definition. (`pg_depend` does not record the
-/// dependencies of the system views on built-in functions: those are
-/// pinned. The definition, parsed like any statement, has them all.)
-const VIEWS_SQL: &str =
-    "SELECT n.nspname::text, c.relname::text, pg_catalog.pg_get_viewdef(c.oid) \
-     FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
-     WHERE c.relkind = 'v' AND c.relpersistence <> 't' ORDER BY 1, 2";
+/// Every view, with its `_RETURN` rule's oid and row version: the
+/// definition is re-read only when that changes. (`pg_depend` does not
+/// record the dependencies of the system views on built-in functions: those
+/// are pinned. The definition, parsed like any statement, has them all.)
+const VIEW_RULES_SQL: &str = "SELECT n.nspname::text, c.relname::text, r.oid::int8, r.xmin::text \
+     FROM pg_catalog.pg_rewrite r JOIN pg_catalog.pg_class c ON c.oid = r.ev_class \
+     JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+     WHERE c.relkind = 'v' AND c.relpersistence <> 't' AND r.rulename = '_RETURN' \
+     ORDER BY 1, 2";
+
+/// The definitions of the views whose rules are listed in `$1`.
+const VIEW_DEFINITIONS_SQL: &str = "SELECT r.oid::int8, r.xmin::text, \
+       pg_catalog.pg_get_viewdef(r.ev_class) \
+     FROM pg_catalog.pg_rewrite r WHERE r.oid = ANY($1::int8[]::pg_catalog.oid[])";
 
 const SETTINGS_SQL: &str = "SELECT name FROM pg_catalog.pg_settings \
      WHERE context IN ('user', 'superuser') ORDER BY 1";
@@ -580,12 +589,48 @@ impl FunctionCatalog {
                 },
             });
         }
-        for row in client.query(VIEWS_SQL, &[]).await? {
-            content.views.push(ViewDefinition {
-                schema: row.try_get(0)?,
-                name: row.try_get(1)?,
-                definition: row.try_get::<_, Option<String>>(2)?.unwrap_or_default(),
-            });
+        let mut views = Vec::new();
+        for row in client.query(VIEW_RULES_SQL, &[]).await? {
+            let schema: String = row.try_get(0)?;
+            let name: String = row.try_get(1)?;
+            views.push((schema, name, (row.try_get::<_, i64>(2)?, row.try_get(3)?)));
+        }
+        let missing: Vec<i64> = {
+            let texts = self.view_texts.lock().unwrap_or_else(|p| p.into_inner());
+            views
+                .iter()
+                .filter(|(_, _, key)| !texts.contains_key(key))
+                .map(|(_, _, key)| key.0)
+                .collect()
+        };
+        let mut fetched = Vec::new();
+        if !missing.is_empty() {
+            for row in client.query(VIEW_DEFINITIONS_SQL, &[&missing]).await? {
+                let key: (i64, String) = (row.try_get(0)?, row.try_get(1)?);
+                fetched.push((
+                    key,
+                    row.try_get::<_, Option<String>>(2)?.unwrap_or_default(),
+                ));
+            }
+        }
+        {
+            let mut texts = self.view_texts.lock().unwrap_or_else(|p| p.into_inner());
+            texts.extend(fetched);
+            let mut kept = HashMap::new();
+            for (schema, name, key) in views {
+                // A view redefined between the two queries: judged without
+                // its text (not read-only) until the next refresh.
+                let definition = texts.get(&key).cloned().unwrap_or_default();
+                content.views.push(ViewDefinition {
+                    schema,
+                    name,
+                    definition,
+                });
+                if let Some(t) = texts.remove(&key) {
+                    kept.insert(key, t);
+                }
+            }
+            *texts = kept;
         }
         for row in client.query(SETTINGS_SQL, &[]).await? {
             content.session_settings.push(row.try_get(0)?);
@@ -778,7 +823,13 @@ fn derive(
     let views: Vec<(String, String, Arc<Option<Body>>)> = views
         .into_iter()
         .map(|v| {
-            let body = parse(&v.definition, false);
+            // No definition (the view changed under the refresh): not
+            // read-only until the next one.
+            let body = if v.definition.trim().is_empty() {
+                Arc::new(None)
+            } else {
+                parse(&v.definition, false)
+            };
             (v.schema, v.name, body)
         })
         .collect();
@@ -1093,6 +1144,7 @@ mod tests {
                 view("over_ul", " SELECT a FROM app.ul;"),
                 view("setting", " SELECT current_setting('port') AS p;"),
                 view("session", " SELECT current_setting('search_path') AS p;"),
+                view("unknown", ""),
             ],
             session_settings: vec!["search_path".into()],
             ..Default::default()
@@ -1118,6 +1170,7 @@ mod tests {
             Some(Some(reason::SERVER_LOCAL))
         );
         assert_eq!(snap.relation(Some("app"), "session"), None);
+        assert_eq!(snap.relation(Some("app"), "unknown"), Some(None));
         assert_eq!(snap.relation(Some("other"), "act"), None);
         // Derived: the built-in list is no longer used.
         assert_eq!(snap.relation(None, "pg_locks"), None);
