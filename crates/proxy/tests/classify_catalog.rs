@@ -12,8 +12,8 @@ use std::time::Duration;
 
 use anyhow::Context;
 use pgha_proxy::classify::{
-    builtin_server_local_views, builtin_session_settings, reason, Classifier, FunctionCatalog,
-    Volatility,
+    allowed_builtins, builtin_server_local_views, builtin_session_settings, reason, Classifier,
+    FunctionCatalog, Volatility,
 };
 use pgha_testkit::pg::{PgServer, SUPERUSER_PASSWORD};
 
@@ -276,6 +276,59 @@ async fn catalogue_and_standby_agree_with_the_classifier() -> anyhow::Result<()>
             catalog.volatility(schema, name),
             Some(want),
             "{schema}.{name}"
+        );
+    }
+
+    // The allow list against pg_proc: statistics and activity functions are
+    // parallel-restricted, and a volatile function may read anything; every
+    // allowed name that is either was reviewed and is listed here with why.
+    let allowed: Vec<String> = allowed_builtins().iter().map(|s| s.to_string()).collect();
+    let audit = client
+        .query(
+            "SELECT p.proname::text, bool_or(p.proparallel <> 's'), bool_or(p.provolatile = 'v') \
+             FROM pg_catalog.pg_proc p \
+             WHERE p.pronamespace = 'pg_catalog'::regnamespace AND p.proname = ANY($1) \
+             GROUP BY 1 ORDER BY 1",
+            &[&allowed],
+        )
+        .await?;
+    // age(xid): the latest xid (Known limits); current_query,
+    // pg_trigger_depth, random: the session's own; current_schema(s),
+    // pg_my_temp_schema: only a temporary schema differs, and it pins the
+    // session; pg_get_viewdef: the catalogue.
+    const RESTRICTED_OK: &[&str] = &[
+        "age",
+        "current_query",
+        "current_schema",
+        "current_schemas",
+        "pg_get_viewdef",
+        "pg_my_temp_schema",
+        "pg_trigger_depth",
+        "random",
+    ];
+    // Clocks, randomness and sleeping; the partition tree is the catalogue.
+    const VOLATILE_OK: &[&str] = &[
+        "clock_timestamp",
+        "timeofday",
+        "gen_random_uuid",
+        "random",
+        "pg_sleep",
+        "pg_sleep_for",
+        "pg_sleep_until",
+        "current_query",
+        "pg_partition_ancestors",
+        "pg_partition_tree",
+    ];
+    for row in audit {
+        let name: String = row.get(0);
+        let (restricted, volatile): (bool, bool) = (row.get(1), row.get(2));
+        assert!(
+            !restricted || RESTRICTED_OK.contains(&name.as_str()),
+            "allowed built-in {name} is not parallel-safe: review it"
+        );
+        assert!(
+            !volatile || VOLATILE_OK.contains(&name.as_str()),
+            "allowed built-in {name} is VOLATILE: review it"
         );
     }
 

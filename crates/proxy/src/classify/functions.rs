@@ -427,6 +427,12 @@ const ALLOW: &[&str] = &[
     "pg_my_temp_schema", "pg_is_other_temp_schema",
 ];
 
+/// The built-ins allowed on a standby (for the audit against `pg_proc` in
+/// `tests/classify_catalog.rs`).
+pub fn allowed_builtins() -> &'static [&'static str] {
+    ALLOW
+}
+
 fn allow_list() -> &'static HashSet<&'static str> {
     static SET: OnceLock<HashSet<&'static str>> = OnceLock::new();
     SET.get_or_init(|| ALLOW.iter().copied().collect())

@@ -27,8 +27,9 @@ use std::collections::HashSet;
 use std::sync::{Arc, RwLock};
 
 pub use functions::{
-    builtin_server_local_views, builtin_session_settings, CatalogContent, CatalogRelation,
-    FunctionCatalog, RelationKind, SqlBody, UserFunction, ViewDefinition, Volatility,
+    allowed_builtins, builtin_server_local_views, builtin_session_settings, CatalogContent,
+    CatalogRelation, FunctionCatalog, RelationKind, SqlBody, UserFunction, ViewDefinition,
+    Volatility,
 };
 pub use startup::startup_options_serializable;
 
