@@ -130,7 +130,7 @@ mod tests {
             tx: TxEffect::None,
             session: Vec::new(),
             chain: false,
-            standby_in_tx: false,
+            standby_in_tx: true,
             primary_reason: None,
             serializable: false,
         })
