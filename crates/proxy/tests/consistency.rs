@@ -146,12 +146,18 @@ async fn a_sessions_reads_never_go_back_in_time() -> anyhow::Result<()> {
         )
         .await?;
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        // The highest value an update has acknowledged so far.
+        let acked = std::sync::Arc::new(std::sync::atomic::AtomicI64::new(0));
         let bumping = {
-            let stop = stop.clone();
+            let (stop, acked) = (stop.clone(), acked.clone());
             tokio::spawn(async move {
                 let mut n = 0u64;
                 while !stop.load(Ordering::Relaxed) && n < 100_000 {
-                    bumper.execute("UPDATE counter SET v = v + 1", &[]).await?;
+                    let v: i64 = bumper
+                        .query_one("UPDATE counter SET v = v + 1 RETURNING v", &[])
+                        .await?
+                        .get(0);
+                    acked.store(v, Ordering::SeqCst);
                     n += 1;
                 }
                 anyhow::Ok(())
@@ -161,7 +167,10 @@ async fn a_sessions_reads_never_go_back_in_time() -> anyhow::Result<()> {
         let (_, s0) = served(&c);
         let mut last = 0i64;
         let mut backwards = Vec::new();
+        let mut missed = Vec::new();
+        let mut in_flight = 0;
         for i in 0..300 {
+            let floor = acked.load(Ordering::SeqCst);
             let v: i64 = if i % 2 == 0 {
                 // A read inside a read-write transaction: the primary.
                 let tx = reader.transaction().await?;
@@ -171,17 +180,34 @@ async fn a_sessions_reads_never_go_back_in_time() -> anyhow::Result<()> {
             } else {
                 reader.query_one("SELECT v FROM counter", &[]).await?.get(0)
             };
+            if mode == "linearizable" && v < floor {
+                missed.push((i, floor, v));
+            }
             if v < last {
-                backwards.push((i, last, v));
+                // The one way back that is PostgreSQL's own: a standby can
+                // show a commit before the primary's transaction has finished
+                // (it replays the commit record while the primary still waits
+                // to end it, see docs/routing.md). Such a value was never
+                // acknowledged when this read began; anything else is a bug.
+                if last > floor {
+                    in_flight += 1;
+                } else {
+                    backwards.push((i, last, v));
+                }
             }
             last = v;
         }
         stop.store(true, Ordering::Relaxed);
         bumping.await??;
         assert!(
-            backwards.is_empty(),
-            "{mode}: reads went back in time (round, before, after): {backwards:?}"
+            missed.is_empty(),
+            "{mode}: reads missed acknowledged updates (round, acknowledged, read): {missed:?}"
         );
+        assert!(
+            backwards.is_empty(),
+            "{mode}: reads went back past an acknowledged value (round, before, after): {backwards:?}"
+        );
+        eprintln!("{mode}: {in_flight} of 300 reads went back past a value not acknowledged yet");
         let (_, s1) = served(&c);
         assert!(
             s1 - s0 >= 150,
@@ -351,7 +377,7 @@ async fn serializable_runs_on_the_primary_however_it_was_set() -> anyhow::Result
     // Another role keeps its reads on the standby.
     let dave = connect(c.rw(), "dave", "dave-pw").await?;
     let (_, s0) = served(&c);
-    dave.query_one("SELECT count(*) FROM t", &[]).await?;
+    dave.simple_query("SELECT count(*) FROM t").await?;
     assert_eq!(served(&c).1, s0 + 1, "dave's read is served by the standby");
     Ok(())
 }
@@ -407,30 +433,33 @@ async fn a_read_only_transaction_that_needs_the_primary_never_diverges() -> anyh
 
     // After a read on the standby, a statement that needs the primary is
     // refused with an error that names the cause; the transaction is then
-    // aborted as after any error, and the session goes on.
-    a.batch_execute("BEGIN READ ONLY").await?;
+    // aborted as after any error, and the session goes on. (A new session:
+    // `a` is pinned to the primary by now, by its session-level lock,
+    // LISTEN and WITH HOLD cursor.)
+    let b = connect(c.rw(), "alice", ALICE_PW).await?;
+    b.batch_execute("BEGIN READ ONLY").await?;
     let (_, s0) = served(&c);
-    a.query_one("SELECT count(*) FROM t", &[]).await?;
+    b.simple_query("SELECT count(*) FROM t").await?;
     assert_eq!(served(&c).1, s0 + 1, "the first read runs on the standby");
-    let e = a
+    let e = b
         .query_one("SELECT pg_advisory_lock(2)", &[])
         .await
         .expect_err("an advisory lock after a standby read is refused");
     let db = e.as_db_error().expect("a server error");
     assert_eq!(db.code().code(), "0A000");
     assert!(db.message().contains("advisory lock"), "{}", db.message());
-    let e = a
+    let e = b
         .query_one("SELECT 1", &[])
         .await
         .expect_err("the transaction is aborted");
     assert_eq!(e.as_db_error().map(|d| d.code().code()), Some("25P02"));
-    a.batch_execute("ROLLBACK").await?;
+    b.batch_execute("ROLLBACK").await?;
     let got: bool = other
         .query_one("SELECT pg_try_advisory_lock(2)", &[])
         .await?
         .get(0);
     assert!(got, "the refused lock was never taken anywhere");
-    assert_eq!(a.query_one("SELECT 1", &[]).await?.get::<_, i32>(0), 1);
+    assert_eq!(b.query_one("SELECT 1", &[]).await?.get::<_, i32>(0), 1);
     Ok(())
 }
 

@@ -96,9 +96,9 @@ fn parse_run(name: &str, sql: &str) -> Vec<F> {
     v
 }
 
-const READ: &str = "SELECT pg_is_in_recovery()::text";
+const READ: &str = "SELECT current_setting('pgha_test.standby')";
 
-/// Waits until statement `name` (returning `pg_is_in_recovery()::text`)
+/// Waits until statement `name` (returning `current_setting('pgha_test.standby')`)
 /// runs on the standby: the proxy has then prepared it there.
 async fn on_standby(raw: Raw, name: &str) -> anyhow::Result<Raw> {
     let raw = tokio::sync::Mutex::new(raw);

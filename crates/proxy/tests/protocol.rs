@@ -125,7 +125,7 @@ async fn first_value(raw: &mut Raw, msgs: &[F]) -> anyhow::Result<Option<String>
     }
 }
 
-/// Waits until `unit` (a statement returning `pg_is_in_recovery()::text`)
+/// Waits until `unit` (a statement returning `current_setting('pgha_test.standby')`)
 /// runs on the standby.
 async fn standby_serves(
     raw: Raw,
@@ -179,9 +179,9 @@ async fn reparsed_statement_routes_by_its_new_text() -> anyhow::Result<()> {
         },
         F::Sync,
     ];
-    let read = "SELECT pg_is_in_recovery()::text";
+    let read = "SELECT current_setting('pgha_test.standby')";
     let write = "WITH w AS (INSERT INTO t (v) VALUES (1) RETURNING v) \
-                 SELECT pg_is_in_recovery()::text FROM w";
+                 SELECT current_setting('pgha_test.standby') FROM w";
 
     let mut first = vec![parse(read)];
     first.extend(run());

@@ -77,7 +77,7 @@ async fn routes_per_transaction_and_follows_session_state() -> anyhow::Result<()
         .await?;
     let on_standby = client
         .query_one(
-            "SELECT current_setting('application_name'), pg_is_in_recovery()",
+            "SELECT current_setting('application_name'), current_setting('pgha_test.standby')::bool",
             &[],
         )
         .await?;
@@ -85,7 +85,7 @@ async fn routes_per_transaction_and_follows_session_state() -> anyhow::Result<()
     client.batch_execute("BEGIN").await?;
     let on_primary = client
         .query_one(
-            "SELECT current_setting('application_name'), pg_is_in_recovery()",
+            "SELECT current_setting('application_name'), current_setting('pgha_test.standby')::bool",
             &[],
         )
         .await?;
@@ -95,7 +95,7 @@ async fn routes_per_transaction_and_follows_session_state() -> anyhow::Result<()
 
     // A named prepared statement used outside and inside a transaction.
     let st = client
-        .prepare("SELECT pg_is_in_recovery(), $1::int + 1")
+        .prepare("SELECT current_setting('pgha_test.standby')::bool, $1::int + 1")
         .await?;
     for i in 0..10i32 {
         let row = client.query_one(&st, &[&i]).await?;
@@ -132,7 +132,7 @@ async fn reads_see_own_writes() -> anyhow::Result<()> {
         .prepare("INSERT INTO t (v) VALUES ($1) RETURNING id")
         .await?;
     let read = client
-        .prepare("SELECT count(*), pg_is_in_recovery() FROM t WHERE id = $1")
+        .prepare("SELECT count(*), current_setting('pgha_test.standby')::bool FROM t WHERE id = $1")
         .await?;
     let mut on_standby = 0;
     for i in 0..500i32 {

@@ -40,8 +40,32 @@ const TABLE: &[(&[&str], On)] = &[
     (&["SELECT (SELECT max(v) FROM t)"], Standby),
     (&["WITH r AS (SELECT 1) SELECT * FROM r"], Standby),
     (&["SELECT generate_series(1, 3)"], Standby),
-    (&["SELECT count(*) FROM pg_stat_activity"], Standby),
-    (&["SELECT pg_is_in_recovery()"], Standby),
+    // Server-local state is the primary's (issue 13).
+    (&["SELECT count(*) FROM pg_stat_activity"], Primary),
+    (&["SELECT pg_is_in_recovery()"], Primary),
+    (&["SELECT gid FROM pg_prepared_xacts"], Primary),
+    (&["SHOW transaction_read_only"], Primary),
+    // Serializable runs on the primary.
+    (
+        &[
+            "BEGIN ISOLATION LEVEL SERIALIZABLE READ ONLY DEFERRABLE",
+            "SELECT 1",
+        ],
+        Primary,
+    ),
+    (
+        &[
+            "SET default_transaction_isolation = serializable",
+            "SELECT 1 FROM t",
+        ],
+        Primary,
+    ),
+    // A read-only transaction whose first statement needs the primary.
+    (
+        &["BEGIN READ ONLY", "SELECT pg_try_advisory_xact_lock(7)"],
+        Primary,
+    ),
+    (&["BEGIN READ ONLY", "SELECT txid_current()"], Primary),
     (&["SELECT 1; SELECT 2"], Standby),
     (&["SELECT f_stable()"], Standby),
     (&["SELECT f_immutable(1)"], Standby),

@@ -18,7 +18,7 @@ async fn standby_work_mem(c: &tokio_postgres::Client) -> anyhow::Result<String> 
         Duration::from_secs(20),
         || async move {
             let rows = c
-                .simple_query("SELECT current_setting('work_mem'), pg_is_in_recovery()")
+                .simple_query("SELECT current_setting('work_mem'), current_setting('pgha_test.standby')::bool")
                 .await
                 .ok()?;
             rows.iter().find_map(|m| match m {

@@ -180,12 +180,17 @@ impl PgServer {
 
     /// Starts `postgres` and waits until it accepts connections.
     fn launch(&mut self) -> anyhow::Result<()> {
-        // A custom setting that names the server, for tests that must tell
-        // which server answered a read (a proxy sends anything that reads
-        // server state, `inet_server_port()` included, to the primary).
+        // Custom settings that name the server (`pgha_test.port`) and say
+        // whether it is a standby (`pgha_test.standby`), for tests that must
+        // tell which server answered a read: a proxy sends anything that
+        // reads server state, `inet_server_port()` and `pg_is_in_recovery()`
+        // included, to the primary.
         append(
             &self.data_dir.join("postgresql.conf"),
-            &format!("pgha_test.port = '{}'\n", self.port),
+            &format!(
+                "pgha_test.port = '{}'\npgha_test.standby = {}\n",
+                self.port, self.standby
+            ),
         )?;
         let log =
             std::fs::File::create(self.dir.join("postgres.log")).context("create server log")?;

@@ -65,9 +65,17 @@ pub async fn start(with_standby: bool, extra: &str) -> anyhow::Result<Cluster> {
     let dir = tempfile::tempdir()?;
     let pwfile = dir.path().join("monitor.pw");
     std::fs::write(&pwfile, "monitor-pw\n")?;
+    // A read that may go to a standby waits for it (the read barrier)
+    // rather than falling back to the primary after the default 50ms: tests
+    // that assert where a read ran must not depend on the machine's speed.
+    let wait = if extra.contains("read_wait_timeout") {
+        ""
+    } else {
+        "read_wait_timeout = \"20s\"\n"
+    };
     let toml = format!(
         "listen_rw = \"127.0.0.1:0\"\nlisten_ro = \"127.0.0.1:0\"\nlisten_primary = \"127.0.0.1:0\"\n\
-         monitor_password_file = {:?}\nmonitor_interval = \"20ms\"\nprimary_wait_timeout = \"10s\"\n{extra}\n\
+         monitor_password_file = {:?}\nmonitor_interval = \"20ms\"\nprimary_wait_timeout = \"10s\"\n{wait}{extra}\n\
          [topology]\nkind = \"static\"\n",
         pwfile.display().to_string()
     );
