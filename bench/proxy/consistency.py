@@ -20,7 +20,9 @@ count. Counted by the benchmark itself:
 Run (release build of pgha first; asyncpg from the driver venv the tests use):
 
   cargo build --release -p pgha-cli
-  /opt/pgha-test-drivers/venv/bin/python bench/proxy/consistency.py --clients 8,32 --duration 10 --rounds 2
+  /opt/pgha-test-drivers/venv/bin/python bench/proxy/consistency.py --clients 8,32 --duration 8 --rounds 3
+
+(`--render RESULT.json` prints the table of an earlier run.)
 
 Writes bench/results/consistency-<date>-<HHMM>.json and prints a Markdown
 table for docs/BENCHMARKS.md.
@@ -45,7 +47,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 import asyncpg  # noqa: E402
 from pgcluster import DevCluster, free_port  # noqa: E402
-from stats import percentile  # noqa: E402
+from stats import median, percentile  # noqa: E402
 
 DB = "bench"
 KEYS = 1000
@@ -58,10 +60,11 @@ def parse_args():
     p.add_argument("--pgha-bin", default=os.path.join(root, "target", "release", "pgha"))
     p.add_argument("--clients", default="8,32")
     p.add_argument("--duration", type=float, default=10.0, help="seconds per run")
-    p.add_argument("--rounds", type=int, default=2)
+    p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--write-share", type=float, default=0.10)
     p.add_argument("--targets", default="direct," + ",".join("pgha-" + m for m in MODES))
     p.add_argument("--out", default=os.path.join(root, "bench", "results"))
+    p.add_argument("--render", help="print the table of a result file and exit")
     return p.parse_args()
 
 
@@ -109,7 +112,7 @@ def node_commits(cluster):
     out = {}
     for name, port in cluster.member_ports().items():
         out[name] = int(cluster.psql(
-            port, f"SELECT xact_commit FROM pg_stat_database WHERE datname = '{DB}'"))
+            port, f"SELECT coalesce(sum(xact_commit), 0) FROM pg_stat_database WHERE datname = '{DB}'"))
     return out
 
 
@@ -164,6 +167,10 @@ async def run_one(port, password, clients, duration, write_share, seed):
 
 def main():
     args = parse_args()
+    if args.render:
+        with open(args.render) as f:
+            print(render(json.load(f)["results"]))
+        return
     clients = [int(c) for c in args.clients.split(",")]
     targets = args.targets.split(",")
     cluster = DevCluster(args.pgha_bin, members=3)
@@ -180,7 +187,10 @@ def main():
                 proxies[t] = ModeProxy(cluster, t[len("pgha-"):])
         for rnd in range(args.rounds):
             for c in clients:
-                for t in targets:
+                # Rotated each round, so a drift in machine load hits every
+                # target alike.
+                shift = rnd % len(targets)
+                for t in targets[shift:] + targets[:shift]:
                     port = primary if t == "direct" else proxies[t].port
                     before = node_commits(cluster)
                     r = asyncio.run(run_one(port, cluster.admin_password, c, args.duration,
@@ -206,16 +216,24 @@ def main():
 
 
 def render(results):
-    rows = ["| target | clients | ops/s | read p50 / p99 ms | write p50 / p99 ms | reads on standbys | stale reads |",
+    rows = ["| target | clients | ops/s | read p50 / p99 ms | write p50 / p99 ms | reads on standbys | stale reads (all rounds) |",
             "|---|---:|---:|---:|---:|---:|---:|"]
     keys = sorted({(r["target"], r["clients"]) for r in results}, key=lambda k: (k[1], k[0]))
     for t, c in keys:
         rs = [r for r in results if r["target"] == t and r["clients"] == c]
-        med = lambda f: sorted(r[f] for r in rs)[len(rs) // 2]  # noqa: E731
+        def med(f, fmt="{:.2f}"):
+            v = sorted(r[f] for r in rs if r[f] is not None)
+            if not v:
+                return "-"
+            m = median(v)
+            if len(v) == 1:
+                return fmt.format(m)
+            return f"{fmt.format(m)} ({fmt.format(v[0])}-{fmt.format(v[-1])})"
+        share = median([r["standby_read_share"] for r in rs])
         rows.append(
-            f"| {t} | {c} | {med('ops_per_s'):.0f} | {med('read_p50_ms')} / {med('read_p99_ms')} | "
+            f"| {t} | {c} | {med('ops_per_s', '{:.0f}')} | {med('read_p50_ms')} / {med('read_p99_ms')} | "
             f"{med('write_p50_ms')} / {med('write_p99_ms')} | "
-            f"{100 * med('standby_read_share'):.0f} % | {sum(r['stale_reads'] for r in rs)} |")
+            f"{100 * share:.0f} % | {sum(r['stale_reads'] for r in rs)} of {sum(r['reads'] for r in rs)} |")
     return "\n".join(rows)
 
 

@@ -12,9 +12,13 @@
 //! next round ([`NodeStats::fresh`]): the poller starts one at once, and
 //! every caller that asked before that round started shares its answer, so
 //! a burst of reads costs one query per node, not one per read. On a primary
-//! the position polled is `pg_current_wal_insert_lsn()`: at or past the end
-//! of every commit record inserted before the poll started, acknowledged or
-//! not.
+//! the position polled is `pg_current_wal_flush_lsn()`: at or past the end
+//! of every commit record acknowledged before the poll started (a commit is
+//! flushed before it is acknowledged, unless `synchronous_commit = off`),
+//! and never past what a standby can receive (walsenders send flushed WAL
+//! only). The insert position would include WAL of transactions still
+//! running, which no standby has until the primary flushes it: measured,
+//! reads then waited about 5 ms at the median (see docs/BENCHMARKS.md).
 //!
 //! Hazards: samples are old by up to one interval; only ever compare them in
 //! the safe direction (a standby's sampled replay LSN only understates it).
@@ -337,7 +341,7 @@ impl Monitor {
         let stats = self.stats(&node);
         let mut client: Option<(tokio_postgres::Client, tokio_postgres::Statement)> = None;
         const Q: &str = "SELECT pg_is_in_recovery(), (CASE WHEN pg_is_in_recovery() \
-            THEN pg_last_wal_replay_lsn() ELSE pg_current_wal_insert_lsn() END)::text";
+            THEN pg_last_wal_replay_lsn() ELSE pg_current_wal_flush_lsn() END)::text";
         loop {
             let round = stats.start_round();
             if client.as_ref().is_none_or(|(c, _)| c.is_closed()) {
