@@ -88,7 +88,7 @@ impl World {
         let k = self.nodes.len() as u64;
         let leader = self.dcs.holder().and_then(|h| self.index(h));
         let what = self.extra_rng.below(5);
-        let on_leader = what % 2 == 0;
+        let on_leader = what.is_multiple_of(2);
         let i = match (on_leader, leader) {
             (true, Some(l)) => l,
             (false, Some(l)) => (l + 1 + self.extra_rng.below(k - 1) as usize) % k as usize,
