@@ -56,6 +56,17 @@ pub struct ProxySettings {
     /// Standbys lagging more than this many bytes of WAL get no reads. Default: no limit.
     #[serde(default)]
     pub max_lag_bytes: Option<u64>,
+    /// What a read on a standby through the `rw` listener must see (see
+    /// docs/routing.md): `linearizable` (default: every commit acknowledged
+    /// to anyone before the read reached the proxy), `session` (the
+    /// session's own writes and everything it has read before), `any`
+    /// (whatever the standby has replayed, within `max_lag_bytes`).
+    #[serde(default)]
+    pub read_consistency: ReadConsistency,
+    /// How long a read waits for a standby to replay up to its barrier
+    /// before the primary serves it instead. Default 50ms.
+    #[serde(default = "d_50ms", with = "humantime_serde")]
+    pub read_wait_timeout: Duration,
     /// Largest client or server message, bytes. Default 1 GiB.
     #[serde(default = "d_max_msg")]
     pub max_message_bytes: usize,
@@ -77,8 +88,43 @@ pub struct ProxySettings {
     /// of CPUs.
     #[serde(default = "d_session_threads")]
     pub session_threads: usize,
+    /// From accept to the end of the client's login (SSL/GSS negotiation,
+    /// TLS handshake, startup packet, password exchange, and the first
+    /// backend login when it happens then); a client not done by then is
+    /// closed without a message, as PostgreSQL does. Default 60s, like
+    /// PostgreSQL's `authentication_timeout`.
+    #[serde(default = "d_60s", with = "humantime_serde")]
+    pub authentication_timeout: Duration,
+    /// Most client connections at once, all listeners together (a client
+    /// counts from accept until its socket closes). One more gets
+    /// PostgreSQL's `FATAL 53300 sorry, too many clients already` after its
+    /// startup packet. Default 10000.
+    #[serde(default = "d_max_clients")]
+    pub max_client_connections: usize,
+    /// Largest client message after login (its length word), bytes: the
+    /// most the proxy buffers of one client message. A longer Query, Parse,
+    /// Bind, CopyData or FunctionCall is refused when its header arrives
+    /// (`FATAL 54000`, naming this key) and the client is closed. Default
+    /// 16 MiB; at most PostgreSQL's own limit, 1073741822.
+    #[serde(default = "d_max_client_msg")]
+    pub max_client_message_bytes: usize,
     /// Where the topology comes from.
     pub topology: TopologySettings,
+}
+
+/// The guarantee a standby read on the `rw` listener gives (docs/routing.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReadConsistency {
+    /// A read sees every commit acknowledged, to any client and by any path,
+    /// before the read reached the proxy (a read barrier on the primary's
+    /// WAL position).
+    #[default]
+    Linearizable,
+    /// Read-your-writes and monotonic reads within the session.
+    Session,
+    /// No ordering: any healthy standby within `max_lag_bytes`.
+    Any,
 }
 
 /// Topology source.
@@ -176,6 +222,12 @@ impl ProxySettings {
         if self.max_startup_bytes < 64 {
             return invalid("max_startup_bytes", "must be at least 64");
         }
+        if self.read_wait_timeout > Duration::from_secs(60) {
+            return invalid(
+                "read_wait_timeout",
+                "at most 60s (a longer wait only delays reads the primary could serve)",
+            );
+        }
         if self.monitor_interval.is_zero() {
             return invalid("monitor_interval", "must be positive");
         }
@@ -185,6 +237,19 @@ impl ProxySettings {
         }
         if self.session_threads > 1024 {
             return invalid("session_threads", "at most 1024");
+        }
+        if self.authentication_timeout.is_zero() {
+            return invalid("authentication_timeout", "must be positive");
+        }
+        if self.max_client_connections == 0 {
+            return invalid("max_client_connections", "must be at least 1");
+        }
+        let pg_max = crate::codec::frontend::PG_LARGE_MESSAGE_LIMIT;
+        if self.max_client_message_bytes < 1024 || self.max_client_message_bytes > pg_max {
+            return invalid(
+                "max_client_message_bytes",
+                &format!("must be between 1024 and {pg_max} (PostgreSQL's own limit)"),
+            );
         }
         if self.tls_cert_file.is_some() != self.tls_key_file.is_some() {
             return invalid(
@@ -210,6 +275,7 @@ impl ProxySettings {
         crate::codec::Limits {
             max_message: self.max_message_bytes,
             max_startup: self.max_startup_bytes,
+            max_client_message: self.max_client_message_bytes,
         }
     }
 }
@@ -241,6 +307,9 @@ fn d_60s() -> Duration {
 fn d_100ms() -> Duration {
     Duration::from_millis(100)
 }
+fn d_50ms() -> Duration {
+    Duration::from_millis(50)
+}
 fn d_1s() -> Duration {
     Duration::from_secs(1)
 }
@@ -249,6 +318,12 @@ fn d_max_msg() -> usize {
 }
 fn d_max_startup() -> usize {
     10_000
+}
+fn d_max_clients() -> usize {
+    10_000
+}
+fn d_max_client_msg() -> usize {
+    16 << 20
 }
 fn d_session_threads() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
@@ -268,6 +343,28 @@ mod tests {
         assert_eq!(s.listen_rw, "127.0.0.1:6432");
         assert_eq!(s.connect_timeout, Duration::from_secs(5));
         assert_eq!(s.topology.initial().primary.unwrap().port, 5432);
+        assert_eq!(s.authentication_timeout, Duration::from_secs(60));
+        assert_eq!(s.max_client_connections, 10_000);
+        assert_eq!(s.max_client_message_bytes, 16 << 20);
+    }
+
+    #[test]
+    fn limits_are_validated() {
+        let base = "monitor_password_file = \"/x\"\n";
+        let topo = "[topology]\nkind = \"static\"\n";
+        for (line, key) in [
+            ("authentication_timeout = \"0s\"", "authentication_timeout"),
+            ("max_client_connections = 0", "max_client_connections"),
+            ("max_client_message_bytes = 100", "max_client_message_bytes"),
+            (
+                "max_client_message_bytes = 1073741823",
+                "max_client_message_bytes",
+            ),
+        ] {
+            let s: ProxySettings = toml::from_str(&format!("{base}{line}\n{topo}")).unwrap();
+            let e = s.validate().unwrap_err().to_string();
+            assert!(e.contains(key), "{line}: {e}");
+        }
     }
 
     #[test]

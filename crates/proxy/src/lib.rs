@@ -7,7 +7,10 @@
 //! * [`monitor`] — node health and WAL positions, role lookup.
 //! * [`backend`] — opening an authenticated backend connection as the client.
 //! * [`bufio`] — socket reads without per-connection read buffers.
+//! * [`routing`] — the routing decision (pure): where a unit of client work runs.
 //! * [`session`] — one client: routing, session state, failover handling.
+//! * [`shared`] — what every session shares (settings, cancel registry, listener kinds).
+//! * [`login_cache`] — recent backend logins, to answer equivalent logins without a backend.
 //! * [`server`] — listeners and the entry point [`Proxy::start`].
 //! * [`tls`] — TLS towards clients (rustls), plain-or-TLS client stream.
 //! * [`config`] — `ProxySettings` (`proxy.toml`).
@@ -21,9 +24,12 @@ pub mod bufio;
 pub mod classify;
 pub mod codec;
 pub mod config;
+pub mod login_cache;
 pub mod monitor;
+pub mod routing;
 pub mod server;
 pub mod session;
+pub mod shared;
 pub mod tls;
 pub mod topology;
 

@@ -7,6 +7,15 @@
 //! taken by a poll that started after a commit finished is at or past that
 //! commit's LSN, which is what read-your-writes relies on.
 //!
+//! A caller that needs a sample taken *after* some moment (the read barrier
+//! of `read_consistency = linearizable`, see docs/routing.md) asks for the
+//! next round ([`NodeStats::fresh`]): the poller starts one at once, and
+//! every caller that asked before that round started shares its answer, so
+//! a burst of reads costs one query per node, not one per read. On a primary
+//! the position polled is `pg_current_wal_insert_lsn()`: at or past the end
+//! of every commit record inserted before the poll started, acknowledged or
+//! not.
+//!
 //! Hazards: samples are old by up to one interval; only ever compare them in
 //! the safe direction (a standby's sampled replay LSN only understates it).
 
@@ -18,7 +27,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
-use tokio::sync::watch;
+use tokio::sync::{watch, Notify};
 use tokio::task::JoinHandle;
 
 pub use pgha_core::Lsn;
@@ -41,6 +50,25 @@ pub struct NodeStats {
     pub outstanding: AtomicUsize,
     /// Client units sent to this node so far (metrics, routing tests).
     pub served: std::sync::atomic::AtomicU64,
+    /// Poll rounds: the last one started, the latest one a caller waits for.
+    rounds: Mutex<Rounds>,
+    /// Wakes the poller when a caller wants a round.
+    wake: Notify,
+    /// The last finished round.
+    done: watch::Sender<Round>,
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+struct Rounds {
+    started: u64,
+    wanted: u64,
+}
+
+/// A finished poll round: `status` is `None` when the poll failed.
+#[derive(Debug, Clone, Copy, Default)]
+struct Round {
+    number: u64,
+    status: Option<NodeStatus>,
 }
 
 impl NodeStats {
@@ -53,6 +81,9 @@ impl NodeStats {
             }),
             outstanding: AtomicUsize::new(0),
             served: std::sync::atomic::AtomicU64::new(0),
+            rounds: Mutex::new(Rounds::default()),
+            wake: Notify::new(),
+            done: watch::channel(Round::default()).0,
         }
     }
 
@@ -62,6 +93,66 @@ impl NodeStats {
 
     fn set(&self, s: NodeStatus) {
         *self.status.lock().unwrap_or_else(|e| e.into_inner()) = s;
+    }
+
+    /// A status from a poll that started after this call: joins the next
+    /// round (started at once when the poller is idle; shared with every
+    /// caller that asked before it started). `None` when that poll failed,
+    /// no poller serves this node, or `deadline` passed first.
+    pub async fn fresh(&self, deadline: Instant) -> Option<NodeStatus> {
+        let mut done = self.done.subscribe();
+        let mine = {
+            let mut r = self.rounds.lock().unwrap_or_else(|e| e.into_inner());
+            let mine = r.started + 1;
+            r.wanted = r.wanted.max(mine);
+            mine
+        };
+        self.wake.notify_one();
+        let wait = async {
+            done.wait_for(|d| d.number >= mine)
+                .await
+                .ok()
+                .and_then(|d| d.status)
+        };
+        tokio::time::timeout_at(deadline.into(), wait)
+            .await
+            .ok()
+            .flatten()
+    }
+
+    /// Waits until a poll shows this standby's replay position at or past
+    /// `target` (true), the poll fails or shows it out of recovery, or
+    /// `deadline` passes (false). The last sample is tried first: a replay
+    /// position only grows, so any sample at or past `target` proves it.
+    pub async fn replayed(&self, target: Lsn, deadline: Instant) -> bool {
+        let last = self.status();
+        if last.ok_started.is_some() && last.in_recovery && last.lsn >= target {
+            return true;
+        }
+        loop {
+            match self.fresh(deadline).await {
+                Some(s) if s.in_recovery && s.lsn >= target => return true,
+                Some(s) if s.in_recovery && Instant::now() < deadline => continue,
+                _ => return false,
+            }
+        }
+    }
+
+    /// Starts a round; returns its number.
+    fn start_round(&self) -> u64 {
+        let mut r = self.rounds.lock().unwrap_or_else(|e| e.into_inner());
+        r.started += 1;
+        r.started
+    }
+
+    /// A caller waits for a round not started yet.
+    fn round_wanted(&self) -> bool {
+        let r = self.rounds.lock().unwrap_or_else(|e| e.into_inner());
+        r.wanted > r.started
+    }
+
+    fn finish_round(&self, number: u64, status: Option<NodeStatus>) {
+        self.done.send_replace(Round { number, status });
     }
 }
 
@@ -240,34 +331,46 @@ impl Monitor {
         }
     }
 
+    /// Polls `node` every `interval`, and at once whenever a caller of
+    /// [`NodeStats::fresh`] waits for a round.
     async fn poll_node(self: Arc<Self>, node: Node) {
         let stats = self.stats(&node);
-        let mut client: Option<tokio_postgres::Client> = None;
+        let mut client: Option<(tokio_postgres::Client, tokio_postgres::Statement)> = None;
         const Q: &str = "SELECT pg_is_in_recovery(), (CASE WHEN pg_is_in_recovery() \
-            THEN pg_last_wal_replay_lsn() ELSE pg_current_wal_lsn() END)::text";
+            THEN pg_last_wal_replay_lsn() ELSE pg_current_wal_insert_lsn() END)::text";
         loop {
-            if client.as_ref().is_none_or(|c| c.is_closed()) {
+            let round = stats.start_round();
+            if client.as_ref().is_none_or(|(c, _)| c.is_closed()) {
                 client = match self.connect(&node, &self.database).await {
-                    Ok(c) => Some(c),
+                    Ok(c) => match c.prepare(Q).await {
+                        Ok(q) => Some((c, q)),
+                        Err(e) => {
+                            tracing::debug!(node = %node.name, "monitor prepare failed: {e:#}");
+                            None
+                        }
+                    },
                     Err(e) => {
                         tracing::debug!(node = %node.name, "monitor connect failed: {e:#}");
                         None
                     }
                 };
             }
-            if let Some(c) = &client {
-                let started = Instant::now();
-                let res = tokio::time::timeout(self.connect_timeout, c.query_one(Q, &[])).await;
+            let started = Instant::now();
+            let mut result = None;
+            if let Some((c, q)) = &client {
+                let res = tokio::time::timeout(self.connect_timeout, c.query_one(q, &[])).await;
                 match res {
                     Ok(Ok(row)) => {
                         let in_recovery: bool = row.get(0);
                         let lsn: Option<String> = row.get(1);
                         let lsn = lsn.and_then(|s| s.parse::<Lsn>().ok()).unwrap_or(Lsn::ZERO);
-                        stats.set(NodeStatus {
+                        let status = NodeStatus {
                             ok_started: Some(started),
                             in_recovery,
                             lsn,
-                        });
+                        };
+                        stats.set(status);
+                        result = Some(status);
                     }
                     Ok(Err(e)) => {
                         tracing::debug!(node = %node.name, "monitor poll failed: {e:#}");
@@ -276,7 +379,25 @@ impl Monitor {
                     Err(_) => client = None,
                 }
             }
-            tokio::time::sleep(self.interval).await;
+            stats.finish_round(round, result);
+            // The next round: after `interval`, or at once when a caller
+            // waits for one (a failed connection retries after `interval`
+            // at the earliest, so callers fail fast instead of spinning).
+            let next = started + self.interval;
+            if client.is_none() {
+                tokio::time::sleep_until(next.into()).await;
+                continue;
+            }
+            let _ = tokio::time::timeout_at(next.into(), async {
+                loop {
+                    let woken = stats.wake.notified();
+                    if stats.round_wanted() {
+                        return;
+                    }
+                    woken.await;
+                }
+            })
+            .await;
         }
     }
 

@@ -14,97 +14,17 @@
 //! Hazard: one task per client; a panic in a session ends that client only.
 
 use crate::classify::{Classifier, FunctionCatalog};
-use crate::codec::Limits;
 use crate::config::{ProxySettings, Secret};
 use crate::monitor::Monitor;
 use crate::session;
-use crate::topology::{Node, Topology};
+pub use crate::shared::{CancelTargets, ClientSlot, ListenerKind, Shared};
+use crate::topology::Topology;
 use rand::RngCore;
-use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
-
-/// Which listener a client came in through.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum ListenerKind {
-    /// Read/write splitting.
-    Rw,
-    /// Standbys, primary as fallback.
-    Ro,
-    /// Always the primary.
-    Primary,
-}
-
-impl ListenerKind {
-    pub fn name(self) -> &'static str {
-        match self {
-            ListenerKind::Rw => "rw",
-            ListenerKind::Ro => "ro",
-            ListenerKind::Primary => "primary",
-        }
-    }
-}
-
-/// Where a session's queries may be running: `(node, backend pid, key)`.
-pub type CancelTargets = Mutex<Vec<(Node, i32, i32)>>;
-
-/// Everything sessions share.
-pub struct Shared {
-    pub settings: ProxySettings,
-    pub limits: Limits,
-    pub classifier: Arc<Classifier>,
-    pub monitor: Arc<Monitor>,
-    pub topology: watch::Receiver<Topology>,
-    /// Secret for mock SCRAM salts of unknown roles.
-    pub mock_key: [u8; 32],
-    /// TLS towards clients, when `tls_cert_file`/`tls_key_file` are set.
-    pub tls: Option<crate::tls::TlsAcceptor>,
-    /// Recent backend logins, to answer equivalent logins without a backend.
-    pub logins: session::login_cache::LoginCache,
-    cancels: Mutex<HashMap<(i32, i32), Arc<CancelTargets>>>,
-}
-
-impl Shared {
-    /// Registers a new session; returns its (pid, key) for BackendKeyData.
-    pub fn register_cancel(&self, targets: Arc<CancelTargets>) -> (i32, i32) {
-        let mut map = self.cancels.lock().unwrap_or_else(|e| e.into_inner());
-        let mut rng = rand::thread_rng();
-        loop {
-            let pid = (rng.next_u32() & 0x3fff_ffff) as i32 + 1;
-            let key = rng.next_u32() as i32;
-            if let std::collections::hash_map::Entry::Vacant(v) = map.entry((pid, key)) {
-                v.insert(targets);
-                return (pid, key);
-            }
-        }
-    }
-
-    pub fn unregister_cancel(&self, id: (i32, i32)) {
-        self.cancels
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&id);
-    }
-
-    /// Forwards a client's CancelRequest to the backends of that session.
-    pub async fn cancel(&self, pid: i32, key: i32) {
-        let targets = {
-            let map = self.cancels.lock().unwrap_or_else(|e| e.into_inner());
-            match map.get(&(pid, key)) {
-                Some(t) => t.lock().unwrap_or_else(|e| e.into_inner()).clone(),
-                None => return,
-            }
-        };
-        for (node, bpid, bkey) in targets {
-            if let Err(e) = crate::backend::send_cancel(&node, bpid, bkey).await {
-                tracing::warn!(node = %node.name, "forward cancel request: {e:#}");
-            }
-        }
-    }
-}
 
 /// Why the proxy could not start.
 #[derive(Debug, thiserror::Error)]
@@ -172,17 +92,14 @@ impl Proxy {
         let mut tasks = monitor.spawn(catalog, settings.catalog_refresh);
         let mut mock_key = [0u8; 32];
         rand::thread_rng().fill_bytes(&mut mock_key);
-        let shared = Arc::new(Shared {
-            limits: settings.limits(),
-            settings: settings.clone(),
+        let shared = Arc::new(Shared::new(
+            settings.clone(),
             classifier,
             monitor,
             topology,
             mock_key,
             tls,
-            logins: Default::default(),
-            cancels: Mutex::new(HashMap::new()),
-        });
+        ));
         let workers = match settings.session_threads {
             0 => None,
             n => Some(Arc::new(Workers::start(n).map_err(StartError::Threads)?)),

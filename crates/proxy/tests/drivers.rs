@@ -1,6 +1,6 @@
 //! Real drivers through the rw listener, each running the same small
 //! workload against a primary + standby and printing what it saw: read-only
-//! transactions (which must run on the standby: `inet_server_port()`), one
+//! transactions (which must run on the standby: `current_setting('pgha_test.port')::int`), one
 //! statement executed more than five times (drivers switch to named
 //! server-side statements), a read-write transaction (on the primary), reads
 //! of its own writes, a rolled-back transaction, autocommit reads.
@@ -104,6 +104,11 @@ fn check(c: &Cluster, out: &HashMap<String, Vec<String>>) -> anyhow::Result<()> 
     all("ryw_sum", &SUM.to_string())?;
     all("rolled_back_count", "0")?;
     all("autocommit_sum", &SUM.to_string())?;
+    // A serializable read-only transaction (each driver's own way of asking
+    // for one) runs on the primary: a standby refuses serializable.
+    all("ser_port", &primary)?;
+    all("ser_count", "10")?;
+    all("ser_sum", &SUM.to_string())?;
     Ok(())
 }
 
@@ -233,7 +238,8 @@ async fn tokio_postgres_workload(
 ) -> anyhow::Result<HashMap<String, Vec<String>>> {
     let mut out: HashMap<String, Vec<String>> = HashMap::new();
     let mut put = |k: &str, v: String| out.entry(k.to_string()).or_default().push(v);
-    let select = "SELECT count(*), coalesce(sum(v), 0)::bigint, inet_server_port() \
+    let select =
+        "SELECT count(*), coalesce(sum(v), 0)::bigint, current_setting('pgha_test.port')::int \
                   FROM tp_items WHERE id > $1";
     for label in ["ro", "ryw"] {
         if label == "ryw" {
@@ -246,7 +252,7 @@ async fn tokio_postgres_workload(
             }
             let row = tx
                 .query_one(
-                    "UPDATE tp_items SET v = v + 1 WHERE id = 1 RETURNING inet_server_port()",
+                    "UPDATE tp_items SET v = v + 1 WHERE id = 1 RETURNING current_setting('pgha_test.port')::int",
                     &[],
                 )
                 .await?;
@@ -284,6 +290,18 @@ async fn tokio_postgres_workload(
         total += i64::from(client.query_one(&get, &[&i]).await?.get::<_, i32>(0));
     }
     put("autocommit_sum", total.to_string());
+    let tx = client
+        .build_transaction()
+        .isolation_level(tokio_postgres::IsolationLevel::Serializable)
+        .read_only(true)
+        .deferrable(true)
+        .start()
+        .await?;
+    let row = tx.query_one(select, &[&0i32]).await?;
+    tx.commit().await?;
+    put("ser_count", row.get::<_, i64>(0).to_string());
+    put("ser_sum", row.get::<_, i64>(1).to_string());
+    put("ser_port", row.get::<_, i32>(2).to_string());
     Ok(out)
 }
 

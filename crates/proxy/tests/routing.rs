@@ -16,22 +16,22 @@ async fn routes_per_transaction_and_follows_session_state() -> anyhow::Result<()
         "autocommit read on the standby",
         Duration::from_secs(20),
         || {
-            let client = &client;
-            async move { served_by_standby(client).await.then_some(()) }
+            let (c, client) = (&c, &client);
+            async move { served_by_standby(c, client).await.then_some(()) }
         },
     )
     .await?;
 
     client.batch_execute("BEGIN").await?;
     assert!(
-        !served_by_standby(&client).await,
+        !served_by_standby(&c, &client).await,
         "explicit transaction runs on the primary"
     );
     client.batch_execute("COMMIT").await?;
 
     client.batch_execute("BEGIN READ ONLY").await?;
     assert!(
-        served_by_standby(&client).await,
+        served_by_standby(&c, &client).await,
         "BEGIN READ ONLY runs on a standby"
     );
     client.batch_execute("COMMIT").await?;
@@ -40,13 +40,13 @@ async fn routes_per_transaction_and_follows_session_state() -> anyhow::Result<()
     client.batch_execute("BEGIN").await?;
     client.batch_execute("SET TRANSACTION READ ONLY").await?;
     assert!(
-        served_by_standby(&client).await,
+        served_by_standby(&c, &client).await,
         "BEGIN; SET TRANSACTION READ ONLY runs on a standby"
     );
     client.batch_execute("COMMIT").await?;
     client.batch_execute("START TRANSACTION").await?;
     assert!(
-        !served_by_standby(&client).await,
+        !served_by_standby(&c, &client).await,
         "BEGIN; SELECT runs on the primary"
     );
     client.batch_execute("INSERT INTO t (v) VALUES (1)").await?;
@@ -61,11 +61,11 @@ async fn routes_per_transaction_and_follows_session_state() -> anyhow::Result<()
         "read-only transaction on the standby",
         Duration::from_secs(20),
         || {
-            let c = &ro_default;
+            let (c, client) = (&c, &ro_default);
             async move {
-                c.batch_execute("BEGIN").await.ok()?;
-                let on_standby = served_by_standby(c).await;
-                c.batch_execute("COMMIT").await.ok()?;
+                client.batch_execute("BEGIN").await.ok()?;
+                let on_standby = served_by_standby(c, client).await;
+                client.batch_execute("COMMIT").await.ok()?;
                 on_standby.then_some(())
             }
         },
@@ -112,12 +112,12 @@ async fn routes_per_transaction_and_follows_session_state() -> anyhow::Result<()
 
     let ro = connect(c.ro(), "alice", ALICE_PW).await?;
     assert!(
-        served_by_standby(&ro).await,
+        served_by_standby(&c, &ro).await,
         "ro listener serves from the standby"
     );
     let primary = connect(c.primary_addr(), "alice", ALICE_PW).await?;
     assert!(
-        !served_by_standby(&primary).await,
+        !served_by_standby(&c, &primary).await,
         "primary listener serves from the primary"
     );
     Ok(())
@@ -202,8 +202,8 @@ async fn standby_refusal_is_retried_on_the_primary_and_standby_loss_is_invisible
         .await?;
     standby.wait_caught_up(&c.primary, Duration::from_secs(20))?;
     pgha_testkit::wait_until_async("reads on the standby", Duration::from_secs(20), || {
-        let client = &client;
-        async move { served_by_standby(client).await.then_some(()) }
+        let (c, client) = (&c, &client);
+        async move { served_by_standby(c, client).await.then_some(()) }
     })
     .await?;
     // Simple protocol, then extended: no error reaches the client.
@@ -223,6 +223,6 @@ async fn standby_refusal_is_retried_on_the_primary_and_standby_loss_is_invisible
         assert_eq!(row.get::<_, i64>(0), written, "read {i}: rows missing");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert!(!served_by_standby(&client).await);
+    assert!(!served_by_standby(&c, &client).await);
     Ok(())
 }

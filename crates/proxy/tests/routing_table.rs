@@ -120,8 +120,8 @@ async fn routing_table() -> anyhow::Result<()> {
     c.wait_standby_healthy().await?;
     let probe = connect(c.rw(), "alice", ALICE_PW).await?;
     pgha_testkit::wait_until_async("reads on the standby", Duration::from_secs(20), || {
-        let probe = &probe;
-        async move { served_by_standby(probe).await.then_some(()) }
+        let (c, probe) = (&c, &probe);
+        async move { served_by_standby(c, probe).await.then_some(()) }
     })
     .await?;
     // The function catalog knows the new functions.

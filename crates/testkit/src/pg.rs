@@ -124,7 +124,8 @@ impl PgServer {
         run(initdb, "initdb")?;
         let conf = "\nlisten_addresses = '127.0.0.1'\nfsync = off\nfull_page_writes = off\n\
             wal_level = replica\nmax_wal_senders = 10\nhot_standby = on\nshared_buffers = 32MB\n\
-            max_connections = 200\nwal_keep_size = 256MB\nlog_min_messages = warning\n";
+            max_connections = 200\nwal_keep_size = 256MB\nlog_min_messages = warning\n\
+            max_prepared_transactions = 10\n";
         append(&data_dir.join("postgresql.conf"), conf)?;
         let hba = "local all all trust\nhost replication all 127.0.0.1/32 trust\n\
             host all +pgha_md5_users 127.0.0.1/32 md5\nhost all all 127.0.0.1/32 scram-sha-256\n";
@@ -179,6 +180,13 @@ impl PgServer {
 
     /// Starts `postgres` and waits until it accepts connections.
     fn launch(&mut self) -> anyhow::Result<()> {
+        // A custom setting that names the server, for tests that must tell
+        // which server answered a read (a proxy sends anything that reads
+        // server state, `inet_server_port()` included, to the primary).
+        append(
+            &self.data_dir.join("postgresql.conf"),
+            &format!("pgha_test.port = '{}'\n", self.port),
+        )?;
         let log =
             std::fs::File::create(self.dir.join("postgres.log")).context("create server log")?;
         if let Some((uid, gid)) = self.ids {

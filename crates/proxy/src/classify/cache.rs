@@ -130,6 +130,9 @@ mod tests {
             tx: TxEffect::None,
             session: Vec::new(),
             chain: false,
+            standby_in_tx: true,
+            primary_reason: None,
+            serializable: false,
         })
     }
 

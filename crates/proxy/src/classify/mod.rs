@@ -14,17 +14,49 @@
 //! - Cached answers depend on the function catalogue: entries carry the
 //!   catalogue generation and are ignored once it moves on.
 
+mod builtin;
 mod cache;
 mod functions;
 mod normalize;
 mod parser;
+mod startup;
 mod stmt;
 mod walk;
 
 use std::collections::HashSet;
 use std::sync::{Arc, RwLock};
 
-pub use functions::{FunctionCatalog, UserFunction, Volatility};
+pub use functions::{
+    allowed_builtins, builtin_server_local_views, builtin_session_settings, CatalogContent,
+    CatalogRelation, FunctionCatalog, RelationKind, SqlBody, UserFunction, ViewDefinition,
+    Volatility,
+};
+pub use startup::startup_options_serializable;
+
+/// The values of [`Analysis::primary_reason`].
+pub mod reason {
+    /// Statistics, activity, replication, locks, prepared transactions,
+    /// recovery state, server settings and identity, sizes on disk: the
+    /// answer is the state of the server that runs the statement.
+    pub const SERVER_LOCAL: &str = "server-local state";
+    /// Advisory locks (session or transaction level, try variants, unlocks).
+    pub const ADVISORY_LOCK: &str = "advisory lock";
+    /// `txid_current()`, `pg_current_xact_id()` and their `_if_assigned`.
+    pub const TRANSACTION_ID: &str = "transaction id";
+    /// LISTEN, UNLISTEN, NOTIFY, `pg_notify`.
+    pub const LISTEN_NOTIFY: &str = "LISTEN/NOTIFY";
+    /// `DECLARE ... WITH HOLD`: the cursor outlives the transaction.
+    pub const WITH_HOLD: &str = "WITH HOLD cursor";
+    /// Sequence functions, or reading a sequence relation (a standby shows
+    /// a value up to 32 ahead).
+    pub const SEQUENCE: &str = "sequence";
+    /// Unlogged tables cannot be read during recovery.
+    pub const UNLOGGED: &str = "unlogged table";
+    /// A SERIALIZABLE transaction cannot run on a hot standby.
+    pub const SERIALIZABLE: &str = "serializable";
+    /// Temporary relations live on the backend that made them.
+    pub const TEMPORARY: &str = "temporary relation";
+}
 
 use cache::TextCache;
 use normalize::Shape;
@@ -46,6 +78,30 @@ pub struct Analysis {
     /// transaction with the same characteristics starts at once, on the same
     /// backend.
     pub chain: bool,
+    /// The statement may run inside a READ ONLY transaction on a hot standby and
+    /// give exactly the outcome it would inside a READ ONLY transaction on the
+    /// primary at the same WAL position: read-only statements, transaction control
+    /// (BEGIN/START/COMMIT/END/ROLLBACK/ABORT, SAVEPOINT, RELEASE, ROLLBACK TO; not
+    /// PREPARE TRANSACTION nor COMMIT/ROLLBACK PREPARED), SET LOCAL, SET TRANSACTION
+    /// (not to SERIALIZABLE), non-LOCAL SET/RESET of ordinary settings, DECLARE
+    /// without HOLD of a read-only query, FETCH, MOVE, CLOSE. False for everything
+    /// else (when in doubt, false). For several statements: every one is.
+    pub standby_in_tx: bool,
+    /// Why this statement needs the primary beyond "it may write", when that is
+    /// the reason: "server-local state" (statistics/activity/replication/locks/
+    /// prepared xacts/recovery state/settings views and functions), "advisory lock",
+    /// "transaction id", "LISTEN/NOTIFY", "WITH HOLD cursor", "sequence",
+    /// "unlogged table", "serializable"... (see [`reason`]). `None` for read-only
+    /// statements and plain writes. For several statements: "serializable" if
+    /// any, else the first statement's reason.
+    pub primary_reason: Option<&'static str>,
+    /// The text begins or sets a SERIALIZABLE transaction: BEGIN / START TRANSACTION
+    /// ISOLATION LEVEL SERIALIZABLE (any option order, last one wins as in PostgreSQL),
+    /// SET TRANSACTION ISOLATION LEVEL SERIALIZABLE, SET [LOCAL] transaction_isolation = serializable
+    /// (also `set_config('transaction_isolation', 'serializable', ...)`, and
+    /// `RESET transaction_isolation` / `SET transaction_isolation TO DEFAULT`,
+    /// whose value is the session default, unknown here).
+    pub serializable: bool,
 }
 
 /// Effect of a statement on transaction state.
@@ -96,6 +152,20 @@ impl SessionEffect {
         match self {
             SessionEffect::Set { name, statement } if name == "default_transaction_read_only" => {
                 stmt::default_read_only_value(statement)
+            }
+            _ => None,
+        }
+    }
+
+    /// For a `Set` of `default_transaction_isolation` (`SET
+    /// default_transaction_isolation`, `SET SESSION CHARACTERISTICS AS
+    /// TRANSACTION ISOLATION LEVEL ...`, `SELECT set_config(...)`): whether
+    /// the constant value it sets is `serializable`; `None` for anything
+    /// else. (Re-parses the statement: not for the hot path.)
+    pub fn default_serializable(&self) -> Option<bool> {
+        match self {
+            SessionEffect::Set { name, statement } if name == "default_transaction_isolation" => {
+                stmt::default_isolation_value(statement).map(|v| v == "serializable")
             }
             _ => None,
         }
@@ -212,9 +282,13 @@ impl Classifier {
         if lexed.plain_backslash {
             // Its meaning depends on standard_conforming_strings.
             analysis.read_only = false;
+            analysis.standby_in_tx = false;
         }
+        // A read-only text is also `standby_in_tx`; a learned text was
+        // read-only.
         if analysis.read_only && self.is_learned(shape.as_deref().unwrap_or(sql)) {
             analysis.read_only = false;
+            analysis.standby_in_tx = false;
         }
         let analysis = Arc::new(analysis);
         match shape {

@@ -10,7 +10,9 @@
 use pg_query::protobuf::{self, a_const::Val, node::Node as N};
 
 use super::functions::{CatalogSnapshot, Verdict};
+use super::normalize;
 use super::parser::{parse, Parsed};
+use super::reason;
 use super::walk;
 use super::{Analysis, SessionEffect, TxEffect};
 
@@ -33,6 +35,9 @@ pub fn primary() -> Analysis {
         tx: TxEffect::None,
         session: Vec::new(),
         chain: false,
+        standby_in_tx: false,
+        primary_reason: None,
+        serializable: false,
     }
 }
 
@@ -67,6 +72,9 @@ pub fn classify_text(sql: &str, depth_bound: usize, snap: &CatalogSnapshot) -> O
             tx: TxEffect::None,
             session: Vec::new(),
             chain: false,
+            standby_in_tx: true,
+            primary_reason: None,
+            serializable: false,
         },
         literal_sensitive: false,
         other_writes: false,
@@ -75,7 +83,10 @@ pub fn classify_text(sql: &str, depth_bound: usize, snap: &CatalogSnapshot) -> O
         let text = statement_text(sql, raw);
         match raw.stmt.as_ref().and_then(|n| n.node.as_ref()) {
             Some(node) => classify_stmt(node, text, snap, &mut acc),
-            None => acc.analysis.read_only = false,
+            None => {
+                acc.analysis.read_only = false;
+                acc.analysis.standby_in_tx = false;
+            }
         }
     }
     if acc.other_writes {
@@ -84,6 +95,11 @@ pub fn classify_text(sql: &str, depth_bound: usize, snap: &CatalogSnapshot) -> O
         if let TxEffect::Begin { read_only } = &mut acc.analysis.tx {
             *read_only = false;
         }
+    }
+    if acc.analysis.serializable {
+        acc.analysis.read_only = false;
+        acc.analysis.standby_in_tx = false;
+        acc.analysis.primary_reason = Some(reason::SERIALIZABLE);
     }
     acc
 }
@@ -104,56 +120,123 @@ fn pin(acc: &mut Outcome, reason: &'static str) {
     acc.analysis.session.push(SessionEffect::Pin { reason });
 }
 
-fn classify_stmt(node: &N, text: &str, snap: &CatalogSnapshot, acc: &mut Outcome) {
-    let feats = walk::features(node);
-    let mut functions_ok = true;
+fn because(acc: &mut Outcome, why: Option<&'static str>) {
+    if acc.analysis.primary_reason.is_none() {
+        acc.analysis.primary_reason = why;
+    }
+}
+
+/// How the features of one statement (or function body) judge.
+struct Judged {
+    /// Nothing in it writes, locks, changes session state, or reads state
+    /// local to the server.
+    clean: bool,
+    /// The first reason found, beyond "it may write".
+    reason: Option<&'static str>,
+    session_lock: bool,
+    set_configs: usize,
+}
+
+fn judge_features(feats: &walk::Features, snap: &CatalogSnapshot) -> Judged {
+    let mut ok = true;
+    let mut why: Option<&'static str> = None;
+    let mut note = |r: Option<&'static str>| {
+        if why.is_none() {
+            why = r;
+        }
+    };
     let mut set_configs = 0usize;
     let mut session_lock = false;
     for f in &feats.functions {
         match snap.judge(f) {
-            Verdict::ReadOnly => {}
-            Verdict::Primary => functions_ok = false,
-            Verdict::SessionLock => session_lock = true,
+            Verdict::ReadOnly | Verdict::CurrentSetting => {}
+            Verdict::Primary(r) => {
+                ok = false;
+                note(r);
+            }
+            Verdict::SessionLock => {
+                session_lock = true;
+                note(Some(reason::ADVISORY_LOCK));
+            }
             Verdict::SetConfig => set_configs += 1,
         }
     }
+    for s in &feats.settings {
+        if !s.as_deref().is_some_and(|n| snap.session_setting(n)) {
+            ok = false;
+            note(Some(reason::SERVER_LOCAL));
+        }
+    }
+    for r in &feats.relations {
+        if let Some(r) = snap.relation(r.schema.as_deref(), &r.name) {
+            ok = false;
+            note(r);
+        }
+    }
+    if feats.temp {
+        note(Some(reason::TEMPORARY));
+    }
     let operators_ok = !feats.operators.iter().any(|o| snap.volatile_operator(o));
-    let clean = functions_ok
-        && operators_ok
-        && set_configs == 0
-        && !session_lock
-        && !feats.dml
-        && !feats.locking
-        && !feats.into
-        && !feats.temp;
-    if session_lock {
+    Judged {
+        clean: ok
+            && operators_ok
+            && set_configs == 0
+            && !session_lock
+            && !feats.dml
+            && !feats.locking
+            && !feats.into
+            && !feats.temp,
+        reason: why,
+        session_lock,
+        set_configs,
+    }
+}
+
+fn classify_stmt(node: &N, text: &str, snap: &CatalogSnapshot, acc: &mut Outcome) {
+    let feats = walk::features(node);
+    let judged = judge_features(&feats, snap);
+    let clean = judged.clean;
+    if judged.session_lock {
         pin(acc, "session advisory lock");
+        because(acc, Some(reason::ADVISORY_LOCK));
     }
     if feats.temp {
         pin(acc, "temporary relation");
+        because(acc, Some(reason::TEMPORARY));
     }
-    if set_configs > 0 {
+    if !feats.settings.is_empty() {
+        // current_setting('name'): the answer depends on the literal.
         acc.literal_sensitive = true;
-        set_config_effects(node, set_configs, acc);
     }
-    let read_only = match node {
-        N::SelectStmt(_) => clean,
-        N::VariableShowStmt(_) => true,
+    if judged.set_configs > 0 {
+        acc.literal_sensitive = true;
+        set_config_effects(node, judged.set_configs, acc);
+    }
+    let is_select = |n: Option<&protobuf::Node>| {
+        matches!(n.and_then(|q| q.node.as_ref()), Some(N::SelectStmt(_)))
+    };
+    // (read-only, standby_in_tx)
+    let (read_only, in_tx) = match node {
+        N::SelectStmt(_) => {
+            because(acc, judged.reason);
+            (clean, clean)
+        }
+        N::VariableShowStmt(s) => {
+            let ok = snap.session_setting(&s.name);
+            if !ok {
+                because(acc, Some(reason::SERVER_LOCAL));
+            }
+            (ok, ok)
+        }
         N::ExplainStmt(e) => {
-            clean
-                && matches!(
-                    e.query.as_ref().and_then(|q| q.node.as_ref()),
-                    Some(N::SelectStmt(_))
-                )
+            because(acc, judged.reason);
+            let ok = clean && is_select(e.query.as_deref());
+            (ok, ok)
         }
-        N::TransactionStmt(t) => {
-            transaction(t, acc);
-            false
-        }
+        N::TransactionStmt(t) => (false, transaction(t, acc)),
         N::VariableSetStmt(s) => {
             acc.literal_sensitive = true;
-            variable_set(s, text, acc);
-            false
+            (false, variable_set(s, text, acc))
         }
         N::DiscardStmt(d) => {
             if d.target == protobuf::DiscardMode::DiscardAll as i32 {
@@ -162,7 +245,7 @@ fn classify_stmt(node: &N, text: &str, snap: &CatalogSnapshot, acc: &mut Outcome
                     .session
                     .push(SessionEffect::Deallocate { name: None });
             }
-            false
+            (false, false)
         }
         N::DeallocateStmt(d) => {
             // Not a write, but it must reach the backend holding the
@@ -171,47 +254,185 @@ fn classify_stmt(node: &N, text: &str, snap: &CatalogSnapshot, acc: &mut Outcome
             acc.analysis
                 .session
                 .push(SessionEffect::Deallocate { name });
-            false
+            (false, false)
         }
         N::ListenStmt(_) => {
             pin(acc, "LISTEN");
-            false
+            because(acc, Some(reason::LISTEN_NOTIFY));
+            (false, false)
+        }
+        N::UnlistenStmt(_) | N::NotifyStmt(_) => {
+            because(acc, Some(reason::LISTEN_NOTIFY));
+            (false, false)
         }
         N::DeclareCursorStmt(d) => {
             if d.options & CURSOR_OPT_HOLD != 0 {
                 pin(acc, "WITH HOLD cursor");
+                because(acc, Some(reason::WITH_HOLD));
+                (false, false)
+            } else {
+                because(acc, judged.reason);
+                (false, clean && is_select(d.query.as_deref()))
             }
-            false
         }
+        N::FetchStmt(_) | N::ClosePortalStmt(_) => (false, true),
         N::PrepareStmt(_) => {
             pin(acc, "SQL PREPARE");
-            false
+            (false, false)
         }
         N::LoadStmt(_) => {
             pin(acc, "LOAD");
-            false
+            (false, false)
         }
-        _ => false,
+        _ => (false, false),
     };
     acc.analysis.read_only &= read_only;
+    acc.analysis.standby_in_tx &= in_tx;
     acc.other_writes |= !read_only && !matches!(node, N::TransactionStmt(_));
 }
 
-fn transaction(t: &protobuf::TransactionStmt, acc: &mut Outcome) {
+/// Records the transaction effect; returns whether the statement may run
+/// in a READ ONLY transaction on a standby with the primary's outcome.
+fn transaction(t: &protobuf::TransactionStmt, acc: &mut Outcome) -> bool {
     use protobuf::TransactionStmtKind as K;
-    let effect = match K::try_from(t.kind) {
-        Ok(K::TransStmtBegin | K::TransStmtStart) => TxEffect::Begin {
-            read_only: read_only_option(&t.options).unwrap_or(false),
-        },
+    let kind = K::try_from(t.kind);
+    let effect = match kind {
+        Ok(K::TransStmtBegin | K::TransStmtStart) => {
+            if isolation_option(&t.options).as_deref() == Some("serializable") {
+                acc.analysis.serializable = true;
+            }
+            TxEffect::Begin {
+                read_only: read_only_option(&t.options).unwrap_or(false),
+            }
+        }
         Ok(K::TransStmtCommit) => TxEffect::Commit,
         Ok(K::TransStmtRollback) => TxEffect::Rollback,
         // The session's transaction ends (its writes become visible only at
         // COMMIT PREPARED, which runs on the primary like any write).
         Ok(K::TransStmtPrepare) => TxEffect::Commit,
-        _ => return,
+        Ok(K::TransStmtSavepoint | K::TransStmtRelease | K::TransStmtRollbackTo) => return true,
+        _ => return false,
     };
     acc.analysis.chain = t.chain && matches!(effect, TxEffect::Commit | TxEffect::Rollback);
     acc.analysis.tx = effect;
+    !matches!(kind, Ok(K::TransStmtPrepare))
+}
+
+/// The last `transaction_isolation` option in a BEGIN / SET TRANSACTION /
+/// SET SESSION CHARACTERISTICS list (lower case).
+fn isolation_option(options: &[protobuf::Node]) -> Option<String> {
+    let mut out = None;
+    for o in options {
+        if let Some(N::DefElem(d)) = o.node.as_ref() {
+            if d.defname == "transaction_isolation" {
+                out = Some(
+                    d.arg
+                        .as_ref()
+                        .and_then(|a| a.node.as_ref())
+                        .and_then(const_string)
+                        .unwrap_or_default(),
+                );
+            }
+        }
+    }
+    out
+}
+
+/// The lower-case value of a string (or identifier-like) constant.
+fn const_string(node: &N) -> Option<String> {
+    let N::AConst(c) = node else { return None };
+    match c.val.as_ref()? {
+        Val::Sval(s) => Some(s.sval.trim().to_ascii_lowercase()),
+        _ => None,
+    }
+}
+
+/// The value a `Set` statement gives to `default_transaction_isolation`
+/// (lower case).
+pub fn default_isolation_value(statement: &str) -> Option<String> {
+    let parsed = pg_query::parse(statement).ok()?;
+    let node = parsed
+        .protobuf
+        .stmts
+        .first()?
+        .stmt
+        .as_ref()?
+        .node
+        .as_ref()?;
+    match node {
+        N::VariableSetStmt(s) if s.name == "SESSION CHARACTERISTICS" => isolation_option(&s.args),
+        N::VariableSetStmt(s) if s.name == "default_transaction_isolation" => {
+            s.args.first()?.node.as_ref().and_then(const_string)
+        }
+        N::SelectStmt(s) => {
+            let N::ResTarget(r) = s.target_list.first()?.node.as_ref()? else {
+                return None;
+            };
+            let N::FuncCall(f) = r.val.as_ref()?.node.as_ref()? else {
+                return None;
+            };
+            let name = f.args.first()?.node.as_ref().and_then(const_string)?;
+            if name != "default_transaction_isolation" {
+                return None;
+            }
+            f.args.get(1)?.node.as_ref().and_then(const_string)
+        }
+        _ => None,
+    }
+}
+
+/// A LANGUAGE sql function body, parsed once per refresh and judged against
+/// each catalogue snapshot while the catalogue settles.
+#[derive(Debug)]
+pub struct Body {
+    statements: Vec<walk::Features>,
+}
+
+/// Parse a function body: `prosrc`, every statement of which must be a
+/// SELECT, or (`atomic`) the `CREATE FUNCTION` text of a `BEGIN ATOMIC` /
+/// `RETURN` body, whose body must hold only SELECT / RETURN. `None`: not
+/// read-only whatever it calls.
+pub fn parse_body(text: &str, atomic: bool) -> Option<Body> {
+    let lexed = normalize::lex(text);
+    let Parsed::Tree(parsed) = parse(text, lexed.depth_bound) else {
+        return None;
+    };
+    let nodes = parsed
+        .protobuf
+        .stmts
+        .iter()
+        .map(|raw| raw.stmt.as_ref().and_then(|n| n.node.as_ref()));
+    let mut statements = Vec::new();
+    if atomic {
+        let mut nodes = nodes;
+        let Some(Some(N::CreateFunctionStmt(c))) = nodes.next() else {
+            return None;
+        };
+        let body = c.sql_body.as_deref()?;
+        let feats = walk::features(body);
+        if feats.other_statement {
+            return None;
+        }
+        statements.push(feats);
+    } else {
+        for node in nodes {
+            let node @ N::SelectStmt(_) = node? else {
+                return None;
+            };
+            statements.push(walk::features(node));
+        }
+    }
+    Some(Body { statements })
+}
+
+/// `None` when a parsed body (or view definition) is read-only on a
+/// standby by the classifier's rules against `snap`; else `Some` of the
+/// first reason found (`Some(None)`: it may write).
+pub fn body_verdict(body: &Body, snap: &CatalogSnapshot) -> Option<Option<&'static str>> {
+    body.statements.iter().find_map(|f| {
+        let j = judge_features(f, snap);
+        (!j.clean).then_some(j.reason)
+    })
 }
 
 /// The last `transaction_read_only` option in a BEGIN / SET TRANSACTION list.
@@ -257,47 +478,78 @@ fn parse_bool(s: &str) -> Option<bool> {
     }
 }
 
-fn variable_set(s: &protobuf::VariableSetStmt, text: &str, acc: &mut Outcome) {
+/// Records the effects of a SET / RESET; returns whether it may run in a
+/// READ ONLY transaction on a standby with the primary's outcome.
+fn variable_set(s: &protobuf::VariableSetStmt, text: &str, acc: &mut Outcome) -> bool {
     use protobuf::VariableSetKind as K;
     let name = s.name.as_str();
     let transaction_scoped = name.starts_with("transaction_");
     let statement = || text.to_owned();
     if text.is_empty() {
         pin(acc, "SET without a replayable text");
-        return;
+        return false;
     }
+    let first_value = || s.args.first().and_then(|a| a.node.as_ref());
     match K::try_from(s.kind) {
         Ok(K::VarSetMulti) => match name {
-            "TRANSACTION" if read_only_option(&s.args) == Some(true) => {
-                acc.analysis.tx = TxEffect::SetTransactionReadOnly;
+            "TRANSACTION" => {
+                let serializable = isolation_option(&s.args).as_deref() == Some("serializable");
+                acc.analysis.serializable |= serializable;
+                let read_only = read_only_option(&s.args);
+                if read_only == Some(true) {
+                    acc.analysis.tx = TxEffect::SetTransactionReadOnly;
+                }
+                // READ WRITE as a transaction's first statement succeeds on
+                // the primary, fails on a standby.
+                !serializable && read_only != Some(false)
             }
-            "SESSION CHARACTERISTICS" => session_characteristics(&s.args, text, acc),
-            _ => {}
+            "SESSION CHARACTERISTICS" => {
+                session_characteristics(&s.args, text, acc);
+                true
+            }
+            _ => false,
         },
-        Ok(K::VarSetValue | K::VarSetCurrent) if name == "transaction_read_only" => {
-            let value = s
-                .args
-                .first()
-                .and_then(|a| a.node.as_ref())
-                .and_then(const_bool);
+        Ok(K::VarSetValue | K::VarSetCurrent | K::VarSetDefault | K::VarReset)
+            if name == "transaction_read_only" =>
+        {
+            // DEFAULT and RESET take the session default, unknown here.
+            let value = first_value().and_then(const_bool);
             if value == Some(true) {
                 acc.analysis.tx = TxEffect::SetTransactionReadOnly;
             }
+            value == Some(true)
+        }
+        Ok(K::VarSetValue | K::VarSetCurrent | K::VarSetDefault | K::VarReset)
+            if name == "transaction_isolation" =>
+        {
+            // DEFAULT, RESET and FROM CURRENT take a value not known here.
+            let value = first_value().and_then(const_string);
+            let serializable = value.as_deref().is_none_or(|v| v == "serializable");
+            acc.analysis.serializable |= serializable;
+            !serializable
         }
         Ok(K::VarSetValue | K::VarSetCurrent) if !transaction_scoped && !s.is_local => {
             acc.analysis.session.push(SessionEffect::Set {
                 name: name.to_owned(),
                 statement: statement(),
             });
+            true
         }
         Ok(K::VarSetDefault | K::VarReset) if !transaction_scoped && !s.is_local => {
             acc.analysis.session.push(SessionEffect::Reset {
                 name: name.to_owned(),
                 statement: statement(),
             });
+            true
         }
-        Ok(K::VarResetAll) => acc.analysis.session.push(SessionEffect::ResetAll),
-        _ => {}
+        Ok(K::VarResetAll) => {
+            acc.analysis.session.push(SessionEffect::ResetAll);
+            true
+        }
+        // SET LOCAL, and the remaining transaction_* settings
+        // (transaction_deferrable).
+        Ok(K::VarSetValue | K::VarSetCurrent | K::VarSetDefault | K::VarReset) => true,
+        _ => false,
     }
 }
 
@@ -342,6 +594,9 @@ fn set_config_effects(node: &N, count: usize, acc: &mut Outcome) {
                 if let Some(e) = literal_set_config(f) {
                     effects.push(e);
                 }
+                if sets_serializable(f) {
+                    acc.analysis.serializable = true;
+                }
             }
         }
     }
@@ -350,6 +605,18 @@ fn set_config_effects(node: &N, count: usize, acc: &mut Outcome) {
         return;
     }
     acc.analysis.session.extend(effects.into_iter().flatten());
+}
+
+/// `set_config('transaction_isolation', 'serializable', ...)` with
+/// constants.
+fn sets_serializable(f: &protobuf::FuncCall) -> bool {
+    let arg = |i: usize| {
+        f.args
+            .get(i)
+            .and_then(|a| a.node.as_ref())
+            .and_then(const_string)
+    };
+    arg(0).as_deref() == Some("transaction_isolation") && arg(1).as_deref() == Some("serializable")
 }
 
 /// `Some(None)`: a recognised local call; `Some(Some(set))`: a recognised

@@ -34,10 +34,24 @@ impl FuncName {
     }
 }
 
+/// A relation named in a `RangeVar` (FROM item, DML target, ...): its
+/// schema when qualified, and its name, as the parser folded them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RelName {
+    pub schema: Option<String>,
+    pub name: String,
+}
+
 /// What the walk found in one statement tree.
 #[derive(Debug, Default)]
 pub struct Features {
     pub functions: Vec<FuncName>,
+    /// Every relation named (RangeVar), in tree order.
+    pub relations: Vec<RelName>,
+    /// One entry per `current_setting(...)` call: the setting's name when the
+    /// first argument is a plain string constant (and any second argument a
+    /// constant too), else `None`.
+    pub settings: Vec<Option<String>>,
     pub operators: Vec<String>,
     /// INSERT/UPDATE/DELETE/MERGE anywhere (including data-modifying CTEs).
     pub dml: bool,
@@ -47,6 +61,9 @@ pub struct Features {
     pub into: bool,
     /// A relation declared TEMP, or named in a `pg_temp` schema.
     pub temp: bool,
+    /// A statement node other than SELECT or RETURN anywhere (for SQL
+    /// function bodies).
+    pub other_statement: bool,
 }
 
 /// Walk `node` (any pg_query protobuf value) and collect its features.
@@ -65,6 +82,9 @@ struct Walker {
     structs: Vec<&'static str>,
     /// While `Some`, strings seen are collected here.
     collect: Option<Vec<String>>,
+    /// While `Some`, set to true when a struct other than the pieces of a
+    /// constant (`Node`, `AConst`, `String`, `Boolean`) is entered.
+    not_constant: Option<bool>,
 }
 
 impl Walker {
@@ -77,7 +97,13 @@ impl Walker {
             "InsertStmt" | "UpdateStmt" | "DeleteStmt" | "MergeStmt" => self.found.dml = true,
             "LockingClause" => self.found.locking = true,
             "IntoClause" => self.found.into = true,
+            "RangeVar" => self.found.relations.push(RelName::default()),
+            "SelectStmt" | "ReturnStmt" | "RawStmt" => {}
+            _ if name.ends_with("Stmt") => self.found.other_statement = true,
             _ => {}
+        }
+        if let Some(flag) = self.not_constant.as_mut() {
+            *flag |= !matches!(name, "Node" | "AConst" | "String" | "Boolean");
         }
         self.structs.push(name);
     }
@@ -100,6 +126,25 @@ impl Walker {
                 let parts = self.strings(value)?;
                 self.found.functions.push(FuncName(parts));
             }
+            ("FuncCall", "args")
+                if self
+                    .found
+                    .functions
+                    .last()
+                    .is_some_and(|f| f.name() == "current_setting") =>
+            {
+                let outer = self.not_constant.replace(false);
+                let strings = self.strings(value)?;
+                let complex = std::mem::replace(&mut self.not_constant, outer).unwrap_or(true);
+                let setting = match strings.as_slice() {
+                    [name] if !complex => Some(name.clone()),
+                    _ => None,
+                };
+                if let Some(flag) = self.not_constant.as_mut() {
+                    *flag = true;
+                }
+                self.found.settings.push(setting);
+            }
             ("AExpr", "name") => {
                 let parts = self.strings(value)?;
                 self.found.operators.extend(parts.into_iter().last());
@@ -110,12 +155,18 @@ impl Walker {
                 }
             }
             ("RangeVar", "schemaname") => {
-                if self
-                    .strings(value)?
-                    .iter()
-                    .any(|s| s.starts_with("pg_temp"))
-                {
+                let schema = self.strings(value)?.into_iter().next().unwrap_or_default();
+                if schema.starts_with("pg_temp") {
                     self.found.temp = true;
+                }
+                if let Some(r) = self.found.relations.last_mut() {
+                    r.schema = (!schema.is_empty()).then_some(schema);
+                }
+            }
+            ("RangeVar", "relname") => {
+                let name = self.strings(value)?.into_iter().next().unwrap_or_default();
+                if let Some(r) = self.found.relations.last_mut() {
+                    r.name = name;
                 }
             }
             _ => value.serialize(&mut *self)?,
@@ -377,6 +428,27 @@ mod tests {
     }
 
     #[test]
+    fn finds_relations_and_setting_names() {
+        let f = walk(
+            "SELECT current_setting('a'), pg_catalog.current_setting('B', true), \
+             current_setting(x), current_setting('a' || 'b'), current_setting(lower('c')) \
+             FROM pg_catalog.pg_locks l JOIN \"Odd\" o ON true, (SELECT 1 FROM s) q",
+        );
+        assert_eq!(
+            f.settings,
+            vec![Some("a".into()), Some("B".into()), None, None, None]
+        );
+        let names: Vec<_> = f
+            .relations
+            .iter()
+            .map(|r| format!("{}.{}", r.schema.as_deref().unwrap_or("-"), r.name))
+            .collect();
+        assert_eq!(names, ["pg_catalog.pg_locks", "-.Odd", "-.s"]);
+        // The function inside the argument is still seen.
+        assert!(f.functions.iter().any(|n| n.name() == "lower"));
+    }
+
+    #[test]
     fn finds_dml_locking_into_temp() {
         assert!(walk("WITH d AS (DELETE FROM t RETURNING *) SELECT * FROM d").dml);
         assert!(walk("SELECT * FROM (SELECT * FROM t FOR SHARE) s").locking);
@@ -384,6 +456,13 @@ mod tests {
         assert!(walk("CREATE TEMP TABLE x (a int)").temp);
         assert!(walk("SELECT * FROM pg_temp.x").temp);
         let plain = walk("SELECT a + b FROM t");
+        assert_eq!(
+            plain.relations,
+            vec![RelName {
+                schema: None,
+                name: "t".into()
+            }]
+        );
         assert!(!plain.dml && !plain.locking && !plain.into && !plain.temp);
         assert_eq!(plain.operators, vec!["+".to_string()]);
     }

@@ -4,9 +4,90 @@
 //! of statement text. Hazard: a `'p'` message means a password, a SASL initial
 //! response or a SASL response depending on the authentication step; the
 //! caller interprets [`FrontendMessage::Password`] with the helpers below.
+//!
+//! Hazard: a message's header is checked as PostgreSQL checks it before it
+//! reads the body ([`check_header`]): the type byte first, then the length
+//! word against the type's own bounds. Only then may a caller wait for (and
+//! buffer) the body, so a bad type or a `Sync` claiming a gigabyte is refused
+//! after five bytes.
 
 use super::{begin_msg, finish_msg, put_cstr, split_frame, CodecError, Reader};
 use bytes::{BufMut, Bytes, BytesMut};
+
+/// PostgreSQL's `PQ_LARGE_MESSAGE_LIMIT` (`MaxAllocSize - 1`): the largest
+/// length word of a Query, Parse, Bind, FunctionCall or CopyData.
+pub const PG_LARGE_MESSAGE_LIMIT: usize = 0x3fff_fffe;
+/// PostgreSQL's `PQ_SMALL_MESSAGE_LIMIT`: the largest length word of every
+/// other message after login.
+pub const PG_SMALL_MESSAGE_LIMIT: usize = 10_000;
+/// PostgreSQL's `PG_MAX_AUTH_TOKEN_LENGTH`: the largest password, SASL
+/// initial response or SASL response.
+pub const PG_MAX_AUTH_TOKEN_LENGTH: usize = 65_535;
+
+/// The smallest and largest length word (which counts itself, not the type
+/// byte) a frontend message of type `tag` may have; `None` for a type that
+/// is not a frontend message. The largest is PostgreSQL's (`SocketBackend`
+/// in postgres.c); the smallest is that of the shortest valid body, and the
+/// messages without a body (Sync, Flush, Terminate, CopyDone) must say 4.
+pub fn length_bounds(tag: u8) -> Option<(usize, usize)> {
+    let large = PG_LARGE_MESSAGE_LIMIT;
+    let small = PG_SMALL_MESSAGE_LIMIT;
+    Some(match tag {
+        // text NUL
+        b'Q' => (5, large),
+        // name NUL, text NUL, Int16 parameter count
+        b'P' => (8, large),
+        // portal NUL, statement NUL, three Int16 counts
+        b'B' => (12, large),
+        // Int32 function OID, three Int16 counts
+        b'F' => (14, large),
+        b'd' => (4, large),
+        b'S' | b'H' | b'X' | b'c' => (4, 4),
+        // 'S'/'P', name NUL
+        b'D' | b'C' => (6, small),
+        // portal NUL, Int32 row limit
+        b'E' => (9, small),
+        // message NUL
+        b'f' => (5, small),
+        b'p' => (4, PG_MAX_AUTH_TOKEN_LENGTH),
+        _ => return None,
+    })
+}
+
+/// Checks a message header before its body is awaited: the type must be a
+/// frontend message type and the length word within that type's bounds
+/// (else [`CodecError::UnknownTag`] / [`CodecError::BadLength`], what
+/// PostgreSQL calls "invalid frontend message type" and "invalid message
+/// length"), and at most `cap` (else [`CodecError::TooLarge`] with the
+/// length word and `cap`: a limit of the proxy, not of the protocol).
+pub fn check_header(tag: u8, len: i32, cap: usize) -> Result<(), CodecError> {
+    let (min, max) = length_bounds(tag).ok_or(CodecError::UnknownTag(tag))?;
+    let Ok(n) = usize::try_from(len) else {
+        return Err(CodecError::BadLength(len as i64));
+    };
+    if n < min || n > max {
+        return Err(CodecError::BadLength(len as i64));
+    }
+    if n > cap {
+        return Err(CodecError::TooLarge { len: n, max: cap });
+    }
+    Ok(())
+}
+
+/// Whether `tag` may start a message once the client is logged in: every
+/// frontend type but `'p'` (PostgreSQL rejects a password message after
+/// authentication as an invalid message type too).
+pub fn valid_after_login(tag: u8) -> bool {
+    tag != b'p' && length_bounds(tag).is_some()
+}
+
+/// [`check_header`] for a message after login (a `'p'` is an unknown type).
+pub fn check_header_after_login(tag: u8, len: i32, cap: usize) -> Result<(), CodecError> {
+    if !valid_after_login(tag) {
+        return Err(CodecError::UnknownTag(tag));
+    }
+    check_header(tag, len, cap)
+}
 
 /// One frontend message.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -51,7 +132,18 @@ pub enum FrontendMessage {
 
 impl FrontendMessage {
     /// Splits and parses one message off `buf`; `Ok(None)` = need more bytes.
+    /// The header is checked ([`check_header`]) as soon as it is there: an
+    /// unknown type byte is an error before its length word arrives.
     pub fn decode(buf: &mut BytesMut, max: usize) -> Result<Option<Self>, CodecError> {
+        if let Some(&tag) = buf.first() {
+            if length_bounds(tag).is_none() {
+                return Err(CodecError::UnknownTag(tag));
+            }
+        }
+        if buf.len() >= 5 {
+            let len = i32::from_be_bytes([buf[1], buf[2], buf[3], buf[4]]);
+            check_header(buf[0], len, usize::MAX)?;
+        }
         match split_frame(buf, max)? {
             Some((tag, body)) => Self::parse(tag, body).map(Some),
             None => Ok(None),
@@ -342,6 +434,113 @@ mod tests {
         assert_eq!(
             FrontendMessage::parse(b'z', Bytes::new()),
             Err(CodecError::UnknownTag(b'z'))
+        );
+    }
+
+    /// Every message type's shortest valid body passes the header check, and
+    /// one byte less does not.
+    #[test]
+    fn shortest_bodies_are_the_length_bounds() {
+        for msg in all() {
+            let mut wire = BytesMut::new();
+            msg.encode(&mut wire);
+            let tag = wire[0];
+            let len = i32::from_be_bytes([wire[1], wire[2], wire[3], wire[4]]);
+            let (min, _) = length_bounds(tag).unwrap();
+            assert!(len as usize >= min, "{msg:?}");
+            assert_eq!(check_header(tag, len, usize::MAX), Ok(()), "{msg:?}");
+        }
+        let shortest: [&[u8]; 13] = [
+            b"Q\0",
+            b"P\0\0\0\0",
+            b"B\0\0\0\0\0\0\0\0",
+            b"F\0\0\0\0\0\0\0\0\0\0",
+            b"d",
+            b"S",
+            b"H",
+            b"X",
+            b"c",
+            b"DS\0",
+            b"CP\0",
+            b"E\0\0\0\0\0",
+            b"f\0",
+        ];
+        for short in shortest {
+            let (tag, body) = (short[0], &short[1..]);
+            let len = body.len() as i32 + 4;
+            assert_eq!(check_header(tag, len, usize::MAX), Ok(()), "{short:?}");
+            assert_eq!(
+                check_header(tag, len - 1, usize::MAX),
+                Err(CodecError::BadLength(len as i64 - 1)),
+                "{short:?}"
+            );
+            assert!(
+                FrontendMessage::parse(tag, Bytes::copy_from_slice(body)).is_ok(),
+                "{short:?}"
+            );
+        }
+    }
+
+    /// PostgreSQL's limits: large types up to 1 GB - 2, the others up to
+    /// 10000, the body-less ones exactly 4; the cap is reported apart.
+    #[test]
+    fn header_limits_follow_postgres() {
+        let big = PG_LARGE_MESSAGE_LIMIT as i32;
+        assert_eq!(check_header(b'Q', big, usize::MAX), Ok(()));
+        assert_eq!(
+            check_header(b'Q', big + 1, usize::MAX),
+            Err(CodecError::BadLength(big as i64 + 1))
+        );
+        assert_eq!(check_header(b'E', 10_000, usize::MAX), Ok(()));
+        assert_eq!(
+            check_header(b'E', 10_001, usize::MAX),
+            Err(CodecError::BadLength(10_001))
+        );
+        for tag in [b'S', b'H', b'X', b'c'] {
+            assert_eq!(check_header(tag, 4, usize::MAX), Ok(()));
+            assert_eq!(
+                check_header(tag, 5, usize::MAX),
+                Err(CodecError::BadLength(5))
+            );
+            assert_eq!(
+                check_header(tag, 1 << 30, usize::MAX),
+                Err(CodecError::BadLength(1 << 30))
+            );
+        }
+        assert_eq!(
+            check_header(b'Q', -1, usize::MAX),
+            Err(CodecError::BadLength(-1))
+        );
+        assert_eq!(
+            check_header(b'B', 2000, 1000),
+            Err(CodecError::TooLarge {
+                len: 2000,
+                max: 1000
+            })
+        );
+        assert_eq!(
+            check_header(b'!', 4, usize::MAX),
+            Err(CodecError::UnknownTag(b'!'))
+        );
+        assert_eq!(check_header(b'p', 40, usize::MAX), Ok(()));
+        assert_eq!(
+            check_header_after_login(b'p', 40, usize::MAX),
+            Err(CodecError::UnknownTag(b'p'))
+        );
+    }
+
+    /// `decode` refuses a bad header before the body arrives.
+    #[test]
+    fn decode_refuses_a_bad_header_early() {
+        let mut unknown = BytesMut::from(&b"!"[..]);
+        assert_eq!(
+            FrontendMessage::decode(&mut unknown, 1 << 20),
+            Err(CodecError::UnknownTag(b'!'))
+        );
+        let mut huge_sync = BytesMut::from(&b"S\x40\0\0\0"[..]);
+        assert_eq!(
+            FrontendMessage::decode(&mut huge_sync, usize::MAX),
+            Err(CodecError::BadLength(1 << 30))
         );
     }
 }

@@ -27,6 +27,9 @@ pub struct Limits {
     pub max_message: usize,
     /// Largest startup packet, bytes.
     pub max_startup: usize,
+    /// Largest client message after login (its length word), bytes: the
+    /// most a session buffers of one client message.
+    pub max_client_message: usize,
 }
 
 impl Default for Limits {
@@ -34,6 +37,7 @@ impl Default for Limits {
         Limits {
             max_message: 1 << 30,
             max_startup: 10_000,
+            max_client_message: 16 << 20,
         }
     }
 }

@@ -15,15 +15,17 @@
 //! survives. Client bytes are untrusted: any codec error closes this client
 //! with 08P01 and nothing else.
 
+mod deferral;
 mod dispatch;
-pub mod login_cache;
+mod refuse;
+mod replay;
 mod respond;
 mod route;
 pub mod startup;
 pub mod state;
 
 use crate::codec::{BackendMessage, CodecError, ErrorInfo};
-use crate::server::{CancelTargets, ListenerKind, Shared};
+use crate::shared::{CancelTargets, ListenerKind, Shared};
 use crate::tls::{ClientRead, ClientWrite};
 use bytes::{Bytes, BytesMut};
 use state::{Backend, Role, SessionState};
@@ -34,7 +36,7 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tracing::Instrument;
 
-use login_cache::{LoginKey, ParamSet};
+use crate::login_cache::{LoginKey, ParamSet};
 
 /// Stop reading a backend while this much output waits for the client.
 const CLIENT_HIGH_WATER: usize = 1 << 20;
@@ -43,14 +45,26 @@ const CLIENT_HIGH_WATER: usize = 1 << 20;
 /// once it has had no I/O event for one to two of these periods.
 const IDLE_RELEASE: std::time::Duration = std::time::Duration::from_secs(1);
 
+/// How long a client that is being refused gets to take its error message.
+const REFUSAL_FLUSH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// The client socket (plain or TLS) and its buffers. Both buffers are empty
 /// without an allocation once the session has been idle for a while (see
 /// [`Session::idle_tick`]).
+///
+/// After login every message header is checked as soon as it arrives
+/// ([`ClientIo::check_arrived`]), before the body is awaited: `rbuf` never
+/// holds more of one message than `max_client_message_bytes`.
 pub struct ClientIo {
     rd: ClientRead,
     wr: ClientWrite,
     rbuf: BytesMut,
     wbuf: BytesMut,
+    /// Bytes at the end of `rbuf` from the next unchecked header on (less
+    /// than a whole header when the checks are up to date).
+    unchecked: usize,
+    /// Bytes of the last checked message that have not arrived yet.
+    body_due: usize,
 }
 
 impl ClientIo {
@@ -61,7 +75,62 @@ impl ClientIo {
             wr,
             rbuf: BytesMut::new(),
             wbuf: BytesMut::new(),
+            unchecked: 0,
+            body_due: 0,
         }
+    }
+
+    /// Checks the headers of the client messages in the `n` bytes just
+    /// appended to `rbuf` (after login). The session takes only whole
+    /// messages off the front of `rbuf`, so the unchecked bytes stay at its
+    /// end. The type byte is checked alone, the length word as soon as it
+    /// is there ([`crate::codec::frontend::check_header_after_login`]).
+    fn check_arrived(&mut self, n: usize, cap: usize) -> Result<(), CodecError> {
+        use crate::codec::frontend::{check_header_after_login, valid_after_login};
+        let body = n.min(self.body_due);
+        self.body_due -= body;
+        self.unchecked += n - body;
+        while self.unchecked > 0 {
+            let head = &self.rbuf[self.rbuf.len() - self.unchecked..];
+            if head.len() < 5 {
+                if !valid_after_login(head[0]) {
+                    return Err(CodecError::UnknownTag(head[0]));
+                }
+                return Ok(());
+            }
+            let len = i32::from_be_bytes([head[1], head[2], head[3], head[4]]);
+            check_header_after_login(head[0], len, cap)?;
+            let total = len as usize + 1;
+            if total <= self.unchecked {
+                self.unchecked -= total;
+            } else {
+                self.body_due = total - self.unchecked;
+                self.unchecked = 0;
+            }
+        }
+        Ok(())
+    }
+
+    /// Tells the client why it is being closed (bounded in time: a client
+    /// that does not read must not keep the session).
+    async fn refuse(&mut self, e: CodecError) -> SessionError {
+        let info = match &e {
+            CodecError::UnknownTag(tag) => {
+                ErrorInfo::fatal("08P01", format!("invalid frontend message type {tag}"))
+            }
+            CodecError::BadLength(_) => ErrorInfo::fatal("08P01", "invalid message length"),
+            CodecError::TooLarge { len, max } => ErrorInfo::fatal(
+                "54000",
+                format!(
+                    "message too large: {len} bytes, more than the proxy's \
+                     max_client_message_bytes ({max})"
+                ),
+            ),
+            other => ErrorInfo::fatal("08P01", format!("invalid frontend message: {other}")),
+        };
+        self.queue_error(&info);
+        let _ = tokio::time::timeout(REFUSAL_FLUSH_TIMEOUT, self.flush()).await;
+        SessionError::Protocol(e)
     }
 
     /// Reads until `f` decodes something; `Ok(None)` at end of stream.
@@ -120,25 +189,69 @@ impl ClientIo {
 }
 
 /// Serves one accepted client until it disconnects.
+///
+/// The client holds one of `max_client_connections` slots until it leaves;
+/// without a free slot it gets PostgreSQL's "sorry, too many clients
+/// already" after its startup packet. Everything up to the end of the login
+/// is bounded by `authentication_timeout`: then the client is closed
+/// without a message, as PostgreSQL closes it.
 pub async fn serve(stream: TcpStream, peer: SocketAddr, kind: ListenerKind, shared: Arc<Shared>) {
     // A debug-level span: entered on every poll, so it must cost nothing at
     // the usual log levels; the events that matter carry `client` themselves.
     let span = tracing::debug_span!("session", client_addr = %peer, listener = kind.name());
     async move {
+        let deadline = tokio::time::Instant::now() + shared.settings.authentication_timeout;
         let mut io = ClientIo::new(stream);
-        let started = match startup::start(&mut io, &shared).await {
-            Ok(s) => s,
-            Err(startup::StartEnd::Quiet) => return,
-            Err(startup::StartEnd::Fatal(e)) => {
-                tracing::info!(client = %peer, "login refused: {}", e.message);
-                io.queue_error(&e);
-                let _ = io.flush().await;
+        let Some(_slot) = shared.client_slot() else {
+            match shared.refusal_slot() {
+                Some(_refusing) => {
+                    let refuse = refuse_too_many(&mut io, &shared, peer);
+                    let _ = tokio::time::timeout_at(deadline, refuse).await;
+                }
+                None => {
+                    // As many refusals under way as clients: this one does
+                    // not wait for a startup packet (a small message fits in
+                    // the socket's buffer; the wait is bounded anyway).
+                    io.queue_error(&too_many_clients());
+                    let _ = tokio::time::timeout(REFUSAL_FLUSH_TIMEOUT, io.flush()).await;
+                }
+            }
+            return;
+        };
+        let login = {
+            let shared = shared.clone();
+            async move {
+                let started = match startup::start(&mut io, &shared).await {
+                    Ok(s) => s,
+                    Err(startup::StartEnd::Quiet) => return None,
+                    Err(startup::StartEnd::Fatal(e)) => {
+                        tracing::info!(client = %peer, "login refused: {}", e.message);
+                        io.queue_error(&e);
+                        let _ = io.flush().await;
+                        return None;
+                    }
+                };
+                let mut session = Session::new(io, kind, shared.clone(), started, peer);
+                if let Err(e) = session.begin().await {
+                    tracing::info!(client = %peer, "session start failed: {e:#}");
+                    return None;
+                }
+                Some(session)
+            }
+        };
+        let mut session = match tokio::time::timeout_at(deadline, login).await {
+            Ok(Some(session)) => session,
+            Ok(None) => return,
+            Err(_) => {
+                tracing::info!(client = %peer, "canceling authentication due to timeout");
                 return;
             }
         };
-        let mut session = Session::new(io, kind, shared, started, peer);
-        if let Err(e) = session.begin().await {
-            tracing::info!(client = %peer, "session start failed: {e:#}");
+        let pipelined = session.io.rbuf.len();
+        let cap = shared.limits.max_client_message;
+        if let Err(e) = session.io.check_arrived(pipelined, cap) {
+            let e = session.io.refuse(e).await;
+            tracing::info!(client = %peer, "session ended: {e:#}");
             return;
         }
         match session.run().await {
@@ -148,6 +261,25 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, kind: ListenerKind, shar
     }
     .instrument(span)
     .await
+}
+
+/// PostgreSQL's answer when `max_connections` are taken.
+fn too_many_clients() -> ErrorInfo {
+    ErrorInfo::fatal("53300", "sorry, too many clients already")
+}
+
+/// A client past `max_client_connections`: like PostgreSQL, read its
+/// startup packet (answering SSL/GSS requests, serving a CancelRequest),
+/// then FATAL 53300 and close.
+async fn refuse_too_many(io: &mut ClientIo, shared: &Shared, peer: SocketAddr) {
+    let e = match startup::negotiate(io, shared).await {
+        Ok(_) => too_many_clients(),
+        Err(startup::StartEnd::Fatal(e)) => e,
+        Err(startup::StartEnd::Quiet) => return,
+    };
+    tracing::info!(client = %peer, "login refused: {}", e.message);
+    io.queue_error(&e);
+    let _ = io.flush().await;
 }
 
 /// Why a session ended.
@@ -194,6 +326,14 @@ pub struct Session {
     /// statement decides where the transaction runs (`SET TRANSACTION READ
     /// ONLY` -> standby).
     deferred_begin: Option<Bytes>,
+    /// The deferred BEGIN (or the session default) made it READ ONLY.
+    deferred_read_only: bool,
+    /// When client bytes last arrived: every message buffered now arrived
+    /// before it (the read barrier needs a primary position sampled later).
+    client_read_at: std::time::Instant,
+    /// A standby proven to have replayed the primary's position sampled at
+    /// this moment: reads that arrived before it need no new barrier.
+    proven: Option<(std::time::Instant, crate::topology::Node)>,
     /// The backend that held the session's open transaction was lost (its
     /// node's name): every unit fails until the client ends the transaction
     /// (see `dispatch::refuse_in_lost_tx`).
@@ -247,7 +387,7 @@ impl Session {
         let cancel = Arc::new(CancelTargets::default());
         let cancel_id = shared.register_cancel(cancel.clone());
         let topology = shared.topology.clone();
-        Session {
+        let mut session = Session {
             io,
             kind,
             peer,
@@ -263,6 +403,9 @@ impl Session {
             retry: None,
             tx_status: b'I',
             deferred_begin: None,
+            deferred_read_only: false,
+            client_read_at: std::time::Instant::now(),
+            proven: None,
             tx_lost: None,
             last_parse: None,
             state: SessionState::default(),
@@ -277,7 +420,10 @@ impl Session {
             events: 0,
             events_at_tick: 0,
             idle_timer: None,
-        }
+        };
+        session.state.serializable_base = startup_serializable(&session.params);
+        session.state.default_serializable = session.state.serializable_base;
+        session
     }
 
     /// Finishes the client's login. When an equivalent login (same listener
@@ -546,7 +692,13 @@ impl Session {
         self.events = self.events.wrapping_add(1);
         match ev {
             Ev::ClientRead(Ok(0)) | Ev::ClientRead(Err(_)) => return Ok(Flow::Exit),
-            Ev::ClientRead(Ok(_)) => {}
+            Ev::ClientRead(Ok(n)) => {
+                self.client_read_at = std::time::Instant::now();
+                let cap = self.shared.limits.max_client_message;
+                if let Err(e) = self.io.check_arrived(n, cap) {
+                    return Err(self.io.refuse(e).await);
+                }
+            }
             Ev::ClientWrote(r) => {
                 r?;
             }
@@ -560,6 +712,23 @@ impl Session {
         }
         Ok(Flow::Continue)
     }
+}
+
+/// Whether the startup packet makes the session's default isolation
+/// serializable: the parameter itself (as asyncpg's `server_settings` send
+/// it) or `-c default_transaction_isolation=...` in `options`.
+fn startup_serializable(params: &[(String, String)]) -> bool {
+    let mut serializable = false;
+    for (k, v) in params {
+        if k == "default_transaction_isolation" {
+            serializable = v.to_ascii_lowercase().contains("serializable");
+        } else if k == "options" {
+            if let Some(s) = crate::classify::startup_options_serializable(v) {
+                serializable = s;
+            }
+        }
+    }
+    serializable
 }
 
 /// An error body with severity FATAL (the session ends after it).

@@ -12,7 +12,8 @@ use super::Session;
 use crate::classify::SessionEffect;
 use crate::codec::backend::error_field;
 use crate::codec::{frame_len, BackendMessage, ErrorInfo};
-use crate::server::ListenerKind;
+use crate::config::ReadConsistency;
+use crate::shared::ListenerKind;
 use bytes::{Buf, BytesMut};
 use std::time::Instant;
 
@@ -122,7 +123,7 @@ impl Session {
             return Act::Complete;
         }
         if u.injected {
-            if tag == b'E' {
+            if tag == b'E' && !u.quiet {
                 tracing::warn!(
                     client = %self.peer,
                     "replaying session state failed: {}",
@@ -144,13 +145,25 @@ impl Session {
                 for name in u.reprepared.drain(..) {
                     b.prepared.insert(name, super::state::UNKNOWN_VERSION);
                 }
-                if u.held.is_some()
-                    && u.retry.is_some()
-                    && error_field(&frame[5..], b'C') == Some(&b"25006"[..])
-                {
-                    u.discarding = true;
-                    u.held = None;
-                    return Act::Drop;
+                if u.held.is_some() && u.retry.is_some() {
+                    let fields = &frame[5..];
+                    let code = error_field(fields, b'C');
+                    // Serializable isolation from a role or database
+                    // default (the session's own choices route to the
+                    // primary before this): PostgreSQL refuses it at the
+                    // first snapshot, before any row.
+                    let serializable = code == Some(&b"0A000"[..])
+                        && error_field(fields, b'M')
+                            .is_some_and(|m| m.windows(12).any(|w| w == b"serializable"));
+                    // In a READ ONLY transaction the primary refuses a
+                    // write too: only serializable is retried there.
+                    let write = code == Some(&b"25006"[..]) && u.retry_begin.is_none();
+                    if serializable || write {
+                        u.discarding = true;
+                        u.refused_serializable = serializable;
+                        u.held = None;
+                        return Act::Drop;
+                    }
                 }
                 hold_or(u, Act::Release)
             }
@@ -178,14 +191,29 @@ impl Session {
             return;
         }
         if u.discarding {
-            if let Some(sql) = &u.retry_sql {
+            if u.refused_serializable {
+                tracing::info!(
+                    client = %self.peer,
+                    "a standby refused serializable isolation (a role or database default): \
+                     this session's reads run on the primary from now on"
+                );
+                self.state.serializable_base = true;
+                self.state.default_serializable = true;
+            } else if let Some(sql) = &u.retry_sql {
                 self.shared
                     .classifier
                     .learn_writes(&String::from_utf8_lossy(sql));
+                tracing::debug!(
+                    "standby refused a read-only-looking statement (25006); running it on the primary"
+                );
             }
-            tracing::debug!(
-                "standby refused a read-only-looking statement (25006); running it on the primary"
-            );
+            if let Some(begin) = u.retry_begin.take() {
+                // The transaction failed on the standby: end it there; the
+                // retry starts it again on the primary.
+                self.inject_query(role, b"ROLLBACK");
+                self.deferred_begin = Some(begin);
+                self.tx_status = b'T';
+            }
             self.retry = u.retry.take().map(BytesMut::freeze);
             return;
         }
@@ -211,7 +239,11 @@ impl Session {
         if status == b'I' {
             self.state.tx_read_only = false;
         }
-        if status == b'I' && self.state.tx_wrote {
+        // With `read_consistency = session`, what a read on the primary saw
+        // bounds the session's next standby reads too (monotonic reads).
+        let session_mode = self.kind == ListenerKind::Rw
+            && self.shared.settings.read_consistency == ReadConsistency::Session;
+        if status == b'I' && (self.state.tx_wrote || (session_mode && role == Role::Primary)) {
             self.state.tx_wrote = false;
             self.state.last_write = Some(Instant::now());
             self.state.ryw_target = None;
@@ -447,6 +479,17 @@ fn commit_pending(state: &mut SessionState, b: &mut Backend) {
 
 /// Records a committed SET/RESET for the session and backend `b`.
 fn apply_setting(state: &mut SessionState, b: &mut Backend, e: &SessionEffect) {
+    match e {
+        SessionEffect::Set { name, .. } if name == "default_transaction_isolation" => {
+            // A value that is not a constant may be serializable.
+            state.default_serializable = e.default_serializable().unwrap_or(true);
+        }
+        SessionEffect::Reset { name, .. } if name == "default_transaction_isolation" => {
+            state.default_serializable = state.serializable_base;
+        }
+        SessionEffect::ResetAll => state.default_serializable = state.serializable_base,
+        _ => {}
+    }
     match e {
         SessionEffect::Set { name, statement } => {
             state.settings.insert(name.clone(), statement.clone());

@@ -17,13 +17,16 @@
 use super::state::{Backend, Role};
 use super::Session;
 use crate::backend::{BackendConn, ConnectError};
-use crate::classify::{Analysis, TxEffect};
 use crate::codec::backend::error_field;
 use crate::codec::ErrorInfo;
-use crate::server::ListenerKind;
+use crate::config::ReadConsistency;
+use crate::monitor::{Lsn, NodeStats};
+use crate::routing::{standby_may_serve, StandbyFacts};
+use crate::shared::ListenerKind;
 use crate::topology::Node;
 use bytes::{BufMut, Bytes, BytesMut};
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::Instant;
 
 /// Where a new unit wants to run.
@@ -92,33 +95,6 @@ fn downgrade(fields: &[u8]) -> Bytes {
 }
 
 impl Session {
-    /// The backend a new unit wants, from its analysis.
-    pub(super) fn want(&self, a: Option<&Analysis>) -> Want {
-        match self.kind {
-            ListenerKind::Primary => Want::Primary,
-            _ if self.tx_status != b'I' => Want::Sticky,
-            ListenerKind::Ro => Want::Standby,
-            ListenerKind::Rw => {
-                let Some(a) = a else { return Want::Sticky };
-                if self.state.pinned.is_some() {
-                    return Want::Primary;
-                }
-                if let TxEffect::Begin { read_only } = a.tx {
-                    return if read_only || self.state.default_read_only {
-                        Want::Standby
-                    } else {
-                        Want::Primary
-                    };
-                }
-                if a.read_only {
-                    Want::Standby
-                } else {
-                    Want::Primary
-                }
-            }
-        }
-    }
-
     pub(super) fn default_role(&self) -> Role {
         if self.kind == ListenerKind::Ro {
             Role::Standby
@@ -159,7 +135,7 @@ impl Session {
             let same = active == role
                 && (role == Role::Primary
                     || want == Want::Sticky
-                    || self.current_standby_eligible());
+                    || self.current_standby_ready().await);
             return if same {
                 Resolution::Go(active)
             } else {
@@ -178,79 +154,141 @@ impl Session {
             .is_some_and(|b| b.units.iter().any(|u| u.retry.is_some()))
     }
 
-    fn current_standby_eligible(&mut self) -> bool {
-        self.current_standby_usable(true)
-    }
-
-    /// Whether the session's standby connection may serve (`ryw`: also
-    /// checking read-your-writes).
-    fn current_standby_usable(&mut self, ryw: bool) -> bool {
-        self.standby_check(None, ryw)
-    }
-
-    /// Is `node` a standby that may serve this session's reads now?
-    fn standby_eligible(&mut self, node: &Node) -> bool {
-        self.standby_check(Some(node), true)
-    }
-
-    /// `node`: `None` for the session's standby connection (no `Node` clone
-    /// per transaction). The primary's stats come from [`RouteView`], looked
-    /// up once per topology generation instead of in the monitor's map each
-    /// time.
-    fn standby_check(&mut self, node: Option<&Node>, ryw: bool) -> bool {
-        let settings = &self.shared.settings;
-        let standby = self.backends[Role::Standby as usize].as_ref();
-        let (node, connected) = match (node, standby) {
-            (None, Some(b)) => (&b.conn.node, Some(b)),
-            (None, None) => return false,
-            (Some(n), b) => (n, b.filter(|b| b.conn.node == *n)),
-        };
-        let primary_sample = {
-            let t = self.topology.borrow();
-            if !t.standbys.contains(node) {
-                return false;
+    /// The facts [`crate::routing::standby_may_serve`] needs about `node`
+    /// (`None`: the session's standby connection). The primary's stats come
+    /// from [`RouteView`], looked up once per topology generation instead of
+    /// in the monitor's map each time.
+    fn standby_facts(
+        &mut self,
+        node: Option<&Node>,
+    ) -> Option<(StandbyFacts, Arc<NodeStats>, Node)> {
+        let (node, stats) = match node {
+            None => {
+                let b = self.backends[Role::Standby as usize].as_ref()?;
+                (b.conn.node.clone(), b.stats.clone())
             }
+            Some(n) => (n.clone(), self.shared.monitor.stats(n)),
+        };
+        let (listed, primary_sample) = {
+            let t = self.topology.borrow();
             if self.route_view.generation != Some(t.generation) {
                 self.route_view = RouteView {
                     generation: Some(t.generation),
                     primary: t.primary.as_ref().map(|p| self.shared.monitor.stats(p)),
                 };
             }
-            self.route_view
-                .primary
-                .as_deref()
-                .and_then(primary_sample_of)
+            (
+                t.standbys.contains(&node),
+                self.route_view
+                    .primary
+                    .as_deref()
+                    .and_then(primary_sample_of),
+            )
         };
-        let st = match connected {
-            Some(b) => b.stats.status(),
-            None => self.shared.monitor.stats(node).status(),
+        let st = stats.status();
+        let facts = StandbyFacts {
+            listed,
+            fresh: st
+                .ok_started
+                .is_some_and(|at| at.elapsed() <= self.shared.settings.health_timeout),
+            in_recovery: st.in_recovery,
+            lag_bytes: primary_sample.map(|(plsn, _)| plsn.bytes_after(st.lsn)),
         };
-        let fresh = st
-            .ok_started
-            .is_some_and(|at| at.elapsed() <= settings.health_timeout);
-        if !fresh || !st.in_recovery {
+        Some((facts, stats, node))
+    }
+
+    /// Whether the session's standby connection may serve the unit being
+    /// routed: healthy, and ordered as `read_consistency` asks.
+    async fn current_standby_ready(&mut self) -> bool {
+        let Some((facts, stats, node)) = self.standby_facts(None) else {
             return false;
-        }
-        if let (Some(max), Some((plsn, _))) = (settings.max_lag_bytes, primary_sample) {
-            if plsn.bytes_after(st.lsn) > max {
-                return false;
+        };
+        standby_may_serve(&facts, self.shared.settings.max_lag_bytes)
+            && self.ordered(&stats, &node).await
+    }
+
+    /// The ordering guarantee for a read on `node`, by listener and
+    /// `read_consistency` (docs/routing.md, "Consistency"):
+    /// - linearizable (rw): the standby has replayed the primary's WAL
+    ///   insert position polled by a round that started after the read
+    ///   arrived (after `client_read_at`), so every commit acknowledged
+    ///   before that, to anyone, is visible there;
+    /// - session (and the ro listener): the standby has replayed the
+    ///   primary's position polled after the session's last unit on the
+    ///   primary finished (its writes, and what its primary reads saw);
+    /// - any: nothing.
+    ///
+    /// Waits at most `read_wait_timeout`; false sends the read to the primary.
+    async fn ordered(&mut self, stats: &Arc<NodeStats>, node: &Node) -> bool {
+        let mode = match self.kind {
+            ListenerKind::Rw => self.shared.settings.read_consistency,
+            _ => ReadConsistency::Session,
+        };
+        let deadline = Instant::now() + self.shared.settings.read_wait_timeout;
+        match mode {
+            ReadConsistency::Any => true,
+            ReadConsistency::Session => {
+                let Some(after) = self.state.last_write else {
+                    return true;
+                };
+                let target = match self.state.ryw_target {
+                    Some(t) => t,
+                    None => {
+                        let sample = self.primary_position_after(after, deadline).await;
+                        let Some(t) = sample else { return false };
+                        self.state.ryw_target = Some(t);
+                        t
+                    }
+                };
+                stats.replayed(target, deadline).await
             }
-        }
-        if !ryw {
-            return true;
-        }
-        if let Some(wrote_at) = self.state.last_write {
-            if self.state.ryw_target.is_none() {
-                match primary_sample {
-                    Some((lsn, started)) if started > wrote_at => self.state.ryw_target = Some(lsn),
-                    _ => return false,
+            ReadConsistency::Linearizable => {
+                let arrived = self.client_read_at;
+                if self
+                    .proven
+                    .as_ref()
+                    .is_some_and(|(at, n)| *at >= arrived && n == node)
+                {
+                    return true;
                 }
-            }
-            if self.state.ryw_target.is_some_and(|target| st.lsn < target) {
-                return false;
+                let Some(primary) = self.route_view.primary.clone() else {
+                    return false;
+                };
+                let checked = Instant::now();
+                // The standby's round runs beside the primary's: a replay
+                // position only grows, so any sample at or past the target
+                // proves it, whenever it was taken.
+                let (target, standby) =
+                    tokio::join!(primary.fresh(deadline), stats.fresh(deadline));
+                let Some(target) = target.filter(|p| !p.in_recovery).map(|p| p.lsn) else {
+                    return false;
+                };
+                let ok = match standby {
+                    Some(s) if s.in_recovery && s.lsn >= target => true,
+                    _ => stats.replayed(target, deadline).await,
+                };
+                if ok {
+                    self.proven = Some((checked, node.clone()));
+                }
+                ok
             }
         }
-        true
+    }
+
+    /// The primary's position from a poll that started after `after`: the
+    /// last periodic sample when it is recent enough, else a fresh round.
+    async fn primary_position_after(&mut self, after: Instant, deadline: Instant) -> Option<Lsn> {
+        let primary = self.route_view.primary.clone()?;
+        if let Some((lsn, started)) = primary_sample_of(&primary) {
+            if started > after {
+                return Some(lsn);
+            }
+        }
+        primary
+            .fresh(deadline)
+            .await
+            .filter(|p| !p.in_recovery)
+            .map(|p| p.lsn)
     }
 
     /// Makes sure the backend for `role` is connected (waiting for a primary
@@ -265,35 +303,47 @@ impl Session {
         }
     }
 
+    /// A standby for a read: the session's own standby connection when it
+    /// is healthy (if it is not yet ordered, the primary serves this read
+    /// rather than churning connections), else the least loaded healthy
+    /// standby that is ordered.
     async fn ensure_standby(&mut self) -> bool {
-        if self.current_standby_eligible() {
-            return true;
-        }
-        if self.current_standby_usable(false) {
-            // Healthy but not yet past this session's last write: the
-            // primary serves this read rather than churning connections.
-            return false;
+        let max_lag = self.shared.settings.max_lag_bytes;
+        if let Some((facts, stats, node)) = self.standby_facts(None) {
+            if standby_may_serve(&facts, max_lag) {
+                return self.ordered(&stats, &node).await;
+            }
         }
         let standbys = self.topology.borrow().standbys.clone();
-        let mut best: Option<(usize, Node)> = None;
+        let mut best: Option<(usize, Arc<NodeStats>, Node)> = None;
         for node in standbys {
-            if !self.standby_eligible(&node) {
+            let Some((facts, stats, node)) = self.standby_facts(Some(&node)) else {
+                continue;
+            };
+            if !standby_may_serve(&facts, max_lag) {
                 continue;
             }
-            let load = self
-                .shared
-                .monitor
-                .stats(&node)
-                .outstanding
-                .load(Ordering::Relaxed);
-            if best.as_ref().is_none_or(|(l, _)| load < *l) {
-                best = Some((load, node));
+            let load = stats.outstanding.load(Ordering::Relaxed);
+            if best.as_ref().is_none_or(|(l, _, _)| load < *l) {
+                best = Some((load, stats, node));
             }
         }
-        let Some((_, node)) = best else { return false };
+        let Some((_, stats, node)) = best else {
+            return false;
+        };
+        if self.state.read_standby.as_ref().is_some_and(|n| *n != node) {
+            // Another standby than the one this session read from: it must
+            // be at least where the primary is now (monotonic reads).
+            self.state.last_write = Some(Instant::now());
+            self.state.ryw_target = None;
+        }
+        if !self.ordered(&stats, &node).await {
+            return false;
+        }
         match self.open_backend(&node).await {
             Ok(conn) => {
                 self.install(Role::Standby, conn);
+                self.state.read_standby = Some(node);
                 true
             }
             Err(e) => {
@@ -464,7 +514,7 @@ impl Session {
         self.drop_backend(role);
         tracing::debug!(backend = %conn.node.name, ?role, "backend connected");
         if role == self.default_role() {
-            let key = super::login_cache::LoginKey::new(self.kind, &self.params);
+            let key = crate::login_cache::LoginKey::new(self.kind, &self.params);
             self.shared.logins.put(&key, &conn.params);
         }
         if let Some(told) = self.unverified.take() {

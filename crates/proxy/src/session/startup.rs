@@ -4,7 +4,8 @@
 //! verifier the monitor looks up.
 //!
 //! Hazards: everything here runs before the client is authenticated, so
-//! messages are bounded by `max_startup`. Unknown roles, roles without a
+//! messages are bounded by `max_startup`, and the whole start by
+//! `authentication_timeout` (see `serve`). Unknown roles, roles without a
 //! usable verifier and wrong passwords all end in the same FATAL 28P01, after
 //! a full (mock, for unknown roles) SCRAM exchange.
 
@@ -15,7 +16,7 @@ use crate::auth::{
 use crate::codec::backend::Authentication;
 use crate::codec::frontend::{parse_password, parse_sasl_initial_response};
 use crate::codec::{BackendMessage, CodecError, ErrorInfo, FrontendMessage, StartupMessage};
-use crate::server::Shared;
+use crate::shared::Shared;
 use bytes::Bytes;
 use rand::RngCore;
 
@@ -50,9 +51,14 @@ impl From<std::io::Error> for StartEnd {
     }
 }
 
-/// Runs the start of a session up to (not including) AuthenticationOk.
-pub async fn start(io: &mut ClientIo, shared: &Shared) -> Result<Started, StartEnd> {
-    let (version, params) = loop {
+/// The startup packet's protocol version and parameters.
+pub type StartupPacket = (i32, Vec<(String, String)>);
+
+/// Reads startup-phase packets up to the StartupMessage: answers SSLRequest
+/// (TLS handshake when configured) and GSSENCRequest, serves a
+/// CancelRequest.
+pub async fn negotiate(io: &mut ClientIo, shared: &Shared) -> Result<StartupPacket, StartEnd> {
+    loop {
         let max = shared.limits.max_startup;
         let msg = io.read_with(|buf| StartupMessage::decode(buf, max)).await?;
         match msg {
@@ -78,9 +84,14 @@ pub async fn start(io: &mut ClientIo, shared: &Shared) -> Result<Started, StartE
                 shared.cancel(pid, key).await;
                 return Err(StartEnd::Quiet);
             }
-            Some(StartupMessage::Startup { version, params }) => break (version, params),
+            Some(StartupMessage::Startup { version, params }) => return Ok((version, params)),
         }
-    };
+    }
+}
+
+/// Runs the start of a session up to (not including) AuthenticationOk.
+pub async fn start(io: &mut ClientIo, shared: &Shared) -> Result<Started, StartEnd> {
+    let (version, params) = negotiate(io, shared).await?;
     let (params, unknown): (Vec<_>, Vec<_>) = params
         .into_iter()
         .partition(|(k, _)| !k.starts_with("_pq_."));
@@ -126,19 +137,22 @@ pub async fn start(io: &mut ClientIo, shared: &Shared) -> Result<Started, StartE
     })
 }
 
-/// Reads the next 'p' message body of the authentication exchange.
+/// Reads the next 'p' message body of the authentication exchange. Another
+/// type is refused at its type byte, as PostgreSQL does (a Terminate ends
+/// the start quietly).
 async fn read_password(io: &mut ClientIo, shared: &Shared) -> Result<Bytes, StartEnd> {
     let max = shared.limits.max_startup;
-    match io
-        .read_with(|buf| FrontendMessage::decode(buf, max))
-        .await?
-    {
+    let read = io.read_with(|buf| match buf.first() {
+        Some(&tag) if tag != b'p' && tag != b'X' => Ok(Some(Err(tag))),
+        _ => FrontendMessage::decode(buf, max).map(|m| m.map(Ok)),
+    });
+    match read.await? {
         None => Err(StartEnd::Quiet),
-        Some(FrontendMessage::Password(body)) => Ok(body),
-        Some(FrontendMessage::Terminate) => Err(StartEnd::Quiet),
-        Some(_) => Err(StartEnd::Fatal(ErrorInfo::fatal(
+        Some(Ok(FrontendMessage::Password(body))) => Ok(body),
+        Some(Ok(_)) => Err(StartEnd::Quiet),
+        Some(Err(tag)) => Err(StartEnd::Fatal(ErrorInfo::fatal(
             "08P01",
-            "expected password response during authentication",
+            format!("expected password response, got message type {tag}"),
         ))),
     }
 }

@@ -23,12 +23,7 @@ pub type SessionMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 use std::sync::Arc;
 use std::time::Instant;
 
-/// Which of a session's two backends.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Role {
-    Primary = 0,
-    Standby = 1,
-}
+pub use crate::routing::Role;
 
 /// One unit of work in flight on a backend.
 pub struct Unit {
@@ -49,6 +44,12 @@ pub struct Unit {
     pub held: Option<BytesMut>,
     /// The standby refused with 25006: drop the rest, then retry.
     pub discarding: bool,
+    /// The refusal was serializable isolation (0A000 "cannot use
+    /// serializable mode in a hot standby"), not a write.
+    pub refused_serializable: bool,
+    /// The deferred BEGIN this unit carried to the standby: a retry ends
+    /// that transaction there and starts it again on the primary.
+    pub retry_begin: Option<Bytes>,
     pub errored: bool,
     /// The unit may write (read-your-writes bookkeeping).
     pub write: bool,
@@ -61,6 +62,8 @@ pub struct Unit {
     /// unit removed from the session's map when it was sent: put back if the
     /// unit fails (it may not have run).
     pub deallocated: Vec<(Bytes, Prepared)>,
+    /// Injected to fail on purpose (its error is expected: not logged).
+    pub quiet: bool,
     /// Ends with Sync/Query (false while an extended unit is open).
     pub closed: bool,
     /// Savepoint-related command tags seen in this unit, in order (empty,
@@ -86,11 +89,14 @@ impl Unit {
             retry_sql: None,
             held: None,
             discarding: false,
+            refused_serializable: false,
+            retry_begin: None,
             errored: false,
             write: false,
             effects: Vec::new(),
             reprepared: Vec::new(),
             deallocated: Vec::new(),
+            quiet: false,
             closed: false,
             tx_marks: Vec::new(),
             silent_ready: false,
@@ -257,12 +263,24 @@ pub struct SessionState {
     pub pinned: Option<&'static str>,
     /// `default_transaction_read_only` as the server reported it.
     pub default_read_only: bool,
+    /// `default_transaction_isolation` is (or may be) serializable: set by
+    /// the session (SET, startup options) or learned from a standby's
+    /// refusal (a role or database default).
+    pub default_serializable: bool,
+    /// What `default_serializable` returns to on RESET: the startup
+    /// packet's value, or a role/database default learned from a standby.
+    pub serializable_base: bool,
     /// The current transaction has written (or may have).
     pub tx_wrote: bool,
     /// The current (or just dispatched) transaction is READ ONLY.
     pub tx_read_only: bool,
-    /// When the session's last write transaction finished.
+    /// When the session's last write transaction finished (with
+    /// `read_consistency = session`: its last unit on the primary), or it
+    /// moved to another standby: a standby read must see the primary's
+    /// position polled after this moment.
     pub last_write: Option<Instant>,
+    /// The standby this session last read from.
+    pub read_standby: Option<crate::topology::Node>,
     /// The primary LSN reads must wait for (resolved from the monitor).
     pub ryw_target: Option<Lsn>,
 }

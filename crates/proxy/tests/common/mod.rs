@@ -141,16 +141,25 @@ pub async fn connect(
     Ok(client)
 }
 
-/// Whether the node that served a simple query is a standby.
-pub async fn served_by_standby(c: &tokio_postgres::Client) -> bool {
-    let rows = c
-        .simple_query("SELECT pg_is_in_recovery()")
-        .await
-        .expect("pg_is_in_recovery");
-    rows.iter().find_map(|m| match m {
-        tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).map(|v| v == "t"),
-        _ => None,
-    }) == Some(true)
+/// Whether a plain read (`SELECT 1`, simple query) was served by the
+/// standby: read from the proxy's per-node counters of client units (no SQL
+/// can tell: a read the proxy sends to a standby must answer as the primary
+/// would, so server-identifying functions always run on the primary).
+/// Inside a transaction this tells where the transaction runs. The caller
+/// must have no other client of this proxy running statements meanwhile.
+pub async fn served_by_standby(c: &Cluster, client: &tokio_postgres::Client) -> bool {
+    let stats = c
+        .standby
+        .as_ref()
+        .map(|s| c.proxy.shared.monitor.stats(&node("pg2", s)));
+    let before = stats
+        .as_ref()
+        .map_or(0, |s| s.served.load(std::sync::atomic::Ordering::Relaxed));
+    client.simple_query("SELECT 1").await.expect("SELECT 1");
+    let after = stats
+        .as_ref()
+        .map_or(0, |s| s.served.load(std::sync::atomic::Ordering::Relaxed));
+    after > before
 }
 
 /// A hand-driven protocol client, for feeding the proxy bad bytes.

@@ -28,6 +28,7 @@ public class PghaJdbc {
             readOnlyTransactions(c, "ryw");
             rollback(c);
             autocommitReads(c);
+            serializableReadOnly(c);
         }
         out("done", "ok");
     }
@@ -38,7 +39,7 @@ public class PghaJdbc {
         c.setAutoCommit(false);
         c.setReadOnly(true);
         try (PreparedStatement ps = c.prepareStatement(
-                "SELECT count(*), coalesce(sum(v), 0), inet_server_port() FROM jdbc_items WHERE id > ?")) {
+                "SELECT count(*), coalesce(sum(v), 0), current_setting('pgha_test.port')::int FROM jdbc_items WHERE id > ?")) {
             for (int tx = 0; tx < 8; tx++) {
                 long count = -1, sum = -1;
                 int port = -1;
@@ -80,7 +81,7 @@ public class PghaJdbc {
             out("batch", ins.executeBatch().length);
         }
         try (PreparedStatement up = c.prepareStatement(
-                "UPDATE jdbc_items SET v = v + 1 WHERE id = ? RETURNING inet_server_port()")) {
+                "UPDATE jdbc_items SET v = v + 1 WHERE id = ? RETURNING current_setting('pgha_test.port')::int")) {
             up.setInt(1, 1);
             try (ResultSet r = up.executeQuery()) {
                 r.next();
@@ -118,5 +119,28 @@ public class PghaJdbc {
             }
             out("autocommit_sum", total);
         }
+    }
+
+    // A serializable read-only transaction as pgjdbc sends it: SET SESSION
+    // CHARACTERISTICS AS TRANSACTION ISOLATION LEVEL SERIALIZABLE, then
+    // BEGIN READ ONLY.
+    static void serializableReadOnly(Connection c) throws Exception {
+        c.setAutoCommit(false);
+        c.setReadOnly(true);
+        c.setTransactionIsolation(Connection.TRANSACTION_SERIALIZABLE);
+        try (PreparedStatement ps = c.prepareStatement(
+                "SELECT count(*), coalesce(sum(v), 0), current_setting('pgha_test.port')::int FROM jdbc_items WHERE id > ?")) {
+            ps.setInt(1, 0);
+            try (ResultSet r = ps.executeQuery()) {
+                r.next();
+                out("ser_port", r.getInt(3));
+                out("ser_count", r.getLong(1));
+                out("ser_sum", r.getLong(2));
+            }
+        }
+        c.commit();
+        c.setTransactionIsolation(Connection.TRANSACTION_READ_COMMITTED);
+        c.setReadOnly(false);
+        c.setAutoCommit(true);
     }
 }

@@ -9,7 +9,7 @@ import sys
 
 import asyncpg
 
-SELECT = "SELECT count(*), coalesce(sum(v), 0), inet_server_port() FROM apg_items WHERE id > $1"
+SELECT = "SELECT count(*), coalesce(sum(v), 0), current_setting('pgha_test.port')::int FROM apg_items WHERE id > $1"
 
 
 def out(key, value):
@@ -41,7 +41,7 @@ async def main():
             "INSERT INTO apg_items (id, v) VALUES ($1, $2)", [(i, i * 10) for i in range(8, 11)]
         )
         out("rw_port", await conn.fetchval(
-            "UPDATE apg_items SET v = v + 1 WHERE id = 1 RETURNING inet_server_port()"))
+            "UPDATE apg_items SET v = v + 1 WHERE id = 1 RETURNING current_setting('pgha_test.port')::int"))
     await read_only(conn, "ryw")
     try:
         async with conn.transaction():
@@ -54,6 +54,12 @@ async def main():
     for i in range(1, 11):
         total += await conn.fetchval("SELECT v FROM apg_items WHERE id = $1", i)
     out("autocommit_sum", total)
+    # BEGIN ISOLATION LEVEL SERIALIZABLE READ ONLY DEFERRABLE
+    async with conn.transaction(isolation="serializable", readonly=True, deferrable=True):
+        count, total, port = await conn.fetchrow(SELECT, 0)
+    out("ser_port", port)
+    out("ser_count", count)
+    out("ser_sum", total)
     await conn.close()
     out("done", "ok")
 

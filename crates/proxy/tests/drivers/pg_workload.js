@@ -6,7 +6,7 @@ const { Client } = require('pg');
 
 const SELECT = {
   name: 'ro_select',
-  text: 'SELECT count(*)::int AS count, coalesce(sum(v), 0)::int AS sum, inet_server_port() AS port FROM node_items WHERE id > $1',
+  text: 'SELECT count(*)::int AS count, coalesce(sum(v), 0)::int AS sum, current_setting(\'pgha_test.port\')::int AS port FROM node_items WHERE id > $1',
 };
 
 function out(key, value) {
@@ -36,7 +36,7 @@ async function main() {
   for (let i = 1; i <= 10; i++) {
     await client.query({ name: 'ins', text: 'INSERT INTO node_items (id, v) VALUES ($1, $2)', values: [i, i * 10] });
   }
-  const up = await client.query('UPDATE node_items SET v = v + 1 WHERE id = 1 RETURNING inet_server_port() AS port');
+  const up = await client.query('UPDATE node_items SET v = v + 1 WHERE id = 1 RETURNING current_setting(\'pgha_test.port\')::int AS port');
   out('rw_port', up.rows[0].port);
   await client.query('COMMIT');
   await readOnly(client, 'ryw');
@@ -51,6 +51,12 @@ async function main() {
     total += r.rows[0].v;
   }
   out('autocommit_sum', total);
+  await client.query('BEGIN ISOLATION LEVEL SERIALIZABLE READ ONLY DEFERRABLE');
+  const ser = (await client.query({ ...SELECT, values: [0] })).rows[0];
+  await client.query('COMMIT');
+  out('ser_port', ser.port);
+  out('ser_count', ser.count);
+  out('ser_sum', ser.sum);
   await client.end();
   out('done', 'ok');
 }

@@ -9,7 +9,7 @@ import sys
 
 import psycopg
 
-SELECT = "SELECT count(*), coalesce(sum(v), 0), inet_server_port() FROM py_items WHERE id > %s"
+SELECT = "SELECT count(*), coalesce(sum(v), 0), current_setting('pgha_test.port')::int FROM py_items WHERE id > %s"
 
 
 def out(key, value):
@@ -40,7 +40,7 @@ def main():
                     [(i, i * 10) for i in range(8, 11)],
                 )
             port = conn.execute(
-                "UPDATE py_items SET v = v + 1 WHERE id = 1 RETURNING inet_server_port()"
+                "UPDATE py_items SET v = v + 1 WHERE id = 1 RETURNING current_setting('pgha_test.port')::int"
             ).fetchone()[0]
             out("rw_port", port)
         read_only(conn, "ryw")
@@ -58,6 +58,15 @@ def main():
         with conn.pipeline():
             curs = [conn.execute("SELECT v FROM py_items WHERE id = %s", (i,)) for i in range(1, 11)]
         out("pipeline_sum", sum(c.fetchone()[0] for c in curs))
+        # BEGIN ISOLATION LEVEL SERIALIZABLE READ ONLY DEFERRABLE
+        conn.isolation_level = psycopg.IsolationLevel.SERIALIZABLE
+        conn.read_only = True
+        conn.deferrable = True
+        with conn.transaction():
+            count, total, port = conn.execute(SELECT, (0,)).fetchone()
+        out("ser_port", port)
+        out("ser_count", count)
+        out("ser_sum", total)
     out("done", "ok")
 
 

@@ -13,7 +13,7 @@
 //! expire after [`MAX_AGE`] so a changed role or database setting is seen by
 //! a real login again soon, and the map holds at most [`MAX_ENTRIES`].
 
-use crate::server::ListenerKind;
+use crate::shared::ListenerKind;
 use bytes::Bytes;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
