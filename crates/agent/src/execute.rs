@@ -23,6 +23,13 @@ const EXIT_TIMEOUT: Duration = Duration::from_secs(30);
 /// How often a promotion polls `pg_is_in_recovery()`.
 const PROMOTE_POLL: Duration = Duration::from_millis(5);
 
+/// The leader key's create revision that `record` names (its term): the
+/// guard of every `/sync` write, so that a write decided in an earlier
+/// reign of this member cannot land in a later one.
+fn term_revision(record: &SyncRecord) -> anyhow::Result<i64> {
+    i64::try_from(record.term).with_context(|| format!("term {} as an etcd revision", record.term))
+}
+
 /// Actions that start PostgreSQL or rewrite its data directory: they wait
 /// for a postmaster left exiting by a graceful demote.
 fn starts_postgres(action: &Action) -> bool {
@@ -109,10 +116,14 @@ impl Agent {
                         &json,
                         &self.keys.leader(),
                         self.me.name.as_bytes(),
+                        term_revision(record)?,
                     )
                     .await?;
                 if !written {
-                    bail!("not writing /sync: the leader key is no longer ours");
+                    bail!(
+                        "not writing /sync: the leader key is no longer ours in term {}",
+                        record.term
+                    );
                 }
             }
             Action::HandOver(record) => self.hand_over(record).await?,
@@ -254,10 +265,14 @@ impl Agent {
                 &json,
                 &self.keys.leader(),
                 self.me.name.as_bytes(),
+                term_revision(record)?,
             )
             .await?;
         if !done {
-            bail!("not handing over: the leader key is no longer ours");
+            bail!(
+                "not handing over: the leader key is no longer ours in term {}",
+                record.term
+            );
         }
         if let Some(id) = self.keeper.lease() {
             let _ = self.dcs.revoke_lease(id).await;

@@ -2,6 +2,7 @@
 //! (synchronous quorum, slots, hot standbys), synchronous replication really
 //! holding, archiving and restore, restart with data, bad configs, status.
 
+use pgha_agent::api::client;
 use pgha_testkit::cluster::{describe, member, run_pgha, TestCluster};
 use pgha_testkit::wait_until_async;
 use std::path::Path;
@@ -123,7 +124,47 @@ async fn commit_waits_for_a_synchronous_standby() {
             .await
             .map(|_| primary)
     });
-    tokio::time::sleep(Duration::from_secs(3)).await; // the assertion is that nothing happens
+    // The commit is flushed locally and waits for a synchronous standby
+    // (wait event SyncRep): from then on it may not return.
+    let watcher = c.connect("node1").await.unwrap();
+    wait_until_async(
+        "the INSERT waiting for synchronous replication",
+        Duration::from_secs(30),
+        || async {
+            let row = watcher
+                .query_one(
+                    "SELECT count(*) FROM pg_stat_activity \
+                     WHERE wait_event = 'SyncRep' AND query LIKE 'INSERT INTO w%'",
+                    &[],
+                )
+                .await
+                .ok()?;
+            (row.get::<_, i64>(0) == 1).then_some(())
+        },
+    )
+    .await
+    .unwrap();
+    // The leader's agent has seen both standbys gone and its standing
+    // decision (the latest it recorded) is to keep the synchronous set: it
+    // had its chance to drop it.
+    let url = format!("{}/cluster", c.config.member("node1").unwrap().api_url());
+    wait_until_async(
+        "the leader deciding to keep waiting for a standby",
+        Duration::from_secs(30),
+        || async {
+            let doc: serde_json::Value = client::get(&url, Duration::from_secs(5))
+                .await
+                .ok()?
+                .json()
+                .ok()?;
+            let latest = doc["decisions"].as_array()?.last()?["reason"].as_str()?;
+            latest
+                .contains("no healthy synchronous standby")
+                .then_some(())
+        },
+    )
+    .await
+    .unwrap();
     assert!(
         !commit.is_finished(),
         "commit returned with no synchronous standby"

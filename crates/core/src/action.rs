@@ -69,14 +69,16 @@ pub enum Action {
     /// revoke the lease; set `LocalState::lease` to `None`.
     ReleaseLeader,
     /// Write `/sync` with this record, only while the leader key is ours
-    /// (`put_if_key_equals(leader, <name>)`; ideally also comparing the
-    /// key's create revision with `record.term`).
+    /// in the record's term (`put_if_key_equals(leader, <name>,
+    /// record.term)`: the key's value and its create revision), so that a
+    /// write decided in an earlier reign of this member never lands.
     WriteSyncKey(SyncRecord),
     /// A switchover's hand-over after the clean shutdown: write `/sync`
     /// with this record (it carries the final position) and delete the
     /// leader key, in one DCS transaction, only while the leader key names
-    /// us (`put_and_delete_if_equals(sync, record, leader, <name>)`). If it
-    /// is not ours, nothing is written and the action fails. On success the
+    /// us in the record's term (`put_and_delete_if_equals(sync, record,
+    /// leader, <name>, record.term)`). If it is not ours, nothing is
+    /// written and the action fails. On success the
     /// rest is as for `ReleaseLeader`: revoke the lease, set
     /// `LocalState::lease` to `None`. One write instead of `WriteSyncKey`
     /// then `ReleaseLeader`: the target sees the final position and the

@@ -53,10 +53,13 @@ impl Side<'_> {
                 .compare_and_swap(k, v, *rev, None)
                 .await
                 .map(Outcome::Bool),
-            Op::Guarded(k, v, g, gv) => d.put_if_key_equals(k, v, g, gv).await.map(Outcome::Bool),
+            Op::Guarded(k, v, g, gv, t) => d
+                .put_if_key_equals(k, v, g, gv, *t)
+                .await
+                .map(Outcome::Bool),
             Op::DeleteIf(k, v) => d.delete_if_equals(k, v).await.map(Outcome::Bool),
-            Op::HandOver(k, v, g, gv) => d
-                .put_and_delete_if_equals(k, v, g, gv)
+            Op::HandOver(k, v, g, gv, t) => d
+                .put_and_delete_if_equals(k, v, g, gv, *t)
                 .await
                 .map(Outcome::Bool),
             Op::Get(k) => d
@@ -92,14 +95,21 @@ enum Op {
     Delete(&'static str),
     Create(&'static str, Vec<u8>, Option<usize>),
     Cas(&'static str, Vec<u8>, i64),
-    Guarded(&'static str, Vec<u8>, &'static str, Vec<u8>),
+    /// put_if_key_equals(key, value, guard key, guard value, guard create revision)
+    Guarded(&'static str, Vec<u8>, &'static str, Vec<u8>, i64),
     DeleteIf(&'static str, Vec<u8>),
-    /// put_and_delete_if_equals(put key, value, delete key, expected)
-    HandOver(&'static str, Vec<u8>, &'static str, Vec<u8>),
+    /// put_and_delete_if_equals(put key, value, delete key, expected,
+    /// expected create revision)
+    HandOver(&'static str, Vec<u8>, &'static str, Vec<u8>, i64),
     Get(&'static str),
     Prefix(&'static str),
     Grant,
     Revoke(usize),
+}
+
+/// A revision among the last few (so compares on it sometimes hold).
+fn recent(rng: &mut StdRng, rev: i64) -> i64 {
+    rng.gen_range((rev - 4).max(0)..=rev)
 }
 
 fn random_op(rng: &mut StdRng, rev: i64) -> Op {
@@ -114,8 +124,11 @@ fn random_op(rng: &mut StdRng, rev: i64) -> Op {
         0 | 1 => Op::Put(key, val, lease),
         2 => Op::Delete(key),
         3 => Op::Create(key, val, lease),
-        4 => Op::Cas(key, val, rng.gen_range((rev - 4).max(0)..=rev)),
-        5 => Op::Guarded(key, val.clone(), KEYS[rng.gen_range(0..KEYS.len())], val),
+        4 => Op::Cas(key, val, recent(rng, rev)),
+        5 => {
+            let guard = KEYS[rng.gen_range(0..KEYS.len())];
+            Op::Guarded(key, val.clone(), guard, val, recent(rng, rev))
+        }
         6 => Op::DeleteIf(key, val),
         7 => Op::Get(key),
         8 => Op::Prefix(["/d/", "/d/c/", "/", "/z"][rng.gen_range(0..4)]),
@@ -125,7 +138,7 @@ fn random_op(rng: &mut StdRng, rev: i64) -> Op {
             // in the same transaction).
             let i = KEYS.iter().position(|k| *k == key).unwrap_or(0);
             let other = KEYS[(i + rng.gen_range(1..KEYS.len())) % KEYS.len()];
-            Op::HandOver(key, val.clone(), other, val)
+            Op::HandOver(key, val.clone(), other, val, recent(rng, rev))
         }
         _ => Op::Revoke(rng.gen_range(0..4)),
     }

@@ -7,7 +7,6 @@
 //! `primary_reason` and `serializable`.
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use pgha_proxy::classify::{
     reason, startup_options_serializable, Analysis, CatalogContent, CatalogRelation, Classifier,
@@ -1116,40 +1115,4 @@ fn hostile_input_does_not_panic() {
         let a = c.analyze(t);
         assert!(!a.read_only || t == "SELECT '\u{1F600}'", "{t:?} -> {a:?}");
     }
-}
-
-/// Not a benchmark harness: prints what one `analyze` costs on a cache hit,
-/// a shape hit (same statement, other literal), and a miss (new text that
-/// must be parsed). Timings are not asserted.
-#[test]
-fn measure_analyze_cost() {
-    let c = classifier();
-    let hit_sql = "SELECT abalance FROM pgbench_accounts WHERE aid = $1";
-    c.analyze(hit_sql);
-    let n = 20_000u32;
-    let t = Instant::now();
-    for _ in 0..n {
-        std::hint::black_box(c.analyze(std::hint::black_box(hit_sql)));
-    }
-    let hit = t.elapsed() / n;
-
-    let texts: Vec<String> = (0..n)
-        .map(|i| format!("SELECT abalance FROM pgbench_accounts WHERE aid = {i}"))
-        .collect();
-    let t = Instant::now();
-    for s in &texts {
-        std::hint::black_box(c.analyze(s));
-    }
-    let shape_hit = t.elapsed() / n;
-
-    let m = 2_000u32;
-    let misses: Vec<String> = (0..m)
-        .map(|i| format!("SELECT a{i}, b FROM t{i} JOIN u ON u.id = t{i}.uid WHERE t{i}.x = $1"))
-        .collect();
-    let t = Instant::now();
-    for s in &misses {
-        std::hint::black_box(c.analyze(s));
-    }
-    let miss = t.elapsed() / m;
-    println!("analyze cost: exact hit {hit:?}, shape hit {shape_hit:?}, miss (parse) {miss:?}");
 }

@@ -6,7 +6,10 @@
 mod common;
 
 use common::*;
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+/// primary_wait_timeout as `common::start` sets it.
+const PRIMARY_WAIT: Duration = Duration::from_secs(10);
 
 /// The primary dies; the standby is promoted and becomes the primary.
 /// Returns the new primary and its port.
@@ -65,20 +68,37 @@ async fn failover_keeps_connections_and_fails_only_inflight() -> anyhow::Result<
     assert_eq!(row.get::<_, String>(0), "survivor");
     assert!(!row.get::<_, bool>(1));
 
-    // No primary for a while: a new transaction waits instead of failing.
+    // No primary for a while: a new transaction waits for one instead of
+    // failing, up to primary_wait_timeout (10 s in these tests). The first
+    // write proves the wait by running out of it; the second, sent 2 s
+    // later, must still be waiting then, and completes once a primary is
+    // back.
     c.topology.update(|t| t.primary = None);
-    let waiting =
-        tokio::spawn(async move { client.execute("INSERT INTO t (v) VALUES (4)", &[]).await });
-    let still_waiting = tokio::time::timeout(Duration::from_millis(500), async {
-        while !waiting.is_finished() {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    })
-    .await
-    .is_err();
-    assert!(still_waiting, "the write must wait for a primary");
+    let started = Instant::now();
+    let first = tokio::spawn(async move {
+        let r = idle.execute("INSERT INTO t (v) VALUES (4)", &[]).await;
+        (r, started.elapsed())
+    });
+    tokio::time::sleep(Duration::from_secs(2)).await; // stagger the two waits
+    let second =
+        tokio::spawn(async move { client.execute("INSERT INTO t (v) VALUES (5)", &[]).await });
+    let (r, waited) = first.await?;
+    let err = r.expect_err("no primary appeared within primary_wait_timeout");
+    assert_eq!(code(&err).as_deref(), Some("08006"), "{err:?}");
+    let message = err.as_db_error().map(|d| d.message().to_string());
+    assert!(
+        message
+            .as_deref()
+            .is_some_and(|m| m.contains("no primary available after waiting")),
+        "{err:?}"
+    );
+    assert!(waited >= PRIMARY_WAIT, "gave up after {waited:?}");
+    assert!(
+        !second.is_finished(),
+        "a write sent while there was no primary did not wait for one"
+    );
     c.topology.update(|t| t.primary = Some(new_primary.clone()));
-    assert_eq!(waiting.await??, 1);
+    assert_eq!(second.await??, 1);
     Ok(())
 }
 
@@ -256,9 +276,18 @@ async fn a_fence_does_not_leave_the_session_read_only() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// pause_timeout for the pause test: long enough for the worker to start
+/// waiting well before the probe gives up, short for the test's run time.
+const PAUSE_TIMEOUT: Duration = Duration::from_secs(4);
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pause_holds_new_transactions_without_errors() -> anyhow::Result<()> {
-    let c = start(false, "").await?;
+    let c = start(
+        false,
+        &format!("pause_timeout = \"{}s\"", PAUSE_TIMEOUT.as_secs()),
+    )
+    .await?;
+    let probe = connect(c.rw(), "alice", ALICE_PW).await?;
     let client = connect(c.rw(), "alice", ALICE_PW).await?;
     client
         .batch_execute("BEGIN; INSERT INTO t (v) VALUES (1)")
@@ -268,6 +297,16 @@ async fn pause_holds_new_transactions_without_errors() -> anyhow::Result<()> {
     client
         .batch_execute("INSERT INTO t (v) VALUES (2); COMMIT")
         .await?;
+    // A probe transaction proves the hold by running out of pause_timeout;
+    // the worker, started 2 s later, must still be held then.
+    let started = Instant::now();
+    let probe = tokio::spawn(async move {
+        let r = probe
+            .batch_execute("BEGIN; INSERT INTO t (v) VALUES (100); COMMIT")
+            .await;
+        (r, started.elapsed())
+    });
+    tokio::time::sleep(Duration::from_secs(2)).await; // stagger the two waits
     let worker = tokio::spawn(async move {
         for i in 0..20 {
             client
@@ -276,14 +315,14 @@ async fn pause_holds_new_transactions_without_errors() -> anyhow::Result<()> {
         }
         Ok::<_, tokio_postgres::Error>(())
     });
-    let held = tokio::time::timeout(Duration::from_millis(500), async {
-        while !worker.is_finished() {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    })
-    .await
-    .is_err();
-    assert!(held, "new transactions must wait while paused");
+    let (r, waited) = probe.await?;
+    let err = r.expect_err("the pause outlasted pause_timeout");
+    assert_eq!(code(&err).as_deref(), Some("57P03"), "{err:?}");
+    assert!(waited >= PAUSE_TIMEOUT, "gave up after {waited:?}");
+    assert!(
+        !worker.is_finished(),
+        "new transactions must wait while paused"
+    );
     c.topology.resume();
     worker.await??;
     let direct = connect(c.primary_addr(), "alice", ALICE_PW).await?;
@@ -291,6 +330,6 @@ async fn pause_holds_new_transactions_without_errors() -> anyhow::Result<()> {
         .query_one("SELECT count(*) FROM t", &[])
         .await?
         .get(0);
-    assert_eq!(n, 22);
+    assert_eq!(n, 22, "the probe's transaction never ran");
     Ok(())
 }

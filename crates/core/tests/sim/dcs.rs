@@ -1,7 +1,8 @@
 //! A fake etcd: one global revision, leases that expire on the DCS clock
 //! (global simulated time), create-if-absent for the leader and initialize
-//! keys, and the `/sync` write guarded by the leader key's value, exactly
-//! the primitives the real agent uses (`pgha_dcs::Dcs`).
+//! keys, and the `/sync` write guarded by the leader key's value and term
+//! (create revision), exactly the primitives the real agent uses
+//! (`pgha_dcs::Dcs`).
 
 use pgha_core::{
     ClusterView, DynamicConfig, FailoverRequest, LeaderKey, MemberState, ProxyState,
@@ -141,31 +142,36 @@ impl Dcs {
         }
     }
 
-    /// put_if_key_equals(sync, leader == name).
-    pub fn write_sync(&mut self, record: SyncRecord, name: &str) -> bool {
-        match &self.leader {
-            Some((k, _)) if k.holder == name => {
-                self.sync = Some(record);
-                self.bump();
-                true
-            }
-            _ => false,
-        }
+    /// Whether the leader key names `name` in `term` (its create revision):
+    /// the guard of every `/sync` write.
+    fn held_in_term(&self, name: &str, term: u64) -> bool {
+        self.leader
+            .as_ref()
+            .is_some_and(|(k, _)| k.holder == name && k.term == term)
     }
 
-    /// put_and_delete_if_equals(sync, record, leader, name): the record
-    /// and the release in one revision, or nothing.
-    pub fn hand_over(&mut self, record: SyncRecord, name: &str) -> bool {
-        match &self.leader {
-            Some((k, lease)) if k.holder == name => {
-                self.leases.remove(lease);
-                self.leader = None;
-                self.sync = Some(record);
-                self.bump();
-                true
-            }
-            _ => false,
+    /// put_if_key_equals(sync, leader == name, created in record.term).
+    pub fn write_sync(&mut self, record: SyncRecord, name: &str) -> bool {
+        if !self.held_in_term(name, record.term) {
+            return false;
         }
+        self.sync = Some(record);
+        self.bump();
+        true
+    }
+
+    /// put_and_delete_if_equals(sync, record, leader, name, record.term):
+    /// the record and the release in one revision, or nothing.
+    pub fn hand_over(&mut self, record: SyncRecord, name: &str) -> bool {
+        if !self.held_in_term(name, record.term) {
+            return false;
+        }
+        if let Some((_, lease)) = self.leader.take() {
+            self.leases.remove(&lease);
+        }
+        self.sync = Some(record);
+        self.bump();
+        true
     }
 
     /// Put a member record; rewriting an identical value only refreshes

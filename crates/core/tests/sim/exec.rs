@@ -127,6 +127,14 @@ impl World {
                 self.nodes[i].mem.lease = None;
                 Ok(())
             }
+            Action::HandOver(_) | Action::WriteSyncKey(_)
+                if self.nodes[i].delay_next_sync.is_some() =>
+            {
+                dcs_ok(cut)?;
+                let delay = self.nodes[i].delay_next_sync.take().unwrap_or(0);
+                self.hold_late(i, action, delay);
+                Err(format!("request timed out (it is held {delay} ms)"))
+            }
             Action::HandOver(r) => {
                 dcs_ok(cut)?;
                 let name = self.nodes[i].name.clone();

@@ -79,6 +79,42 @@ impl World {
         self.note(format!("t={t} FAULT: {line}"));
     }
 
+    /// One fault of the second set, drawn from `extra_rng`: a clock jump
+    /// (forward or backward, on the leader or on another node, which may
+    /// be the next candidate), or a `/sync` write of the leader held in
+    /// the network until after its term may have ended.
+    pub fn inject_extra_fault(&mut self) {
+        let t = self.t;
+        let k = self.nodes.len() as u64;
+        let leader = self.dcs.holder().and_then(|h| self.index(h));
+        let what = self.extra_rng.below(5);
+        let on_leader = what.is_multiple_of(2);
+        let i = match (on_leader, leader) {
+            (true, Some(l)) => l,
+            (false, Some(l)) => (l + 1 + self.extra_rng.below(k - 1) as usize) % k as usize,
+            (_, None) => self.extra_rng.below(k) as usize,
+        };
+        let name = self.nodes[i].name.clone();
+        let line = match what {
+            0 | 1 => {
+                let ms = self.extra_rng.range(500, 30_000);
+                self.nodes[i].jump(t, ms as i64);
+                format!("clock of {name} jumps {ms} ms forward")
+            }
+            2 | 3 => {
+                let ms = self.extra_rng.range(500, 10_000);
+                self.nodes[i].jump(t, -(ms as i64));
+                format!("clock of {name} jumps {ms} ms backward")
+            }
+            _ => {
+                let ms = self.extra_rng.range(500, 10_000);
+                self.nodes[i].delay_next_sync = Some(ms);
+                format!("the next /sync write of {name} lands {ms} ms late")
+            }
+        };
+        self.note(format!("t={t} FAULT: {line}"));
+    }
+
     fn request_switchover(&mut self) -> String {
         let Some(from) = self.dcs.holder().map(str::to_string) else {
             return "no switchover (no leader)".into();
@@ -110,6 +146,7 @@ impl World {
             n.restart_at = n.restart_at.min(self.t);
             n.hung_until = 0;
             n.dcs_cut_until = 0;
+            n.delay_next_sync = None;
         }
         self.cut.clear();
         self.slow.clear();
@@ -163,11 +200,43 @@ pub fn ack_bound(cfg: &DynamicConfig) -> u64 {
     writable_bound(cfg) + 4000
 }
 
-/// Run one seeded scenario; `Err` carries the violation and the log.
-pub fn run_seed(seed: u64, verbose: bool) -> Result<u64, String> {
+/// How to run a seed.
+#[derive(Clone, Copy, Debug)]
+pub struct RunOpts {
+    /// Print every event as it happens.
+    pub verbose: bool,
+    /// Inject the second fault set (clock jumps, late `/sync` writes).
+    /// Off only to replay a seed pinned before that set existed exactly.
+    pub extra_faults: bool,
+    /// See `World::late_within_term`.
+    pub late_within_term: bool,
+}
+
+impl RunOpts {
+    pub const DEFAULT: RunOpts = RunOpts {
+        verbose: false,
+        extra_faults: true,
+        late_within_term: false,
+    };
+}
+
+/// Run one seeded scenario; `Ok` carries (promotions, late `/sync` writes
+/// refused), `Err` the violation and the log.
+pub fn run_seed(seed: u64, verbose: bool) -> Result<(u64, u64), String> {
+    run_seed_with(
+        seed,
+        RunOpts {
+            verbose,
+            ..RunOpts::DEFAULT
+        },
+    )
+}
+
+pub fn run_seed_with(seed: u64, opts: RunOpts) -> Result<(u64, u64), String> {
     let sc = Scenario::random(seed);
     let mut w = World::new(seed, sc.nodes, sc.config.clone());
-    w.verbose = verbose;
+    w.verbose = opts.verbose;
+    w.late_within_term = opts.late_within_term;
     for k in 0..w.nodes.len() {
         let rate = *w.rng.pick(&[(1, 1), (1, 1), (1, 1), (9, 10), (11, 10)]);
         w.nodes[k].set_rate(0, rate);
@@ -209,12 +278,15 @@ pub fn run_seed(seed: u64, verbose: bool) -> Result<u64, String> {
         if w.rng.chance(sc.fault_per_mille) {
             w.inject_fault(&mut pause_until);
         }
+        if opts.extra_faults && w.extra_rng.chance(sc.fault_per_mille / 2) {
+            w.inject_extra_fault();
+        }
         w.step();
     }
     w.heal();
     check_recovery(&mut w, &sc.config);
     match w.violation.take() {
-        None => Ok(w.failovers),
+        None => Ok((w.failovers, w.late_refused)),
         Some(v) => Err(report(&w, seed, &v)),
     }
 }
@@ -261,7 +333,7 @@ fn report(w: &World, seed: u64, violation: &str) -> String {
     let log: Vec<&str> = w.log.iter().map(String::as_str).collect();
     format!(
         "seed {seed}: {violation}\nstate:\n{}last events:\n{}\n\nreplay with: \
-         PGHA_SIM_SEED={seed} cargo test -p pgha-core --test sim replay -- --nocapture\n",
+         PGHA_SIM_SEED={seed} cargo test -p pgha-core --test sim replay -- --ignored --nocapture\n",
         w.dump(),
         log.join("\n")
     )

@@ -3,8 +3,8 @@
 //! invariants of DESIGN.md after every step (see `world.rs`).
 //!
 //! `PGHA_SIM_SEEDS` sets how many seeds the random test runs (default
-//! 10,000); `PGHA_SIM_SEED=<n>` with the `replay` test replays one seed
-//! with a full event log.
+//! 10,000); `PGHA_SIM_SEED=<n>` with the (ignored) `replay` test replays
+//! one seed with a full event log (`-- --ignored`).
 
 mod dcs;
 mod exec;
@@ -16,7 +16,7 @@ mod rng;
 mod scripted;
 mod world;
 
-use faults::run_seed;
+use faults::{run_seed, run_seed_with, RunOpts};
 
 fn seed_count() -> u64 {
     std::env::var("PGHA_SIM_SEEDS")
@@ -29,10 +29,14 @@ fn seed_count() -> u64 {
 fn run_part(part: u64) {
     let total = seed_count();
     let mut failovers = 0;
+    let mut refused = 0;
     let mut failures = Vec::new();
     for seed in (part..total).step_by(4) {
         match run_seed(seed, false) {
-            Ok(f) => failovers += f,
+            Ok((f, r)) => {
+                failovers += f;
+                refused += r;
+            }
             Err(report) => failures.push(report),
         }
         if failures.len() >= 3 {
@@ -42,7 +46,10 @@ fn run_part(part: u64) {
     if let Some(first) = failures.first() {
         panic!("{} failing seed(s); first:\n{first}", failures.len());
     }
-    println!("part {part}: seeds ok, {failovers} promotions");
+    println!(
+        "part {part}: seeds ok, {failovers} promotions, {refused} late /sync writes from an \
+         ended term refused"
+    );
 }
 
 #[test]
@@ -65,14 +72,22 @@ fn random_scenarios_part_3() {
     run_part(3);
 }
 
-/// `PGHA_SIM_SEED=<n> cargo test -p pgha-core --test sim replay -- --nocapture`
+/// `PGHA_SIM_SEED=<n> cargo test -p pgha-core --test sim replay -- --ignored --nocapture`
+///
+/// Ignored by default: it only does something with a seed to replay, so a
+/// plain run lists it as ignored rather than as a pass. Run with
+/// `--ignored` and no seed, it fails and says what it needs.
 #[test]
+#[ignore = "replays one seed: set PGHA_SIM_SEED=<n> and pass --ignored"]
 fn replay() {
-    let Some(seed) = std::env::var("PGHA_SIM_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-    else {
-        return;
+    let seed = match std::env::var("PGHA_SIM_SEED") {
+        Ok(s) => s
+            .parse()
+            .unwrap_or_else(|e| panic!("PGHA_SIM_SEED={s:?} is not a seed: {e}")),
+        Err(_) => panic!(
+            "replay needs a seed: PGHA_SIM_SEED=<n> cargo test -p pgha-core --test sim \\
+             replay -- --ignored --nocapture"
+        ),
     };
     if let Err(report) = run_seed(seed, true) {
         panic!("{report}");
@@ -80,10 +95,11 @@ fn replay() {
 }
 
 /// Seeds that once failed, each with the bug it found. They must pass
-/// forever.
+/// forever. Those pinned before the clock-jump and late-write faults run
+/// without them, so that they replay the scenario that found the bug.
 #[test]
 fn pinned_regression_seeds() {
-    let pinned = [
+    let before_extra_faults = [
         // old primary abstained after a switchover while ahead of everyone
         481, 1336, 282, 439,
         // others deferred to a switchover target that could never promote
@@ -95,8 +111,43 @@ fn pinned_regression_seeds() {
         18899, // a nofailover node bootstrapped, led, and could not take over again
         30,
     ];
-    for seed in pinned {
+    let original = RunOpts {
+        extra_faults: false,
+        ..RunOpts::DEFAULT
+    };
+    for seed in before_extra_faults {
+        if let Err(report) = run_seed_with(seed, original) {
+            panic!("{report}");
+        }
+    }
+    // a late /sync write from an ended term of the same member landed
+    // while /sync was guarded by the leader key's name only (commits lost)
+    for seed in [6834, 547] {
         if let Err(report) = run_seed(seed, false) {
+            panic!("{report}");
+        }
+    }
+}
+
+/// Known bug (found by the late-write fault, 2026-12-07): a `/sync` write
+/// whose request timed out can still land later *in the same term*, after
+/// the leader, taking the old `/sync` as current, already changed
+/// `synchronous_standby_names` (seed 826: `/sync` {node3} decided at
+/// t=6300 lands at t=11300, after the names moved to node1 only; node3
+/// then promotes without commit 22). The term guard cannot refuse it: the
+/// term is still the sender's. The random runs therefore hold late writes
+/// until their term ended; this test shows the gap until the agent treats
+/// a timed-out `/sync` write as "may still land" (e.g. confirms /sync with
+/// a write guarded by /sync's own mod revision before relying on it).
+#[test]
+#[ignore = "known bug: a timed-out /sync write landing later in the same term (seeds 826, 2083)"]
+fn late_sync_write_within_its_term() {
+    for seed in [826, 2083] {
+        let opts = RunOpts {
+            late_within_term: true,
+            ..RunOpts::DEFAULT
+        };
+        if let Err(report) = run_seed_with(seed, opts) {
             panic!("{report}");
         }
     }

@@ -34,6 +34,11 @@ pub struct Node {
     pub rate: (u64, u64),
     pub offset: i64,
     pub next_tick: u64,
+    /// Fault: the next `/sync` write (or hand-over) this agent sends is held
+    /// in the network this many ms and lands late; the agent sees a timeout.
+    pub delay_next_sync: Option<u64>,
+    /// Global time of the latest forward jump of the local clock.
+    pub jumped_forward_at: Option<u64>,
 }
 
 impl Node {
@@ -50,6 +55,8 @@ impl Node {
             rate,
             offset: 1_000_000,
             next_tick: 0,
+            delay_next_sync: None,
+            jumped_forward_at: None,
         }
     }
 
@@ -63,6 +70,17 @@ impl Node {
         let now = self.local_now(t).0 as i64;
         self.rate = rate;
         self.offset = now - (t * rate.0 / rate.1) as i64;
+    }
+
+    /// The local clock jumps by `delta_ms` (forward or backward), keeping
+    /// its rate (an NTP step, a VM resumed after a pause). It never goes
+    /// below zero.
+    pub fn jump(&mut self, t: u64, delta_ms: i64) {
+        let now = self.local_now(t).0 as i64;
+        self.offset += delta_ms.max(-now);
+        if delta_ms > 0 {
+            self.jumped_forward_at = Some(t);
+        }
     }
 
     /// Local duration to global.

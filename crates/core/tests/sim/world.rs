@@ -41,6 +41,40 @@ pub struct World {
     pub proxy_rng: Rng,
     /// Switchover shutdowns that found every proxy drained.
     pub drained_shutdowns: u64,
+    /// Draws the faults added after the first fault set (clock jumps,
+    /// late `/sync` writes), so that the original faults of every seed
+    /// stay what they were.
+    pub extra_rng: Rng,
+    /// `/sync` writes held in the network; the DCS checks their guard when
+    /// they land.
+    pub late: Vec<LateWrite>,
+    /// Whether a late write may land while its sender's term still runs.
+    /// Off in the random runs: that case breaks durability today (see
+    /// `main.rs`, `late_sync_write_within_its_term`); what they check is
+    /// the term guard against writes from an earlier term.
+    pub late_within_term: bool,
+    /// Late `/sync` writes the DCS refused (a count for the summary).
+    pub late_refused: u64,
+}
+
+/// A `/sync` write (`WriteSyncKey` or `HandOver`) held in the network.
+pub struct LateWrite {
+    pub from: usize,
+    pub action: Action,
+    /// How long it stays held (after its term ended, unless
+    /// `World::late_within_term`).
+    pub delay: u64,
+    /// Global time it lands, once known.
+    pub due: Option<u64>,
+}
+
+impl LateWrite {
+    fn term(&self) -> Option<u64> {
+        match &self.action {
+            Action::WriteSyncKey(r) | Action::HandOver(r) => Some(r.term),
+            _ => None,
+        }
+    }
 }
 
 impl World {
@@ -67,6 +101,10 @@ impl World {
             proxies: Vec::new(),
             proxy_rng: Rng::new(seed ^ 0x5052_4f58_5921),
             drained_shutdowns: 0,
+            extra_rng: Rng::new(seed ^ 0xC10C_4A11_5EED),
+            late: Vec::new(),
+            late_within_term: false,
+            late_refused: 0,
         }
     }
 
@@ -131,6 +169,7 @@ impl World {
     pub fn step(&mut self) {
         self.t += STEP;
         self.dcs.expire(self.t);
+        self.deliver_late_writes();
         for n in self.nodes.iter_mut() {
             if !n.agent_up && self.t >= n.restart_at {
                 n.agent_up = true;
@@ -147,6 +186,54 @@ impl World {
             let i = (start + r) % k;
             if self.nodes[i].runnable(self.t) && self.t >= self.nodes[i].next_tick {
                 self.tick(i);
+            }
+        }
+    }
+
+    /// Hold a `/sync` write of node `i` in the network.
+    pub fn hold_late(&mut self, i: usize, action: &Action, delay: u64) {
+        let due = self.late_within_term.then_some(self.t + delay);
+        self.late.push(LateWrite {
+            from: i,
+            action: action.clone(),
+            delay,
+            due,
+        });
+    }
+
+    /// `/sync` writes held in the network land when due, guarded by what
+    /// the DCS holds then.
+    fn deliver_late_writes(&mut self) {
+        let t = self.t;
+        let term = self.dcs.leader.as_ref().map(|(k, _)| k.term);
+        for w in self.late.iter_mut() {
+            if w.due.is_none() && term != w.term() {
+                w.due = Some(t + w.delay);
+            }
+        }
+        let (due, kept) = std::mem::take(&mut self.late)
+            .into_iter()
+            .partition(|w| w.due.is_some_and(|at| at <= t));
+        self.late = kept;
+        for w in due {
+            let name = self.nodes[w.from].name.clone();
+            let landed = match &w.action {
+                Action::WriteSyncKey(r) => self.dcs.write_sync(r.clone(), &name),
+                Action::HandOver(r) => self.dcs.hand_over(r.clone(), &name),
+                _ => false,
+            };
+            self.late_refused += u64::from(!landed);
+            let outcome = if landed { "landed" } else { "refused" };
+            self.note(format!(
+                "t={t} late write from {name} {outcome}: {}",
+                w.action
+            ));
+            if landed && !self.late_within_term {
+                self.violate(format!(
+                    "a /sync write from {name}'s ended term {:?} landed: {}",
+                    w.term(),
+                    w.action
+                ));
             }
         }
     }

@@ -54,17 +54,17 @@ impl EtcdDcs {
         self.pool.settings()
     }
 
-    /// A one-compare, one-put transaction; whether the compare held.
-    async fn txn_put(
+    /// A one-put transaction under `cmp`; whether every compare held.
+    async fn txn_put<const N: usize>(
         &self,
         op: &'static str,
-        cmp: Compare,
+        cmp: [Compare; N],
         key: &str,
         value: &[u8],
         lease: Option<LeaseId>,
     ) -> DcsResult<bool> {
         let txn = Txn::new()
-            .when([cmp])
+            .when(cmp)
             .and_then([TxnOp::put(key, value, put_options(lease))]);
         let r = self
             .pool
@@ -75,6 +75,16 @@ impl EtcdDcs {
             .await?;
         Ok(r.succeeded())
     }
+}
+
+/// `key` holds `value` and was created at `created` (an absent key has
+/// create revision 0, so it fails unless `created` is 0 too; the value
+/// compare then fails on the missing key).
+fn held_in_term(key: &str, value: &[u8], created: Revision) -> [Compare; 2] {
+    [
+        Compare::value(key, CompareOp::Equal, value),
+        Compare::create_revision(key, CompareOp::Equal, created),
+    ]
 }
 
 fn put_options(lease: Option<LeaseId>) -> Option<PutOptions> {
@@ -191,7 +201,7 @@ impl Dcs for EtcdDcs {
         lease: Option<LeaseId>,
     ) -> DcsResult<bool> {
         let cmp = Compare::create_revision(key, CompareOp::Equal, 0);
-        self.txn_put("create_if_absent", cmp, key, value, lease)
+        self.txn_put("create_if_absent", [cmp], key, value, lease)
             .await
     }
 
@@ -203,7 +213,7 @@ impl Dcs for EtcdDcs {
         lease: Option<LeaseId>,
     ) -> DcsResult<bool> {
         let cmp = Compare::mod_revision(key, CompareOp::Equal, expected);
-        self.txn_put("compare_and_swap", cmp, key, value, lease)
+        self.txn_put("compare_and_swap", [cmp], key, value, lease)
             .await
     }
 
@@ -213,8 +223,9 @@ impl Dcs for EtcdDcs {
         value: &[u8],
         guard_key: &str,
         guard_value: &[u8],
+        guard_created: Revision,
     ) -> DcsResult<bool> {
-        let cmp = Compare::value(guard_key, CompareOp::Equal, guard_value);
+        let cmp = held_in_term(guard_key, guard_value, guard_created);
         self.txn_put("put_if_key_equals", cmp, key, value, None)
             .await
     }
@@ -239,9 +250,10 @@ impl Dcs for EtcdDcs {
         value: &[u8],
         del_key: &str,
         expected: &[u8],
+        del_created: Revision,
     ) -> DcsResult<bool> {
         let txn = Txn::new()
-            .when([Compare::value(del_key, CompareOp::Equal, expected)])
+            .when(held_in_term(del_key, expected, del_created))
             .and_then([
                 TxnOp::put(put_key, value, None),
                 TxnOp::delete(del_key, None::<DeleteOptions>),

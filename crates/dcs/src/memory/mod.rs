@@ -327,9 +327,10 @@ impl Dcs for MemoryDcs {
         value: &[u8],
         guard_key: &str,
         guard_value: &[u8],
+        guard_created: Revision,
     ) -> DcsResult<bool> {
         self.op("put_if_key_equals", |s, now| {
-            Ok(s.put_if_key_equals(now, key, value, guard_key, guard_value))
+            Ok(s.put_if_key_equals(now, key, value, guard_key, guard_value, guard_created))
         })
     }
 
@@ -345,9 +346,10 @@ impl Dcs for MemoryDcs {
         value: &[u8],
         del_key: &str,
         expected: &[u8],
+        del_created: Revision,
     ) -> DcsResult<bool> {
         self.op("put_and_delete_if_equals", |s, now| {
-            Ok(s.put_and_delete_if_equals(now, put_key, value, del_key, expected))
+            Ok(s.put_and_delete_if_equals(now, put_key, value, del_key, expected, del_created))
         })
     }
 

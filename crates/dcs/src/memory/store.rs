@@ -227,9 +227,10 @@ impl MemoryStore {
         value: &[u8],
         guard_key: &str,
         guard_value: &[u8],
+        guard_created: Revision,
     ) -> bool {
         self.expire(now);
-        if !self.holds(guard_key, guard_value) {
+        if !self.holds_in_term(guard_key, guard_value, guard_created) {
             return false;
         }
         self.write(key, value, None);
@@ -247,7 +248,8 @@ impl MemoryStore {
     }
 
     /// Put `put_key` and delete `del_key` in one revision, only while
-    /// `del_key` holds `expected`; nothing happens otherwise.
+    /// `del_key` holds `expected` and was created at `del_created`; nothing
+    /// happens otherwise.
     pub fn put_and_delete_if_equals(
         &mut self,
         now: Instant,
@@ -255,9 +257,10 @@ impl MemoryStore {
         value: &[u8],
         del_key: &str,
         expected: &[u8],
+        del_created: Revision,
     ) -> bool {
         self.expire(now);
-        if !self.holds(del_key, expected) {
+        if !self.holds_in_term(del_key, expected, del_created) {
             return false;
         }
         self.write(put_key, value, None);
@@ -292,6 +295,13 @@ impl MemoryStore {
 
     fn holds(&self, key: &str, value: &[u8]) -> bool {
         self.kvs.get(key).is_some_and(|kv| kv.value == value)
+    }
+
+    /// `key` holds `value` and was created at `created` (its term).
+    fn holds_in_term(&self, key: &str, value: &[u8], created: Revision) -> bool {
+        self.kvs
+            .get(key)
+            .is_some_and(|kv| kv.value == value && kv.create_revision == created)
     }
 
     fn check_lease(&self, lease: Option<LeaseId>) -> DcsResult<()> {

@@ -99,9 +99,11 @@ fn guarded_put_follows_the_guard() {
     assert!(s
         .create_if_absent(now, "/leader", b"n1", Some(lease.id))
         .expect("create"));
-    assert!(s.put_if_key_equals(now, "/sync", b"s1", "/leader", b"n1"));
-    assert!(!s.put_if_key_equals(now, "/sync", b"s2", "/leader", b"n2"));
+    let term = s.get(now, "/leader").kv.expect("leader").create_revision;
+    assert!(s.put_if_key_equals(now, "/sync", b"s1", "/leader", b"n1", term));
+    assert!(!s.put_if_key_equals(now, "/sync", b"s2", "/leader", b"n2", term));
+    assert!(!s.put_if_key_equals(now, "/sync", b"s2", "/leader", b"n1", term + 1));
     let later = now + Duration::from_secs(1);
-    assert!(!s.put_if_key_equals(later, "/sync", b"s3", "/leader", b"n1"));
+    assert!(!s.put_if_key_equals(later, "/sync", b"s3", "/leader", b"n1", term));
     assert_eq!(s.get(later, "/sync").kv.expect("kept").value, b"s1");
 }

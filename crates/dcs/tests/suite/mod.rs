@@ -238,32 +238,84 @@ pub async fn compare_and_swap_race(dcs: Arc<dyn Dcs>) {
     assert_eq!(wins, 1);
 }
 
+/// The create revision (term) of `key`, which must exist.
+async fn term_of(dcs: &dyn Dcs, key: &str) -> i64 {
+    let kv = dcs.get(key).await.expect("get").kv.expect("key present");
+    kv.create_revision
+}
+
 pub async fn guarded_put(dcs: Arc<dyn Dcs>) {
     let lease = dcs.grant_lease(30).await.expect("grant");
     assert!(dcs
         .create_if_absent("/t/leader", b"n1", Some(lease.id))
         .await
         .expect("create"));
+    let term = term_of(&*dcs, "/t/leader").await;
     assert!(dcs
-        .put_if_key_equals("/t/sync", b"s1", "/t/leader", b"n1")
+        .put_if_key_equals("/t/sync", b"s1", "/t/leader", b"n1", term)
         .await
         .expect("put"));
     assert!(!dcs
-        .put_if_key_equals("/t/sync", b"s2", "/t/leader", b"n2")
+        .put_if_key_equals("/t/sync", b"s2", "/t/leader", b"n2", term)
         .await
         .expect("put"));
     assert!(!dcs
-        .put_if_key_equals("/t/sync", b"s2", "/t/nokey", b"n1")
+        .put_if_key_equals("/t/sync", b"s2", "/t/leader", b"n1", term + 1)
+        .await
+        .expect("put"));
+    assert!(!dcs
+        .put_if_key_equals("/t/sync", b"s2", "/t/nokey", b"n1", term)
+        .await
+        .expect("put"));
+    assert!(!dcs
+        .put_if_key_equals("/t/sync", b"s2", "/t/nokey", b"n1", 0)
         .await
         .expect("put"));
     dcs.put("/t/leader", b"n2", None).await.expect("takeover");
     assert!(!dcs
-        .put_if_key_equals("/t/sync", b"s3", "/t/leader", b"n1")
+        .put_if_key_equals("/t/sync", b"s3", "/t/leader", b"n1", term)
         .await
         .expect("put"));
     let kv = dcs.get("/t/sync").await.expect("get").kv.expect("present");
     assert_eq!(kv.value, b"s1");
     assert_eq!(kv.lease, None);
+}
+
+/// The same member loses the leader key and takes it again: a `/sync`
+/// write from its earlier term (delayed, or decided before the loss) must
+/// not land, though the key holds the same name again.
+pub async fn guarded_put_refuses_an_earlier_term_of_the_same_holder(dcs: Arc<dyn Dcs>) {
+    let first = dcs.grant_lease(30).await.expect("grant");
+    assert!(dcs
+        .create_if_absent("/t/leader", b"n1", Some(first.id))
+        .await
+        .expect("create"));
+    let old_term = term_of(&*dcs, "/t/leader").await;
+    dcs.revoke_lease(first.id).await.expect("revoke");
+    let second = dcs.grant_lease(30).await.expect("grant");
+    assert!(dcs
+        .create_if_absent("/t/leader", b"n1", Some(second.id))
+        .await
+        .expect("re-create"));
+    let new_term = term_of(&*dcs, "/t/leader").await;
+    assert!(new_term > old_term);
+    let before = dcs.get_prefix("/t/").await.expect("snapshot");
+    assert!(!dcs
+        .put_if_key_equals("/t/sync", b"old", "/t/leader", b"n1", old_term)
+        .await
+        .expect("put"));
+    assert!(!dcs
+        .put_and_delete_if_equals("/t/sync", b"old", "/t/leader", b"n1", old_term)
+        .await
+        .expect("hand over"));
+    let after = dcs.get_prefix("/t/").await.expect("snapshot");
+    assert_eq!(after, before, "an earlier term wrote nothing");
+    assert!(dcs
+        .put_if_key_equals("/t/sync", b"new", "/t/leader", b"n1", new_term)
+        .await
+        .expect("put"));
+    let kv = dcs.get("/t/sync").await.expect("get").kv.expect("present");
+    assert_eq!(kv.value, b"new");
 }
 
 pub async fn guarded_put_fails_after_guard_expires(dcs: Arc<dyn Dcs>) {
@@ -272,13 +324,14 @@ pub async fn guarded_put_fails_after_guard_expires(dcs: Arc<dyn Dcs>) {
         .create_if_absent("/t/leader", b"n1", Some(lease.id))
         .await
         .expect("create"));
+    let term = term_of(&*dcs, "/t/leader").await;
     assert!(dcs
-        .put_if_key_equals("/t/sync", b"s1", "/t/leader", b"n1")
+        .put_if_key_equals("/t/sync", b"s1", "/t/leader", b"n1", term)
         .await
         .expect("put"));
     gone(&*dcs, "/t/leader").await;
     assert!(!dcs
-        .put_if_key_equals("/t/sync", b"s2", "/t/leader", b"n1")
+        .put_if_key_equals("/t/sync", b"s2", "/t/leader", b"n1", term)
         .await
         .expect("put"));
     let kv = dcs
@@ -366,17 +419,22 @@ pub async fn put_and_delete_if_equals(dcs: Arc<dyn Dcs>) {
         .create_if_absent("/t/leader", b"n1", Some(lease.id))
         .await
         .expect("create"));
+    let term = term_of(&*dcs, "/t/leader").await;
     dcs.put("/t/sync", b"s0", None).await.expect("put");
     let mut w = dcs.watch_prefix("/t/", 0).await.expect("watch");
 
     // Compare failure: neither key is touched, the revision stays.
     let before = dcs.get_prefix("/t/").await.expect("snapshot");
     assert!(!dcs
-        .put_and_delete_if_equals("/t/sync", b"s1", "/t/leader", b"n2")
+        .put_and_delete_if_equals("/t/sync", b"s1", "/t/leader", b"n1", term - 1)
+        .await
+        .expect("another term"));
+    assert!(!dcs
+        .put_and_delete_if_equals("/t/sync", b"s1", "/t/leader", b"n2", term)
         .await
         .expect("not mine"));
     assert!(!dcs
-        .put_and_delete_if_equals("/t/sync", b"s1", "/t/nokey", b"n1")
+        .put_and_delete_if_equals("/t/sync", b"s1", "/t/nokey", b"n1", term)
         .await
         .expect("absent"));
     let after = dcs.get_prefix("/t/").await.expect("snapshot");
@@ -384,7 +442,7 @@ pub async fn put_and_delete_if_equals(dcs: Arc<dyn Dcs>) {
 
     // Success: the put and the delete share one revision.
     assert!(dcs
-        .put_and_delete_if_equals("/t/sync", b"s1", "/t/leader", b"n1")
+        .put_and_delete_if_equals("/t/sync", b"s1", "/t/leader", b"n1", term)
         .await
         .expect("mine"));
     let now = dcs.get_prefix("/t/").await.expect("snapshot");
@@ -407,7 +465,7 @@ pub async fn put_and_delete_if_equals(dcs: Arc<dyn Dcs>) {
 
     // Once released, a second hand-over finds nothing to compare with.
     assert!(!dcs
-        .put_and_delete_if_equals("/t/sync", b"s2", "/t/leader", b"n1")
+        .put_and_delete_if_equals("/t/sync", b"s2", "/t/leader", b"n1", term)
         .await
         .expect("released"));
     let kv = dcs.get("/t/sync").await.expect("get").kv.expect("present");
@@ -429,6 +487,7 @@ macro_rules! all_conformance_tests {
             compare_and_swap_semantics,
             compare_and_swap_race,
             guarded_put,
+            guarded_put_refuses_an_earlier_term_of_the_same_holder,
             guarded_put_fails_after_guard_expires,
             delete_if_equals,
             put_and_delete_if_equals,
