@@ -332,7 +332,10 @@ mod tests {
         assert!(!t.paused);
         s.put(&keys, &keys.switchover(), b"{}");
         assert!(s.topology(0).paused);
-        s.put(&keys, &keys.switchover(), br#"{"scheduled_at_unix_ms": 1000}"#,
+        s.put(
+            &keys,
+            &keys.switchover(),
+            br#"{"scheduled_at_unix_ms": 1000}"#,
         );
         assert!(!s.topology(999).paused);
         assert!(s.topology(1000).paused);
