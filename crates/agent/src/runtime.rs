@@ -403,12 +403,11 @@ impl Agent {
         let status = AgentStatus {
             member: self.me.name.clone(),
             cluster: self.cfg.name.clone(),
-            role: match (pg.running, pg.role) {
-                (true, pgha_core::Role::Primary) => "primary",
-                (true, pgha_core::Role::Standby) => "standby",
-                _ => "unknown",
-            }
-            .to_string(),
+            role: if pg.running {
+                pg.role
+            } else {
+                pgha_core::Role::Unknown
+            },
             pg_running: pg.running,
             is_leader,
             writable: is_leader && pg.is_running_primary() && !pg.fenced,
