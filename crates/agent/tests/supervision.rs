@@ -9,13 +9,34 @@ use pgha_agent::{Agent, Exit};
 use pgha_dcs::MemoryDcs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
 fn free_port() -> u16 {
     let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     l.local_addr().expect("addr").port()
+}
+
+/// Everything the agent logs, for the assertions.
+#[derive(Clone, Default)]
+struct Logs(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Logs {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let mut all = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        all.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Logs {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap_or_else(|e| e.into_inner())).into_owned()
+    }
 }
 
 /// Stops a postmaster left running by a failed test, by the PID in its
@@ -36,6 +57,12 @@ impl Drop for StopPostmaster {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_task_that_ends_stops_the_agent_naming_it() {
+    let logs = Logs::default();
+    let writer = logs.clone();
+    tracing_subscriber::fmt()
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .init();
     let tmp = tempfile::tempdir().expect("tempdir");
     std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
     let text = format!(
@@ -92,5 +119,11 @@ async fn a_task_that_ends_stops_the_agent_naming_it() {
         other => panic!("unexpected exit: {other:?}"),
     }
     assert!(!cancel.is_cancelled());
+    let log = logs.text();
+    assert!(
+        log.lines().any(|l| l.contains("ERROR")
+            && l.contains(r#"agent task "injected task" ended: it failed: injected failure"#)),
+        "no ERROR line naming the task in the log:\n{log}"
+    );
     assert!(!inst.is_running(), "PostgreSQL is stopped on the way out");
 }
