@@ -31,18 +31,12 @@ pub struct LeaseKeeper {
 }
 
 impl LeaseKeeper {
-    /// Start the background task; it ends when the keeper is dropped.
-    pub fn start(
-        dcs: Arc<dyn Dcs>,
-        started: Instant,
-        period: Duration,
-    ) -> (Self, tokio::task::JoinHandle<()>) {
-        let keeper = LeaseKeeper {
+    /// A keeper with no lease; [`LeaseKeeper::run`] is its background task.
+    pub fn new(started: Instant) -> Self {
+        LeaseKeeper {
             shared: Arc::new(Mutex::new(Shared::default())),
             started,
-        };
-        let task = tokio::spawn(keeper.clone().run(dcs, period));
-        (keeper, task)
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Shared> {
@@ -85,7 +79,9 @@ impl LeaseKeeper {
         self.lock().state
     }
 
-    async fn run(self, dcs: Arc<dyn Dcs>, period: Duration) {
+    /// The background task: renews the lease every `period` while the
+    /// loop is alive. Runs until aborted.
+    pub async fn run(self, dcs: Arc<dyn Dcs>, period: Duration) {
         loop {
             tokio::time::sleep(period).await;
             let (lease, fresh) = {

@@ -9,6 +9,7 @@ pub mod lease;
 pub mod observe;
 pub mod runtime;
 pub mod status;
+pub mod tasks;
 pub mod view;
 
-pub use runtime::{initial_config, Agent};
+pub use runtime::{initial_config, Agent, Exit};

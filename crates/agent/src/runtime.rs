@@ -11,11 +11,16 @@
 //!
 //! Hazard: the loop must not block on a dead DCS or a hung PostgreSQL; every
 //! DCS call has the client's request timeout and every PostgreSQL call a
-//! bounded one. A task that dies ends the agent (the caller exits non-zero).
+//! bounded one. The background tasks (lease keeper, DCS watch, postmaster
+//! watch, and what the caller adds with [`Agent::supervise`], e.g. the REST
+//! API) are one supervised set (`tasks.rs`): when one ends the loop stops,
+//! PostgreSQL is shut down as on SIGTERM, and [`Agent::run`] returns
+//! [`Exit::TaskEnded`] so the caller exits non-zero.
 
 use crate::lease::LeaseKeeper;
 use crate::observe::{self, PgMemory};
 use crate::status::{AgentCommand, AgentStatus, DecisionRecord, DECISION_HISTORY};
+use crate::tasks::{TaskEnded, Tasks};
 use crate::view;
 use pgha_config::{ClusterConfig, Member};
 use pgha_core::{Action, Decision, Detached, DynamicConfig, LocalState, Millis, SwitchoverSeen};
@@ -64,7 +69,8 @@ pub struct Agent {
     pub(crate) keys: ClusterKeys,
     pub(crate) mem: Memory,
     pub(crate) keeper: LeaseKeeper,
-    keeper_task: tokio::task::JoinHandle<()>,
+    /// The supervised background tasks (see [`Agent::supervise`]).
+    tasks: Tasks,
     pub(crate) client: Option<Client>,
     pub(crate) last_config: DynamicConfig,
     started: Instant,
@@ -74,6 +80,15 @@ pub struct Agent {
     /// The last iteration ran at least one action besides publishing and
     /// renewing, and none failed: see [`Agent::min_wait_ms`].
     stepped: bool,
+}
+
+/// Why [`Agent::run`] returned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Exit {
+    /// Asked to (`cancel`): exit zero.
+    Cancelled,
+    /// A supervised task ended: exit non-zero so the agent is restarted.
+    TaskEnded(TaskEnded),
 }
 
 /// The initial dynamic config from the file's `[ha]` table.
@@ -119,7 +134,13 @@ impl Agent {
         let last_config = initial_config(&cfg);
         let started = Instant::now();
         let period = Duration::from_millis((last_config.ttl.0 / 4).clamp(100, 2_000));
-        let (keeper, keeper_task) = LeaseKeeper::start(dcs.clone(), started, period);
+        let keeper = LeaseKeeper::new(started);
+        let mut tasks = Tasks::default();
+        let renew = keeper.clone().run(dcs.clone(), period);
+        tasks.spawn("lease keeper", async move {
+            renew.await;
+            Ok(())
+        });
         Ok((
             Agent {
                 cfg,
@@ -131,7 +152,7 @@ impl Agent {
                 keys,
                 mem: Memory::default(),
                 keeper,
-                keeper_task,
+                tasks,
                 client: None,
                 last_config,
                 started,
@@ -152,34 +173,71 @@ impl Agent {
         self.secrets.api_token.clone()
     }
 
-    /// Run until `cancel`; then stop PostgreSQL and give up the leader key.
+    /// Runs `task` as part of the agent, supervised with its own tasks: if
+    /// it ends (returns, fails or panics) the agent stops as from
+    /// [`Agent::run`]'s [`Exit::TaskEnded`]. For tasks meant to run as long
+    /// as the agent (the REST API).
+    pub fn supervise<F>(&mut self, name: &'static str, task: F)
+    where
+        F: std::future::Future<Output = anyhow::Result<()>> + Send + 'static,
+    {
+        self.tasks.spawn(name, task);
+    }
+
+    /// Run until `cancel` or until a supervised task ends; then stop
+    /// PostgreSQL and give up the leader key.
     pub async fn run(
         mut self,
         mut commands: mpsc::Receiver<AgentCommand>,
         cancel: CancellationToken,
-    ) {
+    ) -> Exit {
         let wake = Arc::new(Notify::new());
-        let watcher = tokio::spawn(watch_cluster(
-            self.dcs.clone(),
-            self.keys.prefix().to_string(),
-            wake.clone(),
-        ));
-        let postmaster = tokio::spawn(watch_postmaster(self.inst.clone(), wake.clone()));
+        let mut tasks = std::mem::take(&mut self.tasks);
+        let watches = [
+            tasks.spawn("cluster watch", {
+                let watch = watch_cluster(
+                    self.dcs.clone(),
+                    self.keys.prefix().to_string(),
+                    wake.clone(),
+                );
+                async move {
+                    watch.await;
+                    Ok(())
+                }
+            }),
+            tasks.spawn("postmaster watch", {
+                let watch = watch_postmaster(self.inst.clone(), wake.clone());
+                async move {
+                    watch.await;
+                    Ok(())
+                }
+            }),
+        ];
         self.write_initial_config().await;
-        loop {
+        let exit = loop {
             let decision = self.iterate().await;
             let wait = Duration::from_millis(decision.wake_in.0.clamp(self.min_wait_ms(), 5_000));
             tokio::select! {
-                _ = cancel.cancelled() => break,
+                biased;
+                _ = cancel.cancelled() => break Exit::Cancelled,
+                ended = tasks.ended() => {
+                    tracing::error!(
+                        task = ended.name,
+                        "agent {ended}; shutting down to exit non-zero (the supervisor restarts the agent)"
+                    );
+                    break Exit::TaskEnded(ended);
+                }
                 Some(cmd) = commands.recv() => self.handle_command(cmd).await,
                 _ = wake.notified() => {}
                 _ = tokio::time::sleep(wait) => {}
             }
+        };
+        for w in watches {
+            w.abort();
         }
-        watcher.abort();
-        postmaster.abort();
         self.shutdown().await;
-        self.keeper_task.abort();
+        tasks.shutdown().await;
+        exit
     }
 
     /// The shortest pause before the next iteration. A decision that asks
@@ -345,12 +403,11 @@ impl Agent {
         let status = AgentStatus {
             member: self.me.name.clone(),
             cluster: self.cfg.name.clone(),
-            role: match (pg.running, pg.role) {
-                (true, pgha_core::Role::Primary) => "primary",
-                (true, pgha_core::Role::Standby) => "standby",
-                _ => "unknown",
-            }
-            .to_string(),
+            role: if pg.running {
+                pg.role
+            } else {
+                pgha_core::Role::Unknown
+            },
             pg_running: pg.running,
             is_leader,
             writable: is_leader && pg.is_running_primary() && !pg.fenced,

@@ -4,7 +4,7 @@
 //!
 //! The loop is the only writer of [`AgentStatus`]; readers never block it.
 
-use pgha_core::{Lsn, Timeline};
+use pgha_core::{Lsn, Role, Timeline};
 use serde::{Deserialize, Serialize};
 use std::collections::VecDeque;
 use tokio::sync::oneshot;
@@ -17,8 +17,9 @@ pub const DECISION_HISTORY: usize = 20;
 pub struct AgentStatus {
     pub member: String,
     pub cluster: String,
-    /// "primary", "standby" or "unknown" (what PostgreSQL says, not the lease).
-    pub role: String,
+    /// What PostgreSQL says, not the lease: `Unknown` while it does not run.
+    /// JSON "primary", "standby" or "unknown".
+    pub role: Role,
     pub pg_running: bool,
     /// This member holds the leader lease.
     pub is_leader: bool,

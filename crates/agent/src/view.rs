@@ -1,7 +1,9 @@
 //! Reading the cluster's state from the DCS in one snapshot and turning it
 //! into the core's [`ClusterView`]. A value that does not parse is logged and
-//! skipped (one bad member record must not blind the whole cluster); a
-//! failed read is [`DcsView::Unknown`], never an empty view.
+//! read as absent, the same way the proxy reads it (`pgha_dcs::value`): one
+//! bad member record must not blind the whole cluster, and a garbage
+//! `/switchover` is no request at all. A failed read is
+//! [`DcsView::Unknown`], never an empty view.
 
 use pgha_core::{
     ClusterView, DcsView, DynamicConfig, FailoverRequest, LeaderKey, MemberState, ProxyState,
@@ -91,14 +93,10 @@ pub async fn read(dcs: &dyn Dcs, keys: &ClusterKeys, default_config: &DynamicCon
     snap
 }
 
+/// The one parse every DCS reader shares (`pgha_dcs::value`): garbage is
+/// warned about and read as absent.
 fn parse<T: serde::de::DeserializeOwned>(kv: &KeyValue) -> Option<T> {
-    match serde_json::from_slice(&kv.value) {
-        Ok(v) => Some(v),
-        Err(e) => {
-            tracing::warn!(key = %kv.key, "ignoring a DCS value that does not parse: {e}");
-            None
-        }
-    }
+    kv.parse_json()
 }
 
 #[cfg(test)]
@@ -145,5 +143,25 @@ mod tests {
         assert_eq!(view.switchover_revision, rev as u64);
         assert_eq!(view.proxies.len(), 1, "{:?}", view.proxies);
         assert_eq!(view.proxies["px1"].drained_for, Some(7));
+    }
+
+    /// An unparseable request is no request: the core sees no switchover or
+    /// failover to act on (and the proxy, reading it the same way, no pause).
+    #[tokio::test]
+    async fn garbage_requests_are_read_as_absent() {
+        let dcs = MemoryDcs::new();
+        let keys = ClusterKeys::new("/pgha", "c").unwrap();
+        for value in [&b"garbage"[..], b"", br#"{"from": 7}"#] {
+            dcs.put(&keys.switchover(), value, None).await.unwrap();
+            dcs.put(&keys.failover(), value, None).await.unwrap();
+            dcs.put(&keys.sync(), value, None).await.unwrap();
+            let view = read(&dcs, &keys, &DynamicConfig::default())
+                .await
+                .view
+                .unwrap();
+            assert_eq!(view.switchover, None, "{value:?}");
+            assert_eq!(view.failover, None, "{value:?}");
+            assert_eq!(view.sync, None, "{value:?}");
+        }
     }
 }

@@ -4,7 +4,7 @@
 
 use pgha_agent::api::{self, client};
 use pgha_agent::status::{AgentCommand, AgentStatus, DecisionRecord};
-use pgha_core::{Lsn, Timeline};
+use pgha_core::{Lsn, Role, Timeline};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot, watch};
@@ -90,7 +90,7 @@ fn primary() -> AgentStatus {
     AgentStatus {
         member: "node1".into(),
         cluster: "main".into(),
-        role: "primary".into(),
+        role: Role::Primary,
         pg_running: true,
         is_leader: true,
         writable: true,
@@ -105,7 +105,7 @@ fn standby(lag: u64, in_sync: bool) -> AgentStatus {
     AgentStatus {
         member: "node2".into(),
         cluster: "main".into(),
-        role: "standby".into(),
+        role: Role::Standby,
         pg_running: true,
         streaming: true,
         timeline: Some(Timeline(2)),

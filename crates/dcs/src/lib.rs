@@ -8,6 +8,8 @@
 //!   same semantics, for tests and the deterministic simulator.
 //! * [`keys`] — the key layout under `/<namespace>/<cluster>/`.
 //! * [`DcsSettings`] — the `[dcs]` table of the cluster config file.
+//! * [`value`] — reading a JSON value: one that does not parse is reported
+//!   and treated as absent, by every reader alike.
 //!
 //! Hazard for every caller: an [`DcsError::Unavailable`] result means the
 //! outcome is UNKNOWN — a write may or may not have been applied, and the
@@ -19,6 +21,7 @@ pub mod etcd;
 pub mod keys;
 pub mod memory;
 mod settings;
+pub mod value;
 
 pub use api::{
     Dcs, GetResponse, KeyValue, Lease, LeaseId, RangeResponse, Revision, Watch, WatchEvent,
@@ -28,3 +31,4 @@ pub use etcd::EtcdDcs;
 pub use keys::{ClusterKey, ClusterKeys};
 pub use memory::{ManualClock, MemoryDcs, MemoryStore};
 pub use settings::DcsSettings;
+pub use value::parse_value;

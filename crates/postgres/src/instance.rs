@@ -9,6 +9,7 @@
 
 use crate::conf::{self, ConfInput};
 use crate::controldata::{self, ClusterState, ControlData};
+use crate::lockfile::LockFile;
 use crate::shell::run;
 use crate::{PgBinaries, PgError, ServiceUser};
 use pgha_config::Member;
@@ -219,15 +220,13 @@ impl Instance {
         }
     }
 
-    /// PID of the running postmaster, from postmaster.pid, if that process lives.
+    /// PID of the running postmaster, from postmaster.pid, if that process
+    /// is still the postgres that wrote the file (alive, a postgres, started
+    /// when the file says: see [`LockFile::owner_runs`]), not merely a
+    /// process that holds the PID now.
     pub fn pid(&self) -> Option<u32> {
-        let pid = self.lock_file_pid()?;
-        process_alive(pid).then_some(pid as u32)
-    }
-
-    /// The PID postmaster.pid names, alive or not.
-    fn lock_file_pid(&self) -> Option<i32> {
-        pid_in(&self.data_dir.join("postmaster.pid"))
+        let lock = LockFile::read(&self.data_dir.join("postmaster.pid"))?;
+        lock.owner_runs().then_some(lock.pid as u32)
     }
 
     /// Remove the lock files (postmaster.pid and the Unix socket's
@@ -235,22 +234,25 @@ impl Instance {
     /// a zombie: a new postmaster refuses to start while `kill(pid, 0)`
     /// succeeds on the PID in them ("lock file already exists"), which
     /// after a crash lasted until init reaped the zombie (a second or more).
-    /// Only a dead PID's files go; PostgreSQL still checks on its own that
-    /// no old backend uses the shared memory.
+    /// The same goes for a file whose PID now belongs to another process
+    /// (recycled after a crash or a reboot), which PostgreSQL itself would
+    /// refuse to start over. Only files whose writer is gone go; PostgreSQL
+    /// still checks on its own that no old backend uses the shared memory.
     fn remove_stale_lock_files(&self) {
         let socket_lock = self
             .socket_dir()
             .join(format!(".s.PGSQL.{}.lock", self.port));
         for path in [self.data_dir.join("postmaster.pid"), socket_lock] {
-            let Some(pid) = pid_in(&path) else {
+            let Some(lock) = LockFile::read(&path) else {
                 continue;
             };
-            if process_alive(pid) {
+            if lock.owner_runs() {
                 continue;
             }
+            let pid = lock.pid;
             match std::fs::remove_file(&path) {
                 Ok(()) => {
-                    tracing::info!(pid, file = %path.display(), "removed the stale lock file of an exited postmaster")
+                    tracing::info!(pid, file = %path.display(), "removed the stale lock file of a postmaster that no longer runs")
                 }
                 Err(e) => tracing::debug!("cannot remove {}: {e}", path.display()),
             }
@@ -567,12 +569,6 @@ impl Instance {
             other => other,
         }
     }
-}
-
-/// The PID on the first line of a PostgreSQL lock file.
-fn pid_in(path: &Path) -> Option<i32> {
-    let text = std::fs::read_to_string(path).ok()?;
-    text.lines().next()?.trim().parse().ok()
 }
 
 fn remove_dir_if_exists(dir: &Path) -> Result<(), PgError> {

@@ -11,6 +11,7 @@ pub mod conf;
 pub mod controldata;
 pub mod error;
 pub mod instance;
+pub mod lockfile;
 pub mod os_user;
 pub mod probe;
 pub mod secrets;

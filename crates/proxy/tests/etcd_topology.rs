@@ -87,3 +87,49 @@ async fn follows_leader_and_members() -> anyhow::Result<()> {
     tokio::time::timeout(Duration::from_secs(10), rx.wait_for(|t| !t.paused)).await??;
     Ok(())
 }
+
+/// A garbage `/switchover` value is no request (the agents skip it too, so
+/// no leader would ever clear it): the proxy keeps the primary and never
+/// pauses, whether the garbage is there when it starts or overwrites a
+/// valid pending request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unparseable_switchover_never_pauses_writes() -> anyhow::Result<()> {
+    let etcd = tokio::task::spawn_blocking(EtcdGuard::start).await??;
+    let dcs = Arc::new(EtcdDcs::new(DcsSettings::with_endpoints([etcd
+        .client_url
+        .clone()]))?);
+    let keys = ClusterKeys::new("/pgha", "garbage")?;
+    pgha_testkit::wait_until_async("etcd to serve requests", Duration::from_secs(20), || {
+        let (dcs, key) = (dcs.clone(), keys.member("a"));
+        async move {
+            dcs.put(&key, &member("a", Role::Primary, 5001), None)
+                .await
+                .ok()
+        }
+    })
+    .await?;
+    dcs.put(&keys.leader(), b"a", None).await?;
+    dcs.put(&keys.switchover(), b"not json at all", None)
+        .await?;
+    let (mut rx, _task) = pgha_proxy::topology::etcd::spawn(dcs.clone(), keys.clone());
+    let t = tokio::time::timeout(
+        Duration::from_secs(10),
+        rx.wait_for(|t| t.primary.is_some()),
+    )
+    .await??
+    .clone();
+    assert!(!t.paused, "garbage at start-up paused writes: {t:?}");
+
+    // A valid request pauses; garbage over it is no request any more.
+    dcs.put(&keys.switchover(), br#"{"from":"a"}"#, None)
+        .await?;
+    tokio::time::timeout(Duration::from_secs(10), rx.wait_for(|t| t.paused)).await??;
+    dcs.put(&keys.switchover(), br#"{"from": 42}"#, None)
+        .await?;
+    let t = tokio::time::timeout(Duration::from_secs(10), rx.wait_for(|t| !t.paused))
+        .await
+        .map_err(|_| anyhow::anyhow!("still paused 10 s after garbage replaced the request"))??
+        .clone();
+    assert_eq!(t.primary.as_ref().map(|n| n.name.as_str()), Some("a"));
+    Ok(())
+}

@@ -10,7 +10,7 @@
 //! scripts; add fields, never rename them.
 
 use crate::status::AgentStatus;
-use pgha_core::{ClusterView, Lsn, MemberState};
+use pgha_core::{ClusterView, Lsn, MemberState, Role};
 use serde::Serialize;
 use serde_json::{json, Value};
 
@@ -30,13 +30,55 @@ pub fn view_json(view: &ClusterView) -> Value {
     })
 }
 
-/// Patroni calls a standby "replica"; keep its role names in the node
-/// document so that scripts written for Patroni read it.
-fn patroni_role(s: &AgentStatus) -> &'static str {
-    match s.role.as_str() {
-        "primary" => "primary",
-        "standby" => "replica",
-        _ => "unknown",
+/// The role of `GET /` and `GET /patroni`: Patroni calls a standby
+/// "replica"; keep its role names in the node document so that scripts
+/// written for Patroni read it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+enum PatroniRole {
+    Primary,
+    Replica,
+    Unknown,
+}
+
+impl From<Role> for PatroniRole {
+    fn from(r: Role) -> Self {
+        match r {
+            Role::Primary => PatroniRole::Primary,
+            Role::Standby => PatroniRole::Replica,
+            Role::Unknown => PatroniRole::Unknown,
+        }
+    }
+}
+
+/// A member's role in `/cluster`: the lease and the sync set first, then
+/// what PostgreSQL says.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+enum ClusterRole {
+    /// Holds the leader key.
+    Leader,
+    /// In the synchronous standby set recorded in /sync.
+    SyncStandby,
+    Standby,
+    /// A primary that does not hold the lease.
+    Primary,
+    Unknown,
+}
+
+impl ClusterRole {
+    fn of(m: &MemberState, leader: Option<&str>, sync: &[String]) -> Self {
+        if Some(m.name.as_str()) == leader {
+            ClusterRole::Leader
+        } else if sync.contains(&m.name) {
+            ClusterRole::SyncStandby
+        } else {
+            match m.role {
+                Role::Primary => ClusterRole::Primary,
+                Role::Standby => ClusterRole::Standby,
+                Role::Unknown => ClusterRole::Unknown,
+            }
+        }
     }
 }
 
@@ -44,7 +86,7 @@ fn patroni_role(s: &AgentStatus) -> &'static str {
 pub fn node_doc(s: &AgentStatus) -> Value {
     json!({
         "state": if s.pg_running { "running" } else { "stopped" },
-        "role": patroni_role(s),
+        "role": PatroniRole::from(s.role),
         "timeline": s.timeline,
         "xlog": {
             "location": s.lsn,
@@ -79,11 +121,9 @@ pub fn node_doc(s: &AgentStatus) -> Value {
 #[derive(Debug, Serialize)]
 struct ClusterMember {
     name: String,
-    /// "leader", "sync_standby", "standby", "primary" (a primary that does
-    /// not hold the lease) or "unknown".
-    role: String,
+    role: ClusterRole,
     /// What PostgreSQL says: "primary", "standby", "unknown".
-    pg_role: String,
+    pg_role: Role,
     /// "running" or "stopped".
     state: &'static str,
     host: String,
@@ -162,23 +202,11 @@ fn cluster_member(
     sync: &[String],
     leader_lsn: Option<Lsn>,
 ) -> ClusterMember {
-    let pg_role = match m.role {
-        pgha_core::Role::Primary => "primary",
-        pgha_core::Role::Standby => "standby",
-        pgha_core::Role::Unknown => "unknown",
-    };
-    let role = if Some(m.name.as_str()) == leader {
-        "leader"
-    } else if sync.contains(&m.name) {
-        "sync_standby"
-    } else {
-        pg_role
-    };
     let is_leader = Some(m.name.as_str()) == leader;
     ClusterMember {
         name: m.name.clone(),
-        role: role.to_string(),
-        pg_role: pg_role.to_string(),
+        role: ClusterRole::of(m, leader, sync),
+        pg_role: m.role,
         state: if m.pg_running { "running" } else { "stopped" },
         host: m.conn.host.clone(),
         port: m.conn.port,
@@ -266,5 +294,33 @@ mod tests {
         let doc = cluster_doc(&AgentStatus::default());
         assert_eq!(doc["members"], json!([]));
         assert_eq!(doc["leader"], Value::Null);
+    }
+
+    /// The typed roles render the names scripts and `pgha status` read.
+    #[test]
+    fn role_names_in_the_json_are_unchanged() {
+        for (role, patroni, pg_role) in [
+            (Role::Primary, "primary", "primary"),
+            (Role::Standby, "replica", "standby"),
+            (Role::Unknown, "unknown", "unknown"),
+        ] {
+            let doc = node_doc(&AgentStatus {
+                role,
+                ..AgentStatus::default()
+            });
+            assert_eq!(
+                (doc["role"].as_str(), doc["pg_role"].as_str()),
+                (Some(patroni), Some(pg_role))
+            );
+        }
+        for (role, name) in [
+            (ClusterRole::Leader, "leader"),
+            (ClusterRole::SyncStandby, "sync_standby"),
+            (ClusterRole::Standby, "standby"),
+            (ClusterRole::Primary, "primary"),
+            (ClusterRole::Unknown, "unknown"),
+        ] {
+            assert_eq!(serde_json::to_value(role).unwrap(), name);
+        }
     }
 }

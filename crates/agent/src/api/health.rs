@@ -7,6 +7,7 @@
 //! "no", never "yes".
 
 use crate::status::AgentStatus;
+use pgha_core::Role;
 use std::collections::HashMap;
 
 /// The health endpoints. Each path (and alias) maps to one check.
@@ -94,7 +95,7 @@ pub fn evaluate(check: Check, s: &AgentStatus, query: &HashMap<String, String>) 
 }
 
 fn running_standby(s: &AgentStatus) -> bool {
-    s.pg_running && s.role == "standby"
+    s.pg_running && s.role == Role::Standby
 }
 
 fn streaming_standby(s: &AgentStatus) -> bool {
@@ -104,7 +105,7 @@ fn streaming_standby(s: &AgentStatus) -> bool {
 /// The leader's PostgreSQL runs as a primary (it may be fenced: reads are
 /// still current, writes are not accepted).
 fn leader_primary(s: &AgentStatus) -> bool {
-    s.is_leader && s.pg_running && s.role == "primary"
+    s.is_leader && s.pg_running && s.role == Role::Primary
 }
 
 fn within_lag(s: &AgentStatus, max_lag: Option<u64>) -> Verdict {
@@ -144,7 +145,7 @@ mod tests {
 
     fn primary() -> AgentStatus {
         AgentStatus {
-            role: "primary".into(),
+            role: Role::Primary,
             pg_running: true,
             is_leader: true,
             writable: true,
@@ -154,7 +155,7 @@ mod tests {
 
     fn standby(lag: u64, sync: bool) -> AgentStatus {
         AgentStatus {
-            role: "standby".into(),
+            role: Role::Standby,
             pg_running: true,
             streaming: true,
             lag_bytes: Some(lag),

@@ -18,17 +18,24 @@
 use super::{register, InFlight, Node, Topology};
 use pgha_core::{MemberState, ProxyState, SwitchoverRequest};
 use pgha_dcs::keys::ClusterKey;
-use pgha_dcs::{ClusterKeys, Dcs, KeyValue, WatchEvent};
+use pgha_dcs::{parse_value, ClusterKeys, Dcs, KeyValue, WatchEvent};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-/// The raw keys of one cluster: key -> value.
+/// The keys of one cluster the topology depends on, parsed when they
+/// arrive. A value that does not parse is warned about once and read as
+/// absent (`pgha_dcs::value`), the same way the agents read it: a garbage
+/// `/switchover` is no request, so it never pauses writes that no leader
+/// would ever resume.
 #[derive(Debug, Default, Clone)]
 pub struct ClusterSnapshot {
-    kvs: BTreeMap<String, Vec<u8>>,
+    leader: Option<String>,
+    /// Member records by key.
+    members: BTreeMap<String, MemberState>,
+    switchover: Option<SwitchoverRequest>,
     /// Mod revision of the `/switchover` key: names the request.
     switchover_revision: u64,
 }
@@ -39,43 +46,52 @@ impl ClusterSnapshot {
         if keys.parse(&kv.key) == Some(ClusterKey::Switchover) {
             self.switchover_revision = kv.mod_revision as u64;
         }
-        self.put(kv.key, kv.value);
+        self.put(keys, &kv.key, &kv.value);
     }
 
-    pub fn put(&mut self, key: String, value: Vec<u8>) {
-        self.kvs.insert(key, value);
+    /// Stores `value` under `key`: a value that does not parse replaces the
+    /// previous one with nothing.
+    pub fn put(&mut self, keys: &ClusterKeys, key: &str, value: &[u8]) {
+        match keys.parse(key) {
+            Some(ClusterKey::Leader) => {
+                self.leader = Some(String::from_utf8_lossy(value).into_owned());
+            }
+            Some(ClusterKey::Member(_)) => match parse_value::<MemberState>(key, value) {
+                Some(m) => {
+                    self.members.insert(key.to_string(), m);
+                }
+                None => {
+                    self.members.remove(key);
+                }
+            },
+            Some(ClusterKey::Switchover) => self.switchover = parse_value(key, value),
+            _ => {}
+        }
     }
 
-    pub fn delete(&mut self, key: &str) {
-        self.kvs.remove(key);
+    pub fn delete(&mut self, keys: &ClusterKeys, key: &str) {
+        match keys.parse(key) {
+            Some(ClusterKey::Leader) => self.leader = None,
+            Some(ClusterKey::Member(_)) => {
+                self.members.remove(key);
+            }
+            Some(ClusterKey::Switchover) => self.switchover = None,
+            _ => {}
+        }
     }
 
     /// The topology these keys describe (generation 0; the caller numbers it).
-    pub fn topology(&self, keys: &ClusterKeys, now_unix_ms: u64) -> Topology {
-        let mut leader = None;
-        let mut members = Vec::new();
-        let mut switchover = None;
-        for (k, v) in &self.kvs {
-            match keys.parse(k) {
-                Some(ClusterKey::Leader) => leader = Some(String::from_utf8_lossy(v).into_owned()),
-                Some(ClusterKey::Member(_)) => match serde_json::from_slice::<MemberState>(v) {
-                    Ok(m) => members.push(m),
-                    Err(e) => tracing::warn!(key = %k, "unreadable member record: {e}"),
-                },
-                Some(ClusterKey::Switchover) => {
-                    switchover = Some(serde_json::from_slice(v).unwrap_or_default());
-                }
-                _ => {}
-            }
-        }
+    pub fn topology(&self, now_unix_ms: u64) -> Topology {
+        let leader = &self.leader;
+        let members: Vec<&MemberState> = self.members.values().collect();
         // Hold new transactions while the request is due and the member it
         // was made against still leads (or nobody does yet). Once another
         // member holds the leader key the old primary is gone: transactions
         // wait for the new one as in a failover instead of for the key to be
         // cleared, which comes a loop or more later.
-        let paused = switchover.is_some_and(|req: SwitchoverRequest| {
+        let paused = self.switchover.as_ref().is_some_and(|req| {
             let due = req.scheduled_at_unix_ms.is_none_or(|at| at <= now_unix_ms);
-            let old_leads = match (&leader, &req.from) {
+            let old_leads = match (leader, &req.from) {
                 (Some(l), Some(from)) => l == from,
                 _ => true,
             };
@@ -88,10 +104,12 @@ impl ClusterSnapshot {
         };
         let primary = members
             .iter()
+            .copied()
             .find(|m| Some(&m.name) == leader.as_ref() && m.is_running_primary() && !m.fenced)
             .map(node);
         let standbys = members
             .iter()
+            .copied()
             .filter(|m| {
                 Some(&m.name) != leader.as_ref() && m.is_running_standby() && m.detached.is_none()
             })
@@ -241,7 +259,7 @@ async fn follow_once<D: Dcs + ?Sized>(
     for kv in range.kvs {
         snap.put_kv(keys, kv);
     }
-    publish(tx, snap.topology(keys, now_ms()));
+    publish(tx, snap.topology(now_ms()));
     report(tx, snap.switchover_revision, state);
     let mut watch = dcs.watch_prefix(keys.prefix(), range.revision + 1).await?;
     let mut tick = tokio::time::interval(Duration::from_secs(1));
@@ -250,7 +268,7 @@ async fn follow_once<D: Dcs + ?Sized>(
         tokio::select! {
             ev = watch.next() => match ev {
                 Some(WatchEvent::Put(kv)) => snap.put_kv(keys, kv),
-                Some(WatchEvent::Delete { key, .. }) => snap.delete(&key),
+                Some(WatchEvent::Delete { key, .. }) => snap.delete(keys, &key),
                 Some(WatchEvent::Resync) | None => return Ok(()),
             },
             // A scheduled switchover starts without a key change; while
@@ -263,7 +281,7 @@ async fn follow_once<D: Dcs + ?Sized>(
             return Ok(());
         }
         // Publish first, then count (see the hazard in `topology`).
-        publish(tx, snap.topology(keys, now_ms()));
+        publish(tx, snap.topology(now_ms()));
         report(tx, snap.switchover_revision, state);
     }
 }
@@ -291,18 +309,18 @@ mod tests {
     fn leader_and_members_make_the_topology() {
         let keys = ClusterKeys::new("/pgha", "c1").unwrap();
         let mut s = ClusterSnapshot::default();
-        s.put(keys.member("a"), member("a", Role::Primary, 5001));
-        s.put(keys.member("b"), member("b", Role::Standby, 5002));
-        s.put(keys.member("c"), member("c", Role::Unknown, 5003));
-        let t = s.topology(&keys, 0);
+        s.put(&keys, &keys.member("a"), &member("a", Role::Primary, 5001));
+        s.put(&keys, &keys.member("b"), &member("b", Role::Standby, 5002));
+        s.put(&keys, &keys.member("c"), &member("c", Role::Unknown, 5003));
+        let t = s.topology(0);
         assert_eq!(t.primary, None, "no leader key: no primary");
         assert_eq!(
             t.standbys.len(),
             1,
             "only running standbys serve reads: {t:?}"
         );
-        s.put(keys.leader(), b"a".to_vec());
-        let t = s.topology(&keys, 0);
+        s.put(&keys, &keys.leader(), b"a");
+        let t = s.topology(0);
         assert_eq!(t.primary.as_ref().map(|n| n.port), Some(5001));
         assert_eq!(
             t.standbys
@@ -312,22 +330,41 @@ mod tests {
             ["b"]
         );
         assert!(!t.paused);
-        s.put(keys.switchover(), b"{}".to_vec());
-        assert!(s.topology(&keys, 0).paused);
+        s.put(&keys, &keys.switchover(), b"{}");
+        assert!(s.topology(0).paused);
         s.put(
-            keys.switchover(),
-            br#"{"scheduled_at_unix_ms": 1000}"#.to_vec(),
+            &keys,
+            &keys.switchover(),
+            br#"{"scheduled_at_unix_ms": 1000}"#,
         );
-        assert!(!s.topology(&keys, 999).paused);
-        assert!(s.topology(&keys, 1000).paused);
+        assert!(!s.topology(999).paused);
+        assert!(s.topology(1000).paused);
         // Made against "a": paused while "a" leads or nobody does, not once
         // another member holds the key.
-        s.put(keys.switchover(), br#"{"from": "a"}"#.to_vec());
-        assert!(s.topology(&keys, 0).paused);
-        s.delete(&keys.leader());
-        assert!(s.topology(&keys, 0).paused);
-        s.put(keys.leader(), b"b".to_vec());
-        assert!(!s.topology(&keys, 0).paused);
+        s.put(&keys, &keys.switchover(), br#"{"from": "a"}"#);
+        assert!(s.topology(0).paused);
+        s.delete(&keys, &keys.leader());
+        assert!(s.topology(0).paused);
+        s.put(&keys, &keys.leader(), b"b");
+        assert!(!s.topology(0).paused);
+    }
+
+    /// Garbage under `/switchover` is no request: no pause, and it also
+    /// replaces (ends) a valid request that was pending.
+    #[test]
+    fn an_unparseable_switchover_never_pauses() {
+        let keys = ClusterKeys::new("/pgha", "c1").unwrap();
+        let mut s = ClusterSnapshot::default();
+        s.put(&keys, &keys.member("a"), &member("a", Role::Primary, 5001));
+        s.put(&keys, &keys.leader(), b"a");
+        for garbage in [&b"garbage"[..], b"", br#"{"from": 7}"#] {
+            s.put(&keys, &keys.switchover(), b"{}");
+            assert!(s.topology(0).paused);
+            s.put(&keys, &keys.switchover(), garbage);
+            let t = s.topology(0);
+            assert!(!t.paused, "{garbage:?}");
+            assert!(t.primary.is_some());
+        }
     }
 
     #[test]
