@@ -61,7 +61,7 @@ async fn failover_keeps_connections_and_fails_only_inflight() -> anyhow::Result<
     // A session that was idle carries on, with its settings.
     let row = idle
         .query_one(
-            "SELECT current_setting('application_name'), current_setting('pgha_test.standby')::bool",
+            "SELECT current_setting('application_name'), pg_is_in_recovery()",
             &[],
         )
         .await?;

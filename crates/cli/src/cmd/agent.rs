@@ -43,30 +43,28 @@ async fn agent(args: Args) -> anyhow::Result<ExitCode> {
         .with_context(|| format!("member {member:?} is not in {}", args.config.display()))?;
     let dcs = Arc::new(EtcdDcs::new(cfg.dcs.clone())?);
     let bin = std::env::current_exe().context("find the pgha executable")?;
-    let (agent, status) = Agent::new(cfg, &member, dcs, bin)?;
+    let (mut agent, status) = Agent::new(cfg, &member, dcs, bin)?;
     let listener = tokio::net::TcpListener::bind((me.host.as_str(), me.api_port))
         .await
         .with_context(|| format!("bind the REST API on {}:{}", me.host, me.api_port))?;
     let cancel = CancellationToken::new();
     let (cmd_tx, cmd_rx) = tokio::sync::mpsc::channel(8);
-    let api = tokio::spawn(pgha_agent::api::serve(
+    // Supervised with the agent's other tasks: if the API ends, the agent
+    // says why and exits non-zero (its supervisor restarts it).
+    let api = pgha_agent::api::serve(
         listener,
         status,
         cmd_tx,
         agent.api_token(),
         cancel.clone().cancelled_owned(),
-    ));
+    );
+    agent.supervise("REST API", api);
     let signals = tokio::spawn(wait_for_signal(cancel.clone()));
     tracing::info!(member = %member, api = %me.api_url(), "agent started");
     agent.run(cmd_rx, cancel.clone()).await;
     signals.abort();
     let failed_early = !cancel.is_cancelled();
     cancel.cancel();
-    match api.await {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => tracing::error!("REST API failed: {e:#}"),
-        Err(e) => tracing::error!("REST API task died: {e}"),
-    }
     Ok(if failed_early {
         ExitCode::FAILURE
     } else {
