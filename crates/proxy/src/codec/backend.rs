@@ -87,8 +87,13 @@ impl BackendMessage {
             b'v' => {
                 let minor = r.i32()?;
                 let n = r.i32()?;
+                if n < 0 {
+                    return Err(CodecError::Malformed(
+                        "negative option count in NegotiateProtocolVersion",
+                    ));
+                }
                 let mut options = Vec::new();
-                for _ in 0..n.max(0) {
+                for _ in 0..n {
                     options.push(r.cstr()?);
                 }
                 BackendMessage::NegotiateProtocolVersion { minor, options }
