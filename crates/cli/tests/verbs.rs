@@ -139,6 +139,37 @@ async fn pause_resume_and_edit_config_round_trip() {
     );
 }
 
+/// `edit-config` follows the config file's rules: a sync_quorum above the
+/// number of standbys is refused (not clamped), and a wrong type names its
+/// key. Nothing is written.
+#[tokio::test(flavor = "multi_thread")]
+async fn edit_config_refuses_what_the_config_file_refuses() {
+    let etcd = EtcdGuard::start().expect("etcd");
+    let f = Fixture::new(&etcd.client_url);
+    let out = f.pgha(&["edit-config", "--set", "sync_quorum=2"]);
+    assert!(out.status.success(), "{}", describe(&out));
+    let before = read_config(&f).await;
+    assert_eq!(before.sync_quorum, 2);
+    for (bad, want) in [
+        (
+            "sync_quorum=5",
+            "sync_quorum 5 must be between 1 and the number of standbys (2)",
+        ),
+        ("sync_quorum=0", "sync_quorum 0 must be between 1"),
+        ("sync_quorum=lots", "sync_quorum: invalid value \"lots\""),
+    ] {
+        let out = f.pgha(&["edit-config", "--set", bad]);
+        assert_eq!(out.status.code(), Some(1), "{bad}: {}", describe(&out));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains(want),
+            "{bad}: want {want:?}: {}",
+            describe(&out)
+        );
+    }
+    assert_eq!(read_config(&f).await, before);
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn switchover_without_leader_is_refused_and_times_out_cleanly() {
     let etcd = EtcdGuard::start().expect("etcd");

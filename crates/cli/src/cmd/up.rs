@@ -75,7 +75,8 @@ async fn up(args: Args) -> anyhow::Result<ExitCode> {
         // CPU that initdb would rather have: it re-publishes its record on
         // every other agent's publish).
         start_agent(&cluster, &bin, &members[0])?;
-        wait_leader_key(&dcs, &keys, deadline).await?;
+        let logs = log_files(&cluster, &members[..1], false);
+        wait_leader_key(&dcs, &keys, deadline, &logs).await?;
     }
     for m in &members {
         start_agent(&cluster, &bin, m)?;
@@ -254,15 +255,37 @@ fn start_proxy(cluster: &DevCluster, bin: &Path, secrets: &Secrets) -> anyhow::R
     Ok(())
 }
 
+/// The log files to read when `members` (and the proxy, `with_proxy`) do
+/// not come up:
+/// real paths, not a pattern.
+fn log_files(cluster: &DevCluster, members: &[String], with_proxy: bool) -> String {
+    let mut files: Vec<PathBuf> = cluster
+        .instances()
+        .iter()
+        .filter(|i| members.contains(&i.name))
+        .flat_map(|i| [i.node_dir().join("agent.log"), i.log_file()])
+        .collect();
+    if with_proxy && cluster.config.proxy.is_some() {
+        files.push(cluster.dir.join("proxy.log"));
+    }
+    files
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// How often `pgha up` looks at the cluster while it waits.
 const POLL: Duration = Duration::from_millis(50);
 
 /// Wait until a member holds the leader key: for a new cluster, the first
 /// member once its initdb is done.
+/// `logs`: where to look when it does not.
 async fn wait_leader_key(
     dcs: &EtcdDcs,
     keys: &ClusterKeys,
     deadline: Instant,
+    logs: &str,
 ) -> anyhow::Result<()> {
     loop {
         if let Ok(r) = dcs.get(&keys.leader()).await {
@@ -271,7 +294,7 @@ async fn wait_leader_key(
             }
         }
         if Instant::now() > deadline {
-            bail!("the first member did not bootstrap in time: see <dir>/<member>/agent.log and postgresql.log");
+            bail!("the first member did not bootstrap in time: see {logs}");
         }
         tokio::time::sleep(POLL).await;
     }
@@ -299,8 +322,15 @@ async fn wait_healthy(
             Err(missing) => missing,
         };
         if Instant::now() > deadline {
+            let members: Vec<String> = cluster
+                .config
+                .members
+                .iter()
+                .map(|m| m.name.clone())
+                .collect();
             bail!(
-                "the cluster is not healthy in time: {missing} (see <dir>/<member>/agent.log and postgresql.log, <dir>/proxy.log)"
+                "the cluster is not healthy in time: {missing} (see {})",
+                log_files(cluster, &members, true)
             );
         }
         tokio::time::sleep(POLL).await;
