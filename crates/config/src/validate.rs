@@ -365,10 +365,12 @@ fn url_host_port(url: &str) -> Option<(String, u16)> {
     ))
 }
 
-/// Two listeners collide when their ports are equal and their hosts are the
-/// same, or one of them listens on every address.
+/// Two listeners collide when their ports are equal and they are certainly
+/// on one machine: the same host, or loopback and every-address (a member on
+/// another host may use the port a proxy listens on with 0.0.0.0).
 fn hosts_overlap(a: &str, b: &str) -> bool {
     let any = |h: &str| matches!(h, "0.0.0.0" | "::" | "*");
+    let local = |h: &str| any(h) || matches!(h, "127.0.0.1" | "localhost" | "::1");
     let norm = |h: &str| {
         if h == "localhost" {
             "127.0.0.1".to_string()
@@ -376,7 +378,7 @@ fn hosts_overlap(a: &str, b: &str) -> bool {
             h.to_string()
         }
     };
-    any(a) || any(b) || norm(a) == norm(b)
+    norm(a) == norm(b) || (any(a) && local(b)) || (any(b) && local(a))
 }
 
 /// No two ports of the cluster may be the same: a proxy port equal to a
@@ -691,6 +693,13 @@ port = 5434
             let e = err(&text);
             assert!(e.starts_with(want), "{e}");
         }
+        let e = err(&format!(
+            "[proxy]\nhost = \"0.0.0.0\"\nrw_port = 5432\nro_port = 6001\nprimary_port = 6002\n{THREE}"
+        ));
+        assert!(
+            e.starts_with("proxy.rw_port 5432 collides with members[0].port"),
+            "{e}"
+        );
         // The same port on another host is fine.
         let text = format!(
             "[proxy]\nhost = \"10.0.0.9\"\nrw_port = 5432\nro_port = 5433\nprimary_port = 5434\n{THREE}"
