@@ -3,7 +3,10 @@
 //! what is wrong; `up` points at real log files.
 
 use pgha_testkit::cluster::{config_text, describe, kill_postmaster, run_pgha};
+use pgha_testkit::etcd::EtcdGuard;
+use pgha_testkit::wait_until;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 fn bin() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_pgha"))
@@ -103,9 +106,11 @@ impl Drop for DownOnDrop {
 }
 
 /// When `up` gives up waiting, its hint names the real log files, not the
-/// pattern `<dir>/<member>`.
+/// pattern `<dir>/<member>`. And logs written to a file or a pipe carry no
+/// ANSI colour codes: `up`'s own stderr here is a pipe, the agent's is
+/// agent.log.
 #[test]
-fn up_timeout_names_the_real_log_files() {
+fn up_timeout_names_the_real_log_files_which_have_no_colour_codes() {
     let tmp = tempfile::tempdir().expect("temp dir");
     let cfg = tmp.path().join("input.toml");
     std::fs::write(&cfg, config_text(1, "")).expect("write config");
@@ -114,18 +119,12 @@ fn up_timeout_names_the_real_log_files() {
         dir: dir.clone(),
         data_dirs: vec![dir.join("node1/data")],
     };
-    let out = run_pgha(
-        bin(),
-        &[
-            "up",
-            "--dir",
-            &dir.display().to_string(),
-            "--config",
-            &cfg.display().to_string(),
-            "--timeout",
-            "0",
-        ],
-    );
+    let out = std::process::Command::new(bin())
+        .args(["up", "--dir", &dir.display().to_string()])
+        .args(["--config", &cfg.display().to_string(), "--timeout", "0"])
+        .env("RUST_LOG", "info")
+        .output()
+        .expect("run pgha up");
     assert!(!out.status.success(), "{}", describe(&out));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!err.contains("<dir>"), "{err}");
@@ -139,4 +138,63 @@ fn up_timeout_names_the_real_log_files() {
         err.contains(&dir.join("node1/postgresql.log").display().to_string()),
         "{err}"
     );
+    let agent_log = wait_until("the agent logs", Duration::from_secs(30), || {
+        std::fs::read_to_string(&agent_log)
+            .ok()
+            .filter(|t| t.contains("agent started"))
+    })
+    .expect("agent.log");
+    assert!(
+        !agent_log.contains('\x1b'),
+        "escape codes in agent.log: {agent_log:?}"
+    );
+    assert!(
+        !err.contains('\x1b'),
+        "escape codes in up's stderr: {err:?}"
+    );
+}
+
+/// `pgha status | head -1`: a reader that goes away is not a crash. The
+/// pipe's read end is closed before status writes, so every write fails
+/// with EPIPE; status must exit 0 without a panic.
+#[test]
+fn status_into_a_closed_pipe_exits_cleanly() {
+    let etcd = EtcdGuard::start().expect("etcd");
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let cfg = tmp.path().join("cluster.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[dcs]\nendpoints = [\"{}\"]\n[[members]]\nname = \"node1\"\nport = {}\napi_port = {}\n",
+            etcd.client_url,
+            pgha_testkit::free_port(),
+            pgha_testkit::free_port()
+        ),
+    )
+    .expect("write config");
+    let (reader, writer) = std::io::pipe().expect("pipe");
+    drop(reader);
+    let out = std::process::Command::new(bin())
+        .args(["status", "--config", &cfg.display().to_string()])
+        .stdout(writer)
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .expect("run pgha status");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("panicked"), "{err}");
+    assert_eq!(out.status.code(), Some(0), "{err}");
+}
+
+/// An error caused by a missing file names its cause once, not
+/// `(os error 2): No such file or directory (os error 2)`.
+#[test]
+fn a_missing_file_names_its_cause_once() {
+    let out = run_pgha(
+        bin(),
+        &["status", "--config", "/nonexistent/pgha/cluster.toml"],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("/nonexistent/pgha/cluster.toml"), "{err}");
+    assert_eq!(err.matches("No such file or directory").count(), 1, "{err}");
 }

@@ -22,9 +22,9 @@ use std::path::Path;
 /// Read, parse and validate a cluster config file. Relative paths in the file
 /// are taken relative to the file's directory.
 pub fn load(path: &Path) -> Result<ClusterConfig, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+    let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Read {
         path: path.to_path_buf(),
-        source,
+        error,
     })?;
     let base = path
         .parent()

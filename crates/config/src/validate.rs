@@ -62,10 +62,12 @@ pub const RESERVED_PARAMETERS: &[(&str, &str)] = &[
 /// A bad config: what key, what value, why.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("cannot read config file {path}: {source}")]
+    /// The cause is in the message, so it is not chained as a `source` as
+    /// well (`{e:#}` would print it twice).
+    #[error("cannot read config file {path}: {error}")]
     Read {
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error("config is not valid TOML: {0}")]
     Syntax(String),

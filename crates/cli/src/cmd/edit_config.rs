@@ -55,21 +55,21 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                     pgha_agent::initial_config(&target.config)
                 }
             };
-            println!("{}", serde_json::to_string_pretty(&current)?);
+            crate::outln!("{}", serde_json::to_string_pretty(&current)?);
             return Ok(ExitCode::SUCCESS);
         }
         let outcome = update_config(&dcs, &target, |c| apply(c, &changes)).await?;
         if outcome.changed {
             for (k, _) in &changes {
                 let field = |c: &DynamicConfig| serde_json::to_value(c).ok().map(|v| v[k].clone());
-                println!(
+                crate::outln!(
                     "{k}: {} -> {}",
                     field(&outcome.before).unwrap_or(Value::Null),
                     field(&outcome.after).unwrap_or(Value::Null)
                 );
             }
         } else {
-            println!("nothing changed");
+            crate::outln!("nothing changed");
         }
         Ok(ExitCode::SUCCESS)
     })

@@ -44,7 +44,7 @@ async fn failover(target: &Target, args: Args) -> anyhow::Result<ExitCode> {
     let to = args.to.clone();
     let leader = current_leader(&dcs, target).await?;
     if leader.as_deref() == Some(to.as_str()) {
-        println!("{to} is already the leader");
+        crate::outln!("{to} is already the leader");
         return Ok(ExitCode::SUCCESS);
     }
     if let Some(l) = &leader {
@@ -62,7 +62,7 @@ async fn failover(target: &Target, args: Args) -> anyhow::Result<ExitCode> {
     dcs.put(&key, &body, None)
         .await
         .with_context(|| format!("write {key}"))?;
-    println!(
+    crate::outln!(
         "failover requested: promote {to}{}",
         if args.allow_data_loss {
             " (data loss allowed)"
@@ -79,7 +79,7 @@ async fn failover(target: &Target, args: Args) -> anyhow::Result<ExitCode> {
     match outcome {
         Outcome::Leads => {
             let writable = wait_writable(target, &to, started + wait).await;
-            println!(
+            crate::outln!(
                 "failover done: {to} is the leader after {:.1}s{}",
                 started.elapsed().as_secs_f64(),
                 if writable { " (accepting writes)" } else { "" }

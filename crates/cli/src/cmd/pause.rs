@@ -50,7 +50,7 @@ fn set_paused(args: Args, paused: bool) -> anyhow::Result<ExitCode> {
             "resumed (automatic failover is active)"
         };
         let already = if outcome.changed { "" } else { "already " };
-        println!("cluster {} {already}{what}", target.config.name);
+        crate::outln!("cluster {} {already}{what}", target.config.name);
         Ok(ExitCode::SUCCESS)
     })
 }

@@ -56,11 +56,11 @@ pub fn post_control(target: &TargetArgs, node: &str, action: &str) -> anyhow::Re
         .unwrap_or_else(|| resp.text());
     match resp.status {
         200 => {
-            println!("{node}: {action} done");
+            crate::outln!("{node}: {action} done");
             Ok(ExitCode::SUCCESS)
         }
         202 => {
-            println!("{node}: {action} accepted, still in progress: {message}");
+            crate::outln!("{node}: {action} accepted, still in progress: {message}");
             Ok(ExitCode::from(IN_PROGRESS))
         }
         401 => bail!(

@@ -110,7 +110,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         let target = Target::resolve(&args.target)?;
         let status = collect(&target).await?;
         if args.json {
-            println!("{}", serde_json::to_string_pretty(&status)?);
+            crate::outln!("{}", serde_json::to_string_pretty(&status)?);
         } else {
             print_table(&status);
         }
@@ -473,9 +473,9 @@ fn member_state(p: &Probed, ctx: &MergeCtx<'_>) -> &'static str {
 }
 
 fn print_table(status: &Status) {
-    println!("cluster {} ({})", status.cluster, status.dir);
+    crate::outln!("cluster {} ({})", status.cluster, status.dir);
     match &status.etcd_error {
-        None => println!(
+        None => crate::outln!(
             "leader: {}   paused: {}",
             status.leader.as_deref().unwrap_or("none"),
             if status.paused == Some(true) {
@@ -484,10 +484,10 @@ fn print_table(status: &Status) {
                 "no"
             }
         ),
-        Some(e) => println!("etcd unreachable ({e}): showing what PostgreSQL reports"),
+        Some(e) => crate::outln!("etcd unreachable ({e}): showing what PostgreSQL reports"),
     }
     if let Some(s) = &status.sync {
-        println!(
+        crate::outln!(
             "sync set: {{{}}} quorum {} (term {})",
             s.members.join(", "),
             s.quorum,
@@ -495,13 +495,13 @@ fn print_table(status: &Status) {
         );
     }
     if let Some(r) = &status.switchover {
-        println!("pending switchover: {r}");
+        crate::outln!("pending switchover: {r}");
     }
     if let Some(r) = &status.failover {
-        println!("pending failover: {r}");
+        crate::outln!("pending failover: {r}");
     }
     if let Some(p) = &status.proxy {
-        println!(
+        crate::outln!(
             "proxy: rw {}:{}  ro :{}  primary :{}  ({})",
             p["host"].as_str().unwrap_or("?"),
             p["rw"],
@@ -513,16 +513,16 @@ fn print_table(status: &Status) {
     print_members(status);
     let recent = status.decisions.iter().rev().take(3).collect::<Vec<_>>();
     if !recent.is_empty() {
-        println!("last decisions (newest first):");
+        crate::outln!("last decisions (newest first):");
         for d in recent {
-            println!("  {}", d.reason);
+            crate::outln!("  {}", d.reason);
         }
     }
 }
 
 fn print_members(status: &Status) {
     let line = |cols: [&str; 13]| {
-        println!(
+        crate::outln!(
             "{:<1}{:<8} {:<16} {:<8} {:<8} {:<5} {:<3} {:<12} {:<12} {:<12} {:>10} {:<9} {:<4}",
             cols[0],
             cols[1],

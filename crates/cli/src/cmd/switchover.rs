@@ -114,11 +114,11 @@ async fn switchover(
     }
     let dest = to.as_deref().unwrap_or("the best synchronous standby");
     match at {
-        Some(ms) => println!(
+        Some(ms) => crate::outln!(
             "switchover scheduled: {from} -> {dest} at {} (watch `pgha status`)",
             humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + Duration::from_millis(ms))
         ),
-        None => println!("switchover requested: {from} -> {dest}"),
+        None => crate::outln!("switchover requested: {from} -> {dest}"),
     }
     if wait.is_zero() {
         return Ok(ExitCode::SUCCESS);
@@ -136,7 +136,7 @@ async fn switchover(
         }
         Some(new) => {
             let writable = wait_writable(target, &new, started + wait).await;
-            println!(
+            crate::outln!(
                 "switchover done: {from} -> {new} in {:.1}s{}",
                 started.elapsed().as_secs_f64(),
                 if writable { " (accepting writes)" } else { "" }
@@ -190,7 +190,7 @@ async fn checkpoint_first(target: &Target, leader: &str) {
     }
     .await;
     match result {
-        Ok(()) => println!(
+        Ok(()) => crate::outln!(
             "checkpoint on {leader} done in {:.1}s",
             started.elapsed().as_secs_f64()
         ),

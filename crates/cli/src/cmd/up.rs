@@ -525,7 +525,7 @@ impl Health<'_> {
 fn print_summary(cluster: &DevCluster, leader: &str, secrets: &Secrets, took: Duration) {
     let c = &cluster.config;
     let dir = cluster.dir.display();
-    println!(
+    crate::outln!(
         "pgha: cluster {:?} is up in {dir} ({:.1}s)",
         c.name,
         took.as_secs_f64()
@@ -536,7 +536,7 @@ fn print_summary(cluster: &DevCluster, leader: &str, secrets: &Secrets, took: Du
         } else {
             "standby"
         };
-        println!(
+        crate::outln!(
             "  {:<8} {:<8} postgresql://{}@{}:{}/postgres   agent {}",
             m.name,
             role,
@@ -546,9 +546,9 @@ fn print_summary(cluster: &DevCluster, leader: &str, secrets: &Secrets, took: Du
             m.api_url()
         );
     }
-    println!("  etcd     {}", c.dcs.endpoints.join(","));
+    crate::outln!("  etcd     {}", c.dcs.endpoints.join(","));
     if let Some(p) = &c.proxy {
-        println!(
+        crate::outln!(
             "  proxy    rw postgresql://{su}@{h}:{rw}/postgres   ro :{ro}   primary :{pr}",
             su = c.superuser,
             h = p.host,
@@ -557,26 +557,26 @@ fn print_summary(cluster: &DevCluster, leader: &str, secrets: &Secrets, took: Du
             pr = p.primary_port
         );
     }
-    println!(
+    crate::outln!(
         "  password of {:?}: {}",
         c.superuser,
         secrets.admin_file().display()
     );
-    println!();
-    println!("Try:");
+    crate::outln!();
+    crate::outln!("Try:");
     let p = c
         .proxy
         .as_ref()
         .map(|p| p.rw_port)
         .or_else(|| c.member(leader).map(|m| m.port))
         .unwrap_or(0);
-    println!(
+    crate::outln!(
         "  PGPASSWORD=$(cat {}) psql -h 127.0.0.1 -p {p} -U {}",
         secrets.admin_file().display(),
         c.superuser
     );
-    println!("  pgha status --dir {dir}");
-    println!("  kill -9 $(cat {dir}/run/agent-{leader}.pid) $(head -1 {dir}/{leader}/data/postmaster.pid)   # crash the primary, watch `pgha status`");
-    println!("  pgha down --dir {dir}        (stop; `pgha up --dir {dir}` starts it again with its data)");
-    println!("  pgha destroy --dir {dir} --yes");
+    crate::outln!("  pgha status --dir {dir}");
+    crate::outln!("  kill -9 $(cat {dir}/run/agent-{leader}.pid) $(head -1 {dir}/{leader}/data/postmaster.pid)   # crash the primary, watch `pgha status`");
+    crate::outln!("  pgha down --dir {dir}        (stop; `pgha up --dir {dir}` starts it again with its data)");
+    crate::outln!("  pgha destroy --dir {dir} --yes");
 }
