@@ -76,6 +76,27 @@ impl Fixture {
     }
 }
 
+/// An agent REST API on the port of member `i` (0-based) that answers but
+/// never acts: the target of a failover must have a running agent.
+async fn idle_agent(f: &Fixture, i: usize) -> tokio::task::JoinHandle<()> {
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", f.api_ports[i]))
+        .await
+        .expect("bind");
+    let (status_tx, status_rx) = tokio::sync::watch::channel(AgentStatus::default());
+    let (cmd_tx, cmd_rx) = tokio::sync::mpsc::channel(4);
+    tokio::spawn(async move {
+        let _keep = (status_tx, cmd_rx);
+        let served = pgha_agent::api::serve(
+            listener,
+            status_rx,
+            cmd_tx,
+            TOKEN.to_string(),
+            std::future::pending(),
+        );
+        served.await.expect("idle agent API");
+    })
+}
+
 fn stdout(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
@@ -226,6 +247,41 @@ async fn switchover_without_leader_is_refused_and_times_out_cleanly() {
     assert_eq!(out.status.code(), Some(2), "{}", describe(&out));
 }
 
+/// Requests nobody can act on are refused at once instead of waiting out
+/// `--wait`: a switchover while the cluster is paused, a failover to a
+/// member whose agent is not running. Neither request is written.
+#[tokio::test(flavor = "multi_thread")]
+async fn switchover_while_paused_and_failover_to_a_dead_agent_refuse_at_once() {
+    let etcd = EtcdGuard::start().expect("etcd");
+    let f = Fixture::new(&etcd.client_url);
+    let dcs = f.dcs();
+    let keys = f.keys();
+    dcs.put(&keys.leader(), b"node1", None)
+        .await
+        .expect("leader");
+    let out = f.pgha(&["pause"]);
+    assert!(out.status.success(), "{}", describe(&out));
+    let started = std::time::Instant::now();
+    let out = f.pgha(&["switchover", "--to", "node2", "--wait", "30"]);
+    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
+    assert!(
+        describe(&out).contains("paused") && describe(&out).contains("pgha resume"),
+        "{}",
+        describe(&out)
+    );
+    assert!(started.elapsed() < Duration::from_secs(15), "waited");
+    assert!(dcs.get(&keys.switchover()).await.expect("get").kv.is_none());
+
+    let started = std::time::Instant::now();
+    let out = f.pgha(&["failover", "--to", "node3", "--wait", "30"]);
+    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
+    let err = describe(&out);
+    assert!(err.contains("node3's agent is not running"), "{err}");
+    assert!(!err.contains("--allow-data-loss"), "{err}");
+    assert!(started.elapsed() < Duration::from_secs(15), "waited");
+    assert!(dcs.get(&keys.failover()).await.expect("get").kv.is_none());
+}
+
 /// A fake leader that hands over as soon as it sees the request.
 #[tokio::test(flavor = "multi_thread")]
 async fn switchover_waits_for_the_new_leader() {
@@ -280,6 +336,7 @@ async fn failover_writes_the_request_and_withdraws_it() {
     assert_eq!(req.to, "node2");
     assert!(!req.allow_data_loss);
 
+    let agent = idle_agent(&f, 2).await;
     let out = f.pgha(&[
         "failover",
         "--to",
@@ -288,6 +345,7 @@ async fn failover_writes_the_request_and_withdraws_it() {
         "--wait",
         "1",
     ]);
+    agent.abort();
     assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
     assert!(
         describe(&out).contains("did not become the leader"),
@@ -414,6 +472,7 @@ async fn failover_against_a_live_leader_points_to_switchover() {
         }
         panic!("no failover request appeared");
     });
+    let _agent = idle_agent(&f, 1).await;
     let started = std::time::Instant::now();
     let out =
         tokio::task::spawn_blocking(move || f.pgha(&["failover", "--to", "node2", "--wait", "30"]))

@@ -4,12 +4,15 @@
 //! promotion rule says it holds every acknowledged commit, unless
 //! `--allow-data-loss`. This command waits until NODE holds the leader key.
 //!
+//! When it is to wait, it first checks that NODE's agent answers, and
+//! refuses at once if not; `--wait 0` only submits the request.
+//!
 //! Exit codes: 0 NODE leads (or the request was submitted, with `--wait 0`);
 //! 1 it did not happen within the wait (the request is withdrawn and the
 //! agent's last decisions are printed), a live leader cleared the request
 //! (use switchover), or it was refused up front.
 
-use super::switchover::{current_leader, explain, wait_writable};
+use super::switchover::{current_leader, explain, require_agent, wait_writable};
 use crate::target::{Target, TargetArgs};
 use anyhow::Context;
 use pgha_core::FailoverRequest;
@@ -46,6 +49,11 @@ async fn failover(target: &Target, args: Args) -> anyhow::Result<ExitCode> {
     if leader.as_deref() == Some(to.as_str()) {
         crate::outln!("{to} is already the leader");
         return Ok(ExitCode::SUCCESS);
+    }
+    if args.wait > 0 {
+        // Only NODE's agent can promote it: with no agent there, waiting
+        // could only time out (and `--allow-data-loss` would not help).
+        require_agent(target, &to).await?;
     }
     if let Some(l) = &leader {
         eprintln!(
