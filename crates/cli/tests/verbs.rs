@@ -450,6 +450,150 @@ async fn restart_and_reinit_go_through_the_agent_api() {
     fake_loop.abort();
 }
 
+/// A fake agent for `reinit` on member `i`: takes the request, then
+/// publishes what a real agent would, in order, each after `step`:
+/// `states[k]` = (decisions newer than the request, pg_running, streaming).
+async fn reinit_agent(
+    f: &Fixture,
+    i: usize,
+    states: Vec<(Vec<&'static str>, bool, bool)>,
+    step: Duration,
+) -> tokio::task::JoinHandle<()> {
+    use pgha_agent::status::DecisionRecord;
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", f.api_ports[i]))
+        .await
+        .expect("bind");
+    let before = AgentStatus {
+        pg_running: true,
+        streaming: true,
+        leader: Some("node1".into()),
+        decisions: [DecisionRecord {
+            at_unix_ms: 1_000,
+            reason: "old".into(),
+            actions: vec!["re-clone from node1".into()],
+        }]
+        .into(),
+        ..AgentStatus::default()
+    };
+    let (status_tx, status_rx) = tokio::sync::watch::channel(before.clone());
+    let (cmd_tx, mut cmd_rx) = tokio::sync::mpsc::channel(4);
+    // One task for the API and the script, so that aborting it stops both.
+    let server = pgha_agent::api::serve(
+        listener,
+        status_rx,
+        cmd_tx,
+        TOKEN.to_string(),
+        std::future::pending(),
+    );
+    let script = async move {
+        let Some(AgentCommand::Reinit { reply }) = cmd_rx.recv().await else {
+            panic!("expected a reinit request");
+        };
+        drop(reply.send(Ok(())));
+        let mut status = before;
+        for (k, (actions, running, streaming)) in states.into_iter().enumerate() {
+            tokio::time::sleep(step).await;
+            for (j, a) in actions.into_iter().enumerate() {
+                status.decisions.push_back(DecisionRecord {
+                    at_unix_ms: 2_000 + 10 * k as u64 + j as u64,
+                    reason: a.into(),
+                    actions: vec![a.into()],
+                });
+            }
+            status.pg_running = running;
+            status.streaming = streaming;
+            status_tx.send_replace(status.clone());
+        }
+        std::future::pending::<()>().await;
+    };
+    tokio::spawn(async move {
+        let (served, ()) = tokio::join!(server, script);
+        served.expect("fake agent API");
+    })
+}
+
+/// `reinit` waits until the member streams again after the re-clone and
+/// shows each phase; a document published with the re-clone (still the
+/// state from before it) is not taken for the end. A clone that fails (the
+/// agent re-clones again) exits 1; `--no-wait` returns once the agent took
+/// the request.
+#[tokio::test(flavor = "multi_thread")]
+async fn reinit_waits_until_the_member_streams_again() {
+    let f = Fixture::new("http://127.0.0.1:9");
+    let step = Duration::from_millis(700);
+    let agent = reinit_agent(
+        &f,
+        1,
+        vec![
+            (vec!["re-clone from node1"], true, true),
+            (vec!["follow node1"], true, false),
+            (vec![], true, true),
+        ],
+        step,
+    )
+    .await;
+    let cfg = f.config_arg();
+    let run = move |args: Vec<&'static str>| {
+        let cfg = cfg.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut all = args;
+            all.extend(["--config", cfg.as_str()]);
+            run_pgha(bin(), &all)
+        })
+    };
+    let started = std::time::Instant::now();
+    let out = run(vec!["reinit", "node2"]).await.expect("join");
+    assert!(out.status.success(), "{}", describe(&out));
+    assert!(
+        started.elapsed() >= step * 3,
+        "done before the member streamed again: {}",
+        describe(&out)
+    );
+    let text = stdout(&out);
+    let order = [
+        "reinit requested",
+        "re-cloned from the leader",
+        "PostgreSQL running; waiting until it streams",
+        "reinit done: streaming from node1",
+    ];
+    let at: Vec<usize> = order
+        .iter()
+        .map(|w| {
+            text.find(w)
+                .unwrap_or_else(|| panic!("{w:?} missing: {}", describe(&out)))
+        })
+        .collect();
+    assert!(at.windows(2).all(|w| w[0] < w[1]), "{}", describe(&out));
+    agent.abort();
+
+    let agent = reinit_agent(
+        &f,
+        2,
+        vec![
+            (vec!["re-clone from node1"], false, false),
+            (vec!["re-clone from node1"], false, false),
+        ],
+        Duration::from_millis(300),
+    )
+    .await;
+    let out = run(vec!["reinit", "node3"]).await.expect("join");
+    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
+    assert!(
+        describe(&out).contains("re-clone failed"),
+        "{}",
+        describe(&out)
+    );
+    agent.abort();
+
+    let agent = reinit_agent(&f, 0, vec![], step).await;
+    let out = run(vec!["reinit", "node1", "--no-wait"])
+        .await
+        .expect("join");
+    assert!(out.status.success(), "{}", describe(&out));
+    assert!(stdout(&out).contains("not waiting"), "{}", describe(&out));
+    agent.abort();
+}
+
 /// A live leader clears a failover request it will not act on; the command
 /// says so at once instead of waiting out its timeout.
 #[tokio::test(flavor = "multi_thread")]
