@@ -128,6 +128,12 @@ fn up_timeout_names_the_real_log_files_which_have_no_colour_codes() {
     assert!(!out.status.success(), "{}", describe(&out));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!err.contains("<dir>"), "{err}");
+    // Failed partway: it says what it left running and how to stop it.
+    assert!(err.contains("left running: etcd (pid"), "{err}");
+    assert!(
+        err.contains(&format!("pgha down --dir {}", dir.display())),
+        "{err}"
+    );
     let agent_log = dir.join("node1/agent.log");
     assert!(
         err.contains(&agent_log.display().to_string()),
@@ -197,4 +203,45 @@ fn a_missing_file_names_its_cause_once() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("/nonexistent/pgha/cluster.toml"), "{err}");
     assert_eq!(err.matches("No such file or directory").count(), 1, "{err}");
+}
+
+/// Two `pgha up` at once on a new directory: the second is refused at once
+/// with a clear message instead of racing the first into an opaque error.
+#[test]
+fn a_second_up_on_the_same_directory_is_refused() {
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let cfg = tmp.path().join("input.toml");
+    std::fs::write(&cfg, config_text(1, "")).expect("write config");
+    let dir = tmp.path().join("cluster");
+    let _down = DownOnDrop {
+        dir: dir.clone(),
+        data_dirs: vec![dir.join("node1/data")],
+    };
+    let up = |timeout: &str| {
+        let mut cmd = std::process::Command::new(bin());
+        cmd.args(["up", "--dir", &dir.display().to_string()])
+            .args(["--config", &cfg.display().to_string(), "--timeout", timeout])
+            .env("RUST_LOG", "warn")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        cmd
+    };
+    let first = up("60").spawn().expect("first up");
+    // The first is under way once it has adopted the config.
+    wait_until(
+        "the first up adopts the config",
+        Duration::from_secs(30),
+        || dir.join("cluster.toml").exists().then_some(()),
+    )
+    .expect("cluster.toml");
+    let second = up("60").output().expect("second up");
+    let first = first.wait_with_output().expect("first up ends");
+    let err = String::from_utf8_lossy(&second.stderr);
+    assert_eq!(second.status.code(), Some(1), "{}", describe(&second));
+    assert!(
+        err.contains("is in use by another `pgha up`"),
+        "{}",
+        describe(&second)
+    );
+    assert!(first.status.success(), "{}", describe(&first));
 }

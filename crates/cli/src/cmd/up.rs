@@ -9,7 +9,7 @@
 //! first agent holds the leader key) and then polls conditions until the
 //! cluster is healthy (`Health::check`) or `--timeout` passes.
 
-use crate::dev::DevCluster;
+use crate::dev::{DevCluster, DirLock};
 use crate::supervise;
 use anyhow::{bail, Context};
 use pgha_core::SyncRecord;
@@ -47,16 +47,59 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
 
 async fn up(args: Args) -> anyhow::Result<ExitCode> {
     let started = Instant::now();
-    let cluster = DevCluster::create_or_open(
+    let lock = DirLock::take(&args.dir)?;
+    let cluster = match DevCluster::create_or_open(
         &args.dir,
         args.config.as_deref(),
         args.base_port,
         args.members,
-    )?;
+    ) {
+        Ok(c) => c,
+        Err(e) => {
+            lock.discard_if_unused();
+            return Err(e);
+        }
+    };
+    let result = bring_up(&cluster, &args, started).await;
+    drop(lock);
+    result.map_err(|e| with_leftovers(&cluster, e))
+}
+
+/// A failed `up` says what it left running and how to stop it.
+fn with_leftovers(cluster: &DevCluster, e: anyhow::Error) -> anyhow::Error {
+    let mut running: Vec<String> = Vec::new();
+    let mut names = vec![("etcd".to_string(), "etcd")];
+    names.extend(
+        cluster
+            .config
+            .members
+            .iter()
+            .map(|m| (agent_name(&m.name), "agent")),
+    );
+    names.push(("proxy".to_string(), "proxy"));
+    for (name, expect) in &names {
+        if let Some(pid) = supervise::running_pid(&cluster.dir, name, expect) {
+            running.push(format!("{name} (pid {pid})"));
+        }
+    }
+    if running.is_empty() {
+        return e;
+    }
+    anyhow::anyhow!(
+        "{}\nleft running: {} (and the PostgreSQL servers of those agents); stop them with `pgha down --dir {}`",
+        crate::output::render_error(&e),
+        running.join(", "),
+        cluster.dir.display()
+    )
+}
+
+/// Everything of `up` after the directory is open: start the processes and
+/// wait until the cluster is healthy.
+async fn bring_up(cluster: &DevCluster, args: &Args, started: Instant) -> anyhow::Result<ExitCode> {
     let secrets = cluster.secrets()?;
     cluster.user.make_dir(&cluster.config.archive_dir, 0o700)?;
     let bin = cluster.pgha_bin().await?;
-    start_etcd(&cluster)?;
+    start_etcd(cluster)?;
     let dcs = EtcdDcs::new(cluster.config.dcs.clone())?;
     let keys = ClusterKeys::new(&cluster.config.dcs.namespace, &cluster.config.name)?;
     let deadline = started + Duration::from_secs(args.timeout);
@@ -74,18 +117,18 @@ async fn up(args: Args) -> anyhow::Result<ExitCode> {
         // clone the moment it is established (an idle agent still costs
         // CPU that initdb would rather have: it re-publishes its record on
         // every other agent's publish).
-        start_agent(&cluster, &bin, &members[0])?;
-        let logs = log_files(&cluster, &members[..1], false);
+        start_agent(cluster, &bin, &members[0])?;
+        let logs = log_files(cluster, &members[..1], false);
         wait_leader_key(&dcs, &keys, deadline, &logs).await?;
     }
     for m in &members {
-        start_agent(&cluster, &bin, m)?;
+        start_agent(cluster, &bin, m)?;
     }
     // The proxy follows the cluster in etcd: started now, it serves as
     // soon as there is a primary.
-    start_proxy(&cluster, &bin, &secrets)?;
-    let leader = wait_healthy(&cluster, &dcs, &keys, &secrets, deadline).await?;
-    print_summary(&cluster, &leader, &secrets, started.elapsed());
+    start_proxy(cluster, &bin, &secrets)?;
+    let leader = wait_healthy(cluster, &dcs, &keys, &secrets, deadline).await?;
+    print_summary(cluster, &leader, &secrets, started.elapsed());
     Ok(ExitCode::SUCCESS)
 }
 
