@@ -192,6 +192,10 @@ fn start_etcd(cluster: &DevCluster) -> anyhow::Result<()> {
 
 /// Fail with a clear error when one of `ports` on `host` is taken: a
 /// process that cannot bind would fail later with a less helpful message.
+/// Whether PostgreSQL, etcd or the proxy could bind these ports: a bind with
+/// SO_REUSEADDR, as they do (std's `TcpListener::bind` sets it on Unix), so
+/// a port that only has TIME-WAIT sockets left from earlier connections
+/// counts as free.
 fn ensure_free(host: &str, ports: &[u16], who: &str, remedy: &str) -> anyhow::Result<()> {
     for &port in ports {
         if std::net::TcpListener::bind((host, port)).is_err() {
@@ -622,4 +626,31 @@ fn print_summary(cluster: &DevCluster, leader: &str, secrets: &Secrets, took: Du
     crate::outln!("  kill -9 $(cat {dir}/run/agent-{leader}.pid) $(head -1 {dir}/{leader}/data/postmaster.pid)   # crash the primary, watch `pgha status`");
     crate::outln!("  pgha down --dir {dir}        (stop; `pgha up --dir {dir}` starts it again with its data)");
     crate::outln!("  pgha destroy --dir {dir} --yes");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ensure_free;
+    use std::io::Read;
+    use std::net::{TcpListener, TcpStream};
+
+    /// A port whose only sockets are in TIME-WAIT (the server side closed
+    /// first) is free for a new listener, as PostgreSQL would find it.
+    #[test]
+    fn a_port_with_only_time_wait_sockets_is_free() {
+        let listener = TcpListener::bind(("127.0.0.1", 0)).expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let mut client = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+        let (server_side, _) = listener.accept().expect("accept");
+        drop(server_side);
+        let mut buf = [0u8; 1];
+        assert_eq!(client.read(&mut buf).expect("EOF"), 0);
+        drop(client);
+        drop(listener);
+        ensure_free("127.0.0.1", &[port], "a test", "pick another").expect("free");
+        let busy = TcpListener::bind(("127.0.0.1", 0)).expect("bind");
+        let busy_port = busy.local_addr().expect("addr").port();
+        let err = ensure_free("127.0.0.1", &[busy_port], "a test", "pick another").unwrap_err();
+        assert!(err.to_string().contains("is in use"), "{err}");
+    }
 }
