@@ -8,6 +8,7 @@
 //! <dir>/archive/         the shared WAL archive
 //! <dir>/<member>/data    each member's data directory
 //! <dir>/<member>/postgresql.log
+//! <dir>/up.lock          held by a running `pgha up` (its PID inside)
 //! ```
 
 use anyhow::{bail, Context};
@@ -16,6 +17,69 @@ use pgha_postgres::{Instance, PgBinaries, Secrets, ServiceUser};
 use std::path::{Path, PathBuf};
 
 pub const CONFIG_FILE: &str = "cluster.toml";
+/// The file `pgha up` locks for its whole run.
+pub const LOCK_FILE: &str = "up.lock";
+
+/// Held by `pgha up` for its whole run, so that a second `up` on the same
+/// directory is refused at once instead of racing the first (two `up` on a
+/// new directory both wrote the config and the secrets and then failed
+/// with an opaque `db error`). An advisory lock (flock) on
+/// `<dir>/up.lock`: the kernel drops it when the process ends, however it
+/// ends, so a crashed `up` leaves no stale lock.
+pub struct DirLock {
+    _file: std::fs::File,
+    dir: PathBuf,
+    /// This `up` created the directory.
+    created: bool,
+}
+
+impl DirLock {
+    /// Lock `dir`, creating it when missing.
+    pub fn take(dir: &Path) -> anyhow::Result<DirLock> {
+        use std::io::Write;
+        let created = !dir.exists();
+        std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
+        let path = dir.join(LOCK_FILE);
+        let mut file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .with_context(|| format!("open {}", path.display()))?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                let holder = std::fs::read_to_string(&path).unwrap_or_default();
+                bail!(
+                    "the cluster directory {} is in use by another `pgha up` (pid {}): \
+                     wait for it to finish",
+                    dir.display(),
+                    holder.trim()
+                );
+            }
+            Err(std::fs::TryLockError::Error(e)) => {
+                return Err(e).with_context(|| format!("lock {}", path.display()))
+            }
+        }
+        file.set_len(0)
+            .and_then(|()| write!(file, "{}", std::process::id()))
+            .with_context(|| format!("write {}", path.display()))?;
+        Ok(DirLock {
+            _file: file,
+            dir: dir.to_path_buf(),
+            created,
+        })
+    }
+
+    /// After a refused config: remove the directory if this `up` created it
+    /// and no cluster was adopted, so a bad config leaves nothing behind.
+    pub fn discard_if_unused(self) {
+        if self.created && !self.dir.join(CONFIG_FILE).exists() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
 
 pub struct DevCluster {
     /// Absolute.

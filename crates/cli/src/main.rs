@@ -3,6 +3,7 @@
 
 mod cmd;
 mod dev;
+mod output;
 mod supervise;
 mod target;
 
@@ -83,7 +84,7 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("pgha: error: {e:#}");
+            eprintln!("pgha: error: {}", output::render_error(&e));
             ExitCode::FAILURE
         }
     }

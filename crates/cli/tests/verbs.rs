@@ -76,6 +76,27 @@ impl Fixture {
     }
 }
 
+/// An agent REST API on the port of member `i` (0-based) that answers but
+/// never acts: the target of a failover must have a running agent.
+async fn idle_agent(f: &Fixture, i: usize) -> tokio::task::JoinHandle<()> {
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", f.api_ports[i]))
+        .await
+        .expect("bind");
+    let (status_tx, status_rx) = tokio::sync::watch::channel(AgentStatus::default());
+    let (cmd_tx, cmd_rx) = tokio::sync::mpsc::channel(4);
+    tokio::spawn(async move {
+        let _keep = (status_tx, cmd_rx);
+        let served = pgha_agent::api::serve(
+            listener,
+            status_rx,
+            cmd_tx,
+            TOKEN.to_string(),
+            std::future::pending(),
+        );
+        served.await.expect("idle agent API");
+    })
+}
+
 fn stdout(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
@@ -139,6 +160,37 @@ async fn pause_resume_and_edit_config_round_trip() {
     );
 }
 
+/// `edit-config` follows the config file's rules: a sync_quorum above the
+/// number of standbys is refused (not clamped), and a wrong type names its
+/// key. Nothing is written.
+#[tokio::test(flavor = "multi_thread")]
+async fn edit_config_refuses_what_the_config_file_refuses() {
+    let etcd = EtcdGuard::start().expect("etcd");
+    let f = Fixture::new(&etcd.client_url);
+    let out = f.pgha(&["edit-config", "--set", "sync_quorum=2"]);
+    assert!(out.status.success(), "{}", describe(&out));
+    let before = read_config(&f).await;
+    assert_eq!(before.sync_quorum, 2);
+    for (bad, want) in [
+        (
+            "sync_quorum=5",
+            "sync_quorum 5 must be between 1 and the number of standbys (2)",
+        ),
+        ("sync_quorum=0", "sync_quorum 0 must be between 1"),
+        ("sync_quorum=lots", "sync_quorum: invalid value \"lots\""),
+    ] {
+        let out = f.pgha(&["edit-config", "--set", bad]);
+        assert_eq!(out.status.code(), Some(1), "{bad}: {}", describe(&out));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains(want),
+            "{bad}: want {want:?}: {}",
+            describe(&out)
+        );
+    }
+    assert_eq!(read_config(&f).await, before);
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn switchover_without_leader_is_refused_and_times_out_cleanly() {
     let etcd = EtcdGuard::start().expect("etcd");
@@ -195,6 +247,41 @@ async fn switchover_without_leader_is_refused_and_times_out_cleanly() {
     assert_eq!(out.status.code(), Some(2), "{}", describe(&out));
 }
 
+/// Requests nobody can act on are refused at once instead of waiting out
+/// `--wait`: a switchover while the cluster is paused, a failover to a
+/// member whose agent is not running. Neither request is written.
+#[tokio::test(flavor = "multi_thread")]
+async fn switchover_while_paused_and_failover_to_a_dead_agent_refuse_at_once() {
+    let etcd = EtcdGuard::start().expect("etcd");
+    let f = Fixture::new(&etcd.client_url);
+    let dcs = f.dcs();
+    let keys = f.keys();
+    dcs.put(&keys.leader(), b"node1", None)
+        .await
+        .expect("leader");
+    let out = f.pgha(&["pause"]);
+    assert!(out.status.success(), "{}", describe(&out));
+    let started = std::time::Instant::now();
+    let out = f.pgha(&["switchover", "--to", "node2", "--wait", "30"]);
+    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
+    assert!(
+        describe(&out).contains("paused") && describe(&out).contains("pgha resume"),
+        "{}",
+        describe(&out)
+    );
+    assert!(started.elapsed() < Duration::from_secs(15), "waited");
+    assert!(dcs.get(&keys.switchover()).await.expect("get").kv.is_none());
+
+    let started = std::time::Instant::now();
+    let out = f.pgha(&["failover", "--to", "node3", "--wait", "30"]);
+    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
+    let err = describe(&out);
+    assert!(err.contains("node3's agent is not running"), "{err}");
+    assert!(!err.contains("--allow-data-loss"), "{err}");
+    assert!(started.elapsed() < Duration::from_secs(15), "waited");
+    assert!(dcs.get(&keys.failover()).await.expect("get").kv.is_none());
+}
+
 /// A fake leader that hands over as soon as it sees the request.
 #[tokio::test(flavor = "multi_thread")]
 async fn switchover_waits_for_the_new_leader() {
@@ -249,6 +336,7 @@ async fn failover_writes_the_request_and_withdraws_it() {
     assert_eq!(req.to, "node2");
     assert!(!req.allow_data_loss);
 
+    let agent = idle_agent(&f, 2).await;
     let out = f.pgha(&[
         "failover",
         "--to",
@@ -257,6 +345,7 @@ async fn failover_writes_the_request_and_withdraws_it() {
         "--wait",
         "1",
     ]);
+    agent.abort();
     assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
     assert!(
         describe(&out).contains("did not become the leader"),
@@ -361,6 +450,150 @@ async fn restart_and_reinit_go_through_the_agent_api() {
     fake_loop.abort();
 }
 
+/// A fake agent for `reinit` on member `i`: takes the request, then
+/// publishes what a real agent would, in order, each after `step`:
+/// `states[k]` = (decisions newer than the request, pg_running, streaming).
+async fn reinit_agent(
+    f: &Fixture,
+    i: usize,
+    states: Vec<(Vec<&'static str>, bool, bool)>,
+    step: Duration,
+) -> tokio::task::JoinHandle<()> {
+    use pgha_agent::status::DecisionRecord;
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", f.api_ports[i]))
+        .await
+        .expect("bind");
+    let before = AgentStatus {
+        pg_running: true,
+        streaming: true,
+        leader: Some("node1".into()),
+        decisions: [DecisionRecord {
+            at_unix_ms: 1_000,
+            reason: "old".into(),
+            actions: vec!["re-clone from node1".into()],
+        }]
+        .into(),
+        ..AgentStatus::default()
+    };
+    let (status_tx, status_rx) = tokio::sync::watch::channel(before.clone());
+    let (cmd_tx, mut cmd_rx) = tokio::sync::mpsc::channel(4);
+    // One task for the API and the script, so that aborting it stops both.
+    let server = pgha_agent::api::serve(
+        listener,
+        status_rx,
+        cmd_tx,
+        TOKEN.to_string(),
+        std::future::pending(),
+    );
+    let script = async move {
+        let Some(AgentCommand::Reinit { reply }) = cmd_rx.recv().await else {
+            panic!("expected a reinit request");
+        };
+        drop(reply.send(Ok(())));
+        let mut status = before;
+        for (k, (actions, running, streaming)) in states.into_iter().enumerate() {
+            tokio::time::sleep(step).await;
+            for (j, a) in actions.into_iter().enumerate() {
+                status.decisions.push_back(DecisionRecord {
+                    at_unix_ms: 2_000 + 10 * k as u64 + j as u64,
+                    reason: a.into(),
+                    actions: vec![a.into()],
+                });
+            }
+            status.pg_running = running;
+            status.streaming = streaming;
+            status_tx.send_replace(status.clone());
+        }
+        std::future::pending::<()>().await;
+    };
+    tokio::spawn(async move {
+        let (served, ()) = tokio::join!(server, script);
+        served.expect("fake agent API");
+    })
+}
+
+/// `reinit` waits until the member streams again after the re-clone and
+/// shows each phase; a document published with the re-clone (still the
+/// state from before it) is not taken for the end. A clone that fails (the
+/// agent re-clones again) exits 1; `--no-wait` returns once the agent took
+/// the request.
+#[tokio::test(flavor = "multi_thread")]
+async fn reinit_waits_until_the_member_streams_again() {
+    let f = Fixture::new("http://127.0.0.1:9");
+    let step = Duration::from_millis(700);
+    let agent = reinit_agent(
+        &f,
+        1,
+        vec![
+            (vec!["re-clone from node1"], true, true),
+            (vec!["follow node1"], true, false),
+            (vec![], true, true),
+        ],
+        step,
+    )
+    .await;
+    let cfg = f.config_arg();
+    let run = move |args: Vec<&'static str>| {
+        let cfg = cfg.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut all = args;
+            all.extend(["--config", cfg.as_str()]);
+            run_pgha(bin(), &all)
+        })
+    };
+    let started = std::time::Instant::now();
+    let out = run(vec!["reinit", "node2"]).await.expect("join");
+    assert!(out.status.success(), "{}", describe(&out));
+    assert!(
+        started.elapsed() >= step * 3,
+        "done before the member streamed again: {}",
+        describe(&out)
+    );
+    let text = stdout(&out);
+    let order = [
+        "reinit requested",
+        "re-cloned from the leader",
+        "PostgreSQL running; waiting until it streams",
+        "reinit done: streaming from node1",
+    ];
+    let at: Vec<usize> = order
+        .iter()
+        .map(|w| {
+            text.find(w)
+                .unwrap_or_else(|| panic!("{w:?} missing: {}", describe(&out)))
+        })
+        .collect();
+    assert!(at.windows(2).all(|w| w[0] < w[1]), "{}", describe(&out));
+    agent.abort();
+
+    let agent = reinit_agent(
+        &f,
+        2,
+        vec![
+            (vec!["re-clone from node1"], false, false),
+            (vec!["re-clone from node1"], false, false),
+        ],
+        Duration::from_millis(300),
+    )
+    .await;
+    let out = run(vec!["reinit", "node3"]).await.expect("join");
+    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
+    assert!(
+        describe(&out).contains("re-clone failed"),
+        "{}",
+        describe(&out)
+    );
+    agent.abort();
+
+    let agent = reinit_agent(&f, 0, vec![], step).await;
+    let out = run(vec!["reinit", "node1", "--no-wait"])
+        .await
+        .expect("join");
+    assert!(out.status.success(), "{}", describe(&out));
+    assert!(stdout(&out).contains("not waiting"), "{}", describe(&out));
+    agent.abort();
+}
+
 /// A live leader clears a failover request it will not act on; the command
 /// says so at once instead of waiting out its timeout.
 #[tokio::test(flavor = "multi_thread")]
@@ -383,6 +616,7 @@ async fn failover_against_a_live_leader_points_to_switchover() {
         }
         panic!("no failover request appeared");
     });
+    let _agent = idle_agent(&f, 1).await;
     let started = std::time::Instant::now();
     let out =
         tokio::task::spawn_blocking(move || f.pgha(&["failover", "--to", "node2", "--wait", "30"]))

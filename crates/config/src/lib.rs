@@ -15,16 +15,16 @@ mod validate;
 
 pub use file::{ArchiveCompression, ClusterFile, HaFile, MemberFile, ProxyFile, SynchronousCommit};
 pub use size::ByteSize;
-pub use validate::{ClusterConfig, ConfigError, Member, RESERVED_PARAMETERS};
+pub use validate::{check_sync_quorum, ClusterConfig, ConfigError, Member, RESERVED_PARAMETERS};
 
 use std::path::Path;
 
 /// Read, parse and validate a cluster config file. Relative paths in the file
 /// are taken relative to the file's directory.
 pub fn load(path: &Path) -> Result<ClusterConfig, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+    let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Read {
         path: path.to_path_buf(),
-        source,
+        error,
     })?;
     let base = path
         .parent()
@@ -34,7 +34,19 @@ pub fn load(path: &Path) -> Result<ClusterConfig, ConfigError> {
 }
 
 /// Parse and validate config text; relative paths are resolved against `base`.
+///
+/// Two kinds of error come before validation: text that is not TOML at all
+/// ([`ConfigError::Syntax`]) and TOML of the wrong shape (unknown key, wrong
+/// type, missing member field: [`ConfigError::Schema`], naming the key).
 pub fn parse(text: &str, base: &Path) -> Result<ClusterConfig, ConfigError> {
-    let file: ClusterFile = toml::from_str(text).map_err(|e| ConfigError::Syntax(e.to_string()))?;
+    let table: toml::Table =
+        toml::from_str(text).map_err(|e| ConfigError::Syntax(e.to_string()))?;
+    let file: ClusterFile =
+        serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| {
+            ConfigError::Schema {
+                key: e.path().to_string(),
+                reason: e.inner().to_string(),
+            }
+        })?;
     validate::validate(file, base)
 }

@@ -62,13 +62,19 @@ pub const RESERVED_PARAMETERS: &[(&str, &str)] = &[
 /// A bad config: what key, what value, why.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("cannot read config file {path}: {source}")]
+    /// The cause is in the message, so it is not chained as a `source` as
+    /// well (`{e:#}` would print it twice).
+    #[error("cannot read config file {path}: {error}")]
     Read {
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error("config is not valid TOML: {0}")]
     Syntax(String),
+    /// Valid TOML of the wrong shape: `key` is the dotted path of the value
+    /// that does not fit ("." for the top level).
+    #[error("{}", schema_message(key, reason))]
+    Schema { key: String, reason: String },
     #[error("{key} {value} {reason}")]
     Invalid {
         key: String,
@@ -80,6 +86,28 @@ pub enum ConfigError {
         path: PathBuf,
         inner: Box<ConfigError>,
     },
+}
+
+fn schema_message(key: &str, reason: &str) -> String {
+    if key == "." || key.is_empty() {
+        reason.to_string()
+    } else {
+        format!("{key}: {reason}")
+    }
+}
+
+/// The one rule for k, the synchronous quorum, wherever it is set (the
+/// config file's `replication.sync_quorum`, `pgha edit-config --set
+/// sync_quorum=K`): at least 1 and, when there are standbys, at most their
+/// number. Returns the reason when `k` breaks it.
+pub fn check_sync_quorum(k: u32, members: usize) -> Result<(), String> {
+    let standbys = members.saturating_sub(1) as u32;
+    if k == 0 || (standbys > 0 && k > standbys) {
+        return Err(format!(
+            "must be between 1 and the number of standbys ({standbys})"
+        ));
+    }
+    Ok(())
 }
 
 impl ConfigError {
@@ -170,15 +198,10 @@ pub(crate) fn validate(file: ClusterFile, base: &Path) -> Result<ClusterConfig, 
             ));
         }
     }
-    let standbys = members.len().saturating_sub(1) as u32;
     let k = file.replication.sync_quorum;
-    if k == 0 || (standbys > 0 && k > standbys) {
-        return Err(ConfigError::invalid(
-            "replication.sync_quorum",
-            k,
-            format!("must be between 1 and the number of standbys ({standbys})"),
-        ));
-    }
+    check_sync_quorum(k, members.len())
+        .map_err(|reason| ConfigError::invalid("replication.sync_quorum", k, reason))?;
+    check_port_collisions(&file, &members)?;
     let archive_dir = absolute(base, &file.archive.dir);
     for (i, m) in members.iter().enumerate() {
         if archive_dir.starts_with(&m.data_dir) || m.data_dir.starts_with(&archive_dir) {
@@ -305,6 +328,82 @@ fn validate_members(file: &ClusterFile, base: &Path) -> Result<Vec<Member>, Conf
         });
     }
     Ok(out)
+}
+
+/// Every port the cluster listens on: members' PostgreSQL and API ports,
+/// the proxy's listeners, and etcd client endpoints, each with its host and
+/// the key that sets it.
+fn listening_ports(file: &ClusterFile, members: &[Member]) -> Vec<(String, String, u16)> {
+    let mut out = Vec::new();
+    for (i, m) in members.iter().enumerate() {
+        out.push((format!("members[{i}].port"), m.host.clone(), m.port));
+        out.push((format!("members[{i}].api_port"), m.host.clone(), m.api_port));
+    }
+    if let Some(p) = &file.proxy {
+        for (key, port) in [
+            ("proxy.rw_port", p.rw_port),
+            ("proxy.ro_port", p.ro_port),
+            ("proxy.primary_port", p.primary_port),
+        ] {
+            out.push((key.to_string(), p.host.clone(), port));
+        }
+    }
+    for (i, url) in file.dcs.endpoints.iter().enumerate() {
+        if let Some((host, port)) = url_host_port(url) {
+            out.push((format!("dcs.endpoints[{i}]"), host, port));
+        }
+    }
+    out
+}
+
+/// `scheme://host:port[/...]` → (host, port).
+fn url_host_port(url: &str) -> Option<(String, u16)> {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let authority = rest.split('/').next()?;
+    let (host, port) = authority.rsplit_once(':')?;
+    Some((
+        host.trim_matches(['[', ']']).to_string(),
+        port.parse().ok()?,
+    ))
+}
+
+/// Two listeners collide when their ports are equal and they are certainly
+/// on one machine: the same host, or loopback and every-address (a member on
+/// another host may use the port a proxy listens on with 0.0.0.0).
+fn hosts_overlap(a: &str, b: &str) -> bool {
+    let any = |h: &str| matches!(h, "0.0.0.0" | "::" | "*");
+    let local = |h: &str| any(h) || matches!(h, "127.0.0.1" | "localhost" | "::1");
+    let norm = |h: &str| {
+        if h == "localhost" {
+            "127.0.0.1".to_string()
+        } else {
+            h.to_string()
+        }
+    };
+    norm(a) == norm(b) || (any(a) && local(b)) || (any(b) && local(a))
+}
+
+/// No two ports of the cluster may be the same: a proxy port equal to a
+/// member's port, or `rw_port == ro_port`, would otherwise pass and make
+/// `pgha up` time out.
+fn check_port_collisions(file: &ClusterFile, members: &[Member]) -> Result<(), ConfigError> {
+    let ports = listening_ports(file, members);
+    for (j, (key, host, port)) in ports.iter().enumerate() {
+        if *port == 0 {
+            return Err(ConfigError::invalid(key, 0, "is not a usable port"));
+        }
+        if let Some((prev, _, _)) = ports[..j]
+            .iter()
+            .find(|(_, h, p)| p == port && hosts_overlap(h, host))
+        {
+            return Err(ConfigError::invalid(
+                key,
+                port,
+                format!("collides with {prev}: every port of the cluster must be different"),
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn validate_ha(ha: &crate::file::HaFile) -> Result<(), ConfigError> {
@@ -527,5 +626,98 @@ port = 5434
             "[replication]\nsynchronous_commit = \"off\"\n{THREE}"
         ));
         assert!(e.contains("unknown variant `off`"), "{e}");
+    }
+
+    /// Valid TOML of the wrong shape names the key and does not claim the
+    /// text is not TOML.
+    #[test]
+    fn type_errors_name_the_key_and_are_not_syntax_errors() {
+        for (text, key, why) in [
+            (
+                format!("[replication]\nsync_quorum = \"two\"\n{THREE}"),
+                "replication.sync_quorum: ",
+                "invalid type: string \"two\"",
+            ),
+            (
+                THREE.replace("port = 5433", "port = \"5433\""),
+                "members[1].port: ",
+                "invalid type: string \"5433\"",
+            ),
+            (
+                format!("[ha]\nttl = 2\n{THREE}"),
+                "ha.ttl: ",
+                "invalid type: integer `2`",
+            ),
+            (
+                format!("[proxy]\nrw_port = 1\nro_port = 2\n{THREE}"),
+                "proxy: ",
+                "missing field `primary_port`",
+            ),
+        ] {
+            let e = err(&text);
+            assert!(e.starts_with(key), "{e}");
+            assert!(e.contains(why), "{e}");
+            assert!(!e.contains("not valid TOML"), "{e}");
+        }
+        let e = err(&format!("[replication\n{THREE}"));
+        assert!(e.starts_with("config is not valid TOML"), "{e}");
+    }
+
+    /// Any two ports of the cluster that are equal on one host are refused,
+    /// naming both keys.
+    #[test]
+    fn colliding_ports_name_both_keys() {
+        let proxy = |rw: u16, ro: u16, primary: u16| {
+            format!("[proxy]\nrw_port = {rw}\nro_port = {ro}\nprimary_port = {primary}\n{THREE}")
+        };
+        for (text, want) in [
+            (
+                proxy(6000, 6000, 6002),
+                "proxy.ro_port 6000 collides with proxy.rw_port",
+            ),
+            (
+                proxy(6000, 6001, 5433),
+                "proxy.primary_port 5433 collides with members[1].port",
+            ),
+            (
+                proxy(6000, 6432, 6002),
+                "proxy.ro_port 6432 collides with members[0].api_port",
+            ),
+            (
+                format!("[dcs]\nendpoints = [\"http://127.0.0.1:5434\"]\n{THREE}"),
+                "dcs.endpoints[0] 5434 collides with members[2].port",
+            ),
+            (
+                THREE.replace("port = 5432", "port = 5432\napi_port = 5432"),
+                "members[0].api_port 5432 collides with members[0].port",
+            ),
+        ] {
+            let e = err(&text);
+            assert!(e.starts_with(want), "{e}");
+        }
+        let e = err(&format!(
+            "[proxy]\nhost = \"0.0.0.0\"\nrw_port = 5432\nro_port = 6001\nprimary_port = 6002\n{THREE}"
+        ));
+        assert!(
+            e.starts_with("proxy.rw_port 5432 collides with members[0].port"),
+            "{e}"
+        );
+        // The same port on another host is fine.
+        let text = format!(
+            "[proxy]\nhost = \"10.0.0.9\"\nrw_port = 5432\nro_port = 5433\nprimary_port = 5434\n{THREE}"
+        );
+        parse(&text, Path::new("/srv/pgha")).unwrap();
+    }
+
+    /// The config file and `edit-config` share one rule for k.
+    #[test]
+    fn sync_quorum_rule_is_shared() {
+        assert!(crate::check_sync_quorum(2, 3).is_ok());
+        assert!(crate::check_sync_quorum(0, 3).is_err());
+        assert_eq!(
+            crate::check_sync_quorum(5, 3).unwrap_err(),
+            "must be between 1 and the number of standbys (2)"
+        );
+        assert!(crate::check_sync_quorum(1, 1).is_ok());
     }
 }

@@ -19,17 +19,14 @@ pub enum PgError {
         status: String,
         stderr: String,
     },
-    #[error("{what}: {source}")]
-    Io {
-        what: String,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("{what}: {source}")]
+    // The cause is formatted into the message and therefore not chained as
+    // a `source` too: `{e:#}` would print it twice.
+    #[error("{what}: {error}")]
+    Io { what: String, error: std::io::Error },
+    #[error("{what}: {error}")]
     Sql {
         what: String,
-        #[source]
-        source: tokio_postgres::Error,
+        error: tokio_postgres::Error,
     },
     #[error("timed out after {seconds}s waiting for {what}")]
     Timeout { what: String, seconds: u64 },
@@ -40,19 +37,19 @@ pub enum PgError {
 impl PgError {
     pub(crate) fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> PgError {
         let what = what.into();
-        move |source| PgError::Io { what, source }
+        move |error| PgError::Io { what, error }
     }
 
     pub(crate) fn sql(what: impl Into<String>) -> impl FnOnce(tokio_postgres::Error) -> PgError {
         let what = what.into();
-        move |source| PgError::Sql { what, source }
+        move |error| PgError::Sql { what, error }
     }
 
     /// True when the server could not be reached at all (not running, still
     /// starting, network): the caller should treat its state as unknown.
     pub fn is_connection_failure(&self) -> bool {
         match self {
-            PgError::Sql { source, .. } => source.as_db_error().is_none(),
+            PgError::Sql { error, .. } => error.as_db_error().is_none(),
             PgError::Timeout { .. } => true,
             _ => false,
         }

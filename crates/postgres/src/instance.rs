@@ -213,7 +213,7 @@ impl Instance {
             match std::fs::remove_file(&path) {
                 Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(PgError::Io {
                     what: format!("remove {}", path.display()),
-                    source: e,
+                    error: e,
                 }),
                 _ => Ok(()),
             }
@@ -315,7 +315,7 @@ impl Instance {
                     mode.signal(),
                     self.name
                 ),
-                source: e.into(),
+                error: e.into(),
             },
         )?;
         Ok(Some(pid))
@@ -575,7 +575,7 @@ fn remove_dir_if_exists(dir: &Path) -> Result<(), PgError> {
     match std::fs::remove_dir_all(dir) {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(PgError::Io {
             what: format!("remove {}", dir.display()),
-            source: e,
+            error: e,
         }),
         _ => Ok(()),
     }

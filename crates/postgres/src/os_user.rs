@@ -91,7 +91,7 @@ impl ServiceUser {
         )
         .map_err(|e| PgError::Io {
             what: format!("give {} to OS user {}", path.display(), self.name),
-            source: e.into(),
+            error: e.into(),
         })
     }
 

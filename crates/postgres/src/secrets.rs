@@ -102,7 +102,7 @@ fn read_or_generate(dir: &Path, name: &str, user: &ServiceUser) -> Result<String
         Err(e) => {
             return Err(PgError::Io {
                 what: format!("read {}", path.display()),
-                source: e,
+                error: e,
             })
         }
     }

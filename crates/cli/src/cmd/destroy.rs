@@ -28,7 +28,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         super::down::stop_all(&cluster).await?;
         std::fs::remove_dir_all(&cluster.dir)
             .with_context(|| format!("remove {}", cluster.dir.display()))?;
-        println!("pgha: cluster in {} destroyed", cluster.dir.display());
+        crate::outln!("pgha: cluster in {} destroyed", cluster.dir.display());
         Ok(ExitCode::SUCCESS)
     })
 }

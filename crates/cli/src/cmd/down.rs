@@ -24,7 +24,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     rt.block_on(async {
         let cluster = DevCluster::open(&args.dir)?;
         stop_all(&cluster).await?;
-        println!("pgha: cluster in {} stopped", cluster.dir.display());
+        crate::outln!("pgha: cluster in {} stopped", cluster.dir.display());
         Ok(ExitCode::SUCCESS)
     })
 }

@@ -8,6 +8,10 @@
 //! `DynamicConfig::validate` before anything is written, and written with
 //! compare-and-swap (see `pause::update_config`).
 //!
+//! `sync_quorum` follows the same rule as the config file's
+//! `replication.sync_quorum` (`pgha_config::check_sync_quorum`): a value
+//! larger than the number of standbys is refused, not clamped.
+//!
 //! Exit codes: 0 written (or nothing to change); 1 invalid key or value,
 //! invalid result, or etcd unreachable.
 
@@ -51,21 +55,21 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                     pgha_agent::initial_config(&target.config)
                 }
             };
-            println!("{}", serde_json::to_string_pretty(&current)?);
+            crate::outln!("{}", serde_json::to_string_pretty(&current)?);
             return Ok(ExitCode::SUCCESS);
         }
         let outcome = update_config(&dcs, &target, |c| apply(c, &changes)).await?;
         if outcome.changed {
             for (k, _) in &changes {
                 let field = |c: &DynamicConfig| serde_json::to_value(c).ok().map(|v| v[k].clone());
-                println!(
+                crate::outln!(
                     "{k}: {} -> {}",
                     field(&outcome.before).unwrap_or(Value::Null),
                     field(&outcome.after).unwrap_or(Value::Null)
                 );
             }
         } else {
-            println!("nothing changed");
+            crate::outln!("nothing changed");
         }
         Ok(ExitCode::SUCCESS)
     })
@@ -99,8 +103,11 @@ fn apply(c: &mut DynamicConfig, changes: &[(String, Value)]) -> anyhow::Result<(
             bail!("unknown config key {k:?} (known: {})", known.join(", "));
         }
         obj.insert(k.clone(), v.clone());
+        // Checked one key at a time, so that a wrong type names its key.
+        serde_json::from_value::<DynamicConfig>(Value::Object(obj.clone()))
+            .map_err(|e| anyhow!("{k}: invalid value {v}: {e}"))?;
     }
-    *c = serde_json::from_value(json).map_err(|e| anyhow!("invalid value: {e}"))?;
+    *c = serde_json::from_value(json).context("apply the changes")?;
     Ok(())
 }
 
@@ -123,7 +130,11 @@ mod tests {
         let err = apply(&mut c, &[parse_assignment("ttl=1").unwrap()]).unwrap_err();
         assert!(err.to_string().contains("unknown config key"), "{err}");
         let err = apply(&mut c, &[parse_assignment("sync_quorum=many").unwrap()]).unwrap_err();
-        assert!(err.to_string().contains("invalid value"), "{err}");
+        assert!(
+            err.to_string()
+                .starts_with("sync_quorum: invalid value \"many\""),
+            "{err}"
+        );
         assert!(parse_assignment("novalue").is_err());
     }
 }

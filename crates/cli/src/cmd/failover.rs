@@ -4,12 +4,15 @@
 //! promotion rule says it holds every acknowledged commit, unless
 //! `--allow-data-loss`. This command waits until NODE holds the leader key.
 //!
+//! When it is to wait, it first checks that NODE's agent answers, and
+//! refuses at once if not; `--wait 0` only submits the request.
+//!
 //! Exit codes: 0 NODE leads (or the request was submitted, with `--wait 0`);
 //! 1 it did not happen within the wait (the request is withdrawn and the
 //! agent's last decisions are printed), a live leader cleared the request
 //! (use switchover), or it was refused up front.
 
-use super::switchover::{current_leader, explain, wait_writable};
+use super::switchover::{current_leader, explain, require_agent, wait_writable};
 use crate::target::{Target, TargetArgs};
 use anyhow::Context;
 use pgha_core::FailoverRequest;
@@ -44,8 +47,13 @@ async fn failover(target: &Target, args: Args) -> anyhow::Result<ExitCode> {
     let to = args.to.clone();
     let leader = current_leader(&dcs, target).await?;
     if leader.as_deref() == Some(to.as_str()) {
-        println!("{to} is already the leader");
+        crate::outln!("{to} is already the leader");
         return Ok(ExitCode::SUCCESS);
+    }
+    if args.wait > 0 {
+        // Only NODE's agent can promote it: with no agent there, waiting
+        // could only time out (and `--allow-data-loss` would not help).
+        require_agent(target, &to).await?;
     }
     if let Some(l) = &leader {
         eprintln!(
@@ -62,7 +70,7 @@ async fn failover(target: &Target, args: Args) -> anyhow::Result<ExitCode> {
     dcs.put(&key, &body, None)
         .await
         .with_context(|| format!("write {key}"))?;
-    println!(
+    crate::outln!(
         "failover requested: promote {to}{}",
         if args.allow_data_loss {
             " (data loss allowed)"
@@ -79,7 +87,7 @@ async fn failover(target: &Target, args: Args) -> anyhow::Result<ExitCode> {
     match outcome {
         Outcome::Leads => {
             let writable = wait_writable(target, &to, started + wait).await;
-            println!(
+            crate::outln!(
                 "failover done: {to} is the leader after {:.1}s{}",
                 started.elapsed().as_secs_f64(),
                 if writable { " (accepting writes)" } else { "" }

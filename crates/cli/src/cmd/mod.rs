@@ -16,11 +16,15 @@ pub mod up;
 pub mod wal;
 
 /// Logs go to stderr; `RUST_LOG` overrides the default level (info).
+/// Colour only on a terminal: the agents' and the proxy's stderr is a log
+/// file (agent.log, proxy.log), and escape codes there are noise.
 pub fn init_tracing() {
+    use std::io::IsTerminal;
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr)
         .init();
 }

@@ -50,7 +50,7 @@ fn set_paused(args: Args, paused: bool) -> anyhow::Result<ExitCode> {
             "resumed (automatic failover is active)"
         };
         let already = if outcome.changed { "" } else { "already " };
-        println!("cluster {} {already}{what}", target.config.name);
+        crate::outln!("cluster {} {already}{what}", target.config.name);
         Ok(ExitCode::SUCCESS)
     })
 }
@@ -89,6 +89,15 @@ pub async fn update_config(
         after
             .validate()
             .map_err(|e| anyhow!("refusing to write an invalid config: {e}"))?;
+        // The same rule as the config file's replication.sync_quorum.
+        pgha_config::check_sync_quorum(after.sync_quorum, target.config.members.len()).map_err(
+            |reason| {
+                anyhow!(
+                    "refusing to write an invalid config: sync_quorum {} {reason}",
+                    after.sync_quorum
+                )
+            },
+        )?;
         if after == before && revision != 0 {
             return Ok(ConfigUpdate {
                 before,

@@ -28,11 +28,18 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    post_control(&args.target, &args.node, "restart")
+    post_control(&args.target, &args.node, "restart", true)
 }
 
-/// POST `/<action>` to `node`'s agent and report the answer.
-pub fn post_control(target: &TargetArgs, node: &str, action: &str) -> anyhow::Result<ExitCode> {
+/// POST `/<action>` to `node`'s agent and report the answer. `done_means_done`:
+/// the agent's 200 means the action is complete (restart), so say "done";
+/// otherwise (reinit: the agent only took the request) the caller reports.
+pub fn post_control(
+    target: &TargetArgs,
+    node: &str,
+    action: &str,
+    done_means_done: bool,
+) -> anyhow::Result<ExitCode> {
     let target = Target::resolve(target)?;
     let member = target.member(node)?;
     let token = target.api_token()?;
@@ -56,11 +63,13 @@ pub fn post_control(target: &TargetArgs, node: &str, action: &str) -> anyhow::Re
         .unwrap_or_else(|| resp.text());
     match resp.status {
         200 => {
-            println!("{node}: {action} done");
+            if done_means_done {
+                crate::outln!("{node}: {action} done");
+            }
             Ok(ExitCode::SUCCESS)
         }
         202 => {
-            println!("{node}: {action} accepted, still in progress: {message}");
+            crate::outln!("{node}: {action} accepted, still in progress: {message}");
             Ok(ExitCode::from(IN_PROGRESS))
         }
         401 => bail!(

@@ -71,7 +71,7 @@ fn init(args: InitArgs) -> anyhow::Result<ExitCode> {
             v.iter().map(|(f, _)| **f).collect::<Vec<_>>().join(", ")
         }
     };
-    println!(
+    crate::outln!(
         "secrets in {} (owner {}): created {}; kept {}; passfile {}",
         args.dir.display(),
         user.name,

@@ -81,8 +81,16 @@ pub struct MemberStatus {
     pub name: String,
     pub host: String,
     pub port: u16,
-    /// "primary", "standby" or "unknown".
+    /// "primary", "standby" or "unknown"; "unknown" when its PostgreSQL is
+    /// not running (a dead node is no primary): see `last_role`.
     pub role: String,
+    /// For a member whose PostgreSQL is not running: the role its data
+    /// directory or its last record shows.
+    pub last_role: Option<String>,
+    /// For a running primary: whether it accepts writes (false: fenced,
+    /// `default_transaction_read_only` on, e.g. because it could not renew
+    /// its leader lease while etcd was unreachable).
+    pub writable: Option<bool>,
     /// "running", "starting", "stopped" or "down" (see the module doc).
     pub state: String,
     pub timeline: Option<u32>,
@@ -110,7 +118,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         let target = Target::resolve(&args.target)?;
         let status = collect(&target).await?;
         if args.json {
-            println!("{}", serde_json::to_string_pretty(&status)?);
+            crate::outln!("{}", serde_json::to_string_pretty(&status)?);
         } else {
             print_table(&status);
         }
@@ -399,6 +407,17 @@ fn member_status(p: Probed, ctx: &MergeCtx<'_>) -> MemberStatus {
         (None, None, None) => "unknown",
     };
     let state = member_state(&p, ctx);
+    let alive = matches!(state, "running" | "starting");
+    let (role, last_role) = if alive || role == "unknown" {
+        (role, None)
+    } else {
+        ("unknown", Some(role.to_string()))
+    };
+    let writable = p
+        .server
+        .as_ref()
+        .filter(|s| !s.in_recovery)
+        .map(|s| !s.read_only_default);
     let s = p.server.clone().unwrap_or_default();
     // A member on another host that could not be probed: fall back to what
     // it published. (For a local one, a silent server means the record is
@@ -427,6 +446,8 @@ fn member_status(p: Probed, ctx: &MergeCtx<'_>) -> MemberStatus {
         host: p.host.clone(),
         port: p.port,
         role: role.to_string(),
+        last_role,
+        writable,
         state: state.to_string(),
         timeline,
         lsn: lsn.map(|l| l.to_string()),
@@ -473,9 +494,9 @@ fn member_state(p: &Probed, ctx: &MergeCtx<'_>) -> &'static str {
 }
 
 fn print_table(status: &Status) {
-    println!("cluster {} ({})", status.cluster, status.dir);
+    crate::outln!("cluster {} ({})", status.cluster, status.dir);
     match &status.etcd_error {
-        None => println!(
+        None => crate::outln!(
             "leader: {}   paused: {}",
             status.leader.as_deref().unwrap_or("none"),
             if status.paused == Some(true) {
@@ -484,10 +505,10 @@ fn print_table(status: &Status) {
                 "no"
             }
         ),
-        Some(e) => println!("etcd unreachable ({e}): showing what PostgreSQL reports"),
+        Some(e) => crate::outln!("etcd unreachable ({e}): showing what PostgreSQL reports"),
     }
     if let Some(s) = &status.sync {
-        println!(
+        crate::outln!(
             "sync set: {{{}}} quorum {} (term {})",
             s.members.join(", "),
             s.quorum,
@@ -495,13 +516,13 @@ fn print_table(status: &Status) {
         );
     }
     if let Some(r) = &status.switchover {
-        println!("pending switchover: {r}");
+        crate::outln!("pending switchover: {r}");
     }
     if let Some(r) = &status.failover {
-        println!("pending failover: {r}");
+        crate::outln!("pending failover: {r}");
     }
     if let Some(p) = &status.proxy {
-        println!(
+        crate::outln!(
             "proxy: rw {}:{}  ro :{}  primary :{}  ({})",
             p["host"].as_str().unwrap_or("?"),
             p["rw"],
@@ -511,18 +532,41 @@ fn print_table(status: &Status) {
         );
     }
     print_members(status);
+    for note in notes(status) {
+        crate::outln!("{note}");
+    }
     let recent = status.decisions.iter().rev().take(3).collect::<Vec<_>>();
     if !recent.is_empty() {
-        println!("last decisions (newest first):");
+        crate::outln!("last decisions (newest first):");
         for d in recent {
-            println!("  {}", d.reason);
+            crate::outln!("  {}", d.reason);
         }
     }
 }
 
+/// What the table alone would not say: primaries that refuse writes.
+fn notes(status: &Status) -> Vec<String> {
+    status
+        .members
+        .iter()
+        .filter(|m| m.writable == Some(false))
+        .map(|m| {
+            let why = if status.etcd_error.is_some() {
+                "it cannot renew its leader lease while etcd is unreachable"
+            } else {
+                "it does not hold a current leader lease"
+            };
+            format!(
+                "writes refused: {} is fenced (default_transaction_read_only = on): {why}",
+                m.name
+            )
+        })
+        .collect()
+}
+
 fn print_members(status: &Status) {
     let line = |cols: [&str; 13]| {
-        println!(
+        crate::outln!(
             "{:<1}{:<8} {:<16} {:<8} {:<8} {:<5} {:<3} {:<12} {:<12} {:<12} {:>10} {:<9} {:<4}",
             cols[0],
             cols[1],
@@ -561,12 +605,17 @@ fn print_members(status: &Status) {
             Some(false) => "off",
             None => "-",
         };
+        let state = if m.writable == Some(false) {
+            "fenced"
+        } else {
+            m.state.as_str()
+        };
         line([
             if m.leader { "*" } else { " " },
             &m.name,
             &format!("{}:{}", m.host, m.port),
             &m.role,
-            &m.state,
+            state,
             &m.agent,
             &opt(&m.timeline.map(|t| t.to_string())),
             &opt(&m.lsn),
@@ -635,5 +684,57 @@ mod tests {
             member_state(&probed(false, None), &ctx(true, Some(&rec), true)),
             "running"
         );
+    }
+
+    /// A dead node does not keep the role primary; a running primary with
+    /// the fence on is reported as refusing writes, and the table says why.
+    #[test]
+    fn dead_primary_has_no_role_and_a_fenced_primary_refuses_writes() {
+        let mut dead = probed(false, Some(false));
+        dead.was_standby = Some(false);
+        let m = member_status(dead, &ctx(false, None, false));
+        assert_eq!(m.state, "stopped");
+        assert_eq!(m.role, "unknown");
+        assert_eq!(m.last_role.as_deref(), Some("primary"));
+
+        let mut fenced = probed(true, Some(true));
+        fenced.server = Some(ServerStatus {
+            in_recovery: false,
+            read_only_default: true,
+            ..ServerStatus::default()
+        });
+        let m = member_status(fenced, &ctx(false, None, false));
+        assert_eq!((m.role.as_str(), m.writable), ("primary", Some(false)));
+        let status = Status {
+            cluster: "c".into(),
+            dir: "d".into(),
+            leader: None,
+            paused: None,
+            etcd: "unreachable".into(),
+            etcd_error: Some("timed out".into()),
+            sync: None,
+            switchover: None,
+            failover: None,
+            decisions: Vec::new(),
+            members: vec![m],
+            proxy: None,
+        };
+        let notes = notes(&status);
+        assert_eq!(notes.len(), 1, "{notes:?}");
+        assert!(
+            notes[0].starts_with("writes refused: n is fenced"),
+            "{notes:?}"
+        );
+        assert!(notes[0].contains("etcd is unreachable"), "{notes:?}");
+
+        let mut standby = probed(true, Some(true));
+        standby.server = Some(ServerStatus {
+            in_recovery: true,
+            ..ServerStatus::default()
+        });
+        let m = member_status(standby, &ctx(true, None, true));
+        assert_eq!((m.role.as_str(), m.writable), ("standby", None));
+        let m = member_status(probed(true, Some(true)), &ctx(true, None, true));
+        assert_eq!((m.role.as_str(), m.writable), ("primary", Some(true)));
     }
 }

@@ -13,6 +13,9 @@
 //! With `--at TIME` the request is only submitted: the leader acts when the
 //! time comes (the request shows in `pgha status` until then).
 //!
+//! Refused up front, without waiting: no leader, `--to` the leader, a
+//! paused cluster (the leader does not act on requests in maintenance mode).
+//!
 //! Exit codes: 0 done (or submitted, with `--wait 0` or `--at`); 1 not done within
 //! the wait (the request is withdrawn), another member than `--to` took
 //! over, or refused up front.
@@ -32,6 +35,8 @@ use std::time::{Duration, Instant};
 
 /// How often the leader key is polled while waiting.
 const POLL: Duration = Duration::from_millis(200);
+/// How long an agent has to answer before it counts as not running.
+const AGENT_CHECK: Duration = Duration::from_secs(3);
 /// Bound on the CHECKPOINT asked of the leader before the request.
 const CHECKPOINT_WAIT: Duration = Duration::from_secs(30);
 
@@ -91,6 +96,13 @@ async fn switchover(
     if to.as_deref() == Some(from.as_str()) {
         bail!("{from} is already the leader");
     }
+    if is_paused(&dcs, target).await? {
+        bail!(
+            "cluster {} is paused (maintenance mode): the leader does not act on a switchover \
+             while paused; run `pgha resume` first",
+            target.config.name
+        );
+    }
     if at.is_none() && !wait.is_zero() {
         checkpoint_first(target, &from).await;
     }
@@ -114,11 +126,11 @@ async fn switchover(
     }
     let dest = to.as_deref().unwrap_or("the best synchronous standby");
     match at {
-        Some(ms) => println!(
+        Some(ms) => crate::outln!(
             "switchover scheduled: {from} -> {dest} at {} (watch `pgha status`)",
             humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + Duration::from_millis(ms))
         ),
-        None => println!("switchover requested: {from} -> {dest}"),
+        None => crate::outln!("switchover requested: {from} -> {dest}"),
     }
     if wait.is_zero() {
         return Ok(ExitCode::SUCCESS);
@@ -136,7 +148,7 @@ async fn switchover(
         }
         Some(new) => {
             let writable = wait_writable(target, &new, started + wait).await;
-            println!(
+            crate::outln!(
                 "switchover done: {from} -> {new} in {:.1}s{}",
                 started.elapsed().as_secs_f64(),
                 if writable { " (accepting writes)" } else { "" }
@@ -190,11 +202,43 @@ async fn checkpoint_first(target: &Target, leader: &str) {
     }
     .await;
     match result {
-        Ok(()) => println!(
+        Ok(()) => crate::outln!(
             "checkpoint on {leader} done in {:.1}s",
             started.elapsed().as_secs_f64()
         ),
         Err(e) => eprintln!("pgha: checkpoint on {leader} not done ({e:#}); going ahead"),
+    }
+}
+
+/// The cluster is in maintenance mode (`/config` says `paused`); false when
+/// `/config` does not exist yet.
+pub async fn is_paused(dcs: &EtcdDcs, target: &Target) -> anyhow::Result<bool> {
+    let key = target.keys.config();
+    let got = dcs
+        .get(&key)
+        .await
+        .with_context(|| format!("read {key} from etcd {:?}", target.config.dcs.endpoints))?;
+    match got.kv {
+        Some(kv) => {
+            let c: pgha_core::DynamicConfig = serde_json::from_slice(&kv.value)
+                .with_context(|| format!("parse {key} ({})", kv.value_str()))?;
+            Ok(c.paused)
+        }
+        None => Ok(false),
+    }
+}
+
+/// Refuse at once when `member`'s agent does not answer on its REST API:
+/// only the agent can act on a request, so waiting would only time out.
+pub async fn require_agent(target: &Target, member: &str) -> anyhow::Result<()> {
+    let m = target.member(member)?;
+    let url = format!("{}/liveness", m.api_url());
+    match client::get(&url, AGENT_CHECK).await {
+        Ok(_) => Ok(()),
+        Err(e) => bail!(
+            "{member}'s agent is not running (no answer at {url}: {e}); \
+             start it (`pgha up` for a dev cluster) before asking it to take over"
+        ),
     }
 }
 

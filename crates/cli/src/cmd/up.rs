@@ -9,7 +9,7 @@
 //! first agent holds the leader key) and then polls conditions until the
 //! cluster is healthy (`Health::check`) or `--timeout` passes.
 
-use crate::dev::DevCluster;
+use crate::dev::{DevCluster, DirLock};
 use crate::supervise;
 use anyhow::{bail, Context};
 use pgha_core::SyncRecord;
@@ -47,16 +47,59 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
 
 async fn up(args: Args) -> anyhow::Result<ExitCode> {
     let started = Instant::now();
-    let cluster = DevCluster::create_or_open(
+    let lock = DirLock::take(&args.dir)?;
+    let cluster = match DevCluster::create_or_open(
         &args.dir,
         args.config.as_deref(),
         args.base_port,
         args.members,
-    )?;
+    ) {
+        Ok(c) => c,
+        Err(e) => {
+            lock.discard_if_unused();
+            return Err(e);
+        }
+    };
+    let result = bring_up(&cluster, &args, started).await;
+    drop(lock);
+    result.map_err(|e| with_leftovers(&cluster, e))
+}
+
+/// A failed `up` says what it left running and how to stop it.
+fn with_leftovers(cluster: &DevCluster, e: anyhow::Error) -> anyhow::Error {
+    let mut running: Vec<String> = Vec::new();
+    let mut names = vec![("etcd".to_string(), "etcd")];
+    names.extend(
+        cluster
+            .config
+            .members
+            .iter()
+            .map(|m| (agent_name(&m.name), "agent")),
+    );
+    names.push(("proxy".to_string(), "proxy"));
+    for (name, expect) in &names {
+        if let Some(pid) = supervise::running_pid(&cluster.dir, name, expect) {
+            running.push(format!("{name} (pid {pid})"));
+        }
+    }
+    if running.is_empty() {
+        return e;
+    }
+    anyhow::anyhow!(
+        "{}\nleft running: {} (and the PostgreSQL servers of those agents); stop them with `pgha down --dir {}`",
+        crate::output::render_error(&e),
+        running.join(", "),
+        cluster.dir.display()
+    )
+}
+
+/// Everything of `up` after the directory is open: start the processes and
+/// wait until the cluster is healthy.
+async fn bring_up(cluster: &DevCluster, args: &Args, started: Instant) -> anyhow::Result<ExitCode> {
     let secrets = cluster.secrets()?;
     cluster.user.make_dir(&cluster.config.archive_dir, 0o700)?;
     let bin = cluster.pgha_bin().await?;
-    start_etcd(&cluster)?;
+    start_etcd(cluster)?;
     let dcs = EtcdDcs::new(cluster.config.dcs.clone())?;
     let keys = ClusterKeys::new(&cluster.config.dcs.namespace, &cluster.config.name)?;
     let deadline = started + Duration::from_secs(args.timeout);
@@ -74,17 +117,18 @@ async fn up(args: Args) -> anyhow::Result<ExitCode> {
         // clone the moment it is established (an idle agent still costs
         // CPU that initdb would rather have: it re-publishes its record on
         // every other agent's publish).
-        start_agent(&cluster, &bin, &members[0])?;
-        wait_leader_key(&dcs, &keys, deadline).await?;
+        start_agent(cluster, &bin, &members[0])?;
+        let logs = log_files(cluster, &members[..1], false);
+        wait_leader_key(&dcs, &keys, deadline, &logs).await?;
     }
     for m in &members {
-        start_agent(&cluster, &bin, m)?;
+        start_agent(cluster, &bin, m)?;
     }
     // The proxy follows the cluster in etcd: started now, it serves as
     // soon as there is a primary.
-    start_proxy(&cluster, &bin, &secrets)?;
-    let leader = wait_healthy(&cluster, &dcs, &keys, &secrets, deadline).await?;
-    print_summary(&cluster, &leader, &secrets, started.elapsed());
+    start_proxy(cluster, &bin, &secrets)?;
+    let leader = wait_healthy(cluster, &dcs, &keys, &secrets, deadline).await?;
+    print_summary(cluster, &leader, &secrets, started.elapsed());
     Ok(ExitCode::SUCCESS)
 }
 
@@ -148,6 +192,10 @@ fn start_etcd(cluster: &DevCluster) -> anyhow::Result<()> {
 
 /// Fail with a clear error when one of `ports` on `host` is taken: a
 /// process that cannot bind would fail later with a less helpful message.
+/// Whether PostgreSQL, etcd or the proxy could bind these ports: a bind with
+/// SO_REUSEADDR, as they do (std's `TcpListener::bind` sets it on Unix), so
+/// a port that only has TIME-WAIT sockets left from earlier connections
+/// counts as free.
 fn ensure_free(host: &str, ports: &[u16], who: &str, remedy: &str) -> anyhow::Result<()> {
     for &port in ports {
         if std::net::TcpListener::bind((host, port)).is_err() {
@@ -254,15 +302,37 @@ fn start_proxy(cluster: &DevCluster, bin: &Path, secrets: &Secrets) -> anyhow::R
     Ok(())
 }
 
+/// The log files to read when `members` (and the proxy, `with_proxy`) do
+/// not come up:
+/// real paths, not a pattern.
+fn log_files(cluster: &DevCluster, members: &[String], with_proxy: bool) -> String {
+    let mut files: Vec<PathBuf> = cluster
+        .instances()
+        .iter()
+        .filter(|i| members.contains(&i.name))
+        .flat_map(|i| [i.node_dir().join("agent.log"), i.log_file()])
+        .collect();
+    if with_proxy && cluster.config.proxy.is_some() {
+        files.push(cluster.dir.join("proxy.log"));
+    }
+    files
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// How often `pgha up` looks at the cluster while it waits.
 const POLL: Duration = Duration::from_millis(50);
 
 /// Wait until a member holds the leader key: for a new cluster, the first
 /// member once its initdb is done.
+/// `logs`: where to look when it does not.
 async fn wait_leader_key(
     dcs: &EtcdDcs,
     keys: &ClusterKeys,
     deadline: Instant,
+    logs: &str,
 ) -> anyhow::Result<()> {
     loop {
         if let Ok(r) = dcs.get(&keys.leader()).await {
@@ -271,7 +341,7 @@ async fn wait_leader_key(
             }
         }
         if Instant::now() > deadline {
-            bail!("the first member did not bootstrap in time: see <dir>/<member>/agent.log and postgresql.log");
+            bail!("the first member did not bootstrap in time: see {logs}");
         }
         tokio::time::sleep(POLL).await;
     }
@@ -299,8 +369,15 @@ async fn wait_healthy(
             Err(missing) => missing,
         };
         if Instant::now() > deadline {
+            let members: Vec<String> = cluster
+                .config
+                .members
+                .iter()
+                .map(|m| m.name.clone())
+                .collect();
             bail!(
-                "the cluster is not healthy in time: {missing} (see <dir>/<member>/agent.log and postgresql.log, <dir>/proxy.log)"
+                "the cluster is not healthy in time: {missing} (see {})",
+                log_files(cluster, &members, true)
             );
         }
         tokio::time::sleep(POLL).await;
@@ -495,7 +572,7 @@ impl Health<'_> {
 fn print_summary(cluster: &DevCluster, leader: &str, secrets: &Secrets, took: Duration) {
     let c = &cluster.config;
     let dir = cluster.dir.display();
-    println!(
+    crate::outln!(
         "pgha: cluster {:?} is up in {dir} ({:.1}s)",
         c.name,
         took.as_secs_f64()
@@ -506,7 +583,7 @@ fn print_summary(cluster: &DevCluster, leader: &str, secrets: &Secrets, took: Du
         } else {
             "standby"
         };
-        println!(
+        crate::outln!(
             "  {:<8} {:<8} postgresql://{}@{}:{}/postgres   agent {}",
             m.name,
             role,
@@ -516,9 +593,9 @@ fn print_summary(cluster: &DevCluster, leader: &str, secrets: &Secrets, took: Du
             m.api_url()
         );
     }
-    println!("  etcd     {}", c.dcs.endpoints.join(","));
+    crate::outln!("  etcd     {}", c.dcs.endpoints.join(","));
     if let Some(p) = &c.proxy {
-        println!(
+        crate::outln!(
             "  proxy    rw postgresql://{su}@{h}:{rw}/postgres   ro :{ro}   primary :{pr}",
             su = c.superuser,
             h = p.host,
@@ -527,26 +604,53 @@ fn print_summary(cluster: &DevCluster, leader: &str, secrets: &Secrets, took: Du
             pr = p.primary_port
         );
     }
-    println!(
+    crate::outln!(
         "  password of {:?}: {}",
         c.superuser,
         secrets.admin_file().display()
     );
-    println!();
-    println!("Try:");
+    crate::outln!();
+    crate::outln!("Try:");
     let p = c
         .proxy
         .as_ref()
         .map(|p| p.rw_port)
         .or_else(|| c.member(leader).map(|m| m.port))
         .unwrap_or(0);
-    println!(
+    crate::outln!(
         "  PGPASSWORD=$(cat {}) psql -h 127.0.0.1 -p {p} -U {}",
         secrets.admin_file().display(),
         c.superuser
     );
-    println!("  pgha status --dir {dir}");
-    println!("  kill -9 $(cat {dir}/run/agent-{leader}.pid) $(head -1 {dir}/{leader}/data/postmaster.pid)   # crash the primary, watch `pgha status`");
-    println!("  pgha down --dir {dir}        (stop; `pgha up --dir {dir}` starts it again with its data)");
-    println!("  pgha destroy --dir {dir} --yes");
+    crate::outln!("  pgha status --dir {dir}");
+    crate::outln!("  kill -9 $(cat {dir}/run/agent-{leader}.pid) $(head -1 {dir}/{leader}/data/postmaster.pid)   # crash the primary, watch `pgha status`");
+    crate::outln!("  pgha down --dir {dir}        (stop; `pgha up --dir {dir}` starts it again with its data)");
+    crate::outln!("  pgha destroy --dir {dir} --yes");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ensure_free;
+    use std::io::Read;
+    use std::net::{TcpListener, TcpStream};
+
+    /// A port whose only sockets are in TIME-WAIT (the server side closed
+    /// first) is free for a new listener, as PostgreSQL would find it.
+    #[test]
+    fn a_port_with_only_time_wait_sockets_is_free() {
+        let listener = TcpListener::bind(("127.0.0.1", 0)).expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let mut client = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+        let (server_side, _) = listener.accept().expect("accept");
+        drop(server_side);
+        let mut buf = [0u8; 1];
+        assert_eq!(client.read(&mut buf).expect("EOF"), 0);
+        drop(client);
+        drop(listener);
+        ensure_free("127.0.0.1", &[port], "a test", "pick another").expect("free");
+        let busy = TcpListener::bind(("127.0.0.1", 0)).expect("bind");
+        let busy_port = busy.local_addr().expect("addr").port();
+        let err = ensure_free("127.0.0.1", &[busy_port], "a test", "pick another").unwrap_err();
+        assert!(err.to_string().contains("is in use"), "{err}");
+    }
 }

@@ -132,9 +132,14 @@ pub fn archive(args: ArchiveArgs) -> anyhow::Result<ExitCode> {
 fn list(args: ListArgs) -> anyhow::Result<ExitCode> {
     let archive = Archive::open(&args.archive).context("opening the archive")?;
     let entries = archive.list().context("listing the archive")?;
-    println!(
+    crate::outln!(
         "{:<42} {:<8} {:<5} {:>12} {:>12}  {:<16} STATUS",
-        "NAME", "KIND", "COMP", "SIZE", "STORED", "SHA256"
+        "NAME",
+        "KIND",
+        "COMP",
+        "SIZE",
+        "STORED",
+        "SHA256"
     );
     let mut bad = 0usize;
     for entry in &entries {
@@ -142,9 +147,9 @@ fn list(args: ListArgs) -> anyhow::Result<ExitCode> {
         if status != "ok" && status != "-" {
             bad += 1;
         }
-        println!("{}", list_line(entry, &status));
+        crate::outln!("{}", list_line(entry, &status));
     }
-    println!("{} files, {} bad", entries.len(), bad);
+    crate::outln!("{} files, {} bad", entries.len(), bad);
     Ok(if bad > 0 {
         ExitCode::from(2)
     } else {
@@ -200,22 +205,22 @@ fn clean(args: CleanArgs) -> anyhow::Result<ExitCode> {
     };
     let mut bytes = 0u64;
     for (name, size) in &report.deleted {
-        println!("{verb} {name} ({size} bytes)");
+        crate::outln!("{verb} {name} ({size} bytes)");
         bytes += size;
     }
     for (name, reason) in &report.skipped {
-        println!("skipped {name}: {reason} (not deleting a file that is not ours)");
+        crate::outln!("skipped {name}: {reason} (not deleting a file that is not ours)");
     }
     for path in &report.stale_temps {
-        println!("{verb} stale temp file {}", path.display());
+        crate::outln!("{verb} stale temp file {}", path.display());
     }
     match &report.cutoff {
-        Some(cut) => println!(
+        Some(cut) => crate::outln!(
             "kept {} files (everything from {cut} on, and every .history file); {verb} {} files, {bytes} bytes",
             report.kept,
             report.deleted.len()
         ),
-        None => println!("nothing to delete: the archive holds no more than requested ({} files kept)", report.kept),
+        None => crate::outln!("nothing to delete: the archive holds no more than requested ({} files kept)", report.kept),
     }
     Ok(ExitCode::SUCCESS)
 }
