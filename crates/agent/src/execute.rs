@@ -7,7 +7,8 @@ use crate::runtime::{Agent, Published};
 use anyhow::{bail, Context};
 use pgha_config::Member;
 use pgha_core::{
-    Action, DemoteKind, Detached, LeaseState, Lsn, Millis, SyncRecord, SyncStandbyNames, Upstream,
+    Action, DemoteKind, Detached, LeaseState, Lsn, Millis, SyncInDoubt, SyncRecord,
+    SyncStandbyNames, Upstream,
 };
 use pgha_postgres::seed::{SeedContext, CLONE_TIMEOUT, START_TIMEOUT};
 use pgha_postgres::{ShutdownProgress, StopMode};
@@ -109,7 +110,8 @@ impl Agent {
             Action::ReleaseLeader => self.release_leader().await?,
             Action::WriteSyncKey(record) => {
                 let json = serde_json::to_vec(record)?;
-                let written = self
+                let expected = self.mem.sync_revision;
+                let result = self
                     .dcs
                     .put_if_key_equals(
                         &self.keys.sync(),
@@ -117,11 +119,14 @@ impl Agent {
                         &self.keys.leader(),
                         self.me.name.as_bytes(),
                         term_revision(record)?,
+                        expected as i64,
                     )
-                    .await?;
+                    .await;
+                let written = self.note_sync_outcome(record, expected, result)?;
                 if !written {
                     bail!(
-                        "not writing /sync: the leader key is no longer ours in term {}",
+                        "not writing /sync: the leader key is no longer ours in term {} \
+                         or /sync changed since revision {expected}",
                         record.term
                     );
                 }
@@ -258,7 +263,8 @@ impl Agent {
     /// cleared then).
     async fn hand_over(&mut self, record: &SyncRecord) -> anyhow::Result<()> {
         let json = serde_json::to_vec(record)?;
-        let done = self
+        let expected = self.mem.sync_revision;
+        let result = self
             .dcs
             .put_and_delete_if_equals(
                 &self.keys.sync(),
@@ -266,11 +272,14 @@ impl Agent {
                 &self.keys.leader(),
                 self.me.name.as_bytes(),
                 term_revision(record)?,
+                expected as i64,
             )
-            .await?;
+            .await;
+        let done = self.note_sync_outcome(record, expected, result)?;
         if !done {
             bail!(
-                "not handing over: the leader key is no longer ours in term {}",
+                "not handing over: the leader key is no longer ours in term {} \
+                 or /sync changed since revision {expected}",
                 record.term
             );
         }
@@ -279,6 +288,31 @@ impl Agent {
         }
         self.keeper.clear();
         Ok(())
+    }
+
+    /// Remember whether a `/sync` write (conditional on `/sync` at
+    /// `expected`) may still land: after an error its outcome is unknown
+    /// (a timeout is `Unavailable`; any other error is treated the same,
+    /// which only costs a confirming write), after an answer it is known.
+    fn note_sync_outcome(
+        &mut self,
+        record: &SyncRecord,
+        expected: u64,
+        result: pgha_dcs::DcsResult<bool>,
+    ) -> anyhow::Result<bool> {
+        match result {
+            Ok(done) => {
+                self.mem.sync_in_doubt = None;
+                Ok(done)
+            }
+            Err(e) => {
+                self.mem.sync_in_doubt = Some(SyncInDoubt {
+                    term: record.term,
+                    revision: expected,
+                });
+                Err(e.into())
+            }
+        }
     }
 
     async fn bootstrap(&mut self) -> anyhow::Result<()> {

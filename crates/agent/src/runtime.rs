@@ -23,7 +23,9 @@ use crate::status::{AgentCommand, AgentStatus, DecisionRecord, DECISION_HISTORY}
 use crate::tasks::{TaskEnded, Tasks};
 use crate::view;
 use pgha_config::{ClusterConfig, Member};
-use pgha_core::{Action, Decision, Detached, DynamicConfig, LocalState, Millis, SwitchoverSeen};
+use pgha_core::{
+    Action, Decision, Detached, DynamicConfig, LocalState, Millis, SwitchoverSeen, SyncInDoubt,
+};
 use pgha_dcs::{ClusterKeys, Dcs, LeaseId};
 use pgha_postgres::{Instance, PgBinaries, Secrets, ServiceUser};
 use std::collections::VecDeque;
@@ -44,6 +46,14 @@ pub struct Memory {
     /// When the pending switchover request was first seen due (bounds the
     /// wait for the proxies to drain).
     pub switchover_seen: Option<SwitchoverSeen>,
+    /// The `/sync` mod revision of the view the current decision was made
+    /// from: the expected revision of its `/sync` write.
+    pub sync_revision: u64,
+    /// A `/sync` write whose outcome is unknown (see `SyncInDoubt`).
+    pub sync_in_doubt: Option<SyncInDoubt>,
+    /// Whether a view was read since this process started (the first one
+    /// sets `sync_in_doubt` per `SyncInDoubt::after_restart`).
+    pub viewed: bool,
     /// The member record last written, under which lease and when: an
     /// unchanged record is not written again (every write wakes every
     /// agent's watch, so re-writing it each iteration kept all agents
@@ -280,6 +290,13 @@ impl Agent {
                 SwitchoverSeen::track(self.mem.switchover_seen, v, local.unix_time_ms, now);
         }
         local.switchover_seen = self.mem.switchover_seen;
+        if let Some(v) = &snap.view {
+            self.mem.sync_revision = v.sync_revision;
+            if !self.mem.viewed {
+                self.mem.viewed = true;
+                self.mem.sync_in_doubt = SyncInDoubt::after_restart(v, &self.me.name);
+            }
+        }
         let dcs_view = snap.dcs_view(&self.last_config);
         let decision = pgha_core::decide(&local, &dcs_view, now);
         self.log_decision(&decision);
@@ -319,6 +336,7 @@ impl Agent {
                 .unwrap_or(0),
             reinit_requested: self.mem.reinit_requested,
             switchover_seen: self.mem.switchover_seen,
+            sync_in_doubt: self.mem.sync_in_doubt,
         }
     }
 

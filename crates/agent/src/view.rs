@@ -68,7 +68,10 @@ pub async fn read(dcs: &dyn Dcs, keys: &ClusterKeys, default_config: &DynamicCon
                     view.members.insert(name.to_string(), m);
                 }
             }
-            ClusterKey::Sync => view.sync = parse::<SyncRecord>(kv),
+            ClusterKey::Sync => {
+                view.sync = parse::<SyncRecord>(kv);
+                view.sync_revision = kv.mod_revision as u64;
+            }
             ClusterKey::Config => {
                 if let Some(c) = parse::<DynamicConfig>(kv) {
                     view.config = c;

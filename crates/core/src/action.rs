@@ -70,14 +70,23 @@ pub enum Action {
     ReleaseLeader,
     /// Write `/sync` with this record, only while the leader key is ours
     /// in the record's term (`put_if_key_equals(leader, <name>,
-    /// record.term)`: the key's value and its create revision), so that a
-    /// write decided in an earlier reign of this member never lands.
+    /// record.term, expected)`: the key's value and its create revision),
+    /// so that a write decided in an earlier reign of this member never
+    /// lands, and only while `/sync` still has the mod revision `expected`
+    /// = `ClusterView::sync_revision` of the view this decision was made
+    /// from, so that a delayed write never lands over a newer record of
+    /// the same term (a decision holds at most one `/sync` write). If the
+    /// guard fails nothing was written and the action fails. If the outcome
+    /// is unknown (timeout), set `LocalState::sync_in_doubt` to (record
+    /// term, expected) and fail; on a definite answer clear it.
     WriteSyncKey(SyncRecord),
     /// A switchover's hand-over after the clean shutdown: write `/sync`
     /// with this record (it carries the final position) and delete the
     /// leader key, in one DCS transaction, only while the leader key names
-    /// us in the record's term (`put_and_delete_if_equals(sync, record,
-    /// leader, <name>, record.term)`). If it is not ours, nothing is
+    /// us in the record's term and `/sync` still has the view's mod
+    /// revision (`put_and_delete_if_equals(sync, record, leader, <name>,
+    /// record.term, expected)`, as for `WriteSyncKey`, including
+    /// `sync_in_doubt`). If the guard fails, nothing is
     /// written and the action fails. On success the
     /// rest is as for `ReleaseLeader`: revoke the lease, set
     /// `LocalState::lease` to `None`. One write instead of `WriteSyncKey`

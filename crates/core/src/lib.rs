@@ -53,7 +53,8 @@ pub mod view;
 pub use action::{Action, Decision, DemoteKind, Upstream};
 pub use decide::{decide, member_record};
 pub use local::{
-    DataDir, LeaseState, LocalState, PgState, ReplicaStatus, SwitchoverSeen, SyncNamesState,
+    DataDir, LeaseState, LocalState, PgState, ReplicaStatus, SwitchoverSeen, SyncInDoubt,
+    SyncNamesState,
 };
 pub use lsn::{Lsn, ParseLsnError, Timeline, WalPos};
 pub use member::{ConnInfo, Detached, MemberState, Role, Tags};

@@ -146,6 +146,57 @@ pub struct LocalState {
     /// when; bounds the leader's wait for the proxies to drain. Losing it
     /// restarts that wait (bounded again).
     pub switchover_seen: Option<SwitchoverSeen>,
+    /// Runtime memory: the last `/sync` write (`WriteSyncKey` or
+    /// `HandOver`) whose outcome is unknown (it timed out or failed without
+    /// a definite answer). Set by the runtime on such a failure, cleared by
+    /// a write that succeeded or was refused; after a restart see
+    /// [`SyncInDoubt::after_restart`].
+    #[serde(default)]
+    pub sync_in_doubt: Option<SyncInDoubt>,
+}
+
+/// A `/sync` write with an unknown outcome: it may have landed, or may
+/// still land later, as long as its guard holds: the leader key ours in
+/// `term` and `/sync` still at `revision` (the mod revision the write was
+/// conditional on). Until a read shows either guard gone, the leader
+/// knows neither `/sync`'s content nor whether it is about to change, and
+/// relies on nothing in it (see `decide`): it first rewrites the record it
+/// reads, conditional on `revision`, which ends the doubt either way.
+///
+/// Losing this memory (agent restart) must not forget a doubt: a restarted
+/// runtime sets it, on its first view that shows the leader key ours, to
+/// that term and that view's `/sync` revision (a write sent by the previous
+/// process may still be on its way), at the price of one confirming write.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SyncInDoubt {
+    /// The term of the record written (the leader key's create revision).
+    pub term: u64,
+    /// The `/sync` mod revision the write was conditional on.
+    pub revision: u64,
+}
+
+impl SyncInDoubt {
+    /// Whether the write may still land, per this view: the leader key
+    /// still names `me` in `term` and `/sync` is still at `revision`.
+    /// Otherwise its guard can never hold again (revisions only grow, a
+    /// term never returns) and the view shows what is really there.
+    /// What a freshly started runtime assumes on its first view: a write
+    /// of the previous process may still land if the key is ours.
+    pub fn after_restart(view: &ClusterView, me: &str) -> Option<SyncInDoubt> {
+        let key = view.leader.as_ref().filter(|l| l.holder == me)?;
+        Some(SyncInDoubt {
+            term: key.term,
+            revision: view.sync_revision,
+        })
+    }
+
+    pub fn may_still_land(&self, view: &ClusterView, me: &str) -> bool {
+        let ours = view
+            .leader
+            .as_ref()
+            .is_some_and(|l| l.holder == me && l.term == self.term);
+        ours && view.sync_revision == self.revision
+    }
 }
 
 /// When this node first saw one switchover request (by its revision) due.

@@ -202,6 +202,11 @@ pub struct ClusterView {
     pub leader: Option<LeaderKey>,
     pub members: BTreeMap<String, MemberState>,
     pub sync: Option<SyncRecord>,
+    /// The `/sync` key's modification revision (0 without the key). Every
+    /// `/sync` write the decision asks for is conditional on it (see
+    /// [`crate::Action::WriteSyncKey`]).
+    #[serde(default)]
+    pub sync_revision: u64,
     pub config: DynamicConfig,
     pub switchover: Option<SwitchoverRequest>,
     /// The `/switchover` key's modification revision: names one request

@@ -204,10 +204,13 @@ pub trait Dcs: Send + Sync + 'static {
 
     /// Write `key` (without lease) only while `guard_key` exists, holds
     /// exactly `guard_value` and has the create revision `guard_created`,
-    /// atomically; returns whether it was written. Used to write `/sync`
-    /// only while holding the leader key *in the term the record names*
-    /// (the key's create revision): the value alone cannot tell a member's
-    /// current reign from an earlier one, whose delayed write must not land.
+    /// and `key`'s own mod revision is `expected` (0 = absent), atomically;
+    /// returns whether it was written. Used to write `/sync` only while
+    /// holding the leader key *in the term the record names* (the key's
+    /// create revision): the value alone cannot tell a member's current
+    /// reign from an earlier one, whose delayed write must not land; and
+    /// only over the `/sync` the writer last read, so that a delayed write
+    /// of the same term cannot land over a newer record.
     async fn put_if_key_equals(
         &self,
         key: &str,
@@ -215,6 +218,7 @@ pub trait Dcs: Send + Sync + 'static {
         guard_key: &str,
         guard_value: &[u8],
         guard_created: Revision,
+        expected: Revision,
     ) -> DcsResult<bool>;
 
     /// Delete `key` only if it holds exactly `value`; returns whether it was
@@ -224,7 +228,8 @@ pub trait Dcs: Send + Sync + 'static {
     /// Write `put_key` (without lease) and delete `del_key`, in one
     /// transaction (one revision), only if `del_key` holds exactly
     /// `expected` and has the create revision `del_created` (the term, as
-    /// for [`Dcs::put_if_key_equals`]); returns whether it happened. On `false` neither key was
+    /// for [`Dcs::put_if_key_equals`]) and `put_key`'s mod revision is
+    /// `put_expected` (0 = absent); returns whether it happened. On `false` neither key was
     /// touched. Used for a switchover's hand-over: the old leader writes
     /// `/sync` with the final position and releases the leader key in one
     /// step, so the target sees both at once. The keys must differ.
@@ -235,6 +240,7 @@ pub trait Dcs: Send + Sync + 'static {
         del_key: &str,
         expected: &[u8],
         del_created: Revision,
+        put_expected: Revision,
     ) -> DcsResult<bool>;
 
     /// Watch every key under `prefix`. `start_revision` 0 means "changes

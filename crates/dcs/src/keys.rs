@@ -5,7 +5,7 @@
 //! |---|---|---|---|
 //! | `<ns>/<cluster>/leader` | leader member name | leader's lease | the leader (create_if_absent; released with delete_if_equals, or at a switchover's hand-over together with the /sync write by put_and_delete_if_equals) |
 //! | `<ns>/<cluster>/members/<name>` | member state (JSON) | member's lease | each agent, every loop |
-//! | `<ns>/<cluster>/sync` | sync set and quorum (JSON) | none | the leader, only via put_if_key_equals(leader = me, created in the record's term), or put_and_delete_if_equals(the same guard) at a hand-over |
+//! | `<ns>/<cluster>/sync` | sync set and quorum (JSON) | none | the leader, only via put_if_key_equals(leader = me, created in the record's term; sync's mod revision = the one last read), or put_and_delete_if_equals(the same guard) at a hand-over |
 //! | `<ns>/<cluster>/config` | dynamic cluster config (JSON, e.g. pause) | none | the CLI (`edit-config`, `pause`) |
 //! | `<ns>/<cluster>/initialize` | system identifier of the bootstrapped cluster | none | the bootstrapping agent (create_if_absent) |
 //! | `<ns>/<cluster>/switchover` | planned switchover request (JSON) | none | the CLI; cleared by the leader |

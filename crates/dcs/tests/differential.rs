@@ -53,13 +53,13 @@ impl Side<'_> {
                 .compare_and_swap(k, v, *rev, None)
                 .await
                 .map(Outcome::Bool),
-            Op::Guarded(k, v, g, gv, t) => d
-                .put_if_key_equals(k, v, g, gv, *t)
+            Op::Guarded(k, v, g, gv, t, m) => d
+                .put_if_key_equals(k, v, g, gv, *t, *m)
                 .await
                 .map(Outcome::Bool),
             Op::DeleteIf(k, v) => d.delete_if_equals(k, v).await.map(Outcome::Bool),
-            Op::HandOver(k, v, g, gv, t) => d
-                .put_and_delete_if_equals(k, v, g, gv, *t)
+            Op::HandOver(k, v, g, gv, t, m) => d
+                .put_and_delete_if_equals(k, v, g, gv, *t, *m)
                 .await
                 .map(Outcome::Bool),
             Op::Get(k) => d
@@ -95,12 +95,13 @@ enum Op {
     Delete(&'static str),
     Create(&'static str, Vec<u8>, Option<usize>),
     Cas(&'static str, Vec<u8>, i64),
-    /// put_if_key_equals(key, value, guard key, guard value, guard create revision)
-    Guarded(&'static str, Vec<u8>, &'static str, Vec<u8>, i64),
+    /// put_if_key_equals(key, value, guard key, guard value, guard create
+    /// revision, key's expected mod revision)
+    Guarded(&'static str, Vec<u8>, &'static str, Vec<u8>, i64, i64),
     DeleteIf(&'static str, Vec<u8>),
     /// put_and_delete_if_equals(put key, value, delete key, expected,
-    /// expected create revision)
-    HandOver(&'static str, Vec<u8>, &'static str, Vec<u8>, i64),
+    /// expected create revision, put key's expected mod revision)
+    HandOver(&'static str, Vec<u8>, &'static str, Vec<u8>, i64, i64),
     Get(&'static str),
     Prefix(&'static str),
     Grant,
@@ -127,7 +128,8 @@ fn random_op(rng: &mut StdRng, rev: i64) -> Op {
         4 => Op::Cas(key, val, recent(rng, rev)),
         5 => {
             let guard = KEYS[rng.gen_range(0..KEYS.len())];
-            Op::Guarded(key, val.clone(), guard, val, recent(rng, rev))
+            let created = recent(rng, rev);
+            Op::Guarded(key, val.clone(), guard, val, created, recent(rng, rev))
         }
         6 => Op::DeleteIf(key, val),
         7 => Op::Get(key),
@@ -138,7 +140,8 @@ fn random_op(rng: &mut StdRng, rev: i64) -> Op {
             // in the same transaction).
             let i = KEYS.iter().position(|k| *k == key).unwrap_or(0);
             let other = KEYS[(i + rng.gen_range(1..KEYS.len())) % KEYS.len()];
-            Op::HandOver(key, val.clone(), other, val, recent(rng, rev))
+            let created = recent(rng, rev);
+            Op::HandOver(key, val.clone(), other, val, created, recent(rng, rev))
         }
         _ => Op::Revoke(rng.gen_range(0..4)),
     }

@@ -24,6 +24,8 @@ pub(crate) fn decide(ctx: &Ctx<'_>, term: u64) -> Decision {
     let pg = &ctx.local.pg;
     let mut d = if ctx.view.established_leader().is_none() {
         claim(ctx, term)
+    } else if let Some(d) = confirm_sync(ctx) {
+        d
     } else if pg.is_running_primary() {
         primary(ctx)
     } else if pg.is_running_standby() {
@@ -57,6 +59,36 @@ pub(crate) fn decide(ctx: &Ctx<'_>, term: u64) -> Decision {
         d.wake_in = d.wake_in.min(leader_wake(ctx.local, ctx.cfg(), ctx.now));
     }
     d
+}
+
+/// A `/sync` write of ours with an unknown outcome may still land (its
+/// guard still holds in this view): `/sync` may change under us at any
+/// moment, so nothing that relies on it may proceed (no change to
+/// `synchronous_standby_names`, no other `/sync` write, no start or
+/// promotion). Rewrite the record as read, conditional on its revision:
+/// if that lands, the delayed write can never land; if it is refused, the
+/// delayed write landed; either way the next view shows what is there.
+/// A claim needs no such step: it writes `/sync` (so guarded) first anyway.
+fn confirm_sync(ctx: &Ctx<'_>) -> Option<Decision> {
+    let doubt = ctx
+        .local
+        .sync_in_doubt
+        .filter(|d| d.may_still_land(ctx.view, ctx.me()))?;
+    let rec = ctx.view.sync.clone()?;
+    let pg = &ctx.local.pg;
+    let mut actions = Vec::new();
+    if pg.is_running_primary() && !pg.fenced && !ctx.lease_ok() {
+        actions.push(Action::Fence);
+    }
+    actions.push(Action::WriteSyncKey(rec));
+    Some(ctx.decision_now(
+        actions,
+        format!(
+            "a /sync write of term {} timed out and may still land: rewriting /sync \
+             as read (revision {}) before relying on it",
+            doubt.term, doubt.revision
+        ),
+    ))
 }
 
 /// A hand-over we recorded is off once we run a primary again in the same

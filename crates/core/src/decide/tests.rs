@@ -3,7 +3,7 @@
 use super::testutil::*;
 use crate::action::{Action, Decision, DemoteKind};
 use crate::decide;
-use crate::local::DataDir;
+use crate::local::{DataDir, SyncInDoubt};
 use crate::member::Detached;
 use crate::sync::{SyncSet, SyncStandbyNames};
 use crate::time::Millis;
@@ -442,6 +442,66 @@ fn leader_records_the_smaller_set_once_the_rest_flushed() {
         handoff: None,
     });
     assert_eq!(steps(&d), vec![Action::RenewLeader, write], "{}", d.reason);
+}
+
+/// A `/sync` write whose outcome is unknown may still land while its
+/// guard holds (key ours in its term, `/sync` at the revision it expects):
+/// the leader relies on nothing in `/sync` (here: it does not drop node3
+/// from the names) and first rewrites `/sync` as read, guarded by that
+/// revision. Once `/sync` moved on, the doubt is over.
+#[test]
+fn leader_confirms_sync_after_a_write_with_unknown_outcome() {
+    let n = || {
+        leader_node().replicas(&[("node2", 1000)]).edit(|l| {
+            l.sync_in_doubt = Some(SyncInDoubt {
+                term: 5,
+                revision: 40,
+            })
+        })
+    };
+    let at = |rev: u64| match cluster().build() {
+        DcsView::Known(mut v) => {
+            v.sync_revision = rev;
+            DcsView::Known(v)
+        }
+        other => other,
+    };
+    let d = run(n(), at(40), 10_100);
+    let as_read = Action::WriteSyncKey(SyncRecord {
+        term: 5,
+        leader: "node1".into(),
+        set: set(&["node2", "node3"], 1),
+        handoff: None,
+    });
+    assert_eq!(
+        steps(&d),
+        vec![Action::RenewLeader, as_read],
+        "{}",
+        d.reason
+    );
+    assert!(d.reason.contains("may still land"), "{}", d.reason);
+    // /sync moved on (the write landed, or the confirmation did): the
+    // leader goes on with its sync plan.
+    let d = run(n(), at(41), 10_100);
+    let set_names = Action::SetSyncStandbyNames(quorum(&["node2"], 1));
+    assert_eq!(
+        steps(&d),
+        vec![Action::RenewLeader, set_names],
+        "{}",
+        d.reason
+    );
+    // Another term: that write can never land.
+    let d = run(
+        n().edit(|l| {
+            l.sync_in_doubt = Some(SyncInDoubt {
+                term: 4,
+                revision: 40,
+            })
+        }),
+        at(40),
+        10_100,
+    );
+    assert!(!d.reason.contains("may still land"), "{}", d.reason);
 }
 
 #[test]

@@ -1,7 +1,7 @@
 //! A fake etcd: one global revision, leases that expire on the DCS clock
 //! (global simulated time), create-if-absent for the leader and initialize
 //! keys, and the `/sync` write guarded by the leader key's value and term
-//! (create revision), exactly the primitives the real agent uses
+//! (create revision) and by `/sync`'s own mod revision, exactly the primitives the real agent uses
 //! (`pgha_dcs::Dcs`).
 
 use pgha_core::{
@@ -19,6 +19,8 @@ pub struct Dcs {
     next_lease: u64,
     pub members: BTreeMap<String, (MemberState, u64)>,
     pub sync: Option<SyncRecord>,
+    /// The revision of the last `/sync` write (0: never written).
+    pub sync_revision: u64,
     pub config: DynamicConfig,
     pub switchover: Option<SwitchoverRequest>,
     /// The revision at which `switchover` was written, and the global time.
@@ -69,6 +71,7 @@ impl Dcs {
                 .map(|(n, (m, _))| (n.clone(), m.clone()))
                 .collect(),
             sync: self.sync.clone(),
+            sync_revision: self.sync_revision,
             config: self.config.clone(),
             switchover: self.switchover.clone(),
             switchover_revision: self.switchover_revision,
@@ -150,27 +153,28 @@ impl Dcs {
             .is_some_and(|(k, _)| k.holder == name && k.term == term)
     }
 
-    /// put_if_key_equals(sync, leader == name, created in record.term).
-    pub fn write_sync(&mut self, record: SyncRecord, name: &str) -> bool {
-        if !self.held_in_term(name, record.term) {
+    /// put_if_key_equals(sync, leader == name, created in record.term,
+    /// sync's mod revision == expected).
+    pub fn write_sync(&mut self, record: SyncRecord, name: &str, expected: u64) -> bool {
+        if !self.held_in_term(name, record.term) || self.sync_revision != expected {
             return false;
         }
         self.sync = Some(record);
-        self.bump();
+        self.sync_revision = self.bump();
         true
     }
 
-    /// put_and_delete_if_equals(sync, record, leader, name, record.term):
-    /// the record and the release in one revision, or nothing.
-    pub fn hand_over(&mut self, record: SyncRecord, name: &str) -> bool {
-        if !self.held_in_term(name, record.term) {
+    /// put_and_delete_if_equals(sync, record, leader, name, record.term,
+    /// expected): the record and the release in one revision, or nothing.
+    pub fn hand_over(&mut self, record: SyncRecord, name: &str, expected: u64) -> bool {
+        if !self.held_in_term(name, record.term) || self.sync_revision != expected {
             return false;
         }
         if let Some((_, lease)) = self.leader.take() {
             self.leases.remove(&lease);
         }
         self.sync = Some(record);
-        self.bump();
+        self.sync_revision = self.bump();
         true
     }
 

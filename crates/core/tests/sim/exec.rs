@@ -7,7 +7,7 @@ use crate::pg::{Data, Pending};
 use crate::world::World;
 use pgha_core::{
     Action, ConnInfo, DataDir, DcsView, DemoteKind, Detached, LeaseState, LocalState, Lsn, PgState,
-    ReplicaStatus, SwitchoverSeen, SyncNamesState, SyncStandbyNames, Upstream,
+    ReplicaStatus, SwitchoverSeen, SyncInDoubt, SyncNamesState, SyncStandbyNames, Upstream,
 };
 
 type Res = Result<(), String>;
@@ -67,6 +67,7 @@ impl World {
             unix_time_ms: self.t,
             reinit_requested: false,
             switchover_seen: n.mem.switchover_seen,
+            sync_in_doubt: n.mem.sync_in_doubt,
         }
     }
 
@@ -127,25 +128,35 @@ impl World {
                 self.nodes[i].mem.lease = None;
                 Ok(())
             }
-            Action::HandOver(_) | Action::WriteSyncKey(_)
-                if self.nodes[i].delay_next_sync.is_some() =>
+            Action::HandOver(r) | Action::WriteSyncKey(r)
+                if cut || self.nodes[i].delay_next_sync.is_some() =>
             {
+                // No answer: the runtime cannot tell whether it landed.
+                let expected = self.nodes[i].mem.sync_revision;
+                self.nodes[i].mem.sync_in_doubt = Some(SyncInDoubt {
+                    term: r.term,
+                    revision: expected,
+                });
                 dcs_ok(cut)?;
                 let delay = self.nodes[i].delay_next_sync.take().unwrap_or(0);
-                self.hold_late(i, action, delay);
+                self.hold_late(i, action, expected, delay);
                 Err(format!("request timed out (it is held {delay} ms)"))
             }
             Action::HandOver(r) => {
-                dcs_ok(cut)?;
                 let name = self.nodes[i].name.clone();
-                ok_if(self.dcs.hand_over(r.clone(), &name), "leader key not ours")?;
+                let expected = self.nodes[i].mem.sync_revision;
+                self.nodes[i].mem.sync_in_doubt = None;
+                let done = self.dcs.hand_over(r.clone(), &name, expected);
+                ok_if(done, "leader key not ours or /sync changed")?;
                 self.nodes[i].mem.lease = None;
                 Ok(())
             }
             Action::WriteSyncKey(r) => {
-                dcs_ok(cut)?;
                 let name = self.nodes[i].name.clone();
-                ok_if(self.dcs.write_sync(r.clone(), &name), "leader key not ours")
+                let expected = self.nodes[i].mem.sync_revision;
+                self.nodes[i].mem.sync_in_doubt = None;
+                let done = self.dcs.write_sync(r.clone(), &name, expected);
+                ok_if(done, "leader key not ours or /sync changed")
             }
             Action::SetSyncStandbyNames(names) => self.set_names(i, names),
             Action::StartAsPrimary { sync_names } => self.start_primary(i, sync_names),

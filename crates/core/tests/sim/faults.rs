@@ -216,7 +216,7 @@ impl RunOpts {
     pub const DEFAULT: RunOpts = RunOpts {
         verbose: false,
         extra_faults: true,
-        late_within_term: false,
+        late_within_term: true,
     };
 }
 

@@ -2,7 +2,9 @@
 //! the fault timers that apply to it.
 
 use crate::pg::Pg;
-use pgha_core::{Detached, DynamicConfig, LeaseState, Lsn, Millis, SwitchoverSeen, Tags};
+use pgha_core::{
+    Detached, DynamicConfig, LeaseState, Lsn, Millis, SwitchoverSeen, SyncInDoubt, Tags,
+};
 
 /// What the agent process keeps between loops (lost when it crashes).
 #[derive(Clone, Debug, Default)]
@@ -14,6 +16,12 @@ pub struct Mem {
     pub rewind_failed: bool,
     pub last_config: DynamicConfig,
     pub switchover_seen: Option<SwitchoverSeen>,
+    /// The `/sync` revision of the view of the current loop (the expected
+    /// revision of its `/sync` write).
+    pub sync_revision: u64,
+    pub sync_in_doubt: Option<SyncInDoubt>,
+    /// A view was read since the agent (re)started.
+    pub viewed: bool,
 }
 
 #[derive(Clone, Debug)]

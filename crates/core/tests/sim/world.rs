@@ -12,7 +12,7 @@
 use crate::dcs::Dcs;
 use crate::node::Node;
 use crate::rng::Rng;
-use pgha_core::{decide, Action, DcsView, DynamicConfig, SyncStandbyNames};
+use pgha_core::{decide, Action, DcsView, DynamicConfig, SyncInDoubt, SyncStandbyNames};
 use std::collections::{BTreeMap, VecDeque};
 
 pub const STEP: u64 = 100;
@@ -48,10 +48,10 @@ pub struct World {
     /// `/sync` writes held in the network; the DCS checks their guard when
     /// they land.
     pub late: Vec<LateWrite>,
-    /// Whether a late write may land while its sender's term still runs.
-    /// Off in the random runs: that case breaks durability today (see
-    /// `main.rs`, `late_sync_write_within_its_term`); what they check is
-    /// the term guard against writes from an earlier term.
+    /// Whether a late write may land while its sender's term still runs
+    /// (on in the random runs; then only `/sync`'s own mod revision can
+    /// refuse it). Off, it is held until its term ended, which checks the
+    /// term guard alone.
     pub late_within_term: bool,
     /// Late `/sync` writes the DCS refused (a count for the summary).
     pub late_refused: u64,
@@ -61,6 +61,8 @@ pub struct World {
 pub struct LateWrite {
     pub from: usize,
     pub action: Action,
+    /// The `/sync` mod revision it is conditional on.
+    pub expected: u64,
     /// How long it stays held (after its term ended, unless
     /// `World::late_within_term`).
     pub delay: u64,
@@ -103,7 +105,7 @@ impl World {
             drained_shutdowns: 0,
             extra_rng: Rng::new(seed ^ 0xC10C_4A11_5EED),
             late: Vec::new(),
-            late_within_term: false,
+            late_within_term: true,
             late_refused: 0,
         }
     }
@@ -191,11 +193,12 @@ impl World {
     }
 
     /// Hold a `/sync` write of node `i` in the network.
-    pub fn hold_late(&mut self, i: usize, action: &Action, delay: u64) {
+    pub fn hold_late(&mut self, i: usize, action: &Action, expected: u64, delay: u64) {
         let due = self.late_within_term.then_some(self.t + delay);
         self.late.push(LateWrite {
             from: i,
             action: action.clone(),
+            expected,
             delay,
             due,
         });
@@ -217,9 +220,11 @@ impl World {
         self.late = kept;
         for w in due {
             let name = self.nodes[w.from].name.clone();
+            let term_now = self.dcs.leader.as_ref().map(|(k, _)| k.term);
+            let sync_now = self.dcs.sync_revision;
             let landed = match &w.action {
-                Action::WriteSyncKey(r) => self.dcs.write_sync(r.clone(), &name),
-                Action::HandOver(r) => self.dcs.hand_over(r.clone(), &name),
+                Action::WriteSyncKey(r) => self.dcs.write_sync(r.clone(), &name, w.expected),
+                Action::HandOver(r) => self.dcs.hand_over(r.clone(), &name, w.expected),
                 _ => false,
             };
             self.late_refused += u64::from(!landed);
@@ -228,10 +233,12 @@ impl World {
                 "t={t} late write from {name} {outcome}: {}",
                 w.action
             ));
-            if landed && !self.late_within_term {
+            if landed && (term_now != w.term() || sync_now != w.expected) {
                 self.violate(format!(
-                    "a /sync write from {name}'s ended term {:?} landed: {}",
+                    "a /sync write from {name} landed though its term {:?} ended or /sync \
+                     moved past revision {}: {}",
                     w.term(),
+                    w.expected,
                     w.action
                 ));
             }
@@ -378,6 +385,14 @@ impl World {
             self.nodes[i].mem.last_config = self.dcs.config.clone();
             self.cached_view()
         };
+        if let DcsView::Known(v) = &view {
+            let n = &mut self.nodes[i];
+            n.mem.sync_revision = v.sync_revision;
+            if !n.mem.viewed {
+                n.mem.viewed = true;
+                n.mem.sync_in_doubt = SyncInDoubt::after_restart(v, &n.name);
+            }
+        }
         let local = self.observe(i, &view);
         let now = self.nodes[i].local_now(self.t);
         let d = decide(&local, &view, now);

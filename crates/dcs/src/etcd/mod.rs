@@ -80,10 +80,22 @@ impl EtcdDcs {
 /// `key` holds `value` and was created at `created` (an absent key has
 /// create revision 0, so it fails unless `created` is 0 too; the value
 /// compare then fails on the missing key).
-fn held_in_term(key: &str, value: &[u8], created: Revision) -> [Compare; 2] {
+/// The guard of a `/sync` write: `key` holds `value` and was created at
+/// `created` (the leader key in the writer's term), and `put_key` was last
+/// written at `put_expected` (0 = absent), the `/sync` revision the writer
+/// knows, so that a delayed write of the same term cannot land over a newer
+/// one.
+fn held_in_term(
+    key: &str,
+    value: &[u8],
+    created: Revision,
+    put_key: &str,
+    put_expected: Revision,
+) -> [Compare; 3] {
     [
         Compare::value(key, CompareOp::Equal, value),
         Compare::create_revision(key, CompareOp::Equal, created),
+        Compare::mod_revision(put_key, CompareOp::Equal, put_expected),
     ]
 }
 
@@ -224,8 +236,9 @@ impl Dcs for EtcdDcs {
         guard_key: &str,
         guard_value: &[u8],
         guard_created: Revision,
+        expected: Revision,
     ) -> DcsResult<bool> {
-        let cmp = held_in_term(guard_key, guard_value, guard_created);
+        let cmp = held_in_term(guard_key, guard_value, guard_created, key, expected);
         self.txn_put("put_if_key_equals", cmp, key, value, None)
             .await
     }
@@ -251,9 +264,16 @@ impl Dcs for EtcdDcs {
         del_key: &str,
         expected: &[u8],
         del_created: Revision,
+        put_expected: Revision,
     ) -> DcsResult<bool> {
         let txn = Txn::new()
-            .when(held_in_term(del_key, expected, del_created))
+            .when(held_in_term(
+                del_key,
+                expected,
+                del_created,
+                put_key,
+                put_expected,
+            ))
             .and_then([
                 TxnOp::put(put_key, value, None),
                 TxnOp::delete(del_key, None::<DeleteOptions>),

@@ -328,9 +328,18 @@ impl Dcs for MemoryDcs {
         guard_key: &str,
         guard_value: &[u8],
         guard_created: Revision,
+        expected: Revision,
     ) -> DcsResult<bool> {
         self.op("put_if_key_equals", |s, now| {
-            Ok(s.put_if_key_equals(now, key, value, guard_key, guard_value, guard_created))
+            Ok(s.put_if_key_equals(
+                now,
+                key,
+                value,
+                guard_key,
+                guard_value,
+                guard_created,
+                expected,
+            ))
         })
     }
 
@@ -347,9 +356,18 @@ impl Dcs for MemoryDcs {
         del_key: &str,
         expected: &[u8],
         del_created: Revision,
+        put_expected: Revision,
     ) -> DcsResult<bool> {
         self.op("put_and_delete_if_equals", |s, now| {
-            Ok(s.put_and_delete_if_equals(now, put_key, value, del_key, expected, del_created))
+            Ok(s.put_and_delete_if_equals(
+                now,
+                put_key,
+                value,
+                del_key,
+                expected,
+                del_created,
+                put_expected,
+            ))
         })
     }
 

@@ -211,8 +211,7 @@ impl MemoryStore {
         lease: Option<LeaseId>,
     ) -> DcsResult<bool> {
         self.expire(now);
-        let current = self.kvs.get(key).map_or(0, |kv| kv.mod_revision);
-        if current != expected {
+        if self.mod_revision(key) != expected {
             return Ok(false);
         }
         self.check_lease(lease)?;
@@ -220,6 +219,13 @@ impl MemoryStore {
         Ok(true)
     }
 
+    /// The mod revision of `key`, 0 when absent.
+    fn mod_revision(&self, key: &str) -> Revision {
+        self.kvs.get(key).map_or(0, |kv| kv.mod_revision)
+    }
+
+    // The arguments of `Dcs::put_if_key_equals`, plus `now`.
+    #[allow(clippy::too_many_arguments)]
     pub fn put_if_key_equals(
         &mut self,
         now: Instant,
@@ -228,9 +234,12 @@ impl MemoryStore {
         guard_key: &str,
         guard_value: &[u8],
         guard_created: Revision,
+        expected: Revision,
     ) -> bool {
         self.expire(now);
-        if !self.holds_in_term(guard_key, guard_value, guard_created) {
+        if !self.holds_in_term(guard_key, guard_value, guard_created)
+            || self.mod_revision(key) != expected
+        {
             return false;
         }
         self.write(key, value, None);
@@ -248,8 +257,10 @@ impl MemoryStore {
     }
 
     /// Put `put_key` and delete `del_key` in one revision, only while
-    /// `del_key` holds `expected` and was created at `del_created`; nothing
+    /// `del_key` holds `expected` and was created at `del_created` and
+    /// `put_key` was last written at `put_expected` (0 = absent); nothing
     /// happens otherwise.
+    #[allow(clippy::too_many_arguments)] // as put_if_key_equals
     pub fn put_and_delete_if_equals(
         &mut self,
         now: Instant,
@@ -258,9 +269,12 @@ impl MemoryStore {
         del_key: &str,
         expected: &[u8],
         del_created: Revision,
+        put_expected: Revision,
     ) -> bool {
         self.expire(now);
-        if !self.holds_in_term(del_key, expected, del_created) {
+        if !self.holds_in_term(del_key, expected, del_created)
+            || self.mod_revision(put_key) != put_expected
+        {
             return false;
         }
         self.write(put_key, value, None);

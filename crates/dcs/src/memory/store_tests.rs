@@ -100,10 +100,12 @@ fn guarded_put_follows_the_guard() {
         .create_if_absent(now, "/leader", b"n1", Some(lease.id))
         .expect("create"));
     let term = s.get(now, "/leader").kv.expect("leader").create_revision;
-    assert!(s.put_if_key_equals(now, "/sync", b"s1", "/leader", b"n1", term));
-    assert!(!s.put_if_key_equals(now, "/sync", b"s2", "/leader", b"n2", term));
-    assert!(!s.put_if_key_equals(now, "/sync", b"s2", "/leader", b"n1", term + 1));
+    assert!(s.put_if_key_equals(now, "/sync", b"s1", "/leader", b"n1", term, 0));
+    let s1 = s.get(now, "/sync").kv.expect("sync").mod_revision;
+    assert!(!s.put_if_key_equals(now, "/sync", b"s2", "/leader", b"n2", term, s1));
+    assert!(!s.put_if_key_equals(now, "/sync", b"s2", "/leader", b"n1", term + 1, s1));
+    assert!(!s.put_if_key_equals(now, "/sync", b"s2", "/leader", b"n1", term, 0));
     let later = now + Duration::from_secs(1);
-    assert!(!s.put_if_key_equals(later, "/sync", b"s3", "/leader", b"n1", term));
+    assert!(!s.put_if_key_equals(later, "/sync", b"s3", "/leader", b"n1", term, s1));
     assert_eq!(s.get(later, "/sync").kv.expect("kept").value, b"s1");
 }

@@ -244,6 +244,12 @@ async fn term_of(dcs: &dyn Dcs, key: &str) -> i64 {
     kv.create_revision
 }
 
+/// The mod revision of `key`, which must exist.
+async fn mod_of(dcs: &dyn Dcs, key: &str) -> i64 {
+    let kv = dcs.get(key).await.expect("get").kv.expect("key present");
+    kv.mod_revision
+}
+
 pub async fn guarded_put(dcs: Arc<dyn Dcs>) {
     let lease = dcs.grant_lease(30).await.expect("grant");
     assert!(dcs
@@ -252,33 +258,87 @@ pub async fn guarded_put(dcs: Arc<dyn Dcs>) {
         .expect("create"));
     let term = term_of(&*dcs, "/t/leader").await;
     assert!(dcs
-        .put_if_key_equals("/t/sync", b"s1", "/t/leader", b"n1", term)
+        .put_if_key_equals("/t/sync", b"s1", "/t/leader", b"n1", term, 0)
+        .await
+        .expect("put"));
+    let s1 = mod_of(&*dcs, "/t/sync").await;
+    assert!(!dcs
+        .put_if_key_equals("/t/sync", b"s2", "/t/leader", b"n2", term, s1)
         .await
         .expect("put"));
     assert!(!dcs
-        .put_if_key_equals("/t/sync", b"s2", "/t/leader", b"n2", term)
+        .put_if_key_equals("/t/sync", b"s2", "/t/leader", b"n1", term + 1, s1)
         .await
         .expect("put"));
     assert!(!dcs
-        .put_if_key_equals("/t/sync", b"s2", "/t/leader", b"n1", term + 1)
+        .put_if_key_equals("/t/sync", b"s2", "/t/nokey", b"n1", term, s1)
         .await
         .expect("put"));
     assert!(!dcs
-        .put_if_key_equals("/t/sync", b"s2", "/t/nokey", b"n1", term)
-        .await
-        .expect("put"));
-    assert!(!dcs
-        .put_if_key_equals("/t/sync", b"s2", "/t/nokey", b"n1", 0)
+        .put_if_key_equals("/t/sync", b"s2", "/t/nokey", b"n1", 0, s1)
         .await
         .expect("put"));
     dcs.put("/t/leader", b"n2", None).await.expect("takeover");
     assert!(!dcs
-        .put_if_key_equals("/t/sync", b"s3", "/t/leader", b"n1", term)
+        .put_if_key_equals("/t/sync", b"s3", "/t/leader", b"n1", term, s1)
         .await
         .expect("put"));
     let kv = dcs.get("/t/sync").await.expect("get").kv.expect("present");
     assert_eq!(kv.value, b"s1");
     assert_eq!(kv.lease, None);
+}
+
+/// A `/sync` write whose expected mod revision of `/sync` is no longer
+/// current writes nothing, though the leader key is still the writer's in
+/// the same term: a delayed write of the same term cannot overwrite a newer
+/// record (guarded put and hand-over alike).
+pub async fn guarded_put_refuses_a_stale_sync_revision(dcs: Arc<dyn Dcs>) {
+    let lease = dcs.grant_lease(30).await.expect("grant");
+    assert!(dcs
+        .create_if_absent("/t/leader", b"n1", Some(lease.id))
+        .await
+        .expect("create"));
+    let term = term_of(&*dcs, "/t/leader").await;
+    // Absent /sync: only expected revision 0 writes.
+    assert!(!dcs
+        .put_if_key_equals("/t/sync", b"s0", "/t/leader", b"n1", term, term)
+        .await
+        .expect("put"));
+    assert!(dcs
+        .put_if_key_equals("/t/sync", b"s1", "/t/leader", b"n1", term, 0)
+        .await
+        .expect("put"));
+    let first = mod_of(&*dcs, "/t/sync").await;
+    assert!(dcs
+        .put_if_key_equals("/t/sync", b"s2", "/t/leader", b"n1", term, first)
+        .await
+        .expect("put"));
+    let second = mod_of(&*dcs, "/t/sync").await;
+    assert!(second > first);
+    let before = dcs.get_prefix("/t/").await.expect("snapshot");
+    // The late write, decided when /sync was at `first`.
+    assert!(!dcs
+        .put_if_key_equals("/t/sync", b"late", "/t/leader", b"n1", term, first)
+        .await
+        .expect("late put"));
+    assert!(!dcs
+        .put_if_key_equals("/t/sync", b"late", "/t/leader", b"n1", term, 0)
+        .await
+        .expect("late put"));
+    assert!(!dcs
+        .put_and_delete_if_equals("/t/sync", b"late", "/t/leader", b"n1", term, first)
+        .await
+        .expect("late hand-over"));
+    let after = dcs.get_prefix("/t/").await.expect("snapshot");
+    assert_eq!(after, before, "a stale expected revision writes nothing");
+    // With the current revision the hand-over goes through.
+    assert!(dcs
+        .put_and_delete_if_equals("/t/sync", b"s3", "/t/leader", b"n1", term, second)
+        .await
+        .expect("hand-over"));
+    let kv = dcs.get("/t/sync").await.expect("get").kv.expect("present");
+    assert_eq!(kv.value, b"s3");
+    assert!(dcs.get("/t/leader").await.expect("get").kv.is_none());
 }
 
 /// The same member loses the leader key and takes it again: a `/sync`
@@ -301,17 +361,17 @@ pub async fn guarded_put_refuses_an_earlier_term_of_the_same_holder(dcs: Arc<dyn
     assert!(new_term > old_term);
     let before = dcs.get_prefix("/t/").await.expect("snapshot");
     assert!(!dcs
-        .put_if_key_equals("/t/sync", b"old", "/t/leader", b"n1", old_term)
+        .put_if_key_equals("/t/sync", b"old", "/t/leader", b"n1", old_term, 0)
         .await
         .expect("put"));
     assert!(!dcs
-        .put_and_delete_if_equals("/t/sync", b"old", "/t/leader", b"n1", old_term)
+        .put_and_delete_if_equals("/t/sync", b"old", "/t/leader", b"n1", old_term, 0)
         .await
         .expect("hand over"));
     let after = dcs.get_prefix("/t/").await.expect("snapshot");
     assert_eq!(after, before, "an earlier term wrote nothing");
     assert!(dcs
-        .put_if_key_equals("/t/sync", b"new", "/t/leader", b"n1", new_term)
+        .put_if_key_equals("/t/sync", b"new", "/t/leader", b"n1", new_term, 0)
         .await
         .expect("put"));
     let kv = dcs.get("/t/sync").await.expect("get").kv.expect("present");
@@ -326,12 +386,13 @@ pub async fn guarded_put_fails_after_guard_expires(dcs: Arc<dyn Dcs>) {
         .expect("create"));
     let term = term_of(&*dcs, "/t/leader").await;
     assert!(dcs
-        .put_if_key_equals("/t/sync", b"s1", "/t/leader", b"n1", term)
+        .put_if_key_equals("/t/sync", b"s1", "/t/leader", b"n1", term, 0)
         .await
         .expect("put"));
+    let s1 = mod_of(&*dcs, "/t/sync").await;
     gone(&*dcs, "/t/leader").await;
     assert!(!dcs
-        .put_if_key_equals("/t/sync", b"s2", "/t/leader", b"n1", term)
+        .put_if_key_equals("/t/sync", b"s2", "/t/leader", b"n1", term, s1)
         .await
         .expect("put"));
     let kv = dcs
@@ -421,20 +482,21 @@ pub async fn put_and_delete_if_equals(dcs: Arc<dyn Dcs>) {
         .expect("create"));
     let term = term_of(&*dcs, "/t/leader").await;
     dcs.put("/t/sync", b"s0", None).await.expect("put");
+    let s0 = mod_of(&*dcs, "/t/sync").await;
     let mut w = dcs.watch_prefix("/t/", 0).await.expect("watch");
 
     // Compare failure: neither key is touched, the revision stays.
     let before = dcs.get_prefix("/t/").await.expect("snapshot");
     assert!(!dcs
-        .put_and_delete_if_equals("/t/sync", b"s1", "/t/leader", b"n1", term - 1)
+        .put_and_delete_if_equals("/t/sync", b"s1", "/t/leader", b"n1", term - 1, s0)
         .await
         .expect("another term"));
     assert!(!dcs
-        .put_and_delete_if_equals("/t/sync", b"s1", "/t/leader", b"n2", term)
+        .put_and_delete_if_equals("/t/sync", b"s1", "/t/leader", b"n2", term, s0)
         .await
         .expect("not mine"));
     assert!(!dcs
-        .put_and_delete_if_equals("/t/sync", b"s1", "/t/nokey", b"n1", term)
+        .put_and_delete_if_equals("/t/sync", b"s1", "/t/nokey", b"n1", term, s0)
         .await
         .expect("absent"));
     let after = dcs.get_prefix("/t/").await.expect("snapshot");
@@ -442,7 +504,7 @@ pub async fn put_and_delete_if_equals(dcs: Arc<dyn Dcs>) {
 
     // Success: the put and the delete share one revision.
     assert!(dcs
-        .put_and_delete_if_equals("/t/sync", b"s1", "/t/leader", b"n1", term)
+        .put_and_delete_if_equals("/t/sync", b"s1", "/t/leader", b"n1", term, s0)
         .await
         .expect("mine"));
     let now = dcs.get_prefix("/t/").await.expect("snapshot");
@@ -465,7 +527,7 @@ pub async fn put_and_delete_if_equals(dcs: Arc<dyn Dcs>) {
 
     // Once released, a second hand-over finds nothing to compare with.
     assert!(!dcs
-        .put_and_delete_if_equals("/t/sync", b"s2", "/t/leader", b"n1", term)
+        .put_and_delete_if_equals("/t/sync", b"s2", "/t/leader", b"n1", term, now.revision)
         .await
         .expect("released"));
     let kv = dcs.get("/t/sync").await.expect("get").kv.expect("present");
@@ -489,6 +551,7 @@ macro_rules! all_conformance_tests {
             guarded_put,
             guarded_put_refuses_an_earlier_term_of_the_same_holder,
             guarded_put_fails_after_guard_expires,
+            guarded_put_refuses_a_stale_sync_revision,
             delete_if_equals,
             put_and_delete_if_equals,
             watch_sees_changes,
