@@ -350,16 +350,7 @@ fn const_string(node: &N) -> Option<String> {
 /// The value a `Set` statement gives to `default_transaction_isolation`
 /// (lower case).
 pub fn default_isolation_value(statement: &str) -> Option<String> {
-    let parsed = pg_query::parse(statement).ok()?;
-    let node = parsed
-        .protobuf
-        .stmts
-        .first()?
-        .stmt
-        .as_ref()?
-        .node
-        .as_ref()?;
-    match node {
+    match &first_statement(statement)? {
         N::VariableSetStmt(s) if s.name == "SESSION CHARACTERISTICS" => isolation_option(&s.args),
         N::VariableSetStmt(s) if s.name == "default_transaction_isolation" => {
             s.args.first()?.node.as_ref().and_then(const_string)
@@ -661,18 +652,22 @@ fn literal_set_config(f: &protobuf::FuncCall) -> Option<Option<SessionEffect>> {
     }))
 }
 
-/// The value a `Set` statement gives to `default_transaction_read_only`.
-pub fn default_read_only_value(statement: &str) -> Option<bool> {
-    let parsed = pg_query::parse(statement).ok()?;
-    let node = parsed
+/// The first statement of `statement`, parsed (for re-reading a `Set`
+/// effect's value; not on the hot path).
+fn first_statement(statement: &str) -> Option<N> {
+    pg_query::parse(statement)
+        .ok()?
         .protobuf
         .stmts
-        .first()?
-        .stmt
-        .as_ref()?
+        .into_iter()
+        .next()?
+        .stmt?
         .node
-        .as_ref()?;
-    match node {
+}
+
+/// The value a `Set` statement gives to `default_transaction_read_only`.
+pub fn default_read_only_value(statement: &str) -> Option<bool> {
+    match &first_statement(statement)? {
         N::VariableSetStmt(s) if s.name == "SESSION CHARACTERISTICS" => read_only_option(&s.args),
         N::VariableSetStmt(s) => s.args.first()?.node.as_ref().and_then(const_bool),
         N::SelectStmt(s) => {
