@@ -152,13 +152,20 @@ impl Session {
                     // default (the session's own choices route to the
                     // primary before this): PostgreSQL refuses it at the
                     // first snapshot, before any row.
-                    let serializable = code == Some(&b"0A000"[..])
-                        && error_field(fields, b'M')
-                            .is_some_and(|m| m.windows(12).any(|w| w == b"serializable"));
+                    let says = |what: &[u8]| {
+                        error_field(fields, b'M')
+                            .is_some_and(|m| m.windows(what.len()).any(|w| w == what))
+                    };
+                    let serializable = code == Some(&b"0A000"[..]) && says(b"serializable");
                     // In a READ ONLY transaction the primary refuses a
-                    // write too: only serializable is retried there.
+                    // write too: only serializable and unlogged are
+                    // retried there.
                     let write = code == Some(&b"25006"[..]) && u.retry_begin.is_none();
-                    if serializable || write {
+                    // An unlogged table the catalogue refresh has not seen
+                    // yet (created since): the primary can read it.
+                    let unlogged =
+                        code == Some(&b"0A000"[..]) && says(b"unlogged relations during recovery");
+                    if serializable || write || unlogged {
                         u.discarding = true;
                         u.refused_serializable = serializable;
                         u.held = None;
@@ -204,7 +211,7 @@ impl Session {
                     .classifier
                     .learn_writes(&String::from_utf8_lossy(sql));
                 tracing::debug!(
-                    "standby refused a read-only-looking statement (25006); running it on the primary"
+                    "standby refused a read-only-looking statement; running it on the primary"
                 );
             }
             if let Some(begin) = u.retry_begin.take() {
