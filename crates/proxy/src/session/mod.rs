@@ -333,7 +333,7 @@ pub struct Session {
     client_read_at: std::time::Instant,
     /// A standby proven to have replayed the primary's position sampled at
     /// this moment: reads that arrived before it need no new barrier.
-    proven: Option<(std::time::Instant, crate::topology::Node)>,
+    proven: Option<(std::time::Instant, Arc<crate::monitor::NodeStats>)>,
     /// The backend that held the session's open transaction was lost (its
     /// node's name): every unit fails until the client ends the transaction
     /// (see `dispatch::refuse_in_lost_tx`).

@@ -158,19 +158,24 @@ impl Session {
     /// (`None`: the session's standby connection). The primary's stats come
     /// from [`RouteView`], looked up once per topology generation instead of
     /// in the monitor's map each time.
-    fn standby_facts(
-        &mut self,
-        node: Option<&Node>,
-    ) -> Option<(StandbyFacts, Arc<NodeStats>, Node)> {
-        let (node, stats) = match node {
-            None => {
-                let b = self.backends[Role::Standby as usize].as_ref()?;
-                (b.conn.node.clone(), b.stats.clone())
-            }
-            Some(n) => (n.clone(), self.shared.monitor.stats(n)),
+    ///
+    /// The node is identified by its stats record (one per node for the
+    /// proxy's life): no `Node` clone per read.
+    fn standby_facts(&mut self, node: Option<&Node>) -> Option<(StandbyFacts, Arc<NodeStats>)> {
+        let stats = match node {
+            None => self.backends[Role::Standby as usize]
+                .as_ref()?
+                .stats
+                .clone(),
+            Some(n) => self.shared.monitor.stats(n),
         };
         let (listed, primary_sample) = {
             let t = self.topology.borrow();
+            let node = match (node, self.backends[Role::Standby as usize].as_ref()) {
+                (Some(n), _) => n,
+                (None, Some(b)) => &b.conn.node,
+                (None, None) => return None,
+            };
             if self.route_view.generation != Some(t.generation) {
                 self.route_view = RouteView {
                     generation: Some(t.generation),
@@ -178,7 +183,7 @@ impl Session {
                 };
             }
             (
-                t.standbys.contains(&node),
+                t.standbys.contains(node),
                 self.route_view
                     .primary
                     .as_deref()
@@ -194,17 +199,16 @@ impl Session {
             in_recovery: st.in_recovery,
             lag_bytes: primary_sample.map(|(plsn, _)| plsn.bytes_after(st.lsn)),
         };
-        Some((facts, stats, node))
+        Some((facts, stats))
     }
 
     /// Whether the session's standby connection may serve the unit being
     /// routed: healthy, and ordered as `read_consistency` asks.
     async fn current_standby_ready(&mut self) -> bool {
-        let Some((facts, stats, node)) = self.standby_facts(None) else {
+        let Some((facts, stats)) = self.standby_facts(None) else {
             return false;
         };
-        standby_may_serve(&facts, self.shared.settings.max_lag_bytes)
-            && self.ordered(&stats, &node).await
+        standby_may_serve(&facts, self.shared.settings.max_lag_bytes) && self.ordered(&stats).await
     }
 
     /// The ordering guarantee for a read on `node`, by listener and
@@ -219,7 +223,7 @@ impl Session {
     /// - any: nothing.
     ///
     /// Waits at most `read_wait_timeout`; false sends the read to the primary.
-    async fn ordered(&mut self, stats: &Arc<NodeStats>, node: &Node) -> bool {
+    async fn ordered(&mut self, stats: &Arc<NodeStats>) -> bool {
         let mode = match self.kind {
             ListenerKind::Rw => self.shared.settings.read_consistency,
             _ => ReadConsistency::Session,
@@ -247,7 +251,7 @@ impl Session {
                 if self
                     .proven
                     .as_ref()
-                    .is_some_and(|(at, n)| *at >= arrived && n == node)
+                    .is_some_and(|(at, s)| *at >= arrived && Arc::ptr_eq(s, stats))
                 {
                     return true;
                 }
@@ -268,7 +272,7 @@ impl Session {
                     _ => stats.replayed(target, deadline).await,
                 };
                 if ok {
-                    self.proven = Some((checked, node.clone()));
+                    self.proven = Some((checked, stats.clone()));
                 }
                 ok
             }
@@ -309,15 +313,15 @@ impl Session {
     /// standby that is ordered.
     async fn ensure_standby(&mut self) -> bool {
         let max_lag = self.shared.settings.max_lag_bytes;
-        if let Some((facts, stats, node)) = self.standby_facts(None) {
+        if let Some((facts, stats)) = self.standby_facts(None) {
             if standby_may_serve(&facts, max_lag) {
-                return self.ordered(&stats, &node).await;
+                return self.ordered(&stats).await;
             }
         }
         let standbys = self.topology.borrow().standbys.clone();
         let mut best: Option<(usize, Arc<NodeStats>, Node)> = None;
         for node in standbys {
-            let Some((facts, stats, node)) = self.standby_facts(Some(&node)) else {
+            let Some((facts, stats)) = self.standby_facts(Some(&node)) else {
                 continue;
             };
             if !standby_may_serve(&facts, max_lag) {
@@ -331,19 +335,24 @@ impl Session {
         let Some((_, stats, node)) = best else {
             return false;
         };
-        if self.state.read_standby.as_ref().is_some_and(|n| *n != node) {
+        if self
+            .state
+            .read_standby
+            .as_ref()
+            .is_some_and(|s| !Arc::ptr_eq(s, &stats))
+        {
             // Another standby than the one this session read from: it must
             // be at least where the primary is now (monotonic reads).
             self.state.last_write = Some(Instant::now());
             self.state.ryw_target = None;
         }
-        if !self.ordered(&stats, &node).await {
+        if !self.ordered(&stats).await {
             return false;
         }
         match self.open_backend(&node).await {
             Ok(conn) => {
                 self.install(Role::Standby, conn);
-                self.state.read_standby = Some(node);
+                self.state.read_standby = Some(stats);
                 true
             }
             Err(e) => {

@@ -280,7 +280,7 @@ pub struct SessionState {
     /// position polled after this moment.
     pub last_write: Option<Instant>,
     /// The standby this session last read from.
-    pub read_standby: Option<crate::topology::Node>,
+    pub read_standby: Option<Arc<NodeStats>>,
     /// The primary LSN reads must wait for (resolved from the monitor).
     pub ryw_target: Option<Lsn>,
 }
