@@ -90,6 +90,11 @@ pub struct DevCluster {
 }
 
 impl DevCluster {
+    /// The members' names, in config order.
+    pub fn member_names(&self) -> Vec<String> {
+        self.config.members.iter().map(|m| m.name.clone()).collect()
+    }
+
     /// Open the cluster in `dir`; fails when there is none.
     pub fn open(dir: &Path) -> anyhow::Result<Self> {
         let path = dir.join(CONFIG_FILE);

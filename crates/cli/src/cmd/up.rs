@@ -104,12 +104,7 @@ async fn bring_up(cluster: &DevCluster, args: &Args, started: Instant) -> anyhow
     let keys = ClusterKeys::new(&cluster.config.dcs.namespace, &cluster.config.name)?;
     let deadline = started + Duration::from_secs(args.timeout);
     let fresh = !cluster.instances().iter().any(|i| i.is_initialized());
-    let members: Vec<String> = cluster
-        .config
-        .members
-        .iter()
-        .map(|m| m.name.clone())
-        .collect();
+    let members = cluster.member_names();
     if fresh {
         // The first member alone until it has bootstrapped and taken the
         // leader key, so the seed's primary is node1 as the config says.
@@ -369,12 +364,7 @@ async fn wait_healthy(
             Err(missing) => missing,
         };
         if Instant::now() > deadline {
-            let members: Vec<String> = cluster
-                .config
-                .members
-                .iter()
-                .map(|m| m.name.clone())
-                .collect();
+            let members = cluster.member_names();
             bail!(
                 "the cluster is not healthy in time: {missing} (see {})",
                 log_files(cluster, &members, true)

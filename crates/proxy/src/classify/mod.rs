@@ -104,6 +104,13 @@ pub struct Analysis {
     pub serializable: bool,
 }
 
+impl Analysis {
+    /// What a text nothing is known about gets: the primary, no effects.
+    pub fn primary() -> Self {
+        stmt::primary()
+    }
+}
+
 /// Effect of a statement on transaction state.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TxEffect {

@@ -29,15 +29,7 @@ enum S {
 }
 
 fn analysis(s: S) -> Analysis {
-    let base = Analysis {
-        read_only: false,
-        tx: TxEffect::None,
-        session: Vec::new(),
-        chain: false,
-        standby_in_tx: false,
-        primary_reason: None,
-        serializable: false,
-    };
+    let base = Analysis::primary();
     match s {
         S::Read => Analysis {
             read_only: true,
