@@ -21,14 +21,16 @@ fn member(name: &str, role: Role, port: u16) -> Vec<u8> {
     serde_json::to_vec(&m).expect("member JSON")
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn follows_leader_and_members() -> anyhow::Result<()> {
+/// A real etcd with member `a` (primary, port 5001) of cluster `cluster`
+/// written once etcd serves requests (it may accept TCP a moment before).
+async fn etcd_with_primary_a(
+    cluster: &str,
+) -> anyhow::Result<(EtcdGuard, Arc<EtcdDcs>, ClusterKeys)> {
     let etcd = tokio::task::spawn_blocking(EtcdGuard::start).await??;
     let dcs = Arc::new(EtcdDcs::new(DcsSettings::with_endpoints([etcd
         .client_url
         .clone()]))?);
-    let keys = ClusterKeys::new("/pgha", "proxytest")?;
-    // etcd may accept TCP a moment before it serves requests.
+    let keys = ClusterKeys::new("/pgha", cluster)?;
     pgha_testkit::wait_until_async("etcd to serve requests", Duration::from_secs(20), || {
         let (dcs, key) = (dcs.clone(), keys.member("a"));
         async move {
@@ -38,6 +40,12 @@ async fn follows_leader_and_members() -> anyhow::Result<()> {
         }
     })
     .await?;
+    Ok((etcd, dcs, keys))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn follows_leader_and_members() -> anyhow::Result<()> {
+    let (etcd, dcs, keys) = etcd_with_primary_a("proxytest").await?;
     dcs.put(&keys.member("b"), &member("b", Role::Standby, 5002), None)
         .await?;
     dcs.put(&keys.leader(), b"a", None).await?;
@@ -94,20 +102,7 @@ async fn follows_leader_and_members() -> anyhow::Result<()> {
 /// valid pending request.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unparseable_switchover_never_pauses_writes() -> anyhow::Result<()> {
-    let etcd = tokio::task::spawn_blocking(EtcdGuard::start).await??;
-    let dcs = Arc::new(EtcdDcs::new(DcsSettings::with_endpoints([etcd
-        .client_url
-        .clone()]))?);
-    let keys = ClusterKeys::new("/pgha", "garbage")?;
-    pgha_testkit::wait_until_async("etcd to serve requests", Duration::from_secs(20), || {
-        let (dcs, key) = (dcs.clone(), keys.member("a"));
-        async move {
-            dcs.put(&key, &member("a", Role::Primary, 5001), None)
-                .await
-                .ok()
-        }
-    })
-    .await?;
+    let (etcd, dcs, keys) = etcd_with_primary_a("garbage").await?;
     dcs.put(&keys.leader(), b"a", None).await?;
     dcs.put(&keys.switchover(), b"not json at all", None)
         .await?;
