@@ -45,7 +45,7 @@ async fn etcd_with_primary_a(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn follows_leader_and_members() -> anyhow::Result<()> {
-    let (etcd, dcs, keys) = etcd_with_primary_a("proxytest").await?;
+    let (_etcd, dcs, keys) = etcd_with_primary_a("proxytest").await?;
     dcs.put(&keys.member("b"), &member("b", Role::Standby, 5002), None)
         .await?;
     dcs.put(&keys.leader(), b"a", None).await?;
@@ -102,7 +102,7 @@ async fn follows_leader_and_members() -> anyhow::Result<()> {
 /// valid pending request.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unparseable_switchover_never_pauses_writes() -> anyhow::Result<()> {
-    let (etcd, dcs, keys) = etcd_with_primary_a("garbage").await?;
+    let (_etcd, dcs, keys) = etcd_with_primary_a("garbage").await?;
     dcs.put(&keys.leader(), b"a", None).await?;
     dcs.put(&keys.switchover(), b"not json at all", None)
         .await?;
