@@ -32,7 +32,12 @@ pub enum DcsError {
     /// A named object the operation requires does not exist.
     #[error("not found: {0}")]
     NotFound(String),
-    /// Anything else: bad arguments, authentication, an unexpected answer.
+    /// Authentication or authorisation: the client's credentials could not
+    /// be read, etcd refused them or requires them, or the etcd user may
+    /// not touch the key. Says what to do; retrying does not help.
+    #[error("{0}")]
+    Denied(String),
+    /// Anything else: bad arguments, an unexpected answer.
     #[error("DCS error during {op}")]
     Other {
         op: &'static str,
@@ -50,6 +55,11 @@ impl DcsError {
     /// True when the lease named in the request no longer exists.
     pub fn is_lease_expired(&self) -> bool {
         matches!(self, DcsError::LeaseExpired(_))
+    }
+
+    /// True when etcd (or the file system) refused the credentials.
+    pub fn is_denied(&self) -> bool {
+        matches!(self, DcsError::Denied(_))
     }
 
     pub(crate) fn unavailable(op: &'static str, source: impl Into<BoxError>) -> Self {

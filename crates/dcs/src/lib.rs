@@ -8,6 +8,9 @@
 //!   same semantics, for tests and the deterministic simulator.
 //! * [`keys`] — the key layout under `/<namespace>/<cluster>/`.
 //! * [`DcsSettings`] — the `[dcs]` table of the cluster config file.
+//! * [`credentials`] — the etcd user and password a client presents, and
+//!   the message for a secret file the caller may not read.
+//! * [`etcd::auth`] — turning etcd authentication on for a cluster.
 //! * [`value`] — reading a JSON value: one that does not parse is reported
 //!   and treated as absent, by every reader alike.
 //!
@@ -16,6 +19,7 @@
 //! cluster state read earlier may be stale. Never treat it as "absent".
 
 mod api;
+pub mod credentials;
 mod error;
 pub mod etcd;
 pub mod keys;
@@ -26,6 +30,7 @@ pub mod value;
 pub use api::{
     Dcs, GetResponse, KeyValue, Lease, LeaseId, RangeResponse, Revision, Watch, WatchEvent,
 };
+pub use credentials::Credentials;
 pub use error::{DcsError, DcsResult};
 pub use etcd::EtcdDcs;
 pub use keys::{ClusterKey, ClusterKeys};

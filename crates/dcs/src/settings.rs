@@ -5,15 +5,18 @@
 //! endpoints = ["http://10.0.0.1:2379", "http://10.0.0.2:2379", "http://10.0.0.3:2379"]
 //! namespace = "/pgha"          # default
 //! request_timeout = "1s"       # default
-//! # username = "pgha"          # optional etcd auth; password required with it
-//! # password = "secret"
+//! username = "pgha"            # etcd authentication (optional, see docs/dcs.md)
+//! password_file = "/var/lib/pgha/secrets/etcd.password"
 //! ```
 //!
 //! Unknown keys are rejected so that a typo is an error, not a silent default.
-//! Hazard: the password is a secret; `Debug` prints it as `[SECRET]`.
+//! Hazard: the password is a secret; `Debug` prints it as `[SECRET]`. Prefer
+//! `password_file` (a 0600 file) to `password` (the config file then holds
+//! the secret itself).
 
 use serde::{Deserialize, Serialize};
 use std::fmt;
+use std::path::PathBuf;
 use std::time::Duration;
 
 /// Connection settings for the DCS (etcd v3).
@@ -33,8 +36,14 @@ pub struct DcsSettings {
     pub request_timeout: Duration,
     /// etcd user name, when etcd authentication is enabled. Default none.
     pub username: Option<String>,
-    /// etcd password for `username`. Default none.
+    /// etcd password for `username`, written in the config itself.
+    /// Default none; prefer `password_file`.
     pub password: Option<String>,
+    /// File whose first line is the etcd password for `username` (mode
+    /// 0600). Relative to the config file's directory in a cluster config.
+    /// Default none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub password_file: Option<PathBuf>,
 }
 
 impl Default for DcsSettings {
@@ -45,6 +54,7 @@ impl Default for DcsSettings {
             request_timeout: Duration::from_secs(1),
             username: None,
             password: None,
+            password_file: None,
         }
     }
 }
@@ -57,6 +67,7 @@ impl fmt::Debug for DcsSettings {
             .field("request_timeout", &self.request_timeout)
             .field("username", &self.username)
             .field("password", &self.password.as_ref().map(|_| "[SECRET]"))
+            .field("password_file", &self.password_file)
             .finish()
     }
 }
@@ -94,8 +105,26 @@ impl DcsSettings {
         if self.request_timeout.is_zero() {
             return Err("dcs.request_timeout: must be greater than zero".into());
         }
-        if self.username.is_some() != self.password.is_some() {
-            return Err("dcs.username and dcs.password must be set together".into());
+        match (
+            &self.username,
+            self.password.is_some(),
+            self.password_file.is_some(),
+        ) {
+            (Some(_), true, true) => {
+                return Err("dcs.password and dcs.password_file: set only one of them".into())
+            }
+            (Some(_), false, false) => {
+                return Err(
+                    "dcs.username needs a password: set dcs.password_file (or dcs.password)".into(),
+                )
+            }
+            (Some(u), _, _) if u.is_empty() => return Err("dcs.username: must not be empty".into()),
+            (None, true, _) | (None, _, true) => {
+                return Err(
+                    "dcs.password / dcs.password_file need dcs.username (the etcd user)".into(),
+                )
+            }
+            _ => {}
         }
         Ok(())
     }
@@ -154,5 +183,29 @@ mod tests {
             ..DcsSettings::default()
         };
         assert!(s.validate().unwrap_err().contains("dcs.password"));
+        let s = DcsSettings {
+            password_file: Some("/x".into()),
+            ..DcsSettings::default()
+        };
+        assert!(s.validate().unwrap_err().contains("dcs.username"));
+        let s = DcsSettings {
+            username: Some("u".into()),
+            password: Some("p".into()),
+            password_file: Some("/x".into()),
+            ..DcsSettings::default()
+        };
+        assert!(s.validate().unwrap_err().contains("only one"));
+    }
+
+    #[test]
+    fn password_file_parses_and_is_not_a_secret_in_debug() {
+        let s: DcsSettings =
+            toml::from_str("username = \"pgha\"\npassword_file = \"/s/etcd.password\"\n")
+                .expect("parse");
+        s.validate().expect("valid");
+        assert!(format!("{s:?}").contains("/s/etcd.password"));
+        let back: DcsSettings =
+            toml::from_str(&toml::to_string(&s).expect("render")).expect("parse");
+        assert_eq!(back, s);
     }
 }

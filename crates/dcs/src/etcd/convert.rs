@@ -24,8 +24,65 @@ pub(crate) fn header_revision(h: Option<&ResponseHeader>) -> Revision {
     h.map_or(0, |h| h.revision())
 }
 
+/// etcd refused the request because it no longer knows the client's auth
+/// token (etcd restarted, the token expired unused, or the auth store
+/// changed since it was issued). Nothing was applied; logging in again
+/// and repeating the request is safe.
+pub(crate) fn is_stale_token(e: &EtcdError) -> bool {
+    match e {
+        EtcdError::GRpcStatus(s) => {
+            s.code() == Code::Unauthenticated
+                || s.message().contains("invalid auth token")
+                || s.message().contains("revision of auth store is old")
+        }
+        _ => false,
+    }
+}
+
+/// Our message for etcd's authentication and permission refusals, or
+/// `None` for other errors.
+fn denied(op: &'static str, s: &tonic::Status) -> Option<String> {
+    let m = s.message();
+    if m.contains("user name is empty") {
+        return Some(
+            "etcd requires authentication and this client presents no credentials: \
+             set [dcs] username and password_file (docs/dcs.md)"
+                .into(),
+        );
+    }
+    if m.contains("authentication failed") {
+        return Some(
+            "etcd refused the user name or password ([dcs] username / password_file): \
+             authentication failed, invalid user ID or password"
+                .into(),
+        );
+    }
+    if m.contains("authentication is not enabled") {
+        return Some(
+            "[dcs] username is set but etcd has authentication turned off: \
+             turn it on (`pgha etcd-auth`, docs/dcs.md) or remove dcs.username"
+                .into(),
+        );
+    }
+    if s.code() == Code::PermissionDenied {
+        return Some(format!(
+            "etcd denied {op}: the etcd user may not access this key \
+             (its role must grant readwrite on the cluster's key prefix; docs/dcs.md)"
+        ));
+    }
+    None
+}
+
 /// Classify an etcd-client error; `lease` is the lease the request used.
 pub(crate) fn classify(op: &'static str, e: EtcdError, lease: Option<LeaseId>) -> DcsError {
+    if is_stale_token(&e) {
+        return DcsError::unavailable(op, e);
+    }
+    if let EtcdError::GRpcStatus(s) = &e {
+        if let Some(msg) = denied(op, s) {
+            return DcsError::Denied(msg);
+        }
+    }
     match &e {
         EtcdError::GRpcStatus(s) => match s.code() {
             Code::NotFound if s.message().contains("lease not found") => {

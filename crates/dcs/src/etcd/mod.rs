@@ -17,6 +17,7 @@
 //! from the last keep-alive. Never infer "the leader is gone" from the
 //! clock alone; read the key.
 
+pub mod auth;
 mod convert;
 mod pool;
 mod watch;
@@ -38,14 +39,17 @@ pub struct EtcdDcs {
 }
 
 impl EtcdDcs {
-    /// A client for `settings` (validated here). Does no I/O: connections
-    /// are made by the first calls.
+    /// A client for `settings` (validated here). Reads the password file
+    /// when the settings name one (so an unreadable one fails here, with a
+    /// message saying who may read it); no network I/O: connections are
+    /// made by the first calls.
     pub fn new(settings: DcsSettings) -> DcsResult<Self> {
         settings
             .validate()
             .map_err(|msg| DcsError::other("configure etcd client", msg))?;
+        let credentials = settings.credentials()?;
         Ok(EtcdDcs {
-            pool: Arc::new(Pool::new(settings)),
+            pool: Arc::new(Pool::new(settings, credentials)),
         })
     }
 

@@ -16,8 +16,9 @@
 //! Hazard: "provably never left" is recognised from the transport error's
 //! text (`tcp connect error`), which tonic does not expose as a type.
 
-use super::convert::classify;
+use super::convert::{classify, is_stale_token};
 use crate::api::LeaseId;
+use crate::credentials::Credentials;
 use crate::error::{DcsError, DcsResult};
 use crate::settings::DcsSettings;
 use etcd_client::{Client, ConnectOptions};
@@ -40,12 +41,14 @@ pub(crate) enum Retry {
 
 pub(crate) struct Pool {
     settings: DcsSettings,
+    /// Presented on every connect; `None` for anonymous access.
+    credentials: Option<Credentials>,
     slots: Vec<Mutex<Option<Client>>>,
     preferred: AtomicUsize,
 }
 
 impl Pool {
-    pub(crate) fn new(settings: DcsSettings) -> Self {
+    pub(crate) fn new(settings: DcsSettings, credentials: Option<Credentials>) -> Self {
         let slots = settings
             .endpoints
             .iter()
@@ -53,6 +56,7 @@ impl Pool {
             .collect();
         Pool {
             settings,
+            credentials,
             slots,
             preferred: AtomicUsize::new(0),
         }
@@ -75,7 +79,12 @@ impl Pool {
         if let Some(c) = slot.as_ref() {
             return Ok(c.clone());
         }
-        let c = connect(&self.settings, &self.settings.endpoints[idx]).await?;
+        let c = connect(
+            &self.settings,
+            self.credentials.as_ref(),
+            &self.settings.endpoints[idx],
+        )
+        .await?;
         *slot = Some(c.clone());
         Ok(c)
     }
@@ -156,6 +165,21 @@ impl Pool {
     {
         let run = async {
             let client = self.client(idx).await.map_err(|e| (e, true))?;
+            let first = match f(client).await {
+                Err(e) if is_stale_token(&e) => e,
+                other => {
+                    return other.map_err(|e| {
+                        let not_sent = never_sent(&e);
+                        (classify(op, e, lease), not_sent)
+                    })
+                }
+            };
+            // etcd forgot the auth token (it restarted, or the token sat
+            // unused past its TTL) and refused the request without applying
+            // it: log in again and repeat once.
+            tracing::debug!(op, error = %first, "etcd auth token refused; logging in again");
+            *self.slots[idx].lock().await = None;
+            let client = self.client(idx).await.map_err(|e| (e, true))?;
             f(client).await.map_err(|e| {
                 let not_sent = never_sent(&e);
                 (classify(op, e, lease), not_sent)
@@ -174,17 +198,22 @@ fn never_sent(e: &etcd_client::Error) -> bool {
     text.contains("tcp connect error") || text.contains("ConnectionRefused")
 }
 
-/// Build a client for one endpoint; without authentication this does no
-/// network I/O (the channel connects on first use).
-pub(crate) async fn connect(s: &DcsSettings, endpoint: &str) -> DcsResult<Client> {
+/// Build a client for one endpoint; without credentials this does no
+/// network I/O (the channel connects on first use), with them it logs in
+/// (etcd's Authenticate) and fails as `Denied` when etcd refuses them.
+pub(crate) async fn connect(
+    s: &DcsSettings,
+    credentials: Option<&Credentials>,
+    endpoint: &str,
+) -> DcsResult<Client> {
     let mut opts = ConnectOptions::new()
         .with_connect_timeout(s.request_timeout)
         .with_keep_alive(
             Duration::from_secs(10),
             s.request_timeout.max(Duration::from_secs(1)),
         );
-    if let (Some(user), Some(pass)) = (&s.username, &s.password) {
-        opts = opts.with_user(user.clone(), pass.clone());
+    if let Some(c) = credentials {
+        opts = opts.with_user(c.user.clone(), c.password.clone());
     }
     let connecting = Client::connect([endpoint], Some(opts));
     match tokio::time::timeout(s.request_timeout, connecting).await {
