@@ -107,7 +107,7 @@ impl DevCluster {
         }
         let dir =
             std::fs::canonicalize(dir).with_context(|| format!("resolve {}", dir.display()))?;
-        let config = pgha_config::load(&dir.join(CONFIG_FILE))?;
+        let config = crate::access::load_config(&dir.join(CONFIG_FILE))?;
         let user = ServiceUser::resolve(&config.os_user)?;
         let bins = PgBinaries::locate(config.bin_dir.as_deref())?;
         Ok(DevCluster {
@@ -148,10 +148,11 @@ impl DevCluster {
                 Some(src) => anyhow::anyhow!("{}: {e}", src.display()),
                 None => e.into(),
             })?;
-            ServiceUser::resolve(&config.os_user)?;
+            let user = ServiceUser::resolve(&config.os_user)?;
             PgBinaries::locate(config.bin_dir.as_deref())?;
             std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
-            std::fs::write(&path, text).with_context(|| format!("write {}", path.display()))?;
+            // It names the secret files: owner and group only.
+            user.write_file(&path, text.as_bytes(), crate::access::CONFIG_MODE)?;
         } else if config_file.is_some() {
             tracing::warn!(
                 "{} already holds a cluster; --config is ignored",
@@ -160,6 +161,7 @@ impl DevCluster {
         }
         let cluster = Self::open(dir)?;
         cluster.user.give(&cluster.dir)?;
+        crate::access::restrict(&cluster.dir.join(CONFIG_FILE), crate::access::CONFIG_MODE)?;
         Ok(cluster)
     }
 

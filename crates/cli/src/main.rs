@@ -1,6 +1,7 @@
 //! The `pgha` binary: parses the command line and hands off to one module per
 //! subcommand. Each module owns its own `Args` and its `run`.
 
+mod access;
 mod cmd;
 mod dev;
 mod output;
@@ -57,6 +58,8 @@ enum Command {
     Proxy(cmd::proxy::Args),
     /// Generated credentials: `secrets init` creates the missing ones once.
     Secrets(cmd::secrets::Args),
+    /// Turn on etcd authentication: root, and a user limited to the cluster's keys.
+    EtcdAuth(cmd::etcd_auth::Args),
 }
 
 fn main() -> ExitCode {
@@ -80,6 +83,7 @@ fn main() -> ExitCode {
         Command::Archive(args) => cmd::wal::archive(args),
         Command::Proxy(args) => cmd::proxy::run(args),
         Command::Secrets(args) => cmd::secrets::run(args),
+        Command::EtcdAuth(args) => cmd::etcd_auth::run(args),
     };
     match result {
         Ok(code) => code,

@@ -49,6 +49,11 @@ impl Target {
             Some(file) => (file.clone(), None),
             None => {
                 let path = args.dir.join(CONFIG_FILE);
+                if let Err(e) = std::fs::metadata(&path) {
+                    if e.kind() == std::io::ErrorKind::PermissionDenied {
+                        bail!(pgha_dcs::credentials::unreadable(&path, &e));
+                    }
+                }
                 if !path.is_file() {
                     bail!(
                         "no pgha cluster in {} (no {CONFIG_FILE}): create one with `pgha up --dir {}`, \
@@ -62,7 +67,7 @@ impl Target {
                 (dir.join(CONFIG_FILE), Some(dir))
             }
         };
-        let config = pgha_config::load(&source)?;
+        let config = crate::access::load_config(&source)?;
         Self::from_config(config, source, dev_dir)
     }
 
@@ -89,7 +94,11 @@ impl Target {
     pub fn dcs_with(&self, min_timeout: Duration) -> anyhow::Result<EtcdDcs> {
         let mut settings = self.config.dcs.clone();
         settings.request_timeout = settings.request_timeout.max(min_timeout);
-        EtcdDcs::new(settings).context("configure the etcd client")
+        EtcdDcs::new(settings).map_err(|e| match e {
+            // Already says what is wrong and what to do.
+            pgha_dcs::DcsError::Denied(msg) => anyhow!(msg),
+            other => anyhow::Error::new(other).context("configure the etcd client"),
+        })
     }
 
     /// [`Target::dcs_with`] with [`WRITE_TIMEOUT`], for the verbs that
@@ -133,8 +142,15 @@ impl Target {
 /// Read the API token from `dir/api.token`.
 pub fn read_token(dir: &Path) -> anyhow::Result<String> {
     let path = dir.join(API_TOKEN_FILE);
-    let token = std::fs::read_to_string(&path)
-        .with_context(|| format!("read the API token from {}", path.display()))?;
+    let token = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+            bail!(pgha_dcs::credentials::unreadable(&path, &e))
+        }
+        Err(e) => {
+            return Err(e).with_context(|| format!("read the API token from {}", path.display()))
+        }
+    };
     let token = token.trim().to_string();
     if token.is_empty() {
         bail!("the API token file {} is empty", path.display());

@@ -205,6 +205,13 @@ pub struct MemberFile {
     pub api_port: Option<u16>,
 }
 
+/// The etcd user of a dev cluster (`[dcs] username`).
+pub const DEV_ETCD_USER: &str = "pgha";
+/// The file in the secrets directory holding the cluster's etcd password.
+pub const ETCD_PASSWORD_FILE: &str = "etcd.password";
+/// The file in the secrets directory holding etcd's root password.
+pub const ETCD_ROOT_PASSWORD_FILE: &str = "etcd-root.password";
+
 fn default_name() -> String {
     "pgha".into()
 }
@@ -269,10 +276,15 @@ impl ClusterFile {
             postgres: PostgresFile::default(),
             replication: ReplicationFile::default(),
             archive: ArchiveFile::default(),
-            dcs: pgha_dcs::DcsSettings::with_endpoints([format!(
-                "http://127.0.0.1:{}",
-                base_port + 30
-            )]),
+            // `pgha up` turns on authentication in the etcd it starts.
+            dcs: pgha_dcs::DcsSettings {
+                username: Some(DEV_ETCD_USER.into()),
+                password_file: Some(PathBuf::from(default_secrets_dir()).join(ETCD_PASSWORD_FILE)),
+                ..pgha_dcs::DcsSettings::with_endpoints([format!(
+                    "http://127.0.0.1:{}",
+                    base_port + 30
+                )])
+            },
             ha: HaFile::default(),
             proxy: Some(ProxyFile {
                 host: default_host(),

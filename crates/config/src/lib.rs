@@ -13,7 +13,10 @@ pub mod file;
 pub mod size;
 mod validate;
 
-pub use file::{ArchiveCompression, ClusterFile, HaFile, MemberFile, ProxyFile, SynchronousCommit};
+pub use file::{
+    ArchiveCompression, ClusterFile, HaFile, MemberFile, ProxyFile, SynchronousCommit,
+    DEV_ETCD_USER, ETCD_PASSWORD_FILE, ETCD_ROOT_PASSWORD_FILE,
+};
 pub use size::ByteSize;
 pub use validate::{check_sync_quorum, ClusterConfig, ConfigError, Member, RESERVED_PARAMETERS};
 

@@ -244,7 +244,10 @@ pub(crate) fn validate(file: ClusterFile, base: &Path) -> Result<ClusterConfig, 
         archive_compression: file.archive.compression,
         secrets_dir: absolute(base, &file.secrets_dir),
         members,
-        dcs: file.dcs.clone(),
+        dcs: pgha_dcs::DcsSettings {
+            password_file: file.dcs.password_file.as_ref().map(|p| absolute(base, p)),
+            ..file.dcs.clone()
+        },
         ha: file.ha.clone(),
         proxy: file.proxy.clone(),
         file,

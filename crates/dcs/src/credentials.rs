@@ -80,9 +80,13 @@ pub fn unreadable(path: &Path, error: &io::Error) -> String {
         io::ErrorKind::PermissionDenied => {
             let who = owner_of_nearest(path)
                 .map(|(user, group)| {
-                    format!(
-                        "run as root, as the cluster's owner (OS user {user}) or as a member of its group ({group})"
-                    )
+                    if user == "root" {
+                        format!("run as root or as a member of its group ({group})")
+                    } else {
+                        format!(
+                            "run as root, as the cluster's owner (OS user {user}) or as a member of its group ({group})"
+                        )
+                    }
                 })
                 .unwrap_or_else(|| "run as root or as the cluster's owner".to_string());
             format!("cannot read {}: permission denied; {who}", path.display())

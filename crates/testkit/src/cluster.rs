@@ -22,14 +22,18 @@ pub struct TestCluster {
 }
 
 /// A cluster config with `members` members on free ports, plus `extra` TOML
-/// placed before the member list (e.g. a `[replication]` table).
+/// placed before the member list (e.g. a `[replication]` table). Without a
+/// `[dcs]` table in `extra`, etcd is the dev cluster's own on a free port,
+/// with authentication as `pgha up` sets it up (user `pgha`, password in
+/// `secrets/etcd.password`).
 pub fn config_text(members: usize, extra: &str) -> String {
     let mut text = format!("{extra}\n");
     if !extra.contains("[dcs]") {
         // etcd takes this port and the next one (peer).
         let etcd = free_port_pair();
         text.push_str(&format!(
-            "[dcs]\nendpoints = [\"http://127.0.0.1:{etcd}\"]\n"
+            "[dcs]\nendpoints = [\"http://127.0.0.1:{etcd}\"]\n\
+             username = \"pgha\"\npassword_file = \"secrets/etcd.password\"\n"
         ));
     }
     if !extra.contains("[proxy]") {

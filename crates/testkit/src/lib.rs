@@ -9,6 +9,7 @@ pub mod pg;
 pub mod ports;
 pub mod process;
 pub mod tools;
+pub mod unprivileged;
 pub mod wait;
 pub mod workload;
 

@@ -4,6 +4,7 @@ pub mod agent;
 pub mod destroy;
 pub mod down;
 pub mod edit_config;
+pub mod etcd_auth;
 pub mod failover;
 pub mod pause;
 pub mod proxy;

@@ -100,6 +100,9 @@ async fn bring_up(cluster: &DevCluster, args: &Args, started: Instant) -> anyhow
     cluster.user.make_dir(&cluster.config.archive_dir, 0o700)?;
     let bin = cluster.pgha_bin().await?;
     start_etcd(cluster)?;
+    let ours = local_etcd(cluster).is_some();
+    let auth_deadline = started + Duration::from_secs(args.timeout);
+    super::etcd_auth::for_dev_etcd(&cluster.config, &cluster.user, ours, auth_deadline).await?;
     let dcs = EtcdDcs::new(cluster.config.dcs.clone())?;
     let keys = ClusterKeys::new(&cluster.config.dcs.namespace, &cluster.config.name)?;
     let deadline = started + Duration::from_secs(args.timeout);
@@ -265,13 +268,11 @@ fn start_proxy(cluster: &DevCluster, bin: &Path, secrets: &Secrets) -> anyhow::R
         "the proxy",
         "change [proxy] in cluster.toml",
     )?;
-    let dcs = &cluster.config.dcs;
-    let endpoints: Vec<String> = dcs.endpoints.iter().map(|e| format!("{e:?}")).collect();
     let text = format!(
         "# Written by `pgha up` from cluster.toml; changes here are overwritten.\n\
          listen_rw = \"{h}:{rw}\"\nlisten_ro = \"{h}:{ro}\"\nlisten_primary = \"{h}:{pr}\"\n\
          monitor_password_file = {mon:?}\n\n[topology]\nkind = \"etcd\"\ncluster = {name:?}\n\n\
-         [topology.dcs]\nendpoints = [{eps}]\nnamespace = {ns:?}\n",
+         [topology.dcs]\n{dcs}",
         h = p.host,
         rw = p.rw_port,
         ro = p.ro_port,
@@ -282,11 +283,13 @@ fn start_proxy(cluster: &DevCluster, bin: &Path, secrets: &Secrets) -> anyhow::R
             .display()
             .to_string(),
         name = cluster.config.name,
-        eps = endpoints.join(", "),
-        ns = dcs.namespace,
+        dcs = super::etcd_auth::proxy_dcs_table(&cluster.config)?,
     );
     let path = cluster.dir.join("proxy.toml");
-    std::fs::write(&path, text).with_context(|| format!("write {}", path.display()))?;
+    // It names the secret files: owner and group only.
+    cluster
+        .user
+        .write_file(&path, text.as_bytes(), crate::access::CONFIG_MODE)?;
     let mut cmd = Command::new(bin);
     cmd.arg("proxy").arg("--config").arg(&path);
     cmd.env(
