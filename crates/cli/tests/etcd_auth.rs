@@ -4,11 +4,13 @@
 //! secrets controls the cluster, and the OS user `nobody` cannot pause,
 //! switch over, fail over or edit the config, neither with the cluster's
 //! config (unreadable) nor with a config of its own (etcd refuses it), and
-//! the cluster is left as it was.
+//! the cluster is left as it was. Then a dev cluster from `pgha up`:
+//! agents, proxy and CLI work with the credentials, its files are owner
+//! and group only, and `nobody` cannot pause it.
 
 use pgha_core::DynamicConfig;
 use pgha_dcs::{ClusterKeys, Dcs, DcsSettings, EtcdDcs};
-use pgha_testkit::cluster::{describe, run_pgha};
+use pgha_testkit::cluster::{describe, run_pgha, TestCluster};
 use pgha_testkit::etcd::EtcdGuard;
 use pgha_testkit::free_port;
 use pgha_testkit::unprivileged::{mode, open_to_all, Unprivileged};
@@ -194,8 +196,9 @@ async fn only_holders_of_the_secrets_control_the_cluster() {
         let err = describe(&out);
         assert_eq!(out.status.code(), Some(1), "{verb:?} as nobody: {err}");
         assert!(
-            err.contains(&format!("cannot read {cfg}: permission denied"))
-                && err.contains("run as root, as the cluster's owner"),
+            err.contains(&format!(
+                "cannot read {cfg}: permission denied; run as root"
+            )),
             "{verb:?} as nobody: {err}"
         );
     }
@@ -243,4 +246,57 @@ async fn only_holders_of_the_secrets_control_the_cluster() {
         before,
         "nobody changed the cluster"
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_dev_cluster_runs_with_etcd_auth_and_owner_only_files() {
+    let c = tokio::task::block_in_place(|| TestCluster::up(bin(), 1, "")).expect("pgha up");
+    // `up` waited for a leader and a commit through the proxy: the agent and
+    // the proxy follow etcd with the credentials. The CLI too:
+    let s = tokio::task::block_in_place(|| c.status_json());
+    assert_eq!(s["etcd"], "ok", "{s}");
+    let url = c.config.dcs.endpoints[0].clone();
+    let out = etcdctl(&url, &["put", "/pgha/pgha/config", "{}"]);
+    assert!(!out.status.success(), "anonymous put: {}", describe(&out));
+
+    let dir = c.dir.path();
+    assert_eq!(mode(&dir.join("cluster.toml")), 0o640);
+    assert_eq!(mode(&dir.join("proxy.toml")), 0o640);
+    let secrets = &c.config.secrets_dir;
+    assert_eq!(mode(secrets), 0o700);
+    let mut names: Vec<String> = Vec::new();
+    for entry in std::fs::read_dir(secrets).expect("read secrets") {
+        let path = entry.expect("entry").path();
+        assert_eq!(mode(&path), 0o600, "{}", path.display());
+        names.push(
+            path.file_name()
+                .expect("name")
+                .to_string_lossy()
+                .into_owned(),
+        );
+    }
+    for name in ["etcd.password", "etcd-root.password"] {
+        assert!(names.iter().any(|n| n == name), "{name} missing: {names:?}");
+    }
+
+    let Some(nobody) = Unprivileged::new(
+        bin(),
+        "a_dev_cluster_runs_with_etcd_auth_and_owner_only_files",
+    )
+    .expect("unprivileged user") else {
+        return;
+    };
+    // The cluster directory may be open to all (a temp dir here is not):
+    // the config alone must keep nobody out.
+    open_to_all(dir, 0o755).expect("chmod");
+    let dir_arg = dir.display().to_string();
+    let out = tokio::task::block_in_place(|| nobody.pgha(&["pause", "--dir", &dir_arg]));
+    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
+    assert!(
+        describe(&out).contains("cluster.toml: permission denied"),
+        "{}",
+        describe(&out)
+    );
+    let s = tokio::task::block_in_place(|| c.status_json());
+    assert_eq!(s["paused"], false, "{s}");
 }
