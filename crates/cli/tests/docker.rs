@@ -25,7 +25,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// The pgha subcommands a container may run.
-const ALLOWED: &[&str] = &["agent", "proxy", "secrets", "status"];
+const ALLOWED: &[&str] = &["agent", "proxy", "secrets", "etcd-auth", "status"];
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
@@ -165,7 +165,7 @@ fn compose_file_has_no_version_key_and_declares_named_volumes() {
 fn every_pgha_container_runs_only_a_pgha_subcommand() {
     let doc = compose();
     let all = pgha_services(&doc);
-    assert!(all.len() >= 5, "init, node1..node3 and proxy");
+    assert!(all.len() >= 6, "init, etcd-auth, node1..node3 and proxy");
     for (name, svc, cmd) in &all {
         assert!(
             svc.get("entrypoint").is_none(),
@@ -349,7 +349,8 @@ fn services_have_healthchecks_restart_policies_and_conditions() {
     let doc = compose();
     for (name, svc) in services(&doc) {
         let name = name.as_str().unwrap_or("?");
-        if name == "init" {
+        if name == "init" || name == "etcd-auth" {
+            // One-shot services: no healthcheck, never restarted.
             assert_eq!(svc.get("restart").and_then(Value::as_str), Some("no"));
             continue;
         }
@@ -373,6 +374,11 @@ fn services_have_healthchecks_restart_policies_and_conditions() {
             dep("init").as_deref(),
             Some("service_completed_successfully"),
             "{name}: secrets must exist before an agent starts"
+        );
+        assert_eq!(
+            dep("etcd-auth").as_deref(),
+            Some("service_completed_successfully"),
+            "{name}: etcd must refuse anonymous requests before an agent starts"
         );
         assert_eq!(
             svc.get("init").and_then(Value::as_bool),
@@ -454,6 +460,8 @@ fn proxy_config_matches_the_cluster_and_published_ports() {
         TopologySettings::Etcd { cluster, dcs } => {
             assert_eq!(cluster, &cfg.name, "proxy follows this cluster");
             assert_eq!(dcs.endpoints, cfg.dcs.endpoints, "same etcd");
+            assert_eq!(dcs.username, cfg.dcs.username, "same etcd user");
+            assert_eq!(dcs.password_file, cfg.dcs.password_file, "same password");
         }
         other => panic!("{name}: the proxy must follow etcd, not {other:?}"),
     }
@@ -515,4 +523,42 @@ fn compose_file_validates_with_docker_compose_when_installed() {
         return;
     }
     println!("note: neither `docker compose` nor `docker-compose` is installed; compose validation skipped");
+}
+
+/// etcd refuses anonymous requests in the Docker environment: the agents
+/// and the proxy name the etcd user and a password file in the secrets
+/// volume, and the one-shot `etcd-auth` service (which can write that
+/// volume) turns authentication on before any of them starts.
+#[test]
+fn etcd_auth_runs_before_the_agents_and_the_proxy_with_the_secrets() {
+    let doc = compose();
+    let cfg = cluster_config(&doc);
+    assert_eq!(cfg.dcs.username.as_deref(), Some("pgha"));
+    let password = cfg.dcs.password_file.as_deref().expect("dcs.password_file");
+    assert!(
+        password.starts_with(&cfg.secrets_dir),
+        "the etcd password lives in the secrets volume: {}",
+        password.display()
+    );
+    let svc = services(&doc)
+        .get("etcd-auth")
+        .expect("an etcd-auth service");
+    let cmd = str_list(svc.get("command"));
+    assert_eq!(cmd.first().map(String::as_str), Some("etcd-auth"));
+    let (_, _, node_cmd) = nodes(&doc).into_iter().next().expect("a node");
+    assert_eq!(flag(&cmd, "--config"), flag(&node_cmd, "--config"));
+    assert_eq!(
+        named_volume_at(svc, &cfg.secrets_dir),
+        Some(("secrets".to_string(), false)),
+        "etcd-auth writes the etcd passwords into the secrets volume"
+    );
+    let proxy = services(&doc).get("proxy").expect("proxy");
+    assert_eq!(
+        proxy
+            .get("depends_on")
+            .and_then(|d| d.get("etcd-auth"))
+            .and_then(|d| d.get("condition"))
+            .and_then(Value::as_str),
+        Some("service_completed_successfully")
+    );
 }
