@@ -41,6 +41,12 @@ async fn agent(args: Args) -> anyhow::Result<ExitCode> {
         .member(&member)
         .cloned()
         .with_context(|| format!("member {member:?} is not in {}", args.config.display()))?;
+    if cfg.dcs.username.is_none() {
+        tracing::warn!(
+            "no [dcs] username: connecting to etcd anonymously; with etcd's authentication off \
+             anyone who reaches it can steer the cluster (docs/security.md)"
+        );
+    }
     let dcs = Arc::new(EtcdDcs::new(cfg.dcs.clone())?);
     let bin = std::env::current_exe().context("find the pgha executable")?;
     let (mut agent, status) = Agent::new(cfg, &member, dcs, bin)?;
