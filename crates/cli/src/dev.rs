@@ -161,7 +161,10 @@ impl DevCluster {
         }
         let cluster = Self::open(dir)?;
         cluster.user.give(&cluster.dir)?;
-        crate::access::restrict(&cluster.dir.join(CONFIG_FILE), crate::access::CONFIG_MODE)?;
+        let config = cluster.dir.join(CONFIG_FILE);
+        if let Err(e) = crate::access::restrict(&config, crate::access::CONFIG_MODE) {
+            tracing::warn!("{e:#}: other local users may read it");
+        }
         Ok(cluster)
     }
 

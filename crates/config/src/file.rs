@@ -279,7 +279,7 @@ impl ClusterFile {
             // `pgha up` turns on authentication in the etcd it starts.
             dcs: pgha_dcs::DcsSettings {
                 username: Some(DEV_ETCD_USER.into()),
-                password_file: Some(PathBuf::from(default_secrets_dir()).join(ETCD_PASSWORD_FILE)),
+                password_file: Some(default_secrets_dir().join(ETCD_PASSWORD_FILE)),
                 ..pgha_dcs::DcsSettings::with_endpoints([format!(
                     "http://127.0.0.1:{}",
                     base_port + 30
