@@ -169,3 +169,18 @@ fn read_or_generate(path: &Path, user: &ServiceUser) -> anyhow::Result<String> {
 pub fn proxy_dcs_table(config: &ClusterConfig) -> anyhow::Result<String> {
     toml::to_string(&config.dcs).context("render the proxy's [topology.dcs]")
 }
+
+/// One line for `pgha up`'s summary: who etcd lets in, and where the
+/// passwords are (None without etcd authentication).
+pub fn summary(cluster: &crate::dev::DevCluster) -> Option<String> {
+    let dcs = &cluster.config.dcs;
+    let user = dcs.username.as_deref()?;
+    let file = dcs.password_file.as_ref().map_or_else(
+        || "in cluster.toml".to_string(),
+        |p| p.display().to_string(),
+    );
+    Some(format!(
+        "authentication on: user {user} (password {file}), root ({})",
+        root_password_file(&cluster.config).display()
+    ))
+}

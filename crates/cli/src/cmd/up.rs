@@ -587,6 +587,9 @@ fn print_summary(cluster: &DevCluster, leader: &str, secrets: &Secrets, took: Du
         );
     }
     crate::outln!("  etcd     {}", c.dcs.endpoints.join(","));
+    if let Some(line) = super::etcd_auth::summary(cluster) {
+        crate::outln!("           {line}");
+    }
     if let Some(p) = &c.proxy {
         crate::outln!(
             "  proxy    rw postgresql://{su}@{h}:{rw}/postgres   ro :{ro}   primary :{pr}",
