@@ -2,6 +2,8 @@
 //! 127.0.0.1:0, checked with a plain HTTP client and raw requests the way
 //! HAProxy and Kubernetes send them.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test states its expectations by panicking
+
 use pgha_agent::api::{self, client};
 use pgha_agent::status::{AgentCommand, AgentStatus, DecisionRecord};
 use pgha_core::{Lsn, Role, Timeline};

@@ -5,6 +5,8 @@
 //! injected task then fails through [`Agent::supervise`], the same path the
 //! REST API takes.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test states its expectations by panicking
+
 use pgha_agent::{Agent, Exit};
 use pgha_dcs::MemoryDcs;
 use std::os::unix::fs::PermissionsExt;

@@ -2,6 +2,8 @@
 //! (synchronous quorum, slots, hot standbys), synchronous replication really
 //! holding, archiving and restore, restart with data, bad configs, status.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test states its expectations by panicking
+
 use pgha_agent::api::client;
 use pgha_testkit::cluster::{describe, member, run_pgha, TestCluster};
 use pgha_testkit::wait_until_async;

@@ -4,6 +4,8 @@
 //! agent's health document, `restart` goes through the agent, and a killed
 //! node shows as down. One test, to keep the suite's run time reasonable.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test states its expectations by panicking
+
 use pgha_agent::api::client;
 use pgha_testkit::cluster::{describe, member, TestCluster};
 use pgha_testkit::wait_until;

@@ -18,6 +18,8 @@
 //! What this cannot check: that the image builds and the cluster runs in
 //! containers (that needs an engine; see docs/docker.md).
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test states its expectations by panicking
+
 use pgha_config::ClusterConfig;
 use serde_yaml::{Mapping, Value};
 use std::collections::BTreeSet;

@@ -3,6 +3,8 @@
 //! id; each test checks that none is lost. RTO (fault to the first
 //! acknowledged write on the new primary) is printed, never asserted.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test states its expectations by panicking
+
 use pgha_testkit::cluster::TestCluster;
 use pgha_testkit::wait_until_async;
 use pgha_testkit::workload::{missing_on, Writer};

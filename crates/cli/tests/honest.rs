@@ -2,6 +2,8 @@
 //! met, run against the built binary. Config errors name the key and say
 //! what is wrong; `up` points at real log files.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test states its expectations by panicking
+
 use pgha_testkit::cluster::{config_text, describe, kill_postmaster, run_pgha};
 use pgha_testkit::etcd::EtcdGuard;
 use pgha_testkit::wait_until;

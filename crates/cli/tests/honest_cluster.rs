@@ -4,6 +4,8 @@
 //! member whose agent does not answer refuses at once; a dead former
 //! primary shows no role `primary` in `status`.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test states its expectations by panicking
+
 use pgha_testkit::cluster::{describe, member, TestCluster};
 use pgha_testkit::wait_until;
 use std::path::Path;

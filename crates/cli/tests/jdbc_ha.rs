@@ -13,6 +13,8 @@
 //! duration; every wait is a condition with a deadline. The Java process is
 //! killed by its own handle when a test ends early.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test states its expectations by panicking
+
 use anyhow::Context;
 use pgha_testkit::cluster::{describe, TestCluster};
 use pgha_testkit::wait_until;

@@ -8,6 +8,8 @@
 //! The longest pause between two acknowledged writes is printed, not
 //! asserted (the machine is shared).
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test states its expectations by panicking
+
 use pgha_agent::api::client;
 use pgha_testkit::cluster::{describe, TestCluster};
 use pgha_testkit::wait_until;

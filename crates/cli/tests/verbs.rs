@@ -4,6 +4,8 @@
 //! status shows members without keys, agents or servers as down; restart
 //! and reinit reach an agent API served in the test with the token.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test states its expectations by panicking
+
 use pgha_agent::status::{AgentCommand, AgentStatus};
 use pgha_core::{DynamicConfig, FailoverRequest, SwitchoverRequest};
 use pgha_dcs::{ClusterKeys, Dcs, DcsSettings, EtcdDcs};

@@ -6,6 +6,8 @@
 //! Hazards: every test has its own temp dir and port; PostgreSQL runs as the
 //! `postgres` OS user (it refuses root) under a `ProcessGuard`.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test states its expectations by panicking
+
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::ExitStatusExt;

@@ -2,6 +2,8 @@
 //! etcd and against `MemoryDcs` must give the same answers, revisions
 //! included. (Lease expiry timing is not compared; leases here live long.)
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test states its expectations by panicking
+
 use pgha_dcs::{Dcs, DcsSettings, EtcdDcs, KeyValue, LeaseId, MemoryDcs};
 use pgha_testkit::etcd::EtcdGuard;
 use rand::rngs::StdRng;

@@ -1,6 +1,8 @@
 //! The conformance suite against a real etcd (each test its own), plus
 //! etcd-only checks: outage, restart, watch resumption, 3-member quorum.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test states its expectations by panicking
+
 mod suite;
 
 use pgha_dcs::{Dcs, DcsSettings, EtcdDcs, WatchEvent};

@@ -1,6 +1,8 @@
 //! The conformance suite against `MemoryDcs` on the real clock, plus
 //! memory-only checks (manual clock, simulated partition).
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test states its expectations by panicking
+
 mod suite;
 
 use pgha_dcs::{Dcs, DcsError, ManualClock, MemoryDcs, WatchEvent};

@@ -3,6 +3,8 @@
 //! reports "not running", and starting removes the stale file and works,
 //! against a real PostgreSQL.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test states its expectations by panicking
+
 use pgha_config::Member;
 use pgha_postgres::{Instance, PgBinaries, ServiceUser, StopMode};
 use std::os::unix::fs::PermissionsExt;

@@ -1,6 +1,8 @@
 //! Authentication through the proxy against a real PostgreSQL: SCRAM with the
 //! right and a wrong password, an unknown role, an md5 role.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test states its expectations by panicking
+
 mod common;
 
 use common::*;

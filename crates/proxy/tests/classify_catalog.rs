@@ -7,6 +7,8 @@
 //! statements it lets run in a READ ONLY transaction on a standby have the
 //! primary's outcome there.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test states its expectations by panicking
+
 use std::sync::Arc;
 use std::time::Duration;
 

@@ -6,6 +6,8 @@
 //! `chain`); `placement_table()` gives `read_only`, `standby_in_tx`,
 //! `primary_reason` and `serializable`.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test states its expectations by panicking
+
 use std::sync::Arc;
 
 use pgha_proxy::classify::{

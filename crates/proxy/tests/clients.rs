@@ -1,6 +1,8 @@
 //! Real client programs through the rw listener: psql (simple protocol,
 //! transactions, COPY) and pgbench in simple, extended and prepared modes.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test states its expectations by panicking
+
 mod common;
 
 use common::*;

@@ -5,6 +5,8 @@
 //! (`crates/proxy/fuzz/seeds/decode`, plus a local `corpus/decode` if a
 //! fuzzing run left one) runs through the same checks.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test states its expectations by panicking
+
 #[path = "codec_fuzz/props.rs"]
 mod props;
 

@@ -10,6 +10,8 @@
 //! standby instead of falling back to the primary, and a guarantee that
 //! holds only because every read went to the primary would not count.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test states its expectations by panicking
+
 mod common;
 
 use common::*;

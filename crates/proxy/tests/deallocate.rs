@@ -5,6 +5,8 @@
 //! either backend), and a `DEALLOCATE` of a statement the proxy prepared on
 //! the standby only must succeed wherever it runs.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test states its expectations by panicking
+
 mod common;
 
 use bytes::{Bytes, BytesMut};

@@ -12,6 +12,8 @@
 //! `/opt/pgha-test-drivers`). A missing driver fails the test with a message
 //! naming that script.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test states its expectations by panicking
+
 mod common;
 
 use anyhow::Context;

@@ -1,6 +1,8 @@
 //! The etcd topology source against a real etcd: leader and member keys
 //! become a topology, and a leader change is followed.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test states its expectations by panicking
+
 use pgha_core::{ConnInfo, MemberState, Role};
 use pgha_dcs::{ClusterKeys, Dcs, DcsSettings, EtcdDcs};
 use pgha_testkit::etcd::EtcdGuard;

@@ -3,6 +3,8 @@
 //! failing until the client ends it; new transactions wait for a primary;
 //! pause/resume holds new transactions without errors.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test states its expectations by panicking
+
 mod common;
 
 use common::*;

@@ -2,6 +2,8 @@
 //! only the offending client (with 08P01 where it can still be told);
 //! CancelRequest through the proxy cancels the right query.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test states its expectations by panicking
+
 mod common;
 
 use common::*;

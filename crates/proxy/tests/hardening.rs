@@ -9,6 +9,8 @@
 //! The first two need no PostgreSQL: the proxy runs with a static topology
 //! whose primary does not exist (nothing here reaches a backend).
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test states its expectations by panicking
+
 mod common;
 
 use anyhow::Context;

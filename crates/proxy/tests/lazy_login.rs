@@ -5,6 +5,8 @@
 //! difference; a database dropped since the cached login ends the session
 //! with PostgreSQL's own FATAL at the first statement.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test states its expectations by panicking
+
 mod common;
 
 use common::*;

@@ -2,6 +2,8 @@
 //! client: Flush before Sync answers at once, pipelined units answer in
 //! order, and a unit with an error skips to its Sync while the next unit runs.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test states its expectations by panicking
+
 mod common;
 
 use bytes::{Bytes, BytesMut};

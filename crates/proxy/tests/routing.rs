@@ -2,6 +2,8 @@
 //! which node served each statement, session state following the client
 //! (SET, named prepared statements), and read-your-writes.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test states its expectations by panicking
+
 mod common;
 
 use common::*;

@@ -10,6 +10,8 @@
 //! started less than `health_timeout` before the statement finished);
 //! otherwise it runs again in a new session, until a deadline.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test states its expectations by panicking
+
 mod common;
 
 use common::*;

@@ -5,6 +5,8 @@
 //! savepoint. Checked by reading `work_mem` on the standby, where the proxy
 //! replays the session's settings before each read.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test states its expectations by panicking
+
 mod common;
 
 use common::*;

@@ -3,6 +3,8 @@
 //! through the rw listener, in each query mode.
 //! Run: `cargo test -p pgha-proxy --release --test throughput -- --ignored --nocapture`
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test states its expectations by panicking
+
 mod common;
 
 use common::*;

@@ -3,6 +3,8 @@
 //! over TLS, plain clients still work, and the JDBC workload of `drivers.rs`
 //! runs over TLS; without them `sslmode=require` is refused.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test states its expectations by panicking
+
 mod common;
 
 use common::*;

@@ -2,6 +2,9 @@
 //! guards that stop what a test started (by PID, even when the test panics),
 //! and waiting on conditions with a deadline instead of sleeping.
 
+// Test support: a broken expectation here is a failed test, said by the panic.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 pub mod chaos;
 pub mod cluster;
 pub mod etcd;

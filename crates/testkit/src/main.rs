@@ -16,6 +16,9 @@
 //! TCP forwarder the proxy benchmark uses as the floor of any proxy
 //! (see `forward.rs`).
 
+// Test support: a broken expectation here is a failed test, said by the panic.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod forward;
 
 use anyhow::{bail, Context};

@@ -1,6 +1,8 @@
 //! The chaos checker on hand-built histories: a clean history passes, and
 //! each rule catches the one promise a test breaks. Pure data, no cluster.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test states its expectations by panicking
+
 use pgha_testkit::chaos::check::{check, sample_history, to_ranges, CheckReport, SplitBrain};
 use pgha_testkit::chaos::history::{
     Fault, FinalState, History, NodeContents, Op, OpKind, Outcome, Route, TimelineSwitch,

@@ -12,6 +12,8 @@
 //! replay a CI run whose machine had no `tc netem`. On failure the
 //! history and logs stay in the printed directory.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test states its expectations by panicking
+
 use pgha_testkit::chaos::check;
 use pgha_testkit::chaos::run::{self, RunOptions};
 use std::time::Duration;

@@ -2,6 +2,8 @@
 //! the null forwarder, in both modes. The forwarder is stopped by PID (its
 //! guard) when the test ends, also on a panic.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test states its expectations by panicking
+
 use pgha_testkit::pg::{PgServer, SUPERUSER_PASSWORD};
 use pgha_testkit::{free_port, wait_until, ProcessGuard};
 use std::process::{Command, Stdio};

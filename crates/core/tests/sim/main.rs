@@ -6,6 +6,8 @@
 //! 10,000); `PGHA_SIM_SEED=<n>` with the (ignored) `replay` test replays
 //! one seed with a full event log (`-- --ignored`).
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test states its expectations by panicking
+
 mod dcs;
 mod exec;
 mod faults;

@@ -88,6 +88,9 @@ pub enum ScramError {
     BadProof,
 }
 
+// HMAC takes a key of any length (longer ones are hashed): `new_from_slice`
+// has no error to return here.
+#[allow(clippy::expect_used)]
 fn hmac(key: &[u8], msg: &[u8]) -> [u8; 32] {
     let mut mac = HmacSha256::new_from_slice(key).expect("HMAC takes any key length");
     mac.update(msg);
