@@ -8,6 +8,8 @@
 //! agents, proxy and CLI work with the credentials, its files are owner
 //! and group only, and `nobody` cannot pause it.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test states its expectations by panicking
+
 use pgha_core::DynamicConfig;
 use pgha_dcs::{ClusterKeys, Dcs, DcsSettings, EtcdDcs};
 use pgha_testkit::cluster::{describe, run_pgha, TestCluster};

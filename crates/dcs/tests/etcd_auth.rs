@@ -5,6 +5,8 @@
 //! client keeps working across an etcd restart (which forgets every login
 //! token).
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test states its expectations by panicking
+
 use pgha_dcs::etcd::auth::{self, AuthOutcome, AuthPlan};
 use pgha_dcs::{Dcs, DcsSettings, EtcdDcs, WatchEvent};
 use pgha_testkit::etcd::EtcdGuard;
