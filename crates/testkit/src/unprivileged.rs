@@ -41,13 +41,23 @@ impl Unprivileged {
         let copy = dir.path().join("pgha");
         std::fs::copy(bin, &copy).with_context(|| format!("copy {}", bin.display()))?;
         open_to_all(&copy, 0o755)?;
-        Ok(Some(Unprivileged {
+        let me = Unprivileged {
             uid: user.uid.as_raw(),
             gid: user.gid.as_raw(),
             name: user.name,
             bin: copy,
             _dir: dir,
-        }))
+        };
+        let probe = me.command(&["--version"]).output();
+        if !probe.as_ref().is_ok_and(|o| o.status.success()) {
+            anyhow::bail!(
+                "{} cannot run {} ({probe:?}): every directory above it must be searchable \
+                 by other users (is the temp dir, e.g. /tmp, mode 1777?)",
+                me.name,
+                me.bin.display()
+            );
+        }
+        Ok(Some(me))
     }
 
     /// A directory `nobody` may read (for a config file of its own).
@@ -57,15 +67,20 @@ impl Unprivileged {
 
     /// Run `pgha <args>` as this user, with no supplementary groups.
     pub fn pgha(&self, args: &[&str]) -> Output {
-        Command::new(&self.bin)
-            .args(args)
+        self.command(args)
+            .output()
+            .unwrap_or_else(|e| panic!("run pgha {args:?} as {}: {e}", self.name))
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(&self.bin);
+        cmd.args(args)
             .env("RUST_LOG", "warn")
             .env("HOME", "/")
             .current_dir("/")
             .uid(self.uid)
-            .gid(self.gid)
-            .output()
-            .unwrap_or_else(|e| panic!("run pgha {args:?} as {}: {e}", self.name))
+            .gid(self.gid);
+        cmd
     }
 }
 
