@@ -132,6 +132,8 @@ fn spawn(dir: &Path, plan: &Plan, initial_cluster: &str) -> anyhow::Result<Proce
         .arg(format!("--initial-advertise-peer-urls={peer_url}"))
         .arg(format!("--initial-cluster={initial_cluster}"))
         .arg("--initial-cluster-token=pgha-test")
+        // As `pgha up` runs it: cheap logins for tests with authentication.
+        .arg("--bcrypt-cost=4")
         .arg("--log-level=warn")
         .env("ETCD_UNSUPPORTED_ARCH", std::env::consts::ARCH)
         .stdout(Stdio::null())
