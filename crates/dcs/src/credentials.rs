@@ -72,23 +72,29 @@ pub fn read_secret(path: &Path, key: &str) -> Result<String, DcsError> {
 }
 
 /// "cannot read PATH: WHY; WHAT TO DO" for a failed read of `path`. For a
-/// permission error the advice names the owner and group of the nearest
-/// part of the path this user can see (the file, or the directory that
-/// hides it).
+/// permission error the advice names who may read it: root, the owner of
+/// the nearest part of the path this user can see (the file, or the
+/// directory that hides it), and its group when the group may read too.
 pub fn unreadable(path: &Path, error: &io::Error) -> String {
     match error.kind() {
         io::ErrorKind::PermissionDenied => {
-            let who = owner_of_nearest(path)
-                .map(|(user, group)| {
-                    if user == "root" {
-                        format!("run as root or as a member of its group ({group})")
-                    } else {
-                        format!(
-                            "run as root, as the cluster's owner (OS user {user}) or as a member of its group ({group})"
-                        )
+            let who = match owner_of_nearest(path) {
+                Some(o) => {
+                    let mut who = vec!["root".to_string()];
+                    if o.user != "root" {
+                        who.push(format!("the cluster's owner (OS user {})", o.user));
                     }
-                })
-                .unwrap_or_else(|| "run as root or as the cluster's owner".to_string());
+                    if o.group_may_read {
+                        who.push(format!("a member of its group ({})", o.group));
+                    }
+                    match who.split_last() {
+                        Some((last, [])) => format!("run as {last}"),
+                        Some((last, rest)) => format!("run as {} or as {last}", rest.join(", as ")),
+                        None => "run as root".to_string(),
+                    }
+                }
+                None => "run as root or as the cluster's owner".to_string(),
+            };
             format!("cannot read {}: permission denied; {who}", path.display())
         }
         io::ErrorKind::NotFound => format!("cannot read {}: no such file", path.display()),
@@ -96,9 +102,17 @@ pub fn unreadable(path: &Path, error: &io::Error) -> String {
     }
 }
 
-/// Owner and group names of `path` or, when it cannot be examined, of its
-/// nearest ancestor that can.
-fn owner_of_nearest(path: &Path) -> Option<(String, String)> {
+/// Who owns the nearest visible part of a path.
+struct Owner {
+    user: String,
+    group: String,
+    /// The group may read it (a file) or enter it (a directory).
+    group_may_read: bool,
+}
+
+/// The owner of `path` or, when it cannot be examined, of its nearest
+/// ancestor that can.
+fn owner_of_nearest(path: &Path) -> Option<Owner> {
     use std::os::unix::fs::MetadataExt;
     let mut cur: Option<PathBuf> = Some(path.to_path_buf());
     while let Some(p) = cur {
@@ -113,7 +127,12 @@ fn owner_of_nearest(path: &Path) -> Option<(String, String)> {
                 .ok()
                 .flatten()
                 .map_or_else(|| format!("gid {gid}"), |g| g.name);
-            return Some((user, group));
+            let bit = if meta.is_dir() { 0o010 } else { 0o040 };
+            return Some(Owner {
+                user,
+                group,
+                group_may_read: meta.mode() & bit != 0,
+            });
         }
         cur = p.parent().map(Path::to_path_buf);
     }
@@ -154,11 +173,29 @@ mod tests {
     }
 
     #[test]
-    fn permission_error_names_the_owner() {
+    fn permission_error_names_who_may_read() {
+        use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().expect("dir");
+        let file = dir.path().join("file");
+        std::fs::write(&file, "x").expect("write");
         let e = io::Error::from(io::ErrorKind::PermissionDenied);
+        let set = |mode| {
+            std::fs::set_permissions(&file, std::fs::Permissions::from_mode(mode)).expect("chmod")
+        };
+        let me = nix::unistd::User::from_uid(nix::unistd::Uid::effective())
+            .expect("lookup")
+            .expect("user")
+            .name;
+        set(0o600);
+        let msg = unreadable(&file, &e);
+        assert!(msg.contains("permission denied; run as root"), "{msg}");
+        assert!(!msg.contains("group"), "a 0600 file: no group: {msg}");
+        assert_eq!(msg.contains("(OS user "), me != "root", "{msg}");
+        set(0o640);
+        let msg = unreadable(&file, &e);
+        assert!(msg.contains("or as a member of its group ("), "{msg}");
+        // A file inside a directory this user cannot see: its directory's owner.
         let msg = unreadable(&dir.path().join("hidden/file"), &e);
-        assert!(msg.contains("permission denied"), "{msg}");
-        assert!(msg.contains("cluster's owner (OS user "), "{msg}");
+        assert!(msg.contains("permission denied; run as root"), "{msg}");
     }
 }
