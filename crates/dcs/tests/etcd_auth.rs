@@ -3,13 +3,14 @@
 //! cluster's user works inside its key prefix and nowhere else, running the
 //! setup again converges (a new password replaces the old one), and a
 //! client keeps working across an etcd restart (which forgets every login
-//! token).
+//! token) and, with three etcd members, when the member it used dies
+//! (login tokens are per member).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a test states its expectations by panicking
 
 use pgha_dcs::etcd::auth::{self, AuthOutcome, AuthPlan};
 use pgha_dcs::{Dcs, DcsSettings, EtcdDcs, WatchEvent};
-use pgha_testkit::etcd::EtcdGuard;
+use pgha_testkit::etcd::{EtcdCluster, EtcdGuard};
 use pgha_testkit::wait_until_async;
 use std::time::Duration;
 
@@ -152,4 +153,53 @@ async fn setup_again_converges_and_clients_survive_an_etcd_restart() {
     .expect("the client works again after etcd restarted");
     let kv = dcs.get("/pgha/c1/x").await.expect("get").kv.expect("kv");
     assert_eq!(kv.value, b"2");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_members_a_client_logs_in_to_the_next_when_one_dies() {
+    let mut etcd = tokio::task::spawn_blocking(|| EtcdCluster::start(3))
+        .await
+        .expect("join")
+        .expect("start 3 etcd members");
+    let endpoints = etcd.endpoints();
+    let plan = AuthPlan {
+        endpoints: &endpoints,
+        timeout: TIMEOUT,
+        root_password: "r",
+        user: "pgha",
+        password: "p",
+        prefix: PREFIX,
+    };
+    // The members elect a leader first.
+    wait_until_async("auth enabled", Duration::from_secs(30), || async {
+        auth::enable(&plan).await.ok()
+    })
+    .await
+    .expect("enable etcd auth on 3 members");
+    for url in &endpoints {
+        let err = client(url, None)
+            .put("/pgha/c1/x", b"1", None)
+            .await
+            .expect_err("anonymous on every member");
+        assert!(err.is_denied(), "{url}: {err:?}");
+    }
+    let settings = DcsSettings {
+        request_timeout: TIMEOUT,
+        username: Some("pgha".into()),
+        password: Some("p".into()),
+        ..DcsSettings::with_endpoints(endpoints.clone())
+    };
+    let dcs = EtcdDcs::new(settings).expect("client");
+    dcs.put("/pgha/c1/x", b"1", None).await.expect("put");
+    etcd.members[0].kill();
+    wait_until_async(
+        "a write with member 0 dead",
+        Duration::from_secs(30),
+        || {
+            let dcs = dcs.clone();
+            async move { dcs.put("/pgha/c1/x", b"2", None).await.ok() }
+        },
+    )
+    .await
+    .expect("the client moves to a live member and logs in there");
 }
