@@ -137,6 +137,14 @@ pub struct ProxySettings {
     /// Default 10min.
     #[serde(default = "d_10min", with = "humantime_serde")]
     pub server_idle_timeout: Duration,
+    /// Roles that may log in to the admin console (database
+    /// `admin_database`: `SHOW POOLS`, `SHOW SERVERS`, `PAUSE`, `RESUME`).
+    /// They authenticate like any role. Default: none (console closed).
+    #[serde(default)]
+    pub admin_users: Vec<String>,
+    /// The admin console's database name. Default `pgha`.
+    #[serde(default = "d_admin_db")]
+    pub admin_database: String,
     /// Where the topology comes from.
     pub topology: TopologySettings,
 }
@@ -371,6 +379,9 @@ fn d_60s() -> Duration {
 }
 fn d_10min() -> Duration {
     Duration::from_secs(600)
+}
+fn d_admin_db() -> String {
+    "pgha".into()
 }
 fn d_pool_size() -> usize {
     50

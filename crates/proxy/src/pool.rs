@@ -76,12 +76,15 @@ pub struct Idle {
 /// One unit of a pool's capacity, held by a connection (idle or in use).
 pub struct Slot {
     pool: Arc<Pool>,
+    /// The backend's PID once connected (0 before).
+    pid: i32,
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
         let mut s = self.pool.lock();
         s.open -= 1;
+        s.in_use.remove(&self.pid);
         drop(s);
         self.pool.notify.notify_one();
     }
@@ -116,6 +119,11 @@ pub enum PoolError {
         size: usize,
         waited: Duration,
     },
+    #[error(
+        "new transactions of database \"{database}\" are paused (admin PAUSE) and were not \
+         resumed within pool_wait_timeout ({waited:?})"
+    )]
+    Paused { database: String, waited: Duration },
     #[error(transparent)]
     Connect(#[from] crate::backend::ConnectError),
 }
@@ -136,11 +144,26 @@ pub struct PoolStats {
     pub waits_total: u64,
     pub wait_micros_total: u64,
     pub timeouts_total: u64,
+    /// New transactions of this pool's database wait (admin `PAUSE`).
+    pub paused: bool,
+}
+
+/// One pooled backend, for the admin view.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerRow {
+    pub node: String,
+    pub database: String,
+    pub user: String,
+    /// Serving a client (else idle in the pool).
+    pub active: bool,
+    pub pid: i32,
 }
 
 #[derive(Default)]
 struct PoolState {
     idle: Vec<Idle>,
+    /// PIDs of the backends serving a client now.
+    in_use: std::collections::HashSet<i32>,
     open: usize,
     waiting: usize,
     waits_total: u64,
@@ -178,11 +201,15 @@ impl Pool {
                     continue;
                 }
                 idle.since = Instant::now();
+                s.in_use.insert(idle.conn.pid);
                 break Take::Idle(Box::new(idle));
             }
             if s.open < self.size {
                 s.open += 1;
-                break Take::Open(Slot { pool: self.clone() });
+                break Take::Open(Slot {
+                    pool: self.clone(),
+                    pid: 0,
+                });
             }
             if !*waited {
                 *waited = true;
@@ -204,7 +231,7 @@ impl Pool {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    pub fn stats(&self) -> PoolStats {
+    fn stats(&self, paused: bool) -> PoolStats {
         let s = self.lock();
         PoolStats {
             node: self.key.node.name.clone(),
@@ -217,6 +244,7 @@ impl Pool {
             waits_total: s.waits_total,
             wait_micros_total: s.wait_micros_total,
             timeouts_total: s.timeouts_total,
+            paused,
         }
     }
 
@@ -237,13 +265,25 @@ impl Pool {
             slot,
             since: Instant::now(),
         };
-        self.lock().idle.push(idle);
+        let mut s = self.lock();
+        s.in_use.remove(&idle.conn.pid);
+        s.idle.push(idle);
+        drop(s);
         self.notify.notify_one();
     }
 }
 
+/// What admin `PAUSE` stopped.
+#[derive(Default)]
+struct Paused {
+    all: bool,
+    databases: std::collections::HashSet<String>,
+}
+
 /// Every pool of the proxy.
 pub struct Pools {
+    paused: Mutex<Paused>,
+    resumed: Notify,
     size: usize,
     wait_timeout: Duration,
     idle_timeout: Duration,
@@ -253,6 +293,8 @@ pub struct Pools {
 impl Pools {
     pub fn new(size: usize, wait_timeout: Duration, idle_timeout: Duration) -> Self {
         Pools {
+            paused: Mutex::new(Paused::default()),
+            resumed: Notify::new(),
             size: size.max(1),
             wait_timeout,
             idle_timeout,
@@ -282,9 +324,10 @@ impl Pools {
         F: FnOnce() -> Fut,
         Fut: std::future::Future<Output = Result<BackendConn, crate::backend::ConnectError>>,
     {
-        let pool = self.pool(key);
         let started = Instant::now();
         let deadline = started + self.wait_timeout;
+        self.wait_while_paused(key.database(), deadline).await?;
+        let pool = self.pool(key);
         let mut waited = false;
         loop {
             let notified = pool.notify.notified();
@@ -292,7 +335,12 @@ impl Pools {
             notified.as_mut().enable();
             match pool.take(&mut waited, started) {
                 Take::Idle(idle) => return Ok(Acquired::Idle(*idle)),
-                Take::Open(slot) => return Ok(Acquired::New(connect().await?, slot)),
+                Take::Open(mut slot) => {
+                    let conn = connect().await?;
+                    slot.pid = conn.pid;
+                    pool.lock().in_use.insert(conn.pid);
+                    return Ok(Acquired::New(conn, slot));
+                }
                 Take::Wait => {}
             }
             if tokio::time::timeout_at(deadline.into(), notified)
@@ -372,16 +420,117 @@ impl Pools {
         }
     }
 
-    /// Every pool's counters, sorted by node, database and user.
-    pub fn stats(&self) -> Vec<PoolStats> {
-        let pools: Vec<Arc<Pool>> = self
-            .map
+    fn all(&self) -> Vec<Arc<Pool>> {
+        self.map
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .values()
             .cloned()
+            .collect()
+    }
+
+    fn is_paused(&self, database: &str) -> bool {
+        let p = self.paused.lock().unwrap_or_else(|e| e.into_inner());
+        p.all || p.databases.contains(database)
+    }
+
+    /// Waits (until `deadline`) while new transactions of `database` are paused.
+    async fn wait_while_paused(&self, database: &str, deadline: Instant) -> Result<(), PoolError> {
+        loop {
+            let resumed = self.resumed.notified();
+            tokio::pin!(resumed);
+            resumed.as_mut().enable();
+            if !self.is_paused(database) {
+                return Ok(());
+            }
+            if tokio::time::timeout_at(deadline.into(), resumed)
+                .await
+                .is_err()
+            {
+                return Err(PoolError::Paused {
+                    database: database.to_string(),
+                    waited: self.wait_timeout,
+                });
+            }
+        }
+    }
+
+    /// Admin `PAUSE [db]`: new transactions of transaction-mode clients (of
+    /// `database`, or all) wait for `resume`; returns once no pooled backend
+    /// of theirs serves a client, or an error after `timeout` (the pause
+    /// stays in effect).
+    pub async fn pause(&self, database: Option<&str>, timeout: Duration) -> Result<(), String> {
+        {
+            let mut p = self.paused.lock().unwrap_or_else(|e| e.into_inner());
+            match database {
+                Some(db) => {
+                    p.databases.insert(db.to_string());
+                }
+                None => p.all = true,
+            }
+        }
+        let deadline = Instant::now() + timeout;
+        loop {
+            let busy: usize = self
+                .all()
+                .iter()
+                .filter(|pool| database.is_none_or(|db| pool.key.database() == db))
+                .map(|pool| pool.lock().in_use.len())
+                .sum();
+            if busy == 0 {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return Err(format!(
+                    "PAUSE: {busy} backend(s) still serve a transaction after {timeout:?}; the \
+                     pause stays in effect (RESUME ends it)"
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Admin `RESUME [db]`: ends a pause (`None`: every pause).
+    pub fn resume(&self, database: Option<&str>) {
+        let mut p = self.paused.lock().unwrap_or_else(|e| e.into_inner());
+        match database {
+            Some(db) => {
+                p.databases.remove(db);
+            }
+            None => *p = Paused::default(),
+        }
+        drop(p);
+        self.resumed.notify_waiters();
+    }
+
+    /// Every pooled backend, idle or serving a client.
+    pub fn servers(&self) -> Vec<ServerRow> {
+        let mut rows = Vec::new();
+        for pool in self.all() {
+            let s = pool.lock();
+            let row = |pid: i32, active: bool| ServerRow {
+                node: pool.key.node.name.clone(),
+                database: pool.key.database().to_string(),
+                user: pool.key.user().to_string(),
+                active,
+                pid,
+            };
+            rows.extend(s.in_use.iter().map(|pid| row(*pid, true)));
+            rows.extend(s.idle.iter().map(|i| row(i.conn.pid, false)));
+        }
+        rows.sort_by(|a, b| {
+            (&a.node, &a.database, &a.user, a.pid).cmp(&(&b.node, &b.database, &b.user, b.pid))
+        });
+        rows
+    }
+
+    /// Every pool's counters, sorted by node, database and user.
+    pub fn stats(&self) -> Vec<PoolStats> {
+        let mut all: Vec<PoolStats> = self
+            .all()
+            .iter()
+            .map(|p| p.stats(self.is_paused(p.key.database())))
             .collect();
-        let mut all: Vec<PoolStats> = pools.iter().map(|p| p.stats()).collect();
         all.sort_by(|a, b| (&a.node, &a.database, &a.user).cmp(&(&b.node, &b.database, &b.user)));
         all
     }

@@ -251,3 +251,128 @@ async fn a_client_leaving_mid_transaction_leaves_a_clean_backend() -> anyhow::Re
     );
     Ok(())
 }
+
+async fn admin(
+    c: &Cluster,
+    user: &str,
+    pw: &str,
+) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
+    let (client, conn) = tokio_postgres::connect(
+        &conn_str(c.primary_addr(), user, pw, "pgha"),
+        tokio_postgres::NoTls,
+    )
+    .await?;
+    tokio::spawn(conn);
+    Ok(client)
+}
+
+/// The rows of an admin command, as column -> value maps.
+async fn admin_rows(
+    a: &tokio_postgres::Client,
+    command: &str,
+) -> Vec<std::collections::HashMap<String, String>> {
+    a.simple_query(command)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(r) => Some(
+                r.columns()
+                    .iter()
+                    .enumerate()
+                    .map(|(i, c)| (c.name().to_string(), r.get(i).unwrap_or("").to_string()))
+                    .collect(),
+            ),
+            _ => None,
+        })
+        .collect()
+}
+
+/// PIDs of alice's backends as PostgreSQL lists them.
+fn alice_pids(c: &Cluster) -> std::collections::BTreeSet<i32> {
+    c.primary
+        .psql(
+            "postgres",
+            "SELECT pid FROM pg_stat_activity WHERE usename = 'alice' ORDER BY pid",
+        )
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_console_matches_pg_stat_activity_and_pauses() -> anyhow::Result<()> {
+    let c = start(
+        false,
+        &format!("{POOLED}pool_size = 3\nadmin_users = [\"alice\"]\n"),
+    )
+    .await?;
+    let addr = c.primary_addr();
+    let mut clients = Vec::new();
+    for _ in 0..3 {
+        let client = connect(addr, "alice", ALICE_PW).await?;
+        client.batch_execute("BEGIN; SELECT 1").await?;
+        clients.push(client);
+    }
+    let a = admin(&c, "alice", ALICE_PW).await?;
+    let pools = admin_rows(&a, "SHOW POOLS").await;
+    assert_eq!(pools.len(), 1, "{pools:?}");
+    assert_eq!(pools[0]["user"], "alice");
+    assert_eq!(pools[0]["database"], "postgres");
+    assert_eq!(pools[0]["sv_active"], "3");
+    assert_eq!(pools[0]["sv_total"], alice_pids(&c).len().to_string());
+    let servers: std::collections::BTreeSet<i32> = admin_rows(&a, "SHOW SERVERS")
+        .await
+        .iter()
+        .map(|r| r["pid"].parse().unwrap())
+        .collect();
+    assert_eq!(
+        servers,
+        alice_pids(&c),
+        "SHOW SERVERS lists what pg_stat_activity lists"
+    );
+    for client in &clients {
+        client.batch_execute("COMMIT").await?;
+    }
+    pgha_testkit::wait_until_async(
+        "backends idle in the pool",
+        Duration::from_secs(10),
+        || async {
+            let p = admin_rows(&a, "SHOW POOLS").await;
+            (p[0]["sv_idle"] == "3" && p[0]["sv_active"] == "0").then_some(())
+        },
+    )
+    .await?;
+
+    // PAUSE: new transactions wait until RESUME.
+    a.simple_query("PAUSE postgres").await?;
+    let paused_query = clients[0].simple_query("SELECT 42");
+    tokio::pin!(paused_query);
+    assert!(
+        tokio::time::timeout(Duration::from_millis(500), &mut paused_query)
+            .await
+            .is_err(),
+        "a transaction ran while its database was paused"
+    );
+    assert_eq!(admin_rows(&a, "SHOW POOLS").await[0]["paused"], "true");
+    a.simple_query("RESUME postgres").await?;
+    tokio::time::timeout(Duration::from_secs(10), paused_query).await??;
+
+    // Unknown commands and other roles are refused with a clear error.
+    let err = a.simple_query("SHOW NOTHING").await.unwrap_err();
+    let text = err
+        .as_db_error()
+        .map(|e| e.message().to_string())
+        .unwrap_or_default();
+    assert!(text.contains("SHOW HELP"), "{err:?}");
+    let Err(err) = admin(&c, "bob", BOB_PW).await else {
+        panic!("bob is not in admin_users and must be refused")
+    };
+    assert_eq!(
+        err.code(),
+        Some(&tokio_postgres::error::SqlState::INVALID_AUTHORIZATION_SPECIFICATION),
+        "{err}"
+    );
+    Ok(())
+}

@@ -15,6 +15,7 @@
 //! survives. Client bytes are untrusted: any codec error closes this client
 //! with 08P01 and nothing else.
 
+mod admin;
 mod deferral;
 mod dispatch;
 mod pooled;
@@ -232,16 +233,25 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, kind: ListenerKind, shar
                         return None;
                     }
                 };
+                if admin::is_admin_login(&shared, &started) {
+                    return Some(Err((io, started)));
+                }
                 let mut session = Session::new(io, kind, shared.clone(), started, peer);
                 if let Err(e) = session.begin().await {
                     tracing::info!(client = %peer, "session start failed: {e:#}");
                     return None;
                 }
-                Some(session)
+                Some(Ok(session))
             }
         };
         let mut session = match tokio::time::timeout_at(deadline, login).await {
-            Ok(Some(session)) => session,
+            Ok(Some(Ok(session))) => session,
+            Ok(Some(Err((io, started)))) => {
+                if let Err(e) = admin::serve(io, shared, started).await {
+                    tracing::info!(client = %peer, "admin console session ended: {e:#}");
+                }
+                return;
+            }
             Ok(None) => return,
             Err(_) => {
                 tracing::info!(client = %peer, "canceling authentication due to timeout");

@@ -524,6 +524,13 @@ impl Session {
                 slot: Some(slot),
             }),
             Err(crate::pool::PoolError::Connect(e)) => Err(e),
+            Err(e @ crate::pool::PoolError::Paused { .. }) => {
+                tracing::warn!(client = %self.peer, "{e}");
+                Err(ConnectError::Server(error_body(&ErrorInfo::error(
+                    "57P03",
+                    e.to_string(),
+                ))))
+            }
             Err(e @ crate::pool::PoolError::Timeout { .. }) => {
                 tracing::warn!(client = %self.peer, "{e}");
                 Err(ConnectError::Server(error_body(&ErrorInfo::error(
