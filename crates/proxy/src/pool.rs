@@ -188,6 +188,11 @@ enum Take {
 }
 
 impl Pool {
+    /// The node this pool's backends are on.
+    pub fn node(&self) -> &Node {
+        &self.key.node
+    }
+
     /// An idle backend still open, else room for a new one, else wait
     /// (`waited`: this client is counted as waiting).
     fn take(self: &Arc<Self>, waited: &mut bool, started: Instant) -> Take {
@@ -283,6 +288,8 @@ struct Paused {
 /// Every pool of the proxy.
 pub struct Pools {
     paused: Mutex<Paused>,
+    /// Some pause is in effect (saves a lock per transaction otherwise).
+    any_paused: std::sync::atomic::AtomicBool,
     resumed: Notify,
     size: usize,
     wait_timeout: Duration,
@@ -294,6 +301,7 @@ impl Pools {
     pub fn new(size: usize, wait_timeout: Duration, idle_timeout: Duration) -> Self {
         Pools {
             paused: Mutex::new(Paused::default()),
+            any_paused: std::sync::atomic::AtomicBool::new(false),
             resumed: Notify::new(),
             size: size.max(1),
             wait_timeout,
@@ -302,7 +310,9 @@ impl Pools {
         }
     }
 
-    fn pool(&self, key: PoolKey) -> Arc<Pool> {
+    /// The pool of `key` (made on first use; pools are never removed, so a
+    /// session may keep the `Arc` for the node it uses).
+    pub fn pool(&self, key: PoolKey) -> Arc<Pool> {
         let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
         map.entry(key.clone())
             .or_insert_with(|| {
@@ -319,15 +329,17 @@ impl Pools {
     /// A backend for `key`: an idle one that is still open, else a new one
     /// (`connect`) while the pool has room, else the first one freed within
     /// `pool_wait_timeout`.
-    pub async fn acquire<F, Fut>(&self, key: PoolKey, connect: F) -> Result<Acquired, PoolError>
+    pub async fn acquire<F, Fut>(&self, pool: &Arc<Pool>, connect: F) -> Result<Acquired, PoolError>
     where
         F: FnOnce() -> Fut,
         Fut: std::future::Future<Output = Result<BackendConn, crate::backend::ConnectError>>,
     {
         let started = Instant::now();
         let deadline = started + self.wait_timeout;
-        self.wait_while_paused(key.database(), deadline).await?;
-        let pool = self.pool(key);
+        if self.any_paused.load(std::sync::atomic::Ordering::Relaxed) {
+            self.wait_while_paused(pool.key.database(), deadline)
+                .await?;
+        }
         let mut waited = false;
         loop {
             let notified = pool.notify.notified();
@@ -403,8 +415,7 @@ impl Pools {
     /// nodes that are no longer in the topology (`keep`).
     pub fn prune(&self, keep: &dyn Fn(&Node) -> bool) {
         let pools: Vec<Arc<Pool>> = {
-            let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
-            map.retain(|k, p| keep(&k.node) || p.lock().open > 0);
+            let map = self.map.lock().unwrap_or_else(|e| e.into_inner());
             map.values().cloned().collect()
         };
         for pool in pools {
@@ -468,6 +479,8 @@ impl Pools {
                 }
                 None => p.all = true,
             }
+            self.any_paused
+                .store(true, std::sync::atomic::Ordering::Relaxed);
         }
         let deadline = Instant::now() + timeout;
         loop {
@@ -499,6 +512,10 @@ impl Pools {
             }
             None => *p = Paused::default(),
         }
+        self.any_paused.store(
+            p.all || !p.databases.is_empty(),
+            std::sync::atomic::Ordering::Relaxed,
+        );
         drop(p);
         self.resumed.notify_waiters();
     }

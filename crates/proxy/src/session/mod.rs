@@ -377,6 +377,8 @@ pub struct Session {
     /// `pool_mode = transaction`: backends come from the shared pools and
     /// go back when a transaction ends.
     pooled: bool,
+    /// The pools this session took backends from, one per node.
+    pools: std::sync::Mutex<Vec<Arc<crate::pool::Pool>>>,
     /// Pooled and pinned: a transaction ended on the primary since the
     /// last pin check.
     pin_check_due: bool,
@@ -450,6 +452,7 @@ impl Session {
             events_at_tick: 0,
             idle_timer: None,
             pooled,
+            pools: Default::default(),
             pin_check_due: false,
         };
         session.state.serializable_base = startup_serializable(&session.params);

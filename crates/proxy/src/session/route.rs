@@ -491,6 +491,20 @@ impl Session {
         }
     }
 
+    /// The pool of this session's login on `node` (looked up once per node).
+    fn pool_for(&self, node: &Node) -> Arc<crate::pool::Pool> {
+        let mut cached = self.pools.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(p) = cached.iter().find(|p| p.node() == node) {
+            return p.clone();
+        }
+        let p = self
+            .shared
+            .pools
+            .pool(crate::pool::PoolKey::new(node, &self.params));
+        cached.push(p.clone());
+        p
+    }
+
     /// A backend on `node`: a new connection, or in transaction mode one
     /// from the pool (with the state the proxy left on it).
     async fn open_backend(&self, node: &Node) -> Result<Opened, ConnectError> {
@@ -511,8 +525,8 @@ impl Session {
                 slot: None,
             });
         }
-        let key = crate::pool::PoolKey::new(node, &self.params);
-        match self.shared.pools.acquire(key, connect).await {
+        let pool = self.pool_for(node);
+        match self.shared.pools.acquire(&pool, connect).await {
             Ok(crate::pool::Acquired::Idle(idle)) => Ok(Opened {
                 conn: idle.conn,
                 carried: Some((idle.prepared, idle.settings)),
