@@ -234,3 +234,39 @@ class Forwarder(_Daemon):
         """One process: its threads (also the exited per-connection ones of
         threads mode) are all counted in /proc/<pid>/stat."""
         return [self.pid]
+
+
+class PghaPooled(_Daemon):
+    """A second `pgha proxy` beside the dev cluster's, in transaction pooling
+    (`pool_mode = "transaction"`, `pool_size` backends per node), following
+    the same cluster in etcd: the dev cluster's generated proxy.toml with
+    its own listeners and the pool settings."""
+    name = "pgha-tx"
+
+    def __init__(self, pgha_bin, cluster_dir, pool_size=40):
+        import re
+        self.dir = tempfile.mkdtemp(prefix="pgha-bench-pgha-tx-")
+        self.port = free_port()
+        with open(os.path.join(cluster_dir, "proxy.toml")) as f:
+            base = f.read()
+        lines = [l for l in base.splitlines()
+                 if not re.match(r"\s*listen_(rw|ro|primary)\s*=", l)]
+        head, _, rest = "\n".join(lines).partition("\n[topology]")
+        self.config = os.path.join(self.dir, "proxy.toml")
+        with open(self.config, "w") as f:
+            f.write(f'listen_rw = "127.0.0.1:{self.port}"\nlisten_ro = ""\nlisten_primary = ""\n'
+                    f'pool_mode = "transaction"\npool_size = {pool_size}\n'
+                    f'{head}\n[topology]{rest}\n')
+        self.argv = [pgha_bin, "proxy", "--config", self.config]
+
+    def start(self):
+        log = os.path.join(self.dir, "proxy.log")
+        out = open(log, "ab")
+        self.proc = subprocess.Popen(self.argv, stdout=out, stderr=out,
+                                     stdin=subprocess.DEVNULL, start_new_session=True)
+        self.pid = self.proc.pid
+        _wait_port(self.port, self.proc, log)
+        return self
+
+    def pids(self):
+        return [self.pid]

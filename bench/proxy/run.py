@@ -35,10 +35,13 @@ import pgbench  # noqa: E402
 import pgwire  # noqa: E402
 import procstat  # noqa: E402
 from pgcluster import DevCluster  # noqa: E402
-from poolers import Forwarder, PgBouncer, Pgpool  # noqa: E402
+from poolers import Forwarder, PgBouncer, Pgpool, PghaPooled  # noqa: E402
 
 USER, DB = "bench", "bench"
 MAX_CONNECTIONS = 1200
+# Server connections per pool of the transaction poolers (PgBouncer's
+# default_pool_size, pgha's pool_size).
+POOL_SIZE = 40
 
 
 def parse_args():
@@ -111,9 +114,16 @@ def start_targets(cluster, wanted, password, verifier, testkit_bin=None):
     if "direct" in wanted:
         targets["direct"] = {"port": primary, "pids": lambda: []}
     daemons = []
+    if "pgha-tx" in wanted:
+        try:
+            t = PghaPooled(cluster.bin, cluster.dir, pool_size=POOL_SIZE).start()
+            daemons.append(t)
+            targets["pgha-tx"] = {"port": t.port, "pids": t.pids, "daemon": t}
+        except (RuntimeError, OSError) as e:
+            failed["pgha-tx"] = str(e)
     if "pgbouncer" in wanted:
         try:
-            b = PgBouncer(primary, DB, USER, verifier).start()
+            b = PgBouncer(primary, DB, USER, verifier, pool_size=POOL_SIZE).start()
             daemons.append(b)
             targets["pgbouncer"] = {"port": b.port, "pids": b.pids, "daemon": b}
         except (RuntimeError, OSError) as e:

@@ -114,8 +114,11 @@ impl BackendConn {
         }
     }
 
-    /// Reads one whole message (login phase only).
-    async fn next(&mut self, max_message: usize) -> Result<BackendMessage, ConnectError> {
+    /// Reads one whole message (login, and a pooled backend's reset).
+    pub(crate) async fn next(
+        &mut self,
+        max_message: usize,
+    ) -> Result<BackendMessage, ConnectError> {
         loop {
             match BackendMessage::decode(&mut self.rbuf, max_message) {
                 Ok(Some(m)) => return Ok(m),
@@ -132,6 +135,25 @@ impl BackendConn {
                 return Err(self.protocol("server closed the connection during login"));
             }
         }
+    }
+
+    /// Writes out `wbuf`.
+    pub(crate) async fn flush(&mut self) -> Result<(), ConnectError> {
+        self.wr
+            .write_all_buf(&mut self.wbuf)
+            .await
+            .map_err(|source| ConnectError::Io {
+                node: self.node.name.clone(),
+                source,
+            })
+    }
+
+    /// An idle backend has nothing to say: readable means the server closed
+    /// it (or sent a FATAL before closing). Reads at most one byte, which
+    /// only happens to a connection about to be dropped.
+    pub(crate) fn closed_while_idle(&mut self) -> bool {
+        let mut byte = [0u8; 1];
+        !matches!(self.rd.try_read(&mut byte), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
     }
 
     async fn send(&mut self, msg: crate::codec::FrontendMessage) -> Result<(), ConnectError> {

@@ -108,8 +108,58 @@ pub struct ProxySettings {
     /// 16 MiB; at most PostgreSQL's own limit, 1073741822.
     #[serde(default = "d_max_client_msg")]
     pub max_client_message_bytes: usize,
+    /// How clients share backends (docs/proxy.md, "Pool modes"):
+    /// `session` (default: a client keeps its backends until it leaves) or
+    /// `transaction` (a backend goes back to its pool when a transaction,
+    /// or a statement outside one, ends). Overridden per listener, database
+    /// and user by the tables below (user first, then database, then
+    /// listener).
+    #[serde(default)]
+    pub pool_mode: PoolMode,
+    /// `pool_mode` per listener: keys `rw`, `ro`, `primary`.
+    #[serde(default)]
+    pub listener_pool_mode: std::collections::BTreeMap<String, PoolMode>,
+    /// `pool_mode` per database name.
+    #[serde(default)]
+    pub database_pool_mode: std::collections::BTreeMap<String, PoolMode>,
+    /// `pool_mode` per user name.
+    #[serde(default)]
+    pub user_pool_mode: std::collections::BTreeMap<String, PoolMode>,
+    /// Transaction mode: most backends per pool (node, user, database and
+    /// the other startup parameters), idle and in use. Default 50.
+    #[serde(default = "d_pool_size")]
+    pub pool_size: usize,
+    /// Transaction mode: how long a transaction waits for a backend of a
+    /// full pool before it fails with SQLSTATE 53300. Default 30s.
+    #[serde(default = "d_30s", with = "humantime_serde")]
+    pub pool_wait_timeout: Duration,
+    /// Transaction mode: an idle pooled backend unused this long is closed.
+    /// Default 10min.
+    #[serde(default = "d_10min", with = "humantime_serde")]
+    pub server_idle_timeout: Duration,
+    /// Roles that may log in to the admin console (database
+    /// `admin_database`: `SHOW POOLS`, `SHOW SERVERS`, `PAUSE`, `RESUME`).
+    /// They authenticate like any role. Default: none (console closed).
+    #[serde(default)]
+    pub admin_users: Vec<String>,
+    /// The admin console's database name. Default `pgha`.
+    #[serde(default = "d_admin_db")]
+    pub admin_database: String,
     /// Where the topology comes from.
     pub topology: TopologySettings,
+}
+
+/// How clients share backends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PoolMode {
+    /// A client keeps its backends (one per role it used) until it leaves.
+    #[default]
+    Session,
+    /// A backend serves one transaction (or one statement outside a
+    /// transaction) of a client, then goes back to its pool, unless the
+    /// client holds session state that cannot move (it is then pinned).
+    Transaction,
 }
 
 /// The guarantee a standby read on the `rw` listener gives (docs/routing.md).
@@ -194,6 +244,18 @@ impl std::fmt::Debug for Secret {
 }
 
 impl ProxySettings {
+    /// The pool mode of a client of `listener` logged in as `user` to
+    /// `database`: the user's entry, else the database's, else the
+    /// listener's, else `pool_mode`.
+    pub fn pool_mode_for(&self, listener: &str, user: &str, database: &str) -> PoolMode {
+        self.user_pool_mode
+            .get(user)
+            .or_else(|| self.database_pool_mode.get(database))
+            .or_else(|| self.listener_pool_mode.get(listener))
+            .copied()
+            .unwrap_or(self.pool_mode)
+    }
+
     /// Reads and validates a config file.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
@@ -251,6 +313,17 @@ impl ProxySettings {
                 &format!("must be between 1024 and {pg_max} (PostgreSQL's own limit)"),
             );
         }
+        if self.pool_size == 0 {
+            return invalid("pool_size", "must be at least 1");
+        }
+        for key in self.listener_pool_mode.keys() {
+            if !["rw", "ro", "primary"].contains(&key.as_str()) {
+                return invalid(
+                    "listener_pool_mode",
+                    &format!("unknown listener {key:?} (the listeners are rw, ro and primary)"),
+                );
+            }
+        }
         if self.tls_cert_file.is_some() != self.tls_key_file.is_some() {
             return invalid(
                 "tls_cert_file",
@@ -303,6 +376,15 @@ fn d_30s() -> Duration {
 }
 fn d_60s() -> Duration {
     Duration::from_secs(60)
+}
+fn d_10min() -> Duration {
+    Duration::from_secs(600)
+}
+fn d_admin_db() -> String {
+    "pgha".into()
+}
+fn d_pool_size() -> usize {
+    50
 }
 fn d_100ms() -> Duration {
     Duration::from_millis(100)

@@ -6,6 +6,7 @@
 //! * [`topology`] — who is primary, which standbys exist (watch channel).
 //! * [`monitor`] — node health and WAL positions, role lookup.
 //! * [`backend`] — opening an authenticated backend connection as the client.
+//! * [`pool`] — backend pools of transaction-mode sessions.
 //! * [`bufio`] — socket reads without per-connection read buffers.
 //! * [`routing`] — the routing decision (pure): where a unit of client work runs.
 //! * [`session`] — one client: routing, session state, failover handling.
@@ -26,6 +27,7 @@ pub mod codec;
 pub mod config;
 pub mod login_cache;
 pub mod monitor;
+pub mod pool;
 pub mod routing;
 pub mod server;
 pub mod session;

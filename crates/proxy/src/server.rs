@@ -100,6 +100,7 @@ impl Proxy {
             mock_key,
             tls,
         ));
+        tasks.push(tokio::spawn(crate::pool::prune_loop(shared.clone())));
         let workers = match settings.session_threads {
             0 => None,
             n => Some(Arc::new(Workers::start(n).map_err(StartError::Threads)?)),

@@ -52,6 +52,11 @@ pub struct Shared {
     pub tls: Option<crate::tls::TlsAcceptor>,
     /// Recent backend logins, to answer equivalent logins without a backend.
     pub logins: LoginCache,
+    /// Backend pools of transaction-mode sessions.
+    pub pools: crate::pool::Pools,
+    /// Prepared-statement versions of transaction-mode sessions: unique
+    /// across the proxy, since their backends pass from client to client.
+    statement_versions: std::sync::atomic::AtomicU64,
     cancels: Mutex<HashMap<(i32, i32), Arc<CancelTargets>>>,
     /// Client connections holding a [`ClientSlot`] (all listeners).
     clients: Arc<AtomicUsize>,
@@ -81,6 +86,11 @@ impl Shared {
         mock_key: [u8; 32],
         tls: Option<crate::tls::TlsAcceptor>,
     ) -> Self {
+        let pools = crate::pool::Pools::new(
+            settings.pool_size,
+            settings.pool_wait_timeout,
+            settings.server_idle_timeout,
+        );
         Shared {
             limits: settings.limits(),
             settings,
@@ -90,10 +100,17 @@ impl Shared {
             mock_key,
             tls,
             logins: Default::default(),
+            pools,
+            statement_versions: std::sync::atomic::AtomicU64::new(1),
             cancels: Mutex::new(HashMap::new()),
             clients: Default::default(),
             refusing: Default::default(),
         }
+    }
+
+    /// A prepared-statement version no other session uses.
+    pub fn statement_version(&self) -> u64 {
+        self.statement_versions.fetch_add(1, Ordering::Relaxed)
     }
 
     /// Takes a client slot; `None` when `max_client_connections` are taken.

@@ -5,6 +5,8 @@
 //! server-side statements), a read-write transaction (on the primary), reads
 //! of its own writes, a rolled-back transaction, autocommit reads.
 //!
+//! Each workload runs twice: in session mode and in transaction pooling.
+//!
 //! Drivers: PostgreSQL JDBC (Debian's jar; the Java program is compiled into
 //! the test's temp dir), psycopg 3 and asyncpg (a venv), node-postgres (an npm
 //! install), tokio-postgres (in-process). `scripts/install-deps` installs them;
@@ -40,14 +42,24 @@ fn drivers_dir() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("/opt/pgha-test-drivers"))
 }
 
+/// The databases every workload runs in: `postgres` in session mode,
+/// `pooled` in transaction mode (`database_pool_mode`, two backends per
+/// pool: a client's transactions move between backends).
+const DATABASES: [&str; 2] = ["postgres", "pooled"];
+
 /// A primary + standby behind the proxy, with table `table (id int primary
-/// key, v int)` created directly on the primary and replayed on the standby.
+/// key, v int)` created directly on the primary in each of [`DATABASES`]
+/// and replayed on the standby.
 async fn cluster(table: &str, extra: &str) -> anyhow::Result<Cluster> {
-    let c = start(true, extra).await?;
-    c.primary.psql(
-        "postgres",
-        &format!("CREATE TABLE {table} (id int PRIMARY KEY, v int)"),
-    )?;
+    let extra = format!("{extra}pool_size = 2\n[database_pool_mode]\npooled = \"transaction\"\n");
+    let c = start(true, &extra).await?;
+    c.primary.psql("postgres", "CREATE DATABASE pooled")?;
+    for db in DATABASES {
+        c.primary.psql(
+            db,
+            &format!("CREATE TABLE {table} (id int PRIMARY KEY, v int)"),
+        )?;
+    }
     c.standby
         .as_ref()
         .context("standby")?
@@ -141,14 +153,16 @@ async fn jdbc_through_rw() -> anyhow::Result<()> {
     let classpath = compile_jdbc(dir.path()).await?;
     let c = cluster("jdbc_items", "").await?;
     let rw = c.rw();
-    let url = format!(
-        "jdbc:postgresql://{}:{}/postgres?sslmode=disable&connectTimeout=10",
-        rw.ip(),
-        rw.port()
-    );
-    let out = run_jdbc(&classpath, &url).await?;
-    check(&c, &out)?;
-    assert_eq!(out["batch"], ["3"]);
+    for db in DATABASES {
+        let url = format!(
+            "jdbc:postgresql://{}:{}/{db}?sslmode=disable&connectTimeout=10",
+            rw.ip(),
+            rw.port()
+        );
+        let out = run_jdbc(&classpath, &url).await?;
+        check(&c, &out).with_context(|| format!("database {db}"))?;
+        assert_eq!(out["batch"], ["3"]);
+    }
     Ok(())
 }
 
@@ -169,14 +183,17 @@ async fn jdbc_over_tls() -> anyhow::Result<()> {
     );
     let c = cluster("jdbc_items", &extra).await?;
     let rw = c.rw();
-    let url = format!(
-        "jdbc:postgresql://{}:{}/postgres?sslmode=require\
-         &sslfactory=org.postgresql.ssl.NonValidatingFactory&connectTimeout=10",
-        rw.ip(),
-        rw.port()
-    );
-    let out = run_jdbc(&classpath, &url).await?;
-    check(&c, &out)
+    for db in DATABASES {
+        let url = format!(
+            "jdbc:postgresql://{}:{}/{db}?sslmode=require\
+             &sslfactory=org.postgresql.ssl.NonValidatingFactory&connectTimeout=10",
+            rw.ip(),
+            rw.port()
+        );
+        let out = run_jdbc(&classpath, &url).await?;
+        check(&c, &out).with_context(|| format!("database {db}"))?;
+    }
+    Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -187,12 +204,14 @@ async fn psycopg_through_rw() -> anyhow::Result<()> {
     )?;
     let c = cluster("py_items", "").await?;
     let rw = c.rw();
-    let mut cmd = tokio::process::Command::new(python);
-    cmd.arg(program("psycopg_workload.py"))
-        .arg(conn_str(rw, "alice", ALICE_PW, "postgres") + " sslmode=disable");
-    let out = run_workload(cmd).await?;
-    check(&c, &out)?;
-    assert_eq!(out["pipeline_sum"], [SUM.to_string()]);
+    for db in DATABASES {
+        let mut cmd = tokio::process::Command::new(&python);
+        cmd.arg(program("psycopg_workload.py"))
+            .arg(conn_str(rw, "alice", ALICE_PW, db) + " sslmode=disable");
+        let out = run_workload(cmd).await?;
+        check(&c, &out).with_context(|| format!("database {db}"))?;
+        assert_eq!(out["pipeline_sum"], [SUM.to_string()]);
+    }
     Ok(())
 }
 
@@ -204,13 +223,16 @@ async fn asyncpg_through_rw() -> anyhow::Result<()> {
     )?;
     let c = cluster("apg_items", "").await?;
     let rw = c.rw();
-    let mut cmd = tokio::process::Command::new(python);
-    cmd.arg(program("asyncpg_workload.py"))
-        .arg(rw.ip().to_string())
-        .arg(rw.port().to_string())
-        .args(["alice", ALICE_PW]);
-    let out = run_workload(cmd).await?;
-    check(&c, &out)
+    for db in DATABASES {
+        let mut cmd = tokio::process::Command::new(&python);
+        cmd.arg(program("asyncpg_workload.py"))
+            .arg(rw.ip().to_string())
+            .arg(rw.port().to_string())
+            .args(["alice", ALICE_PW, db]);
+        let out = run_workload(cmd).await?;
+        check(&c, &out).with_context(|| format!("database {db}"))?;
+    }
+    Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -223,14 +245,17 @@ async fn node_postgres_through_rw() -> anyhow::Result<()> {
     let node = require_command("node", "Node.js (Debian package nodejs)")?;
     let c = cluster("node_items", "").await?;
     let rw = c.rw();
-    let mut cmd = tokio::process::Command::new(node);
-    cmd.env("NODE_PATH", &modules)
-        .arg(program("pg_workload.js"))
-        .arg(rw.ip().to_string())
-        .arg(rw.port().to_string())
-        .args(["alice", ALICE_PW]);
-    let out = run_workload(cmd).await?;
-    check(&c, &out)
+    for db in DATABASES {
+        let mut cmd = tokio::process::Command::new(&node);
+        cmd.env("NODE_PATH", &modules)
+            .arg(program("pg_workload.js"))
+            .arg(rw.ip().to_string())
+            .arg(rw.port().to_string())
+            .args(["alice", ALICE_PW, db]);
+        let out = run_workload(cmd).await?;
+        check(&c, &out).with_context(|| format!("database {db}"))?;
+    }
+    Ok(())
 }
 
 /// The same workload with tokio-postgres (named statements for every
@@ -310,7 +335,15 @@ async fn tokio_postgres_workload(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tokio_postgres_through_rw() -> anyhow::Result<()> {
     let c = cluster("tp_items", "").await?;
-    let mut client = connect(c.rw(), "alice", ALICE_PW).await?;
-    let out = tokio_postgres_workload(&mut client).await?;
-    check(&c, &out)
+    for db in DATABASES {
+        let (mut client, conn) = tokio_postgres::connect(
+            &conn_str(c.rw(), "alice", ALICE_PW, db),
+            tokio_postgres::NoTls,
+        )
+        .await?;
+        tokio::spawn(conn);
+        let out = tokio_postgres_workload(&mut client).await?;
+        check(&c, &out).with_context(|| format!("database {db}"))?;
+    }
+    Ok(())
 }

@@ -33,7 +33,18 @@ fn code(e: &tokio_postgres::Error) -> Option<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failover_keeps_connections_and_fails_only_inflight() -> anyhow::Result<()> {
-    let mut c = start(true, "").await?;
+    failover_case("").await
+}
+
+/// The same with transaction pooling: pooled backends of the dead primary
+/// are not handed out again; new transactions take the new primary's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failover_with_transaction_pooling() -> anyhow::Result<()> {
+    failover_case("pool_mode = \"transaction\"\npool_size = 2\n").await
+}
+
+async fn failover_case(extra: &str) -> anyhow::Result<()> {
+    let mut c = start(true, extra).await?;
     c.wait_standby_healthy().await?;
     let client = connect(c.rw(), "alice", ALICE_PW).await?;
     let idle = connect(c.rw(), "alice", ALICE_PW).await?;

@@ -275,7 +275,7 @@ fn start_proxy(cluster: &DevCluster, bin: &Path, secrets: &Secrets) -> anyhow::R
     let text = format!(
         "# Written by `pgha up` from cluster.toml; changes here are overwritten.\n\
          listen_rw = \"{h}:{rw}\"\nlisten_ro = \"{h}:{ro}\"\nlisten_primary = \"{h}:{pr}\"\n\
-         monitor_password_file = {mon:?}\n\n[topology]\nkind = \"etcd\"\ncluster = {name:?}\n\n\
+         monitor_password_file = {mon:?}\nadmin_users = [\"postgres\"]\n\n[topology]\nkind = \"etcd\"\ncluster = {name:?}\n\n\
          [topology.dcs]\n{dcs}",
         h = p.host,
         rw = p.rw_port,

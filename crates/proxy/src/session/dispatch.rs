@@ -133,7 +133,7 @@ impl Session {
     /// statement text a standby's 25006 refusal would teach the classifier
     /// (one prepared-statement lookup for a Bind).
     fn first_analysis(&mut self, msg: &FrontendMessage) -> (Option<Arc<Analysis>>, Option<Bytes>) {
-        if self.kind == crate::shared::ListenerKind::Primary {
+        if !self.analyses() {
             return (None, None);
         }
         match msg {
@@ -384,7 +384,7 @@ impl Session {
     }
 
     /// Sends `frame` (a simple query) to `role` as an injected unit.
-    fn inject(&mut self, role: Role, frame: &Bytes) {
+    pub(super) fn inject(&mut self, role: Role, frame: &Bytes) {
         let Some(b) = self.backends[role as usize].as_mut() else {
             return;
         };

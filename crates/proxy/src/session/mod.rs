@@ -15,8 +15,10 @@
 //! survives. Client bytes are untrusted: any codec error closes this client
 //! with 08P01 and nothing else.
 
+mod admin;
 mod deferral;
 mod dispatch;
+mod pooled;
 mod refuse;
 mod replay;
 mod respond;
@@ -231,16 +233,25 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, kind: ListenerKind, shar
                         return None;
                     }
                 };
+                if admin::is_admin_login(&shared, &started) {
+                    return Some(Err((io, started)));
+                }
                 let mut session = Session::new(io, kind, shared.clone(), started, peer);
                 if let Err(e) = session.begin().await {
                     tracing::info!(client = %peer, "session start failed: {e:#}");
                     return None;
                 }
-                Some(session)
+                Some(Ok(session))
             }
         };
         let mut session = match tokio::time::timeout_at(deadline, login).await {
-            Ok(Some(session)) => session,
+            Ok(Some(Ok(session))) => session,
+            Ok(Some(Err((io, started)))) => {
+                if let Err(e) = admin::serve(io, shared, started).await {
+                    tracing::info!(client = %peer, "admin console session ended: {e:#}");
+                }
+                return;
+            }
             Ok(None) => return,
             Err(_) => {
                 tracing::info!(client = %peer, "canceling authentication due to timeout");
@@ -363,6 +374,14 @@ pub struct Session {
     events: u64,
     /// `events` at the last idle-timer tick.
     events_at_tick: u64,
+    /// `pool_mode = transaction`: backends come from the shared pools and
+    /// go back when a transaction ends.
+    pooled: bool,
+    /// The pools this session took backends from, one per node.
+    pools: std::sync::Mutex<Vec<Arc<crate::pool::Pool>>>,
+    /// Pooled and pinned: a transaction ended on the primary since the
+    /// last pin check.
+    pin_check_due: bool,
     /// Armed only while the session holds buffer memory: ticks every
     /// [`IDLE_RELEASE`]; a tick with no event since the previous one frees
     /// the empty buffers (see [`Session::idle_tick`]). No timer operation
@@ -373,6 +392,9 @@ pub struct Session {
 impl Drop for Session {
     fn drop(&mut self) {
         self.shared.unregister_cancel(self.cancel_id);
+        if self.pooled {
+            self.return_backends_at_exit();
+        }
     }
 }
 
@@ -387,6 +409,15 @@ impl Session {
         let cancel = Arc::new(CancelTargets::default());
         let cancel_id = shared.register_cancel(cancel.clone());
         let topology = shared.topology.clone();
+        let database = started
+            .params
+            .iter()
+            .find(|(k, _)| k == "database")
+            .map_or(started.user.as_str(), |(_, v)| v.as_str());
+        let pooled = shared
+            .settings
+            .pool_mode_for(kind.name(), &started.user, database)
+            == crate::config::PoolMode::Transaction;
         let mut session = Session {
             io,
             kind,
@@ -420,6 +451,9 @@ impl Session {
             events: 0,
             events_at_tick: 0,
             idle_timer: None,
+            pooled,
+            pools: Default::default(),
+            pin_check_due: false,
         };
         session.state.serializable_base = startup_serializable(&session.params);
         session.state.default_serializable = session.state.serializable_base;
@@ -605,7 +639,13 @@ impl Session {
     /// Terminate, bounded by the connect timeout.
     async fn terminate_backends(&mut self) {
         let timeout = self.shared.settings.connect_timeout;
-        for b in self.backends.iter_mut().flatten() {
+        // Pooled backends go back to their pools (`Drop`).
+        for b in self
+            .backends
+            .iter_mut()
+            .flatten()
+            .filter(|b| b.slot.is_none())
+        {
             crate::codec::FrontendMessage::Terminate.encode(&mut b.conn.wbuf);
             let write = b.conn.wr.write_all_buf(&mut b.conn.wbuf);
             let _ = tokio::time::timeout(timeout, write).await;
@@ -623,6 +663,9 @@ impl Session {
                 let _ = self.io.flush().await;
                 self.terminate_backends().await;
                 return Ok(());
+            }
+            if self.pooled {
+                self.release_idle_backends();
             }
             self.try_write();
             self.track_in_flight();

@@ -18,6 +18,7 @@ const RETRY_MAX_BYTES: usize = 1 << 20;
 impl Session {
     /// Forwards one client message of the current unit, with bookkeeping.
     pub(super) fn forward(&mut self, role: Role, msg: &FrontendMessage, frame: &Bytes) {
+        let analyses = self.analyses();
         let Some(b) = self.backends[role as usize].as_mut() else {
             return;
         };
@@ -39,13 +40,15 @@ impl Session {
                 {
                     inject_close(b, name);
                 }
-                state.next_version += 1;
-                let version = state.next_version;
-                let analysis = (self.kind != crate::shared::ListenerKind::Primary).then(|| {
-                    match self.last_parse.take() {
-                        Some((text, a)) if text == sql => a,
-                        _ => self.shared.classifier.analyze_bytes(sql),
-                    }
+                let version = if self.pooled {
+                    self.shared.statement_version()
+                } else {
+                    state.next_version += 1;
+                    state.next_version
+                };
+                let analysis = analyses.then(|| match self.last_parse.take() {
+                    Some((text, a)) if text == sql => a,
+                    _ => self.shared.classifier.analyze_bytes(sql),
                 });
                 state.prepared.insert(
                     name.clone(),

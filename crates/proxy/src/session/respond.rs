@@ -123,6 +123,9 @@ impl Session {
             return Act::Complete;
         }
         if u.injected {
+            if tag == b'E' {
+                u.errored = true;
+            }
             if tag == b'E' && !u.quiet {
                 tracing::warn!(
                     client = %self.peer,
@@ -195,6 +198,14 @@ impl Session {
         };
         let before = std::mem::replace(&mut self.tx_status, status);
         if u.injected {
+            if u.pin_check && !u.errored {
+                tracing::info!(
+                    client = %self.peer,
+                    "session unpinned: the session state that pinned it ({}) is gone",
+                    self.state.pinned.unwrap_or("?")
+                );
+                self.state.pinned = self.state.pinned_for_good;
+            }
             return;
         }
         if u.discarding {
@@ -237,6 +248,9 @@ impl Session {
             }
         }
         settle_effects(&mut self.state, b, &u, before, status);
+        if self.pooled && role == Role::Primary && status == b'I' && self.state.pinned.is_some() {
+            self.pin_check_due = true;
+        }
         // Nothing writes in a READ ONLY transaction (one that fell back to
         // the primary must not make the session's next reads wait).
         let read_only_tx = self.state.tx_read_only || self.state.default_read_only;
@@ -468,6 +482,9 @@ fn settle_effects(state: &mut SessionState, b: &mut Backend, u: &Unit, before: u
                     tracing::debug!("session pinned to the primary: {reason}");
                 }
                 state.pinned = Some(reason);
+                if !crate::pool::pin_can_lift(reason) {
+                    state.pinned_for_good = Some(reason);
+                }
             }
             // Not transactional; settled when the unit was sent.
             SessionEffect::Deallocate { .. } => {}

@@ -350,8 +350,8 @@ impl Session {
             return false;
         }
         match self.open_backend(&node).await {
-            Ok(conn) => {
-                self.install(Role::Standby, conn);
+            Ok(opened) => {
+                self.install(Role::Standby, opened);
                 self.state.read_standby = Some(stats);
                 true
             }
@@ -407,8 +407,8 @@ impl Session {
                 self.drop_backend(Role::Primary);
             }
             match self.open_backend(&node).await {
-                Ok(conn) => {
-                    self.install(Role::Primary, conn);
+                Ok(opened) => {
+                    self.install(Role::Primary, opened);
                     return Ok(());
                 }
                 Err(ConnectError::Server(fields)) => {
@@ -491,16 +491,68 @@ impl Session {
         }
     }
 
-    async fn open_backend(&self, node: &Node) -> Result<BackendConn, ConnectError> {
+    /// The pool of this session's login on `node` (looked up once per node).
+    fn pool_for(&self, node: &Node) -> Arc<crate::pool::Pool> {
+        let mut cached = self.pools.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(p) = cached.iter().find(|p| p.node() == node) {
+            return p.clone();
+        }
+        let p = self
+            .shared
+            .pools
+            .pool(crate::pool::PoolKey::new(node, &self.params));
+        cached.push(p.clone());
+        p
+    }
+
+    /// A backend on `node`: a new connection, or in transaction mode one
+    /// from the pool (with the state the proxy left on it).
+    async fn open_backend(&self, node: &Node) -> Result<Opened, ConnectError> {
         let s = &self.shared.settings;
-        BackendConn::connect(
-            node,
-            &self.params,
-            &self.creds,
-            s.connect_timeout,
-            s.max_message_bytes,
-        )
-        .await
+        let connect = || {
+            BackendConn::connect(
+                node,
+                &self.params,
+                &self.creds,
+                s.connect_timeout,
+                s.max_message_bytes,
+            )
+        };
+        if !self.pooled {
+            return Ok(Opened {
+                conn: connect().await?,
+                carried: None,
+                slot: None,
+            });
+        }
+        let pool = self.pool_for(node);
+        match self.shared.pools.acquire(&pool, connect).await {
+            Ok(crate::pool::Acquired::Idle(idle)) => Ok(Opened {
+                conn: idle.conn,
+                carried: Some((idle.prepared, idle.settings)),
+                slot: Some(idle.slot),
+            }),
+            Ok(crate::pool::Acquired::New(conn, slot)) => Ok(Opened {
+                conn,
+                carried: None,
+                slot: Some(slot),
+            }),
+            Err(crate::pool::PoolError::Connect(e)) => Err(e),
+            Err(e @ crate::pool::PoolError::Paused { .. }) => {
+                tracing::warn!(client = %self.peer, "{e}");
+                Err(ConnectError::Server(error_body(&ErrorInfo::error(
+                    "57P03",
+                    e.to_string(),
+                ))))
+            }
+            Err(e @ crate::pool::PoolError::Timeout { .. }) => {
+                tracing::warn!(client = %self.peer, "{e}");
+                Err(ConnectError::Server(error_body(&ErrorInfo::error(
+                    "53300",
+                    e.to_string(),
+                ))))
+            }
+        }
     }
 
     /// A session answered from the login cache whose first backend refuses
@@ -519,7 +571,12 @@ impl Session {
         }
     }
 
-    fn install(&mut self, role: Role, conn: BackendConn) {
+    fn install(&mut self, role: Role, opened: Opened) {
+        let Opened {
+            conn,
+            carried,
+            slot,
+        } = opened;
         self.drop_backend(role);
         tracing::debug!(backend = %conn.node.name, ?role, "backend connected");
         if role == self.default_role() {
@@ -536,7 +593,13 @@ impl Session {
             conn.key,
         ));
         let stats = self.shared.monitor.stats(&conn.node);
-        self.backends[role as usize] = Some(Backend::new(conn, stats));
+        let mut b = Backend::new(conn, stats);
+        if let Some((prepared, settings)) = carried {
+            b.prepared = prepared;
+            b.settings = settings;
+        }
+        b.slot = slot;
+        self.backends[role as usize] = Some(b);
     }
 
     /// Forgets a backend (its socket closes).
@@ -554,4 +617,15 @@ impl Session {
     pub(super) fn error_text(fields: &[u8]) -> String {
         String::from_utf8_lossy(error_field(fields, b'M').unwrap_or(b"")).into_owned()
     }
+}
+
+/// A backend connection ready to install, with what a pooled one carries.
+pub(super) struct Opened {
+    conn: BackendConn,
+    /// A pooled backend's prepared statements and settings.
+    carried: Option<(
+        super::state::SessionMap<bytes::Bytes, u64>,
+        super::state::SessionMap<String, String>,
+    )>,
+    slot: Option<crate::pool::Slot>,
 }

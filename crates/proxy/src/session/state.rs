@@ -64,6 +64,9 @@ pub struct Unit {
     pub deallocated: Vec<(Bytes, Prepared)>,
     /// Injected to fail on purpose (its error is expected: not logged).
     pub quiet: bool,
+    /// Injected to learn whether the session state that pinned the
+    /// session is gone: it fails while some remains.
+    pub pin_check: bool,
     /// Ends with Sync/Query (false while an extended unit is open).
     pub closed: bool,
     /// Savepoint-related command tags seen in this unit, in order (empty,
@@ -97,6 +100,7 @@ impl Unit {
             reprepared: Vec::new(),
             deallocated: Vec::new(),
             quiet: false,
+            pin_check: false,
             closed: false,
             tx_marks: Vec::new(),
             silent_ready: false,
@@ -220,6 +224,8 @@ pub struct Backend {
     pub prepared: SessionMap<Bytes, u64>,
     /// Session settings applied on this backend: name -> SET statement.
     pub settings: SessionMap<String, String>,
+    /// Transaction mode: the backend's place in its pool.
+    pub slot: Option<crate::pool::Slot>,
 }
 
 impl Backend {
@@ -230,6 +236,7 @@ impl Backend {
             units: VecDeque::new(),
             prepared: SessionMap::default(),
             settings: SessionMap::default(),
+            slot: None,
         }
     }
 
@@ -259,8 +266,12 @@ pub struct SessionState {
     pub pending: Vec<Option<SessionEffect>>,
     pub prepared: SessionMap<Bytes, Prepared>,
     pub next_version: u64,
-    /// Pinned to the primary (temp table, LISTEN, ...).
+    /// Pinned to the primary (temp table, LISTEN, ...). In transaction
+    /// mode the session also keeps its primary backend while pinned.
     pub pinned: Option<&'static str>,
+    /// A pin no check on the backend can lift (LOAD, set_config, a
+    /// statement the classifier could not read): `pinned` returns to it.
+    pub pinned_for_good: Option<&'static str>,
     /// `default_transaction_read_only` as the server reported it.
     pub default_read_only: bool,
     /// `default_transaction_isolation` is (or may be) serializable: set by

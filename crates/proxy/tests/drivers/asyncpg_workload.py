@@ -29,8 +29,9 @@ async def read_only(conn, label):
 
 async def main():
     host, port, user, password = sys.argv[1:5]
+    database = sys.argv[5] if len(sys.argv) > 5 else "postgres"
     conn = await asyncpg.connect(
-        host=host, port=int(port), user=user, password=password, database="postgres", ssl=False
+        host=host, port=int(port), user=user, password=password, database=database, ssl=False
     )
     await read_only(conn, "ro")
     async with conn.transaction():

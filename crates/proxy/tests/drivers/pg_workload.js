@@ -28,8 +28,8 @@ async function readOnly(client, label) {
 }
 
 async function main() {
-  const [host, port, user, password] = process.argv.slice(2);
-  const client = new Client({ host, port: Number(port), user, password, database: 'postgres' });
+  const [host, port, user, password, database = 'postgres'] = process.argv.slice(2);
+  const client = new Client({ host, port: Number(port), user, password, database });
   await client.connect();
   await readOnly(client, 'ro');
   await client.query('BEGIN');
