@@ -116,7 +116,7 @@ async fn insert(primary: &Client, from: i32, to: i32) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn backup_and_point_in_time_restores() {
-    let c = TestCluster::up(bin(), 2, "").expect("cluster");
+    let c = TestCluster::up(bin(), 2, "[backup]\nkeep = 1\n").expect("cluster");
     let primary = c.connect("node1").await.unwrap();
     primary
         .batch_execute("CREATE TABLE t (id int PRIMARY KEY, v text)")
@@ -253,7 +253,8 @@ async fn backup_and_point_in_time_restores() {
         assert!(r.ok(), "{}", r.stderr());
     }
     // Back, but corrupt: one flipped byte in the payload.
-    let mut bytes = std::fs::read(&aside).unwrap();
+    let original = std::fs::read(&aside).unwrap();
+    let mut bytes = original.clone();
     let i = bytes.len() / 2;
     bytes[i] ^= 0xff;
     std::fs::write(&aside, &bytes).unwrap();
@@ -272,4 +273,130 @@ async fn backup_and_point_in_time_restores() {
         );
         assert!(r.stderr().contains("corrupt"), "{}", r.stderr());
     }
+    std::fs::write(&archived, &original).unwrap();
+
+    retention_keeps_what_backups_and_standbys_need(&c, &primary, &list[0]["id"]).await;
+}
+
+fn archived_segments(c: &TestCluster) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(&c.config.archive_dir)
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| n.len() == 24)
+        .collect();
+    v.sort();
+    v
+}
+
+/// `[backup] keep = 1`: the next backup removes the first one, but the WAL
+/// a standby (replay paused, so behind) still needs stays until it caught
+/// up; the kept backup restores to the latest WAL after the clean.
+async fn retention_keeps_what_backups_and_standbys_need(
+    c: &TestCluster,
+    primary: &Client,
+    first_id: &serde_json::Value,
+) {
+    let out = c.pgha(&["archive", "clean", "--keep-backups", "0"]);
+    assert!(!out.status.success(), "keeping no backup is refused");
+
+    let standby = c.connect("node2").await.unwrap();
+    standby
+        .batch_execute("SELECT pg_wal_replay_pause()")
+        .await
+        .unwrap();
+    let behind: String = wait_until("replay paused", Duration::from_secs(30), || {
+        futures_lite_block(async {
+            let r = standby
+                .query_one(
+                    "SELECT pg_get_wal_replay_pause_state(), pg_last_wal_replay_lsn()::text",
+                    &[],
+                )
+                .await
+                .ok()?;
+            // "pause requested" until the next record arrives: replay is
+            // held before it either way.
+            (r.get::<_, String>(0) != "not paused").then(|| segment_of(&r.get::<_, String>(1)))
+        })
+    })
+    .unwrap();
+    primary
+        .batch_execute(
+            "CREATE TABLE later (id int); INSERT INTO later SELECT generate_series(1, 300)",
+        )
+        .await
+        .unwrap();
+    switch_and_archive(c, primary).await;
+    switch_and_archive(c, primary).await;
+
+    let out = c.pgha(&["backup", "--from-primary"]);
+    assert!(out.status.success(), "{}", describe(&out));
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        text.contains(&format!("deleted backup {}", first_id.as_str().unwrap())),
+        "{text}"
+    );
+    assert!(text.contains("member node2 still needs WAL"), "{text}");
+    let list: serde_json::Value =
+        serde_json::from_slice(&c.pgha(&["backup", "list", "--json"]).stdout).unwrap();
+    assert_eq!(list.as_array().unwrap().len(), 1, "{list}");
+    let segs = archived_segments(c);
+    assert!(
+        segs.contains(&behind),
+        "WAL the standby needs ({behind}) is kept: {segs:?}"
+    );
+    assert!(
+        segs.iter().all(|s| s.as_str() >= behind.as_str()),
+        "older WAL is gone: {segs:?}"
+    );
+
+    // Once the standby caught up, a clean lets that WAL go too.
+    standby
+        .batch_execute("SELECT pg_wal_replay_resume()")
+        .await
+        .unwrap();
+    let head: String = primary
+        .query_one("SELECT pg_current_wal_lsn()::text", &[])
+        .await
+        .unwrap()
+        .get(0);
+    wait_until("standby caught up", Duration::from_secs(60), || {
+        futures_lite_block(async {
+            let r = standby
+                .query_one(
+                    "SELECT pg_last_wal_replay_lsn() >= $1::text::pg_lsn",
+                    &[&head],
+                )
+                .await
+                .ok()?;
+            r.get::<_, bool>(0).then_some(())
+        })
+    })
+    .unwrap();
+    let out = c.pgha(&["archive", "clean"]);
+    assert!(out.status.success(), "{}", describe(&out));
+    let segs = archived_segments(c);
+    assert!(
+        !segs.contains(&behind),
+        "{behind} is no longer needed: {segs:?}"
+    );
+
+    // The kept backup still restores, to the latest WAL.
+    let r = restore(c, "after-clean", &["--latest"]);
+    assert!(r.ok(), "{}", r.stderr());
+    let db = connect(c, r.port).await;
+    assert_eq!(count(&db, "SELECT count(*) FROM later").await, 300);
+}
+
+/// The timeline-1 segment (16 MB) holding `lsn` (pg_walfile_name() is not
+/// available during recovery).
+fn segment_of(lsn: &str) -> String {
+    let (hi, lo) = lsn.split_once('/').unwrap();
+    let lsn = (u64::from_str_radix(hi, 16).unwrap() << 32) | u64::from_str_radix(lo, 16).unwrap();
+    let segno = lsn >> 24;
+    format!("00000001{:08X}{:08X}", segno >> 8, segno & 0xff)
+}
+
+/// Run a future to completion from a synchronous wait closure.
+fn futures_lite_block<T>(f: impl std::future::Future<Output = T>) -> T {
+    tokio::task::block_in_place(|| tokio::runtime::Handle::current().block_on(f))
 }

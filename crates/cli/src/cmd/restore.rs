@@ -458,6 +458,8 @@ async fn restore_into(
             let fatal: Vec<&str> = log_text
                 .lines()
                 .filter(|l| l.contains("FATAL") || l.contains("PANIC") || l.contains("pgha: error"))
+                // Our own connection attempts while it starts.
+                .filter(|l| !l.contains("the database system is"))
                 .collect();
             let hole = match problem {
                 Some(p) => format!(" The archive's first unusable WAL after the backup: {p}."),
