@@ -13,8 +13,8 @@
 
 use crate::target::{Target, TargetArgs};
 use anyhow::{anyhow, bail, Context};
-use pgha_archive::backups::{check_restore_point_name, MANIFEST_FILE};
-use pgha_archive::{Archive, BackupRecord, RestorePoint};
+use pgha_archive::backups::{check_restore_point_name, MANIFEST_FILE, PAYLOAD_FILE};
+use pgha_archive::{BackupRecord, RestorePoint, Store};
 use pgha_config::Member;
 use pgha_postgres::probe::{self, ServerStatus};
 use pgha_postgres::{PgBinaries, ServiceUser};
@@ -190,6 +190,23 @@ fn choose<'p, 'a>(probed: &'p [Probed<'a>], source: &Source) -> anyhow::Result<&
     }
 }
 
+/// The cluster's archive: its directory or its object store.
+pub fn store_of(target: &Target) -> anyhow::Result<Store> {
+    let cfg = &target.config;
+    Store::open(&cfg.archive_location(), cfg.archive_s3_config.as_deref())
+        .context("open the archive")
+}
+
+/// Where backups for an object store are staged: `backup-staging` beside
+/// the cluster config (a directory of its own, never the system temp dir).
+pub fn local_staging_root(target: &Target) -> std::path::PathBuf {
+    target
+        .source
+        .parent()
+        .unwrap_or(Path::new("."))
+        .join("backup-staging")
+}
+
 /// A backup id: the UTC start time, which also orders backups.
 fn backup_id(now: SystemTime) -> String {
     humantime::format_rfc3339_seconds(now)
@@ -204,7 +221,7 @@ pub fn now_rfc3339() -> String {
 /// Take, verify and store one backup; returns its record.
 pub async fn take(target: &Target, source: Source) -> anyhow::Result<BackupRecord> {
     let cfg = &target.config;
-    let archive = Archive::open(&cfg.archive_dir).context("open the archive")?;
+    let store = store_of(target)?;
     let bins = PgBinaries::locate(cfg.bin_dir.as_deref())?;
     let user = ServiceUser::resolve(&cfg.os_user)?;
     let probed = probe_members(target).await?;
@@ -232,16 +249,22 @@ pub async fn take(target: &Target, source: Source) -> anyhow::Result<BackupRecor
 
     let started = SystemTime::now();
     let id = backup_id(started);
-    archive.sweep_backup_staging(None)?;
-    let staging = archive.backup_staging(&id);
-    user.make_dir(&archive.backups_dir(), 0o700)?;
-    user.make_dir(staging.parent().unwrap_or(&staging), 0o700)?;
+    let root = local_staging_root(target);
+    match &store {
+        Store::Dir(a) => {
+            user.make_dir(&a.backups_dir(), 0o700)?;
+            user.make_dir(a.backup_staging(&id).parent().unwrap_or(&root), 0o700)?;
+        }
+        Store::S3(_) => user.make_dir(&root, 0o700)?,
+    }
+    store.sweep_staging(&root)?;
+    let staging = store.staging_dir(&id, &root);
     user.make_dir(&staging, 0o700)?;
     std::fs::write(staging.join("pid"), std::process::id().to_string())
         .context("write the staging pid file")?;
     let result = take_into(
         target,
-        &archive,
+        &store,
         &bins,
         &user,
         src,
@@ -262,7 +285,7 @@ pub async fn take(target: &Target, source: Source) -> anyhow::Result<BackupRecor
 #[allow(clippy::too_many_arguments)]
 async fn take_into(
     target: &Target,
-    archive: &Archive,
+    store: &Store,
     bins: &PgBinaries,
     user: &ServiceUser,
     src: &Probed<'_>,
@@ -328,10 +351,9 @@ async fn take_into(
 
     crate::outln!("backup {id}: packing (tar, zstd, sha256)");
     let header = {
-        let archive = archive.clone();
-        let id = id.to_string();
+        let payload = staging.join(PAYLOAD_FILE);
         let data = data.clone();
-        tokio::task::spawn_blocking(move || pack(&archive, &id, &data))
+        tokio::task::spawn_blocking(move || pack(&payload, &data))
             .await
             .context("packing task")??
     };
@@ -356,15 +378,19 @@ async fn take_into(
         sha256: header.sha256_hex(),
         pg_version: pg_version.to_string(),
     };
-    archive
-        .commit_backup(&record)
-        .context("store the backup record")?;
+    if let Store::S3(s3) = store {
+        crate::outln!("backup {id}: uploading to {}", s3.url());
+    }
+    store
+        .commit_backup(&record, staging)
+        .await
+        .context("store the backup")?;
     Ok(record)
 }
 
 /// Tar the directory into the staged payload (tar runs as the current
 /// user: root or the service user can read the copy).
-fn pack(archive: &Archive, id: &str, data: &Path) -> anyhow::Result<pgha_archive::Header> {
+fn pack(payload: &Path, data: &Path) -> anyhow::Result<pgha_archive::Header> {
     let mut child = std::process::Command::new("tar")
         .arg("-C")
         .arg(data)
@@ -378,7 +404,7 @@ fn pack(archive: &Archive, id: &str, data: &Path) -> anyhow::Result<pgha_archive
         .stdout
         .take()
         .ok_or_else(|| anyhow!("tar has no stdout"))?;
-    let header = archive.write_backup_payload(id, stdout);
+    let header = pgha_archive::backups::write_payload_file(payload, stdout);
     let out = child.wait_with_output().context("wait for tar")?;
     if !out.status.success() {
         bail!(
@@ -481,8 +507,9 @@ fn wal_ranges(manifest: &str) -> anyhow::Result<WalRange> {
 
 fn list(args: ListArgs) -> anyhow::Result<ExitCode> {
     let target = Target::resolve(&args.target)?;
-    let archive = Archive::open(&target.config.archive_dir).context("open the archive")?;
-    let entries = archive.list_backups().context("list backups")?;
+    let store = store_of(&target)?;
+    let rt = tokio::runtime::Runtime::new().context("start the async runtime")?;
+    let entries = rt.block_on(store.list_backups()).context("list backups")?;
     if args.json {
         let records: Vec<serde_json::Value> = entries
             .iter()
@@ -534,8 +561,8 @@ pub fn restore_point(args: RestorePointArgs) -> anyhow::Result<ExitCode> {
     let rt = tokio::runtime::Runtime::new().context("start the async runtime")?;
     rt.block_on(async {
         let target = Target::resolve(&args.target)?;
-        let archive = Archive::open(&target.config.archive_dir).context("open the archive")?;
-        if archive.restore_point(&args.name)?.is_some() {
+        let store = store_of(&target)?;
+        if store.restore_point(&args.name).await?.is_some() {
             bail!(
                 "a restore point named {} exists already; choose another name",
                 args.name
@@ -566,7 +593,7 @@ pub fn restore_point(args: RestorePointArgs) -> anyhow::Result<ExitCode> {
             timeline: tli as u32,
             time: now_rfc3339(),
         };
-        archive.save_restore_point(&point)?;
+        store.save_restore_point(&point).await?;
         crate::outln!(
             "restore point {} at {lsn} on timeline {tli} (primary {}); restore with `pgha restore --name {}`",
             args.name,
