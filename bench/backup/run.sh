@@ -23,6 +23,7 @@ rounds=${3:-2}
 bindir=/usr/lib/postgresql/15/bin
 work=$(mktemp -d /tmp/pgha-bench-backup.XXXXXX)
 chmod 755 "$work"
+chown postgres: "$work"
 moto_pid=""
 cleanup() {
   "$bin" down --dir "$work/c" >/dev/null 2>&1 || true
@@ -100,10 +101,10 @@ for r in $(seq "$rounds"); do
   pgha_stored=$(du -sb "$work"/c/archive/backups/2* | tail -1 | cut -f1)
   rm -rf "$work/plain" "$work/tar"
   t=$(date +%s%N)
-  as_pg env PGPASSFILE="$work/c/secrets/pgpass" "$bindir/pg_basebackup" -h 127.0.0.1 -p "$p2" -U replicator -D "$work/plain" -Fp -X stream -c fast --no-password
+  as_pg env -u PGPASSWORD PGPASSFILE="$work/c/secrets/pgpass" "$bindir/pg_basebackup" -h 127.0.0.1 -p "$p2" -U replicator -D "$work/plain" -Fp -X stream -c fast --no-password
   plain_ms=$(ms_since "$t"); plain_bytes=$(dir_bytes "$work/plain")
   t=$(date +%s%N)
-  as_pg env PGPASSFILE="$work/c/secrets/pgpass" "$bindir/pg_basebackup" -h 127.0.0.1 -p "$p2" -U replicator -D "$work/tar" -Ft -X stream -c fast --compress=client-zstd --no-password
+  as_pg env -u PGPASSWORD PGPASSFILE="$work/c/secrets/pgpass" "$bindir/pg_basebackup" -h 127.0.0.1 -p "$p2" -U replicator -D "$work/tar" -Ft -X stream -c fast --compress=client-zstd --no-password
   tar_ms=$(ms_since "$t"); tar_bytes=$(dir_bytes "$work/tar")
   t=$(date +%s%N); pgbr backup --type=full >/dev/null; pgbr_ms=$(ms_since "$t")
   pgbr_bytes=$(dir_bytes "$work/pgbr/repo/backup/bench/$(ls "$work/pgbr/repo/backup/bench" | grep -E 'F$' | tail -1)")
@@ -156,7 +157,7 @@ PY
   printf 'endpoint = http://127.0.0.1:%s\naccess_key_id = bench\nsecret_access_key = bench\n' "$mp" >"$work/push/s3.conf"
   s3_push_ms=$(push_ms s3://pgha-bench/a --s3-config "$work/push/s3.conf" --parallel 1)
   # Four ready files at once: mean per file with --parallel 4.
-  rm -f "$work/push/pg_wal/"*
+  find "$work/push/pg_wal" -maxdepth 1 -type f -delete
   for i in $(seq 4); do n=$(printf 'E000000100000000%08X' "$i"); cp "$work/push/seg" "$work/push/pg_wal/$n"; touch "$work/push/pg_wal/archive_status/$n.ready"; done
   s=$(date +%s%N)
   (cd "$work/push" && "$bin" wal-push --archive s3://pgha-bench/b --s3-config s3.conf --parallel 4 pg_wal/E00000010000000000000001 >/dev/null 2>&1)
