@@ -190,6 +190,26 @@ async fn wal_and_backups_on_an_s3_compatible_store() {
     assert_eq!(first[0]["state"], "verified");
     let first_id = first[0]["id"].as_str().unwrap().to_string();
 
+    // One backup at a time in the cluster: a held lock refuses another.
+    {
+        use pgha_dcs::Dcs;
+        let dcs = pgha_dcs::EtcdDcs::new(c.config.dcs.clone()).unwrap();
+        let keys = pgha_dcs::ClusterKeys::new(&c.config.dcs.namespace, &c.config.name).unwrap();
+        let key = format!("{}backup-lock", keys.prefix());
+        assert!(dcs
+            .create_if_absent(&key, b"pid 1 on test", None)
+            .await
+            .unwrap());
+        let out = c.pgha(&["backup"]);
+        assert!(!out.status.success(), "{}", describe(&out));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("another backup is running (pid 1 on test)"),
+            "{err}"
+        );
+        assert!(dcs.delete(&key).await.unwrap());
+    }
+
     // More rows, archived through archive_command into the bucket.
     primary
         .batch_execute("INSERT INTO t SELECT generate_series(1001, 2000)")

@@ -85,21 +85,23 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                     (None, false) if target.config.file.backup.from_primary => Source::Primary,
                     (None, false) => Source::Standby,
                 };
-                let record = take(&target, choice).await?;
-                crate::outln!(
-                    "backup {} verified and stored: timeline {}, {} .. {}, {} bytes ({} stored)",
-                    record.id,
-                    record.timeline,
-                    record.start_lsn,
-                    record.end_lsn,
-                    record.original_bytes,
-                    record.stored_bytes
-                );
-                crate::cmd::retention::after_backup(&target).await?;
+                take(&target, choice).await?;
                 Ok(ExitCode::SUCCESS)
             })
         }
     }
+}
+
+fn print_taken(record: &BackupRecord) {
+    crate::outln!(
+        "backup {} verified and stored: timeline {}, {} .. {}, {} bytes ({} stored)",
+        record.id,
+        record.timeline,
+        record.start_lsn,
+        record.end_lsn,
+        record.original_bytes,
+        record.stored_bytes
+    );
 }
 
 /// Which member to copy.
@@ -218,8 +220,99 @@ pub fn now_rfc3339() -> String {
     humantime::format_rfc3339_millis(SystemTime::now()).to_string()
 }
 
-/// Take, verify and store one backup; returns its record.
+/// TTL of the backup lock's lease; renewed every third of it while the
+/// backup runs, so a killed backup frees the lock within this time.
+const LOCK_TTL_SECS: i64 = 30;
+
+/// The etcd key that makes backups one at a time in the cluster.
+pub fn lock_key(target: &Target) -> String {
+    format!("{}backup-lock", target.keys.prefix())
+}
+
+/// The cluster-wide backup lock: an etcd key on a lease that a background
+/// task keeps alive until [`BackupLock::release`] (or the process dies and
+/// the lease expires).
+pub struct BackupLock {
+    dcs: pgha_dcs::EtcdDcs,
+    lease: pgha_dcs::LeaseId,
+    keeper: tokio::task::JoinHandle<()>,
+}
+
+impl BackupLock {
+    pub async fn acquire(target: &Target) -> anyhow::Result<BackupLock> {
+        use pgha_dcs::Dcs;
+        let dcs = target.dcs()?;
+        let key = lock_key(target);
+        let lease = dcs
+            .grant_lease(LOCK_TTL_SECS)
+            .await
+            .context("take the cluster-wide backup lock in etcd")?;
+        let holder = format!(
+            "pid {} on {}",
+            std::process::id(),
+            std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .map(|h| h.trim().to_string())
+                .unwrap_or_default()
+        );
+        let won = dcs
+            .create_if_absent(&key, holder.as_bytes(), Some(lease.id))
+            .await
+            .context("take the cluster-wide backup lock in etcd")?;
+        if !won {
+            let _ = dcs.revoke_lease(lease.id).await;
+            let who = dcs
+                .get(&key)
+                .await
+                .ok()
+                .and_then(|r| r.kv)
+                .map(|kv| kv.value_str().into_owned())
+                .unwrap_or_else(|| "?".into());
+            bail!("another backup is running ({who}); only one runs at a time in the cluster");
+        }
+        let keeper = {
+            let dcs = dcs.clone();
+            let id = lease.id;
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(Duration::from_secs(LOCK_TTL_SECS as u64 / 3)).await;
+                    if let Err(e) = dcs.keep_alive(id).await {
+                        tracing::warn!("renewing the backup lock: {e}");
+                    }
+                }
+            })
+        };
+        Ok(BackupLock {
+            dcs,
+            lease: lease.id,
+            keeper,
+        })
+    }
+
+    pub async fn release(self) {
+        use pgha_dcs::Dcs;
+        self.keeper.abort();
+        let _ = self.dcs.revoke_lease(self.lease).await;
+    }
+}
+
+/// Take, verify and store one backup under the cluster-wide lock.
 pub async fn take(target: &Target, source: Source) -> anyhow::Result<BackupRecord> {
+    let lock = BackupLock::acquire(target).await?;
+    let result = take_unlocked(target, source).await;
+    let result = match result {
+        Ok(record) => {
+            print_taken(&record);
+            crate::cmd::retention::after_backup(target)
+                .await
+                .map(|()| record)
+        }
+        Err(e) => Err(e),
+    };
+    lock.release().await;
+    result
+}
+
+async fn take_unlocked(target: &Target, source: Source) -> anyhow::Result<BackupRecord> {
     let cfg = &target.config;
     let store = store_of(target)?;
     let bins = PgBinaries::locate(cfg.bin_dir.as_deref())?;
