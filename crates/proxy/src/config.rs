@@ -262,12 +262,39 @@ impl ProxySettings {
             path: path.into(),
             source,
         })?;
-        let s: ProxySettings = toml::from_str(&text).map_err(|source| ConfigError::Parse {
+        let mut s: ProxySettings = toml::from_str(&text).map_err(|source| ConfigError::Parse {
             path: path.into(),
             source,
         })?;
+        if let Some(dir) = path.parent() {
+            s.resolve_relative_paths(dir);
+        }
         s.validate()?;
         Ok(s)
+    }
+
+    /// Takes every relative file path of the settings (secrets, TLS files,
+    /// the etcd password file) relative to `dir`, the config file's own
+    /// directory, as the cluster config does: the proxy then reads the same
+    /// files whatever directory it was started from.
+    pub fn resolve_relative_paths(&mut self, dir: &Path) {
+        let fix = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = dir.join(&*p);
+            }
+        };
+        fix(&mut self.monitor_password_file);
+        if let Some(p) = self.tls_cert_file.as_mut() {
+            fix(p);
+        }
+        if let Some(p) = self.tls_key_file.as_mut() {
+            fix(p);
+        }
+        if let TopologySettings::Etcd { dcs, .. } = &mut self.topology {
+            if let Some(p) = dcs.password_file.as_mut() {
+                fix(p);
+            }
+        }
     }
 
     /// Cross-field checks.
@@ -446,6 +473,38 @@ mod tests {
             let s: ProxySettings = toml::from_str(&format!("{base}{line}\n{topo}")).unwrap();
             let e = s.validate().unwrap_err().to_string();
             assert!(e.contains(key), "{line}: {e}");
+        }
+    }
+
+    #[test]
+    fn relative_paths_are_taken_from_the_config_files_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("proxy.toml");
+        std::fs::write(
+            &file,
+            "monitor_password_file = \"secrets/monitor.password\"\n\
+             tls_cert_file = \"/etc/pgha/proxy.crt\"\n\
+             tls_key_file = \"tls/proxy.key\"\n\
+             [topology]\nkind = \"etcd\"\ncluster = \"c\"\n\
+             [topology.dcs]\nusername = \"u\"\npassword_file = \"secrets/etcd.password\"\n",
+        )
+        .unwrap();
+        let s = ProxySettings::load(&file).unwrap();
+        assert_eq!(
+            s.monitor_password_file,
+            dir.path().join("secrets/monitor.password")
+        );
+        assert_eq!(
+            s.tls_cert_file.as_deref(),
+            Some(Path::new("/etc/pgha/proxy.crt"))
+        );
+        assert_eq!(s.tls_key_file, Some(dir.path().join("tls/proxy.key")));
+        match s.topology {
+            TopologySettings::Etcd { dcs, .. } => assert_eq!(
+                dcs.password_file,
+                Some(dir.path().join("secrets/etcd.password"))
+            ),
+            other => panic!("expected an etcd topology, got {other:?}"),
         }
     }
 
