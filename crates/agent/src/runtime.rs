@@ -337,6 +337,8 @@ impl Agent {
             reinit_requested: self.mem.reinit_requested,
             switchover_seen: self.mem.switchover_seen,
             sync_in_doubt: self.mem.sync_in_doubt,
+            promise: None,
+            failsafe: None,
         }
     }
 
