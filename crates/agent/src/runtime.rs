@@ -113,6 +113,7 @@ pub fn initial_config(cfg: &ClusterConfig) -> DynamicConfig {
         fence_margin: ms(cfg.ha.loop_wait),
         sync_quorum: cfg.sync_quorum,
         allow_async_fallback: cfg.ha.allow_async_fallback,
+        failsafe_mode: cfg.ha.failsafe_mode,
         ..DynamicConfig::default()
     }
 }
