@@ -194,6 +194,8 @@ class Bench:
 
     def variants(self, scenario):
         """(label, cluster name, patroni settings or None), in run order."""
+        if scenario == "etcd":
+            return self.etcd_variants()
         v = [("pgha", "pgha", None)]
         for name, _, _ in self.patroni_builds():
             if "default" in self.args.settings and (scenario != "stop" or self.args.stop_default):
@@ -204,6 +206,16 @@ class Bench:
         for name, _, _ in self.patroni_builds():
             if "ttl5" in self.args.settings and name == "patroni3":
                 v.append((f"{name}-ttl5", name, PATRONI_TTL5))
+        return v
+
+    def etcd_variants(self):
+        """The etcd outage: failsafe mode on and off, pgha and each Patroni
+        (its fast settings; failsafe_mode is dynamic config in both)."""
+        v = [("pgha", "pgha", {"failsafe_mode": True}),
+             ("pgha-failsafe-off", "pgha", {"failsafe_mode": False})]
+        for name, _, _ in self.patroni_builds():
+            v.append((f"{name}-fast-failsafe", name, {**PATRONI_FAST, "failsafe_mode": True}))
+            v.append((f"{name}-fast", name, {**PATRONI_FAST, "failsafe_mode": False}))
         return v
 
     # --- measurements ----------------------------------------------------
@@ -319,6 +331,14 @@ class Bench:
                 clusters.signal_pid(pid, signal.SIGCONT)
                 extra["continued_after_s"] = round(time.monotonic() - t, 3)
             return ok, t, wall, extra
+        if sc == "etcd":
+            t, wall = time.monotonic(), time.time()
+            c.kill_etcd()
+            time.sleep(self.args.outage)
+            extra["outage_s"] = round(time.monotonic() - t, 3)
+            c.start_etcd()
+            extra["etcd_back_after_s"] = round(time.monotonic() - t, 3)
+            return w.wait_ack_after(time.monotonic(), self.args.timeout), t, wall, extra
         raise ValueError(sc)
 
     def restore(self, sc, c, primary):
@@ -406,7 +426,7 @@ def version(binary):
 
 
 SCENARIOS = {"rto": ["node", "pg"], "node": ["node"], "pg": ["pg"], "switchover": ["switch"],
-             "sigstop": ["stop"], "all": ["node", "pg", "switch", "stop"]}
+             "sigstop": ["stop"], "etcd": ["etcd"], "all": ["node", "pg", "switch", "stop"]}
 
 
 def main():
@@ -425,6 +445,7 @@ def main():
                         "its fast settings: the same outcome, minutes shorter)")
     p.add_argument("--timeout", type=float, default=120.0, help="bound on one recovery")
     p.add_argument("--tail", type=float, default=2.0, help="seconds of writes after recovery")
+    p.add_argument("--outage", type=float, default=20.0, help="seconds etcd stays down (scenario etcd)")
     p.add_argument("--out", help="JSON result path (default bench/results/ha-<date>-<HHMM>-<what>.json, UTC)")
     p.add_argument("--keep", action="store_true", help="keep the temp dir (logs) at the end")
     args = p.parse_args()

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # HA benchmarks, pgha against Patroni, interleaved (see harness.py):
-#   bench/ha/run.sh rto|node|pg|switchover|sigstop|bootstrap|all|everything [--rounds N] [--keep]
+#   bench/ha/run.sh rto|node|pg|switchover|sigstop|etcd|bootstrap|all|everything [--rounds N] [--keep]
+# `etcd` = etcd killed for --outage seconds (20) under writes, failsafe mode on and off.
 # `all` = node crash, PostgreSQL crash, switchover and SIGSTOP on one set of
 # clusters; `everything` = bootstrap, then all. Needs bench/ha/install.sh
 # once. PGHA_BIN picks the pgha binary (default target/release/pgha, else

@@ -5,6 +5,7 @@
 
 pub mod api;
 mod execute;
+pub mod failsafe;
 pub mod lease;
 pub mod observe;
 pub mod runtime;

@@ -17,6 +17,7 @@
 //! PostgreSQL is shut down as on SIGTERM, and [`Agent::run`] returns
 //! [`Exit::TaskEnded`] so the caller exits non-zero.
 
+use crate::failsafe::Failsafe;
 use crate::lease::LeaseKeeper;
 use crate::observe::{self, PgMemory};
 use crate::status::{AgentCommand, AgentStatus, DecisionRecord, DECISION_HISTORY};
@@ -79,6 +80,8 @@ pub struct Agent {
     pub(crate) keys: ClusterKeys,
     pub(crate) mem: Memory,
     pub(crate) keeper: LeaseKeeper,
+    /// Failsafe promises, shared with the REST API and the prober task.
+    pub(crate) failsafe: Failsafe,
     /// The supervised background tasks (see [`Agent::supervise`]).
     tasks: Tasks,
     pub(crate) client: Option<Client>,
@@ -110,6 +113,7 @@ pub fn initial_config(cfg: &ClusterConfig) -> DynamicConfig {
         fence_margin: ms(cfg.ha.loop_wait),
         sync_quorum: cfg.sync_quorum,
         allow_async_fallback: cfg.ha.allow_async_fallback,
+        failsafe_mode: cfg.ha.failsafe_mode,
         ..DynamicConfig::default()
     }
 }
@@ -145,7 +149,13 @@ impl Agent {
         let started = Instant::now();
         let period = Duration::from_millis((last_config.ttl.0 / 4).clamp(100, 2_000));
         let keeper = LeaseKeeper::new(started);
+        let failsafe = Failsafe::new(&me.name, &secrets.api_token, started);
         let mut tasks = Tasks::default();
+        let prober = failsafe.clone().run();
+        tasks.spawn("failsafe prober", async move {
+            prober.await;
+            Ok(())
+        });
         let renew = keeper.clone().run(dcs.clone(), period);
         tasks.spawn("lease keeper", async move {
             renew.await;
@@ -162,6 +172,7 @@ impl Agent {
                 keys,
                 mem: Memory::default(),
                 keeper,
+                failsafe,
                 tasks,
                 client: None,
                 last_config,
@@ -181,6 +192,11 @@ impl Agent {
 
     pub fn api_token(&self) -> String {
         self.secrets.api_token.clone()
+    }
+
+    /// The failsafe handle the REST API answers `POST /failsafe` with.
+    pub fn failsafe(&self) -> Failsafe {
+        self.failsafe.clone()
     }
 
     /// Runs `task` as part of the agent, supervised with its own tasks: if
@@ -298,11 +314,25 @@ impl Agent {
             }
         }
         let dcs_view = snap.dcs_view(&self.last_config);
+        self.failsafe.observed(&local, &dcs_view);
+        if self.failsafe.asking() {
+            self.failsafe.round(self.failsafe.round_timeout()).await;
+        }
+        local.promise = self.failsafe.promise();
+        local.failsafe = self.failsafe.confirmations();
+        // After the DCS read and the promise round, which may have taken a
+        // request timeout: lease and promises are judged at this moment.
+        let now = self.now();
         let decision = pgha_core::decide(&local, &dcs_view, now);
         self.log_decision(&decision);
         self.stepped = false;
         for action in &decision.actions {
             self.keeper.heartbeat();
+            if let Err(why) = self.failsafe.gate(action) {
+                tracing::warn!(member = %self.me.name, action = %action, "{why}");
+                self.stepped = false;
+                break;
+            }
             if let Err(e) = self.execute(action).await {
                 tracing::warn!(member = %self.me.name, action = %action, "action failed: {e:#}");
                 self.client = None;
@@ -311,6 +341,7 @@ impl Agent {
             }
             self.stepped |= !matches!(action, Action::PublishMember(_) | Action::RenewLeader);
         }
+        self.failsafe.settle(self.mem.detached.is_some());
         if let Some(v) = &snap.view {
             self.maintain_slots(v).await;
         }
@@ -337,6 +368,8 @@ impl Agent {
             reinit_requested: self.mem.reinit_requested,
             switchover_seen: self.mem.switchover_seen,
             sync_in_doubt: self.mem.sync_in_doubt,
+            promise: None,
+            failsafe: None,
         }
     }
 

@@ -151,6 +151,15 @@ pub struct HaFile {
     /// (loud warning) instead of blocking writes. Default false.
     #[serde(default)]
     pub allow_async_fallback: bool,
+    /// While etcd is unreachable, keep taking writes past the lease as long
+    /// as k members of the sync set promise not to promote (see
+    /// docs/failover.md, "The failsafe rule"). Default true.
+    #[serde(default = "default_true")]
+    pub failsafe_mode: bool,
+}
+
+fn default_true() -> bool {
+    true
 }
 
 fn default_ttl() -> Duration {
@@ -166,6 +175,7 @@ impl Default for HaFile {
             ttl: default_ttl(),
             loop_wait: default_loop_wait(),
             allow_async_fallback: false,
+            failsafe_mode: true,
         }
     }
 }

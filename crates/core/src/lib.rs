@@ -41,6 +41,7 @@
 
 pub mod action;
 pub mod decide;
+pub mod failsafe;
 pub mod local;
 pub mod lsn;
 pub mod member;
@@ -52,6 +53,7 @@ pub mod view;
 
 pub use action::{Action, Decision, DemoteKind, Upstream};
 pub use decide::{decide, member_record};
+pub use failsafe::{Confirmations, Promise, PromiseRequest};
 pub use local::{
     DataDir, LeaseState, LocalState, PgState, ReplicaStatus, SwitchoverSeen, SyncInDoubt,
     SyncNamesState,

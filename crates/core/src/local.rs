@@ -153,6 +153,17 @@ pub struct LocalState {
     /// [`SyncInDoubt::after_restart`].
     #[serde(default)]
     pub sync_in_doubt: Option<SyncInDoubt>,
+    /// Runtime memory (standby): the failsafe promise this member gave the
+    /// leader during a DCS outage (`failsafe::grant`). Losing it is safe:
+    /// the promotion rule alone keeps acknowledged commits; the promise only
+    /// keeps the leader's writes from being a dead end.
+    #[serde(default)]
+    pub promise: Option<crate::failsafe::Promise>,
+    /// Runtime memory (leader): the failsafe promises it holds and the sync
+    /// set they are counted against (`failsafe::writes_may_continue`).
+    /// `None` when this node does not lead or did not ask.
+    #[serde(default)]
+    pub failsafe: Option<crate::failsafe::Confirmations>,
 }
 
 /// A `/sync` write with an unknown outcome: it may have landed, or may

@@ -105,6 +105,10 @@ pub struct DynamicConfig {
     /// down anyway (transactions still open then fail). Default 5 s.
     #[serde(rename = "switchover_drain_timeout_ms")]
     pub switchover_drain_timeout: Millis,
+    /// While the DCS is unreachable, the leader keeps taking writes past its
+    /// lease as long as k members of the sync set promise over the agents'
+    /// API not to promote (`failsafe.rs`). Default on.
+    pub failsafe_mode: bool,
 }
 
 impl Default for DynamicConfig {
@@ -120,6 +124,7 @@ impl Default for DynamicConfig {
             primary_start_timeout: Millis(5000),
             switchover_max_lag: 16 << 20,
             switchover_drain_timeout: Millis(5000),
+            failsafe_mode: true,
         }
     }
 }

@@ -204,6 +204,25 @@ impl TestCluster {
         kill_postmaster(&m.data_dir);
     }
 
+    /// SIGKILL the dev cluster's etcd (its data is kept); returns whether
+    /// it ran. [`TestCluster::start_etcd`] brings it back.
+    pub fn kill_etcd(&self) -> bool {
+        let pid = recorded_pid(&self.pid_file("etcd"), "etcd");
+        if let Some(pid) = pid {
+            signal(pid, Signal::SIGKILL);
+            let _ = crate::wait_until("etcd exits", Duration::from_secs(10), || {
+                (!alive(pid)).then_some(())
+            });
+        }
+        pid.is_some()
+    }
+
+    /// Start the dev cluster's etcd again (`pgha up` starts what is not
+    /// running) on its data directory.
+    pub fn start_etcd(&self) -> Output {
+        self.pgha(&["up"])
+    }
+
     /// SIGSTOP / SIGCONT a member's agent (a hung agent).
     pub fn pause_agent(&self, member: &str, paused: bool) {
         if let Some(pid) = self.agent_pid(member) {

@@ -16,6 +16,7 @@
 //! | `/cluster` | always (cluster document) | |
 //! | `/config` | always (the dynamic config, or null before the first DCS read) | |
 //! | `POST /restart`, `POST /reinit` | done (token required) | 202/401/500/503 |
+//! | `POST /failsafe` | promise granted (token required; body `{"leader", "term"}`) | 400/401/409/503 |
 //!
 //! Health endpoints answer GET, HEAD and OPTIONS alike (HAProxy's `option
 //! httpchk` sends OPTIONS by default); their bodies are the node document.
@@ -29,7 +30,9 @@ pub mod control;
 pub mod docs;
 pub mod health;
 
+use crate::failsafe::Failsafe;
 use crate::status::{AgentCommand, AgentStatus};
+use axum::body::Bytes;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
@@ -59,6 +62,8 @@ struct ApiState {
     /// When the loop last published a snapshot (or when serving began).
     last_update: Arc<Mutex<Instant>>,
     command_wait: Duration,
+    /// Failsafe promises (`None`: `POST /failsafe` answers 503).
+    failsafe: Option<Failsafe>,
 }
 
 type Shared = Arc<ApiState>;
@@ -73,6 +78,19 @@ pub async fn serve(
     token: String,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    serve_agent(listener, status, commands, token, None, shutdown).await
+}
+
+/// [`serve`] for a running agent: also answers the leader's failsafe
+/// promise requests (`POST /failsafe`) through `failsafe`.
+pub async fn serve_agent(
+    listener: tokio::net::TcpListener,
+    status: watch::Receiver<AgentStatus>,
+    commands: mpsc::Sender<AgentCommand>,
+    token: String,
+    failsafe: Option<Failsafe>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
     let last_update = Arc::new(Mutex::new(Instant::now()));
     let watcher = tokio::spawn(track_updates(status.clone(), last_update.clone()));
     let state = Arc::new(ApiState {
@@ -81,6 +99,7 @@ pub async fn serve(
         token,
         last_update,
         command_wait: control::COMMAND_WAIT,
+        failsafe,
     });
     let addr = listener.local_addr().ok();
     tracing::info!(?addr, "REST API listening");
@@ -108,6 +127,7 @@ fn router(state: Shared) -> Router {
         .route("/liveness", any(liveness))
         .route("/restart", post(restart))
         .route("/reinit", post(reinit))
+        .route("/failsafe", post(failsafe_promise))
         .fallback(health_check)
         .with_state(state)
 }
@@ -222,4 +242,48 @@ async fn control_endpoint(st: &ApiState, headers: &HeaderMap, what: Control) -> 
     }
     let (code, body) = control::run_command(&st.commands, what, st.command_wait).await;
     (code, Json(body)).into_response()
+}
+
+/// `POST /failsafe`: the leader asks this member for a failsafe promise
+/// (`pgha_core::failsafe`). 200 with the promise's duration when granted,
+/// 409 with the reason when not.
+async fn failsafe_promise(State(st): State<Shared>, headers: HeaderMap, body: Bytes) -> Response {
+    if !control::authorized(&headers, &st.token) {
+        tracing::warn!("failsafe request without a valid token refused");
+        let body = json!({"ok": false, "error": "missing or wrong bearer token"});
+        return (StatusCode::UNAUTHORIZED, Json(body)).into_response();
+    }
+    let Some(failsafe) = &st.failsafe else {
+        let body = json!({"ok": false, "error": "this API serves no agent loop"});
+        return (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response();
+    };
+    let req: pgha_core::PromiseRequest = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => {
+            let error = format!("expected {{\"leader\": NAME, \"term\": N}}: {e}");
+            return (
+                StatusCode::BAD_REQUEST,
+                Json(json!({"ok": false, "error": error})),
+            )
+                .into_response();
+        }
+    };
+    match failsafe.request(&req) {
+        Ok(p) => {
+            tracing::debug!(leader = %p.leader, term = p.term, "failsafe promise granted");
+            (
+                StatusCode::OK,
+                Json(json!({"ok": true, "leader": p.leader, "term": p.term})),
+            )
+                .into_response()
+        }
+        Err(why) => {
+            tracing::info!(leader = %req.leader, "failsafe promise refused: {why}");
+            (
+                StatusCode::CONFLICT,
+                Json(json!({"ok": false, "error": why})),
+            )
+                .into_response()
+        }
+    }
 }

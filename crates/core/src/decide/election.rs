@@ -24,7 +24,9 @@ pub(crate) fn decide(ctx: &Ctx<'_>) -> Decision {
     if pg.is_running_primary() {
         if led_last || bootstrapper {
             let mut actions = Vec::new();
-            if !pg.fenced {
+            // Promises from k of S still hold: nobody can promote, so the
+            // key is ours to re-take without a pause in writes.
+            if !pg.fenced && !super::failsafe_ok(ctx.local, ctx.cfg(), ctx.now) {
                 actions.push(Action::Fence);
             }
             actions.push(Action::AcquireLeader);

@@ -305,7 +305,9 @@ fn switchover_from_me<'a>(ctx: &Ctx<'a>) -> Option<&'a SwitchoverRequest> {
 /// Established leader with a running primary.
 fn primary(ctx: &Ctx<'_>) -> Decision {
     let pg = &ctx.local.pg;
-    if !ctx.lease_ok() {
+    // Back from a DCS outage survived in failsafe mode: the promises still
+    // hold, so keep writing while the renew (first in this decision) runs.
+    if !ctx.lease_ok() && !super::failsafe_ok(ctx.local, ctx.cfg(), ctx.now) {
         let actions = if pg.fenced {
             vec![]
         } else {

@@ -68,6 +68,8 @@ impl World {
             reinit_requested: false,
             switchover_seen: n.mem.switchover_seen,
             sync_in_doubt: n.mem.sync_in_doubt,
+            promise: n.mem.promise.clone(),
+            failsafe: n.mem.failsafe.clone(),
         }
     }
 

@@ -148,6 +148,9 @@ impl World {
             n.dcs_cut_until = 0;
             n.delay_next_sync = None;
         }
+        if self.dcs.frozen_until > self.t {
+            self.dcs.frozen_until = self.t;
+        }
         self.cut.clear();
         self.slow.clear();
         self.dcs.config.paused = false;
@@ -210,6 +213,9 @@ pub struct RunOpts {
     pub extra_faults: bool,
     /// See `World::late_within_term`.
     pub late_within_term: bool,
+    /// Inject whole-DCS outages (drawn from their own generator). Off only
+    /// to replay a seed pinned before they existed exactly.
+    pub dcs_outages: bool,
 }
 
 impl RunOpts {
@@ -217,6 +223,7 @@ impl RunOpts {
         verbose: false,
         extra_faults: true,
         late_within_term: true,
+        dcs_outages: true,
     };
 }
 
@@ -267,6 +274,7 @@ pub fn run_seed_with(seed: u64, opts: RunOpts) -> Result<(u64, u64), String> {
         w.violate("bootstrap: no writable primary with an acknowledged commit within 30 s".into());
     }
     let mut pause_until = u64::MAX;
+    let mut outage_rng = crate::rng::Rng::new(seed ^ 0x0E7C_D0A7_0FF1_1E00);
     for _ in 0..sc.fault_steps {
         if w.violation.is_some() {
             break;
@@ -280,6 +288,20 @@ pub fn run_seed_with(seed: u64, opts: RunOpts) -> Result<(u64, u64), String> {
         }
         if opts.extra_faults && w.extra_rng.chance(sc.fault_per_mille / 2) {
             w.inject_extra_fault();
+        }
+        if opts.dcs_outages && outage_rng.chance(sc.fault_per_mille / 3) {
+            let until = w.t + outage_rng.range(1000, 15_000);
+            let frozen = outage_rng.chance(500);
+            w.dcs_outage(until, frozen);
+            let how = if frozen {
+                "leases frozen"
+            } else {
+                "leases run out"
+            };
+            w.note(format!(
+                "t={} FAULT: the whole DCS is out until {until} ({how})",
+                w.t
+            ));
         }
         w.step();
     }

@@ -10,6 +10,7 @@
 
 mod dcs;
 mod exec;
+mod failsafe;
 mod faults;
 mod node;
 mod pg;
@@ -48,9 +49,11 @@ fn run_part(part: u64) {
     if let Some(first) = failures.first() {
         panic!("{} failing seed(s); first:\n{first}", failures.len());
     }
+    let failsafe = failsafe::FAILSAFE_LOOPS.load(std::sync::atomic::Ordering::Relaxed);
     println!(
         "part {part}: seeds ok, {failovers} promotions, {refused} late /sync writes refused \
-         (term ended or /sync changed)"
+         (term ended or /sync changed); {failsafe} primary loops past the lease by the \
+         failsafe rule so far (all parts)"
     );
 }
 
@@ -115,6 +118,7 @@ fn pinned_regression_seeds() {
     ];
     let original = RunOpts {
         extra_faults: false,
+        dcs_outages: false,
         ..RunOpts::DEFAULT
     };
     for seed in before_extra_faults {
@@ -124,8 +128,12 @@ fn pinned_regression_seeds() {
     }
     // a late /sync write from an ended term of the same member landed
     // while /sync was guarded by the leader key's name only (commits lost)
+    let before_outages = RunOpts {
+        dcs_outages: false,
+        ..RunOpts::DEFAULT
+    };
     for seed in [6834, 547] {
-        if let Err(report) = run_seed(seed, false) {
+        if let Err(report) = run_seed_with(seed, before_outages) {
             panic!("{report}");
         }
     }
@@ -146,6 +154,7 @@ fn late_sync_write_within_its_term() {
     for seed in [826, 2083] {
         let opts = RunOpts {
             late_within_term: true,
+            dcs_outages: false,
             ..RunOpts::DEFAULT
         };
         if let Err(report) = run_seed_with(seed, opts) {

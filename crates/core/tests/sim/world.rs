@@ -385,6 +385,10 @@ impl World {
             self.nodes[i].mem.last_config = self.dcs.config.clone();
             self.cached_view()
         };
+        self.track_failsafe(i, &view);
+        if matches!(view, DcsView::Unknown { .. }) {
+            self.ask_promises(i);
+        }
         if let DcsView::Known(v) = &view {
             let n = &mut self.nodes[i];
             n.mem.sync_revision = v.sync_revision;
@@ -396,6 +400,7 @@ impl World {
         let local = self.observe(i, &view);
         let now = self.nodes[i].local_now(self.t);
         let d = decide(&local, &view, now);
+        self.note_failsafe_loop(&d.reason);
         let routine = matches!(d.steps()[..], [] | [Action::RenewLeader]);
         if !routine || self.verbose {
             let steps: Vec<String> = d.steps().iter().map(|a| a.to_string()).collect();

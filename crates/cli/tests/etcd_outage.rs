@@ -1,0 +1,262 @@
+//! Failsafe mode with real processes: etcd is killed for 20 s under a
+//! writer that goes through the proxy. With every standby able to promise,
+//! no write fails and none is lost; with the standbys' agents stopped
+//! during the outage, the primary fences itself (no other member can have
+//! been promoted: there is never a second writable primary) and nothing
+//! acknowledged is lost.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test states its expectations by panicking
+
+use pgha_testkit::cluster::{describe, TestCluster};
+use pgha_testkit::wait_until_async;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio_postgres::{Client, NoTls};
+
+const OUTAGE: Duration = Duration::from_secs(20);
+
+fn bin() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_pgha"))
+}
+
+/// What the writer saw: acknowledged ids, and failed writes with the time.
+#[derive(Default)]
+struct Log {
+    acked: Vec<(i64, Instant)>,
+    failed: Vec<(Instant, String)>,
+}
+
+struct Writer {
+    stop: Arc<AtomicBool>,
+    log: Arc<Mutex<Log>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Writer {
+    async fn start(c: &TestCluster) -> Writer {
+        let client = wait_until_async(
+            "a session through the proxy",
+            Duration::from_secs(60),
+            || async { connect_rw(c).await.ok() },
+        )
+        .await
+        .expect("the proxy accepts sessions");
+        client
+            .batch_execute("CREATE TABLE IF NOT EXISTS outage(id bigint PRIMARY KEY)")
+            .await
+            .expect("create the table");
+        let stop = Arc::new(AtomicBool::new(false));
+        let log = Arc::new(Mutex::new(Log::default()));
+        let task = tokio::spawn(write_loop(client, stop.clone(), log.clone()));
+        Writer { stop, log, task }
+    }
+
+    fn acked(&self) -> usize {
+        self.log.lock().unwrap().acked.len()
+    }
+
+    fn failed(&self) -> usize {
+        self.log.lock().unwrap().failed.len()
+    }
+
+    async fn wait_acked(&self, more: usize, timeout: Duration) {
+        let base = self.acked();
+        wait_until_async("acknowledged writes", timeout, || async {
+            (self.acked() >= base + more).then_some(())
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{e:#}; failures: {:?}", self.log.lock().unwrap().failed));
+    }
+
+    async fn stop(self) -> Log {
+        self.stop.store(true, Ordering::SeqCst);
+        let _ = tokio::time::timeout(Duration::from_secs(30), self.task).await;
+        std::mem::take(&mut *self.log.lock().unwrap())
+    }
+}
+
+/// A session through the proxy's rw listener.
+async fn connect_rw(c: &TestCluster) -> anyhow::Result<Client> {
+    let p = c
+        .config
+        .proxy
+        .as_ref()
+        .expect("the dev cluster has a proxy");
+    let conninfo = format!(
+        "host={} port={} user={} password={} dbname=postgres connect_timeout=10",
+        p.host, p.rw_port, c.config.superuser, c.admin_password
+    );
+    let (client, conn) = tokio_postgres::connect(&conninfo, NoTls).await?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    Ok(client)
+}
+
+/// One insert at a time on one session, every 20 ms; a write that fails or
+/// takes more than 10 s is a failure (the session stays).
+async fn write_loop(client: Client, stop: Arc<AtomicBool>, log: Arc<Mutex<Log>>) {
+    let mut id: i64 = 0;
+    while !stop.load(Ordering::SeqCst) {
+        id += 1;
+        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&id];
+        let insert = client.execute("INSERT INTO outage(id) VALUES ($1)", &params);
+        let r = tokio::time::timeout(Duration::from_secs(10), insert).await;
+        let entry = match r {
+            Ok(Ok(_)) => Ok(id),
+            Ok(Err(e)) => Err(format!("{e}")),
+            Err(_) => Err("no answer within 10 s".to_string()),
+        };
+        record(&log, entry);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn record(log: &Mutex<Log>, entry: Result<i64, String>) {
+    let mut l = log.lock().unwrap();
+    match entry {
+        Ok(id) => l.acked.push((id, Instant::now())),
+        Err(e) => l.failed.push((Instant::now(), e)),
+    }
+}
+
+/// Whether `member` takes writes (runs as a primary, not read-only).
+async fn writable(c: &TestCluster, member: &str) -> Option<bool> {
+    let client = c.connect(member).await.ok()?;
+    let row = client
+        .query_one(
+            "SELECT NOT pg_is_in_recovery() AND current_setting('default_transaction_read_only') = 'off'",
+            &[],
+        )
+        .await
+        .ok()?;
+    Some(row.get(0))
+}
+
+/// Every member that takes writes right now.
+async fn writable_members(c: &TestCluster) -> Vec<String> {
+    let mut out = Vec::new();
+    for m in &c.config.members {
+        if writable(c, &m.name).await == Some(true) {
+            out.push(m.name.clone());
+        }
+    }
+    out
+}
+
+/// Ids acknowledged but missing from `member`.
+async fn missing(c: &TestCluster, member: &str, log: &Log) -> Vec<i64> {
+    let client = c.connect(member).await.unwrap();
+    let rows = client.query("SELECT id FROM outage", &[]).await.unwrap();
+    let have: std::collections::HashSet<i64> = rows.iter().map(|r| r.get(0)).collect();
+    log.acked
+        .iter()
+        .map(|(id, _)| *id)
+        .filter(|id| !have.contains(id))
+        .collect()
+}
+
+fn bring_etcd_back(c: &TestCluster) {
+    let out = c.start_etcd();
+    assert!(out.status.success(), "pgha up: {}", describe(&out));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn writes_go_on_through_a_20s_etcd_outage() {
+    let c = tokio::task::block_in_place(|| TestCluster::up(bin(), 3, "").expect("pgha up"));
+    let leader = tokio::task::block_in_place(|| c.settled_leader());
+    let w = Writer::start(&c).await;
+    w.wait_acked(20, Duration::from_secs(60)).await;
+
+    assert!(c.kill_etcd(), "etcd was running");
+    let down = Instant::now();
+    let at_kill = w.acked();
+    while down.elapsed() < OUTAGE {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!(w.failed(), 0, "{:?}", w.log.lock().unwrap().failed);
+    }
+    let during = w.acked() - at_kill;
+    tokio::task::block_in_place(|| bring_etcd_back(&c));
+    w.wait_acked(50, Duration::from_secs(30)).await;
+    let log = w.stop().await;
+    println!(
+        "etcd down {:?}: {during} writes acknowledged meanwhile, {} in all, {} failed",
+        OUTAGE,
+        log.acked.len(),
+        log.failed.len()
+    );
+    assert!(log.failed.is_empty(), "failed writes: {:?}", log.failed);
+    assert!(during > 100, "only {during} writes during the outage");
+    assert_eq!(c.leader().await.as_deref(), Some(leader.as_str()));
+    assert_eq!(missing(&c, &leader, &log).await, Vec::<i64>::new());
+}
+
+/// k = 1 of {two standbys}: with one standby's agent stopped the other's
+/// promise is enough (the stopped one cannot gather the reports a promotion
+/// needs); with both stopped the primary fences itself within the promise
+/// time. Never two writable members; nothing acknowledged lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_primary_fences_when_the_standbys_cannot_promise() {
+    let c = tokio::task::block_in_place(|| TestCluster::up(bin(), 3, "").expect("pgha up"));
+    let leader = tokio::task::block_in_place(|| c.settled_leader());
+    let standbys: Vec<String> = c
+        .config
+        .members
+        .iter()
+        .map(|m| m.name.clone())
+        .filter(|m| *m != leader)
+        .collect();
+    let w = Writer::start(&c).await;
+    w.wait_acked(20, Duration::from_secs(60)).await;
+
+    assert!(c.kill_etcd(), "etcd was running");
+    w.wait_acked(50, Duration::from_secs(10)).await;
+    c.pause_agent(&standbys[0], true);
+    // A loop for the last promise of the stopped agent to run out.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    w.wait_acked(50, Duration::from_secs(10)).await;
+    assert_eq!(w.failed(), 0, "{:?}", w.log.lock().unwrap().failed);
+
+    c.pause_agent(&standbys[1], true);
+    let fenced = Instant::now();
+    wait_until_async(
+        "the primary fences itself",
+        Duration::from_secs(10),
+        || async { (writable(&c, &leader).await == Some(false)).then_some(()) },
+    )
+    .await
+    .expect("no promise left: the primary fences");
+    println!(
+        "fenced {:?} after the last promiser stopped",
+        fenced.elapsed()
+    );
+    assert_eq!(
+        writable_members(&c).await,
+        Vec::<String>::new(),
+        "nobody writable"
+    );
+
+    c.pause_agent(&standbys[0], false);
+    c.pause_agent(&standbys[1], false);
+    tokio::task::block_in_place(|| bring_etcd_back(&c));
+    w.wait_acked(50, Duration::from_secs(60)).await;
+    let log = w.stop().await;
+    let primaries = writable_members(&c).await;
+    assert_eq!(primaries.len(), 1, "one writable primary: {primaries:?}");
+    assert_eq!(missing(&c, &primaries[0], &log).await, Vec::<i64>::new());
+    for m in standbys.iter().filter(|m| **m != primaries[0]) {
+        wait_until_async(
+            "the standby replays every write",
+            Duration::from_secs(60),
+            || async {
+                let client = c.connect(m).await.ok()?;
+                let rows = client.query("SELECT id FROM outage", &[]).await.ok()?;
+                (rows.len() >= log.acked.len()).then_some(())
+            },
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{m}: {e:#}"));
+    }
+}
