@@ -3,7 +3,9 @@
 //! a new dev cluster): `pgha up` generates a CA and the certificates; psql
 //! with `sslmode=verify-full` and the generated CA reaches every member and
 //! the proxy; the standbys stream over TLS (`pg_stat_ssl` of the WAL
-//! senders).
+//! senders); the proxy reaches PostgreSQL over TLS (`pg_stat_ssl` of its
+//! backends); `tls = "require"` put into the dev proxy.toml survives `pgha
+//! up` and refuses plain-text clients.
 
 use pgha_testkit::cluster::TestCluster;
 use std::path::{Path, PathBuf};
@@ -84,8 +86,16 @@ async fn a_dev_cluster_encrypts_every_connection() {
         );
     }
     let proxy = cluster.config.proxy.clone().unwrap();
-    let out = psql(&cluster, &verified(&cluster, proxy.rw_port), "SELECT 1");
-    assert!(out.status.success(), "proxy: {}", text(&out));
+    // Through the proxy: the client's own backend connection is TLS too.
+    for port in [proxy.rw_port, proxy.ro_port, proxy.primary_port] {
+        let out = psql(&cluster, &verified(&cluster, port), SSL_IN_USE);
+        assert!(out.status.success(), "proxy :{port}: {}", text(&out));
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout).trim(),
+            "t",
+            "proxy :{port}"
+        );
+    }
 
     // Another CA is refused: the server is verified, not just encrypted.
     let other = cluster.dir.path().join("other-ca.crt");
@@ -119,4 +129,74 @@ async fn a_dev_cluster_encrypts_every_connection() {
     let streams: Vec<(String, bool)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
     assert_eq!(streams.len(), 1, "{streams:?}");
     assert!(streams.iter().all(|(_, ssl)| *ssl), "{streams:?}");
+    // The proxy's monitor connections too.
+    let monitors: Vec<bool> = client
+        .query(
+            "SELECT s.ssl FROM pg_stat_activity a JOIN pg_stat_ssl s USING (pid) \
+             WHERE a.application_name = 'pgha-proxy-monitor'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert!(
+        !monitors.is_empty() && monitors.iter().all(|s| *s),
+        "{monitors:?}"
+    );
+
+    // An operator's `tls = "require"` in the dev proxy.toml survives `up`.
+    let proxy_toml = cluster.dir.path().join("proxy.toml");
+    let edited = std::fs::read_to_string(&proxy_toml)
+        .unwrap()
+        .replace("tls = \"allow\"", "tls = \"require\"");
+    assert!(edited.contains("tls = \"require\""), "{edited}");
+    std::fs::write(&proxy_toml, edited).unwrap();
+    restart_proxy(&cluster);
+    let kept = std::fs::read_to_string(&proxy_toml).unwrap();
+    assert!(kept.contains("tls = \"require\""), "{kept}");
+    let plain = format!(
+        "host=127.0.0.1 port={} user=postgres dbname=postgres sslmode=disable",
+        proxy.rw_port
+    );
+    let out = psql(&cluster, &plain, "SELECT 1");
+    assert!(!out.status.success(), "plain text must be refused");
+    assert!(text(&out).contains("tls = \"require\""), "{}", text(&out));
+    let out = psql(&cluster, &verified(&cluster, proxy.rw_port), "SELECT 1");
+    assert!(out.status.success(), "{}", text(&out));
+}
+
+/// Stops the proxy (by the PID `pgha up` recorded) and runs `pgha up`
+/// again, which starts it with a rewritten proxy.toml.
+fn restart_proxy(cluster: &TestCluster) {
+    let pid_file = cluster.dir.path().join("run").join("proxy.pid");
+    let pid: i32 = std::fs::read_to_string(&pid_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let pid = nix::unistd::Pid::from_raw(pid);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    // Gone, or a zombie nobody reaped yet (its parent `pgha up` has exited).
+    let gone = || {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let state = stat
+            .rsplit(')')
+            .next()
+            .and_then(|r| r.split_whitespace().next());
+        matches!(state, None | Some("Z"))
+    };
+    pgha_testkit::wait_until(
+        "the proxy to exit",
+        std::time::Duration::from_secs(30),
+        || gone().then_some(()),
+    )
+    .unwrap();
+    let out = cluster.pgha(&["up"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        pgha_testkit::cluster::describe(&out)
+    );
 }

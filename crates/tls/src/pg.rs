@@ -28,6 +28,11 @@ impl MakeRustlsConnect {
             config: crate::client::config(ca_file)?,
         })
     }
+
+    /// With a client config of the caller's (see [`crate::client`]).
+    pub fn from_config(config: Arc<rustls::ClientConfig>) -> Self {
+        MakeRustlsConnect { config }
+    }
 }
 
 impl<S> MakeTlsConnect<S> for MakeRustlsConnect

@@ -329,8 +329,12 @@ fn proxy_tls_keys(config: &pgha_config::ClusterConfig, path: &Path) -> String {
     let mut ours: Vec<(&str, toml::Value)> = Vec::new();
     if let Some(tls) = &config.tls {
         let file = |p: &Path| toml::Value::String(p.display().to_string());
+        let text = |t: &str| toml::Value::String(t.into());
+        ours.push(("tls", text("allow")));
         ours.push(("tls_cert_file", file(&tls.proxy.cert_file)));
         ours.push(("tls_key_file", file(&tls.proxy.key_file)));
+        ours.push(("backend_tls", text("verify-full")));
+        ours.push(("backend_ca_file", file(&tls.ca_file)));
     }
     let mut out = String::new();
     for key in PROXY_TLS_KEYS {
