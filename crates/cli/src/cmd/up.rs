@@ -688,6 +688,12 @@ fn print_summary(cluster: &DevCluster, leader: &str, secrets: &Secrets, took: Du
         c.superuser,
         secrets.admin_file().display()
     );
+    if let Some(ca) = c.tls_ca() {
+        crate::outln!(
+            "  TLS      on: add sslmode=verify-full sslrootcert={} to verify the servers",
+            ca.display()
+        );
+    }
     crate::outln!();
     crate::outln!("Try:");
     let p = c
