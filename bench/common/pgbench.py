@@ -41,8 +41,9 @@ def _children_cpu():
     return r.ru_utime + r.ru_stime
 
 
-def run(port, user, password, db, script, clients, mode, duration, proxy_pids=()):
-    """Run pgbench once; returns a dict of measurements."""
+def run(port, user, password, db, script, clients, mode, duration, proxy_pids=(), env=None):
+    """Run pgbench once; returns a dict of measurements. `env`: extra
+    environment (e.g. PGSSLMODE)."""
     log_dir = tempfile.mkdtemp(prefix="pgha-bench-log-")
     argv = [PGBENCH, "-h", "127.0.0.1", "-p", str(port), "-U", user, "-n",
             "-M", mode, "-c", str(clients), "-j", str(min(clients, 2)),
@@ -50,7 +51,7 @@ def run(port, user, password, db, script, clients, mode, duration, proxy_pids=()
     if script == "select-only":
         argv.append("-S")
     argv.append(db)
-    env = dict(os.environ, PGPASSWORD=password)
+    env = dict(os.environ, PGPASSWORD=password, **(env or {}))
     pids = list(proxy_pids)
     cpu0, client0, sys0 = procstat.cpu_split(pids), _children_cpu(), procstat.system_cpu()
     t0 = time.time()

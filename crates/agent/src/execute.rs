@@ -472,12 +472,13 @@ impl Agent {
         // A just-promoted leader's control file still names the old timeline
         // until its first checkpoint; pg_rewind would then see no divergence
         // and do nothing. Checkpoint the source first.
-        let source = pgha_postgres::probe::connect(
+        let source = pgha_postgres::probe::connect_tls(
             &upm.host,
             upm.port,
             &self.cfg.superuser,
             &self.secrets.admin_password,
             Duration::from_secs(5),
+            self.cfg.tls_ca(),
         )
         .await?;
         source.batch_execute("CHECKPOINT").await?;

@@ -139,7 +139,8 @@ impl Agent {
             &cfg.replication_user,
         )?;
         let keys = ClusterKeys::new(&cfg.dcs.namespace, &cfg.name)?;
-        let inst = Instance::new(&me, bins, user);
+        pgha_postgres::tls_files::check(&cfg, &me.name)?;
+        let inst = Instance::new(&me, bins, user).with_tls_ca(cfg.tls_ca());
         let (status_tx, status_rx) = watch::channel(AgentStatus {
             member: me.name.clone(),
             cluster: cfg.name.clone(),
@@ -392,12 +393,13 @@ impl Agent {
         if !self.inst.is_running() || observe::is_exiting(&self.inst, &mut self.mem.pg) {
             return;
         }
-        match pgha_postgres::probe::connect(
+        match pgha_postgres::probe::connect_tls(
             &self.me.host,
             self.me.port,
             &self.cfg.superuser,
             &self.secrets.admin_password,
             Duration::from_secs(2),
+            self.cfg.tls_ca(),
         )
         .await
         {

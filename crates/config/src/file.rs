@@ -39,8 +39,15 @@ pub struct ClusterFile {
     /// passwords), readable only by the service user. Default "secrets".
     #[serde(default = "default_secrets_dir")]
     pub secrets_dir: PathBuf,
+    /// `[tls]`: TLS between the cluster's parts (docs/security.md).
+    #[serde(default, skip_serializing_if = "crate::file::is_default")]
+    pub tls: crate::tls::TlsFile,
     /// The members, in order; the first is the bootstrap primary.
     pub members: Vec<MemberFile>,
+}
+
+pub(crate) fn is_default<T: Default + PartialEq>(value: &T) -> bool {
+    *value == T::default()
 }
 
 /// `[postgres]`: where PostgreSQL is and how it runs.
@@ -303,6 +310,11 @@ impl ClusterFile {
                 primary_port: base_port + 12,
             }),
             secrets_dir: default_secrets_dir(),
+            // `pgha up` generates a CA and the certificates.
+            tls: crate::tls::TlsFile {
+                enabled: true,
+                ..Default::default()
+            },
             members,
         }
     }

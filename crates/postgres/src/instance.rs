@@ -72,6 +72,9 @@ pub struct Instance {
     pub data_dir: PathBuf,
     bins: PgBinaries,
     user: ServiceUser,
+    /// The cluster's CA with `[tls]`: pg_basebackup, pg_rewind and psql
+    /// connect to other members with `sslmode=verify-full` against it.
+    tls_ca: Option<PathBuf>,
 }
 
 impl Instance {
@@ -83,7 +86,26 @@ impl Instance {
             data_dir: member.data_dir.clone(),
             bins,
             user,
+            tls_ca: None,
         }
+    }
+
+    /// Connect to other members over verified TLS (`[tls]`'s CA), or plain
+    /// with `None`.
+    pub fn with_tls_ca(mut self, ca_file: Option<&Path>) -> Self {
+        self.tls_ca = ca_file.map(Path::to_path_buf);
+        self
+    }
+
+    /// A libpq client command (pg_basebackup, pg_rewind, psql) run as the
+    /// service user, with the cluster's TLS settings in its environment.
+    fn libpq_command(&self, program: &str) -> tokio::process::Command {
+        let mut cmd = self.user.command(self.bins.path(program));
+        match &self.tls_ca {
+            Some(ca) => cmd.env("PGSSLMODE", "verify-full").env("PGSSLROOTCERT", ca),
+            None => cmd.env("PGSSLMODE", "disable"),
+        };
+        cmd
     }
 
     pub fn user(&self) -> &ServiceUser {
@@ -413,7 +435,7 @@ impl Instance {
         self.prepare_node_dir().await?;
         let scratch = self.node_dir().join("data.clone");
         remove_dir_if_exists(&scratch)?;
-        let mut cmd = self.user.command(self.bins.path("pg_basebackup"));
+        let mut cmd = self.libpq_command("pg_basebackup");
         cmd.env("PGPASSFILE", passfile)
             .arg("-D")
             .arg(&scratch)
@@ -465,7 +487,7 @@ impl Instance {
         passfile: &Path,
         timeout: Duration,
     ) -> Result<(), PgError> {
-        let mut cmd = self.user.command(self.bins.path("pg_rewind"));
+        let mut cmd = self.libpq_command("pg_rewind");
         cmd.env("PGPASSFILE", passfile)
             .arg("-D")
             .arg(&self.data_dir)
@@ -512,7 +534,7 @@ impl Instance {
         replication_user: &str,
         passfile: &Path,
     ) -> Result<(Timeline, Lsn), PgError> {
-        let mut cmd = self.user.command(self.bins.path("psql"));
+        let mut cmd = self.libpq_command("psql");
         cmd.env("PGPASSFILE", passfile)
             .args(["-X", "-A", "-t", "-w", "-c", "IDENTIFY_SYSTEM"])
             .arg(format!(

@@ -147,6 +147,46 @@ pub struct ProxySettings {
     pub admin_database: String,
     /// Where the topology comes from.
     pub topology: TopologySettings,
+    /// TLS towards clients (docs/proxy.md, "TLS"): `allow` (default: TLS
+    /// for clients that ask, with `tls_cert_file`; plain text for the
+    /// others), `require` (a client that does not ask is refused with
+    /// SQLSTATE 28000; needs `tls_cert_file`), `disable` (every client in
+    /// plain text, even with a certificate configured).
+    #[serde(default)]
+    pub tls: ClientTlsMode,
+    /// TLS towards PostgreSQL, for the clients' backends and the monitor:
+    /// `disable` (default: plain text), `require` (encrypted, the server's
+    /// certificate not checked), `verify-full` (encrypted, the certificate
+    /// must be signed by `backend_ca_file` and name the node's host).
+    #[serde(default)]
+    pub backend_tls: BackendTlsMode,
+    /// PEM CA certificate(s) that sign the nodes' certificates; required by
+    /// `backend_tls = "verify-full"`.
+    #[serde(default)]
+    pub backend_ca_file: Option<PathBuf>,
+}
+
+/// `tls`: whether clients may, must or must not use TLS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ClientTlsMode {
+    /// SSLRequest is declined ('N').
+    Disable,
+    /// SSLRequest is accepted when a certificate is configured.
+    #[default]
+    Allow,
+    /// A StartupMessage without TLS first is refused (FATAL 28000).
+    Require,
+}
+
+/// `backend_tls`: how the proxy's connections to PostgreSQL are protected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum BackendTlsMode {
+    #[default]
+    Disable,
+    Require,
+    VerifyFull,
 }
 
 /// How clients share backends.
@@ -355,6 +395,18 @@ impl ProxySettings {
             return invalid(
                 "tls_cert_file",
                 "tls_cert_file and tls_key_file go together (set both or neither)",
+            );
+        }
+        if self.tls == ClientTlsMode::Require && self.tls_cert_file.is_none() {
+            return invalid(
+                "tls",
+                "\"require\" needs a certificate: set tls_cert_file and tls_key_file",
+            );
+        }
+        if self.backend_tls == BackendTlsMode::VerifyFull && self.backend_ca_file.is_none() {
+            return invalid(
+                "backend_tls",
+                "\"verify-full\" needs the CA that signs the nodes' certificates: set backend_ca_file",
             );
         }
         Ok(())

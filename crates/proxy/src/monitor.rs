@@ -182,6 +182,8 @@ pub struct Monitor {
     nodes: RwLock<HashMap<Node, Arc<NodeStats>>>,
     lookup: tokio::sync::Mutex<Option<(Node, tokio_postgres::Client)>>,
     topology: watch::Receiver<Topology>,
+    /// TLS towards the nodes (`backend_tls`), as the sessions' backends.
+    tls: Option<crate::tls::BackendTls>,
 }
 
 impl Monitor {
@@ -189,8 +191,10 @@ impl Monitor {
         settings: &ProxySettings,
         password: Password,
         topology: watch::Receiver<Topology>,
+        tls: Option<crate::tls::BackendTls>,
     ) -> Self {
         Monitor {
+            tls,
             user: settings.monitor_user.clone(),
             password,
             database: settings.monitor_database.clone(),
@@ -232,12 +236,27 @@ impl Monitor {
             .dbname(database)
             .application_name("pgha-proxy-monitor")
             .connect_timeout(self.connect_timeout);
-        let (client, conn) = cfg.connect(tokio_postgres::NoTls).await?;
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!("monitor connection ended: {e:#}");
+        let client = match &self.tls {
+            Some(tls) => {
+                cfg.ssl_mode(tokio_postgres::config::SslMode::Require);
+                let (client, conn) = cfg.connect(tls.postgres()).await?;
+                tokio::spawn(async move {
+                    if let Err(e) = conn.await {
+                        tracing::debug!("monitor connection ended: {e:#}");
+                    }
+                });
+                client
             }
-        });
+            None => {
+                let (client, conn) = cfg.connect(tokio_postgres::NoTls).await?;
+                tokio::spawn(async move {
+                    if let Err(e) = conn.await {
+                        tracing::debug!("monitor connection ended: {e:#}");
+                    }
+                });
+                client
+            }
+        };
         Ok(client)
     }
 

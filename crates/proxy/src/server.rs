@@ -14,7 +14,7 @@
 //! Hazard: one task per client; a panic in a session ends that client only.
 
 use crate::classify::{Classifier, FunctionCatalog};
-use crate::config::{ProxySettings, Secret};
+use crate::config::{ClientTlsMode, ProxySettings, Secret};
 use crate::monitor::Monitor;
 use crate::session;
 pub use crate::shared::{CancelTargets, ClientSlot, ListenerKind, Shared};
@@ -82,13 +82,24 @@ impl Proxy {
         topology: watch::Receiver<Topology>,
     ) -> Result<ProxyHandle, StartError> {
         settings.validate()?;
-        let tls = match (&settings.tls_cert_file, &settings.tls_key_file) {
-            (Some(cert), Some(key)) => Some(crate::tls::load_acceptor(cert, key)?),
+        let tls = match (
+            settings.tls,
+            &settings.tls_cert_file,
+            &settings.tls_key_file,
+        ) {
+            (ClientTlsMode::Disable, _, _) => None,
+            (_, Some(cert), Some(key)) => Some(crate::tls::load_acceptor(cert, key)?),
             _ => None,
         };
+        let backend_tls = crate::tls::BackendTls::from_settings(&settings)?;
         let catalog = Arc::new(FunctionCatalog::new());
         let classifier = Arc::new(Classifier::new(catalog.clone()));
-        let monitor = Arc::new(Monitor::new(&settings, password, topology.clone()));
+        let monitor = Arc::new(Monitor::new(
+            &settings,
+            password,
+            topology.clone(),
+            backend_tls.clone(),
+        ));
         let mut tasks = monitor.spawn(catalog, settings.catalog_refresh);
         let mut mock_key = [0u8; 32];
         rand::thread_rng().fill_bytes(&mut mock_key);
@@ -99,6 +110,7 @@ impl Proxy {
             topology,
             mock_key,
             tls,
+            backend_tls,
         ));
         tasks.push(tokio::spawn(crate::pool::prune_loop(shared.clone())));
         let workers = match settings.session_threads {

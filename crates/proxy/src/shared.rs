@@ -50,6 +50,8 @@ pub struct Shared {
     pub mock_key: [u8; 32],
     /// TLS towards clients, when `tls_cert_file`/`tls_key_file` are set.
     pub tls: Option<crate::tls::TlsAcceptor>,
+    /// TLS towards backends, unless `backend_tls = "disable"`.
+    pub backend_tls: Option<crate::tls::BackendTls>,
     /// Recent backend logins, to answer equivalent logins without a backend.
     pub logins: LoginCache,
     /// Backend pools of transaction-mode sessions.
@@ -85,6 +87,7 @@ impl Shared {
         topology: watch::Receiver<Topology>,
         mock_key: [u8; 32],
         tls: Option<crate::tls::TlsAcceptor>,
+        backend_tls: Option<crate::tls::BackendTls>,
     ) -> Self {
         let pools = crate::pool::Pools::new(
             settings.pool_size,
@@ -99,6 +102,7 @@ impl Shared {
             topology,
             mock_key,
             tls,
+            backend_tls,
             logins: Default::default(),
             pools,
             statement_versions: std::sync::atomic::AtomicU64::new(1),

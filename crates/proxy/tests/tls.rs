@@ -76,3 +76,28 @@ async fn sslmode_require_refused_without_tls() -> anyhow::Result<()> {
     assert!(err.contains("does not support SSL"), "{err}");
     Ok(())
 }
+
+/// `tls = "require"`: a client that does not ask for TLS gets FATAL 28000
+/// naming the setting; one that does is served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_require_refuses_plain_text() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let extra = format!("tls = \"require\"\n{}", self_signed(dir.path())?);
+    let c = start(false, &extra).await?;
+    let rw = c.rw();
+    tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
+        let out = psql(rw, "disable", "SELECT 1");
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        anyhow::ensure!(!out.status.success(), "plain text must be refused: {err}");
+        anyhow::ensure!(err.contains("tls = \"require\""), "{err}");
+        let out = psql(rw, "require", "SELECT 40 + 2");
+        anyhow::ensure!(
+            String::from_utf8_lossy(&out.stdout).trim() == "42",
+            "TLS: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok(())
+    })
+    .await??;
+    Ok(())
+}

@@ -326,11 +326,16 @@ async fn probe_postgres(target: &Target) -> (Vec<Probed>, Vec<PrimaryRows>) {
         };
         let local_running = inst.as_ref().map(Instance::is_running);
         let client = match (&password, local_running) {
-            (Some(pw), None | Some(true)) => {
-                probe::connect(&m.host, m.port, &cfg.superuser, pw, PG_TIMEOUT)
-                    .await
-                    .ok()
-            }
+            (Some(pw), None | Some(true)) => probe::connect_tls(
+                &m.host,
+                m.port,
+                &cfg.superuser,
+                pw,
+                PG_TIMEOUT,
+                cfg.tls_ca(),
+            )
+            .await
+            .ok(),
             _ => None,
         };
         let server = match &client {

@@ -97,6 +97,8 @@ fn with_leftovers(cluster: &DevCluster, e: anyhow::Error) -> anyhow::Error {
 /// wait until the cluster is healthy.
 async fn bring_up(cluster: &DevCluster, args: &Args, started: Instant) -> anyhow::Result<ExitCode> {
     let secrets = cluster.secrets()?;
+    pgha_postgres::tls_files::ensure(&cluster.config, &cluster.user)
+        .context("make the cluster's TLS certificates ([tls])")?;
     cluster.user.make_dir(&cluster.config.archive_dir, 0o700)?;
     let bin = cluster.pgha_bin().await?;
     start_etcd(cluster)?;
@@ -272,8 +274,11 @@ fn start_proxy(cluster: &DevCluster, bin: &Path, secrets: &Secrets) -> anyhow::R
         "the proxy",
         "change [proxy] in cluster.toml",
     )?;
+    let path = cluster.dir.join("proxy.toml");
+    let tls = proxy_tls_keys(&cluster.config, &path);
     let text = format!(
-        "# Written by `pgha up` from cluster.toml; changes here are overwritten.\n\
+        "# Written by `pgha up` from cluster.toml; changes here are overwritten,\n\
+         # except the TLS keys ({kept}), which are kept when set.\n{tls}\
          listen_rw = \"{h}:{rw}\"\nlisten_ro = \"{h}:{ro}\"\nlisten_primary = \"{h}:{pr}\"\n\
          monitor_password_file = {mon:?}\nadmin_users = [\"postgres\"]\n\n[topology]\nkind = \"etcd\"\ncluster = {name:?}\n\n\
          [topology.dcs]\n{dcs}",
@@ -288,8 +293,8 @@ fn start_proxy(cluster: &DevCluster, bin: &Path, secrets: &Secrets) -> anyhow::R
             .to_string(),
         name = cluster.config.name,
         dcs = super::etcd_auth::proxy_dcs_table(&cluster.config)?,
+        kept = PROXY_TLS_KEYS.join(", "),
     );
-    let path = cluster.dir.join("proxy.toml");
     // It names the secret files: owner and group only.
     cluster
         .user
@@ -302,6 +307,46 @@ fn start_proxy(cluster: &DevCluster, bin: &Path, secrets: &Secrets) -> anyhow::R
     );
     supervise::spawn(&cluster.dir, "proxy", cmd, &cluster.dir.join("proxy.log"))?;
     Ok(())
+}
+
+/// The proxy.toml keys of TLS, which `up` keeps from an existing file.
+const PROXY_TLS_KEYS: [&str; 5] = [
+    "tls",
+    "tls_cert_file",
+    "tls_key_file",
+    "backend_tls",
+    "backend_ca_file",
+];
+
+/// The TLS lines of the dev proxy.toml: an operator's value of a TLS key in
+/// the existing file wins; otherwise, with `[tls]`, the proxy offers TLS
+/// with the generated certificate and verifies backends against the CA.
+fn proxy_tls_keys(config: &pgha_config::ClusterConfig, path: &Path) -> String {
+    let existing: toml::Table = std::fs::read_to_string(path)
+        .ok()
+        .and_then(|t| t.parse().ok())
+        .unwrap_or_default();
+    let mut ours: Vec<(&str, toml::Value)> = Vec::new();
+    if let Some(tls) = &config.tls {
+        let file = |p: &Path| toml::Value::String(p.display().to_string());
+        let text = |t: &str| toml::Value::String(t.into());
+        ours.push(("tls", text("allow")));
+        ours.push(("tls_cert_file", file(&tls.proxy.cert_file)));
+        ours.push(("tls_key_file", file(&tls.proxy.key_file)));
+        ours.push(("backend_tls", text("verify-full")));
+        ours.push(("backend_ca_file", file(&tls.ca_file)));
+    }
+    let mut out = String::new();
+    for key in PROXY_TLS_KEYS {
+        let value = existing
+            .get(key)
+            .cloned()
+            .or_else(|| ours.iter().find(|(k, _)| *k == key).map(|(_, v)| v.clone()));
+        if let Some(v) = value {
+            out.push_str(&format!("{key} = {v}\n"));
+        }
+    }
+    out
 }
 
 /// The log files to read when `members` (and the proxy, `with_proxy`) do
@@ -364,6 +409,7 @@ async fn wait_healthy(
         secrets,
         leader_conn: None,
         proxy_conn: None,
+        proxy_tls: proxy_offers_tls(&cluster.dir.join("proxy.toml")),
     };
     loop {
         let missing = match health.check().await {
@@ -393,6 +439,21 @@ struct Health<'a> {
     leader_conn: Option<(String, PgClient)>,
     /// Superuser connection through the proxy's rw port.
     proxy_conn: Option<PgClient>,
+    /// The proxy offers TLS: connect to it over TLS, verified against the
+    /// cluster's CA (an operator's certificate for the dev proxy must be
+    /// signed by it).
+    proxy_tls: bool,
+}
+
+/// Whether the proxy.toml at `path` turns client TLS on: a certificate, and
+/// `tls` not `disable`.
+fn proxy_offers_tls(path: &Path) -> bool {
+    let table: toml::Table = std::fs::read_to_string(path)
+        .ok()
+        .and_then(|t| t.parse().ok())
+        .unwrap_or_default();
+    table.contains_key("tls_cert_file")
+        && table.get("tls").and_then(|v| v.as_str()) != Some("disable")
 }
 
 impl Health<'_> {
@@ -468,14 +529,22 @@ impl Health<'_> {
         }
     }
 
-    /// A connection as the superuser with the admin password; errors name `what`.
-    async fn admin_connect(&self, host: &str, port: u16, what: &str) -> Result<PgClient, String> {
-        probe::connect(
+    /// A connection as the superuser with the admin password; errors name
+    /// `what`. Over TLS verified against `ca` when given.
+    async fn admin_connect(
+        &self,
+        host: &str,
+        port: u16,
+        what: &str,
+        ca: Option<&Path>,
+    ) -> Result<PgClient, String> {
+        probe::connect_tls(
             host,
             port,
             &self.cluster.config.superuser,
             &self.secrets.admin_password,
             Duration::from_secs(2),
+            ca,
         )
         .await
         .map_err(|e| format!("connect to {what}: {e:#}"))
@@ -494,7 +563,12 @@ impl Health<'_> {
                 .member(leader)
                 .ok_or_else(|| format!("the leader {leader} is not in cluster.toml"))?;
             let c = self
-                .admin_connect(&m.host, m.port, &format!("the leader {leader}"))
+                .admin_connect(
+                    &m.host,
+                    m.port,
+                    &format!("the leader {leader}"),
+                    self.cluster.config.tls_ca(),
+                )
                 .await?;
             self.leader_conn = Some((leader.to_string(), c));
         }
@@ -538,7 +612,12 @@ impl Health<'_> {
         };
         if self.proxy_conn.as_ref().is_none_or(|c| c.is_closed()) {
             let c = self
-                .admin_connect(&p.host, p.rw_port, "the proxy's rw port")
+                .admin_connect(
+                    &p.host,
+                    p.rw_port,
+                    "the proxy's rw port",
+                    self.cluster.config.tls_ca().filter(|_| self.proxy_tls),
+                )
                 .await?;
             self.proxy_conn = Some(c);
         }
@@ -609,6 +688,12 @@ fn print_summary(cluster: &DevCluster, leader: &str, secrets: &Secrets, took: Du
         c.superuser,
         secrets.admin_file().display()
     );
+    if let Some(ca) = c.tls_ca() {
+        crate::outln!(
+            "  TLS      on: add sslmode=verify-full sslrootcert={} to verify the servers",
+            ca.display()
+        );
+    }
     crate::outln!();
     crate::outln!("Try:");
     let p = c

@@ -34,7 +34,6 @@ use state::{Backend, Role, SessionState};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::io::AsyncWriteExt;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tracing::Instrument;
 
@@ -647,7 +646,11 @@ impl Session {
             .filter(|b| b.slot.is_none())
         {
             crate::codec::FrontendMessage::Terminate.encode(&mut b.conn.wbuf);
-            let write = b.conn.wr.write_all_buf(&mut b.conn.wbuf);
+            let conn = &mut b.conn;
+            let write = async {
+                conn.wr.write_all_buf(&mut conn.wbuf).await?;
+                conn.wr.flush().await
+            };
             let _ = tokio::time::timeout(timeout, write).await;
         }
     }
@@ -705,7 +708,7 @@ impl Session {
                 ),
                 None => (None, None),
             };
-            let bwr = bwr.filter(|(_, buf)| !buf.is_empty());
+            let bwr = bwr.filter(|(wr, buf)| !buf.is_empty() || wr.pending_flush());
             let brd = brd.filter(|_| read_backend);
             let has_out = !io.wbuf.is_empty() || io.wr.pending_flush();
             // `biased`: polled in this order, without drawing a random
@@ -802,7 +805,8 @@ fn release_if_empty(buf: &mut BytesMut) {
     }
 }
 
-/// Writes some of `buf`, or flushes TLS output when `buf` is empty.
+/// Writes some of `buf`, or flushes TLS output when `buf` is empty (a
+/// client's or a backend's connection).
 async fn write_out(wr: &mut ClientWrite, buf: &mut BytesMut) -> std::io::Result<usize> {
     if buf.is_empty() {
         wr.flush().await?;
@@ -811,7 +815,7 @@ async fn write_out(wr: &mut ClientWrite, buf: &mut BytesMut) -> std::io::Result<
     wr.write_buf(buf).await
 }
 
-async fn read_opt(x: Option<(&mut OwnedReadHalf, &mut BytesMut)>) -> std::io::Result<usize> {
+async fn read_opt(x: Option<(&mut ClientRead, &mut BytesMut)>) -> std::io::Result<usize> {
     match x {
         Some((rd, buf)) => crate::bufio::read_some(rd, buf).await,
         None => std::future::pending().await,
@@ -846,9 +850,9 @@ async fn tick_opt(t: &mut Option<IdleTimer>) {
     .await
 }
 
-async fn write_opt(x: Option<(&mut OwnedWriteHalf, &mut BytesMut)>) -> std::io::Result<usize> {
+async fn write_opt(x: Option<(&mut ClientWrite, &mut BytesMut)>) -> std::io::Result<usize> {
     match x {
-        Some((wr, buf)) => wr.write_buf(buf).await,
+        Some((wr, buf)) => write_out(wr, buf).await,
         None => std::future::pending().await,
     }
 }

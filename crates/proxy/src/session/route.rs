@@ -516,6 +516,7 @@ impl Session {
                 &self.creds,
                 s.connect_timeout,
                 s.max_message_bytes,
+                self.shared.backend_tls.as_ref(),
             )
         };
         if !self.pooled {

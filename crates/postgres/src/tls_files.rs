@@ -1,0 +1,134 @@
+//! The certificate files of `[tls]`: the CA, each member's server
+//! certificate and the dev proxy's, made when missing at pgha's default
+//! places in the secrets directory (`pgha up`, `pgha secrets init`).
+//!
+//! Hazards: an operator's file (any path set in `[tls]`) is never written,
+//! and a file that exists is never replaced, so certificates are rotated by
+//! replacing or removing files (docs/security.md, "TLS"), not by pgha.
+//! Keys are 0600 and owned by the service user: PostgreSQL refuses a key
+//! file that others may read, unless root owns it with mode 0640.
+
+use crate::{PgError, ServiceUser};
+use pgha_config::{CertPair, ClusterConfig, TlsConfig};
+use pgha_tls::certs::{server_names, Authority};
+use std::path::Path;
+
+const PROXY: &str = pgha_config::tls::PROXY_CERT_NAME;
+
+/// Mode of a private key.
+pub const KEY_MODE: u32 = 0o600;
+/// Mode of a certificate (public; it sits in the 0700 secrets directory).
+pub const CERT_MODE: u32 = 0o644;
+
+/// Makes every missing generated file of `cluster`'s `[tls]` (nothing
+/// without `[tls]`); fails naming the file when an operator's file is
+/// missing. The proxy's pair is made when the config has a `[proxy]`.
+pub fn ensure(cluster: &ClusterConfig, user: &ServiceUser) -> Result<(), PgError> {
+    let Some(tls) = &cluster.tls else {
+        return Ok(());
+    };
+    let mut ca: Option<Authority> = None;
+    if !tls.ca_file.exists() {
+        if !tls.ca_generated {
+            return Err(missing(
+                &tls.ca_file,
+                "tls.ca_file",
+                "put the CA certificate there, or remove tls.ca_file and tls.ca_key_file to let pgha generate one",
+            ));
+        }
+        let new = Authority::generate(&cluster.name)?;
+        let pem = new.pem();
+        user.write_file(&tls.ca_key_file, pem.key.as_bytes(), KEY_MODE)?;
+        user.write_file(&tls.ca_file, pem.cert.as_bytes(), CERT_MODE)?;
+        tracing::info!(file = %tls.ca_file.display(), "generated the cluster's CA");
+        ca = Some(new);
+    }
+    let mut pairs: Vec<(String, &str, &CertPair)> = cluster
+        .members
+        .iter()
+        .filter_map(|m| Some((m.name.clone(), m.host.as_str(), tls.member(&m.name)?)))
+        .collect();
+    if let Some(p) = &cluster.proxy {
+        pairs.push((PROXY.into(), p.host.as_str(), &tls.proxy));
+    }
+    for (name, host, pair) in pairs {
+        if pair.cert_file.exists() && pair.key_file.exists() {
+            continue;
+        }
+        if !pair.generated {
+            let path = if pair.cert_file.exists() {
+                &pair.key_file
+            } else {
+                &pair.cert_file
+            };
+            let key = if name == PROXY {
+                "tls.proxy".to_string()
+            } else {
+                format!("tls.members.{name}")
+            };
+            return Err(missing(
+                path,
+                &key,
+                "put the certificate and its key there, or remove the table to let pgha generate them",
+            ));
+        }
+        if ca.is_none() {
+            ca = Some(load_ca(cluster, tls, &name)?);
+        }
+        if let Some(ca) = &ca {
+            let pem = ca.issue(&name, &server_names(host))?;
+            user.write_file(&pair.key_file, pem.key.as_bytes(), KEY_MODE)?;
+            user.write_file(&pair.cert_file, pem.cert.as_bytes(), CERT_MODE)?;
+            tracing::info!(file = %pair.cert_file.display(), "generated the certificate of {name}");
+        }
+    }
+    Ok(())
+}
+
+fn load_ca(cluster: &ClusterConfig, tls: &TlsConfig, name: &str) -> Result<Authority, PgError> {
+    let key = match std::fs::read_to_string(&tls.ca_key_file) {
+        Ok(k) => k,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(missing(
+                &tls.ca_key_file,
+                "tls.ca_key_file",
+                &format!("pgha needs the CA's key to sign the missing certificate of {name}: put the key there, or give {name} a certificate of your own in [tls.members.{name}] / [tls.proxy]"),
+            ))
+        }
+        Err(e) => {
+            return Err(PgError::Io {
+                what: format!("read {}", tls.ca_key_file.display()),
+                error: e,
+            })
+        }
+    };
+    Ok(Authority::load(&cluster.name, &key)?)
+}
+
+fn missing(path: &Path, key: &str, remedy: &str) -> PgError {
+    PgError::MissingTlsFile {
+        path: path.to_path_buf(),
+        key: key.to_string(),
+        remedy: remedy.to_string(),
+    }
+}
+
+/// What a member needs before its PostgreSQL can start with `[tls]`: the CA
+/// certificate and the member's pair. An agent does not generate them (on
+/// several hosts each would make its own CA); it refuses to start instead.
+pub fn check(cluster: &ClusterConfig, member: &str) -> Result<(), PgError> {
+    let Some(tls) = &cluster.tls else {
+        return Ok(());
+    };
+    const REMEDY: &str = "with [tls] enabled every member needs the CA certificate and its own certificate and key: `pgha up` generates them for a dev cluster; elsewhere make them and copy them to each host (docs/security.md, \"TLS\")";
+    let mut needed = vec![(&tls.ca_file, "tls.ca_file".to_string())];
+    if let Some(pair) = tls.member(member) {
+        let key = format!("tls.members.{member}");
+        needed.push((&pair.cert_file, format!("{key}.cert_file")));
+        needed.push((&pair.key_file, format!("{key}.key_file")));
+    }
+    match needed.into_iter().find(|(path, _)| !path.exists()) {
+        Some((path, key)) => Err(missing(path, &key, REMEDY)),
+        None => Ok(()),
+    }
+}
