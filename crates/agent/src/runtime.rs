@@ -18,6 +18,7 @@
 //! [`Exit::TaskEnded`] so the caller exits non-zero.
 
 use crate::lease::LeaseKeeper;
+use crate::metrics::{AgentMetrics, PromotionKind};
 use crate::observe::{self, PgMemory};
 use crate::status::{AgentCommand, AgentStatus, DecisionRecord, DECISION_HISTORY};
 use crate::tasks::{TaskEnded, Tasks};
@@ -90,6 +91,11 @@ pub struct Agent {
     /// The last iteration ran at least one action besides publishing and
     /// renewing, and none failed: see [`Agent::min_wait_ms`].
     stepped: bool,
+    /// What `/metrics` reports (shared with the REST API).
+    metrics: Arc<AgentMetrics>,
+    /// Since when this member has seen the cluster without a leader (or a
+    /// switchover request), and which: the start of a promotion's duration.
+    leaderless_since: Option<(Instant, PromotionKind)>,
 }
 
 /// Why [`Agent::run`] returned.
@@ -135,6 +141,8 @@ impl Agent {
             &cfg.replication_user,
         )?;
         let keys = ClusterKeys::new(&cfg.dcs.namespace, &cfg.name)?;
+        let metrics = Arc::new(AgentMetrics::default());
+        let dcs = crate::instrumented::InstrumentedDcs::wrap(dcs, metrics.clone());
         let inst = Instance::new(&me, bins, user);
         let (status_tx, status_rx) = watch::channel(AgentStatus {
             member: me.name.clone(),
@@ -170,6 +178,8 @@ impl Agent {
                 decisions: VecDeque::new(),
                 last_reason: String::new(),
                 stepped: false,
+                metrics,
+                leaderless_since: None,
             },
             status_rx,
         ))
@@ -181,6 +191,23 @@ impl Agent {
 
     pub fn api_token(&self) -> String {
         self.secrets.api_token.clone()
+    }
+
+    /// The counters `/metrics` reports; pass them to
+    /// [`crate::api::serve_with_metrics`].
+    pub fn metrics(&self) -> Arc<AgentMetrics> {
+        self.metrics.clone()
+    }
+
+    fn sampler_target(&self) -> crate::sampler::SamplerTarget {
+        crate::sampler::SamplerTarget {
+            host: self.me.host.clone(),
+            port: self.me.port,
+            user: self.cfg.superuser.clone(),
+            password: self.secrets.admin_password.clone(),
+            data_dir: self.me.data_dir.clone(),
+            archive_dir: self.cfg.archive_dir.clone(),
+        }
     }
 
     /// Runs `task` as part of the agent, supervised with its own tasks: if
@@ -223,6 +250,11 @@ impl Agent {
                 }
             }),
         ];
+        let sampler = crate::sampler::run(self.sampler_target(), self.metrics.clone());
+        tasks.spawn("metrics sampler", async move {
+            sampler.await;
+            Ok(())
+        });
         self.write_initial_config().await;
         let exit = loop {
             let decision = self.iterate().await;
@@ -300,14 +332,22 @@ impl Agent {
         let dcs_view = snap.dcs_view(&self.last_config);
         let decision = pgha_core::decide(&local, &dcs_view, now);
         self.log_decision(&decision);
+        self.track_leaderless(snap.view.as_ref());
         self.stepped = false;
         for action in &decision.actions {
             self.keeper.heartbeat();
             if let Err(e) = self.execute(action).await {
                 tracing::warn!(member = %self.me.name, action = %action, "action failed: {e:#}");
+                self.metrics.action(action.kind(), false);
                 self.client = None;
                 self.stepped = false;
                 break;
+            }
+            self.metrics.action(action.kind(), true);
+            if matches!(action, Action::Promote { .. }) {
+                if let Some((since, kind)) = self.leaderless_since.take() {
+                    self.metrics.promoted(kind, since.elapsed());
+                }
             }
             self.stepped |= !matches!(action, Action::PublishMember(_) | Action::RenewLeader);
         }
@@ -316,6 +356,25 @@ impl Agent {
         }
         self.publish_status(&local, &snap, &decision);
         decision
+    }
+
+    /// Start (or end) the clock of a possible promotion: from the first
+    /// view without a leader, or with a switchover request, until this
+    /// member's `Promote` succeeds.
+    fn track_leaderless(&mut self, view: Option<&pgha_core::ClusterView>) {
+        let Some(v) = view else { return };
+        let kind = if v.switchover.is_some() {
+            Some(PromotionKind::Switchover)
+        } else if v.leader.is_none() {
+            Some(PromotionKind::Failover)
+        } else {
+            None
+        };
+        match (kind, self.leaderless_since) {
+            (None, _) => self.leaderless_since = None,
+            (Some(k), None) => self.leaderless_since = Some((Instant::now(), k)),
+            (Some(_), Some(_)) => {}
+        }
     }
 
     fn local_state(&self, pg: pgha_core::PgState) -> LocalState {
@@ -391,6 +450,8 @@ impl Agent {
         let routine = steps.iter().all(|s| s == "renew leader lease");
         if !routine || d.reason != self.last_reason {
             tracing::info!(member = %self.me.name, actions = ?steps, "{}", d.reason);
+            self.metrics
+                .decision(d.steps().first().map_or("none", |a| a.kind()));
             self.decisions.push_back(DecisionRecord {
                 at_unix_ms: std::time::SystemTime::now()
                     .duration_since(std::time::UNIX_EPOCH)
@@ -445,7 +506,14 @@ impl Agent {
                 .map(crate::api::view_json)
                 .unwrap_or(serde_json::Value::Null),
             decisions: self.decisions.clone(),
+            fenced: pg.is_running_primary() && pg.fenced,
         };
+        let expiry = self
+            .keeper
+            .state()
+            .filter(|_| is_leader)
+            .map(|l| self.started + Duration::from_millis(l.expires_at().0));
+        self.metrics.set_lease_expiry(expiry);
         self.status_tx.send_replace(status);
     }
 

@@ -22,6 +22,7 @@ pub mod failpoint;
 mod fetch;
 pub mod format;
 mod fsutil;
+pub mod health;
 mod inspect;
 mod name;
 mod push;

@@ -15,6 +15,7 @@
 //! | `/patroni` | always (node document) | |
 //! | `/cluster` | always (cluster document) | |
 //! | `/config` | always (the dynamic config, or null before the first DCS read) | |
+//! | `/metrics` | always (Prometheus text format, docs/observability.md) | |
 //! | `POST /restart`, `POST /reinit` | done (token required) | 202/401/500/503 |
 //!
 //! Health endpoints answer GET, HEAD and OPTIONS alike (HAProxy's `option
@@ -59,6 +60,7 @@ struct ApiState {
     /// When the loop last published a snapshot (or when serving began).
     last_update: Arc<Mutex<Instant>>,
     command_wait: Duration,
+    metrics: Arc<crate::metrics::AgentMetrics>,
 }
 
 type Shared = Arc<ApiState>;
@@ -73,6 +75,20 @@ pub async fn serve(
     token: String,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    let metrics = Arc::default();
+    serve_with_metrics(listener, status, commands, token, metrics, shutdown).await
+}
+
+/// [`serve`], with `/metrics` reporting the agent's counters
+/// ([`crate::Agent::metrics`]) besides its status.
+pub async fn serve_with_metrics(
+    listener: tokio::net::TcpListener,
+    status: watch::Receiver<AgentStatus>,
+    commands: mpsc::Sender<AgentCommand>,
+    token: String,
+    metrics: Arc<crate::metrics::AgentMetrics>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
     let last_update = Arc::new(Mutex::new(Instant::now()));
     let watcher = tokio::spawn(track_updates(status.clone(), last_update.clone()));
     let state = Arc::new(ApiState {
@@ -81,6 +97,7 @@ pub async fn serve(
         token,
         last_update,
         command_wait: control::COMMAND_WAIT,
+        metrics,
     });
     let addr = listener.local_addr().ok();
     tracing::info!(?addr, "REST API listening");
@@ -106,6 +123,7 @@ fn router(state: Shared) -> Router {
         .route("/cluster", any(cluster))
         .route("/config", any(config))
         .route("/liveness", any(liveness))
+        .route("/metrics", any(metrics))
         .route("/restart", post(restart))
         .route("/reinit", post(reinit))
         .fallback(health_check)
@@ -180,6 +198,16 @@ async fn config(State(st): State<Shared>, method: Method) -> Response {
     }
     let doc = st.status.borrow().view.get("config").cloned();
     (StatusCode::OK, Json(doc.unwrap_or(Value::Null))).into_response()
+}
+
+/// Prometheus' text exposition format (docs/observability.md).
+async fn metrics(State(st): State<Shared>, method: Method) -> Response {
+    if !read_method(&method) {
+        return not_allowed();
+    }
+    let body = st.metrics.render(&st.status.borrow());
+    let ct = [(axum::http::header::CONTENT_TYPE, pgha_metrics::CONTENT_TYPE)];
+    (StatusCode::OK, ct, body).into_response()
 }
 
 async fn liveness(State(st): State<Shared>, method: Method) -> Response {
