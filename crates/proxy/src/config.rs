@@ -147,6 +147,10 @@ pub struct ProxySettings {
     pub admin_database: String,
     /// Where the topology comes from.
     pub topology: TopologySettings,
+    /// HTTP listener for `GET /metrics` (Prometheus) and the status page,
+    /// e.g. `127.0.0.1:6435`. Default `""`: off.
+    #[serde(default)]
+    pub http_listen: String,
 }
 
 /// How clients share backends.

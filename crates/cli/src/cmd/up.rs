@@ -268,12 +268,19 @@ fn start_proxy(cluster: &DevCluster, bin: &Path, secrets: &Secrets) -> anyhow::R
     }
     ensure_free(
         &p.host,
-        &[p.rw_port, p.ro_port, p.primary_port],
+        &[p.rw_port, p.ro_port, p.primary_port]
+            .into_iter()
+            .chain(p.http_port)
+            .collect::<Vec<_>>(),
         "the proxy",
         "change [proxy] in cluster.toml",
     )?;
+    let http = p
+        .http_port
+        .map(|port| format!("http_listen = \"{}:{port}\"\n", p.host))
+        .unwrap_or_default();
     let text = format!(
-        "# Written by `pgha up` from cluster.toml; changes here are overwritten.\n\
+        "# Written by `pgha up` from cluster.toml; changes here are overwritten.\n{http}\
          listen_rw = \"{h}:{rw}\"\nlisten_ro = \"{h}:{ro}\"\nlisten_primary = \"{h}:{pr}\"\n\
          monitor_password_file = {mon:?}\nadmin_users = [\"postgres\"]\n\n[topology]\nkind = \"etcd\"\ncluster = {name:?}\n\n\
          [topology.dcs]\n{dcs}",
