@@ -344,10 +344,14 @@ impl Agent {
                 break;
             }
             self.metrics.action(action.kind(), true);
-            if matches!(action, Action::Promote { .. }) {
-                if let Some((since, kind)) = self.leaderless_since.take() {
-                    self.metrics.promoted(kind, since.elapsed());
+            match action {
+                Action::Promote { .. } => {
+                    if let Some((since, kind)) = self.leaderless_since.take() {
+                        self.metrics.promoted(kind, since.elapsed());
+                    }
                 }
+                Action::StartAsPrimary { .. } | Action::Bootstrap => self.leaderless_since = None,
+                _ => {}
             }
             self.stepped |= !matches!(action, Action::PublishMember(_) | Action::RenewLeader);
         }
@@ -360,9 +364,11 @@ impl Agent {
 
     /// Start (or end) the clock of a possible promotion: from the first
     /// view without a leader, or with a switchover request, until this
-    /// member's `Promote` succeeds.
+    /// member's `Promote` succeeds (the views between show the key taken by
+    /// this member); another member's leadership stops it.
     fn track_leaderless(&mut self, view: Option<&pgha_core::ClusterView>) {
         let Some(v) = view else { return };
+        let mine = v.leader.as_ref().is_some_and(|l| l.holder == self.me.name);
         let kind = if v.switchover.is_some() {
             Some(PromotionKind::Switchover)
         } else if v.leader.is_none() {
@@ -371,6 +377,8 @@ impl Agent {
             None
         };
         match (kind, self.leaderless_since) {
+            // Took the key: the clock runs on until the promotion is done.
+            (None, _) if mine => {}
             (None, _) => self.leaderless_since = None,
             (Some(k), None) => self.leaderless_since = Some((Instant::now(), k)),
             (Some(_), Some(_)) => {}

@@ -38,6 +38,13 @@ pub struct Args {
     /// How long to wait for a healthy cluster.
     #[arg(long, default_value_t = 120)]
     pub timeout: u64,
+    /// Also start a Prometheus scraping the agents and the proxy
+    /// (docs/observability.md); `pgha down` stops it.
+    #[arg(long)]
+    pub prometheus: bool,
+    /// Its port on 127.0.0.1 (default: the proxy's http_port + 1, else 9090).
+    #[arg(long, requires = "prometheus")]
+    pub prometheus_port: Option<u16>,
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -77,6 +84,7 @@ fn with_leftovers(cluster: &DevCluster, e: anyhow::Error) -> anyhow::Error {
             .map(|m| (agent_name(&m.name), "agent")),
     );
     names.push(("proxy".to_string(), "proxy"));
+    names.push(("prometheus".to_string(), "prometheus"));
     for (name, expect) in &names {
         if let Some(pid) = supervise::running_pid(&cluster.dir, name, expect) {
             running.push(format!("{name} (pid {pid})"));
@@ -126,7 +134,19 @@ async fn bring_up(cluster: &DevCluster, args: &Args, started: Instant) -> anyhow
     // soon as there is a primary.
     start_proxy(cluster, &bin, &secrets)?;
     let leader = wait_healthy(cluster, &dcs, &keys, &secrets, deadline).await?;
+    let prometheus = match args.prometheus {
+        true => {
+            let port = args
+                .prometheus_port
+                .unwrap_or_else(|| super::prometheus::default_port(cluster));
+            Some(super::prometheus::start(cluster, port)?)
+        }
+        false => None,
+    };
     print_summary(cluster, &leader, &secrets, started.elapsed());
+    if let Some(url) = prometheus {
+        crate::outln!("  prometheus {url}");
+    }
     Ok(ExitCode::SUCCESS)
 }
 
@@ -198,7 +218,12 @@ fn start_etcd(cluster: &DevCluster) -> anyhow::Result<()> {
 /// SO_REUSEADDR, as they do (std's `TcpListener::bind` sets it on Unix), so
 /// a port that only has TIME-WAIT sockets left from earlier connections
 /// counts as free.
-fn ensure_free(host: &str, ports: &[u16], who: &str, remedy: &str) -> anyhow::Result<()> {
+pub(crate) fn ensure_free(
+    host: &str,
+    ports: &[u16],
+    who: &str,
+    remedy: &str,
+) -> anyhow::Result<()> {
     for &port in ports {
         if std::net::TcpListener::bind((host, port)).is_err() {
             bail!("port {port} on {host}, needed by {who}, is in use by another program: stop it, or {remedy}");
@@ -207,7 +232,7 @@ fn ensure_free(host: &str, ports: &[u16], who: &str, remedy: &str) -> anyhow::Re
     Ok(())
 }
 
-fn which(program: &str) -> Option<PathBuf> {
+pub(crate) fn which(program: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH")?;
     std::env::split_paths(&path)
         .map(|d| d.join(program))
@@ -610,6 +635,9 @@ fn print_summary(cluster: &DevCluster, leader: &str, secrets: &Secrets, took: Du
             ro = p.ro_port,
             pr = p.primary_port
         );
+        if let Some(port) = p.http_port {
+            crate::outln!("           metrics http://{}:{port}/metrics", p.host);
+        }
     }
     crate::outln!(
         "  password of {:?}: {}",
