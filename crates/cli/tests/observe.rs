@@ -151,6 +151,72 @@ async fn prometheus_scrapes_every_member_and_the_proxy_through_a_failover() {
         "{}",
         pgha_testkit::cluster::describe(&out)
     );
-    let gone = !Path::new(&format!("/proc/{}", pid.trim())).exists();
+    // Gone, or a zombie its parent (init, in a container perhaps one that
+    // does not reap) has not collected yet.
+    let stat = std::fs::read_to_string(format!("/proc/{}/stat", pid.trim())).unwrap_or_default();
+    let gone = stat
+        .rsplit_once(')')
+        .is_none_or(|(_, rest)| rest.trim_start().starts_with('Z'));
     assert!(gone, "pgha down stopped Prometheus (pid {})", pid.trim());
+
+    // The cluster's archive now gets a newer segment of another cluster:
+    // `up` refuses to start on it and says how to proceed.
+    push_foreign_segment(&c.config.archive_dir, "000000FF0000000000000001");
+    let out = c.pgha(&["up"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "{}",
+        pgha_testkit::cluster::describe(&out)
+    );
+    assert!(
+        err.contains("holds another cluster's history") && err.contains("To proceed"),
+        "{err}"
+    );
+}
+
+/// A WAL segment of a cluster with system identifier 4242, archived with
+/// `pgha wal-push` into `archive`.
+fn push_foreign_segment(archive: &Path, name: &str) {
+    let src = tempfile::tempdir().unwrap();
+    let mut seg = vec![0u8; 8192];
+    seg[0..2].copy_from_slice(&0xD110u16.to_le_bytes());
+    seg[2..4].copy_from_slice(&2u16.to_le_bytes()); // XLP_LONG_HEADER
+    seg[24..32].copy_from_slice(&4242u64.to_le_bytes());
+    let path = src.path().join(name);
+    std::fs::write(&path, seg).unwrap();
+    let out = pgha_testkit::cluster::run_pgha(
+        bin(),
+        &[
+            "wal-push",
+            "--archive",
+            &archive.display().to_string(),
+            &path.display().to_string(),
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        pgha_testkit::cluster::describe(&out)
+    );
+}
+
+/// A new cluster whose archive already holds WAL is refused before
+/// anything starts, naming the archive and what to do.
+#[test]
+fn up_refuses_a_new_cluster_on_an_archive_holding_wal() {
+    let archive = tempfile::tempdir().unwrap();
+    push_foreign_segment(archive.path(), "000000010000000000000001");
+    let extra = format!(
+        "[archive]\ndir = {:?}\n",
+        archive.path().display().to_string()
+    );
+    let err = match TestCluster::up(bin(), 1, &extra) {
+        Ok(_) => panic!("pgha up accepted an archive holding another cluster's WAL"),
+        Err(e) => format!("{e:#}"),
+    };
+    assert!(err.contains("belongs to another cluster"), "{err}");
+    assert!(err.contains("system identifier 4242"), "{err}");
+    assert!(err.contains("To proceed"), "{err}");
+    assert!(!err.contains("left running"), "nothing was started: {err}");
 }

@@ -106,6 +106,7 @@ fn with_leftovers(cluster: &DevCluster, e: anyhow::Error) -> anyhow::Error {
 async fn bring_up(cluster: &DevCluster, args: &Args, started: Instant) -> anyhow::Result<ExitCode> {
     let secrets = cluster.secrets()?;
     cluster.user.make_dir(&cluster.config.archive_dir, 0o700)?;
+    check_archive_owner(cluster).await?;
     let bin = cluster.pgha_bin().await?;
     start_etcd(cluster)?;
     let ours = local_etcd(cluster).is_some();
@@ -148,6 +149,59 @@ async fn bring_up(cluster: &DevCluster, args: &Args, started: Instant) -> anyhow
         crate::outln!("  prometheus {url}");
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Refuse an archive that holds another cluster's history: a new cluster
+/// with WAL already in its archive, or an existing one whose system
+/// identifier differs from that of any archived segment. Either would end
+/// in pushes refused as conflicts (`pg_wal` growing) or, worse, in a
+/// standby restoring WAL of the wrong cluster.
+async fn check_archive_owner(cluster: &DevCluster) -> anyhow::Result<()> {
+    let dir = &cluster.config.archive_dir;
+    let archive = pgha_archive::Archive::open(dir)?;
+    let Some(owner) = archive
+        .owner()
+        .with_context(|| format!("read the newest segment of the archive {}", dir.display()))?
+    else {
+        return Ok(());
+    };
+    let config = cluster.dir.join(crate::dev::CONFIG_FILE);
+    let remedy = format!(
+        "To proceed, give this cluster an archive of its own: move that archive away if its \
+         history is not needed (`mv {d} {d}.other`), or set [archive] dir in {c} to an empty \
+         directory",
+        d = dir.display(),
+        c = config.display()
+    );
+    let ours = cluster.instances().into_iter().find(|i| i.is_initialized());
+    let Some(inst) = ours else {
+        bail!(
+            "the archive {} already holds WAL (newest segment {}, system identifier {}) but this \
+             cluster is new: it belongs to another cluster. {remedy}",
+            dir.display(),
+            owner.segment,
+            owner.system_identifier
+        );
+    };
+    let cd = inst
+        .controldata()
+        .await
+        .with_context(|| format!("read the control file of {}", inst.name))?;
+    let foreign = archive
+        .foreign_segment(cd.system_identifier)
+        .with_context(|| format!("read the segments of the archive {}", dir.display()))?;
+    if let Some(f) = foreign {
+        bail!(
+            "the archive {} holds another cluster's history: segment {} has system identifier \
+             {}, this cluster's is {} ({}). {remedy}",
+            dir.display(),
+            f.segment,
+            f.system_identifier,
+            cd.system_identifier,
+            inst.name
+        );
+    }
+    Ok(())
 }
 
 /// The etcd endpoint of a dev cluster: loopback host and port.
