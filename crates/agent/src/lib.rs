@@ -6,9 +6,12 @@
 pub mod api;
 mod execute;
 pub mod failsafe;
+pub mod instrumented;
 pub mod lease;
+pub mod metrics;
 pub mod observe;
 pub mod runtime;
+pub mod sampler;
 pub mod status;
 pub mod tasks;
 pub mod view;

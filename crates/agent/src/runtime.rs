@@ -19,6 +19,7 @@
 
 use crate::failsafe::Failsafe;
 use crate::lease::LeaseKeeper;
+use crate::metrics::{AgentMetrics, PromotionKind};
 use crate::observe::{self, PgMemory};
 use crate::status::{AgentCommand, AgentStatus, DecisionRecord, DECISION_HISTORY};
 use crate::tasks::{TaskEnded, Tasks};
@@ -93,6 +94,11 @@ pub struct Agent {
     /// The last iteration ran at least one action besides publishing and
     /// renewing, and none failed: see [`Agent::min_wait_ms`].
     stepped: bool,
+    /// What `/metrics` reports (shared with the REST API).
+    metrics: Arc<AgentMetrics>,
+    /// Since when this member has seen the cluster without a leader (or a
+    /// switchover request), and which: the start of a promotion's duration.
+    leaderless_since: Option<(Instant, PromotionKind)>,
 }
 
 /// Why [`Agent::run`] returned.
@@ -140,6 +146,8 @@ impl Agent {
         )?;
         let keys = ClusterKeys::new(&cfg.dcs.namespace, &cfg.name)?;
         pgha_postgres::tls_files::check(&cfg, &me.name)?;
+        let metrics = Arc::new(AgentMetrics::default());
+        let dcs = crate::instrumented::InstrumentedDcs::wrap(dcs, metrics.clone());
         let inst = Instance::new(&me, bins, user).with_tls_ca(cfg.tls_ca());
         let (status_tx, status_rx) = watch::channel(AgentStatus {
             member: me.name.clone(),
@@ -182,6 +190,8 @@ impl Agent {
                 decisions: VecDeque::new(),
                 last_reason: String::new(),
                 stepped: false,
+                metrics,
+                leaderless_since: None,
             },
             status_rx,
         ))
@@ -198,6 +208,23 @@ impl Agent {
     /// The failsafe handle the REST API answers `POST /failsafe` with.
     pub fn failsafe(&self) -> Failsafe {
         self.failsafe.clone()
+    }
+
+    /// The counters `/metrics` reports; pass them to
+    /// [`crate::api::serve_agent`].
+    pub fn metrics(&self) -> Arc<AgentMetrics> {
+        self.metrics.clone()
+    }
+
+    fn sampler_target(&self) -> crate::sampler::SamplerTarget {
+        crate::sampler::SamplerTarget {
+            host: self.me.host.clone(),
+            port: self.me.port,
+            user: self.cfg.superuser.clone(),
+            password: self.secrets.admin_password.clone(),
+            data_dir: self.me.data_dir.clone(),
+            archive_dir: self.cfg.archive_dir.clone(),
+        }
     }
 
     /// Runs `task` as part of the agent, supervised with its own tasks: if
@@ -240,6 +267,11 @@ impl Agent {
                 }
             }),
         ];
+        let sampler = crate::sampler::run(self.sampler_target(), self.metrics.clone());
+        tasks.spawn("metrics sampler", async move {
+            sampler.await;
+            Ok(())
+        });
         self.write_initial_config().await;
         let exit = loop {
             let decision = self.iterate().await;
@@ -326,6 +358,7 @@ impl Agent {
         let now = self.now();
         let decision = pgha_core::decide(&local, &dcs_view, now);
         self.log_decision(&decision);
+        self.track_leaderless(snap.view.as_ref());
         self.stepped = false;
         for action in &decision.actions {
             self.keeper.heartbeat();
@@ -336,9 +369,20 @@ impl Agent {
             }
             if let Err(e) = self.execute(action).await {
                 tracing::warn!(member = %self.me.name, action = %action, "action failed: {e:#}");
+                self.metrics.action(action.kind(), false);
                 self.client = None;
                 self.stepped = false;
                 break;
+            }
+            self.metrics.action(action.kind(), true);
+            match action {
+                Action::Promote { .. } => {
+                    if let Some((since, kind)) = self.leaderless_since.take() {
+                        self.metrics.promoted(kind, since.elapsed());
+                    }
+                }
+                Action::StartAsPrimary { .. } | Action::Bootstrap => self.leaderless_since = None,
+                _ => {}
             }
             self.stepped |= !matches!(action, Action::PublishMember(_) | Action::RenewLeader);
         }
@@ -348,6 +392,29 @@ impl Agent {
         }
         self.publish_status(&local, &snap, &decision);
         decision
+    }
+
+    /// Start (or end) the clock of a possible promotion: from the first
+    /// view without a leader, or with a switchover request, until this
+    /// member's `Promote` succeeds (the views between show the key taken by
+    /// this member); another member's leadership stops it.
+    fn track_leaderless(&mut self, view: Option<&pgha_core::ClusterView>) {
+        let Some(v) = view else { return };
+        let mine = v.leader.as_ref().is_some_and(|l| l.holder == self.me.name);
+        let kind = if v.switchover.is_some() {
+            Some(PromotionKind::Switchover)
+        } else if v.leader.is_none() {
+            Some(PromotionKind::Failover)
+        } else {
+            None
+        };
+        match (kind, self.leaderless_since) {
+            // Took the key: the clock runs on until the promotion is done.
+            (None, _) if mine => {}
+            (None, _) => self.leaderless_since = None,
+            (Some(k), None) => self.leaderless_since = Some((Instant::now(), k)),
+            (Some(_), Some(_)) => {}
+        }
     }
 
     fn local_state(&self, pg: pgha_core::PgState) -> LocalState {
@@ -426,6 +493,8 @@ impl Agent {
         let routine = steps.iter().all(|s| s == "renew leader lease");
         if !routine || d.reason != self.last_reason {
             tracing::info!(member = %self.me.name, actions = ?steps, "{}", d.reason);
+            self.metrics
+                .decision(d.steps().first().map_or("none", |a| a.kind()));
             self.decisions.push_back(DecisionRecord {
                 at_unix_ms: std::time::SystemTime::now()
                     .duration_since(std::time::UNIX_EPOCH)
@@ -480,7 +549,14 @@ impl Agent {
                 .map(crate::api::view_json)
                 .unwrap_or(serde_json::Value::Null),
             decisions: self.decisions.clone(),
+            fenced: pg.is_running_primary() && pg.fenced,
         };
+        let expiry = self
+            .keeper
+            .state()
+            .filter(|_| is_leader)
+            .map(|l| self.started + Duration::from_millis(l.expires_at().0));
+        self.metrics.set_lease_expiry(expiry);
         self.status_tx.send_replace(status);
     }
 

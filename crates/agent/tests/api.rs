@@ -364,6 +364,7 @@ async fn failsafe_promises_need_the_token_and_follow_the_rule() {
         cmd_tx,
         TOKEN.to_string(),
         Some(failsafe.clone()),
+        Default::default(),
         async move {
             let _ = stopped.await;
         },

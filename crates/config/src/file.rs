@@ -200,6 +200,9 @@ pub struct ProxyFile {
     pub ro_port: u16,
     /// Always-the-primary port.
     pub primary_port: u16,
+    /// HTTP port of the proxy (`/metrics`, the status page); none: off.
+    #[serde(default)]
+    pub http_port: Option<u16>,
 }
 
 /// One `[[members]]` entry.
@@ -308,6 +311,7 @@ impl ClusterFile {
                 rw_port: base_port + 10,
                 ro_port: base_port + 11,
                 primary_port: base_port + 12,
+                http_port: Some(base_port + 13),
             }),
             secrets_dir: default_secrets_dir(),
             // `pgha up` generates a CA and the certificates.

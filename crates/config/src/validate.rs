@@ -377,6 +377,9 @@ fn listening_ports(file: &ClusterFile, members: &[Member]) -> Vec<(String, Strin
         ] {
             out.push((key.to_string(), p.host.clone(), port));
         }
+        if let Some(port) = p.http_port {
+            out.push(("proxy.http_port".to_string(), p.host.clone(), port));
+        }
     }
     for (i, url) in file.dcs.endpoints.iter().enumerate() {
         if let Some((host, port)) = url_host_port(url) {

@@ -143,6 +143,37 @@ pub enum Action {
     ClearFailover,
 }
 
+impl Action {
+    /// A short, stable, snake_case name of the action's kind (metrics
+    /// labels, event kinds): no data, unlike `Display`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Action::PublishMember(_) => "publish_member",
+            Action::AcquireInitialize => "acquire_initialize",
+            Action::Bootstrap => "bootstrap",
+            Action::AcquireLeader => "acquire_leader",
+            Action::RenewLeader => "renew_leader",
+            Action::ReleaseLeader => "release_leader",
+            Action::WriteSyncKey(_) => "write_sync_key",
+            Action::HandOver(_) => "hand_over",
+            Action::SetSyncStandbyNames(_) => "set_sync_standby_names",
+            Action::StartAsPrimary { .. } => "start_as_primary",
+            Action::Promote { .. } => "promote",
+            Action::StartAsStandby { .. } => "start_as_standby",
+            Action::FollowLeader(_) => "follow_leader",
+            Action::DetachFromPrimary { .. } => "detach_from_primary",
+            Action::CloneFromLeader(_) => "clone_from_leader",
+            Action::Rewind(_) => "rewind",
+            Action::Reclone(_) => "reclone",
+            Action::Demote(_) => "demote",
+            Action::Fence => "fence",
+            Action::Unfence => "unfence",
+            Action::ClearSwitchover => "clear_switchover",
+            Action::ClearFailover => "clear_failover",
+        }
+    }
+}
+
 impl fmt::Display for Action {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

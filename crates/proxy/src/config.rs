@@ -164,6 +164,10 @@ pub struct ProxySettings {
     /// `backend_tls = "verify-full"`.
     #[serde(default)]
     pub backend_ca_file: Option<PathBuf>,
+    /// HTTP listener for `GET /metrics` (Prometheus) and the status page,
+    /// e.g. `127.0.0.1:6435`. Default `""`: off.
+    #[serde(default)]
+    pub http_listen: String,
 }
 
 /// `tls`: whether clients may, must or must not use TLS.
@@ -328,6 +332,9 @@ impl ProxySettings {
             fix(p);
         }
         if let Some(p) = self.tls_key_file.as_mut() {
+            fix(p);
+        }
+        if let Some(p) = self.backend_ca_file.as_mut() {
             fix(p);
         }
         if let TopologySettings::Etcd { dcs, .. } = &mut self.topology {

@@ -54,6 +54,8 @@ pub struct NodeStats {
     pub outstanding: AtomicUsize,
     /// Client units sent to this node so far (metrics, routing tests).
     pub served: std::sync::atomic::AtomicU64,
+    /// Backend connections sessions hold on this node (metrics).
+    pub backends: pgha_metrics::Gauge,
     /// Poll rounds: the last one started, the latest one a caller waits for.
     rounds: Mutex<Rounds>,
     /// Wakes the poller when a caller wants a round.
@@ -85,6 +87,7 @@ impl NodeStats {
             }),
             outstanding: AtomicUsize::new(0),
             served: std::sync::atomic::AtomicU64::new(0),
+            backends: Default::default(),
             rounds: Mutex::new(Rounds::default()),
             wake: Notify::new(),
             done: watch::channel(Round::default()).0,

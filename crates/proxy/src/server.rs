@@ -46,6 +46,8 @@ pub struct ProxyHandle {
     pub rw: Option<SocketAddr>,
     pub ro: Option<SocketAddr>,
     pub primary: Option<SocketAddr>,
+    /// The HTTP listener (`/metrics`), when `http_listen` is set.
+    pub http: Option<SocketAddr>,
     pub shared: Arc<Shared>,
     tasks: Vec<JoinHandle<()>>,
     /// Held so the session threads live as long as the handle.
@@ -146,7 +148,23 @@ impl Proxy {
                 workers.clone(),
             )));
         }
+        let http = match settings.http_listen.as_str() {
+            "" => None,
+            addr => {
+                let bind_err = |source| StartError::Bind {
+                    listener: "http",
+                    addr: addr.to_string(),
+                    source,
+                };
+                let listener = TcpListener::bind(addr).await.map_err(bind_err)?;
+                let local = listener.local_addr().map_err(bind_err)?;
+                tracing::info!("http listener (/metrics) on {local}");
+                tasks.push(tokio::spawn(crate::http::serve(listener, shared.clone())));
+                Some(local)
+            }
+        };
         Ok(ProxyHandle {
+            http,
             rw: addrs[0],
             ro: addrs[1],
             primary: addrs[2],

@@ -56,6 +56,8 @@ pub struct Shared {
     pub logins: LoginCache,
     /// Backend pools of transaction-mode sessions.
     pub pools: crate::pool::Pools,
+    /// What `/metrics` reports.
+    pub metrics: crate::metrics::ProxyMetrics,
     /// Prepared-statement versions of transaction-mode sessions: unique
     /// across the proxy, since their backends pass from client to client.
     statement_versions: std::sync::atomic::AtomicU64,
@@ -105,6 +107,7 @@ impl Shared {
             backend_tls,
             logins: Default::default(),
             pools,
+            metrics: Default::default(),
             statement_versions: std::sync::atomic::AtomicU64::new(1),
             cancels: Mutex::new(HashMap::new()),
             clients: Default::default(),

@@ -38,7 +38,8 @@ pub fn config_text(members: usize, extra: &str) -> String {
     }
     if !extra.contains("[proxy]") {
         text.push_str(&format!(
-            "[proxy]\nrw_port = {}\nro_port = {}\nprimary_port = {}\n",
+            "[proxy]\nrw_port = {}\nro_port = {}\nprimary_port = {}\nhttp_port = {}\n",
+            free_port(),
             free_port(),
             free_port(),
             free_port()

@@ -15,6 +15,7 @@
 //! | `/patroni` | always (node document) | |
 //! | `/cluster` | always (cluster document) | |
 //! | `/config` | always (the dynamic config, or null before the first DCS read) | |
+//! | `/metrics` | always (Prometheus text format, docs/observability.md) | |
 //! | `POST /restart`, `POST /reinit` | done (token required) | 202/401/500/503 |
 //! | `POST /failsafe` | promise granted (token required; body `{"leader", "term"}`) | 400/401/409/503 |
 //!
@@ -64,6 +65,7 @@ struct ApiState {
     command_wait: Duration,
     /// Failsafe promises (`None`: `POST /failsafe` answers 503).
     failsafe: Option<Failsafe>,
+    metrics: Arc<crate::metrics::AgentMetrics>,
 }
 
 type Shared = Arc<ApiState>;
@@ -78,17 +80,20 @@ pub async fn serve(
     token: String,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    serve_agent(listener, status, commands, token, None, shutdown).await
+    let metrics = Arc::default();
+    serve_agent(listener, status, commands, token, None, metrics, shutdown).await
 }
 
 /// [`serve`] for a running agent: also answers the leader's failsafe
-/// promise requests (`POST /failsafe`) through `failsafe`.
+/// promise requests (`POST /failsafe`) through `failsafe`, and `/metrics`
+/// reports the agent's counters ([`crate::Agent::metrics`]).
 pub async fn serve_agent(
     listener: tokio::net::TcpListener,
     status: watch::Receiver<AgentStatus>,
     commands: mpsc::Sender<AgentCommand>,
     token: String,
     failsafe: Option<Failsafe>,
+    metrics: Arc<crate::metrics::AgentMetrics>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let last_update = Arc::new(Mutex::new(Instant::now()));
@@ -100,6 +105,7 @@ pub async fn serve_agent(
         last_update,
         command_wait: control::COMMAND_WAIT,
         failsafe,
+        metrics,
     });
     let addr = listener.local_addr().ok();
     tracing::info!(?addr, "REST API listening");
@@ -125,6 +131,7 @@ fn router(state: Shared) -> Router {
         .route("/cluster", any(cluster))
         .route("/config", any(config))
         .route("/liveness", any(liveness))
+        .route("/metrics", any(metrics))
         .route("/restart", post(restart))
         .route("/reinit", post(reinit))
         .route("/failsafe", post(failsafe_promise))
@@ -200,6 +207,16 @@ async fn config(State(st): State<Shared>, method: Method) -> Response {
     }
     let doc = st.status.borrow().view.get("config").cloned();
     (StatusCode::OK, Json(doc.unwrap_or(Value::Null))).into_response()
+}
+
+/// Prometheus' text exposition format (docs/observability.md).
+async fn metrics(State(st): State<Shared>, method: Method) -> Response {
+    if !read_method(&method) {
+        return not_allowed();
+    }
+    let body = st.metrics.render(&st.status.borrow());
+    let ct = [(axum::http::header::CONTENT_TYPE, pgha_metrics::CONTENT_TYPE)];
+    (StatusCode::OK, ct, body).into_response()
 }
 
 async fn liveness(State(st): State<Shared>, method: Method) -> Response {

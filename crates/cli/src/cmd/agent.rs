@@ -63,6 +63,7 @@ async fn agent(args: Args) -> anyhow::Result<ExitCode> {
         cmd_tx,
         agent.api_token(),
         Some(agent.failsafe()),
+        agent.metrics(),
         cancel.clone().cancelled_owned(),
     );
     agent.supervise("REST API", api);

@@ -7,6 +7,7 @@ pub mod edit_config;
 pub mod etcd_auth;
 pub mod failover;
 pub mod pause;
+pub mod prometheus;
 pub mod proxy;
 pub mod reinit;
 pub mod restart;

@@ -38,6 +38,13 @@ pub struct Args {
     /// How long to wait for a healthy cluster.
     #[arg(long, default_value_t = 120)]
     pub timeout: u64,
+    /// Also start a Prometheus scraping the agents and the proxy
+    /// (docs/observability.md); `pgha down` stops it.
+    #[arg(long)]
+    pub prometheus: bool,
+    /// Its port on 127.0.0.1 (default: the proxy's http_port + 1, else 9090).
+    #[arg(long, requires = "prometheus")]
+    pub prometheus_port: Option<u16>,
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -77,6 +84,7 @@ fn with_leftovers(cluster: &DevCluster, e: anyhow::Error) -> anyhow::Error {
             .map(|m| (agent_name(&m.name), "agent")),
     );
     names.push(("proxy".to_string(), "proxy"));
+    names.push(("prometheus".to_string(), "prometheus"));
     for (name, expect) in &names {
         if let Some(pid) = supervise::running_pid(&cluster.dir, name, expect) {
             running.push(format!("{name} (pid {pid})"));
@@ -100,6 +108,7 @@ async fn bring_up(cluster: &DevCluster, args: &Args, started: Instant) -> anyhow
     pgha_postgres::tls_files::ensure(&cluster.config, &cluster.user)
         .context("make the cluster's TLS certificates ([tls])")?;
     cluster.user.make_dir(&cluster.config.archive_dir, 0o700)?;
+    check_archive_owner(cluster).await?;
     let bin = cluster.pgha_bin().await?;
     start_etcd(cluster)?;
     let ours = local_etcd(cluster).is_some();
@@ -128,8 +137,73 @@ async fn bring_up(cluster: &DevCluster, args: &Args, started: Instant) -> anyhow
     // soon as there is a primary.
     start_proxy(cluster, &bin, &secrets)?;
     let leader = wait_healthy(cluster, &dcs, &keys, &secrets, deadline).await?;
+    let prometheus = match args.prometheus {
+        true => {
+            let port = args
+                .prometheus_port
+                .unwrap_or_else(|| super::prometheus::default_port(cluster));
+            Some(super::prometheus::start(cluster, port)?)
+        }
+        false => None,
+    };
     print_summary(cluster, &leader, &secrets, started.elapsed());
+    if let Some(url) = prometheus {
+        crate::outln!("  prometheus {url}");
+    }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Refuse an archive that holds another cluster's history: a new cluster
+/// with WAL already in its archive, or an existing one whose system
+/// identifier differs from that of any archived segment. Either would end
+/// in pushes refused as conflicts (`pg_wal` growing) or, worse, in a
+/// standby restoring WAL of the wrong cluster.
+async fn check_archive_owner(cluster: &DevCluster) -> anyhow::Result<()> {
+    let dir = &cluster.config.archive_dir;
+    let archive = pgha_archive::Archive::open(dir)?;
+    let Some(owner) = archive
+        .owner()
+        .with_context(|| format!("read the newest segment of the archive {}", dir.display()))?
+    else {
+        return Ok(());
+    };
+    let config = cluster.dir.join(crate::dev::CONFIG_FILE);
+    let remedy = format!(
+        "To proceed, give this cluster an archive of its own: move that archive away if its \
+         history is not needed (`mv {d} {d}.other`), or set [archive] dir in {c} to an empty \
+         directory",
+        d = dir.display(),
+        c = config.display()
+    );
+    let ours = cluster.instances().into_iter().find(|i| i.is_initialized());
+    let Some(inst) = ours else {
+        bail!(
+            "the archive {} already holds WAL (newest segment {}, system identifier {}) but this \
+             cluster is new: it belongs to another cluster. {remedy}",
+            dir.display(),
+            owner.segment,
+            owner.system_identifier
+        );
+    };
+    let cd = inst
+        .controldata()
+        .await
+        .with_context(|| format!("read the control file of {}", inst.name))?;
+    let foreign = archive
+        .foreign_segment(cd.system_identifier)
+        .with_context(|| format!("read the segments of the archive {}", dir.display()))?;
+    if let Some(f) = foreign {
+        bail!(
+            "the archive {} holds another cluster's history: segment {} has system identifier \
+             {}, this cluster's is {} ({}). {remedy}",
+            dir.display(),
+            f.segment,
+            f.system_identifier,
+            cd.system_identifier,
+            inst.name
+        );
+    }
+    Ok(())
 }
 
 /// The etcd endpoint of a dev cluster: loopback host and port.
@@ -200,7 +274,12 @@ fn start_etcd(cluster: &DevCluster) -> anyhow::Result<()> {
 /// SO_REUSEADDR, as they do (std's `TcpListener::bind` sets it on Unix), so
 /// a port that only has TIME-WAIT sockets left from earlier connections
 /// counts as free.
-fn ensure_free(host: &str, ports: &[u16], who: &str, remedy: &str) -> anyhow::Result<()> {
+pub(crate) fn ensure_free(
+    host: &str,
+    ports: &[u16],
+    who: &str,
+    remedy: &str,
+) -> anyhow::Result<()> {
     for &port in ports {
         if std::net::TcpListener::bind((host, port)).is_err() {
             bail!("port {port} on {host}, needed by {who}, is in use by another program: stop it, or {remedy}");
@@ -209,7 +288,7 @@ fn ensure_free(host: &str, ports: &[u16], who: &str, remedy: &str) -> anyhow::Re
     Ok(())
 }
 
-fn which(program: &str) -> Option<PathBuf> {
+pub(crate) fn which(program: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH")?;
     std::env::split_paths(&path)
         .map(|d| d.join(program))
@@ -270,15 +349,22 @@ fn start_proxy(cluster: &DevCluster, bin: &Path, secrets: &Secrets) -> anyhow::R
     }
     ensure_free(
         &p.host,
-        &[p.rw_port, p.ro_port, p.primary_port],
+        &[p.rw_port, p.ro_port, p.primary_port]
+            .into_iter()
+            .chain(p.http_port)
+            .collect::<Vec<_>>(),
         "the proxy",
         "change [proxy] in cluster.toml",
     )?;
     let path = cluster.dir.join("proxy.toml");
     let tls = proxy_tls_keys(&cluster.config, &path);
+    let http = p
+        .http_port
+        .map(|port| format!("http_listen = \"{}:{port}\"\n", p.host))
+        .unwrap_or_default();
     let text = format!(
         "# Written by `pgha up` from cluster.toml; changes here are overwritten,\n\
-         # except the TLS keys ({kept}), which are kept when set.\n{tls}\
+         # except the TLS keys ({kept}), which are kept when set.\n{tls}{http}\
          listen_rw = \"{h}:{rw}\"\nlisten_ro = \"{h}:{ro}\"\nlisten_primary = \"{h}:{pr}\"\n\
          monitor_password_file = {mon:?}\nadmin_users = [\"postgres\"]\n\n[topology]\nkind = \"etcd\"\ncluster = {name:?}\n\n\
          [topology.dcs]\n{dcs}",
@@ -682,6 +768,9 @@ fn print_summary(cluster: &DevCluster, leader: &str, secrets: &Secrets, took: Du
             ro = p.ro_port,
             pr = p.primary_port
         );
+        if let Some(port) = p.http_port {
+            crate::outln!("           metrics http://{}:{port}/metrics", p.host);
+        }
     }
     crate::outln!(
         "  password of {:?}: {}",

@@ -12,6 +12,7 @@
 //! Hazard: whatever these commands print lands in the PostgreSQL server log.
 
 use anyhow::Context;
+use pgha_archive::health::{self, Op};
 use pgha_archive::{Archive, Compression, Entry, PushOptions, PushOutcome, Retention, WalName};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -98,9 +99,12 @@ pub fn push(args: PushArgs) -> anyhow::Result<ExitCode> {
         CompressArg::Zstd => Compression::Zstd,
     };
     let shown = args.path.display();
-    let outcome = Archive::open(&args.archive)
+    let result = Archive::open(&args.archive)
         .and_then(|a| a.push(&args.path, PushOptions { compression }))
-        .with_context(|| format!("archiving {shown}"))?;
+        .with_context(|| format!("archiving {shown}"));
+    let wal = args.path.file_name().unwrap_or_default().to_string_lossy();
+    note_outcome(Op::Push, &wal, result.as_ref().err());
+    let outcome = result?;
     if let PushOutcome::AlreadyArchived(h) = outcome {
         tracing::info!(
             "{shown} was already archived with identical content (sha256 {}); nothing to do",
@@ -113,12 +117,31 @@ pub fn push(args: PushArgs) -> anyhow::Result<ExitCode> {
 pub fn fetch(args: FetchArgs) -> anyhow::Result<ExitCode> {
     let result = Archive::open(&args.archive).and_then(|a| a.fetch(&args.name, &args.dest));
     match result {
-        Ok(_) => Ok(ExitCode::SUCCESS),
+        Ok(_) => {
+            note_outcome(Op::Fetch, &args.name, None);
+            Ok(ExitCode::SUCCESS)
+        }
         Err(e) if e.is_not_found() => Ok(ExitCode::from(1)),
         Err(e) => {
+            let reason = anyhow::anyhow!("restoring {}: {e}", args.name);
+            note_outcome(Op::Fetch, &args.name, Some(&reason));
             eprintln!("pgha: error: restoring {}: {e}", args.name);
             Ok(ExitCode::from(2))
         }
+    }
+}
+
+/// Leave the failure (or clear it after a success) where the agent reads
+/// it (`pgha_archive::health`): only when run by PostgreSQL, i.e. in a
+/// data directory, never in an operator's working directory.
+fn note_outcome(op: Op, wal: &str, err: Option<&anyhow::Error>) {
+    let dir = std::path::Path::new(".");
+    if !dir.join("PG_VERSION").is_file() {
+        return;
+    }
+    match err {
+        Some(e) => health::record_failure(dir, op, wal, &format!("{e:#}")),
+        None => health::clear_failure(dir, op),
     }
 }
 

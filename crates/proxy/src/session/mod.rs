@@ -27,6 +27,7 @@ pub mod startup;
 pub mod state;
 
 use crate::codec::{BackendMessage, CodecError, ErrorInfo};
+use crate::metrics::{ClientGauge, ClientState};
 use crate::shared::{CancelTargets, ListenerKind, Shared};
 use crate::tls::{ClientRead, ClientWrite};
 use bytes::{Bytes, BytesMut};
@@ -219,6 +220,7 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, kind: ListenerKind, shar
             }
             return;
         };
+        let mut gauge = ClientGauge::new(shared.clone(), kind, ClientState::Login);
         let login = {
             let shared = shared.clone();
             async move {
@@ -244,8 +246,12 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, kind: ListenerKind, shar
             }
         };
         let mut session = match tokio::time::timeout_at(deadline, login).await {
-            Ok(Some(Ok(session))) => session,
+            Ok(Some(Ok(session))) => {
+                gauge.set(ClientState::Active);
+                session
+            }
             Ok(Some(Err((io, started)))) => {
+                gauge.set(ClientState::Active);
                 if let Err(e) = admin::serve(io, shared, started).await {
                     tracing::info!(client = %peer, "admin console session ended: {e:#}");
                 }

@@ -169,11 +169,17 @@ impl Session {
                     let unlogged =
                         code == Some(&b"0A000"[..]) && says(b"unlogged relations during recovery");
                     if serializable || write || unlogged {
+                        self.shared
+                            .metrics
+                            .retry(crate::metrics::Retry::StandbyRefused);
                         u.discarding = true;
                         u.refused_serializable = serializable;
                         u.held = None;
                         return Act::Drop;
                     }
+                }
+                if let Some(code) = error_field(&frame[5..], b'C') {
+                    self.shared.metrics.error(code);
                 }
                 hold_or(u, Act::Release)
             }
@@ -236,6 +242,11 @@ impl Session {
             return;
         }
         release(&mut self.io.wbuf, &mut self.spare, Some(&mut u));
+        if let Some(at) = u.sent_at {
+            self.shared
+                .metrics
+                .completed(role, at.elapsed(), status == b'I');
+        }
         if !u.silent_ready {
             self.io.wbuf.extend_from_slice(frame);
         }
@@ -299,6 +310,9 @@ impl Session {
         let head_retry = b.units.front_mut().and_then(|u| u.retry.take());
         if let (Some(bytes), 1, false) = (head_retry, b.units.len(), in_tx) {
             if self.open != Some(role) {
+                self.shared
+                    .metrics
+                    .retry(crate::metrics::Retry::BackendLost);
                 self.retry = Some(bytes.freeze());
                 self.tx_status = b'I';
                 return;
@@ -318,6 +332,7 @@ impl Session {
             if u.injected {
                 continue;
             }
+            self.shared.metrics.error(b"08006");
             err.encode(&mut self.io.wbuf);
             if u.closed && !u.silent_ready {
                 BackendMessage::ReadyForQuery { status: after }.encode(&mut self.io.wbuf);

@@ -259,6 +259,7 @@ impl Session {
                     return false;
                 };
                 let checked = Instant::now();
+                let _timed = WaitTimer(&self.shared.metrics, checked);
                 // The standby's round runs beside the primary's: a replay
                 // position only grows, so any sample at or past the target
                 // proves it, whenever it was taken.
@@ -450,6 +451,23 @@ impl Session {
 
     /// The current primary, waiting while there is none or the proxy is paused.
     async fn wait_primary(&mut self, deadline: Instant) -> Result<Node, Bytes> {
+        let started = Instant::now();
+        let mut waiting: Option<crate::metrics::WaitingClient> = None;
+        let r = self.wait_primary_inner(deadline, &mut waiting).await;
+        if waiting.is_some() {
+            let m = &self.shared.metrics;
+            m.waited(crate::metrics::Wait::Primary, started.elapsed());
+        }
+        r
+    }
+
+    /// [`Session::wait_primary`]; `waiting` counts the client as waiting
+    /// (in `active`'s place) from the first time it has to.
+    async fn wait_primary_inner(
+        &mut self,
+        deadline: Instant,
+        waiting: &mut Option<crate::metrics::WaitingClient>,
+    ) -> Result<Node, Bytes> {
         let pause_deadline = Instant::now() + self.shared.settings.pause_timeout;
         loop {
             self.hold_primary();
@@ -464,6 +482,12 @@ impl Session {
             };
             // Nothing of ours runs on the primary while we wait.
             self.in_flight = None;
+            if waiting.is_none() {
+                *waiting = Some(crate::metrics::WaitingClient::new(
+                    self.shared.clone(),
+                    self.kind,
+                ));
+            }
             match tokio::time::timeout_at(until.into(), self.topology.changed()).await {
                 Ok(Ok(())) => continue,
                 Ok(Err(_)) => {
@@ -629,4 +653,14 @@ pub(super) struct Opened {
         super::state::SessionMap<String, String>,
     )>,
     slot: Option<crate::pool::Slot>,
+}
+
+/// Counts a read barrier's wait for a standby when dropped.
+struct WaitTimer<'a>(&'a crate::metrics::ProxyMetrics, Instant);
+
+impl Drop for WaitTimer<'_> {
+    fn drop(&mut self) {
+        self.0
+            .waited(crate::metrics::Wait::Standby, self.1.elapsed());
+    }
 }

@@ -78,6 +78,9 @@ pub struct Unit {
     /// (BEGIN, or COMMIT/ROLLBACK AND CHAIN): if the backend dies with it in
     /// flight, the session's transaction is lost, as for an open one.
     pub opens_tx: bool,
+    /// When a client unit was sent (metrics: its latency); `None` for
+    /// units the proxy injects.
+    pub sent_at: Option<std::time::Instant>,
     _outstanding: Outstanding,
 }
 
@@ -105,6 +108,7 @@ impl Unit {
             tx_marks: Vec::new(),
             silent_ready: false,
             opens_tx: false,
+            sent_at: None,
             _outstanding: Outstanding::new(stats),
         }
     }
@@ -226,12 +230,34 @@ pub struct Backend {
     pub settings: SessionMap<String, String>,
     /// Transaction mode: the backend's place in its pool.
     pub slot: Option<crate::pool::Slot>,
+    /// Counts this backend in its node's `backends` while it lives.
+    pub counted: BackendCount,
+}
+
+/// One backend counted in [`NodeStats::backends`] until dropped (a field,
+/// not a `Drop` on [`Backend`], whose fields are moved out when a pooled
+/// backend goes back to its pool).
+#[derive(Debug)]
+pub struct BackendCount(Arc<NodeStats>);
+
+impl BackendCount {
+    pub fn new(stats: Arc<NodeStats>) -> Self {
+        stats.backends.inc();
+        BackendCount(stats)
+    }
+}
+
+impl Drop for BackendCount {
+    fn drop(&mut self) {
+        self.0.backends.dec();
+    }
 }
 
 impl Backend {
     pub fn new(conn: BackendConn, stats: Arc<NodeStats>) -> Self {
         Backend {
             conn,
+            counted: BackendCount::new(stats.clone()),
             stats,
             units: VecDeque::new(),
             prepared: SessionMap::default(),

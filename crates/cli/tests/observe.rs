@@ -1,0 +1,222 @@
+//! Observability against a real dev cluster: `pgha up --prometheus` starts
+//! Debian's Prometheus with a generated scrape config; the test asks it,
+//! through its HTTP API, for `pgha_` series of every member and of the
+//! proxy, fails the primary over, and asks again: the new leader, its
+//! promotion and the proxy's new primary must show up in Prometheus.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test states its expectations by panicking
+
+use pgha_agent::api::client;
+use pgha_testkit::cluster::TestCluster;
+use pgha_testkit::{free_port, wait_until_async};
+use serde_json::Value;
+use std::path::Path;
+use std::time::Duration;
+
+fn bin() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_pgha"))
+}
+
+/// Percent-encode a PromQL query for a URL.
+fn encode(q: &str) -> String {
+    q.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'_' | b'-' | b'.' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// The result vector of an instant query (empty on any failure).
+async fn query(prom: &str, q: &str) -> Vec<Value> {
+    let url = format!("{prom}/api/v1/query?query={}", encode(q));
+    let Ok(resp) = client::get(&url, Duration::from_secs(5)).await else {
+        return Vec::new();
+    };
+    let body: Value = resp.json().unwrap_or(Value::Null);
+    body["data"]["result"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+/// Label `name` of every series in `result`.
+fn labels(result: &[Value], name: &str) -> Vec<String> {
+    let mut v: Vec<String> = result
+        .iter()
+        .filter_map(|s| s["metric"][name].as_str().map(str::to_string))
+        .collect();
+    v.sort();
+    v
+}
+
+/// Wait until `q` returns series whose `label`s are exactly `want`.
+async fn wait_series(prom: &str, q: &str, label: &str, want: &[&str]) {
+    let want: Vec<String> = want.iter().map(|s| s.to_string()).collect();
+    let what = format!("Prometheus answers {q} with {label} = {want:?}");
+    wait_until_async(&what, Duration::from_secs(60), || async {
+        (labels(&query(prom, q).await, label) == want).then_some(())
+    })
+    .await
+    .unwrap();
+}
+
+async fn through_proxy(c: &TestCluster) {
+    let p = c.config.proxy.as_ref().unwrap();
+    let conn = format!(
+        "host={} port={} user={} password={} dbname=postgres",
+        p.host, p.rw_port, c.config.superuser, c.admin_password
+    );
+    let (client, connection) = tokio_postgres::connect(&conn, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    client.simple_query("SELECT 1").await.unwrap();
+    client
+        .simple_query(
+            "CREATE TABLE IF NOT EXISTS observe_t (i int); INSERT INTO observe_t VALUES (1)",
+        )
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn prometheus_scrapes_every_member_and_the_proxy_through_a_failover() {
+    let c = TestCluster::up(bin(), 3, "").expect("pgha up");
+    let port = free_port().to_string();
+    let out = c.pgha(&["up", "--prometheus", "--prometheus-port", &port]);
+    assert!(
+        out.status.success(),
+        "{}",
+        pgha_testkit::cluster::describe(&out)
+    );
+    let prom = format!("http://127.0.0.1:{port}");
+    through_proxy(&c).await;
+    let all = ["node1", "node2", "node3"];
+    wait_series(&prom, "pgha_member_info", "member", &all).await;
+    wait_series(&prom, "pgha_timeline", "member", &all).await;
+    let old = c.leader().await.unwrap();
+    wait_series(&prom, "pgha_member_is_leader == 1", "member", &[&old]).await;
+    let standbys: Vec<&str> = all.iter().copied().filter(|m| *m != old).collect();
+    wait_series(&prom, "pgha_replication_lag_bytes", "standby", &standbys).await;
+    wait_series(&prom, "up{job=\"pgha-proxy\"} == 1", "job", &["pgha-proxy"]).await;
+    wait_series(
+        &prom,
+        "pgha_proxy_node_role{role=\"primary\"}",
+        "node",
+        &[&old],
+    )
+    .await;
+    wait_series(
+        &prom,
+        "pgha_proxy_statements_total{target=\"primary\",reason=\"write\"} > 0",
+        "reason",
+        &["write"],
+    )
+    .await;
+
+    c.kill_node(&old);
+    let new = c
+        .wait_new_leader(Some(&old), Duration::from_secs(60))
+        .await
+        .unwrap();
+    wait_series(&prom, "pgha_member_is_leader == 1", "member", &[&new]).await;
+    wait_series(
+        &prom,
+        "pgha_promotions_total{kind=\"failover\"} > 0",
+        "member",
+        &[&new],
+    )
+    .await;
+    wait_series(
+        &prom,
+        "pgha_proxy_node_role{role=\"primary\"}",
+        "node",
+        &[&new],
+    )
+    .await;
+    // The killed member's agent is gone: Prometheus says so.
+    wait_series(
+        &prom,
+        "up{job=\"pgha-agents\"} == 0",
+        "job",
+        &["pgha-agents"],
+    )
+    .await;
+
+    let pid = std::fs::read_to_string(c.dir.path().join("run/prometheus.pid")).unwrap();
+    let out = c.pgha(&["down"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        pgha_testkit::cluster::describe(&out)
+    );
+    // Gone, or a zombie its parent (init, in a container perhaps one that
+    // does not reap) has not collected yet.
+    let stat = std::fs::read_to_string(format!("/proc/{}/stat", pid.trim())).unwrap_or_default();
+    let gone = stat
+        .rsplit_once(')')
+        .is_none_or(|(_, rest)| rest.trim_start().starts_with('Z'));
+    assert!(gone, "pgha down stopped Prometheus (pid {})", pid.trim());
+
+    // The cluster's archive now gets a newer segment of another cluster:
+    // `up` refuses to start on it and says how to proceed.
+    push_foreign_segment(&c.config.archive_dir, "000000FF0000000000000001");
+    let out = c.pgha(&["up"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "{}",
+        pgha_testkit::cluster::describe(&out)
+    );
+    assert!(
+        err.contains("holds another cluster's history") && err.contains("To proceed"),
+        "{err}"
+    );
+}
+
+/// A WAL segment of a cluster with system identifier 4242, archived with
+/// `pgha wal-push` into `archive`.
+fn push_foreign_segment(archive: &Path, name: &str) {
+    let src = tempfile::tempdir().unwrap();
+    let mut seg = vec![0u8; 8192];
+    seg[0..2].copy_from_slice(&0xD110u16.to_le_bytes());
+    seg[2..4].copy_from_slice(&2u16.to_le_bytes()); // XLP_LONG_HEADER
+    seg[24..32].copy_from_slice(&4242u64.to_le_bytes());
+    let path = src.path().join(name);
+    std::fs::write(&path, seg).unwrap();
+    let out = pgha_testkit::cluster::run_pgha(
+        bin(),
+        &[
+            "wal-push",
+            "--archive",
+            &archive.display().to_string(),
+            &path.display().to_string(),
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        pgha_testkit::cluster::describe(&out)
+    );
+}
+
+/// A new cluster whose archive already holds WAL is refused before
+/// anything starts, naming the archive and what to do.
+#[test]
+fn up_refuses_a_new_cluster_on_an_archive_holding_wal() {
+    let archive = tempfile::tempdir().unwrap();
+    push_foreign_segment(archive.path(), "000000010000000000000001");
+    let extra = format!(
+        "[archive]\ndir = {:?}\n",
+        archive.path().display().to_string()
+    );
+    let err = match TestCluster::up(bin(), 1, &extra) {
+        Ok(_) => panic!("pgha up accepted an archive holding another cluster's WAL"),
+        Err(e) => format!("{e:#}"),
+    };
+    assert!(err.contains("belongs to another cluster"), "{err}");
+    assert!(err.contains("system identifier 4242"), "{err}");
+    assert!(err.contains("To proceed"), "{err}");
+    assert!(!err.contains("left running"), "nothing was started: {err}");
+}
