@@ -64,6 +64,15 @@ impl Archive {
             .map_err(|e| read_error(&path, "reading archive file", e))?;
         Ok(header)
     }
+
+    /// Read `name` completely into `out`, checked (small files: history).
+    pub fn read_into(&self, name: &WalName, out: &mut Vec<u8>) -> Result<Header> {
+        let path = self.path_of(name);
+        let (mut file, header) = open_archived(&path, name, self.dir())?;
+        format::read_payload(&mut file, &header, &mut *out)
+            .map_err(|e| read_error(&path, "reading archive file", e))?;
+        Ok(header)
+    }
 }
 
 /// Header of an archived file, or why it is unreadable.

@@ -16,6 +16,8 @@
 //! mount point must not silently become the archive), and it never deletes
 //! archived files except in [`Archive::clean`].
 
+pub mod backups;
+pub mod chain;
 mod clean;
 mod error;
 pub mod failpoint;
@@ -28,6 +30,8 @@ mod inspect;
 mod name;
 mod push;
 
+pub use backups::{BackupEntry, BackupRecord, RestorePoint};
+pub use chain::{ChainProblem, ChainReport, TimelineSpan};
 pub use clean::{CleanReport, Retention};
 pub use error::{ArchiveError, Result};
 pub use format::{Compression, Header};

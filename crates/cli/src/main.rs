@@ -54,6 +54,12 @@ enum Command {
     WalFetch(cmd::wal::FetchArgs),
     /// WAL archive maintenance.
     Archive(cmd::wal::ArchiveArgs),
+    /// Take a verified base backup into the archive; `backup list` shows them.
+    Backup(cmd::backup::Args),
+    /// Mark a named point in the WAL on the primary (pg_create_restore_point).
+    RestorePoint(cmd::backup::RestorePointArgs),
+    /// Restore a backup from the archive into a new data directory, to a point in time.
+    Restore(cmd::restore::Args),
     /// Run the PostgreSQL protocol proxy (rw / ro / primary listeners).
     Proxy(cmd::proxy::Args),
     /// Generated credentials: `secrets init` creates the missing ones once.
@@ -81,6 +87,9 @@ fn main() -> ExitCode {
         Command::WalPush(args) => cmd::wal::push(args),
         Command::WalFetch(args) => cmd::wal::fetch(args),
         Command::Archive(args) => cmd::wal::archive(args),
+        Command::Backup(args) => cmd::backup::run(args),
+        Command::RestorePoint(args) => cmd::backup::restore_point(args),
+        Command::Restore(args) => cmd::restore::run(args),
         Command::Proxy(args) => cmd::proxy::run(args),
         Command::Secrets(args) => cmd::secrets::run(args),
         Command::EtcdAuth(args) => cmd::etcd_auth::run(args),

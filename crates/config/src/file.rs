@@ -44,6 +44,45 @@ pub struct ClusterFile {
     pub tls: crate::tls::TlsFile,
     /// The members, in order; the first is the bootstrap primary.
     pub members: Vec<MemberFile>,
+    /// `[backup]`: base backups and their retention (docs/backup.md).
+    #[serde(default, skip_serializing_if = "BackupFile::is_default")]
+    pub backup: BackupFile,
+}
+
+/// `[backup]`: base backups kept in the archive (`pgha backup`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackupFile {
+    /// Keep this many verified backups (the newest); older ones and the WAL
+    /// only they need are removed after each successful backup. Unset: keep
+    /// every backup (and all WAL since the oldest).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep: Option<u32>,
+    /// Also keep every backup younger than this (e.g. "7d"), whatever `keep`
+    /// says.
+    #[serde(
+        default,
+        with = "humantime_serde",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub keep_for: Option<Duration>,
+    /// Take a backup this often (e.g. "1d"), run by the leader's agent, at
+    /// most one at a time in the cluster. Unset: only `pgha backup`.
+    #[serde(
+        default,
+        with = "humantime_serde",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub schedule: Option<Duration>,
+    /// Take backups from the primary instead of a standby.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub from_primary: bool,
+}
+
+impl BackupFile {
+    pub fn is_default(&self) -> bool {
+        *self == BackupFile::default()
+    }
 }
 
 pub(crate) fn is_default<T: Default + PartialEq>(value: &T) -> bool {
@@ -320,6 +359,7 @@ impl ClusterFile {
                 ..Default::default()
             },
             members,
+            backup: BackupFile::default(),
         }
     }
 }

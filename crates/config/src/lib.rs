@@ -15,7 +15,7 @@ pub mod tls;
 mod validate;
 
 pub use file::{
-    ArchiveCompression, ClusterFile, HaFile, MemberFile, ProxyFile, SynchronousCommit,
+    ArchiveCompression, BackupFile, ClusterFile, HaFile, MemberFile, ProxyFile, SynchronousCommit,
     DEV_ETCD_USER, ETCD_PASSWORD_FILE, ETCD_ROOT_PASSWORD_FILE,
 };
 pub use size::ByteSize;

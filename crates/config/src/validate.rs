@@ -6,6 +6,7 @@ use crate::file::{ArchiveCompression, ClusterFile, SynchronousCommit};
 use crate::size::ByteSize;
 use std::collections::BTreeMap;
 use std::path::{Component, Path, PathBuf};
+use std::time::Duration;
 
 /// Parameters pgha sets itself; a user value would break replication,
 /// archiving or failover, so the config refuses them.
@@ -232,6 +233,7 @@ pub(crate) fn validate(file: ClusterFile, base: &Path) -> Result<ClusterConfig, 
     if tls.is_some() {
         check_tls_parameters(&file)?;
     }
+    validate_backup(&file.backup)?;
     Ok(ClusterConfig {
         name: file.name.clone(),
         member: file.member.clone(),
@@ -453,6 +455,26 @@ fn validate_ha(ha: &crate::file::HaFile) -> Result<(), ConfigError> {
             humantime_serde::re::humantime::format_duration(ha.loop_wait),
             "must be positive and less than half of ha.ttl, so the leader renews its lease in time",
         ));
+    }
+    Ok(())
+}
+
+fn validate_backup(b: &crate::file::BackupFile) -> Result<(), ConfigError> {
+    if b.keep == Some(0) {
+        return Err(ConfigError::invalid(
+            "backup.keep",
+            0,
+            "must be at least 1: retention never removes the only restorable backup",
+        ));
+    }
+    if let Some(every) = b.schedule {
+        if every < Duration::from_secs(60) {
+            return Err(ConfigError::invalid(
+                "backup.schedule",
+                humantime_serde::re::humantime::format_duration(every),
+                "must be at least 1m (a base backup copies the whole data directory)",
+            ));
+        }
     }
     Ok(())
 }

@@ -1,6 +1,7 @@
 //! One module per subcommand.
 
 pub mod agent;
+pub mod backup;
 pub mod destroy;
 pub mod down;
 pub mod edit_config;
@@ -11,6 +12,8 @@ pub mod prometheus;
 pub mod proxy;
 pub mod reinit;
 pub mod restart;
+pub mod restore;
+pub mod retention;
 pub mod secrets;
 pub mod status;
 pub mod switchover;

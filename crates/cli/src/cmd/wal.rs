@@ -74,11 +74,11 @@ struct ListArgs {
 }
 
 #[derive(clap::Args)]
-#[command(group(clap::ArgGroup::new("retention").required(true).args(["keep", "before"])))]
+#[command(group(clap::ArgGroup::new("retention").args(["keep", "before"])))]
 struct CleanArgs {
-    /// Archive directory.
+    /// Archive directory (with --keep or --before).
     #[arg(long, env = "PGHA_ARCHIVE", value_name = "DIR")]
-    archive: PathBuf,
+    archive: Option<PathBuf>,
     /// Keep the newest N segment positions of the newest timeline's history
     /// (and everything after them); delete older segments, .partial and
     /// .backup files. Timeline .history files are never deleted.
@@ -91,6 +91,13 @@ struct CleanArgs {
     /// Print what would be deleted, delete nothing.
     #[arg(long)]
     dry_run: bool,
+    /// Without --keep or --before: clean by the cluster's backups and
+    /// members (the cluster named by --dir or --config). Keep this many
+    /// backups (default: `[backup] keep`, else every backup).
+    #[arg(long, value_name = "N", conflicts_with_all = ["keep", "before"])]
+    keep_backups: Option<u32>,
+    #[command(flatten)]
+    target: crate::target::TargetArgs,
 }
 
 pub fn push(args: PushArgs) -> anyhow::Result<ExitCode> {
@@ -150,6 +157,24 @@ pub fn archive(args: ArchiveArgs) -> anyhow::Result<ExitCode> {
         ArchiveCommand::List(a) => list(a),
         ArchiveCommand::Clean(a) => clean(a),
     }
+}
+
+/// Retention by the cluster's backups and members (docs/backup.md).
+fn clean_cluster(args: CleanArgs) -> anyhow::Result<ExitCode> {
+    if args.keep_backups == Some(0) {
+        anyhow::bail!("--keep-backups 0 would remove the only restorable backup; keep at least 1");
+    }
+    let target = crate::target::Target::resolve(&args.target)?;
+    let b = &target.config.file.backup;
+    let keep = args.keep_backups.or(b.keep);
+    let rt = tokio::runtime::Runtime::new().context("start the async runtime")?;
+    rt.block_on(crate::cmd::retention::clean(
+        &target,
+        keep,
+        b.keep_for,
+        args.dry_run,
+    ))?;
+    Ok(ExitCode::SUCCESS)
 }
 
 fn list(args: ListArgs) -> anyhow::Result<ExitCode> {
@@ -215,9 +240,16 @@ fn clean(args: CleanArgs) -> anyhow::Result<ExitCode> {
     let retention = match (args.keep, &args.before) {
         (Some(n), None) => Retention::KeepNewest(n),
         (None, Some(name)) => Retention::Before(WalName::parse(name)?),
+        (None, None) => return clean_cluster(args),
         _ => anyhow::bail!("give exactly one of --keep N or --before WALFILE"),
     };
-    let archive = Archive::open(&args.archive).context("opening the archive")?;
+    let Some(dir) = &args.archive else {
+        anyhow::bail!(
+            "--keep and --before need --archive DIR; without them, `pgha archive clean --dir|--config` \
+             cleans by the cluster's backups and members"
+        );
+    };
+    let archive = Archive::open(dir).context("opening the archive")?;
     let report = archive
         .clean(&retention, args.dry_run)
         .context("cleaning the archive")?;

@@ -1,0 +1,685 @@
+//! `pgha restore`: a backup from the archive into a new data directory,
+//! recovered through the archived WAL to the latest WAL, a time, an LSN, a
+//! restore point or a transaction, on any timeline; the server is started,
+//! and the command returns once it has promoted at the target (or failed).
+//!
+//! Never a silent early promotion:
+//! - before starting, the WAL chain from the backup's end onwards is
+//!   checked segment by segment (present, checksum) along the timeline
+//!   path; for `--latest`, and for an LSN or a recorded restore point, a
+//!   hole or a corrupt segment the restore needs stops it with an error
+//!   that names the segment;
+//! - for a time or a transaction the needed range is unknown in advance:
+//!   PostgreSQL (13 and later) stops with `FATAL: recovery ended before
+//!   configured recovery target was reached` instead of promoting, and the
+//!   error names the first unusable segment the check found.
+//!
+//! Hazard: the restored server gets `archive_mode = off`: it is a new
+//! cluster and must not push its new timeline into this cluster's archive.
+
+use crate::cmd::backup::admin_password;
+use crate::target::{Target, TargetArgs};
+use anyhow::{anyhow, bail, Context};
+use pgha_archive::chain::parse_lsn;
+use pgha_archive::{Archive, BackupRecord, ChainProblem, TimelineSpan};
+use pgha_postgres::{PgBinaries, ServiceUser};
+use std::io::Write;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{ExitCode, Stdio};
+use std::time::{Duration, Instant, SystemTime};
+
+/// The log of the restored server, inside its data directory.
+pub const RESTORE_LOG: &str = "pgha-restore.log";
+
+#[derive(clap::Args)]
+#[command(group(clap::ArgGroup::new("target_point").required(true)
+    .args(["latest", "time", "lsn", "name", "xid"])))]
+pub struct Args {
+    #[command(flatten)]
+    target: TargetArgs,
+    /// The new data directory (must not exist, or be empty).
+    #[arg(long, value_name = "DIR")]
+    to: PathBuf,
+    /// Port of the restored server (listening on 127.0.0.1 only).
+    #[arg(long)]
+    port: u16,
+    /// Restore this backup (default: the newest that ends before the target).
+    #[arg(long, value_name = "ID")]
+    backup: Option<String>,
+    /// Recover every archived WAL file.
+    #[arg(long)]
+    latest: bool,
+    /// Recover up to this time (RFC 3339 in UTC, e.g. 2026-12-07T13:05:12.5Z).
+    #[arg(long, value_name = "TIME")]
+    time: Option<String>,
+    /// Recover up to this LSN (X/Y).
+    #[arg(long, value_name = "LSN")]
+    lsn: Option<String>,
+    /// Recover up to this restore point (`pgha restore-point NAME`).
+    #[arg(long, value_name = "RESTORE_POINT")]
+    name: Option<String>,
+    /// Recover up to this transaction id (its commit included).
+    #[arg(long, value_name = "XID")]
+    xid: Option<String>,
+    /// Timeline to follow: a number, `latest` (default: the newest in the
+    /// archive) or `current` (the backup's).
+    #[arg(long, default_value = "latest")]
+    timeline: String,
+    /// Give up waiting for recovery after this long.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "1h")]
+    timeout: Duration,
+}
+
+/// Where recovery should stop.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RecoveryTarget {
+    Latest,
+    Time(SystemTime, String),
+    Lsn(u64, String),
+    Name(String),
+    Xid(String),
+}
+
+impl RecoveryTarget {
+    fn from_args(a: &Args) -> anyhow::Result<RecoveryTarget> {
+        if let Some(t) = &a.time {
+            let at = parse_utc(t).map_err(|e| {
+                anyhow!("--time {t:?}: {e}; give a UTC time like 2026-12-07T13:05:12.5Z")
+            })?;
+            return Ok(RecoveryTarget::Time(at, t.clone()));
+        }
+        if let Some(l) = &a.lsn {
+            let v =
+                parse_lsn(l).ok_or_else(|| anyhow!("--lsn {l:?} is not an LSN like 0/3000060"))?;
+            return Ok(RecoveryTarget::Lsn(v, l.clone()));
+        }
+        if let Some(n) = &a.name {
+            pgha_archive::backups::check_restore_point_name(n).map_err(|e| anyhow!(e))?;
+            return Ok(RecoveryTarget::Name(n.clone()));
+        }
+        if let Some(x) = &a.xid {
+            if x.is_empty() || !x.bytes().all(|b| b.is_ascii_digit()) {
+                bail!("--xid {x:?} is not a transaction id (a number)");
+            }
+            return Ok(RecoveryTarget::Xid(x.clone()));
+        }
+        Ok(RecoveryTarget::Latest)
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            RecoveryTarget::Latest => "the end of the archived WAL".into(),
+            RecoveryTarget::Time(_, t) => format!("time {t}"),
+            RecoveryTarget::Lsn(_, l) => format!("LSN {l}"),
+            RecoveryTarget::Name(n) => format!("restore point {n}"),
+            RecoveryTarget::Xid(x) => format!("transaction {x}"),
+        }
+    }
+}
+
+/// A UTC time: RFC 3339 with `Z`, `+00` or `+00:00`, or without a zone.
+pub fn parse_utc(t: &str) -> Result<SystemTime, humantime::TimestampError> {
+    let bare = ["Z", "z", "+00:00", "+00"]
+        .iter()
+        .find_map(|s| t.strip_suffix(s))
+        .unwrap_or(t);
+    humantime::parse_rfc3339_weak(bare)
+}
+
+/// A time as PostgreSQL's recovery_target_time takes it: it refuses zone
+/// abbreviations such as `Z`, so the offset is numeric.
+pub fn postgres_time(at: SystemTime) -> String {
+    let s = humantime::format_rfc3339_micros(at).to_string();
+    format!("{}+00", s.trim_end_matches('Z').replace('T', " "))
+}
+
+/// The newest backup that can reach `target` (`stop_lsn`: the LSN a restore
+/// point or LSN target stands for, when known).
+pub fn choose_backup<'a>(
+    backups: &'a [BackupRecord],
+    target: &RecoveryTarget,
+    stop_lsn: Option<u64>,
+) -> anyhow::Result<&'a BackupRecord> {
+    let fits = |b: &&BackupRecord| match (target, stop_lsn) {
+        (_, Some(lsn)) => b.end_lsn_u64().is_some_and(|e| e <= lsn),
+        (RecoveryTarget::Time(at, _), None) => parse_utc(&b.end_time).is_ok_and(|end| end < *at),
+        _ => true,
+    };
+    if backups.is_empty() {
+        bail!("the archive holds no backup; take one with `pgha backup`");
+    }
+    backups.iter().rev().find(fits).ok_or_else(|| {
+        anyhow!(
+            "no backup ends before {}: the oldest backup, {}, ends at {} ({}); \
+             a restore cannot stop before the end of its backup",
+            target.describe(),
+            backups[0].id,
+            backups[0].end_time,
+            backups[0].end_lsn
+        )
+    })
+}
+
+/// The settings appended to `postgresql.auto.conf` of the restored copy.
+pub fn recovery_conf(
+    target: &RecoveryTarget,
+    timeline: u32,
+    restore_command: &str,
+    port: u16,
+    backup_id: &str,
+) -> String {
+    let q = pgha_postgres::conf::quote;
+    let mut out = format!(
+        "\n# Written by `pgha restore` of backup {backup_id}.\n\
+         port = {port}\n\
+         listen_addresses = '127.0.0.1'\n\
+         unix_socket_directories = ''\n\
+         archive_mode = off\n\
+         synchronous_standby_names = ''\n\
+         primary_conninfo = ''\n\
+         primary_slot_name = ''\n\
+         cluster_name = 'restore'\n\
+         restore_command = {}\n\
+         recovery_target_timeline = '{timeline}'\n",
+        q(restore_command)
+    );
+    let line = match target {
+        RecoveryTarget::Latest => None,
+        RecoveryTarget::Time(at, _) => {
+            Some(format!("recovery_target_time = {}", q(&postgres_time(*at))))
+        }
+        RecoveryTarget::Lsn(_, l) => Some(format!("recovery_target_lsn = {}", q(l))),
+        RecoveryTarget::Name(n) => Some(format!("recovery_target_name = {}", q(n))),
+        RecoveryTarget::Xid(x) => Some(format!("recovery_target_xid = {}", q(x))),
+    };
+    if let Some(line) = line {
+        out.push_str(&line);
+        out.push_str("\nrecovery_target_inclusive = on\nrecovery_target_action = 'promote'\n");
+    }
+    out
+}
+
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let rt = tokio::runtime::Runtime::new().context("start the async runtime")?;
+    rt.block_on(restore(args))
+}
+
+async fn restore(args: Args) -> anyhow::Result<ExitCode> {
+    let target_point = RecoveryTarget::from_args(&args)?;
+    let target = Target::resolve(&args.target)?;
+    let cfg = &target.config;
+    let archive = Archive::open(&cfg.archive_dir).context("open the archive")?;
+    let bins = PgBinaries::locate(cfg.bin_dir.as_deref())?;
+    let user = ServiceUser::resolve(&cfg.os_user)?;
+
+    let point_lsn = match &target_point {
+        RecoveryTarget::Lsn(l, _) => Some(*l),
+        RecoveryTarget::Name(n) => archive.restore_point(n)?.and_then(|p| parse_lsn(&p.lsn)),
+        _ => None,
+    };
+    let backups = archive.backups().context("list backups")?;
+    let backup = match &args.backup {
+        Some(id) => backups.iter().find(|b| &b.id == id).ok_or_else(|| {
+            anyhow!("no verified backup {id} in the archive (see `pgha backup list`)")
+        })?,
+        None => choose_backup(&backups, &target_point, point_lsn)?,
+    };
+    let path = timeline_path(&archive, &args.timeline, backup)?;
+    let tli = path.last().map(|s| s.tli).unwrap_or(backup.timeline);
+    crate::outln!(
+        "restoring backup {} (timeline {}, {} .. {}, taken {}) to {} on timeline {tli}",
+        backup.id,
+        backup.timeline,
+        backup.start_lsn,
+        backup.end_lsn,
+        backup.end_time,
+        target_point.describe()
+    );
+
+    // The WAL after the backup: present and sound up to where we must go.
+    let end = backup.end_lsn_u64().unwrap_or(0);
+    let until = point_lsn.filter(|l| *l > end);
+    let chain = if point_lsn.is_some() && until.is_none() {
+        pgha_archive::ChainReport::default()
+    } else {
+        archive.check_chain(&path, end, until, backup.wal_segment_size, true)?
+    };
+    let must_reach = matches!(target_point, RecoveryTarget::Latest) || until.is_some();
+    if let (true, Some(problem)) = (must_reach, &chain.problem) {
+        bail!(
+            "cannot restore to {}: {problem}. Recovery would stop there{}. \
+             Put the segment back into the archive (from a member's pg_wal, if one still has it), \
+             or restore to a point before it",
+            target_point.describe(),
+            if matches!(target_point, RecoveryTarget::Latest) {
+                " and promote without the WAL after it"
+            } else {
+                ""
+            }
+        );
+    }
+    crate::outln!(
+        "WAL after the backup: {} archived segments checked{}",
+        chain.checked.len(),
+        chain
+            .last
+            .as_ref()
+            .map(|l| format!(", up to {l}"))
+            .unwrap_or_default()
+    );
+
+    let created = prepare_dir(&args.to, &user)?;
+    let result = restore_into(
+        &args,
+        &target,
+        &archive,
+        &bins,
+        &user,
+        backup,
+        &target_point,
+        tli,
+        chain.problem.as_ref(),
+    )
+    .await;
+    if result.is_err() && created && !args.to.join("PG_VERSION").exists() {
+        let _ = std::fs::remove_dir_all(&args.to);
+    }
+    result
+}
+
+/// The path recovery follows.
+fn timeline_path(
+    archive: &Archive,
+    wanted: &str,
+    backup: &BackupRecord,
+) -> anyhow::Result<Vec<TimelineSpan>> {
+    let tli = match wanted {
+        "latest" => archive.newest_timeline()?.max(backup.timeline),
+        "current" => backup.timeline,
+        n => n
+            .parse::<u32>()
+            .map_err(|_| anyhow!("--timeline {n:?}: give a number, `latest` or `current`"))?,
+    };
+    let path = archive
+        .timeline_path(tli)
+        .with_context(|| format!("read the history of timeline {tli} from the archive"))?;
+    let start = backup.start_lsn_u64().unwrap_or(0);
+    let on_path = path
+        .iter()
+        .any(|s| s.tli == backup.timeline && s.end.is_none_or(|e| start < e));
+    if !on_path {
+        bail!(
+            "timeline {tli} does not descend from backup {}'s timeline {} at {}; \
+             choose another --timeline or --backup",
+            backup.id,
+            backup.timeline,
+            backup.start_lsn
+        );
+    }
+    Ok(path)
+}
+
+/// Create the data directory (or accept an empty one). True if created.
+fn prepare_dir(dir: &Path, user: &ServiceUser) -> anyhow::Result<bool> {
+    match std::fs::read_dir(dir) {
+        Ok(mut entries) => {
+            if entries.next().is_some() {
+                bail!(
+                    "{} is not empty; restore into a new or empty directory",
+                    dir.display()
+                );
+            }
+            user.make_dir(dir, 0o700)?;
+            Ok(false)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            user.make_dir(dir, 0o700)?;
+            Ok(true)
+        }
+        Err(e) => Err(e).with_context(|| format!("inspect {}", dir.display())),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn restore_into(
+    args: &Args,
+    target: &Target,
+    archive: &Archive,
+    bins: &PgBinaries,
+    user: &ServiceUser,
+    backup: &BackupRecord,
+    point: &RecoveryTarget,
+    tli: u32,
+    problem: Option<&ChainProblem>,
+) -> anyhow::Result<ExitCode> {
+    let data = std::fs::canonicalize(&args.to)
+        .with_context(|| format!("resolve {}", args.to.display()))?;
+    crate::outln!("unpacking backup {} into {}", backup.id, data.display());
+    {
+        let archive = archive.clone();
+        let id = backup.id.clone();
+        let data = data.clone();
+        let user = user.clone();
+        tokio::task::spawn_blocking(move || unpack(&archive, &id, &data, &user))
+            .await
+            .context("unpack task")??;
+    }
+    crate::outln!("verifying the restored files with pg_verifybackup");
+    let out = user
+        .command(bins.path("pg_verifybackup"))
+        .arg("--quiet")
+        .arg(&data)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .output()
+        .await
+        .context("run pg_verifybackup")?;
+    if !out.status.success() {
+        bail!(
+            "the restored copy of backup {} fails pg_verifybackup: {}{}",
+            backup.id,
+            String::from_utf8_lossy(&out.stdout).trim(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    for f in ["standby.signal", "recovery.signal", "postmaster.pid"] {
+        let _ = std::fs::remove_file(data.join(f));
+    }
+    let pgha = std::env::current_exe().context("locate the pgha binary")?;
+    let restore_command = format!(
+        "{} wal-fetch --archive {} %f %p",
+        sh_quote(&pgha.display().to_string()),
+        sh_quote(&archive.dir().display().to_string())
+    );
+    let conf = recovery_conf(point, tli, &restore_command, args.port, &backup.id);
+    let auto = data.join("postgresql.auto.conf");
+    let mut text = std::fs::read_to_string(&auto).unwrap_or_default();
+    text.push_str(&conf);
+    user.write_file(&auto, text.as_bytes(), 0o600)?;
+    user.write_file(&data.join("recovery.signal"), b"", 0o600)?;
+
+    let log = data.join(RESTORE_LOG);
+    crate::outln!(
+        "starting PostgreSQL on port {} (log: {})",
+        args.port,
+        log.display()
+    );
+    let status = user
+        .command(bins.path("pg_ctl"))
+        .arg("-D")
+        .arg(&data)
+        .arg("-l")
+        .arg(&log)
+        .args(["-W", "start"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .output()
+        .await
+        .context("run pg_ctl start")?;
+    if !status.status.success() {
+        bail!(
+            "pg_ctl start failed: {}",
+            String::from_utf8_lossy(&status.stderr).trim()
+        );
+    }
+    let password = admin_password(target)?;
+    let outcome = wait_recovery(
+        &data,
+        args.port,
+        &target.config.superuser,
+        &password,
+        args.timeout,
+    )
+    .await;
+    let log_text = std::fs::read_to_string(&log).unwrap_or_default();
+    match outcome {
+        Ok((lsn, timeline)) => {
+            crate::outln!(
+                "recovery reached {} and the server promoted",
+                point.describe()
+            );
+            for line in recovery_lines(&log_text) {
+                crate::outln!("  {line}");
+            }
+            crate::outln!(
+                "restored server: 127.0.0.1:{}, timeline {timeline}, WAL at {lsn}, data directory {}",
+                args.port,
+                data.display()
+            );
+            crate::outln!(
+                "stop it with: {} -D {} stop",
+                bins.path("pg_ctl").display(),
+                data.display()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(why) => {
+            let fatal: Vec<&str> = log_text
+                .lines()
+                .filter(|l| l.contains("FATAL") || l.contains("PANIC") || l.contains("pgha: error"))
+                // Our own connection attempts while it starts.
+                .filter(|l| !l.contains("the database system is"))
+                .collect();
+            let hole = match problem {
+                Some(p) => format!(" The archive's first unusable WAL after the backup: {p}."),
+                None => String::new(),
+            };
+            bail!(
+                "the restore did not reach {}: {why}.{hole} PostgreSQL said: {}. \
+                 Nothing was promoted; the data directory {} is left for inspection (remove it before trying again)",
+                point.describe(),
+                if fatal.is_empty() { "nothing fatal".to_string() } else { fatal.join(" | ") },
+                data.display()
+            )
+        }
+    }
+}
+
+/// Quote `s` for /bin/sh with single quotes.
+fn sh_quote(s: &str) -> String {
+    if !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "/._-=:%+,".contains(c))
+    {
+        s.to_string()
+    } else {
+        format!("'{}'", s.replace('\'', r"'\''"))
+    }
+}
+
+/// Decode the backup (checksum checked) into `tar -x` run as the service user.
+fn unpack(archive: &Archive, id: &str, data: &Path, user: &ServiceUser) -> anyhow::Result<()> {
+    let mut cmd = std::process::Command::new("tar");
+    cmd.arg("-C")
+        .arg(data)
+        .args(["-xf", "-", "--no-same-owner"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    if user.switch {
+        cmd.uid(user.uid).gid(user.gid);
+    }
+    let mut child = cmd.spawn().context("run tar (install GNU tar)")?;
+    let mut stdin = child
+        .stdin
+        .take()
+        .ok_or_else(|| anyhow!("tar has no stdin"))?;
+    let read = archive.read_backup_payload(id, &mut stdin);
+    let _ = stdin.flush();
+    drop(stdin);
+    let out = child.wait_with_output().context("wait for tar")?;
+    read.with_context(|| format!("read backup {id}"))?;
+    if !out.status.success() {
+        bail!(
+            "tar -x into {} failed: {}",
+            data.display(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(())
+}
+
+/// Wait until the server has promoted (Ok: its LSN and timeline) or died.
+async fn wait_recovery(
+    data: &Path,
+    port: u16,
+    superuser: &str,
+    password: &str,
+    timeout: Duration,
+) -> Result<(String, i32), String> {
+    let deadline = Instant::now() + timeout;
+    let mut seen_pid = false;
+    let started = Instant::now();
+    loop {
+        if Instant::now() > deadline {
+            return Err(format!(
+                "still recovering after {}",
+                humantime::format_duration(timeout)
+            ));
+        }
+        let pid = std::fs::read_to_string(data.join("postmaster.pid"))
+            .ok()
+            .and_then(|t| t.lines().next().and_then(|l| l.trim().parse::<i32>().ok()));
+        match pid {
+            Some(p) if pgha_postgres::process_alive(p) => seen_pid = true,
+            _ if seen_pid
+                || started.elapsed() > Duration::from_secs(30)
+                || log_says_fatal(data) =>
+            {
+                return Err("the server stopped during recovery".into());
+            }
+            _ => {}
+        }
+        if let Ok(c) = pgha_postgres::probe::connect(
+            "127.0.0.1",
+            port,
+            superuser,
+            password,
+            Duration::from_secs(2),
+        )
+        .await
+        {
+            if let Ok(row) = c
+                .query_one(
+                    "SELECT pg_is_in_recovery(), \
+                     CASE WHEN pg_is_in_recovery() THEN '' ELSE pg_current_wal_lsn()::text END, \
+                     (SELECT timeline_id FROM pg_control_checkpoint())",
+                    &[],
+                )
+                .await
+            {
+                let in_recovery: bool = row.get(0);
+                if !in_recovery {
+                    // The checkpoint's timeline lags a promotion; ask the WAL.
+                    let tli: i32 = c
+                        .query_one(
+                            "SELECT ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int",
+                            &[],
+                        )
+                        .await
+                        .map(|r| r.get(0))
+                        .unwrap_or(row.get(2));
+                    return Ok((row.get(1), tli));
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn log_says_fatal(data: &Path) -> bool {
+    std::fs::read_to_string(data.join(RESTORE_LOG))
+        .is_ok_and(|l| l.contains("FATAL:") || l.contains("PANIC:"))
+}
+
+/// The lines of the server log that say where recovery stopped.
+pub fn recovery_lines(log: &str) -> Vec<String> {
+    const KEYS: [&str; 6] = [
+        "recovery stopping",
+        "redo done at",
+        "last completed transaction",
+        "selected new timeline ID",
+        "archive recovery complete",
+        "consistent recovery state reached",
+    ];
+    log.lines()
+        .filter(|l| KEYS.iter().any(|k| l.contains(k)))
+        .map(|l| l.trim().to_string())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(id: &str, end_lsn: &str, end_time: &str) -> BackupRecord {
+        BackupRecord {
+            id: id.into(),
+            state: "verified".into(),
+            source: "node2".into(),
+            source_role: "standby".into(),
+            timeline: 1,
+            start_lsn: "0/2000028".into(),
+            end_lsn: end_lsn.into(),
+            start_time: end_time.into(),
+            end_time: end_time.into(),
+            wal_segment_size: 16 << 20,
+            original_bytes: 1,
+            stored_bytes: 1,
+            sha256: String::new(),
+            pg_version: "15".into(),
+        }
+    }
+
+    #[test]
+    fn the_newest_backup_that_ends_before_the_target() {
+        let b = vec![
+            rec("a", "0/3000000", "2026-12-07T10:00:00.000Z"),
+            rec("b", "0/5000000", "2026-12-07T11:00:00.000Z"),
+        ];
+        let at =
+            |t: &str| RecoveryTarget::Time(humantime::parse_rfc3339_weak(t).unwrap(), t.into());
+        assert_eq!(
+            choose_backup(&b, &at("2026-12-07T10:30:00"), None)
+                .unwrap()
+                .id,
+            "a"
+        );
+        assert_eq!(
+            choose_backup(&b, &at("2026-12-07T12:00:00"), None)
+                .unwrap()
+                .id,
+            "b"
+        );
+        let err = choose_backup(&b, &at("2026-12-07T09:00:00"), None).unwrap_err();
+        assert!(err.to_string().contains("no backup ends before"), "{err}");
+        let lsn = RecoveryTarget::Lsn(0x400_0000, "0/4000000".into());
+        assert_eq!(choose_backup(&b, &lsn, Some(0x400_0000)).unwrap().id, "a");
+        assert_eq!(
+            choose_backup(&b, &RecoveryTarget::Latest, None).unwrap().id,
+            "b"
+        );
+        assert!(choose_backup(&[], &RecoveryTarget::Latest, None).is_err());
+    }
+
+    #[test]
+    fn only_a_target_promotes_on_reaching_it() {
+        let latest = recovery_conf(&RecoveryTarget::Latest, 2, "x %f %p", 5999, "id");
+        assert!(latest.contains("recovery_target_timeline = '2'"));
+        assert!(latest.contains("archive_mode = off"));
+        assert!(!latest.contains("recovery_target_action"));
+        let name = recovery_conf(
+            &RecoveryTarget::Name("before_drop".into()),
+            1,
+            "x",
+            5999,
+            "id",
+        );
+        assert!(name.contains("recovery_target_name = 'before_drop'"));
+        assert!(name.contains("recovery_target_action = 'promote'"));
+        let at = parse_utc("2026-12-07T12:57:17.298738Z").unwrap();
+        assert_eq!(postgres_time(at), "2026-12-07 12:57:17.298738+00");
+        assert_eq!(parse_utc("2026-12-07 12:57:17.298738+00").unwrap(), at);
+    }
+}
