@@ -332,9 +332,40 @@ async fn admin_console_matches_pg_stat_activity_and_pauses() -> anyhow::Result<(
         alice_pids(&c),
         "SHOW SERVERS lists what pg_stat_activity lists"
     );
+    let listed = admin_rows(&a, "SHOW CLIENTS").await;
+    let alices: Vec<_> = listed.iter().filter(|r| r["user"] == "alice").collect();
+    assert_eq!(alices.len(), 3, "{listed:?}");
+    assert!(alices.iter().all(|r| r["state"] == "active"
+        && r["pool_mode"] == "transaction"
+        && r["database"] == "postgres"));
+    let serving: std::collections::BTreeSet<i32> = alices
+        .iter()
+        .flat_map(|r| {
+            r["server_pids"]
+                .split_whitespace()
+                .map(|p| p.parse().unwrap())
+        })
+        .collect();
+    assert_eq!(
+        serving,
+        alice_pids(&c),
+        "the backends SHOW CLIENTS names are those pg_stat_activity lists"
+    );
     for client in &clients {
         client.batch_execute("COMMIT").await?;
     }
+    pgha_testkit::wait_until_async(
+        "clients idle, holding no backend",
+        Duration::from_secs(10),
+        || async {
+            let rows = admin_rows(&a, "SHOW CLIENTS").await;
+            rows.iter()
+                .filter(|r| r["user"] == "alice")
+                .all(|r| r["state"] == "idle" && r["server_pids"].is_empty())
+                .then_some(())
+        },
+    )
+    .await?;
     pgha_testkit::wait_until_async(
         "backends idle in the pool",
         Duration::from_secs(10),
@@ -374,5 +405,58 @@ async fn admin_console_matches_pg_stat_activity_and_pauses() -> anyhow::Result<(
         Some(&tokio_postgres::error::SqlState::INVALID_AUTHORIZATION_SPECIFICATION),
         "{err}"
     );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn min_pool_size_keeps_warm_backends_and_dead_ones_are_replaced() -> anyhow::Result<()> {
+    // server_check_delay = 0s: every reuse is checked first.
+    let c = start(
+        false,
+        &format!(
+            "{POOLED}pool_size = 4\nmin_pool_size = 2\nserver_check_delay = \"0s\"\n\
+             server_idle_timeout = \"5s\"\nadmin_users = [\"alice\"]\n"
+        ),
+    )
+    .await?;
+    let client = connect(c.primary_addr(), "alice", ALICE_PW).await?;
+    client.batch_execute("SELECT 1").await?;
+    let a = admin(&c, "alice", ALICE_PW).await?;
+    let two_warm = || async {
+        let pids = alice_pids(&c);
+        let servers: std::collections::BTreeSet<i32> = admin_rows(&a, "SHOW SERVERS")
+            .await
+            .iter()
+            .map(|r| r["pid"].parse().unwrap())
+            .collect();
+        (pids.len() == 2 && servers == pids).then_some(pids)
+    };
+    let warm = pgha_testkit::wait_until_async(
+        "min_pool_size backends open",
+        Duration::from_secs(20),
+        two_warm,
+    )
+    .await?;
+
+    // Kill them behind the proxy's back: the client never sees a dead one,
+    // and the pool fills up again.
+    c.primary.psql(
+        "postgres",
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = 'alice'",
+    )?;
+    pgha_testkit::wait_until_async("the old backends gone", Duration::from_secs(10), || async {
+        alice_pids(&c).is_disjoint(&warm).then_some(())
+    })
+    .await?;
+    for _ in 0..3 {
+        client.batch_execute("SELECT 1").await?;
+    }
+    let replaced = pgha_testkit::wait_until_async(
+        "min_pool_size backends open again",
+        Duration::from_secs(20),
+        two_warm,
+    )
+    .await?;
+    assert!(replaced.is_disjoint(&warm), "{replaced:?} vs {warm:?}");
     Ok(())
 }
