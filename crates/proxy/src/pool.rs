@@ -677,25 +677,20 @@ impl Pools {
 pub fn pin_can_lift(reason: &str) -> bool {
     matches!(
         reason,
-        "session advisory lock"
-            | "temporary relation"
-            | "LISTEN"
-            | "WITH HOLD cursor"
-            | "SQL PREPARE"
+        "session advisory lock" | "temporary relation" | "LISTEN" | "WITH HOLD cursor"
     )
 }
 
 /// Run on a pinned transaction-mode session's backend when a transaction
 /// ends: fails while the backend holds session state that cannot move to
 /// another backend (a temporary relation, a session-level advisory lock, a
-/// LISTEN, a WITH HOLD cursor, a SQL prepared statement), succeeds once
+/// LISTEN, a WITH HOLD cursor), succeeds once
 /// all of it is gone, which lifts the pin.
 pub const PIN_CHECK_SQL: &[u8] = b"DO $pgha$ BEGIN IF \
 EXISTS (SELECT 1 FROM pg_catalog.pg_class WHERE relnamespace = pg_catalog.pg_my_temp_schema()) \
 OR EXISTS (SELECT 1 FROM pg_catalog.pg_locks WHERE locktype = 'advisory' AND pid = pg_catalog.pg_backend_pid()) \
 OR EXISTS (SELECT 1 FROM pg_catalog.pg_listening_channels()) \
 OR EXISTS (SELECT 1 FROM pg_catalog.pg_cursors WHERE is_holdable) \
-OR EXISTS (SELECT 1 FROM pg_catalog.pg_prepared_statements WHERE from_sql) \
 THEN RAISE EXCEPTION USING ERRCODE = 'P0001', MESSAGE = 'pgha: session state remains'; \
 END IF; END $pgha$";
 
