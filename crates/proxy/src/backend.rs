@@ -163,6 +163,26 @@ impl BackendConn {
         self.rd.readable_now()
     }
 
+    /// A health check of an idle backend: an empty query answered by
+    /// EmptyQueryResponse and ReadyForQuery `I` within `timeout`.
+    pub(crate) async fn ping(&mut self, timeout: Duration) -> bool {
+        if self.closed_while_idle() {
+            return false;
+        }
+        let check = async {
+            crate::codec::FrontendMessage::Query { sql: Bytes::new() }.encode(&mut self.wbuf);
+            self.flush().await.ok()?;
+            loop {
+                match self.next(usize::MAX).await.ok()? {
+                    BackendMessage::ReadyForQuery { status: b'I' } => return Some(()),
+                    BackendMessage::ReadyForQuery { .. } => return None,
+                    _ => {}
+                }
+            }
+        };
+        matches!(tokio::time::timeout(timeout, check).await, Ok(Some(())))
+    }
+
     async fn send(&mut self, msg: crate::codec::FrontendMessage) -> Result<(), ConnectError> {
         let mut out = BytesMut::new();
         msg.encode(&mut out);

@@ -145,6 +145,18 @@ pub struct ProxySettings {
     /// The admin console's database name. Default `pgha`.
     #[serde(default = "d_admin_db")]
     pub admin_database: String,
+    /// Transaction mode: backends each pool keeps open (warm), idle or in
+    /// use, once a client of the pool has logged in (the proxy logs in to
+    /// backends with its clients' credentials only). At most `pool_size`.
+    /// Default 0.
+    #[serde(default)]
+    pub min_pool_size: usize,
+    /// Transaction mode: a pooled backend idle this long answers an empty
+    /// query before it serves a client; one that does not (within
+    /// `connect_timeout`) is closed and another taken. `0s`: check before
+    /// every reuse. Default 30s (PgBouncer's `server_check_delay`).
+    #[serde(default = "d_30s", with = "humantime_serde")]
+    pub server_check_delay: Duration,
     /// Where the topology comes from.
     pub topology: TopologySettings,
     /// TLS towards clients (docs/proxy.md, "TLS"): `allow` (default: TLS
@@ -390,6 +402,15 @@ impl ProxySettings {
         if self.pool_size == 0 {
             return invalid("pool_size", "must be at least 1");
         }
+        if self.min_pool_size > self.pool_size {
+            return invalid(
+                "min_pool_size",
+                &format!(
+                    "{} is more than pool_size ({}); lower it or raise pool_size",
+                    self.min_pool_size, self.pool_size
+                ),
+            );
+        }
         for key in self.listener_pool_mode.keys() {
             if !["rw", "ro", "primary"].contains(&key.as_str()) {
                 return invalid(
@@ -523,6 +544,7 @@ mod tests {
         for (line, key) in [
             ("authentication_timeout = \"0s\"", "authentication_timeout"),
             ("max_client_connections = 0", "max_client_connections"),
+            ("min_pool_size = 51", "min_pool_size"),
             ("max_client_message_bytes = 100", "max_client_message_bytes"),
             (
                 "max_client_message_bytes = 1073741823",

@@ -10,6 +10,7 @@
 //! * [`bufio`] — socket reads without per-connection read buffers.
 //! * [`routing`] — the routing decision (pure): where a unit of client work runs.
 //! * [`session`] — one client: routing, session state, failover handling.
+//! * [`clients`] — the connected clients, for the admin console's `SHOW CLIENTS`.
 //! * [`shared`] — what every session shares (settings, cancel registry, listener kinds).
 //! * [`http`] — the HTTP listener (`/metrics`).
 //! * [`metrics`] — Prometheus counters (`/metrics` on `http_listen`).
@@ -25,6 +26,7 @@ pub mod auth;
 pub mod backend;
 pub mod bufio;
 pub mod classify;
+pub mod clients;
 pub mod codec;
 pub mod config;
 pub mod http;

@@ -58,6 +58,8 @@ pub struct Shared {
     pub pools: crate::pool::Pools,
     /// What `/metrics` reports.
     pub metrics: crate::metrics::ProxyMetrics,
+    /// The connected clients (admin `SHOW CLIENTS`).
+    pub registry: crate::clients::ClientRegistry,
     /// Prepared-statement versions of transaction-mode sessions: unique
     /// across the proxy, since their backends pass from client to client.
     statement_versions: std::sync::atomic::AtomicU64,
@@ -95,6 +97,11 @@ impl Shared {
             settings.pool_size,
             settings.pool_wait_timeout,
             settings.server_idle_timeout,
+        )
+        .with_upkeep(
+            settings.min_pool_size,
+            settings.server_check_delay,
+            settings.connect_timeout,
         );
         Shared {
             limits: settings.limits(),
@@ -108,6 +115,7 @@ impl Shared {
             logins: Default::default(),
             pools,
             metrics: Default::default(),
+            registry: Default::default(),
             statement_versions: std::sync::atomic::AtomicU64::new(1),
             cancels: Mutex::new(HashMap::new()),
             clients: Default::default(),
@@ -157,6 +165,7 @@ impl Shared {
     }
 
     pub fn unregister_cancel(&self, id: (i32, i32)) {
+        self.registry.unregister(id);
         self.cancels
             .lock()
             .unwrap_or_else(|e| e.into_inner())

@@ -7,7 +7,7 @@
 //! copied once into the backend's write buffer; statement texts are never
 //! copied on this path (the classifier caches by text).
 
-use super::replay::has_deallocate;
+use super::replay::names_statements;
 use super::route::{Resolution, Want};
 use super::state::{Role, Unit};
 use super::{Flow, Session, SessionError};
@@ -215,13 +215,16 @@ impl Session {
         if !self.active_busy() || self.active != Some(role) {
             self.sync_settings(role);
         }
+        if self.state.sql_prepared && role == Role::Primary {
+            self.sync_sql_prepared(role);
+        }
         let carried_begin = self.deferred_begin.take();
         if let Some(begin) = &carried_begin {
             self.inject(role, begin);
         }
         if let (FrontendMessage::Query { .. }, Some(a)) = (&msg, analysis.as_deref()) {
-            if has_deallocate(a) {
-                self.prepare_to_deallocate(role, a);
+            if names_statements(a) {
+                self.align_statements(role, a);
             }
         }
         let Some(b) = self.backends[role as usize].as_mut() else {

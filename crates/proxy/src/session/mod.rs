@@ -387,6 +387,8 @@ pub struct Session {
     /// Pooled and pinned: a transaction ended on the primary since the
     /// last pin check.
     pin_check_due: bool,
+    /// What `SHOW CLIENTS` shows of this client.
+    view: Arc<crate::clients::ClientView>,
     /// Armed only while the session holds buffer memory: ticks every
     /// [`IDLE_RELEASE`]; a tick with no event since the previous one frees
     /// the empty buffers (see [`Session::idle_tick`]). No timer operation
@@ -423,6 +425,22 @@ impl Session {
             .settings
             .pool_mode_for(kind.name(), &started.user, database)
             == crate::config::PoolMode::Transaction;
+        let view = Arc::new(crate::clients::ClientView {
+            user: started.user.clone(),
+            database: database.to_string(),
+            application_name: started
+                .params
+                .iter()
+                .find(|(k, _)| k == "application_name")
+                .map_or(String::new(), |(_, v)| v.clone()),
+            addr: peer,
+            listener: kind.name(),
+            pooled,
+            connected_at: std::time::SystemTime::now(),
+            targets: cancel.clone(),
+            waiting: Default::default(),
+        });
+        shared.registry.register(cancel_id, view.clone());
         let mut session = Session {
             io,
             kind,
@@ -459,6 +477,7 @@ impl Session {
             pooled,
             pools: Default::default(),
             pin_check_due: false,
+            view,
         };
         session.state.serializable_base = startup_serializable(&session.params);
         session.state.default_serializable = session.state.serializable_base;

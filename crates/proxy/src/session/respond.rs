@@ -257,6 +257,13 @@ impl Session {
             for (name, p) in u.deallocated.drain(..) {
                 self.state.prepared.entry(name).or_insert(p);
             }
+            // A failed SQL PREPARE made nothing (or met a name in use).
+            for name in u.sql_prepared.drain(..) {
+                if self.state.prepared.get(&name).is_some_and(|p| p.from_sql) {
+                    self.state.prepared.remove(&name);
+                }
+                b.prepared.insert(name, super::state::UNKNOWN_VERSION);
+            }
         }
         settle_effects(&mut self.state, b, &u, before, status);
         if self.pooled && role == Role::Primary && status == b'I' && self.state.pinned.is_some() {
@@ -502,7 +509,9 @@ fn settle_effects(state: &mut SessionState, b: &mut Backend, u: &Unit, before: u
                 }
             }
             // Not transactional; settled when the unit was sent.
-            SessionEffect::Deallocate { .. } => {}
+            SessionEffect::Deallocate { .. }
+            | SessionEffect::Prepare { .. }
+            | SessionEffect::Execute { .. } => {}
             e if after != b'I' => state.pending.push(Some(e.clone())),
             e if !rolled_back => apply_setting(state, b, e),
             _ => {}
@@ -542,6 +551,9 @@ fn apply_setting(state: &mut SessionState, b: &mut Backend, e: &SessionEffect) {
             state.settings.clear();
             b.settings.clear();
         }
-        SessionEffect::Pin { .. } | SessionEffect::Deallocate { .. } => {}
+        SessionEffect::Pin { .. }
+        | SessionEffect::Deallocate { .. }
+        | SessionEffect::Prepare { .. }
+        | SessionEffect::Execute { .. } => {}
     }
 }

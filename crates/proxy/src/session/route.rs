@@ -551,17 +551,26 @@ impl Session {
             });
         }
         let pool = self.pool_for(node);
-        match self.shared.pools.acquire(&pool, connect).await {
+        let acquired = {
+            let waiting = WaitingFlag::new(&self.view.waiting);
+            let acquired = self.shared.pools.acquire(&pool, connect).await;
+            drop(waiting);
+            acquired
+        };
+        match acquired {
             Ok(crate::pool::Acquired::Idle(idle)) => Ok(Opened {
                 conn: idle.conn,
                 carried: Some((idle.prepared, idle.settings)),
                 slot: Some(idle.slot),
             }),
-            Ok(crate::pool::Acquired::New(conn, slot)) => Ok(Opened {
-                conn,
-                carried: None,
-                slot: Some(slot),
-            }),
+            Ok(crate::pool::Acquired::New(conn, slot)) => {
+                pool.note_credentials(&self.creds);
+                Ok(Opened {
+                    conn,
+                    carried: None,
+                    slot: Some(slot),
+                })
+            }
             Err(crate::pool::PoolError::Connect(e)) => Err(e),
             Err(e @ crate::pool::PoolError::Paused { .. }) => {
                 tracing::warn!(client = %self.peer, "{e}");
@@ -641,6 +650,23 @@ impl Session {
     /// Text of a server error body's message, for logs.
     pub(super) fn error_text(fields: &[u8]) -> String {
         String::from_utf8_lossy(error_field(fields, b'M').unwrap_or(b"")).into_owned()
+    }
+}
+
+/// Marks a client as waiting while a pool acquire is pending (also when the
+/// acquire future is dropped).
+struct WaitingFlag<'a>(&'a std::sync::atomic::AtomicBool);
+
+impl<'a> WaitingFlag<'a> {
+    fn new(flag: &'a std::sync::atomic::AtomicBool) -> Self {
+        flag.store(true, std::sync::atomic::Ordering::Relaxed);
+        WaitingFlag(flag)
+    }
+}
+
+impl Drop for WaitingFlag<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, std::sync::atomic::Ordering::Relaxed);
     }
 }
 

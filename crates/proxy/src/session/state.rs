@@ -62,6 +62,10 @@ pub struct Unit {
     /// unit removed from the session's map when it was sent: put back if the
     /// unit fails (it may not have run).
     pub deallocated: Vec<(Bytes, Prepared)>,
+    /// The client's SQL `PREPARE`s in this unit, recorded when sent: if the
+    /// unit fails, they are forgotten (PostgreSQL made none, or the name
+    /// was taken).
+    pub sql_prepared: Vec<Bytes>,
     /// Injected to fail on purpose (its error is expected: not logged).
     pub quiet: bool,
     /// Injected to learn whether the session state that pinned the
@@ -102,6 +106,7 @@ impl Unit {
             effects: Vec::new(),
             reprepared: Vec::new(),
             deallocated: Vec::new(),
+            sql_prepared: Vec::new(),
             quiet: false,
             pin_check: false,
             closed: false,
@@ -279,6 +284,10 @@ pub struct Prepared {
     /// Its statement text.
     pub sql: Bytes,
     pub analysis: Option<Arc<Analysis>>,
+    /// Made by SQL `PREPARE`: `parse` is then a simple Query running that
+    /// PREPARE statement (replayed as an injected unit of its own, never
+    /// inside a client's unit) and `sql` its text.
+    pub from_sql: bool,
 }
 
 /// State that follows the client across backends.
@@ -292,6 +301,9 @@ pub struct SessionState {
     pub pending: Vec<Option<SessionEffect>>,
     pub prepared: SessionMap<Bytes, Prepared>,
     pub next_version: u64,
+    /// The session has made statements with SQL `PREPARE` (some may be
+    /// gone): each unit on the primary checks they exist there.
+    pub sql_prepared: bool,
     /// Pinned to the primary (temp table, LISTEN, ...). In transaction
     /// mode the session also keeps its primary backend while pinned.
     pub pinned: Option<&'static str>,
