@@ -515,7 +515,12 @@ impl Pools {
 
     /// Opens connections in the background until every pool of a node in
     /// `keep` with a known login has `min_pool_size` open.
-    pub fn warm(&self, keep: &dyn Fn(&Node) -> bool, max_message: usize) {
+    pub fn warm(
+        &self,
+        keep: &dyn Fn(&Node) -> bool,
+        max_message: usize,
+        tls: Option<&crate::tls::BackendTls>,
+    ) {
         if self.min_size == 0 {
             return;
         }
@@ -530,10 +535,18 @@ impl Pools {
             for mut slot in slots {
                 let creds = creds.clone();
                 let pool = pool.clone();
+                let tls = tls.cloned();
                 tokio::spawn(async move {
                     let key = &pool.key;
-                    match BackendConn::connect(&key.node, &key.params, &creds, timeout, max_message)
-                        .await
+                    match BackendConn::connect(
+                        &key.node,
+                        &key.params,
+                        &creds,
+                        timeout,
+                        max_message,
+                        tls.as_ref(),
+                    )
+                    .await
                     {
                         Ok(conn) => {
                             slot.pid = conn.pid;
@@ -708,6 +721,10 @@ pub async fn prune_loop(shared: Arc<crate::shared::Shared>) {
         let t = topology.borrow_and_update().clone();
         let keep = |n: &Node| t.primary.as_ref() == Some(n) || t.standbys.contains(n);
         shared.pools.prune(&keep);
-        shared.pools.warm(&keep, shared.settings.max_message_bytes);
+        shared.pools.warm(
+            &keep,
+            shared.settings.max_message_bytes,
+            shared.backend_tls.as_ref(),
+        );
     }
 }
