@@ -66,7 +66,11 @@ pub async fn negotiate(io: &mut ClientIo, shared: &Shared) -> Result<StartupPack
             None => return Err(StartEnd::Quiet),
             Some(StartupMessage::SslRequest) if !io.rd.is_tls() => match &shared.tls {
                 Some(acceptor) => {
-                    let timeout = shared.settings.connect_timeout;
+                    // Bounded like the rest of the login, by
+                    // authentication_timeout (as PostgreSQL does): a slow
+                    // client (a JVM on a loaded machine) needs more than a
+                    // connect timeout for its first handshake.
+                    let timeout = shared.settings.authentication_timeout;
                     if let Err(e) = io.start_tls(acceptor, timeout).await {
                         tracing::info!("TLS handshake with client failed: {e}");
                         return Err(StartEnd::Quiet);
