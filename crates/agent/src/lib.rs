@@ -8,6 +8,7 @@ mod execute;
 pub mod failsafe;
 pub mod lease;
 pub mod observe;
+pub mod responsive;
 pub mod runtime;
 pub mod status;
 pub mod tasks;

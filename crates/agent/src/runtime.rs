@@ -60,6 +60,10 @@ pub struct Memory {
     /// agent's watch, so re-writing it each iteration kept all agents
     /// looping back to back on an idle cluster).
     pub published: Option<Published>,
+    /// Whether the server answers probes in time (`responsive.rs`).
+    pub responsive: crate::responsive::Responsiveness,
+    /// When this agent killed its hung primary and gave up the key.
+    pub gave_up_hung_at: Option<Millis>,
 }
 
 /// A member record as last written to the DCS.
@@ -284,22 +288,15 @@ impl Agent {
     pub async fn iterate(&mut self) -> Decision {
         self.keeper.heartbeat();
         let now = self.now();
-        self.ensure_client().await;
+        let sent = now;
+        let deadline = crate::responsive::probe_deadline(&self.last_config);
+        let connect_missed = self.ensure_client(deadline).await;
         let snap = view::read(self.dcs.as_ref(), &self.keys, &self.last_config).await;
         if let Some(v) = &snap.view {
             self.last_config = v.config.clone();
             self.adopt_leader_lease(v, snap.leader_lease);
         }
-        let passfile = self.secrets.passfile();
-        let pg = observe::observe(
-            &self.inst,
-            self.client.as_ref(),
-            &self.cfg,
-            &passfile,
-            &mut self.mem.pg,
-            now,
-        )
-        .await;
+        let pg = self.observe_within(sent, deadline, connect_missed).await;
         let mut local = self.local_state(pg);
         if let Some(v) = &snap.view {
             self.mem.switchover_seen =
@@ -370,6 +367,56 @@ impl Agent {
             sync_in_doubt: self.mem.sync_in_doubt,
             promise: None,
             failsafe: None,
+            gave_up_hung_at: self.mem.gave_up_hung_at,
+        }
+    }
+
+    /// Observe PostgreSQL with the probe's deadline. A running server that
+    /// does not answer in time (connect or status query) is a stall: see
+    /// `responsive.rs` for what is reported then.
+    async fn observe_within(
+        &mut self,
+        sent: Millis,
+        deadline: Duration,
+        connect_missed: bool,
+    ) -> pgha_core::PgState {
+        let passfile = self.secrets.passfile();
+        let observed = if connect_missed {
+            None
+        } else {
+            tokio::time::timeout(
+                deadline,
+                observe::observe(
+                    &self.inst,
+                    self.client.as_ref(),
+                    &self.cfg,
+                    &passfile,
+                    &mut self.mem.pg,
+                    sent,
+                ),
+            )
+            .await
+            .ok()
+        };
+        match observed {
+            Some(pg) => {
+                if !pg.running {
+                    self.mem.responsive.reset();
+                }
+                self.mem.responsive.answered(&pg)
+            }
+            None => {
+                // The connection may still have a query in flight.
+                self.client = None;
+                let fallback = pgha_core::PgState {
+                    running: true,
+                    ..Default::default()
+                };
+                let now = self.now();
+                self.mem
+                    .responsive
+                    .no_answer(&self.inst, sent, now, &self.last_config, fallback)
+            }
         }
     }
 
@@ -384,25 +431,35 @@ impl Agent {
         }
     }
 
-    async fn ensure_client(&mut self) {
+    /// Connect to the local server if there is no connection; `true` when
+    /// a running server gave no answer within `deadline` (a refusal is an
+    /// answer).
+    async fn ensure_client(&mut self, deadline: Duration) -> bool {
         if self.client.as_ref().is_some_and(|c| !c.is_closed()) {
-            return;
+            return false;
         }
         self.client = None;
         if !self.inst.is_running() || observe::is_exiting(&self.inst, &mut self.mem.pg) {
-            return;
+            return false;
         }
+        let started = Instant::now();
         match pgha_postgres::probe::connect(
             &self.me.host,
             self.me.port,
             &self.cfg.superuser,
             &self.secrets.admin_password,
-            Duration::from_secs(2),
+            deadline,
         )
         .await
         {
-            Ok(c) => self.client = Some(c),
-            Err(e) => tracing::debug!("cannot connect to the local PostgreSQL yet: {e:#}"),
+            Ok(c) => {
+                self.client = Some(c);
+                false
+            }
+            Err(e) => {
+                tracing::debug!("cannot connect to the local PostgreSQL yet: {e:#}");
+                started.elapsed() >= deadline && self.inst.is_running()
+            }
         }
     }
 

@@ -42,6 +42,7 @@
 pub mod action;
 pub mod decide;
 pub mod failsafe;
+pub mod hung;
 pub mod local;
 pub mod lsn;
 pub mod member;
