@@ -980,3 +980,21 @@ fn a_node_that_gave_up_a_hung_primary_waits_for_another_leader() {
         d.reason
     );
 }
+
+/// A standby whose record says its server runs with role unknown (hung)
+/// leaves the synchronous set, though its walsender still looks streaming.
+#[test]
+fn a_hung_standby_leaves_the_sync_set() {
+    let view = cluster()
+        .edit_member("node3", |m| m.role = crate::member::Role::Unknown)
+        .build();
+    let d = run(leader_node(), view, 10_100);
+    assert!(
+        steps(&d).iter().any(|a| matches!(
+            a,
+            Action::SetSyncStandbyNames(SyncStandbyNames::Quorum(s)) if s.members.len() == 1
+        )),
+        "{}",
+        d.reason
+    );
+}
