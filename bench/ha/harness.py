@@ -194,7 +194,7 @@ class Bench:
 
     def variants(self, scenario):
         """(label, cluster name, patroni settings or None), in run order."""
-        if scenario == "etcd":
+        if scenario in ("etcd", "etcd_standby"):
             return self.etcd_variants()
         v = [("pgha", "pgha", None)]
         for name, _, _ in self.patroni_builds():
@@ -351,10 +351,23 @@ class Bench:
             if not ok:
                 ok = w.wait_ack_after(time.monotonic(), self.args.timeout)
             return ok, t, wall, extra
-        if sc == "etcd":
+        if sc in ("etcd", "etcd_standby"):
             t, wall = time.monotonic(), time.time()
             c.kill_etcd()
-            time.sleep(self.args.outage)
+            stopped = None
+            if sc == "etcd_standby":
+                # One standby's manager stops answering for the outage: it
+                # can promise nothing (pgha needs k = 1 of the two, Patroni
+                # an answer from every member).
+                standby = next(m for m in c.members if m != primary)
+                stopped = c.manager_pid(standby)
+                clusters.signal_pid(stopped, signal.SIGSTOP)
+                extra["stopped_standby"] = standby
+            try:
+                time.sleep(self.args.outage)
+            finally:
+                if stopped:
+                    clusters.signal_pid(stopped, signal.SIGCONT)
             extra["outage_s"] = round(time.monotonic() - t, 3)
             c.start_etcd()
             extra["etcd_back_after_s"] = round(time.monotonic() - t, 3)
@@ -446,7 +459,8 @@ def version(binary):
 
 
 SCENARIOS = {"rto": ["node", "pg"], "node": ["node"], "pg": ["pg"], "switchover": ["switch"],
-             "sigstop": ["stop"], "etcd": ["etcd"], "freeze": ["freeze"], "all": ["node", "pg", "switch", "stop"]}
+             "sigstop": ["stop"], "etcd": ["etcd"], "etcd_standby": ["etcd_standby"],
+             "freeze": ["freeze"], "all": ["node", "pg", "switch", "stop"]}
 
 
 def main():

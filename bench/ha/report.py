@@ -17,6 +17,7 @@ NAMES = {"node": "Node crash (manager + PostgreSQL SIGKILLed on the primary): se
          "stop": "SIGSTOP of the primary's manager (SIGCONT once another member is primary)",
          "bootstrap": "Bootstrap of a new three-node synchronous cluster until healthy",
          "etcd": "etcd killed for 20 s under writes, then restarted (failsafe mode on and off)",
+         "etcd_standby": "etcd killed for 20 s under writes with one standby's manager SIGSTOPped for the outage (failsafe mode on and off)",
          "freeze": "The primary's PostgreSQL frozen (SIGSTOP of the postmaster and its children), thawed after --freeze s: seconds until writes resumed"}
 RTO = [("resumed_after_s", "RTO s"), ("longest_gap_s", "longest write gap s")]
 COLUMNS = {"node": RTO,
@@ -27,6 +28,7 @@ COLUMNS = {"node": RTO,
                     ("failed_tx", "failed tx")],
            "bootstrap": [("seconds", "until healthy s")],
            "etcd": [("longest_gap_s", "longest write gap s"), ("failed_tx", "failed tx")],
+           "etcd_standby": [("longest_gap_s", "longest write gap s"), ("failed_tx", "failed tx")],
            "freeze": RTO + [("failed_tx", "failed tx")]}
 
 
