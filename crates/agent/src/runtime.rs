@@ -330,7 +330,7 @@ impl Agent {
                 self.stepped = false;
                 break;
             }
-            if let Err(e) = self.execute(action).await {
+            if let Err(e) = self.execute_bounded(action).await {
                 tracing::warn!(member = %self.me.name, action = %action, "action failed: {e:#}");
                 self.client = None;
                 self.stepped = false;
@@ -368,6 +368,25 @@ impl Agent {
             promise: None,
             failsafe: None,
             gave_up_hung_at: self.mem.gave_up_hung_at,
+        }
+    }
+
+    /// Run `action`; the ones that only talk SQL to the local server are
+    /// bounded (a server that froze since the probe must not hold the loop).
+    async fn execute_bounded(&mut self, action: &Action) -> anyhow::Result<()> {
+        let sql_only = matches!(
+            action,
+            Action::Fence | Action::Unfence | Action::SetSyncStandbyNames(_)
+        );
+        if !sql_only {
+            return self.execute(action).await;
+        }
+        match tokio::time::timeout(SQL_ACTION_LIMIT, self.execute(action)).await {
+            Ok(r) => r,
+            Err(_) => {
+                self.client = None;
+                anyhow::bail!("PostgreSQL did not answer within {SQL_ACTION_LIMIT:?}")
+            }
         }
     }
 
@@ -577,6 +596,9 @@ impl Agent {
         }
     }
 }
+
+/// Bound on an action that only talks SQL to the local server.
+const SQL_ACTION_LIMIT: Duration = Duration::from_secs(10);
 
 /// How often the postmaster watcher checks that the postmaster lives.
 const POSTMASTER_POLL: Duration = Duration::from_millis(20);
