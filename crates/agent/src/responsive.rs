@@ -142,6 +142,10 @@ pub async fn kill_server(inst: &Instance, grace: Duration, limit: Duration) -> a
             anyhow::bail!("process {p} of the hung PostgreSQL did not exit after SIGKILL");
         }
     }
+    // The killed postmaster may stay a zombie until init reaps it, and
+    // PostgreSQL (pg_rewind's crash recovery, a start) refuses to run over
+    // its lock file meanwhile.
+    inst.remove_stale_lock_files();
     Ok(())
 }
 

@@ -340,7 +340,12 @@ impl Agent {
         }
         self.failsafe.settle(self.mem.detached.is_some());
         if let Some(v) = &snap.view {
-            self.maintain_slots(v).await;
+            // Bounded like the probe: a server that froze since must not
+            // hold the loop (it did, for a whole 60 s freeze, before).
+            let bounded = tokio::time::timeout(deadline, self.maintain_slots(v)).await;
+            if bounded.is_err() {
+                self.client = None;
+            }
         }
         self.publish_status(&local, &snap, &decision);
         decision

@@ -221,11 +221,11 @@ fn stopped(ctx: &Ctx<'_>, bootstrapper: bool) -> Decision {
         let waited = ctx.now - at;
         let limit = ctx.cfg().hung_timeout;
         if waited < limit && ctx.local.pg.data_dir == DataDir::Primary && another_candidate(ctx) {
-            return ctx.decision_soon(
+            return ctx.decision(
                 vec![],
                 format!(
-                    "no leader; my PostgreSQL hung and I gave up the key {waited} ago: \
-                     waiting up to {limit} for another member to take over"
+                    "no leader; my PostgreSQL hung and I gave up the key: waiting up to \
+                     {limit} for another member to take over"
                 ),
             );
         }
