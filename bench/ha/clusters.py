@@ -78,6 +78,32 @@ def signal_pid(pid, sig):
             pass
 
 
+def parent_pid(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            stat = f.read()
+    except OSError:
+        return None
+    return int(stat[stat.rfind(")") + 1:].split()[1])
+
+
+def postgres_pids(postmaster):
+    """The postmaster and every process whose parent it is."""
+    if not postmaster:
+        return []
+    kids = [int(d) for d in os.listdir("/proc") if d.isdigit() and parent_pid(int(d)) == postmaster]
+    return [postmaster, *kids]
+
+
+def is_postgres(pid):
+    """Still a PostgreSQL process (never signal a recycled PID)."""
+    try:
+        with open(f"/proc/{pid}/comm") as f:
+            return f.read().startswith(("postgres", "postmaster"))
+    except OSError:
+        return False
+
+
 def postmaster_pid(data_dir):
     try:
         with open(os.path.join(data_dir, "postmaster.pid")) as f:

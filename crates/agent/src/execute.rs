@@ -531,6 +531,16 @@ impl Agent {
                     .stop(StopMode::Immediate, Duration::from_secs(10))
                     .await?;
             }
+            DemoteKind::Kill => {
+                crate::responsive::kill_server(
+                    &self.inst,
+                    Duration::from_secs(1),
+                    Duration::from_secs(10),
+                )
+                .await?;
+                self.mem.responsive.reset();
+                self.mem.gave_up_hung_at = Some(self.now());
+            }
         }
         self.client = None;
         self.mem.pg.sync_applied = None;

@@ -213,13 +213,15 @@ impl Failsafe {
                         c.record(&name, sent, &cfg);
                     }
                 }
-                Ok(resp) => tracing::info!(
+                // Every half loop during an outage: the decision's reason
+                // (logged when it changes) says how many promised.
+                Ok(resp) => tracing::debug!(
                     member = %name,
                     status = resp.status,
                     "failsafe: no promise: {}",
                     resp.text()
                 ),
-                Err(e) => tracing::info!(member = %name, "failsafe: no promise: {e}"),
+                Err(e) => tracing::debug!(member = %name, "failsafe: no promise: {e}"),
             }
         }
     }

@@ -10,6 +10,7 @@ pub mod instrumented;
 pub mod lease;
 pub mod metrics;
 pub mod observe;
+pub mod responsive;
 pub mod runtime;
 pub mod sampler;
 pub mod status;

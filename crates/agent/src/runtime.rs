@@ -61,6 +61,10 @@ pub struct Memory {
     /// agent's watch, so re-writing it each iteration kept all agents
     /// looping back to back on an idle cluster).
     pub published: Option<Published>,
+    /// Whether the server answers probes in time (`responsive.rs`).
+    pub responsive: crate::responsive::Responsiveness,
+    /// When this agent killed its hung primary and gave up the key.
+    pub gave_up_hung_at: Option<Millis>,
 }
 
 /// A member record as last written to the DCS.
@@ -317,22 +321,15 @@ impl Agent {
     pub async fn iterate(&mut self) -> Decision {
         self.keeper.heartbeat();
         let now = self.now();
-        self.ensure_client().await;
+        let sent = now;
+        let deadline = crate::responsive::probe_deadline(&self.last_config);
+        let connect_missed = self.ensure_client(deadline).await;
         let snap = view::read(self.dcs.as_ref(), &self.keys, &self.last_config).await;
         if let Some(v) = &snap.view {
             self.last_config = v.config.clone();
             self.adopt_leader_lease(v, snap.leader_lease);
         }
-        let passfile = self.secrets.passfile();
-        let pg = observe::observe(
-            &self.inst,
-            self.client.as_ref(),
-            &self.cfg,
-            &passfile,
-            &mut self.mem.pg,
-            now,
-        )
-        .await;
+        let pg = self.observe_within(sent, deadline, connect_missed).await;
         let mut local = self.local_state(pg);
         if let Some(v) = &snap.view {
             self.mem.switchover_seen =
@@ -367,7 +364,7 @@ impl Agent {
                 self.stepped = false;
                 break;
             }
-            if let Err(e) = self.execute(action).await {
+            if let Err(e) = self.execute_bounded(action).await {
                 tracing::warn!(member = %self.me.name, action = %action, "action failed: {e:#}");
                 self.metrics.action(action.kind(), false);
                 self.client = None;
@@ -388,7 +385,12 @@ impl Agent {
         }
         self.failsafe.settle(self.mem.detached.is_some());
         if let Some(v) = &snap.view {
-            self.maintain_slots(v).await;
+            // Bounded like the probe: a server that froze since must not
+            // hold the loop (it did, for a whole 60 s freeze, before).
+            let bounded = tokio::time::timeout(deadline, self.maintain_slots(v)).await;
+            if bounded.is_err() {
+                self.client = None;
+            }
         }
         self.publish_status(&local, &snap, &decision);
         decision
@@ -438,6 +440,75 @@ impl Agent {
             sync_in_doubt: self.mem.sync_in_doubt,
             promise: None,
             failsafe: None,
+            gave_up_hung_at: self.mem.gave_up_hung_at,
+        }
+    }
+
+    /// Run `action`; the ones that only talk SQL to the local server are
+    /// bounded (a server that froze since the probe must not hold the loop).
+    async fn execute_bounded(&mut self, action: &Action) -> anyhow::Result<()> {
+        let sql_only = matches!(
+            action,
+            Action::Fence | Action::Unfence | Action::SetSyncStandbyNames(_)
+        );
+        if !sql_only {
+            return self.execute(action).await;
+        }
+        match tokio::time::timeout(SQL_ACTION_LIMIT, self.execute(action)).await {
+            Ok(r) => r,
+            Err(_) => {
+                self.client = None;
+                anyhow::bail!("PostgreSQL did not answer within {SQL_ACTION_LIMIT:?}")
+            }
+        }
+    }
+
+    /// Observe PostgreSQL with the probe's deadline. A running server that
+    /// does not answer in time (connect or status query) is a stall: see
+    /// `responsive.rs` for what is reported then.
+    async fn observe_within(
+        &mut self,
+        sent: Millis,
+        deadline: Duration,
+        connect_missed: bool,
+    ) -> pgha_core::PgState {
+        let passfile = self.secrets.passfile();
+        let observed = if connect_missed {
+            None
+        } else {
+            tokio::time::timeout(
+                deadline,
+                observe::observe(
+                    &self.inst,
+                    self.client.as_ref(),
+                    &self.cfg,
+                    &passfile,
+                    &mut self.mem.pg,
+                    sent,
+                ),
+            )
+            .await
+            .ok()
+        };
+        match observed {
+            Some(pg) => {
+                if !pg.running {
+                    self.mem.responsive.reset();
+                }
+                self.mem.responsive.answered(&pg)
+            }
+            None => {
+                // The connection may still have a query in flight.
+                self.client = None;
+                let fallback = pgha_core::PgState {
+                    running: true,
+                    ..Default::default()
+                };
+                let now = self.now();
+                self.mem
+                    .responsive
+                    .no_answer(&self.inst, sent, now, &self.last_config, fallback)
+            }
         }
     }
 
@@ -452,26 +523,36 @@ impl Agent {
         }
     }
 
-    async fn ensure_client(&mut self) {
+    /// Connect to the local server if there is no connection; `true` when
+    /// a running server gave no answer within `deadline` (a refusal is an
+    /// answer).
+    async fn ensure_client(&mut self, deadline: Duration) -> bool {
         if self.client.as_ref().is_some_and(|c| !c.is_closed()) {
-            return;
+            return false;
         }
         self.client = None;
         if !self.inst.is_running() || observe::is_exiting(&self.inst, &mut self.mem.pg) {
-            return;
+            return false;
         }
+        let started = Instant::now();
         match pgha_postgres::probe::connect_tls(
             &self.me.host,
             self.me.port,
             &self.cfg.superuser,
             &self.secrets.admin_password,
-            Duration::from_secs(2),
+            deadline,
             self.cfg.tls_ca(),
         )
         .await
         {
-            Ok(c) => self.client = Some(c),
-            Err(e) => tracing::debug!("cannot connect to the local PostgreSQL yet: {e:#}"),
+            Ok(c) => {
+                self.client = Some(c);
+                false
+            }
+            Err(e) => {
+                tracing::debug!("cannot connect to the local PostgreSQL yet: {e:#}");
+                started.elapsed() >= deadline && self.inst.is_running()
+            }
         }
     }
 
@@ -598,6 +679,9 @@ impl Agent {
         }
     }
 }
+
+/// Bound on an action that only talks SQL to the local server.
+const SQL_ACTION_LIMIT: Duration = Duration::from_secs(10);
 
 /// How often the postmaster watcher checks that the postmaster lives.
 const POSTMASTER_POLL: Duration = Duration::from_millis(20);

@@ -39,6 +39,11 @@ pub enum DemoteKind {
     /// Lost the lease to another node: `pg_ctl stop -m immediate` now. The
     /// data directory stays a former primary; it rejoins with `Rewind`.
     Immediate,
+    /// The server is hung (`hung.rs`): an immediate stop that does not end
+    /// the postmaster within a second is followed by SIGKILL to the
+    /// postmaster and every one of its children. Done only when every
+    /// process of the server is gone (a frozen process cannot be asked).
+    Kill,
 }
 
 /// One step for the runtime. See each variant for what it must do.

@@ -74,13 +74,20 @@ pub struct PromiseRequest {
 pub struct Promise {
     pub leader: String,
     pub term: u64,
+    /// Local time at which it was granted.
+    #[serde(default)]
+    pub granted_at: Millis,
     /// Local time until which the promise binds.
     pub until: Millis,
 }
 
 impl Promise {
+    /// Binds at `now`: granted no later than `now` and not expired. A clock
+    /// that went back past the grant voids it rather than stretching it (a
+    /// promise only guards the leader's writes from being a dead end; the
+    /// promotion rule guards acknowledged commits without it).
     pub fn active(&self, now: Millis) -> bool {
-        now < self.until
+        self.granted_at <= now && now < self.until
     }
 }
 
@@ -133,6 +140,7 @@ pub fn grant(
     Ok(Promise {
         leader: req.leader.clone(),
         term: req.term,
+        granted_at: now,
         until: now + promise_duration(cfg),
     })
 }
@@ -314,6 +322,7 @@ mod tests {
                     l.promise = Some(Promise {
                         leader: "node3".into(),
                         term: 9,
+                        granted_at: Millis(0),
                         until: Millis(2000),
                     })
                 }),
@@ -326,6 +335,7 @@ mod tests {
                     l.promise = Some(Promise {
                         leader: "node3".into(),
                         term: 9,
+                        granted_at: Millis(0),
                         until: Millis(1000),
                     })
                 }),

@@ -109,6 +109,10 @@ pub struct DynamicConfig {
     /// lease as long as k members of the sync set promise over the agents'
     /// API not to promote (`failsafe.rs`). Default on.
     pub failsafe_mode: bool,
+    /// A running PostgreSQL that answers no probe and writes no WAL for
+    /// this long is treated as failed (`hung.rs`). Default 6 s.
+    #[serde(rename = "hung_timeout_ms")]
+    pub hung_timeout: Millis,
 }
 
 impl Default for DynamicConfig {
@@ -125,6 +129,7 @@ impl Default for DynamicConfig {
             switchover_max_lag: 16 << 20,
             switchover_drain_timeout: Millis(5000),
             failsafe_mode: true,
+            hung_timeout: Millis(6000),
         }
     }
 }

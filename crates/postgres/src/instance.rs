@@ -260,7 +260,7 @@ impl Instance {
     /// (recycled after a crash or a reboot), which PostgreSQL itself would
     /// refuse to start over. Only files whose writer is gone go; PostgreSQL
     /// still checks on its own that no old backend uses the shared memory.
-    fn remove_stale_lock_files(&self) {
+    pub fn remove_stale_lock_files(&self) {
         let socket_lock = self
             .socket_dir()
             .join(format!(".s.PGSQL.{}.lock", self.port));

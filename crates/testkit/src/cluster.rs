@@ -246,6 +246,42 @@ impl TestCluster {
         alive(pid as u32).then_some(pid)
     }
 
+    /// `member`'s postmaster and all its children (empty when it is down).
+    pub fn postgres_pids(&self, member: &str) -> Vec<u32> {
+        let Some(pm) = self.postmaster_pid(member) else {
+            return Vec::new();
+        };
+        let pm = pm as u32;
+        let mut pids = vec![pm];
+        if let Ok(entries) = std::fs::read_dir("/proc") {
+            for e in entries.flatten() {
+                let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+                    continue;
+                };
+                if parent_pid(pid) == Some(pm) {
+                    pids.push(pid);
+                }
+            }
+        }
+        pids
+    }
+
+    /// SIGSTOP (`frozen`) or SIGCONT each of `pids` that is still a
+    /// PostgreSQL process (never a recycled PID).
+    pub fn freeze_pids(&self, pids: &[u32], frozen: bool) {
+        let sig = if frozen {
+            Signal::SIGSTOP
+        } else {
+            Signal::SIGCONT
+        };
+        for pid in pids {
+            let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+            if comm.starts_with("postgres") || comm.starts_with("postmaster") {
+                signal(*pid, sig);
+            }
+        }
+    }
+
     fn pid_file(&self, name: &str) -> PathBuf {
         self.dir.path().join("run").join(format!("{name}.pid"))
     }
@@ -372,6 +408,13 @@ impl Drop for TestCluster {
             kill_postmaster(&m.data_dir);
         }
     }
+}
+
+/// The parent of `pid` from `/proc/<pid>/stat`.
+fn parent_pid(pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.split_whitespace().nth(1)?.parse().ok()
 }
 
 fn signal(pid: u32, sig: Signal) {

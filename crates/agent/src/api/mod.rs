@@ -295,7 +295,7 @@ async fn failsafe_promise(State(st): State<Shared>, headers: HeaderMap, body: By
                 .into_response()
         }
         Err(why) => {
-            tracing::info!(leader = %req.leader, "failsafe promise refused: {why}");
+            tracing::debug!(leader = %req.leader, "failsafe promise refused: {why}");
             (
                 StatusCode::CONFLICT,
                 Json(json!({"ok": false, "error": why})),

@@ -405,7 +405,10 @@ fn sync_step(ctx: &Ctx<'_>) -> SyncStep {
                     .view
                     .members
                     .get(&r.name)
-                    .is_some_and(|m| !m.tags.nosync)
+                    // A standby whose server runs but answers no probe for
+                    // hung_timeout says "role unknown" (`hung.rs`): out,
+                    // although its walsender may still look streaming.
+                    .is_some_and(|m| !m.tags.nosync && !m.runs_unanswering())
         })
         .map(|r| r.name.clone())
         .collect();

@@ -14,8 +14,9 @@ mod follower;
 mod leader;
 
 use crate::failsafe;
+use crate::hung::{self, Verdict};
 
-use crate::action::{Action, Decision, Upstream};
+use crate::action::{Action, Decision, DemoteKind, Upstream};
 use crate::local::LocalState;
 use crate::member::{MemberState, Role};
 use crate::promotion::Candidate;
@@ -30,6 +31,8 @@ pub fn decide(local: &LocalState, dcs: &DcsView, now: Millis) -> Decision {
             let ctx = Ctx { local, view, now };
             let mut d = if let Some(hold) = keep_promise(&ctx) {
                 hold
+            } else if let Some(d) = not_answering(&ctx) {
+                d
             } else if view.config.paused {
                 paused(&ctx)
             } else {
@@ -200,6 +203,57 @@ fn keep_promise(ctx: &Ctx<'_>) -> Option<Decision> {
         ),
         wake_in: ctx.cfg().loop_wait.min(left),
     })
+}
+
+/// PostgreSQL runs but does not answer (`hung.rs`). Stalled or busy: keep
+/// the role and take no step that needs the server (the leader keeps its
+/// lease). Hung: the leader kills its server and only then gives up the
+/// key; anyone else waits, out of the sets by its record (role unknown).
+fn not_answering(ctx: &Ctx<'_>) -> Option<Decision> {
+    let v = hung::judge(&ctx.local.pg, ctx.cfg(), ctx.now);
+    let leads = ctx
+        .view
+        .leader
+        .as_ref()
+        .is_some_and(|l| l.holder == ctx.me());
+    let t = ctx.cfg().hung_timeout;
+    match v {
+        Verdict::Answering => None,
+        Verdict::Hung { .. } if leads => Some(ctx.decision_now(
+            vec![Action::Demote(DemoteKind::Kill), Action::ReleaseLeader],
+            format!(
+                "PostgreSQL {v} (hung_timeout {t}): killing it, then handing over the leader key"
+            ),
+        )),
+        Verdict::Hung { .. } => Some(ctx.decision(
+            vec![],
+            format!("PostgreSQL {v}: out of the synchronous and read sets until it answers"),
+        )),
+        Verdict::Stalled { for_ } => {
+            let actions = if leads {
+                vec![Action::RenewLeader]
+            } else {
+                vec![]
+            };
+            let left = t - for_;
+            Some(Decision {
+                actions,
+                reason: format!("PostgreSQL {v}, hung after {t}: keeping my role meanwhile"),
+                wake_in: ctx.cfg().loop_wait.min(left),
+            })
+        }
+        Verdict::Busy { .. } => {
+            let actions = if leads {
+                vec![Action::RenewLeader]
+            } else {
+                vec![]
+            };
+            Some(ctx.decision(
+                actions,
+                format!("PostgreSQL {v}: not hung, keeping my role"),
+            ))
+        }
+    }
 }
 
 /// The DCS could not be read. A primary keeps going while its lease is

@@ -29,6 +29,9 @@ pub struct Mem {
     /// it asks them for.
     pub failsafe: Option<Confirmations>,
     pub failsafe_term: u64,
+    /// The server has not answered since (see `pgha_core::hung`).
+    pub unanswered: Option<pgha_core::hung::Unanswered>,
+    pub gave_up_hung_at: Option<Millis>,
 }
 
 #[derive(Clone, Debug)]

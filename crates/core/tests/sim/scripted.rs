@@ -391,3 +391,60 @@ fn a_stuck_proxy_delays_the_switchover_by_the_drain_timeout_only() {
         assert!(done.is_some(), "seed {seed}: no new primary\n{}", w.dump());
     }
 }
+
+/// PostgreSQL on the primary stalls for less than hung_timeout (6 s): no
+/// failover, the same primary acknowledges again afterwards.
+#[test]
+fn a_short_stall_of_the_primary_changes_nothing() {
+    for seed in 0..20 {
+        let mut w = boot(seed, 3);
+        let p = primary(&w);
+        let failovers = w.failovers;
+        w.nodes[p].pg.stalled_until = w.t + 4000;
+        run(&mut w, 6000);
+        assert_eq!(
+            w.failovers, failovers,
+            "seed {seed}: failover after a 4 s stall"
+        );
+        let acked = w.acked.len();
+        let more = run_until(&mut w, 5000, |w| w.acked.len() > acked);
+        assert!(
+            more.is_some(),
+            "seed {seed}: no commit after the stall\n{}",
+            w.dump()
+        );
+        assert_eq!(w.writable_primary(), Some(p), "seed {seed}");
+    }
+}
+
+/// PostgreSQL on the primary freezes for 30 s: after hung_timeout its
+/// agent kills it and hands over; a standby takes over within hung_timeout
+/// plus a normal failover, no acknowledged commit is lost (invariants), and
+/// the old primary rejoins as a standby.
+#[test]
+fn a_hung_primary_is_failed_over_and_rejoins() {
+    for seed in 0..20 {
+        let mut w = boot(seed, 3);
+        let p = primary(&w);
+        w.nodes[p].pg.stalled_until = w.t + 30_000;
+        let took = run_until(&mut w, 15_000, |w| {
+            w.writable_primary().is_some_and(|q| q != p)
+        });
+        let took = took.unwrap_or_else(|| panic!("seed {seed}: no failover\n{}", w.dump()));
+        assert!(
+            took >= 6000,
+            "seed {seed}: failed over after {took} ms, before hung_timeout"
+        );
+        let acked = w.acked.len();
+        let more = run_until(&mut w, 5000, |w| w.acked.len() > acked);
+        assert!(more.is_some(), "seed {seed}: no commit on the new primary");
+        let back = run_until(&mut w, 20_000, |w| {
+            w.nodes[p].pg.is_standby() && w.nodes[p].pg.streaming
+        });
+        assert!(
+            back.is_some(),
+            "seed {seed}: old primary did not rejoin\n{}",
+            w.dump()
+        );
+    }
+}
