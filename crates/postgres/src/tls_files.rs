@@ -132,3 +132,77 @@ pub fn check(cluster: &ClusterConfig, member: &str) -> Result<(), PgError> {
         None => Ok(()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn config(dir: &Path, extra: &str) -> ClusterConfig {
+        let text = format!(
+            "[tls]\nenabled = true\n{extra}\n[proxy]\nrw_port = 7432\nro_port = 7433\nprimary_port = 7434\n\
+             [[members]]\nname = \"node1\"\nport = 5432\n[[members]]\nname = \"node2\"\nport = 5433\n"
+        );
+        pgha_config::parse(&text, dir).unwrap()
+    }
+
+    fn user() -> ServiceUser {
+        ServiceUser::resolve("postgres").unwrap()
+    }
+
+    fn mode(p: &Path) -> u32 {
+        std::fs::metadata(p).unwrap().permissions().mode() & 0o777
+    }
+
+    /// Made once at the default places (keys 0600), kept afterwards; a
+    /// deleted member certificate is signed again by the same CA.
+    #[test]
+    fn generated_once_and_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = config(dir.path(), "");
+        user().make_dir(&c.secrets_dir, 0o700).unwrap();
+        ensure(&c, &user()).unwrap();
+        let tls = c.tls.as_ref().unwrap();
+        assert_eq!(mode(&tls.ca_key_file), KEY_MODE);
+        let n2 = tls.member("node2").unwrap();
+        assert_eq!(mode(&n2.key_file), KEY_MODE);
+        assert_eq!(mode(&n2.cert_file), CERT_MODE);
+        assert!(tls.proxy.cert_file.exists());
+        let ca = std::fs::read(&tls.ca_file).unwrap();
+        let n1 = std::fs::read(&tls.member("node1").unwrap().cert_file).unwrap();
+        let n2_before = std::fs::read(&n2.cert_file).unwrap();
+        std::fs::remove_file(&n2.cert_file).unwrap();
+        ensure(&c, &user()).unwrap();
+        assert_eq!(std::fs::read(&tls.ca_file).unwrap(), ca, "the CA is kept");
+        assert_eq!(
+            std::fs::read(&tls.member("node1").unwrap().cert_file).unwrap(),
+            n1,
+            "an existing certificate is kept"
+        );
+        assert_ne!(std::fs::read(&n2.cert_file).unwrap(), n2_before);
+        check(&c, "node2").unwrap();
+    }
+
+    /// An operator's path is never written: missing, it is an error naming
+    /// the key; the agent's check names a missing member key.
+    #[test]
+    fn operator_files_are_never_made() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = config(dir.path(), "ca_file = \"mine/ca.pem\"");
+        user().make_dir(&c.secrets_dir, 0o700).unwrap();
+        let e = ensure(&c, &user()).unwrap_err().to_string();
+        assert!(
+            e.contains("mine/ca.pem") && e.contains("tls.ca_file"),
+            "{e}"
+        );
+        assert!(!dir.path().join("mine/ca.pem").exists());
+        let e = check(&c, "node1").unwrap_err().to_string();
+        assert!(e.contains("tls.ca_file"), "{e}");
+
+        let c = config(dir.path(), "");
+        ensure(&c, &user()).unwrap();
+        std::fs::remove_file(&c.tls.as_ref().unwrap().member("node1").unwrap().key_file).unwrap();
+        let e = check(&c, "node1").unwrap_err().to_string();
+        assert!(e.contains("tls.members.node1.key_file"), "{e}");
+    }
+}
