@@ -135,7 +135,7 @@ impl Agent {
             &cfg.replication_user,
         )?;
         let keys = ClusterKeys::new(&cfg.dcs.namespace, &cfg.name)?;
-        pgha_postgres::tls_files::check(&cfg, &me.name)?;
+        pgha_postgres::tls_files::check(&cfg, &me.name, &user)?;
         let inst = Instance::new(&me, bins, user).with_tls_ca(cfg.tls_ca());
         let (status_tx, status_rx) = watch::channel(AgentStatus {
             member: me.name.clone(),
