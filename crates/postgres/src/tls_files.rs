@@ -24,6 +24,17 @@ pub const CERT_MODE: u32 = 0o644;
 /// without `[tls]`); fails naming the file when an operator's file is
 /// missing. The proxy's pair is made when the config has a `[proxy]`.
 pub fn ensure(cluster: &ClusterConfig, user: &ServiceUser) -> Result<(), PgError> {
+    let proxy_host = cluster.proxy.as_ref().map(|p| p.host.as_str());
+    ensure_with_proxy(cluster, user, proxy_host)
+}
+
+/// [`ensure`], with the proxy's pair made for `proxy_host` (none: no proxy
+/// pair), whether or not the config has a `[proxy]` table.
+pub fn ensure_with_proxy(
+    cluster: &ClusterConfig,
+    user: &ServiceUser,
+    proxy_host: Option<&str>,
+) -> Result<(), PgError> {
     let Some(tls) = &cluster.tls else {
         return Ok(());
     };
@@ -48,8 +59,8 @@ pub fn ensure(cluster: &ClusterConfig, user: &ServiceUser) -> Result<(), PgError
         .iter()
         .filter_map(|m| Some((m.name.clone(), m.host.as_str(), tls.member(&m.name)?)))
         .collect();
-    if let Some(p) = &cluster.proxy {
-        pairs.push((PROXY.into(), p.host.as_str(), &tls.proxy));
+    if let Some(host) = proxy_host {
+        pairs.push((PROXY.into(), host, &tls.proxy));
     }
     for (name, host, pair) in pairs {
         if pair.cert_file.exists() && pair.key_file.exists() {

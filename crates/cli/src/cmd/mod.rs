@@ -13,6 +13,7 @@ pub mod restart;
 pub mod secrets;
 pub mod status;
 pub mod switchover;
+pub mod tls;
 pub mod up;
 pub mod wal;
 
