@@ -12,7 +12,10 @@ order rotated each round. Writes one JSON file and prints a Markdown table.
 Hazards: starts a dev cluster with `[tls]` (etcd, three PostgreSQL, agents,
 the proxy) and a second proxy on free loopback ports; everything is stopped
 by PID in a `finally`. pgbench opens its connections once per run, so the
-cost of the TLS handshake of a new connection is not in these numbers.
+cost of the TLS handshake of a new connection is not in these numbers;
+`--connect` measures it (pgbench -C: a new connection per transaction):
+
+  python3 bench/proxy/tls.py --connect --scripts select-only --clients 1
 """
 
 import argparse
@@ -86,12 +89,15 @@ def parse_args():
     p.add_argument("--clients", default="1,8")
     p.add_argument("--scripts", default="select-only,tpcb")
     p.add_argument("--mode", default="simple")
+    p.add_argument("--connect", action="store_true",
+                   help="a new connection per transaction (pgbench -C): the handshake's cost")
     p.add_argument("--scale", type=int, default=10)
     p.add_argument("--out", default=None)
     a = p.parse_args()
     if a.out is None:
         stamp = datetime.datetime.utcnow().strftime("%Y-%m-%d-%H%M")
-        a.out = os.path.join(root, "bench", "results", f"proxy-tls-{stamp}.json")
+        kind = "-connect" if a.connect else ""
+        a.out = os.path.join(root, "bench", "results", f"proxy-tls{kind}-{stamp}.json")
     return a
 
 
@@ -121,7 +127,8 @@ def throughput(args, targets, password):
             for name in order:
                 port, sslmode, pids = targets[name]
                 r = pgbench.run(port, USER, password, DB, script, clients, args.mode,
-                                args.duration, pids, env={"PGSSLMODE": sslmode})
+                                args.duration, pids, env={"PGSSLMODE": sslmode},
+                                connect_each=args.connect)
                 r.update({"round": rnd, "script": script, "clients": clients, "target": name})
                 runs.append(r)
                 shown = f"{r['tps']:.0f} tps" if "tps" in r else r["error"]

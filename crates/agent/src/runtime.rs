@@ -149,7 +149,7 @@ impl Agent {
             &cfg.replication_user,
         )?;
         let keys = ClusterKeys::new(&cfg.dcs.namespace, &cfg.name)?;
-        pgha_postgres::tls_files::check(&cfg, &me.name)?;
+        pgha_postgres::tls_files::check(&cfg, &me.name, &user)?;
         let metrics = Arc::new(AgentMetrics::default());
         let dcs = crate::instrumented::InstrumentedDcs::wrap(dcs, metrics.clone());
         let inst = Instance::new(&me, bins, user).with_tls_ca(cfg.tls_ca());

@@ -66,6 +66,8 @@ enum Command {
     Secrets(cmd::secrets::Args),
     /// Turn on etcd authentication: root, and a user limited to the cluster's keys.
     EtcdAuth(cmd::etcd_auth::Args),
+    /// TLS certificates of [tls]: `tls init` makes the missing ones once.
+    Tls(cmd::tls::Args),
 }
 
 fn main() -> ExitCode {
@@ -93,6 +95,7 @@ fn main() -> ExitCode {
         Command::Proxy(args) => cmd::proxy::run(args),
         Command::Secrets(args) => cmd::secrets::run(args),
         Command::EtcdAuth(args) => cmd::etcd_auth::run(args),
+        Command::Tls(args) => cmd::tls::run(args),
     };
     match result {
         Ok(code) => code,

@@ -200,3 +200,45 @@ fn restart_proxy(cluster: &TestCluster) {
         pgha_testkit::cluster::describe(&out)
     );
 }
+
+/// `pgha tls init` makes the files of a config's `[tls]` once (for a
+/// cluster on several hosts), keeps them on a second run, and refuses a
+/// config without `[tls]`.
+#[test]
+fn tls_init_makes_the_certificates_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("cluster.toml");
+    let members = "[[members]]\nname = \"node1\"\nhost = \"10.0.0.1\"\nport = 5432\n\
+                   [[members]]\nname = \"node2\"\nhost = \"10.0.0.2\"\nport = 5432\n";
+    std::fs::write(&cfg, members).unwrap();
+    let run = || {
+        pgha_testkit::cluster::run_pgha(bin(), &["tls", "init", "--config", cfg.to_str().unwrap()])
+    };
+    let out = run();
+    assert!(!out.status.success());
+    assert!(text(&out).contains("[tls]"), "{}", text(&out));
+
+    std::fs::write(&cfg, format!("[tls]\nenabled = true\n{members}")).unwrap();
+    let out = run();
+    assert!(out.status.success(), "{}", text(&out));
+    let first = String::from_utf8_lossy(&out.stdout).into_owned();
+    for f in [
+        "ca.crt",
+        "ca.key",
+        "node1.crt",
+        "node1.key",
+        "node2.crt",
+        "node2.key",
+    ] {
+        assert!(
+            first.contains(&format!(
+                "made     {}",
+                dir.path().join("secrets").join(f).display()
+            )),
+            "{f}: {first}"
+        );
+    }
+    let out = run();
+    let second = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success() && !second.contains("made"), "{second}");
+}

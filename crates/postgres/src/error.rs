@@ -42,6 +42,8 @@ pub enum PgError {
         key: String,
         remedy: String,
     },
+    #[error("TLS key {path} cannot be used: {problem}")]
+    UnusableTlsKey { path: PathBuf, problem: String },
 }
 
 impl PgError {

@@ -17,6 +17,7 @@ pub mod retention;
 pub mod secrets;
 pub mod status;
 pub mod switchover;
+pub mod tls;
 pub mod up;
 pub mod wal;
 
