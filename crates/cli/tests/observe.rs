@@ -115,6 +115,8 @@ async fn prometheus_scrapes_every_member_and_the_proxy_through_a_failover() {
     )
     .await;
 
+    archive_problems_are_reported(&c, &prom, &old).await;
+
     c.kill_node(&old);
     let new = c
         .wait_new_leader(Some(&old), Duration::from_secs(60))
@@ -173,6 +175,96 @@ async fn prometheus_scrapes_every_member_and_the_proxy_through_a_failover() {
         err.contains("holds another cluster's history") && err.contains("To proceed"),
         "{err}"
     );
+}
+
+/// Archiving fails on the leader (the archive already holds its next
+/// segment with other content, as when two clusters share an archive) and
+/// an archived file is corrupt: `status` (JSON and table), the leader's REST
+/// API and Prometheus all say so, with the reason.
+async fn archive_problems_are_reported(c: &TestCluster, prom: &str, leader: &str) {
+    let pg = c.connect(leader).await.unwrap();
+    let next: String = pg
+        .query_one("SELECT pg_walfile_name(pg_current_wal_lsn())", &[])
+        .await
+        .unwrap()
+        .get(0);
+    push_foreign_segment(&c.config.archive_dir, &next);
+    pg.batch_execute("CREATE TABLE observe_wal (i int); INSERT INTO observe_wal VALUES (1); SELECT pg_switch_wal();")
+        .await
+        .unwrap();
+    let status = wait_until_async(
+        "status reports the failing archiver",
+        Duration::from_secs(60),
+        || async {
+            let s = c.status_json();
+            (s["archive"]["state"] == "failing").then_some(s)
+        },
+    )
+    .await
+    .unwrap();
+    let reason = status["archive"]["last_failure_reason"].as_str().unwrap();
+    assert!(reason.contains("refusing to overwrite"), "{status:#}");
+    let table = c.pgha(&["status"]);
+    let table = String::from_utf8_lossy(&table.stdout);
+    assert!(
+        table.contains("archive: failing") && table.contains("archiving FAILS"),
+        "{table}"
+    );
+    let api = c.config.member(leader).unwrap().api_url();
+    let doc = client::get(&format!("{api}/patroni"), Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert_eq!(doc.json().unwrap()["archive"]["state"], "failing");
+    wait_series(prom, "pgha_archiver_failing == 1", "member", &[leader]).await;
+    let q = "pgha_archiver_last_failure_timestamp_seconds{reason=~\".*refusing to overwrite.*\"}";
+    wait_series(prom, q, "member", &[leader]).await;
+
+    // A corrupt archived file, found by `pgha archive list --verify`.
+    let oldest = status["archive"]["oldest_segment"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let path = c.config.archive_dir.join(&oldest);
+    let mut bytes = std::fs::read(&path).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0xff;
+    std::fs::write(&path, bytes).unwrap();
+    let dir = c.config.archive_dir.display().to_string();
+    let out =
+        pgha_testkit::cluster::run_pgha(bin(), &["archive", "list", "--verify", "--archive", &dir]);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "{}",
+        pgha_testkit::cluster::describe(&out)
+    );
+    wait_until_async(
+        "status lists the corrupt file",
+        Duration::from_secs(30),
+        || async {
+            let s = c.status_json();
+            let corrupt = s["archive"]["corrupt"].as_array()?.clone();
+            corrupt
+                .iter()
+                .any(|f| f["file"] == oldest.as_str())
+                .then_some(())
+        },
+    )
+    .await
+    .unwrap();
+    let table = c.pgha(&["status"]);
+    let table = String::from_utf8_lossy(&table.stdout);
+    assert!(
+        table.contains(&format!("corrupt archived file {oldest}")),
+        "{table}"
+    );
+    wait_series(
+        prom,
+        "pgha_archive_corrupt_files == 1",
+        "member",
+        &["node1", "node2", "node3"],
+    )
+    .await;
 }
 
 /// A WAL segment of a cluster with system identifier 4242, archived with
