@@ -137,6 +137,7 @@ async fn prometheus_scrapes_every_member_and_the_proxy_through_a_failover() {
         &[&new],
     )
     .await;
+    events_tell_the_story(&c, &old, &new).await;
     // The killed member's agent is gone: Prometheus says so.
     wait_series(
         &prom,
@@ -265,6 +266,44 @@ async fn archive_problems_are_reported(c: &TestCluster, prom: &str, leader: &str
         &["node1", "node2", "node3"],
     )
     .await;
+}
+
+/// `pgha events` lists the failover to `new` with its duration and reason,
+/// and the synchronous-set changes the dead leader `old` made before.
+async fn events_tell_the_story(c: &TestCluster, old: &str, new: &str) {
+    let events = wait_until_async(
+        "pgha events lists the failover",
+        Duration::from_secs(60),
+        || async {
+            let out = c.pgha(&["events", "--json"]);
+            let list: Vec<Value> = serde_json::from_slice(&out.stdout).ok()?;
+            list.iter()
+                .any(|e| e["kind"] == "failover" && e["member"] == new && e["ok"] == true)
+                .then_some(list)
+        },
+    )
+    .await
+    .unwrap();
+    let failover = events.iter().find(|e| e["kind"] == "failover").unwrap();
+    assert!(failover["duration_ms"].as_u64().is_some(), "{failover}");
+    assert!(
+        !failover["reason"].as_str().unwrap().is_empty(),
+        "{failover}"
+    );
+    assert!(
+        events
+            .iter()
+            .any(|e| e["kind"] == "sync_set" && e["member"] == old),
+        "the old leader's sync-set changes are kept: {events:#?}"
+    );
+    let table = c.pgha(&["events"]);
+    let table = String::from_utf8_lossy(&table.stdout);
+    assert!(
+        table
+            .lines()
+            .any(|l| l.contains("failover") && l.contains(new)),
+        "{table}"
+    );
 }
 
 /// A WAL segment of a cluster with system identifier 4242, archived with

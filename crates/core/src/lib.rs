@@ -41,6 +41,7 @@
 
 pub mod action;
 pub mod decide;
+pub mod event;
 pub mod local;
 pub mod lsn;
 pub mod member;

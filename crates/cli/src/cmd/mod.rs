@@ -5,6 +5,7 @@ pub mod destroy;
 pub mod down;
 pub mod edit_config;
 pub mod etcd_auth;
+pub mod events;
 pub mod failover;
 pub mod pause;
 pub mod prometheus;
