@@ -34,6 +34,8 @@ enum Command {
     Destroy(cmd::destroy::Args),
     /// Show the cluster: leader, pause, and per member role, state, agent, LSNs, lag, sync state.
     Status(cmd::status::Args),
+    /// A live status page (HTML) of the cluster on a local HTTP port.
+    Dashboard(cmd::dashboard::Args),
     /// The event history: failovers, switchovers, fences, rewinds, re-clones, sync-set changes.
     Events(cmd::events::Args),
     /// Hand the leader role over to a standby, losing no acknowledged write.
@@ -73,6 +75,7 @@ fn main() -> ExitCode {
         Command::Down(args) => cmd::down::run(args),
         Command::Destroy(args) => cmd::destroy::run(args),
         Command::Status(args) => cmd::status::run(args),
+        Command::Dashboard(args) => cmd::dashboard::run(args),
         Command::Events(args) => cmd::events::run(args),
         Command::Switchover(args) => cmd::switchover::run(args),
         Command::Failover(args) => cmd::failover::run(args),

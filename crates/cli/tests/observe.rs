@@ -1,8 +1,11 @@
-//! Observability against a real dev cluster: `pgha up --prometheus` starts
-//! Debian's Prometheus with a generated scrape config; the test asks it,
-//! through its HTTP API, for `pgha_` series of every member and of the
-//! proxy, fails the primary over, and asks again: the new leader, its
-//! promotion and the proxy's new primary must show up in Prometheus.
+//! Observability against a real dev cluster, one cluster for the whole
+//! story: `pgha up --prometheus` starts Debian's Prometheus with a
+//! generated scrape config; the test asks it, through its HTTP API, for
+//! `pgha_` series of every member and of the proxy; `pgha dashboard` serves
+//! the status page, which headless Chromium loads; archiving is made to
+//! fail and an archived file is corrupted (status, REST and metrics say
+//! so); then the primary fails over: Prometheus, `pgha events` and the
+//! page must show the new leader.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a test states its expectations by panicking
 
@@ -81,7 +84,7 @@ async fn through_proxy(c: &TestCluster) {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn prometheus_scrapes_every_member_and_the_proxy_through_a_failover() {
+async fn operators_see_a_failover_in_prometheus_status_events_and_the_status_page() {
     let c = TestCluster::up(bin(), 3, "").expect("pgha up");
     let port = free_port().to_string();
     let out = c.pgha(&["up", "--prometheus", "--prometheus-port", &port]);
@@ -91,12 +94,22 @@ async fn prometheus_scrapes_every_member_and_the_proxy_through_a_failover() {
         pgha_testkit::cluster::describe(&out)
     );
     let prom = format!("http://127.0.0.1:{port}");
+    let page = format!("http://127.0.0.1:{}/", free_port());
+    let _dashboard = start_dashboard(&c, &page);
     through_proxy(&c).await;
     let all = ["node1", "node2", "node3"];
     wait_series(&prom, "pgha_member_info", "member", &all).await;
     wait_series(&prom, "pgha_timeline", "member", &all).await;
     let old = c.leader().await.unwrap();
     wait_series(&prom, "pgha_member_is_leader == 1", "member", &[&old]).await;
+    let dom = wait_page(&page, &old).await;
+    for m in all {
+        assert!(
+            dom.contains(&format!("data-member=\"{m}\"")),
+            "{m} drawn: {dom}"
+        );
+    }
+    assert!(dom.contains("offloaded"), "routing split shown: {dom}");
     let standbys: Vec<&str> = all.iter().copied().filter(|m| *m != old).collect();
     wait_series(&prom, "pgha_replication_lag_bytes", "standby", &standbys).await;
     wait_series(&prom, "up{job=\"pgha-proxy\"} == 1", "job", &["pgha-proxy"]).await;
@@ -138,6 +151,11 @@ async fn prometheus_scrapes_every_member_and_the_proxy_through_a_failover() {
     )
     .await;
     events_tell_the_story(&c, &old, &new).await;
+    let dom = wait_page(&page, &new).await;
+    assert!(
+        dom.contains(">failover<"),
+        "the failover is in the page's events: {dom}"
+    );
     // The killed member's agent is gone: Prometheus says so.
     wait_series(
         &prom,
@@ -266,6 +284,68 @@ async fn archive_problems_are_reported(c: &TestCluster, prom: &str, leader: &str
         &["node1", "node2", "node3"],
     )
     .await;
+}
+
+/// `pgha dashboard` on `url`, stopped by PID when the guard drops.
+fn start_dashboard(c: &TestCluster, url: &str) -> pgha_testkit::ProcessGuard {
+    use std::os::unix::process::CommandExt;
+    let listen = url.trim_start_matches("http://").trim_end_matches('/');
+    let child = std::process::Command::new(bin())
+        .args(["dashboard", "--dir", &c.dir_arg(), "--listen", listen])
+        .stdout(std::process::Stdio::null())
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    pgha_testkit::ProcessGuard::new("pgha dashboard", child, true)
+}
+
+/// The page's DOM after headless Chromium loaded it (scripts run).
+fn dump_dom(url: &str) -> Option<String> {
+    use std::os::unix::process::CommandExt;
+    let profile = tempfile::tempdir().unwrap();
+    let out = profile.path().join("dom.html");
+    let child = std::process::Command::new("chromium")
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            &format!(
+                "--user-data-dir={}",
+                profile.path().join("profile").display()
+            ),
+            "--dump-dom",
+            url,
+        ])
+        .stdout(std::fs::File::create(&out).unwrap())
+        .stderr(std::process::Stdio::null())
+        .process_group(0)
+        .spawn()
+        .expect("chromium (Debian package chromium; scripts/install-deps installs it)");
+    let mut guard = pgha_testkit::ProcessGuard::new("chromium", child, true);
+    pgha_testkit::wait_until("chromium to dump the page", Duration::from_secs(60), || {
+        (!guard.is_running()).then_some(())
+    })
+    .ok()?;
+    std::fs::read_to_string(out).ok()
+}
+
+/// Load the page in Chromium until it names `leader` as the leader; the DOM.
+async fn wait_page(url: &str, leader: &str) -> String {
+    let want = format!("<body data-leader=\"{leader}\">");
+    let what = format!("the status page shows leader {leader}");
+    wait_until_async(&what, Duration::from_secs(90), || async {
+        let url = url.to_string();
+        let dom = tokio::task::spawn_blocking(move || dump_dom(&url))
+            .await
+            .ok()??;
+        dom.contains(&want).then_some(dom)
+    })
+    .await
+    .unwrap()
 }
 
 /// `pgha events` lists the failover to `new` with its duration and reason,

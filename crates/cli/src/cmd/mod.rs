@@ -1,6 +1,7 @@
 //! One module per subcommand.
 
 pub mod agent;
+pub mod dashboard;
 pub mod destroy;
 pub mod down;
 pub mod edit_config;

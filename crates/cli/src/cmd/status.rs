@@ -42,7 +42,7 @@ pub struct Args {
     pub json: bool,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Clone, Serialize)]
 pub struct Status {
     pub cluster: String,
     /// The dev cluster directory, or the config file given with --config.
@@ -77,14 +77,14 @@ pub struct Status {
     pub fetch_failures: Vec<serde_json::Value>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Clone, Serialize)]
 pub struct SyncStatus {
     pub members: Vec<String>,
     pub quorum: u32,
     pub term: u64,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Clone, Serialize)]
 pub struct MemberStatus {
     pub name: String,
     pub host: String,
