@@ -149,6 +149,7 @@ pub struct AgentMetrics {
     started: Instant,
     decisions: Mutex<BTreeMap<&'static str, u64>>,
     actions: Mutex<BTreeMap<(&'static str, bool), u64>>,
+    events: Mutex<BTreeMap<(&'static str, bool), u64>>,
     promotions: [Counter; 2],
     promotion_seconds: [Histogram; 2],
     pub etcd: [EtcdOp; ETCD_OPS.len()],
@@ -162,6 +163,7 @@ impl Default for AgentMetrics {
             started: Instant::now(),
             decisions: Mutex::default(),
             actions: Mutex::default(),
+            events: Mutex::default(),
             promotions: [Counter::new(), Counter::new()],
             promotion_seconds: [Histogram::new(EVENT_BUCKETS), Histogram::new(EVENT_BUCKETS)],
             etcd: Default::default(),
@@ -187,6 +189,11 @@ impl AgentMetrics {
     /// An executed action and whether it succeeded.
     pub fn action(&self, kind: &'static str, ok: bool) {
         bump(&self.actions, (kind, ok));
+    }
+
+    /// An event this agent recorded in the history (`pgha events`).
+    pub fn event(&self, kind: &'static str, ok: bool) {
+        bump(&self.events, (kind, ok));
     }
 
     /// This member became the writable primary, `took` after the leader
@@ -277,6 +284,14 @@ impl AgentMetrics {
         );
         let actions = self.actions.lock().map(|a| a.clone()).unwrap_or_default();
         for ((kind, ok), n) in actions {
+            let outcome = if ok { "ok" } else { "error" };
+            let labels = [("member", member), ("kind", kind), ("outcome", outcome)];
+            e.sample(name, &labels, n as f64);
+        }
+        let name = "pgha_events_total";
+        e.family(name, Kind::Counter, "Events this agent recorded in the event history (pgha events), by kind (failover, switchover, demote, fence, unfence, rewind, reclone, sync_set) and outcome.");
+        let events = self.events.lock().map(|a| a.clone()).unwrap_or_default();
+        for ((kind, ok), n) in events {
             let outcome = if ok { "ok" } else { "error" };
             let labels = [("member", member), ("kind", kind), ("outcome", outcome)];
             e.sample(name, &labels, n as f64);

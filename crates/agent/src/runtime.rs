@@ -430,6 +430,7 @@ impl Agent {
             }
             _ => return,
         };
+        self.metrics.event(kind.name(), ok);
         self.events.record(pgha_core::event::Event {
             at_unix_ms: std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
