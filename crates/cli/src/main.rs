@@ -5,6 +5,7 @@ mod access;
 mod cmd;
 mod dev;
 mod output;
+mod progress;
 mod supervise;
 mod target;
 

@@ -93,6 +93,10 @@ async fn operators_see_a_failover_in_prometheus_status_events_and_the_status_pag
         "{}",
         pgha_testkit::cluster::describe(&out)
     );
+    // Not a terminal: progress comes as plain phase lines on stderr.
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("pgha up: starting etcd\n"), "{err}");
+    assert!(!err.contains('\r'), "no line rewriting into a pipe: {err}");
     let prom = format!("http://127.0.0.1:{port}");
     let page = format!("http://127.0.0.1:{}/", free_port());
     let _dashboard = start_dashboard(&c, &page);
