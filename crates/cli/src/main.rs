@@ -35,6 +35,8 @@ enum Command {
     Destroy(cmd::destroy::Args),
     /// Show the cluster: leader, pause, and per member role, state, agent, LSNs, lag, sync state.
     Status(cmd::status::Args),
+    /// The dev cluster's log files: an agent's, a member's PostgreSQL, the proxy's, etcd's.
+    Logs(cmd::logs::Args),
     /// A live status page (HTML) of the cluster on a local HTTP port.
     Dashboard(cmd::dashboard::Args),
     /// The event history: failovers, switchovers, fences, rewinds, re-clones, sync-set changes.
@@ -77,6 +79,7 @@ fn main() -> ExitCode {
         Command::Destroy(args) => cmd::destroy::run(args),
         Command::Status(args) => cmd::status::run(args),
         Command::Dashboard(args) => cmd::dashboard::run(args),
+        Command::Logs(args) => cmd::logs::run(args),
         Command::Events(args) => cmd::events::run(args),
         Command::Switchover(args) => cmd::switchover::run(args),
         Command::Failover(args) => cmd::failover::run(args),

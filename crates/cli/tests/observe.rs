@@ -101,6 +101,7 @@ async fn operators_see_a_failover_in_prometheus_status_events_and_the_status_pag
     let page = format!("http://127.0.0.1:{}/", free_port());
     let _dashboard = start_dashboard(&c, &page);
     through_proxy(&c).await;
+    logs_are_at_hand(&c);
     let all = ["node1", "node2", "node3"];
     wait_series(&prom, "pgha_member_info", "member", &all).await;
     wait_series(&prom, "pgha_timeline", "member", &all).await;
@@ -288,6 +289,63 @@ async fn archive_problems_are_reported(c: &TestCluster, prom: &str, leader: &str
         &["node1", "node2", "node3"],
     )
     .await;
+}
+
+/// `pgha logs`: the tail of a member's logs (the agents log only warnings
+/// under the testkit's RUST_LOG=warn; PostgreSQL's log always has lines), a
+/// clear error for an unknown name, and `--follow` printing a line appended
+/// to the proxy's log.
+fn logs_are_at_hand(c: &TestCluster) {
+    let describe = pgha_testkit::cluster::describe;
+    let out = c.pgha(&["logs", "node1", "--lines", "3"]);
+    let lines = String::from_utf8_lossy(&out.stdout).lines().count();
+    assert!(out.status.success() && lines <= 3, "{}", describe(&out));
+    let out = c.pgha(&["logs", "node1", "--postgres", "--lines", "3"]);
+    let lines = String::from_utf8_lossy(&out.stdout).lines().count();
+    assert!(out.status.success() && lines == 3, "{}", describe(&out));
+    let out = c.pgha(&["logs", "nosuch"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("no log named \"nosuch\""),
+        "{err}"
+    );
+
+    use std::os::unix::process::CommandExt;
+    let dir = tempfile::tempdir().unwrap();
+    let printed = dir.path().join("follow.out");
+    let child = std::process::Command::new(bin())
+        .args([
+            "logs",
+            "proxy",
+            "--follow",
+            "--lines",
+            "1",
+            "--dir",
+            &c.dir_arg(),
+        ])
+        .stdout(std::fs::File::create(&printed).unwrap())
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    let _follow = pgha_testkit::ProcessGuard::new("pgha logs --follow", child, true);
+    // Its first line (the log's last) shows that it follows from the end.
+    let read = || std::fs::read_to_string(&printed).unwrap();
+    pgha_testkit::wait_until("pgha logs --follow starts", Duration::from_secs(30), || {
+        (!read().is_empty()).then_some(())
+    })
+    .unwrap();
+    let marker = "observe.rs: a line appended to proxy.log";
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(c.dir.path().join("proxy.log"))
+        .unwrap();
+    std::io::Write::write_all(&mut f, format!("{marker}\n").as_bytes()).unwrap();
+    pgha_testkit::wait_until(
+        "pgha logs --follow prints the new line",
+        Duration::from_secs(30),
+        || read().contains(marker).then_some(()),
+    )
+    .unwrap();
 }
 
 /// `pgha dashboard` on `url`, stopped by PID when the guard drops.

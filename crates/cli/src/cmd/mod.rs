@@ -8,6 +8,7 @@ pub mod edit_config;
 pub mod etcd_auth;
 pub mod events;
 pub mod failover;
+pub mod logs;
 pub mod pause;
 pub mod prometheus;
 pub mod proxy;
