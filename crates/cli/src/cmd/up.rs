@@ -733,6 +733,7 @@ fn print_summary(cluster: &DevCluster, leader: &str, secrets: &Secrets, took: Du
         c.superuser
     );
     crate::outln!("  pgha status --dir {dir}");
+    crate::outln!("  pgha dashboard --dir {dir}   # live status page; `pgha events --dir {dir}`: what happened");
     crate::outln!("  kill -9 $(cat {dir}/run/agent-{leader}.pid) $(head -1 {dir}/{leader}/data/postmaster.pid)   # crash the primary, watch `pgha status`");
     crate::outln!("  pgha down --dir {dir}        (stop; `pgha up --dir {dir}` starts it again with its data)");
     crate::outln!("  pgha destroy --dir {dir} --yes");
