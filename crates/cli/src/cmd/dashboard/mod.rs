@@ -198,12 +198,10 @@ pub fn parse_split(text: &str) -> ProxySplit {
             } else if series.contains("target=\"standby\"") {
                 s.standby += v;
             }
-        } else if series.starts_with("pgha_proxy_clients{") {
-            if series.contains("state=\"active\"") {
-                s.clients_active += v;
-            } else if series.contains("state=\"waiting\"") {
-                s.clients_waiting += v;
-            }
+        } else if series.starts_with("pgha_proxy_clients{") && series.contains("state=\"active\"") {
+            s.clients_active += v;
+        } else if series.starts_with("pgha_proxy_clients_waiting{") {
+            s.clients_waiting += v;
         }
     }
     s

@@ -141,9 +141,11 @@ fn proxy_counters_are_summed_by_target() {
     let text = "# HELP x\npgha_proxy_statements_total{target=\"primary\",reason=\"write\"} 3\n\
                 pgha_proxy_statements_total{target=\"primary\",reason=\"transaction\"} 2\n\
                 pgha_proxy_statements_total{target=\"standby\",reason=\"read_only\"} 5\n\
-                pgha_proxy_clients{listener=\"rw\",state=\"active\"} 2\n";
+                pgha_proxy_clients{listener=\"rw\",state=\"active\"} 2\n\
+                pgha_proxy_clients_waiting{listener=\"rw\"} 1\n";
     let s = parse_split(text);
     assert_eq!((s.primary, s.standby, s.clients_active), (5.0, 5.0, 2.0));
+    assert_eq!(s.clients_waiting, 1.0);
 }
 
 #[test]
