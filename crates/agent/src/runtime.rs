@@ -364,6 +364,7 @@ impl Agent {
             if let Action::StartAsPrimary { .. } | Action::Bootstrap = action {
                 self.leaderless_since = None;
             }
+            self.forget_copied_archive_notes(action);
             self.stepped |= !matches!(action, Action::PublishMember(_) | Action::RenewLeader);
         }
         if let Some(v) = &snap.view {
@@ -443,6 +444,22 @@ impl Agent {
             detail: error.unwrap_or(detail),
             ok,
         });
+    }
+
+    /// A clone or rewind copies the source's data directory, including its
+    /// `wal-push`/`wal-fetch` failure note (`pgha_archive::health`), which
+    /// says nothing about this member: remove it. A promoted member no
+    /// longer restores: its old fetch failure is over.
+    fn forget_copied_archive_notes(&self, action: &Action) {
+        use pgha_archive::health;
+        let dir = &self.me.data_dir;
+        match action {
+            Action::CloneFromLeader(_) | Action::Reclone(_) | Action::Rewind(_) => {
+                let _ = std::fs::remove_file(dir.join(health::FAILURE_FILE));
+            }
+            Action::Promote { .. } => health::clear_failure(dir, health::Op::Fetch),
+            _ => {}
+        }
     }
 
     /// Start (or end) the clock of a possible promotion: from the first

@@ -793,6 +793,34 @@ mod tests {
             archive: None,
             fetch_failures: Vec::new(),
         };
+        let mut status = status;
+        assert_eq!(
+            archive_lines(&status),
+            ["archive: unknown (no agent answered)"]
+        );
+        status.archive = Some(serde_json::json!({
+            "state": "failing",
+            "last_archived_wal": "000000010000000000000004",
+            "last_archived_age_seconds": 42.0,
+            "files": 3, "bytes": 50331648u64,
+            "oldest_segment": "000000010000000000000001",
+            "last_failed_wal": "000000010000000000000005",
+            "last_failure_reason": "disk full",
+            "corrupt": [{"file": "000000010000000000000002", "reason": "sha256 mismatch"}],
+        }));
+        status.fetch_failures = vec![serde_json::json!({
+            "member": "n2", "wal": "000000010000000000000002", "reason": "corrupt",
+        })];
+        assert_eq!(
+            archive_lines(&status),
+            [
+                "archive: failing, last archived 000000010000000000000004 42s ago, 3 files, 48 MB, \
+                 oldest segment 000000010000000000000001",
+                "  archiving FAILS (000000010000000000000005): disk full",
+                "  corrupt archived file 000000010000000000000002: sha256 mismatch",
+                "  n2 cannot restore 000000010000000000000002 from the archive: corrupt",
+            ]
+        );
         let notes = notes(&status);
         assert_eq!(notes.len(), 1, "{notes:?}");
         assert!(
