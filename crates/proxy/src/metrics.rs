@@ -131,6 +131,9 @@ pub struct ProxyMetrics {
     retries: [Counter; 2],
     waits: [Counter; 2],
     wait_seconds: [Histogram; 2],
+    /// Sessions pinned to the primary, by the classifier's reason (rare:
+    /// a lock per pin, never per statement).
+    pins: std::sync::Mutex<std::collections::BTreeMap<&'static str, u64>>,
 }
 
 impl Default for ProxyMetrics {
@@ -150,6 +153,7 @@ impl Default for ProxyMetrics {
             retries: Default::default(),
             waits: Default::default(),
             wait_seconds: [Histogram::new(EVENT_BUCKETS), Histogram::new(EVENT_BUCKETS)],
+            pins: Default::default(),
         }
     }
 }
@@ -226,6 +230,13 @@ impl ProxyMetrics {
     pub fn error(&self, sqlstate: &[u8]) {
         if let Some(i) = class_index(sqlstate) {
             self.errors[i].inc();
+        }
+    }
+
+    /// A session became pinned to the primary for `reason`.
+    pub fn pinned(&self, reason: &'static str) {
+        if let Ok(mut p) = self.pins.lock() {
+            *p.entry(reason).or_default() += 1;
         }
     }
 
@@ -307,6 +318,12 @@ impl ProxyMetrics {
                 &[("target", target_name(t))],
                 &self.latency[t as usize],
             );
+        }
+        let name = "pgha_proxy_pins_total";
+        e.family(name, Kind::Counter, "Sessions pinned to the primary (their session state cannot move: temporary table, LISTEN, advisory lock, ...), by reason.");
+        let pins = self.pins.lock().map(|p| p.clone()).unwrap_or_default();
+        for (reason, n) in pins {
+            e.sample(name, &[("reason", reason)], n as f64);
         }
         let name = "pgha_proxy_retries_total";
         e.family(name, Kind::Counter, "Units sent again on the primary: standby_refused (a standby refused a read), backend_lost (the backend died before answering).");

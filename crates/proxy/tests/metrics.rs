@@ -47,6 +47,9 @@ async fn metrics_count_statements_errors_clients_and_waits() -> anyhow::Result<(
         .batch_execute("SELECT nosuch FROM metrics_t")
         .await
         .is_err());
+    client
+        .batch_execute("CREATE TEMP TABLE metrics_tmp (i int)")
+        .await?;
 
     let m = scrape(&c).await;
     let get = |s: &str| value(&m, s).unwrap_or_else(|| panic!("no {s} in\n{m}"));
@@ -66,6 +69,11 @@ async fn metrics_count_statements_errors_clients_and_waits() -> anyhow::Result<(
     assert_eq!(
         get("pgha_proxy_node_role{node=\"pg1\",role=\"primary\"}"),
         1.0
+    );
+    let pins = m.lines().find(|l| l.starts_with("pgha_proxy_pins_total{"));
+    assert!(
+        pins.is_some_and(|l| l.ends_with(" 1")),
+        "a temp table pins: {m}"
     );
 
     // Without a primary the next statement waits, and is counted so.
