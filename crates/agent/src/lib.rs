@@ -4,6 +4,7 @@
 //! (Patroni-compatible health endpoints and `/cluster`).
 
 pub mod api;
+pub mod events;
 mod execute;
 pub mod failsafe;
 pub mod instrumented;

@@ -82,6 +82,17 @@ pub struct PgSample {
     pub slots: Vec<SlotSample>,
     pub archiver: Option<ArchiverSample>,
     pub archive: Option<ArchiveDirSample>,
+    /// The last failed `wal-fetch` on this member (a standby restoring).
+    pub fetch_failure: Option<FetchFailure>,
+}
+
+/// A `wal-fetch` that failed for another reason than "not archived".
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+pub struct FetchFailure {
+    pub wal: String,
+    pub reason: String,
+    /// Unix seconds.
+    pub at_unix: f64,
 }
 
 /// One row of the primary's `pg_stat_replication`.
@@ -127,6 +138,9 @@ pub struct ArchiveDirSample {
     pub bytes: u64,
     /// Oldest archived WAL segment by name.
     pub oldest_segment: Option<String>,
+    /// Files found corrupt (by `pgha archive list --verify` or a fetch):
+    /// name, reason, unix seconds.
+    pub corrupt: Vec<(String, String, f64)>,
 }
 
 /// Everything the agent counts.
@@ -135,6 +149,7 @@ pub struct AgentMetrics {
     started: Instant,
     decisions: Mutex<BTreeMap<&'static str, u64>>,
     actions: Mutex<BTreeMap<(&'static str, bool), u64>>,
+    events: Mutex<BTreeMap<(&'static str, bool), u64>>,
     promotions: [Counter; 2],
     promotion_seconds: [Histogram; 2],
     pub etcd: [EtcdOp; ETCD_OPS.len()],
@@ -148,6 +163,7 @@ impl Default for AgentMetrics {
             started: Instant::now(),
             decisions: Mutex::default(),
             actions: Mutex::default(),
+            events: Mutex::default(),
             promotions: [Counter::new(), Counter::new()],
             promotion_seconds: [Histogram::new(EVENT_BUCKETS), Histogram::new(EVENT_BUCKETS)],
             etcd: Default::default(),
@@ -173,6 +189,11 @@ impl AgentMetrics {
     /// An executed action and whether it succeeded.
     pub fn action(&self, kind: &'static str, ok: bool) {
         bump(&self.actions, (kind, ok));
+    }
+
+    /// An event this agent recorded in the history (`pgha events`).
+    pub fn event(&self, kind: &'static str, ok: bool) {
+        bump(&self.events, (kind, ok));
     }
 
     /// This member became the writable primary, `took` after the leader
@@ -263,6 +284,14 @@ impl AgentMetrics {
         );
         let actions = self.actions.lock().map(|a| a.clone()).unwrap_or_default();
         for ((kind, ok), n) in actions {
+            let outcome = if ok { "ok" } else { "error" };
+            let labels = [("member", member), ("kind", kind), ("outcome", outcome)];
+            e.sample(name, &labels, n as f64);
+        }
+        let name = "pgha_events_total";
+        e.family(name, Kind::Counter, "Events this agent recorded in the event history (pgha events), by kind (failover, switchover, demote, fence, unfence, rewind, reclone, sync_set) and outcome.");
+        let events = self.events.lock().map(|a| a.clone()).unwrap_or_default();
+        for ((kind, ok), n) in events {
             let outcome = if ok { "ok" } else { "error" };
             let labels = [("member", member), ("kind", kind), ("outcome", outcome)];
             e.sample(name, &labels, n as f64);
@@ -471,6 +500,12 @@ fn pg_sample_metrics(e: &mut Exposition, s: &PgSample, member: &str) {
     if let Some(d) = &s.archive {
         archive_dir_metrics(e, d, member);
     }
+    let name = "pgha_archive_fetch_failure_timestamp_seconds";
+    e.family(name, Kind::Gauge, "Unix time of this member's last failed wal-fetch (other than a file not archived); labels: the file and the reason.");
+    if let Some(f) = &s.fetch_failure {
+        let labels = [("member", member), ("wal", &f.wal), ("reason", &f.reason)];
+        e.sample(name, &labels, f.at_unix);
+    }
 }
 
 fn standby_metrics(e: &mut Exposition, s: &PgSample, member: &str) {
@@ -571,6 +606,65 @@ fn archive_dir_metrics(e: &mut Exposition, d: &ArchiveDirSample, member: &str) {
     if let Some(seg) = &d.oldest_segment {
         e.sample(name, &[("member", member), ("segment", seg)], 1.0);
     }
+    e.family("pgha_archive_corrupt_files", Kind::Gauge, "Archived files found corrupt by `pgha archive list --verify` or by a wal-fetch (until a verification finds them good or gone).")
+        .sample("pgha_archive_corrupt_files", &m, d.corrupt.len() as f64);
+    let name = "pgha_archive_corrupt_file_info";
+    e.family(
+        name,
+        Kind::Gauge,
+        "Always 1 per corrupt archived file; labels: its name and what is wrong.",
+    );
+    for (file, reason, _) in &d.corrupt {
+        e.sample(
+            name,
+            &[("member", member), ("file", file), ("reason", reason)],
+            1.0,
+        );
+    }
+}
+
+/// The archive's health as JSON, for the REST API's documents and `pgha
+/// status` (docs/observability.md): `state` is `failing` while the last
+/// archive attempt failed, `corrupt` while a corrupt file is known,
+/// `fetch_failing` while this member's last restore failed, else `ok`
+/// (`unknown` before the first sample).
+pub fn archive_doc(s: &PgSample) -> serde_json::Value {
+    use serde_json::json;
+    let Some(a) = &s.archiver else {
+        return json!({"state": "unknown"});
+    };
+    let failing = match (a.last_failed_time, a.last_archived_time) {
+        (Some(f), Some(ok)) => f > ok,
+        (Some(_), None) => true,
+        _ => false,
+    };
+    let dir = s.archive.clone().unwrap_or_default();
+    let state = if failing {
+        "failing"
+    } else if !dir.corrupt.is_empty() {
+        "corrupt"
+    } else if s.fetch_failure.is_some() {
+        "fetch_failing"
+    } else {
+        "ok"
+    };
+    let age = a
+        .last_archived_time
+        .map(|t| (s.at_unix - t).max(0.0).round());
+    json!({
+        "state": state,
+        "archived_count": a.archived_count,
+        "failed_count": a.failed_count,
+        "last_archived_wal": (!a.last_archived_wal.is_empty()).then_some(&a.last_archived_wal),
+        "last_archived_age_seconds": age,
+        "last_failed_wal": (!a.last_failed_wal.is_empty()).then_some(&a.last_failed_wal),
+        "last_failure_reason": a.last_failure_reason.as_ref().filter(|_| failing),
+        "fetch_failure": s.fetch_failure,
+        "files": s.archive.as_ref().map(|d| d.files),
+        "bytes": s.archive.as_ref().map(|d| d.bytes),
+        "oldest_segment": dir.oldest_segment,
+        "corrupt": dir.corrupt.iter().map(|(n, r, _)| json!({"file": n, "reason": r})).collect::<Vec<_>>(),
+    })
 }
 
 #[cfg(test)]

@@ -103,6 +103,10 @@ pub struct Agent {
     /// Since when this member has seen the cluster without a leader (or a
     /// switchover request), and which: the start of a promotion's duration.
     leaderless_since: Option<(Instant, PromotionKind)>,
+    /// The event history's queue and, until [`Agent::run`] starts its
+    /// writer, the other end.
+    events: crate::events::EventLog,
+    events_rx: Option<mpsc::Receiver<pgha_core::event::Event>>,
 }
 
 /// Why [`Agent::run`] returned.
@@ -169,6 +173,7 @@ impl Agent {
             prober.await;
             Ok(())
         });
+        let (events, events_rx) = crate::events::EventLog::channel();
         let renew = keeper.clone().run(dcs.clone(), period);
         tasks.spawn("lease keeper", async move {
             renew.await;
@@ -196,6 +201,8 @@ impl Agent {
                 stepped: false,
                 metrics,
                 leaderless_since: None,
+                events,
+                events_rx: Some(events_rx),
             },
             status_rx,
         ))
@@ -271,6 +278,13 @@ impl Agent {
                 }
             }),
         ];
+        if let Some(rx) = self.events_rx.take() {
+            let writer = crate::events::writer(self.dcs.clone(), self.keys.events(), rx);
+            tasks.spawn("event writer", async move {
+                writer.await;
+                Ok(())
+            });
+        }
         let sampler = crate::sampler::run(self.sampler_target(), self.metrics.clone());
         tasks.spawn("metrics sampler", async move {
             sampler.await;
@@ -364,7 +378,10 @@ impl Agent {
                 self.stepped = false;
                 break;
             }
-            if let Err(e) = self.execute_bounded(action).await {
+            let started = Instant::now();
+            let result = self.execute_bounded(action).await;
+            self.note_event(action, &decision.reason, started.elapsed(), &result, &snap);
+            if let Err(e) = result {
                 tracing::warn!(member = %self.me.name, action = %action, "action failed: {e:#}");
                 self.metrics.action(action.kind(), false);
                 self.client = None;
@@ -372,15 +389,10 @@ impl Agent {
                 break;
             }
             self.metrics.action(action.kind(), true);
-            match action {
-                Action::Promote { .. } => {
-                    if let Some((since, kind)) = self.leaderless_since.take() {
-                        self.metrics.promoted(kind, since.elapsed());
-                    }
-                }
-                Action::StartAsPrimary { .. } | Action::Bootstrap => self.leaderless_since = None,
-                _ => {}
+            if let Action::StartAsPrimary { .. } | Action::Bootstrap = action {
+                self.leaderless_since = None;
             }
+            self.forget_copied_archive_notes(action);
             self.stepped |= !matches!(action, Action::PublishMember(_) | Action::RenewLeader);
         }
         self.failsafe.settle(self.mem.detached.is_some());
@@ -394,6 +406,94 @@ impl Agent {
         }
         self.publish_status(&local, &snap, &decision);
         decision
+    }
+
+    /// Record what `action` did in the event history (and a promotion in
+    /// the metrics): failovers and switchovers, demotions, fences,
+    /// rewinds, re-clones and changes of the synchronous set.
+    fn note_event(
+        &mut self,
+        action: &Action,
+        reason: &str,
+        took: Duration,
+        result: &anyhow::Result<()>,
+        snap: &view::Snapshot,
+    ) {
+        use pgha_core::event::EventKind;
+        let ok = result.is_ok();
+        let error = result.as_ref().err().map(|e| format!("failed: {e:#}"));
+        let ms = |d: Duration| Some(d.as_millis() as u64);
+        let (kind, duration, detail) = match action {
+            Action::Promote { sync_names } => {
+                let since = if ok {
+                    self.leaderless_since.take()
+                } else {
+                    None
+                };
+                match since {
+                    Some((since, k)) => {
+                        self.metrics.promoted(k, since.elapsed());
+                        let kind = match k {
+                            PromotionKind::Failover => EventKind::Failover,
+                            PromotionKind::Switchover => EventKind::Switchover,
+                        };
+                        (
+                            kind,
+                            ms(since.elapsed()),
+                            format!("synchronous_standby_names {sync_names}"),
+                        )
+                    }
+                    None => (EventKind::Failover, ms(took), String::new()),
+                }
+            }
+            Action::Demote(k) if ok => (EventKind::Demote, ms(took), format!("{k:?}")),
+            Action::Fence if ok => (EventKind::Fence, None, String::new()),
+            Action::Unfence if ok => (EventKind::Unfence, None, String::new()),
+            Action::Rewind(up) => (EventKind::Rewind, ms(took), format!("from {}", up.name)),
+            Action::Reclone(up) => (EventKind::Reclone, ms(took), format!("from {}", up.name)),
+            Action::WriteSyncKey(r) | Action::HandOver(r) if ok => {
+                let before = snap
+                    .view
+                    .as_ref()
+                    .and_then(|v| v.sync.as_ref())
+                    .map(|s| &s.set);
+                if before == Some(&r.set) {
+                    return;
+                }
+                let was = before.map_or("none".to_string(), |s| s.to_string());
+                (EventKind::SyncSet, None, format!("{} (was {was})", r.set))
+            }
+            _ => return,
+        };
+        self.metrics.event(kind.name(), ok);
+        self.events.record(pgha_core::event::Event {
+            at_unix_ms: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_millis() as u64)
+                .unwrap_or(0),
+            kind,
+            member: self.me.name.clone(),
+            reason: reason.to_string(),
+            duration_ms: duration,
+            detail: error.unwrap_or(detail),
+            ok,
+        });
+    }
+
+    /// A clone or rewind copies the source's data directory, including its
+    /// `wal-push`/`wal-fetch` failure note (`pgha_archive::health`), which
+    /// says nothing about this member: remove it. A promoted member no
+    /// longer restores: its old fetch failure is over.
+    fn forget_copied_archive_notes(&self, action: &Action) {
+        use pgha_archive::health;
+        let dir = &self.me.data_dir;
+        match action {
+            Action::CloneFromLeader(_) | Action::Reclone(_) | Action::Rewind(_) => {
+                let _ = std::fs::remove_file(dir.join(health::FAILURE_FILE));
+            }
+            Action::Promote { .. } => health::clear_failure(dir, health::Op::Fetch),
+            _ => {}
+        }
     }
 
     /// Start (or end) the clock of a possible promotion: from the first

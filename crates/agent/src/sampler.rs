@@ -6,7 +6,8 @@
 //! failover; a failed sample leaves an empty one (nothing stale).
 
 use crate::metrics::{
-    AgentMetrics, ArchiveDirSample, ArchiverSample, PgSample, SlotSample, StandbySample,
+    AgentMetrics, ArchiveDirSample, ArchiverSample, FetchFailure, PgSample, SlotSample,
+    StandbySample,
 };
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -52,11 +53,20 @@ pub async fn run(target: SamplerTarget, metrics: Arc<AgentMetrics>) {
                 client = None;
             }
         }
+        let note = pgha_archive::health::read_failure(&target.data_dir);
         if let Some(a) = s.archiver.as_mut() {
-            a.last_failure_reason = pgha_archive::health::read_failure(&target.data_dir)
+            a.last_failure_reason = note
+                .as_ref()
                 .filter(|f| f.op == pgha_archive::health::Op::Push)
-                .map(|f| f.reason);
+                .map(|f| f.reason.clone());
         }
+        s.fetch_failure = note
+            .filter(|f| f.op == pgha_archive::health::Op::Fetch)
+            .map(|f| FetchFailure {
+                wal: f.wal,
+                reason: f.reason,
+                at_unix: f.at_unix,
+            });
         let dir = target.archive_dir.clone();
         s.archive = tokio::task::spawn_blocking(move || scan_archive(&dir))
             .await
@@ -155,6 +165,10 @@ pub fn scan_archive(dir: &Path) -> Option<ArchiveDirSample> {
             d.oldest_segment = Some(name);
         }
     }
+    d.corrupt = pgha_archive::health::read_corrupt(dir)
+        .into_iter()
+        .map(|c| (c.name, c.reason, c.at_unix))
+        .collect();
     Some(d)
 }
 

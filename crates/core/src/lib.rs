@@ -44,6 +44,7 @@
 
 pub mod action;
 pub mod decide;
+pub mod event;
 pub mod failsafe;
 pub mod hung;
 pub mod local;

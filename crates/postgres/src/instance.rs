@@ -447,6 +447,11 @@ impl Instance {
                 "-U",
                 replication_user,
             ])
+            // Named so that `pgha up` and `pgha reinit` can follow its
+            // progress on the source (pg_stat_progress_basebackup); never
+            // the member's own name, which synchronous_standby_names counts.
+            .arg("-d")
+            .arg(format!("application_name=pgha_clone_{}", self.name))
             .args([
                 "-S",
                 &self.name,

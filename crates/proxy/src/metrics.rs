@@ -29,15 +29,11 @@ pub enum ClientState {
     Login = 0,
     /// Logged in (idle or running statements).
     Active = 1,
-    /// Waiting for a primary (failover, switchover pause) or a pooled
-    /// backend.
-    Waiting = 2,
 }
 
-const CLIENT_STATES: [(ClientState, &str); 3] = [
+const CLIENT_STATES: [(ClientState, &str); 2] = [
     (ClientState::Login, "login"),
     (ClientState::Active, "active"),
-    (ClientState::Waiting, "waiting"),
 ];
 
 /// Why a unit of client work went where it went (label `reason`).
@@ -126,7 +122,8 @@ fn class_name(i: usize) -> String {
 /// The proxy's counters.
 #[derive(Debug)]
 pub struct ProxyMetrics {
-    clients: [[Gauge; 3]; 3],
+    clients: [[Gauge; 2]; 3],
+    waiting: [Gauge; 3],
     statements: [[Counter; REASONS.len()]; 2],
     transactions: [Counter; 2],
     latency: [Histogram; 2],
@@ -134,12 +131,16 @@ pub struct ProxyMetrics {
     retries: [Counter; 2],
     waits: [Counter; 2],
     wait_seconds: [Histogram; 2],
+    /// Sessions pinned to the primary, by the classifier's reason (rare:
+    /// a lock per pin, never per statement).
+    pins: std::sync::Mutex<std::collections::BTreeMap<&'static str, u64>>,
 }
 
 impl Default for ProxyMetrics {
     fn default() -> Self {
         ProxyMetrics {
             clients: Default::default(),
+            waiting: Default::default(),
             statements: Default::default(),
             transactions: Default::default(),
             latency: [
@@ -152,6 +153,7 @@ impl Default for ProxyMetrics {
             retries: Default::default(),
             waits: Default::default(),
             wait_seconds: [Histogram::new(EVENT_BUCKETS), Histogram::new(EVENT_BUCKETS)],
+            pins: Default::default(),
         }
     }
 }
@@ -182,22 +184,24 @@ impl ClientGauge {
     }
 }
 
-/// An active client counted as waiting instead while this lives.
-pub struct WaitingClient(ClientGauge);
+/// A client counted in `pgha_proxy_clients_waiting` while this lives (it
+/// stays counted in its state too: a client may wait during its login).
+pub struct WaitingClient {
+    shared: std::sync::Arc<Shared>,
+    listener: usize,
+}
 
 impl WaitingClient {
     pub fn new(shared: std::sync::Arc<Shared>, kind: ListenerKind) -> Self {
-        let mut g = ClientGauge::new(shared, kind, ClientState::Waiting);
-        g.shared.metrics.clients[g.listener][ClientState::Active as usize].dec();
-        g.state = ClientState::Waiting;
-        WaitingClient(g)
+        let listener = kind as usize;
+        shared.metrics.waiting[listener].inc();
+        WaitingClient { shared, listener }
     }
 }
 
 impl Drop for WaitingClient {
     fn drop(&mut self) {
-        let g = &self.0;
-        g.shared.metrics.clients[g.listener][ClientState::Active as usize].inc();
+        self.shared.metrics.waiting[self.listener].dec();
     }
 }
 
@@ -229,6 +233,13 @@ impl ProxyMetrics {
         }
     }
 
+    /// A session became pinned to the primary for `reason`.
+    pub fn pinned(&self, reason: &'static str) {
+        if let Ok(mut p) = self.pins.lock() {
+            *p.entry(reason).or_default() += 1;
+        }
+    }
+
     pub fn retry(&self, why: Retry) {
         self.retries[why as usize].inc();
     }
@@ -251,12 +262,22 @@ impl ProxyMetrics {
 
     fn client_metrics(&self, e: &mut Exposition) {
         let name = "pgha_proxy_clients";
-        e.family(name, Kind::Gauge, "Client connections by listener and state: login (authenticating), active (logged in), waiting (for a primary during failover or a switchover's pause).");
+        e.family(
+            name,
+            Kind::Gauge,
+            "Client connections by listener and state: login (authenticating), active (logged in).",
+        );
         for l in LISTENERS {
             for (s, sname) in CLIENT_STATES {
                 let v = self.clients[l as usize][s as usize].get();
                 e.sample(name, &[("listener", l.name()), ("state", sname)], v as f64);
             }
+        }
+        let name = "pgha_proxy_clients_waiting";
+        e.family(name, Kind::Gauge, "Clients waiting now for a primary (failover, a switchover's pause), by listener; also counted in pgha_proxy_clients.");
+        for l in LISTENERS {
+            let v = self.waiting[l as usize].get();
+            e.sample(name, &[("listener", l.name())], v as f64);
         }
     }
 
@@ -297,6 +318,12 @@ impl ProxyMetrics {
                 &[("target", target_name(t))],
                 &self.latency[t as usize],
             );
+        }
+        let name = "pgha_proxy_pins_total";
+        e.family(name, Kind::Counter, "Sessions pinned to the primary (their session state cannot move: temporary table, LISTEN, advisory lock, ...), by reason.");
+        let pins = self.pins.lock().map(|p| p.clone()).unwrap_or_default();
+        for (reason, n) in pins {
+            e.sample(name, &[("reason", reason)], n as f64);
         }
         let name = "pgha_proxy_retries_total";
         e.family(name, Kind::Counter, "Units sent again on the primary: standby_refused (a standby refused a read), backend_lost (the backend died before answering).");

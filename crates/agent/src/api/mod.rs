@@ -12,8 +12,8 @@
 //! | `/async`, `/asynchronous[?lag=]` | streaming standby not in the sync set | 503 |
 //! | `/liveness` | the agent loop published a status recently | 503 |
 //! | `/readiness` | writable leader or running standby | 503 |
-//! | `/patroni` | always (node document) | |
-//! | `/cluster` | always (cluster document) | |
+//! | `/patroni` | always (node document, with `archive`: the archive's health) | |
+//! | `/cluster` | always (cluster document, with `archive`) | |
 //! | `/config` | always (the dynamic config, or null before the first DCS read) | |
 //! | `/metrics` | always (Prometheus text format, docs/observability.md) | |
 //! | `POST /restart`, `POST /reinit` | done (token required) | 202/401/500/503 |
@@ -188,7 +188,8 @@ async fn patroni(State(st): State<Shared>, method: Method) -> Response {
     if !read_method(&method) {
         return not_allowed();
     }
-    let doc = docs::node_doc(&st.status.borrow());
+    let mut doc = docs::node_doc(&st.status.borrow());
+    doc["archive"] = crate::metrics::archive_doc(&st.metrics.pg_sample());
     (StatusCode::OK, Json(doc)).into_response()
 }
 
@@ -196,7 +197,8 @@ async fn cluster(State(st): State<Shared>, method: Method) -> Response {
     if !read_method(&method) {
         return not_allowed();
     }
-    let doc = docs::cluster_doc(&st.status.borrow());
+    let mut doc = docs::cluster_doc(&st.status.borrow());
+    doc["archive"] = crate::metrics::archive_doc(&st.metrics.pg_sample());
     (StatusCode::OK, Json(doc)).into_response()
 }
 

@@ -2,11 +2,14 @@
 
 pub mod agent;
 pub mod backup;
+pub mod dashboard;
 pub mod destroy;
 pub mod down;
 pub mod edit_config;
 pub mod etcd_auth;
+pub mod events;
 pub mod failover;
+pub mod logs;
 pub mod pause;
 pub mod prometheus;
 pub mod proxy;

@@ -110,6 +110,8 @@ async fn bring_up(cluster: &DevCluster, args: &Args, started: Instant) -> anyhow
     cluster.user.make_dir(&cluster.config.archive_dir, 0o700)?;
     check_archive_owner(cluster).await?;
     let bin = cluster.pgha_bin().await?;
+    let mut progress = crate::progress::Progress::new();
+    progress.phase("pgha up: starting etcd");
     start_etcd(cluster)?;
     let ours = local_etcd(cluster).is_some();
     let auth_deadline = started + Duration::from_secs(args.timeout);
@@ -126,17 +128,26 @@ async fn bring_up(cluster: &DevCluster, args: &Args, started: Instant) -> anyhow
         // clone the moment it is established (an idle agent still costs
         // CPU that initdb would rather have: it re-publishes its record on
         // every other agent's publish).
+        progress.phase(&format!(
+            "pgha up: {}: bootstrapping the cluster (initdb, first start)",
+            members[0]
+        ));
         start_agent(cluster, &bin, &members[0])?;
         let logs = log_files(cluster, &members[..1], false);
         wait_leader_key(&dcs, &keys, deadline, &logs).await?;
     }
+    progress.phase(&format!(
+        "pgha up: starting the agents of {} and the proxy",
+        members.join(", ")
+    ));
     for m in &members {
         start_agent(cluster, &bin, m)?;
     }
     // The proxy follows the cluster in etcd: started now, it serves as
     // soon as there is a primary.
     start_proxy(cluster, &bin, &secrets)?;
-    let leader = wait_healthy(cluster, &dcs, &keys, &secrets, deadline).await?;
+    let leader = wait_healthy(cluster, &dcs, &keys, &secrets, deadline, &mut progress).await?;
+    progress.clear_line();
     let prometheus = match args.prometheus {
         true => {
             let port = args
@@ -487,7 +498,9 @@ async fn wait_healthy(
     keys: &ClusterKeys,
     secrets: &Secrets,
     deadline: Instant,
+    progress: &mut crate::progress::Progress,
 ) -> anyhow::Result<String> {
+    let mut last_missing = String::new();
     let mut health = Health {
         cluster,
         dcs,
@@ -502,6 +515,14 @@ async fn wait_healthy(
             Ok(leader) => return Ok(leader),
             Err(missing) => missing,
         };
+        if missing != last_missing {
+            progress.phase(&format!("pgha up: waiting: {missing}"));
+            last_missing = missing.clone();
+        }
+        if let Some((_, c)) = &health.leader_conn {
+            let backups = crate::progress::base_backups(c).await;
+            progress.base_backups(Instant::now(), &backups);
+        }
         if Instant::now() > deadline {
             let members = cluster.member_names();
             bail!(
@@ -797,6 +818,7 @@ fn print_summary(cluster: &DevCluster, leader: &str, secrets: &Secrets, took: Du
         c.superuser
     );
     crate::outln!("  pgha status --dir {dir}");
+    crate::outln!("  pgha dashboard --dir {dir}   # live status page; `pgha events --dir {dir}`: what happened");
     crate::outln!("  kill -9 $(cat {dir}/run/agent-{leader}.pid) $(head -1 {dir}/{leader}/data/postmaster.pid)   # crash the primary, watch `pgha status`");
     crate::outln!("  pgha down --dir {dir}        (stop; `pgha up --dir {dir}` starts it again with its data)");
     crate::outln!("  pgha destroy --dir {dir} --yes");

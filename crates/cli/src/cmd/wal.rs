@@ -130,6 +130,9 @@ pub fn fetch(args: FetchArgs) -> anyhow::Result<ExitCode> {
         }
         Err(e) if e.is_not_found() => Ok(ExitCode::from(1)),
         Err(e) => {
+            if e.is_corrupt() {
+                health::note_corrupt(&args.archive, &args.name, &e.to_string());
+            }
             let reason = anyhow::anyhow!("restoring {}: {e}", args.name);
             note_outcome(Op::Fetch, &args.name, Some(&reason));
             eprintln!("pgha: error: restoring {}: {e}", args.name);
@@ -189,14 +192,19 @@ fn list(args: ListArgs) -> anyhow::Result<ExitCode> {
         "STORED",
         "SHA256"
     );
-    let mut bad = 0usize;
+    let mut bad = Vec::new();
     for entry in &entries {
         let status = status_of(&archive, entry, args.verify);
-        if status != "ok" && status != "-" {
-            bad += 1;
+        if let Some(reason) = status.strip_prefix("BAD: ") {
+            bad.push((entry.name.as_str().to_string(), reason.to_string()));
         }
         crate::outln!("{}", list_line(entry, &status));
     }
+    if args.verify {
+        // Where the agents (metrics, REST) and `pgha status` look.
+        health::record_verified(&args.archive, &bad);
+    }
+    let bad = bad.len();
     crate::outln!("{} files, {} bad", entries.len(), bad);
     Ok(if bad > 0 {
         ExitCode::from(2)

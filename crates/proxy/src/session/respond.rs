@@ -265,7 +265,11 @@ impl Session {
                 b.prepared.insert(name, super::state::UNKNOWN_VERSION);
             }
         }
+        let was_pinned = self.state.pinned.is_some();
         settle_effects(&mut self.state, b, &u, before, status);
+        if let (false, Some(reason)) = (was_pinned, self.state.pinned) {
+            self.shared.metrics.pinned(reason);
+        }
         if self.pooled && role == Role::Primary && status == b'I' && self.state.pinned.is_some() {
             self.pin_check_due = true;
         }
