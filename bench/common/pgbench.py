@@ -41,16 +41,21 @@ def _children_cpu():
     return r.ru_utime + r.ru_stime
 
 
-def run(port, user, password, db, script, clients, mode, duration, proxy_pids=()):
-    """Run pgbench once; returns a dict of measurements."""
+def run(port, user, password, db, script, clients, mode, duration, proxy_pids=(), env=None,
+        connect_each=False):
+    """Run pgbench once; returns a dict of measurements. `env`: extra
+    environment (e.g. PGSSLMODE); `connect_each`: a new connection per
+    transaction (pgbench -C)."""
     log_dir = tempfile.mkdtemp(prefix="pgha-bench-log-")
     argv = [PGBENCH, "-h", "127.0.0.1", "-p", str(port), "-U", user, "-n",
             "-M", mode, "-c", str(clients), "-j", str(min(clients, 2)),
             "-T", str(duration), "--log", f"--log-prefix={log_dir}/tx"]
     if script == "select-only":
         argv.append("-S")
+    if connect_each:
+        argv.append("-C")
     argv.append(db)
-    env = dict(os.environ, PGPASSWORD=password)
+    env = dict(os.environ, PGPASSWORD=password, **(env or {}))
     pids = list(proxy_pids)
     cpu0, client0, sys0 = procstat.cpu_split(pids), _children_cpu(), procstat.system_cpu()
     t0 = time.time()
@@ -60,7 +65,9 @@ def run(port, user, password, db, script, clients, mode, duration, proxy_pids=()
     lat = _latencies_us(log_dir)
     shutil.rmtree(log_dir, ignore_errors=True)
     res = {"wall_s": round(wall, 2), "loadavg": procstat.loadavg()}
-    m = re.search(r"tps = ([0-9.]+) \(without initial connection time\)", proc.stdout)
+    # -C reports "including reconnection times" instead.
+    m = re.search(r"tps = ([0-9.]+) \((without initial connection time|including reconnection times)\)",
+                  proc.stdout)
     tx = re.search(r"number of transactions actually processed: (\d+)", proc.stdout)
     if proc.returncode != 0 or not m or not tx or not lat:
         lines = proc.stderr.strip().splitlines()

@@ -45,8 +45,10 @@ def free_port_pair():
 class DevCluster:
     """`pgha up` of `members` members; `parameters` go to [postgres.parameters]."""
 
-    def __init__(self, pgha_bin, members=3, parameters=None, keep=False):
+    def __init__(self, pgha_bin, members=3, parameters=None, keep=False, extra=""):
+        """`extra`: TOML tables added to the config (e.g. "[tls]\nenabled = true")."""
         self.bin = pgha_bin
+        self.extra = extra
         self.keep = keep
         self.dir = tempfile.mkdtemp(prefix="pgha-bench-")
         os.chmod(self.dir, 0o755)
@@ -62,6 +64,8 @@ class DevCluster:
             lines.append("[postgres.parameters]")
             for k, v in self.parameters.items():
                 lines.append(f"{k} = {json.dumps(v)}")
+        if self.extra:
+            lines.append(self.extra)
         etcd = free_port_pair()
         lines.append(f'[dcs]\nendpoints = ["http://127.0.0.1:{etcd}"]')
         lines.append(

@@ -111,6 +111,26 @@ async def login(host, port, user, password, database):
             raise LoginError(f"unsupported authentication request {code}")
 
 
+class QueryError(Exception):
+    """An ErrorResponse to a query (SQLSTATE and message)."""
+
+
+async def query(reader, writer, sql):
+    """One simple query on a logged-in connection: sends it, reads up to
+    ReadyForQuery; raises QueryError on an ErrorResponse (after draining to
+    ReadyForQuery) and asyncio.IncompleteReadError if the server closed."""
+    writer.write(_msg(b"Q", sql.encode() + b"\0"))
+    error = None
+    while True:
+        tag, body = await _read_msg(reader)
+        if tag == b"E" and error is None:
+            error = _error_text(body)
+        elif tag == b"Z":
+            if error is not None:
+                raise QueryError(error)
+            return
+
+
 async def open_tcp(host, port):
     """A bare TCP connection that never sends a startup packet."""
     return await asyncio.open_connection(host, port)

@@ -240,10 +240,15 @@ class PghaPooled(_Daemon):
     """A second `pgha proxy` beside the dev cluster's, in transaction pooling
     (`pool_mode = "transaction"`, `pool_size` backends per node), following
     the same cluster in etcd: the dev cluster's generated proxy.toml with
-    its own listeners and the pool settings."""
+    its own listeners and the pool settings.
+
+    `listener`: "rw" (read/write splitting: reads go to standbys behind a
+    read barrier) or "primary" (everything on the primary, as PgBouncer in
+    front of the primary: the like-for-like comparison). `extra`: more
+    proxy.toml lines (top level)."""
     name = "pgha-tx"
 
-    def __init__(self, pgha_bin, cluster_dir, pool_size=40):
+    def __init__(self, pgha_bin, cluster_dir, pool_size=40, listener="rw", extra=""):
         import re
         self.dir = tempfile.mkdtemp(prefix="pgha-bench-pgha-tx-")
         self.port = free_port()
@@ -254,8 +259,10 @@ class PghaPooled(_Daemon):
         head, _, rest = "\n".join(lines).partition("\n[topology]")
         self.config = os.path.join(self.dir, "proxy.toml")
         with open(self.config, "w") as f:
-            f.write(f'listen_rw = "127.0.0.1:{self.port}"\nlisten_ro = ""\nlisten_primary = ""\n'
-                    f'pool_mode = "transaction"\npool_size = {pool_size}\n'
+            listen = {"rw": "", "ro": "", "primary": ""}
+            listen[listener] = f"127.0.0.1:{self.port}"
+            f.write("".join(f'listen_{k} = "{v}"\n' for k, v in listen.items()) +
+                    f'pool_mode = "transaction"\npool_size = {pool_size}\n{extra}\n'
                     f'{head}\n[topology]{rest}\n')
         self.argv = [pgha_bin, "proxy", "--config", self.config]
 

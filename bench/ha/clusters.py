@@ -78,6 +78,32 @@ def signal_pid(pid, sig):
             pass
 
 
+def parent_pid(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            stat = f.read()
+    except OSError:
+        return None
+    return int(stat[stat.rfind(")") + 1:].split()[1])
+
+
+def postgres_pids(postmaster):
+    """The postmaster and every process whose parent it is."""
+    if not postmaster:
+        return []
+    kids = [int(d) for d in os.listdir("/proc") if d.isdigit() and parent_pid(int(d)) == postmaster]
+    return [postmaster, *kids]
+
+
+def is_postgres(pid):
+    """Still a PostgreSQL process (never signal a recycled PID)."""
+    try:
+        with open(f"/proc/{pid}/comm") as f:
+            return f.read().startswith(("postgres", "postmaster"))
+    except OSError:
+        return False
+
+
 def postmaster_pid(data_dir):
     try:
         with open(os.path.join(data_dir, "postmaster.pid")) as f:
@@ -235,6 +261,25 @@ class PghaCluster(Cluster):
     def restart_member(self, m):
         self.pgha("up", timeout=300)
 
+    def kill_etcd(self):
+        """SIGKILL this cluster's etcd (data kept); `start_etcd` brings it back."""
+        with open(os.path.join(self.dir, "run", "etcd.pid")) as f:
+            pid = int(f.read().strip())
+        signal_pid(pid, signal.SIGKILL)
+        wait_for("etcd gone", 10, lambda: not pid_alive(pid))
+
+    def start_etcd(self):
+        self.pgha("up", timeout=120)
+
+    def set_settings(self, settings):
+        """`pgha edit-config --set` each of `settings` (e.g. failsafe_mode)
+        and give every agent a loop to read it."""
+        args = []
+        for k, v in settings.items():
+            args += ["--set", f"{k}={json.dumps(v)}"]
+        self.pgha("edit-config", *args, timeout=60)
+        time.sleep(1.5)
+
     def switchover(self, primary, candidate):
         return ["pgha", "switchover", "--dir", self.dir], subprocess.run(
             [self.bin, "switchover", "--dir", self.dir], capture_output=True, text=True, timeout=120)
@@ -362,6 +407,11 @@ class PatroniCluster(Cluster):
             socket.create_connection(("127.0.0.1", self.etcd_port), timeout=0.5).close()
             return True
         wait_for("etcd listening", 20, up, interval=0.05)
+
+    def kill_etcd(self):
+        p = self.procs["etcd"]
+        p.kill()
+        p.wait()
 
     def start_member(self, m):
         self.spawn(m, [self.patroni_bin, self.conf_path(m)], os.path.join(self.dir, m, "patroni.log"),

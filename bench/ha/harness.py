@@ -194,6 +194,8 @@ class Bench:
 
     def variants(self, scenario):
         """(label, cluster name, patroni settings or None), in run order."""
+        if scenario in ("etcd", "etcd_standby"):
+            return self.etcd_variants()
         v = [("pgha", "pgha", None)]
         for name, _, _ in self.patroni_builds():
             if "default" in self.args.settings and (scenario != "stop" or self.args.stop_default):
@@ -204,6 +206,16 @@ class Bench:
         for name, _, _ in self.patroni_builds():
             if "ttl5" in self.args.settings and name == "patroni3":
                 v.append((f"{name}-ttl5", name, PATRONI_TTL5))
+        return v
+
+    def etcd_variants(self):
+        """The etcd outage: failsafe mode on and off, pgha and each Patroni
+        (its fast settings; failsafe_mode is dynamic config in both)."""
+        v = [("pgha", "pgha", {"failsafe_mode": True}),
+             ("pgha-failsafe-off", "pgha", {"failsafe_mode": False})]
+        for name, _, _ in self.patroni_builds():
+            v.append((f"{name}-fast-failsafe", name, {**PATRONI_FAST, "failsafe_mode": True}))
+            v.append((f"{name}-fast", name, {**PATRONI_FAST, "failsafe_mode": False}))
         return v
 
     # --- measurements ----------------------------------------------------
@@ -319,6 +331,47 @@ class Bench:
                 clusters.signal_pid(pid, signal.SIGCONT)
                 extra["continued_after_s"] = round(time.monotonic() - t, 3)
             return ok, t, wall, extra
+        if sc == "freeze":
+            pids = clusters.postgres_pids(c.postmaster(primary))
+            t, wall = time.monotonic(), time.time()
+            for p in pids:
+                clusters.signal_pid(p, signal.SIGSTOP)
+            extra["frozen_pids"] = len(pids)
+            extra["freeze_s"] = self.args.freeze
+            try:
+                ok = w.wait_ack_after(t + 0.5, self.args.freeze)
+            finally:
+                left = self.args.freeze - (time.monotonic() - t)
+                if left > 0:
+                    time.sleep(left)
+                for p in pids:
+                    if clusters.is_postgres(p):
+                        clusters.signal_pid(p, signal.SIGCONT)
+                extra["thawed_after_s"] = round(time.monotonic() - t, 3)
+            if not ok:
+                ok = w.wait_ack_after(time.monotonic(), self.args.timeout)
+            return ok, t, wall, extra
+        if sc in ("etcd", "etcd_standby"):
+            t, wall = time.monotonic(), time.time()
+            c.kill_etcd()
+            stopped = None
+            if sc == "etcd_standby":
+                # One standby's manager stops answering for the outage: it
+                # can promise nothing (pgha needs k = 1 of the two, Patroni
+                # an answer from every member).
+                standby = next(m for m in c.members if m != primary)
+                stopped = c.manager_pid(standby)
+                clusters.signal_pid(stopped, signal.SIGSTOP)
+                extra["stopped_standby"] = standby
+            try:
+                time.sleep(self.args.outage)
+            finally:
+                if stopped:
+                    clusters.signal_pid(stopped, signal.SIGCONT)
+            extra["outage_s"] = round(time.monotonic() - t, 3)
+            c.start_etcd()
+            extra["etcd_back_after_s"] = round(time.monotonic() - t, 3)
+            return w.wait_ack_after(time.monotonic(), self.args.timeout), t, wall, extra
         raise ValueError(sc)
 
     def restore(self, sc, c, primary):
@@ -406,7 +459,8 @@ def version(binary):
 
 
 SCENARIOS = {"rto": ["node", "pg"], "node": ["node"], "pg": ["pg"], "switchover": ["switch"],
-             "sigstop": ["stop"], "all": ["node", "pg", "switch", "stop"]}
+             "sigstop": ["stop"], "etcd": ["etcd"], "etcd_standby": ["etcd_standby"],
+             "freeze": ["freeze"], "all": ["node", "pg", "switch", "stop"]}
 
 
 def main():
@@ -425,6 +479,9 @@ def main():
                         "its fast settings: the same outcome, minutes shorter)")
     p.add_argument("--timeout", type=float, default=120.0, help="bound on one recovery")
     p.add_argument("--tail", type=float, default=2.0, help="seconds of writes after recovery")
+    p.add_argument("--outage", type=float, default=20.0, help="seconds etcd stays down (scenario etcd)")
+    p.add_argument("--freeze", type=float, default=10.0,
+                   help="seconds the primary's PostgreSQL stays SIGSTOPped (scenario freeze)")
     p.add_argument("--out", help="JSON result path (default bench/results/ha-<date>-<HHMM>-<what>.json, UTC)")
     p.add_argument("--keep", action="store_true", help="keep the temp dir (logs) at the end")
     args = p.parse_args()

@@ -15,7 +15,10 @@ NAMES = {"node": "Node crash (manager + PostgreSQL SIGKILLed on the primary): se
          "pg": "PostgreSQL-only crash (postmaster SIGKILLed, manager alive): seconds from the kill until writes resumed (the acknowledgement that ends the longest write gap)",
          "switch": "Planned switchover under writes",
          "stop": "SIGSTOP of the primary's manager (SIGCONT once another member is primary)",
-         "bootstrap": "Bootstrap of a new three-node synchronous cluster until healthy"}
+         "bootstrap": "Bootstrap of a new three-node synchronous cluster until healthy",
+         "etcd": "etcd killed for 20 s under writes, then restarted (failsafe mode on and off)",
+         "etcd_standby": "etcd killed for 20 s under writes with one standby's manager SIGSTOPped for the outage (failsafe mode on and off)",
+         "freeze": "The primary's PostgreSQL frozen (SIGSTOP of the postmaster and its children), thawed after --freeze s: seconds until writes resumed"}
 RTO = [("resumed_after_s", "RTO s"), ("longest_gap_s", "longest write gap s")]
 COLUMNS = {"node": RTO,
            "pg": RTO,
@@ -23,7 +26,10 @@ COLUMNS = {"node": RTO,
                       ("command_s", "command s")],
            "stop": [("promoted_after_s", "promoted after s"), ("longest_gap_s", "longest write gap s"),
                     ("failed_tx", "failed tx")],
-           "bootstrap": [("seconds", "until healthy s")]}
+           "bootstrap": [("seconds", "until healthy s")],
+           "etcd": [("longest_gap_s", "longest write gap s"), ("failed_tx", "failed tx")],
+           "etcd_standby": [("longest_gap_s", "longest write gap s"), ("failed_tx", "failed tx")],
+           "freeze": RTO + [("failed_tx", "failed tx")]}
 
 
 def cell(s):

@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # HA benchmarks, pgha against Patroni, interleaved (see harness.py):
-#   bench/ha/run.sh rto|node|pg|switchover|sigstop|bootstrap|all|everything [--rounds N] [--keep]
+#   bench/ha/run.sh rto|node|pg|switchover|sigstop|etcd|etcd_standby|freeze|bootstrap|all|everything [--rounds N] [--keep]
+# `etcd` = etcd killed for --outage seconds (20) under writes, failsafe mode on and off;
+# `etcd_standby` = the same with one standby's manager SIGSTOPped for the outage;
+# `freeze` = the primary's PostgreSQL SIGSTOPped for --freeze seconds (10).
 # `all` = node crash, PostgreSQL crash, switchover and SIGSTOP on one set of
 # clusters; `everything` = bootstrap, then all. Needs bench/ha/install.sh
 # once. PGHA_BIN picks the pgha binary (default target/release/pgha, else

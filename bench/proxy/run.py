@@ -121,6 +121,16 @@ def start_targets(cluster, wanted, password, verifier, testkit_bin=None):
             targets["pgha-tx"] = {"port": t.port, "pids": t.pids, "daemon": t}
         except (RuntimeError, OSError) as e:
             failed["pgha-tx"] = str(e)
+    if "pgha-tx-primary" in wanted:
+        # Transaction mode on the primary listener: everything on the
+        # primary, like PgBouncer in front of it (no read barrier).
+        try:
+            t = PghaPooled(cluster.bin, cluster.dir, pool_size=POOL_SIZE,
+                           listener="primary").start()
+            daemons.append(t)
+            targets["pgha-tx-primary"] = {"port": t.port, "pids": t.pids, "daemon": t}
+        except (RuntimeError, OSError) as e:
+            failed["pgha-tx-primary"] = str(e)
     if "pgbouncer" in wanted:
         try:
             b = PgBouncer(primary, DB, USER, verifier, pool_size=POOL_SIZE).start()

@@ -472,12 +472,13 @@ impl Agent {
         // A just-promoted leader's control file still names the old timeline
         // until its first checkpoint; pg_rewind would then see no divergence
         // and do nothing. Checkpoint the source first.
-        let source = pgha_postgres::probe::connect(
+        let source = pgha_postgres::probe::connect_tls(
             &upm.host,
             upm.port,
             &self.cfg.superuser,
             &self.secrets.admin_password,
             Duration::from_secs(5),
+            self.cfg.tls_ca(),
         )
         .await?;
         source.batch_execute("CHECKPOINT").await?;
@@ -529,6 +530,16 @@ impl Agent {
                 self.inst
                     .stop(StopMode::Immediate, Duration::from_secs(10))
                     .await?;
+            }
+            DemoteKind::Kill => {
+                crate::responsive::kill_server(
+                    &self.inst,
+                    Duration::from_secs(1),
+                    Duration::from_secs(10),
+                )
+                .await?;
+                self.mem.responsive.reset();
+                self.mem.gave_up_hung_at = Some(self.now());
             }
         }
         self.client = None;

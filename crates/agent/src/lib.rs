@@ -4,10 +4,16 @@
 //! (Patroni-compatible health endpoints and `/cluster`).
 
 pub mod api;
+pub mod events;
 mod execute;
+pub mod failsafe;
+pub mod instrumented;
 pub mod lease;
+pub mod metrics;
 pub mod observe;
+pub mod responsive;
 pub mod runtime;
+pub mod sampler;
 pub mod status;
 pub mod tasks;
 pub mod view;

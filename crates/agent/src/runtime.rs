@@ -17,7 +17,9 @@
 //! PostgreSQL is shut down as on SIGTERM, and [`Agent::run`] returns
 //! [`Exit::TaskEnded`] so the caller exits non-zero.
 
+use crate::failsafe::Failsafe;
 use crate::lease::LeaseKeeper;
+use crate::metrics::{AgentMetrics, PromotionKind};
 use crate::observe::{self, PgMemory};
 use crate::status::{AgentCommand, AgentStatus, DecisionRecord, DECISION_HISTORY};
 use crate::tasks::{TaskEnded, Tasks};
@@ -59,6 +61,10 @@ pub struct Memory {
     /// agent's watch, so re-writing it each iteration kept all agents
     /// looping back to back on an idle cluster).
     pub published: Option<Published>,
+    /// Whether the server answers probes in time (`responsive.rs`).
+    pub responsive: crate::responsive::Responsiveness,
+    /// When this agent killed its hung primary and gave up the key.
+    pub gave_up_hung_at: Option<Millis>,
 }
 
 /// A member record as last written to the DCS.
@@ -79,6 +85,8 @@ pub struct Agent {
     pub(crate) keys: ClusterKeys,
     pub(crate) mem: Memory,
     pub(crate) keeper: LeaseKeeper,
+    /// Failsafe promises, shared with the REST API and the prober task.
+    pub(crate) failsafe: Failsafe,
     /// The supervised background tasks (see [`Agent::supervise`]).
     tasks: Tasks,
     pub(crate) client: Option<Client>,
@@ -90,6 +98,15 @@ pub struct Agent {
     /// The last iteration ran at least one action besides publishing and
     /// renewing, and none failed: see [`Agent::min_wait_ms`].
     stepped: bool,
+    /// What `/metrics` reports (shared with the REST API).
+    metrics: Arc<AgentMetrics>,
+    /// Since when this member has seen the cluster without a leader (or a
+    /// switchover request), and which: the start of a promotion's duration.
+    leaderless_since: Option<(Instant, PromotionKind)>,
+    /// The event history's queue and, until [`Agent::run`] starts its
+    /// writer, the other end.
+    events: crate::events::EventLog,
+    events_rx: Option<mpsc::Receiver<pgha_core::event::Event>>,
 }
 
 /// Why [`Agent::run`] returned.
@@ -110,6 +127,7 @@ pub fn initial_config(cfg: &ClusterConfig) -> DynamicConfig {
         fence_margin: ms(cfg.ha.loop_wait),
         sync_quorum: cfg.sync_quorum,
         allow_async_fallback: cfg.ha.allow_async_fallback,
+        failsafe_mode: cfg.ha.failsafe_mode,
         ..DynamicConfig::default()
     }
 }
@@ -135,7 +153,10 @@ impl Agent {
             &cfg.replication_user,
         )?;
         let keys = ClusterKeys::new(&cfg.dcs.namespace, &cfg.name)?;
-        let inst = Instance::new(&me, bins, user);
+        pgha_postgres::tls_files::check(&cfg, &me.name, &user)?;
+        let metrics = Arc::new(AgentMetrics::default());
+        let dcs = crate::instrumented::InstrumentedDcs::wrap(dcs, metrics.clone());
+        let inst = Instance::new(&me, bins, user).with_tls_ca(cfg.tls_ca());
         let (status_tx, status_rx) = watch::channel(AgentStatus {
             member: me.name.clone(),
             cluster: cfg.name.clone(),
@@ -145,7 +166,14 @@ impl Agent {
         let started = Instant::now();
         let period = Duration::from_millis((last_config.ttl.0 / 4).clamp(100, 2_000));
         let keeper = LeaseKeeper::new(started);
+        let failsafe = Failsafe::new(&me.name, &secrets.api_token, started);
         let mut tasks = Tasks::default();
+        let prober = failsafe.clone().run();
+        tasks.spawn("failsafe prober", async move {
+            prober.await;
+            Ok(())
+        });
+        let (events, events_rx) = crate::events::EventLog::channel();
         let renew = keeper.clone().run(dcs.clone(), period);
         tasks.spawn("lease keeper", async move {
             renew.await;
@@ -162,6 +190,7 @@ impl Agent {
                 keys,
                 mem: Memory::default(),
                 keeper,
+                failsafe,
                 tasks,
                 client: None,
                 last_config,
@@ -170,6 +199,10 @@ impl Agent {
                 decisions: VecDeque::new(),
                 last_reason: String::new(),
                 stepped: false,
+                metrics,
+                leaderless_since: None,
+                events,
+                events_rx: Some(events_rx),
             },
             status_rx,
         ))
@@ -181,6 +214,28 @@ impl Agent {
 
     pub fn api_token(&self) -> String {
         self.secrets.api_token.clone()
+    }
+
+    /// The failsafe handle the REST API answers `POST /failsafe` with.
+    pub fn failsafe(&self) -> Failsafe {
+        self.failsafe.clone()
+    }
+
+    /// The counters `/metrics` reports; pass them to
+    /// [`crate::api::serve_agent`].
+    pub fn metrics(&self) -> Arc<AgentMetrics> {
+        self.metrics.clone()
+    }
+
+    fn sampler_target(&self) -> crate::sampler::SamplerTarget {
+        crate::sampler::SamplerTarget {
+            host: self.me.host.clone(),
+            port: self.me.port,
+            user: self.cfg.superuser.clone(),
+            password: self.secrets.admin_password.clone(),
+            data_dir: self.me.data_dir.clone(),
+            archive_dir: self.cfg.archive_dir.clone(),
+        }
     }
 
     /// Runs `task` as part of the agent, supervised with its own tasks: if
@@ -223,6 +278,18 @@ impl Agent {
                 }
             }),
         ];
+        if let Some(rx) = self.events_rx.take() {
+            let writer = crate::events::writer(self.dcs.clone(), self.keys.events(), rx);
+            tasks.spawn("event writer", async move {
+                writer.await;
+                Ok(())
+            });
+        }
+        let sampler = crate::sampler::run(self.sampler_target(), self.metrics.clone());
+        tasks.spawn("metrics sampler", async move {
+            sampler.await;
+            Ok(())
+        });
         self.write_initial_config().await;
         let exit = loop {
             let decision = self.iterate().await;
@@ -268,22 +335,15 @@ impl Agent {
     pub async fn iterate(&mut self) -> Decision {
         self.keeper.heartbeat();
         let now = self.now();
-        self.ensure_client().await;
+        let sent = now;
+        let deadline = crate::responsive::probe_deadline(&self.last_config);
+        let connect_missed = self.ensure_client(deadline).await;
         let snap = view::read(self.dcs.as_ref(), &self.keys, &self.last_config).await;
         if let Some(v) = &snap.view {
             self.last_config = v.config.clone();
             self.adopt_leader_lease(v, snap.leader_lease);
         }
-        let passfile = self.secrets.passfile();
-        let pg = observe::observe(
-            &self.inst,
-            self.client.as_ref(),
-            &self.cfg,
-            &passfile,
-            &mut self.mem.pg,
-            now,
-        )
-        .await;
+        let pg = self.observe_within(sent, deadline, connect_missed).await;
         let mut local = self.local_state(pg);
         if let Some(v) = &snap.view {
             self.mem.switchover_seen =
@@ -298,24 +358,165 @@ impl Agent {
             }
         }
         let dcs_view = snap.dcs_view(&self.last_config);
+        self.failsafe.observed(&local, &dcs_view);
+        if self.failsafe.asking() {
+            self.failsafe.round(self.failsafe.round_timeout()).await;
+        }
+        local.promise = self.failsafe.promise();
+        local.failsafe = self.failsafe.confirmations();
+        // After the DCS read and the promise round, which may have taken a
+        // request timeout: lease and promises are judged at this moment.
+        let now = self.now();
         let decision = pgha_core::decide(&local, &dcs_view, now);
         self.log_decision(&decision);
+        self.track_leaderless(snap.view.as_ref());
         self.stepped = false;
         for action in &decision.actions {
             self.keeper.heartbeat();
-            if let Err(e) = self.execute(action).await {
+            if let Err(why) = self.failsafe.gate(action) {
+                tracing::warn!(member = %self.me.name, action = %action, "{why}");
+                self.stepped = false;
+                break;
+            }
+            let started = Instant::now();
+            let result = self.execute_bounded(action).await;
+            self.note_event(action, &decision.reason, started.elapsed(), &result, &snap);
+            if let Err(e) = result {
                 tracing::warn!(member = %self.me.name, action = %action, "action failed: {e:#}");
+                self.metrics.action(action.kind(), false);
                 self.client = None;
                 self.stepped = false;
                 break;
             }
+            self.metrics.action(action.kind(), true);
+            if let Action::StartAsPrimary { .. } | Action::Bootstrap = action {
+                self.leaderless_since = None;
+            }
+            self.forget_copied_archive_notes(action);
             self.stepped |= !matches!(action, Action::PublishMember(_) | Action::RenewLeader);
         }
+        self.failsafe.settle(self.mem.detached.is_some());
         if let Some(v) = &snap.view {
-            self.maintain_slots(v).await;
+            // Bounded like the probe: a server that froze since must not
+            // hold the loop (it did, for a whole 60 s freeze, before).
+            let bounded = tokio::time::timeout(deadline, self.maintain_slots(v)).await;
+            if bounded.is_err() {
+                self.client = None;
+            }
         }
         self.publish_status(&local, &snap, &decision);
         decision
+    }
+
+    /// Record what `action` did in the event history (and a promotion in
+    /// the metrics): failovers and switchovers, demotions, fences,
+    /// rewinds, re-clones and changes of the synchronous set.
+    fn note_event(
+        &mut self,
+        action: &Action,
+        reason: &str,
+        took: Duration,
+        result: &anyhow::Result<()>,
+        snap: &view::Snapshot,
+    ) {
+        use pgha_core::event::EventKind;
+        let ok = result.is_ok();
+        let error = result.as_ref().err().map(|e| format!("failed: {e:#}"));
+        let ms = |d: Duration| Some(d.as_millis() as u64);
+        let (kind, duration, detail) = match action {
+            Action::Promote { sync_names } => {
+                let since = if ok {
+                    self.leaderless_since.take()
+                } else {
+                    None
+                };
+                match since {
+                    Some((since, k)) => {
+                        self.metrics.promoted(k, since.elapsed());
+                        let kind = match k {
+                            PromotionKind::Failover => EventKind::Failover,
+                            PromotionKind::Switchover => EventKind::Switchover,
+                        };
+                        (
+                            kind,
+                            ms(since.elapsed()),
+                            format!("synchronous_standby_names {sync_names}"),
+                        )
+                    }
+                    None => (EventKind::Failover, ms(took), String::new()),
+                }
+            }
+            Action::Demote(k) if ok => (EventKind::Demote, ms(took), format!("{k:?}")),
+            Action::Fence if ok => (EventKind::Fence, None, String::new()),
+            Action::Unfence if ok => (EventKind::Unfence, None, String::new()),
+            Action::Rewind(up) => (EventKind::Rewind, ms(took), format!("from {}", up.name)),
+            Action::Reclone(up) => (EventKind::Reclone, ms(took), format!("from {}", up.name)),
+            Action::WriteSyncKey(r) | Action::HandOver(r) if ok => {
+                let before = snap
+                    .view
+                    .as_ref()
+                    .and_then(|v| v.sync.as_ref())
+                    .map(|s| &s.set);
+                if before == Some(&r.set) {
+                    return;
+                }
+                let was = before.map_or("none".to_string(), |s| s.to_string());
+                (EventKind::SyncSet, None, format!("{} (was {was})", r.set))
+            }
+            _ => return,
+        };
+        self.metrics.event(kind.name(), ok);
+        self.events.record(pgha_core::event::Event {
+            at_unix_ms: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_millis() as u64)
+                .unwrap_or(0),
+            kind,
+            member: self.me.name.clone(),
+            reason: reason.to_string(),
+            duration_ms: duration,
+            detail: error.unwrap_or(detail),
+            ok,
+        });
+    }
+
+    /// A clone or rewind copies the source's data directory, including its
+    /// `wal-push`/`wal-fetch` failure note (`pgha_archive::health`), which
+    /// says nothing about this member: remove it. A promoted member no
+    /// longer restores: its old fetch failure is over.
+    fn forget_copied_archive_notes(&self, action: &Action) {
+        use pgha_archive::health;
+        let dir = &self.me.data_dir;
+        match action {
+            Action::CloneFromLeader(_) | Action::Reclone(_) | Action::Rewind(_) => {
+                let _ = std::fs::remove_file(dir.join(health::FAILURE_FILE));
+            }
+            Action::Promote { .. } => health::clear_failure(dir, health::Op::Fetch),
+            _ => {}
+        }
+    }
+
+    /// Start (or end) the clock of a possible promotion: from the first
+    /// view without a leader, or with a switchover request, until this
+    /// member's `Promote` succeeds (the views between show the key taken by
+    /// this member); another member's leadership stops it.
+    fn track_leaderless(&mut self, view: Option<&pgha_core::ClusterView>) {
+        let Some(v) = view else { return };
+        let mine = v.leader.as_ref().is_some_and(|l| l.holder == self.me.name);
+        let kind = if v.switchover.is_some() {
+            Some(PromotionKind::Switchover)
+        } else if v.leader.is_none() {
+            Some(PromotionKind::Failover)
+        } else {
+            None
+        };
+        match (kind, self.leaderless_since) {
+            // Took the key: the clock runs on until the promotion is done.
+            (None, _) if mine => {}
+            (None, _) => self.leaderless_since = None,
+            (Some(k), None) => self.leaderless_since = Some((Instant::now(), k)),
+            (Some(_), Some(_)) => {}
+        }
     }
 
     fn local_state(&self, pg: pgha_core::PgState) -> LocalState {
@@ -337,6 +538,77 @@ impl Agent {
             reinit_requested: self.mem.reinit_requested,
             switchover_seen: self.mem.switchover_seen,
             sync_in_doubt: self.mem.sync_in_doubt,
+            promise: None,
+            failsafe: None,
+            gave_up_hung_at: self.mem.gave_up_hung_at,
+        }
+    }
+
+    /// Run `action`; the ones that only talk SQL to the local server are
+    /// bounded (a server that froze since the probe must not hold the loop).
+    async fn execute_bounded(&mut self, action: &Action) -> anyhow::Result<()> {
+        let sql_only = matches!(
+            action,
+            Action::Fence | Action::Unfence | Action::SetSyncStandbyNames(_)
+        );
+        if !sql_only {
+            return self.execute(action).await;
+        }
+        match tokio::time::timeout(SQL_ACTION_LIMIT, self.execute(action)).await {
+            Ok(r) => r,
+            Err(_) => {
+                self.client = None;
+                anyhow::bail!("PostgreSQL did not answer within {SQL_ACTION_LIMIT:?}")
+            }
+        }
+    }
+
+    /// Observe PostgreSQL with the probe's deadline. A running server that
+    /// does not answer in time (connect or status query) is a stall: see
+    /// `responsive.rs` for what is reported then.
+    async fn observe_within(
+        &mut self,
+        sent: Millis,
+        deadline: Duration,
+        connect_missed: bool,
+    ) -> pgha_core::PgState {
+        let passfile = self.secrets.passfile();
+        let observed = if connect_missed {
+            None
+        } else {
+            tokio::time::timeout(
+                deadline,
+                observe::observe(
+                    &self.inst,
+                    self.client.as_ref(),
+                    &self.cfg,
+                    &passfile,
+                    &mut self.mem.pg,
+                    sent,
+                ),
+            )
+            .await
+            .ok()
+        };
+        match observed {
+            Some(pg) => {
+                if !pg.running {
+                    self.mem.responsive.reset();
+                }
+                self.mem.responsive.answered(&pg)
+            }
+            None => {
+                // The connection may still have a query in flight.
+                self.client = None;
+                let fallback = pgha_core::PgState {
+                    running: true,
+                    ..Default::default()
+                };
+                let now = self.now();
+                self.mem
+                    .responsive
+                    .no_answer(&self.inst, sent, now, &self.last_config, fallback)
+            }
         }
     }
 
@@ -351,25 +623,36 @@ impl Agent {
         }
     }
 
-    async fn ensure_client(&mut self) {
+    /// Connect to the local server if there is no connection; `true` when
+    /// a running server gave no answer within `deadline` (a refusal is an
+    /// answer).
+    async fn ensure_client(&mut self, deadline: Duration) -> bool {
         if self.client.as_ref().is_some_and(|c| !c.is_closed()) {
-            return;
+            return false;
         }
         self.client = None;
         if !self.inst.is_running() || observe::is_exiting(&self.inst, &mut self.mem.pg) {
-            return;
+            return false;
         }
-        match pgha_postgres::probe::connect(
+        let started = Instant::now();
+        match pgha_postgres::probe::connect_tls(
             &self.me.host,
             self.me.port,
             &self.cfg.superuser,
             &self.secrets.admin_password,
-            Duration::from_secs(2),
+            deadline,
+            self.cfg.tls_ca(),
         )
         .await
         {
-            Ok(c) => self.client = Some(c),
-            Err(e) => tracing::debug!("cannot connect to the local PostgreSQL yet: {e:#}"),
+            Ok(c) => {
+                self.client = Some(c);
+                false
+            }
+            Err(e) => {
+                tracing::debug!("cannot connect to the local PostgreSQL yet: {e:#}");
+                started.elapsed() >= deadline && self.inst.is_running()
+            }
         }
     }
 
@@ -391,6 +674,8 @@ impl Agent {
         let routine = steps.iter().all(|s| s == "renew leader lease");
         if !routine || d.reason != self.last_reason {
             tracing::info!(member = %self.me.name, actions = ?steps, "{}", d.reason);
+            self.metrics
+                .decision(d.steps().first().map_or("none", |a| a.kind()));
             self.decisions.push_back(DecisionRecord {
                 at_unix_ms: std::time::SystemTime::now()
                     .duration_since(std::time::UNIX_EPOCH)
@@ -445,7 +730,14 @@ impl Agent {
                 .map(crate::api::view_json)
                 .unwrap_or(serde_json::Value::Null),
             decisions: self.decisions.clone(),
+            fenced: pg.is_running_primary() && pg.fenced,
         };
+        let expiry = self
+            .keeper
+            .state()
+            .filter(|_| is_leader)
+            .map(|l| self.started + Duration::from_millis(l.expires_at().0));
+        self.metrics.set_lease_expiry(expiry);
         self.status_tx.send_replace(status);
     }
 
@@ -487,6 +779,9 @@ impl Agent {
         }
     }
 }
+
+/// Bound on an action that only talks SQL to the local server.
+const SQL_ACTION_LIMIT: Duration = Duration::from_secs(10);
 
 /// How often the postmaster watcher checks that the postmaster lives.
 const POSTMASTER_POLL: Duration = Duration::from_millis(20);

@@ -46,6 +46,9 @@ pub struct AgentStatus {
     pub view: serde_json::Value,
     /// Newest last.
     pub decisions: VecDeque<DecisionRecord>,
+    /// A running primary with pgha's fence on (refuses writes).
+    #[serde(default)]
+    pub fenced: bool,
 }
 
 /// One decision of the core, with its explanation.

@@ -332,3 +332,78 @@ async fn control_without_a_loop_is_unavailable() {
     assert_eq!(r.status, 503, "{}", r.text());
     s.shutdown().await;
 }
+
+/// `POST /failsafe` over a socket: the token is required, a bad body is
+/// 400, a standby following the asking leader with the DCS out grants (200)
+/// and refuses a second leader (409); an API without a loop answers 503.
+#[tokio::test]
+async fn failsafe_promises_need_the_token_and_follow_the_rule() {
+    use pgha_agent::failsafe::Failsafe;
+    use pgha_core::{DcsView, DynamicConfig, LocalState};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let (_status, rx) = watch::channel(standby(0, true));
+    let (cmd_tx, _commands) = mpsc::channel(4);
+    let failsafe = Failsafe::new("node2", TOKEN, std::time::Instant::now());
+    let mut local = LocalState {
+        name: "node2".into(),
+        ..Default::default()
+    };
+    local.pg.running = true;
+    local.pg.role = Role::Standby;
+    local.pg.upstream = Some("node1".into());
+    let down = DcsView::Unknown {
+        error: "etcd down".into(),
+        last_config: DynamicConfig::default(),
+    };
+    failsafe.observed(&local, &down);
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(api::serve_agent(
+        listener,
+        rx,
+        cmd_tx,
+        TOKEN.to_string(),
+        Some(failsafe.clone()),
+        Default::default(),
+        async move {
+            let _ = stopped.await;
+        },
+    ));
+    let url = format!("{base}/failsafe");
+    let post = |auth: &'static str, body: &'static str| {
+        let url = url.clone();
+        async move {
+            let h = [("Authorization", auth)];
+            client::request("POST", &url, &h, body.as_bytes(), T)
+                .await
+                .unwrap()
+        }
+    };
+    let node1 = r#"{"leader": "node1", "term": 4}"#;
+    assert_eq!(post("Bearer wrong", node1).await.status, 401);
+    assert!(failsafe.promise().is_none(), "no promise without the token");
+    let bad = post("Bearer s3cret-token", "{").await;
+    assert_eq!(bad.status, 400, "{}", bad.text());
+    assert!(bad.text().contains("leader"), "{}", bad.text());
+    let ok = post("Bearer s3cret-token", node1).await;
+    assert_eq!(ok.status, 200, "{}", ok.text());
+    assert_eq!(failsafe.promise().unwrap().leader, "node1");
+    let other = post("Bearer s3cret-token", r#"{"leader": "node3", "term": 9}"#).await;
+    assert_eq!(other.status, 409, "{}", other.text());
+    assert!(other.text().contains("promised node1"), "{}", other.text());
+    let _ = stop.send(());
+    task.await.unwrap().unwrap();
+
+    let s = Server::start(standby(0, true)).await;
+    let r = client::request(
+        "POST",
+        &format!("{}/failsafe", s.base),
+        &[("Authorization", "Bearer s3cret-token")],
+        node1.as_bytes(),
+        T,
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status, 503, "{}", r.text());
+    s.shutdown().await;
+}

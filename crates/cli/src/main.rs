@@ -5,6 +5,7 @@ mod access;
 mod cmd;
 mod dev;
 mod output;
+mod progress;
 mod supervise;
 mod target;
 
@@ -34,6 +35,12 @@ enum Command {
     Destroy(cmd::destroy::Args),
     /// Show the cluster: leader, pause, and per member role, state, agent, LSNs, lag, sync state.
     Status(cmd::status::Args),
+    /// The dev cluster's log files: an agent's, a member's PostgreSQL, the proxy's, etcd's.
+    Logs(cmd::logs::Args),
+    /// A live status page (HTML) of the cluster on a local HTTP port.
+    Dashboard(cmd::dashboard::Args),
+    /// The event history: failovers, switchovers, fences, rewinds, re-clones, sync-set changes.
+    Events(cmd::events::Args),
     /// Hand the leader role over to a standby, losing no acknowledged write.
     Switchover(cmd::switchover::Args),
     /// Promote a member when the primary is gone (manual failover).
@@ -66,6 +73,8 @@ enum Command {
     Secrets(cmd::secrets::Args),
     /// Turn on etcd authentication: root, and a user limited to the cluster's keys.
     EtcdAuth(cmd::etcd_auth::Args),
+    /// TLS certificates of [tls]: `tls init` makes the missing ones once.
+    Tls(cmd::tls::Args),
 }
 
 fn main() -> ExitCode {
@@ -77,6 +86,9 @@ fn main() -> ExitCode {
         Command::Down(args) => cmd::down::run(args),
         Command::Destroy(args) => cmd::destroy::run(args),
         Command::Status(args) => cmd::status::run(args),
+        Command::Dashboard(args) => cmd::dashboard::run(args),
+        Command::Logs(args) => cmd::logs::run(args),
+        Command::Events(args) => cmd::events::run(args),
         Command::Switchover(args) => cmd::switchover::run(args),
         Command::Failover(args) => cmd::failover::run(args),
         Command::Pause(args) => cmd::pause::run_pause(args),
@@ -93,6 +105,7 @@ fn main() -> ExitCode {
         Command::Proxy(args) => cmd::proxy::run(args),
         Command::Secrets(args) => cmd::secrets::run(args),
         Command::EtcdAuth(args) => cmd::etcd_auth::run(args),
+        Command::Tls(args) => cmd::tls::run(args),
     };
     match result {
         Ok(code) => code,

@@ -219,11 +219,13 @@ async fn switchover_both_ways_loses_nothing() {
     }
 }
 
-/// etcd stopped: the primary stops accepting writes once its lease cannot
-/// be renewed, standbys keep serving reads; etcd back: writes resume.
+/// etcd stopped with failsafe mode off: the primary stops accepting writes
+/// once its lease cannot be renewed, standbys keep serving reads; etcd back:
+/// writes resume. (With failsafe mode on, the default, writes go on:
+/// tests/etcd_outage.rs.)
 #[tokio::test(flavor = "multi_thread")]
 async fn etcd_outage_fences_the_primary_and_recovery_resumes_writes() {
-    let c = cluster().await;
+    let c = Arc::new(TestCluster::up(bin(), 3, "[ha]\nfailsafe_mode = false\n").expect("pgha up"));
     let leader = c.leader().await.unwrap();
     let primary = c.connect(&leader).await.unwrap();
     primary

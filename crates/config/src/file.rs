@@ -39,6 +39,9 @@ pub struct ClusterFile {
     /// passwords), readable only by the service user. Default "secrets".
     #[serde(default = "default_secrets_dir")]
     pub secrets_dir: PathBuf,
+    /// `[tls]`: TLS between the cluster's parts (docs/security.md).
+    #[serde(default, skip_serializing_if = "crate::file::is_default")]
+    pub tls: crate::tls::TlsFile,
     /// The members, in order; the first is the bootstrap primary.
     pub members: Vec<MemberFile>,
     /// `[backup]`: base backups and their retention (docs/backup.md).
@@ -80,6 +83,10 @@ impl BackupFile {
     pub fn is_default(&self) -> bool {
         *self == BackupFile::default()
     }
+}
+
+pub(crate) fn is_default<T: Default + PartialEq>(value: &T) -> bool {
+    *value == T::default()
 }
 
 /// `[postgres]`: where PostgreSQL is and how it runs.
@@ -199,6 +206,15 @@ pub struct HaFile {
     /// (loud warning) instead of blocking writes. Default false.
     #[serde(default)]
     pub allow_async_fallback: bool,
+    /// While etcd is unreachable, keep taking writes past the lease as long
+    /// as k members of the sync set promise not to promote (see
+    /// docs/failover.md, "The failsafe rule"). Default true.
+    #[serde(default = "default_true")]
+    pub failsafe_mode: bool,
+}
+
+fn default_true() -> bool {
+    true
 }
 
 fn default_ttl() -> Duration {
@@ -214,6 +230,7 @@ impl Default for HaFile {
             ttl: default_ttl(),
             loop_wait: default_loop_wait(),
             allow_async_fallback: false,
+            failsafe_mode: true,
         }
     }
 }
@@ -231,6 +248,9 @@ pub struct ProxyFile {
     pub ro_port: u16,
     /// Always-the-primary port.
     pub primary_port: u16,
+    /// HTTP port of the proxy (`/metrics`, the status page); none: off.
+    #[serde(default)]
+    pub http_port: Option<u16>,
 }
 
 /// One `[[members]]` entry.
@@ -341,8 +361,14 @@ impl ClusterFile {
                 rw_port: base_port + 10,
                 ro_port: base_port + 11,
                 primary_port: base_port + 12,
+                http_port: Some(base_port + 13),
             }),
             secrets_dir: default_secrets_dir(),
+            // `pgha up` generates a CA and the certificates.
+            tls: crate::tls::TlsFile {
+                enabled: true,
+                ..Default::default()
+            },
             members,
             backup: BackupFile::default(),
         }

@@ -11,6 +11,7 @@
 
 pub mod file;
 pub mod size;
+pub mod tls;
 mod validate;
 
 pub use file::{
@@ -18,6 +19,7 @@ pub use file::{
     DEV_ETCD_USER, ETCD_PASSWORD_FILE, ETCD_ROOT_PASSWORD_FILE,
 };
 pub use size::ByteSize;
+pub use tls::{CertFiles, CertPair, TlsConfig, TlsFile};
 pub use validate::{check_sync_quorum, ClusterConfig, ConfigError, Member, RESERVED_PARAMETERS};
 
 use std::path::Path;

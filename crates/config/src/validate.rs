@@ -177,6 +177,8 @@ pub struct ClusterConfig {
     pub dcs: pgha_dcs::DcsSettings,
     pub ha: crate::file::HaFile,
     pub proxy: Option<crate::file::ProxyFile>,
+    /// `[tls]` when enabled: where the CA and the certificates are.
+    pub tls: Option<crate::tls::TlsConfig>,
     /// The file as parsed, to write back out (`pgha up` saves it).
     pub file: ClusterFile,
     /// `[archive] url`: the archive is on an object store (then `archive_dir`
@@ -199,6 +201,11 @@ impl ClusterConfig {
 impl ClusterConfig {
     pub fn member(&self, name: &str) -> Option<&Member> {
         self.members.iter().find(|m| m.name == name)
+    }
+
+    /// The CA to verify members against, when `[tls]` is enabled.
+    pub fn tls_ca(&self) -> Option<&Path> {
+        self.tls.as_ref().map(|t| t.ca_file.as_path())
     }
 }
 
@@ -236,6 +243,11 @@ pub(crate) fn validate(file: ClusterFile, base: &Path) -> Result<ClusterConfig, 
         ConfigError::invalid("dcs", format!("{:?}", file.dcs.endpoints), reason)
     })?;
     validate_ha(&file.ha)?;
+    let secrets_dir = absolute(base, &file.secrets_dir);
+    let tls = crate::tls::validate(&file.tls, &members, &secrets_dir, |p| absolute(base, p))?;
+    if tls.is_some() {
+        check_tls_parameters(&file)?;
+    }
     validate_backup(&file.backup)?;
     if let Some(url) = &file.archive.url {
         let ok = url
@@ -288,10 +300,25 @@ pub(crate) fn validate(file: ClusterFile, base: &Path) -> Result<ClusterConfig, 
         },
         ha: file.ha.clone(),
         proxy: file.proxy.clone(),
+        tls,
         file,
         archive_url,
         archive_s3_config,
     })
+}
+
+/// With `[tls]` on, pgha sets PostgreSQL's `ssl*` file parameters itself.
+fn check_tls_parameters(file: &ClusterFile) -> Result<(), ConfigError> {
+    for (name, value) in &file.postgres.parameters {
+        if crate::tls::TLS_PARAMETERS.contains(&name.to_ascii_lowercase().as_str()) {
+            return Err(ConfigError::invalid(
+                format!("postgres.parameters.{name}"),
+                value,
+                "is set by pgha when [tls] is enabled: set tls.ca_file or [tls.members.<name>] instead",
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn validate_members(file: &ClusterFile, base: &Path) -> Result<Vec<Member>, ConfigError> {
@@ -389,6 +416,9 @@ fn listening_ports(file: &ClusterFile, members: &[Member]) -> Vec<(String, Strin
             ("proxy.primary_port", p.primary_port),
         ] {
             out.push((key.to_string(), p.host.clone(), port));
+        }
+        if let Some(port) = p.http_port {
+            out.push(("proxy.http_port".to_string(), p.host.clone(), port));
         }
     }
     for (i, url) in file.dcs.endpoints.iter().enumerate() {

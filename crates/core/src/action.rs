@@ -39,6 +39,11 @@ pub enum DemoteKind {
     /// Lost the lease to another node: `pg_ctl stop -m immediate` now. The
     /// data directory stays a former primary; it rejoins with `Rewind`.
     Immediate,
+    /// The server is hung (`hung.rs`): an immediate stop that does not end
+    /// the postmaster within a second is followed by SIGKILL to the
+    /// postmaster and every one of its children. Done only when every
+    /// process of the server is gone (a frozen process cannot be asked).
+    Kill,
 }
 
 /// One step for the runtime. See each variant for what it must do.
@@ -141,6 +146,37 @@ pub enum Action {
     ClearSwitchover,
     /// Delete the `/failover` key.
     ClearFailover,
+}
+
+impl Action {
+    /// A short, stable, snake_case name of the action's kind (metrics
+    /// labels, event kinds): no data, unlike `Display`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Action::PublishMember(_) => "publish_member",
+            Action::AcquireInitialize => "acquire_initialize",
+            Action::Bootstrap => "bootstrap",
+            Action::AcquireLeader => "acquire_leader",
+            Action::RenewLeader => "renew_leader",
+            Action::ReleaseLeader => "release_leader",
+            Action::WriteSyncKey(_) => "write_sync_key",
+            Action::HandOver(_) => "hand_over",
+            Action::SetSyncStandbyNames(_) => "set_sync_standby_names",
+            Action::StartAsPrimary { .. } => "start_as_primary",
+            Action::Promote { .. } => "promote",
+            Action::StartAsStandby { .. } => "start_as_standby",
+            Action::FollowLeader(_) => "follow_leader",
+            Action::DetachFromPrimary { .. } => "detach_from_primary",
+            Action::CloneFromLeader(_) => "clone_from_leader",
+            Action::Rewind(_) => "rewind",
+            Action::Reclone(_) => "reclone",
+            Action::Demote(_) => "demote",
+            Action::Fence => "fence",
+            Action::Unfence => "unfence",
+            Action::ClearSwitchover => "clear_switchover",
+            Action::ClearFailover => "clear_failover",
+        }
+    }
 }
 
 impl fmt::Display for Action {

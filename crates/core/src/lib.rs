@@ -34,13 +34,19 @@
 //! * [`promotion`]: who may promote ([`promotion::check_promotion`]);
 //! * [`sync`] and [`sync_plan`]: the quorum arithmetic and the leader's
 //!   one-step-at-a-time changes of `/sync` and `synchronous_standby_names`;
-//! * `decide` (module `decide`): the per-role rules.
+//! * `decide` (module `decide`): the per-role rules;
+//! * [`failsafe`]: who keeps writing while the DCS is out
+//!   ([`failsafe::writes_may_continue`], [`failsafe::grant`]);
+//! * [`hung`]: a server that runs but does not answer ([`hung::judge`]).
 //!
 //! `tests/sim` is a deterministic simulator that runs these rules on many
 //! nodes with seeded faults and checks the durability invariants.
 
 pub mod action;
 pub mod decide;
+pub mod event;
+pub mod failsafe;
+pub mod hung;
 pub mod local;
 pub mod lsn;
 pub mod member;
@@ -52,6 +58,7 @@ pub mod view;
 
 pub use action::{Action, Decision, DemoteKind, Upstream};
 pub use decide::{decide, member_record};
+pub use failsafe::{Confirmations, Promise, PromiseRequest};
 pub use local::{
     DataDir, LeaseState, LocalState, PgState, ReplicaStatus, SwitchoverSeen, SyncInDoubt,
     SyncNamesState,

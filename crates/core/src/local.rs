@@ -94,6 +94,10 @@ pub struct PgState {
     /// postmaster has exited.
     #[serde(default)]
     pub exiting: bool,
+    /// Runtime memory: the server runs but has not answered a probe within
+    /// its deadline since then (`hung::judge`); `None` once it answers.
+    #[serde(default)]
+    pub unanswered: Option<crate::hung::Unanswered>,
 }
 
 impl PgState {
@@ -153,6 +157,22 @@ pub struct LocalState {
     /// [`SyncInDoubt::after_restart`].
     #[serde(default)]
     pub sync_in_doubt: Option<SyncInDoubt>,
+    /// Runtime memory (standby): the failsafe promise this member gave the
+    /// leader during a DCS outage (`failsafe::grant`). Losing it is safe:
+    /// the promotion rule alone keeps acknowledged commits; the promise only
+    /// keeps the leader's writes from being a dead end.
+    #[serde(default)]
+    pub promise: Option<crate::failsafe::Promise>,
+    /// Runtime memory (leader): the failsafe promises it holds and the sync
+    /// set they are counted against (`failsafe::writes_may_continue`).
+    /// `None` when this node does not lead or did not ask.
+    #[serde(default)]
+    pub failsafe: Option<crate::failsafe::Confirmations>,
+    /// Runtime memory: when this node last killed its hung primary and gave
+    /// up the leader key; it then waits (bounded) for another leader instead
+    /// of starting PostgreSQL again at once.
+    #[serde(default)]
+    pub gave_up_hung_at: Option<Millis>,
 }
 
 /// A `/sync` write with an unknown outcome: it may have landed, or may

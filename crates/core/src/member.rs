@@ -82,6 +82,12 @@ pub struct MemberState {
 }
 
 impl MemberState {
+    /// Its server runs but answers no probe (hung, see `hung.rs`), or its
+    /// role could not be read.
+    pub fn runs_unanswering(&self) -> bool {
+        self.pg_running && self.role == Role::Unknown
+    }
+
     /// Where this member's WAL ends.
     pub fn position(&self) -> WalPos {
         WalPos {

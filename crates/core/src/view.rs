@@ -105,6 +105,14 @@ pub struct DynamicConfig {
     /// down anyway (transactions still open then fail). Default 5 s.
     #[serde(rename = "switchover_drain_timeout_ms")]
     pub switchover_drain_timeout: Millis,
+    /// While the DCS is unreachable, the leader keeps taking writes past its
+    /// lease as long as k members of the sync set promise over the agents'
+    /// API not to promote (`failsafe.rs`). Default on.
+    pub failsafe_mode: bool,
+    /// A running PostgreSQL that answers no probe and writes no WAL for
+    /// this long is treated as failed (`hung.rs`). Default 6 s.
+    #[serde(rename = "hung_timeout_ms")]
+    pub hung_timeout: Millis,
 }
 
 impl Default for DynamicConfig {
@@ -120,6 +128,8 @@ impl Default for DynamicConfig {
             primary_start_timeout: Millis(5000),
             switchover_max_lag: 16 << 20,
             switchover_drain_timeout: Millis(5000),
+            failsafe_mode: true,
+            hung_timeout: Millis(6000),
         }
     }
 }

@@ -12,6 +12,7 @@
 //! | `<ns>/<cluster>/failover` | manual failover request (JSON) | none | the CLI; cleared by the new leader |
 //! | `<ns>/<cluster>/history` | timeline history (JSON) | none | the leader after a promotion |
 //! | `<ns>/<cluster>/proxies/<name>` | proxy state (JSON) | proxy's lease | each proxy |
+//! | `<ns>/<cluster>/events` | the event history: failovers, fences... (JSON list, newest last, bounded) | none | any agent, by compare-and-swap append |
 //!
 //! `<ns>` is [`DcsSettings::namespace`](crate::DcsSettings), `/pgha` by default.
 //! The JSON value formats belong to the crates that write them; this module
@@ -137,6 +138,12 @@ impl ClusterKeys {
     /// `<ns>/<cluster>/proxies/`: prefix of all proxy keys.
     pub fn proxies_prefix(&self) -> String {
         self.key("proxies/")
+    }
+
+    /// `<ns>/<cluster>/events`: the event history (not a [`ClusterKey`]:
+    /// the agents' and proxies' views skip it).
+    pub fn events(&self) -> String {
+        self.key("events")
     }
 
     /// `<ns>/<cluster>/proxies/<name>`.

@@ -110,6 +110,14 @@ pub fn render_pgha_conf(input: &ConfInput<'_>) -> String {
     set("recovery_target_timeline", "'latest'".into());
     set("password_encryption", "'scram-sha-256'".into());
     set("cluster_name", quote(&format!("{}/{}", c.name, m.name)));
+    if let Some(pair) = c.tls.as_ref().and_then(|t| Some((t, t.member(&m.name)?))) {
+        let (tls, cert) = pair;
+        let path = |p: &Path| quote(&p.display().to_string());
+        set("ssl", "on".into());
+        set("ssl_cert_file", path(&cert.cert_file));
+        set("ssl_key_file", path(&cert.key_file));
+        set("ssl_ca_file", path(&tls.ca_file));
+    }
     match input.upstream {
         Some(up) => {
             set("primary_conninfo", quote(&primary_conninfo(input, up)));
@@ -182,13 +190,27 @@ fn restore_command(input: &ConfInput<'_>) -> String {
 /// libpq conninfo a standby uses to stream from `upstream`.
 pub fn primary_conninfo(input: &ConfInput<'_>, upstream: &Member) -> String {
     format!(
-        "host={} port={} user={} passfile={} application_name={} sslmode=disable connect_timeout=2 keepalives_idle=5 keepalives_interval=2 keepalives_count=3",
+        "host={} port={} user={} passfile={} application_name={} {} connect_timeout=2 keepalives_idle=5 keepalives_interval=2 keepalives_count=3",
         upstream.host,
         upstream.port,
         input.cluster.replication_user,
         conninfo_value(&input.passfile.display().to_string()),
         input.member.name,
+        sslmode(input.cluster.tls_ca()),
     )
+}
+
+/// libpq's TLS settings for pgha's connections between members: the
+/// server verified against the cluster's CA and its host name with `[tls]`,
+/// plain text without.
+pub fn sslmode(ca_file: Option<&Path>) -> String {
+    match ca_file {
+        Some(ca) => format!(
+            "sslmode=verify-full sslrootcert={}",
+            conninfo_value(&ca.display().to_string())
+        ),
+        None => "sslmode=disable".into(),
+    }
 }
 
 fn conninfo_value(v: &str) -> String {
@@ -203,11 +225,24 @@ fn conninfo_value(v: &str) -> String {
 
 /// The contents of `pg_hba.conf`: passwords (SCRAM) everywhere, replication
 /// only for the replication role from members' addresses, no `trust`.
+///
+/// With `[tls]`, a connection that leaves the host must be TLS (`hostssl`);
+/// loopback connections may stay plain (`host`): they never cross a
+/// network, and local tools keep working without the CA.
 pub fn render_hba(cluster: &ClusterConfig) -> String {
+    const LOOPBACK: [&str; 2] = ["127.0.0.1/32", "::1/128"];
+    let tls = cluster.tls.is_some();
+    let kind = |addr: &str| {
+        if tls && !LOOPBACK.contains(&addr) {
+            "hostssl"
+        } else {
+            "host"
+        }
+    };
     let mut out = String::from("# Written by pgha; changes here are overwritten.\n");
     out.push_str("# TYPE  DATABASE     USER         ADDRESS          METHOD\n");
     out.push_str("local   all          all                           scram-sha-256\n");
-    let mut hosts: Vec<String> = vec!["127.0.0.1/32".into(), "::1/128".into()];
+    let mut hosts: Vec<String> = LOOPBACK.iter().map(|s| s.to_string()).collect();
     for m in &cluster.members {
         let addr = hba_address(&m.host);
         if !hosts.contains(&addr) {
@@ -217,12 +252,27 @@ pub fn render_hba(cluster: &ClusterConfig) -> String {
     for addr in &hosts {
         let _ = writeln!(
             out,
-            "host    replication  {:<12} {:<16} scram-sha-256",
-            cluster.replication_user, addr
+            "{:<7} replication  {:<12} {:<16} scram-sha-256",
+            kind(addr),
+            cluster.replication_user,
+            addr
         );
     }
-    out.push_str("host    all          all          0.0.0.0/0        scram-sha-256\n");
-    out.push_str("host    all          all          ::/0             scram-sha-256\n");
+    if tls {
+        for addr in LOOPBACK {
+            let _ = writeln!(
+                out,
+                "host    all          all          {addr:<16} scram-sha-256"
+            );
+        }
+    }
+    for addr in ["0.0.0.0/0", "::/0"] {
+        let _ = writeln!(
+            out,
+            "{:<7} all          all          {addr:<16} scram-sha-256",
+            kind(addr)
+        );
+    }
     out
 }
 
@@ -326,6 +376,49 @@ mod tests {
             assert!(line.contains("replicator"), "{line}");
             assert!(line.ends_with("scram-sha-256"), "{line}");
         }
+    }
+
+    #[test]
+    fn tls_turns_ssl_on_and_verifies_the_upstream() {
+        let c = cluster("[tls]\nenabled = true");
+        let conf = render(&c, 1, Some(0));
+        assert!(conf.contains("ssl = on"), "{conf}");
+        assert!(
+            conf.contains("ssl_cert_file = '/srv/pgha/secrets/node2.crt'"),
+            "{conf}"
+        );
+        assert!(conf.contains("ssl_key_file = '/srv/pgha/secrets/node2.key'"));
+        assert!(conf.contains("ssl_ca_file = '/srv/pgha/secrets/ca.crt'"));
+        assert!(
+            conf.contains("sslmode=verify-full sslrootcert=/srv/pgha/secrets/ca.crt"),
+            "{conf}"
+        );
+        let plain = render(&cluster(""), 1, Some(0));
+        assert!(plain.contains("sslmode=disable"), "{plain}");
+        assert!(!plain.contains("ssl = on"), "{plain}");
+    }
+
+    /// With TLS, what leaves the host is `hostssl`; loopback stays `host`.
+    #[test]
+    fn tls_hba_requires_tls_off_the_host() {
+        let text = "[tls]\nenabled = true\n[[members]]\nname = \"node1\"\nhost = \"10.0.0.1\"\nport = 5432\n[[members]]\nname = \"node2\"\nhost = \"10.0.0.2\"\nport = 5432\n";
+        let c = pgha_config::parse(text, Path::new("/srv/pgha")).unwrap();
+        let hba = render_hba(&c);
+        for line in hba.lines().filter(|l| l.starts_with("host")) {
+            let local = line.contains("127.0.0.1/32") || line.contains("::1/128");
+            let first = line.split_whitespace().next().unwrap();
+            assert_eq!(first, if local { "host" } else { "hostssl" }, "{hba}");
+        }
+        assert!(
+            hba.contains("hostssl replication  replicator   10.0.0.2/32"),
+            "{hba}"
+        );
+        assert!(
+            hba.contains("hostssl all          all          0.0.0.0/0"),
+            "{hba}"
+        );
+        let plain = render_hba(&cluster(""));
+        assert!(!plain.contains("hostssl"), "{plain}");
     }
 
     #[test]

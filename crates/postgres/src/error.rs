@@ -32,6 +32,18 @@ pub enum PgError {
     Timeout { what: String, seconds: u64 },
     #[error("unexpected answer from PostgreSQL while {what}: {detail}")]
     Unexpected { what: String, detail: String },
+    #[error(transparent)]
+    Tls(#[from] pgha_tls::TlsError),
+    /// A certificate or key `[tls]` names is missing and pgha may not (or
+    /// cannot) make it.
+    #[error("{path} ({key}) does not exist: {remedy}")]
+    MissingTlsFile {
+        path: PathBuf,
+        key: String,
+        remedy: String,
+    },
+    #[error("TLS key {path} cannot be used: {problem}")]
+    UnusableTlsKey { path: PathBuf, problem: String },
 }
 
 impl PgError {

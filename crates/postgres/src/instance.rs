@@ -72,6 +72,9 @@ pub struct Instance {
     pub data_dir: PathBuf,
     bins: PgBinaries,
     user: ServiceUser,
+    /// The cluster's CA with `[tls]`: pg_basebackup, pg_rewind and psql
+    /// connect to other members with `sslmode=verify-full` against it.
+    tls_ca: Option<PathBuf>,
 }
 
 impl Instance {
@@ -83,7 +86,26 @@ impl Instance {
             data_dir: member.data_dir.clone(),
             bins,
             user,
+            tls_ca: None,
         }
+    }
+
+    /// Connect to other members over verified TLS (`[tls]`'s CA), or plain
+    /// with `None`.
+    pub fn with_tls_ca(mut self, ca_file: Option<&Path>) -> Self {
+        self.tls_ca = ca_file.map(Path::to_path_buf);
+        self
+    }
+
+    /// A libpq client command (pg_basebackup, pg_rewind, psql) run as the
+    /// service user, with the cluster's TLS settings in its environment.
+    fn libpq_command(&self, program: &str) -> tokio::process::Command {
+        let mut cmd = self.user.command(self.bins.path(program));
+        match &self.tls_ca {
+            Some(ca) => cmd.env("PGSSLMODE", "verify-full").env("PGSSLROOTCERT", ca),
+            None => cmd.env("PGSSLMODE", "disable"),
+        };
+        cmd
     }
 
     pub fn user(&self) -> &ServiceUser {
@@ -238,7 +260,7 @@ impl Instance {
     /// (recycled after a crash or a reboot), which PostgreSQL itself would
     /// refuse to start over. Only files whose writer is gone go; PostgreSQL
     /// still checks on its own that no old backend uses the shared memory.
-    fn remove_stale_lock_files(&self) {
+    pub fn remove_stale_lock_files(&self) {
         let socket_lock = self
             .socket_dir()
             .join(format!(".s.PGSQL.{}.lock", self.port));
@@ -413,7 +435,7 @@ impl Instance {
         self.prepare_node_dir().await?;
         let scratch = self.node_dir().join("data.clone");
         remove_dir_if_exists(&scratch)?;
-        let mut cmd = self.user.command(self.bins.path("pg_basebackup"));
+        let mut cmd = self.libpq_command("pg_basebackup");
         cmd.env("PGPASSFILE", passfile)
             .arg("-D")
             .arg(&scratch)
@@ -425,6 +447,11 @@ impl Instance {
                 "-U",
                 replication_user,
             ])
+            // Named so that `pgha up` and `pgha reinit` can follow its
+            // progress on the source (pg_stat_progress_basebackup); never
+            // the member's own name, which synchronous_standby_names counts.
+            .arg("-d")
+            .arg(format!("application_name=pgha_clone_{}", self.name))
             .args([
                 "-S",
                 &self.name,
@@ -465,7 +492,7 @@ impl Instance {
         passfile: &Path,
         timeout: Duration,
     ) -> Result<(), PgError> {
-        let mut cmd = self.user.command(self.bins.path("pg_rewind"));
+        let mut cmd = self.libpq_command("pg_rewind");
         cmd.env("PGPASSFILE", passfile)
             .arg("-D")
             .arg(&self.data_dir)
@@ -512,7 +539,7 @@ impl Instance {
         replication_user: &str,
         passfile: &Path,
     ) -> Result<(Timeline, Lsn), PgError> {
-        let mut cmd = self.user.command(self.bins.path("psql"));
+        let mut cmd = self.libpq_command("psql");
         cmd.env("PGPASSFILE", passfile)
             .args(["-X", "-A", "-t", "-w", "-c", "IDENTIFY_SYSTEM"])
             .arg(format!(

@@ -17,6 +17,7 @@ pub mod probe;
 pub mod secrets;
 pub mod seed;
 mod shell;
+pub mod tls_files;
 
 pub use binaries::PgBinaries;
 pub use error::PgError;

@@ -16,6 +16,43 @@ pub async fn connect(
     password: &str,
     timeout: Duration,
 ) -> Result<Client, PgError> {
+    connect_tls(host, port, user, password, timeout, None).await
+}
+
+/// [`connect`] over TLS verified against `ca_file` (the certificate must be
+/// the CA's and name `host`: libpq's `sslmode=verify-full`) when one is
+/// given, else plain as [`connect`].
+pub async fn connect_tls(
+    host: &str,
+    port: u16,
+    user: &str,
+    password: &str,
+    timeout: Duration,
+    ca_file: Option<&std::path::Path>,
+) -> Result<Client, PgError> {
+    let Some(ca) = ca_file else {
+        return connect_with(host, port, user, password, timeout, NoTls, false).await;
+    };
+    let tls = pgha_tls::pg::MakeRustlsConnect::new(ca).map_err(|e| PgError::Unexpected {
+        what: format!("TLS settings for {host}:{port}"),
+        detail: e.to_string(),
+    })?;
+    connect_with(host, port, user, password, timeout, tls, true).await
+}
+
+async fn connect_with<T>(
+    host: &str,
+    port: u16,
+    user: &str,
+    password: &str,
+    timeout: Duration,
+    tls: T,
+    require_tls: bool,
+) -> Result<Client, PgError>
+where
+    T: tokio_postgres::tls::MakeTlsConnect<tokio_postgres::Socket> + Send + 'static,
+    T::Stream: Send + 'static,
+{
     let mut cfg = tokio_postgres::Config::new();
     cfg.host(host)
         .port(port)
@@ -24,8 +61,11 @@ pub async fn connect(
         .dbname("postgres")
         .application_name("pgha")
         .connect_timeout(timeout);
+    if require_tls {
+        cfg.ssl_mode(tokio_postgres::config::SslMode::Require);
+    }
     let what = format!("connect to {host}:{port} as {user}");
-    let (client, connection) = tokio::time::timeout(timeout, cfg.connect(NoTls))
+    let (client, connection) = tokio::time::timeout(timeout, cfg.connect(tls))
         .await
         .map_err(|_| PgError::Timeout {
             what: what.clone(),

@@ -81,12 +81,13 @@ impl SeedContext<'_> {
 
     /// Connect to `inst` as the superuser.
     pub async fn admin(&self, inst: &Instance) -> Result<tokio_postgres::Client, PgError> {
-        probe::connect(
+        probe::connect_tls(
             &inst.host,
             inst.port,
             &self.cluster.superuser,
             &self.secrets.admin_password,
             Duration::from_secs(5),
+            self.cluster.tls_ca(),
         )
         .await
     }

@@ -1,4 +1,5 @@
-//! Opening a backend connection as the client: TCP, StartupMessage with the
+//! Opening a backend connection as the client: TCP (TLS with
+//! `backend_tls`), StartupMessage with the
 //! client's parameters, and authentication with the credentials recovered
 //! from the client's own login (SCRAM ClientKey or md5 verifier).
 //!
@@ -11,11 +12,11 @@ use crate::codec::backend::{error_field, Authentication};
 use crate::codec::frontend::{password_message, sasl_initial_response};
 use crate::codec::startup::PROTOCOL_3_0;
 use crate::codec::{BackendMessage, StartupMessage};
+use crate::tls::{BackendTls, ConnRead, ConnWrite};
 use crate::topology::Node;
 use bytes::{Bytes, BytesMut};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 
 /// Why a backend connection could not be opened.
@@ -38,8 +39,8 @@ pub enum ConnectError {
 /// An open, authenticated backend connection.
 pub struct BackendConn {
     pub node: Node,
-    pub rd: OwnedReadHalf,
-    pub wr: OwnedWriteHalf,
+    pub rd: ConnRead,
+    pub wr: ConnWrite,
     /// Bytes read from the backend not yet processed.
     pub rbuf: BytesMut,
     /// Bytes queued for the backend.
@@ -59,10 +60,11 @@ impl BackendConn {
         creds: &BackendCredentials,
         timeout: Duration,
         max_message: usize,
+        tls: Option<&BackendTls>,
     ) -> Result<Self, ConnectError> {
         match tokio::time::timeout(
             timeout,
-            Self::connect_inner(node, params, creds, max_message),
+            Self::connect_inner(node, params, creds, max_message, tls),
         )
         .await
         {
@@ -76,6 +78,7 @@ impl BackendConn {
         params: &[(String, String)],
         creds: &BackendCredentials,
         max_message: usize,
+        tls: Option<&BackendTls>,
     ) -> Result<Self, ConnectError> {
         let io = |source| ConnectError::Io {
             node: node.name.clone(),
@@ -85,7 +88,10 @@ impl BackendConn {
             .await
             .map_err(io)?;
         stream.set_nodelay(true).map_err(io)?;
-        let (rd, wr) = stream.into_split();
+        let (rd, wr) = match tls {
+            Some(tls) => tls.connect(stream, &node.host).await.map_err(io)?,
+            None => crate::tls::plain(stream),
+        };
         let mut conn = BackendConn {
             node: node.clone(),
             rd,
@@ -103,6 +109,7 @@ impl BackendConn {
         }
         .encode(&mut out);
         conn.wr.write_all(&out).await.map_err(io)?;
+        conn.wr.flush().await.map_err(io)?;
         conn.login(creds, max_message).await?;
         Ok(conn)
     }
@@ -139,33 +146,54 @@ impl BackendConn {
 
     /// Writes out `wbuf`.
     pub(crate) async fn flush(&mut self) -> Result<(), ConnectError> {
-        self.wr
-            .write_all_buf(&mut self.wbuf)
-            .await
-            .map_err(|source| ConnectError::Io {
-                node: self.node.name.clone(),
-                source,
-            })
+        let result = match self.wr.write_all_buf(&mut self.wbuf).await {
+            Ok(()) => self.wr.flush().await,
+            Err(e) => Err(e),
+        };
+        result.map_err(|source| ConnectError::Io {
+            node: self.node.name.clone(),
+            source,
+        })
     }
 
     /// An idle backend has nothing to say: readable means the server closed
     /// it (or sent a FATAL before closing). Reads at most one byte, which
     /// only happens to a connection about to be dropped.
     pub(crate) fn closed_while_idle(&mut self) -> bool {
-        let mut byte = [0u8; 1];
-        !matches!(self.rd.try_read(&mut byte), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+        self.rd.readable_now()
+    }
+
+    /// A health check of an idle backend: an empty query answered by
+    /// EmptyQueryResponse and ReadyForQuery `I` within `timeout`.
+    pub(crate) async fn ping(&mut self, timeout: Duration) -> bool {
+        if self.closed_while_idle() {
+            return false;
+        }
+        let check = async {
+            crate::codec::FrontendMessage::Query { sql: Bytes::new() }.encode(&mut self.wbuf);
+            self.flush().await.ok()?;
+            loop {
+                match self.next(usize::MAX).await.ok()? {
+                    BackendMessage::ReadyForQuery { status: b'I' } => return Some(()),
+                    BackendMessage::ReadyForQuery { .. } => return None,
+                    _ => {}
+                }
+            }
+        };
+        matches!(tokio::time::timeout(timeout, check).await, Ok(Some(())))
     }
 
     async fn send(&mut self, msg: crate::codec::FrontendMessage) -> Result<(), ConnectError> {
         let mut out = BytesMut::new();
         msg.encode(&mut out);
-        self.wr
-            .write_all(&out)
-            .await
-            .map_err(|source| ConnectError::Io {
-                node: self.node.name.clone(),
-                source,
-            })
+        let result = match self.wr.write_all(&out).await {
+            Ok(()) => self.wr.flush().await,
+            Err(e) => Err(e),
+        };
+        result.map_err(|source| ConnectError::Io {
+            node: self.node.name.clone(),
+            source,
+        })
     }
 
     async fn login(&mut self, creds: &BackendCredentials, max: usize) -> Result<(), ConnectError> {

@@ -145,8 +145,64 @@ pub struct ProxySettings {
     /// The admin console's database name. Default `pgha`.
     #[serde(default = "d_admin_db")]
     pub admin_database: String,
+    /// Transaction mode: backends each pool keeps open (warm), idle or in
+    /// use, once a client of the pool has logged in (the proxy logs in to
+    /// backends with its clients' credentials only). At most `pool_size`.
+    /// Default 0.
+    #[serde(default)]
+    pub min_pool_size: usize,
+    /// Transaction mode: a pooled backend idle this long answers an empty
+    /// query before it serves a client; one that does not (within
+    /// `connect_timeout`) is closed and another taken. `0s`: check before
+    /// every reuse. Default 30s (PgBouncer's `server_check_delay`).
+    #[serde(default = "d_30s", with = "humantime_serde")]
+    pub server_check_delay: Duration,
     /// Where the topology comes from.
     pub topology: TopologySettings,
+    /// TLS towards clients (docs/proxy.md, "TLS"): `allow` (default: TLS
+    /// for clients that ask, with `tls_cert_file`; plain text for the
+    /// others), `require` (a client that does not ask is refused with
+    /// SQLSTATE 28000; needs `tls_cert_file`), `disable` (every client in
+    /// plain text, even with a certificate configured).
+    #[serde(default)]
+    pub tls: ClientTlsMode,
+    /// TLS towards PostgreSQL, for the clients' backends and the monitor:
+    /// `disable` (default: plain text), `require` (encrypted, the server's
+    /// certificate not checked), `verify-full` (encrypted, the certificate
+    /// must be signed by `backend_ca_file` and name the node's host).
+    #[serde(default)]
+    pub backend_tls: BackendTlsMode,
+    /// PEM CA certificate(s) that sign the nodes' certificates; required by
+    /// `backend_tls = "verify-full"`.
+    #[serde(default)]
+    pub backend_ca_file: Option<PathBuf>,
+    /// HTTP listener for `GET /metrics` (Prometheus) and the status page,
+    /// e.g. `127.0.0.1:6435`. Default `""`: off.
+    #[serde(default)]
+    pub http_listen: String,
+}
+
+/// `tls`: whether clients may, must or must not use TLS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ClientTlsMode {
+    /// SSLRequest is declined ('N').
+    Disable,
+    /// SSLRequest is accepted when a certificate is configured.
+    #[default]
+    Allow,
+    /// A StartupMessage without TLS first is refused (FATAL 28000).
+    Require,
+}
+
+/// `backend_tls`: how the proxy's connections to PostgreSQL are protected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum BackendTlsMode {
+    #[default]
+    Disable,
+    Require,
+    VerifyFull,
 }
 
 /// How clients share backends.
@@ -262,12 +318,42 @@ impl ProxySettings {
             path: path.into(),
             source,
         })?;
-        let s: ProxySettings = toml::from_str(&text).map_err(|source| ConfigError::Parse {
+        let mut s: ProxySettings = toml::from_str(&text).map_err(|source| ConfigError::Parse {
             path: path.into(),
             source,
         })?;
+        if let Some(dir) = path.parent() {
+            s.resolve_relative_paths(dir);
+        }
         s.validate()?;
         Ok(s)
+    }
+
+    /// Takes every relative file path of the settings (secrets, TLS files,
+    /// the etcd password file) relative to `dir`, the config file's own
+    /// directory, as the cluster config does: the proxy then reads the same
+    /// files whatever directory it was started from.
+    pub fn resolve_relative_paths(&mut self, dir: &Path) {
+        let fix = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = dir.join(&*p);
+            }
+        };
+        fix(&mut self.monitor_password_file);
+        if let Some(p) = self.tls_cert_file.as_mut() {
+            fix(p);
+        }
+        if let Some(p) = self.tls_key_file.as_mut() {
+            fix(p);
+        }
+        if let Some(p) = self.backend_ca_file.as_mut() {
+            fix(p);
+        }
+        if let TopologySettings::Etcd { dcs, .. } = &mut self.topology {
+            if let Some(p) = dcs.password_file.as_mut() {
+                fix(p);
+            }
+        }
     }
 
     /// Cross-field checks.
@@ -316,6 +402,15 @@ impl ProxySettings {
         if self.pool_size == 0 {
             return invalid("pool_size", "must be at least 1");
         }
+        if self.min_pool_size > self.pool_size {
+            return invalid(
+                "min_pool_size",
+                &format!(
+                    "{} is more than pool_size ({}); lower it or raise pool_size",
+                    self.min_pool_size, self.pool_size
+                ),
+            );
+        }
         for key in self.listener_pool_mode.keys() {
             if !["rw", "ro", "primary"].contains(&key.as_str()) {
                 return invalid(
@@ -328,6 +423,18 @@ impl ProxySettings {
             return invalid(
                 "tls_cert_file",
                 "tls_cert_file and tls_key_file go together (set both or neither)",
+            );
+        }
+        if self.tls == ClientTlsMode::Require && self.tls_cert_file.is_none() {
+            return invalid(
+                "tls",
+                "\"require\" needs a certificate: set tls_cert_file and tls_key_file",
+            );
+        }
+        if self.backend_tls == BackendTlsMode::VerifyFull && self.backend_ca_file.is_none() {
+            return invalid(
+                "backend_tls",
+                "\"verify-full\" needs the CA that signs the nodes' certificates: set backend_ca_file",
             );
         }
         Ok(())
@@ -437,6 +544,7 @@ mod tests {
         for (line, key) in [
             ("authentication_timeout = \"0s\"", "authentication_timeout"),
             ("max_client_connections = 0", "max_client_connections"),
+            ("min_pool_size = 51", "min_pool_size"),
             ("max_client_message_bytes = 100", "max_client_message_bytes"),
             (
                 "max_client_message_bytes = 1073741823",
@@ -446,6 +554,38 @@ mod tests {
             let s: ProxySettings = toml::from_str(&format!("{base}{line}\n{topo}")).unwrap();
             let e = s.validate().unwrap_err().to_string();
             assert!(e.contains(key), "{line}: {e}");
+        }
+    }
+
+    #[test]
+    fn relative_paths_are_taken_from_the_config_files_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("proxy.toml");
+        std::fs::write(
+            &file,
+            "monitor_password_file = \"secrets/monitor.password\"\n\
+             tls_cert_file = \"/etc/pgha/proxy.crt\"\n\
+             tls_key_file = \"tls/proxy.key\"\n\
+             [topology]\nkind = \"etcd\"\ncluster = \"c\"\n\
+             [topology.dcs]\nusername = \"u\"\npassword_file = \"secrets/etcd.password\"\n",
+        )
+        .unwrap();
+        let s = ProxySettings::load(&file).unwrap();
+        assert_eq!(
+            s.monitor_password_file,
+            dir.path().join("secrets/monitor.password")
+        );
+        assert_eq!(
+            s.tls_cert_file.as_deref(),
+            Some(Path::new("/etc/pgha/proxy.crt"))
+        );
+        assert_eq!(s.tls_key_file, Some(dir.path().join("tls/proxy.key")));
+        match s.topology {
+            TopologySettings::Etcd { dcs, .. } => assert_eq!(
+                dcs.password_file,
+                Some(dir.path().join("secrets/etcd.password"))
+            ),
+            other => panic!("expected an etcd topology, got {other:?}"),
         }
     }
 

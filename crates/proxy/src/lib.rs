@@ -10,7 +10,10 @@
 //! * [`bufio`] — socket reads without per-connection read buffers.
 //! * [`routing`] — the routing decision (pure): where a unit of client work runs.
 //! * [`session`] — one client: routing, session state, failover handling.
+//! * [`clients`] — the connected clients, for the admin console's `SHOW CLIENTS`.
 //! * [`shared`] — what every session shares (settings, cancel registry, listener kinds).
+//! * [`http`] — the HTTP listener (`/metrics`).
+//! * [`metrics`] — Prometheus counters (`/metrics` on `http_listen`).
 //! * [`login_cache`] — recent backend logins, to answer equivalent logins without a backend.
 //! * [`server`] — listeners and the entry point [`Proxy::start`].
 //! * [`tls`] — TLS towards clients (rustls), plain-or-TLS client stream.
@@ -23,9 +26,12 @@ pub mod auth;
 pub mod backend;
 pub mod bufio;
 pub mod classify;
+pub mod clients;
 pub mod codec;
 pub mod config;
+pub mod http;
 pub mod login_cache;
+pub mod metrics;
 pub mod monitor;
 pub mod pool;
 pub mod routing;

@@ -54,6 +54,8 @@ pub struct NodeStats {
     pub outstanding: AtomicUsize,
     /// Client units sent to this node so far (metrics, routing tests).
     pub served: std::sync::atomic::AtomicU64,
+    /// Backend connections sessions hold on this node (metrics).
+    pub backends: pgha_metrics::Gauge,
     /// Poll rounds: the last one started, the latest one a caller waits for.
     rounds: Mutex<Rounds>,
     /// Wakes the poller when a caller wants a round.
@@ -85,6 +87,7 @@ impl NodeStats {
             }),
             outstanding: AtomicUsize::new(0),
             served: std::sync::atomic::AtomicU64::new(0),
+            backends: Default::default(),
             rounds: Mutex::new(Rounds::default()),
             wake: Notify::new(),
             done: watch::channel(Round::default()).0,
@@ -182,6 +185,8 @@ pub struct Monitor {
     nodes: RwLock<HashMap<Node, Arc<NodeStats>>>,
     lookup: tokio::sync::Mutex<Option<(Node, tokio_postgres::Client)>>,
     topology: watch::Receiver<Topology>,
+    /// TLS towards the nodes (`backend_tls`), as the sessions' backends.
+    tls: Option<crate::tls::BackendTls>,
 }
 
 impl Monitor {
@@ -189,8 +194,10 @@ impl Monitor {
         settings: &ProxySettings,
         password: Password,
         topology: watch::Receiver<Topology>,
+        tls: Option<crate::tls::BackendTls>,
     ) -> Self {
         Monitor {
+            tls,
             user: settings.monitor_user.clone(),
             password,
             database: settings.monitor_database.clone(),
@@ -232,12 +239,27 @@ impl Monitor {
             .dbname(database)
             .application_name("pgha-proxy-monitor")
             .connect_timeout(self.connect_timeout);
-        let (client, conn) = cfg.connect(tokio_postgres::NoTls).await?;
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!("monitor connection ended: {e:#}");
+        let client = match &self.tls {
+            Some(tls) => {
+                cfg.ssl_mode(tokio_postgres::config::SslMode::Require);
+                let (client, conn) = cfg.connect(tls.postgres()).await?;
+                tokio::spawn(async move {
+                    if let Err(e) = conn.await {
+                        tracing::debug!("monitor connection ended: {e:#}");
+                    }
+                });
+                client
             }
-        });
+            None => {
+                let (client, conn) = cfg.connect(tokio_postgres::NoTls).await?;
+                tokio::spawn(async move {
+                    if let Err(e) = conn.await {
+                        tracing::debug!("monitor connection ended: {e:#}");
+                    }
+                });
+                client
+            }
+        };
         Ok(client)
     }
 

@@ -161,6 +161,10 @@ pub struct ServerRow {
 
 #[derive(Default)]
 struct PoolState {
+    /// The login of the latest client that opened a backend here: what
+    /// `min_pool_size` warm connections log in with (none before a client
+    /// has connected: the proxy holds no passwords of its own).
+    creds: Option<crate::auth::BackendCredentials>,
     idle: Vec<Idle>,
     /// PIDs of the backends serving a client now.
     in_use: std::collections::HashSet<i32>,
@@ -193,6 +197,35 @@ impl Pool {
         &self.key.node
     }
 
+    /// Remembers the login a client opened a backend with, for the warm
+    /// connections of `min_pool_size`.
+    pub fn note_credentials(&self, creds: &crate::auth::BackendCredentials) {
+        self.lock().creds = Some(creds.clone());
+    }
+
+    /// Room for `want` more connections under `min`: slots for them and the
+    /// login to open them with.
+    fn room_to_warm(
+        self: &Arc<Self>,
+        min: usize,
+    ) -> Option<(Vec<Slot>, crate::auth::BackendCredentials)> {
+        let mut s = self.lock();
+        let creds = s.creds.clone()?;
+        let want = min.min(self.size).saturating_sub(s.open);
+        if want == 0 {
+            return None;
+        }
+        s.open += want;
+        drop(s);
+        let slots = (0..want)
+            .map(|_| Slot {
+                pool: self.clone(),
+                pid: 0,
+            })
+            .collect();
+        Some((slots, creds))
+    }
+
     /// An idle backend still open, else room for a new one, else wait
     /// (`waited`: this client is counted as waiting).
     fn take(self: &Arc<Self>, waited: &mut bool, started: Instant) -> Take {
@@ -205,7 +238,6 @@ impl Pool {
                     dead.push(idle);
                     continue;
                 }
-                idle.since = Instant::now();
                 s.in_use.insert(idle.conn.pid);
                 break Take::Idle(Box::new(idle));
             }
@@ -223,6 +255,7 @@ impl Pool {
             return Take::Wait;
         };
         if *waited {
+            *waited = false;
             s.waiting -= 1;
             s.waits_total += 1;
             s.wait_micros_total += started.elapsed().as_micros() as u64;
@@ -295,6 +328,13 @@ pub struct Pools {
     wait_timeout: Duration,
     idle_timeout: Duration,
     map: Mutex<HashMap<PoolKey, Arc<Pool>>>,
+    /// Connections each pool keeps open, idle or not (`min_pool_size`).
+    min_size: usize,
+    /// An idle backend unused this long answers an empty query before it
+    /// serves a client (`server_check_delay`).
+    check_delay: Duration,
+    /// How long that answer (and a warm connection's login) may take.
+    check_timeout: Duration,
 }
 
 impl Pools {
@@ -307,7 +347,24 @@ impl Pools {
             wait_timeout,
             idle_timeout,
             map: Mutex::new(HashMap::new()),
+            min_size: 0,
+            check_delay: Duration::from_secs(30),
+            check_timeout: Duration::from_secs(5),
         }
+    }
+
+    /// Sets `min_pool_size` (kept by [`prune_loop`]), `server_check_delay`
+    /// and the timeout of a health check or warm login.
+    pub fn with_upkeep(
+        mut self,
+        min_size: usize,
+        check_delay: Duration,
+        check_timeout: Duration,
+    ) -> Self {
+        self.min_size = min_size;
+        self.check_delay = check_delay;
+        self.check_timeout = check_timeout;
+        self
     }
 
     /// The pool of `key` (made on first use; pools are never removed, so a
@@ -346,7 +403,21 @@ impl Pools {
             tokio::pin!(notified);
             notified.as_mut().enable();
             match pool.take(&mut waited, started) {
-                Take::Idle(idle) => return Ok(Acquired::Idle(*idle)),
+                Take::Idle(mut idle) => {
+                    let now = Instant::now();
+                    if now.saturating_duration_since(idle.since) >= self.check_delay
+                        && !idle.conn.ping(self.check_timeout).await
+                    {
+                        tracing::info!(
+                            backend = %idle.conn.node.name,
+                            pid = idle.conn.pid,
+                            "a pooled backend failed its health check; closed"
+                        );
+                        continue; // dropping it freed its slot
+                    }
+                    idle.since = now;
+                    return Ok(Acquired::Idle(*idle));
+                }
                 Take::Open(mut slot) => {
                     let conn = connect().await?;
                     slot.pid = conn.pid;
@@ -411,8 +482,9 @@ impl Pools {
         });
     }
 
-    /// Closes idle backends unused for `server_idle_timeout`, and those of
-    /// nodes that are no longer in the topology (`keep`).
+    /// Closes idle backends unused for `server_idle_timeout` (down to
+    /// `min_pool_size` open), those the server closed, and those of nodes
+    /// that are no longer in the topology (`keep`).
     pub fn prune(&self, keep: &dyn Fn(&Node) -> bool) {
         let pools: Vec<Arc<Pool>> = {
             let map = self.map.lock().unwrap_or_else(|e| e.into_inner());
@@ -422,12 +494,72 @@ impl Pools {
             let gone = !keep(&pool.key.node);
             let mut s = pool.lock();
             let idle_timeout = self.idle_timeout;
-            let (stay, go): (Vec<Idle>, Vec<Idle>) = std::mem::take(&mut s.idle)
-                .into_iter()
-                .partition(|i| !gone && i.since.elapsed() < idle_timeout);
+            // Oldest first: they go first, down to min_pool_size open.
+            let mut spare = s.open.saturating_sub(self.min_size);
+            let mut go = Vec::new();
+            let mut stay = Vec::with_capacity(s.idle.len());
+            for mut i in std::mem::take(&mut s.idle) {
+                let old = i.since.elapsed() >= idle_timeout && spare > 0;
+                if gone || old || i.conn.closed_while_idle() {
+                    spare = spare.saturating_sub(1);
+                    go.push(i);
+                } else {
+                    stay.push(i);
+                }
+            }
             s.idle = stay;
             drop(s);
             drop(go);
+        }
+    }
+
+    /// Opens connections in the background until every pool of a node in
+    /// `keep` with a known login has `min_pool_size` open.
+    pub fn warm(
+        &self,
+        keep: &dyn Fn(&Node) -> bool,
+        max_message: usize,
+        tls: Option<&crate::tls::BackendTls>,
+    ) {
+        if self.min_size == 0 {
+            return;
+        }
+        for pool in self.all() {
+            if !keep(&pool.key.node) {
+                continue;
+            }
+            let Some((slots, creds)) = pool.room_to_warm(self.min_size) else {
+                continue;
+            };
+            let timeout = self.check_timeout;
+            for mut slot in slots {
+                let creds = creds.clone();
+                let pool = pool.clone();
+                let tls = tls.cloned();
+                tokio::spawn(async move {
+                    let key = &pool.key;
+                    match BackendConn::connect(
+                        &key.node,
+                        &key.params,
+                        &creds,
+                        timeout,
+                        max_message,
+                        tls.as_ref(),
+                    )
+                    .await
+                    {
+                        Ok(conn) => {
+                            slot.pid = conn.pid;
+                            pool.put(conn, SessionMap::default(), SessionMap::default(), slot);
+                        }
+                        Err(e) => tracing::warn!(
+                            node = %key.node.name,
+                            user = key.user(),
+                            "min_pool_size: open a warm backend: {e}"
+                        ),
+                    }
+                });
+            }
         }
     }
 
@@ -558,30 +690,26 @@ impl Pools {
 pub fn pin_can_lift(reason: &str) -> bool {
     matches!(
         reason,
-        "session advisory lock"
-            | "temporary relation"
-            | "LISTEN"
-            | "WITH HOLD cursor"
-            | "SQL PREPARE"
+        "session advisory lock" | "temporary relation" | "LISTEN" | "WITH HOLD cursor"
     )
 }
 
 /// Run on a pinned transaction-mode session's backend when a transaction
 /// ends: fails while the backend holds session state that cannot move to
 /// another backend (a temporary relation, a session-level advisory lock, a
-/// LISTEN, a WITH HOLD cursor, a SQL prepared statement), succeeds once
+/// LISTEN, a WITH HOLD cursor), succeeds once
 /// all of it is gone, which lifts the pin.
 pub const PIN_CHECK_SQL: &[u8] = b"DO $pgha$ BEGIN IF \
 EXISTS (SELECT 1 FROM pg_catalog.pg_class WHERE relnamespace = pg_catalog.pg_my_temp_schema()) \
 OR EXISTS (SELECT 1 FROM pg_catalog.pg_locks WHERE locktype = 'advisory' AND pid = pg_catalog.pg_backend_pid()) \
 OR EXISTS (SELECT 1 FROM pg_catalog.pg_listening_channels()) \
 OR EXISTS (SELECT 1 FROM pg_catalog.pg_cursors WHERE is_holdable) \
-OR EXISTS (SELECT 1 FROM pg_catalog.pg_prepared_statements WHERE from_sql) \
 THEN RAISE EXCEPTION USING ERRCODE = 'P0001', MESSAGE = 'pgha: session state remains'; \
 END IF; END $pgha$";
 
 /// Every few seconds: closes pooled backends idle for `server_idle_timeout`
-/// and those of nodes that left the topology (a failed primary's).
+/// (down to `min_pool_size`) and those of nodes that left the topology (a
+/// failed primary's), then opens backends up to `min_pool_size`.
 pub async fn prune_loop(shared: Arc<crate::shared::Shared>) {
     let period = (shared.settings.server_idle_timeout / 10)
         .clamp(Duration::from_millis(500), Duration::from_secs(5));
@@ -593,5 +721,10 @@ pub async fn prune_loop(shared: Arc<crate::shared::Shared>) {
         let t = topology.borrow_and_update().clone();
         let keep = |n: &Node| t.primary.as_ref() == Some(n) || t.standbys.contains(n);
         shared.pools.prune(&keep);
+        shared.pools.warm(
+            &keep,
+            shared.settings.max_message_bytes,
+            shared.backend_tls.as_ref(),
+        );
     }
 }

@@ -156,6 +156,27 @@ pub fn decide(s: &SessionFacts, unit: UnitKind<'_>) -> Route {
     }
 }
 
+/// Why [`decide`] sends a unit to the primary (metrics; the same rules in
+/// the same order, for a unit `decide` routes to [`Route::Primary`]).
+pub fn primary_reason(s: &SessionFacts, unit: UnitKind<'_>) -> crate::metrics::Reason {
+    use crate::metrics::Reason;
+    let serializable = |a: &Analysis| a.serializable || s.default_serializable;
+    if s.listener == ListenerKind::Primary {
+        return Reason::Listener;
+    }
+    match (s.tx, unit) {
+        (_, UnitKind::Statement(a)) if serializable(a) => Reason::Serializable,
+        (TxPlace::Open(_) | TxPlace::Deferred { .. }, _) => Reason::Transaction,
+        (TxPlace::Idle, UnitKind::FunctionCall) => Reason::FunctionCall,
+        (TxPlace::Idle, UnitKind::Unknown) => Reason::Sticky,
+        (TxPlace::Idle, _) if s.pinned.is_some() => Reason::Pinned,
+        (TxPlace::Idle, UnitKind::Statement(a)) => match a.tx {
+            TxEffect::Begin { .. } => Reason::Transaction,
+            _ => Reason::Write,
+        },
+    }
+}
+
 /// What the session measured about a standby for one read (see
 /// [`standby_may_serve`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

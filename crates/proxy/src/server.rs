@@ -14,7 +14,7 @@
 //! Hazard: one task per client; a panic in a session ends that client only.
 
 use crate::classify::{Classifier, FunctionCatalog};
-use crate::config::{ProxySettings, Secret};
+use crate::config::{ClientTlsMode, ProxySettings, Secret};
 use crate::monitor::Monitor;
 use crate::session;
 pub use crate::shared::{CancelTargets, ClientSlot, ListenerKind, Shared};
@@ -46,6 +46,8 @@ pub struct ProxyHandle {
     pub rw: Option<SocketAddr>,
     pub ro: Option<SocketAddr>,
     pub primary: Option<SocketAddr>,
+    /// The HTTP listener (`/metrics`), when `http_listen` is set.
+    pub http: Option<SocketAddr>,
     pub shared: Arc<Shared>,
     tasks: Vec<JoinHandle<()>>,
     /// Held so the session threads live as long as the handle.
@@ -82,13 +84,24 @@ impl Proxy {
         topology: watch::Receiver<Topology>,
     ) -> Result<ProxyHandle, StartError> {
         settings.validate()?;
-        let tls = match (&settings.tls_cert_file, &settings.tls_key_file) {
-            (Some(cert), Some(key)) => Some(crate::tls::load_acceptor(cert, key)?),
+        let tls = match (
+            settings.tls,
+            &settings.tls_cert_file,
+            &settings.tls_key_file,
+        ) {
+            (ClientTlsMode::Disable, _, _) => None,
+            (_, Some(cert), Some(key)) => Some(crate::tls::load_acceptor(cert, key)?),
             _ => None,
         };
+        let backend_tls = crate::tls::BackendTls::from_settings(&settings)?;
         let catalog = Arc::new(FunctionCatalog::new());
         let classifier = Arc::new(Classifier::new(catalog.clone()));
-        let monitor = Arc::new(Monitor::new(&settings, password, topology.clone()));
+        let monitor = Arc::new(Monitor::new(
+            &settings,
+            password,
+            topology.clone(),
+            backend_tls.clone(),
+        ));
         let mut tasks = monitor.spawn(catalog, settings.catalog_refresh);
         let mut mock_key = [0u8; 32];
         rand::thread_rng().fill_bytes(&mut mock_key);
@@ -99,6 +112,7 @@ impl Proxy {
             topology,
             mock_key,
             tls,
+            backend_tls,
         ));
         tasks.push(tokio::spawn(crate::pool::prune_loop(shared.clone())));
         let workers = match settings.session_threads {
@@ -134,7 +148,23 @@ impl Proxy {
                 workers.clone(),
             )));
         }
+        let http = match settings.http_listen.as_str() {
+            "" => None,
+            addr => {
+                let bind_err = |source| StartError::Bind {
+                    listener: "http",
+                    addr: addr.to_string(),
+                    source,
+                };
+                let listener = TcpListener::bind(addr).await.map_err(bind_err)?;
+                let local = listener.local_addr().map_err(bind_err)?;
+                tracing::info!("http listener (/metrics) on {local}");
+                tasks.push(tokio::spawn(crate::http::serve(listener, shared.clone())));
+                Some(local)
+            }
+        };
         Ok(ProxyHandle {
+            http,
             rw: addrs[0],
             ro: addrs[1],
             primary: addrs[2],

@@ -50,10 +50,16 @@ pub struct Shared {
     pub mock_key: [u8; 32],
     /// TLS towards clients, when `tls_cert_file`/`tls_key_file` are set.
     pub tls: Option<crate::tls::TlsAcceptor>,
+    /// TLS towards backends, unless `backend_tls = "disable"`.
+    pub backend_tls: Option<crate::tls::BackendTls>,
     /// Recent backend logins, to answer equivalent logins without a backend.
     pub logins: LoginCache,
     /// Backend pools of transaction-mode sessions.
     pub pools: crate::pool::Pools,
+    /// What `/metrics` reports.
+    pub metrics: crate::metrics::ProxyMetrics,
+    /// The connected clients (admin `SHOW CLIENTS`).
+    pub registry: crate::clients::ClientRegistry,
     /// Prepared-statement versions of transaction-mode sessions: unique
     /// across the proxy, since their backends pass from client to client.
     statement_versions: std::sync::atomic::AtomicU64,
@@ -85,11 +91,17 @@ impl Shared {
         topology: watch::Receiver<Topology>,
         mock_key: [u8; 32],
         tls: Option<crate::tls::TlsAcceptor>,
+        backend_tls: Option<crate::tls::BackendTls>,
     ) -> Self {
         let pools = crate::pool::Pools::new(
             settings.pool_size,
             settings.pool_wait_timeout,
             settings.server_idle_timeout,
+        )
+        .with_upkeep(
+            settings.min_pool_size,
+            settings.server_check_delay,
+            settings.connect_timeout,
         );
         Shared {
             limits: settings.limits(),
@@ -99,8 +111,11 @@ impl Shared {
             topology,
             mock_key,
             tls,
+            backend_tls,
             logins: Default::default(),
             pools,
+            metrics: Default::default(),
+            registry: Default::default(),
             statement_versions: std::sync::atomic::AtomicU64::new(1),
             cancels: Mutex::new(HashMap::new()),
             clients: Default::default(),
@@ -150,6 +165,7 @@ impl Shared {
     }
 
     pub fn unregister_cancel(&self, id: (i32, i32)) {
+        self.registry.unregister(id);
         self.cancels
             .lock()
             .unwrap_or_else(|e| e.into_inner())

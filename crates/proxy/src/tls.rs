@@ -1,6 +1,8 @@
-//! TLS towards clients (rustls, `ring` provider): loading the configured
-//! certificate and key into an acceptor, and the client stream halves a
-//! session reads and writes, plain TCP or TLS.
+//! TLS (rustls, `ring` provider) on both sides of the proxy: loading the
+//! configured certificate and key into an acceptor for clients, the
+//! connector for backends (`backend_tls`), and the stream halves a session
+//! reads and writes, plain TCP or TLS, the same type for a client and a
+//! backend connection.
 //!
 //! Hazards: rustls may keep encrypted bytes after a write returned (the
 //! socket would block); [`ClientWrite::pending_flush`] tells the session to
@@ -8,7 +10,7 @@
 //! sent. The plain variant stays a bare `OwnedWriteHalf`/`OwnedReadHalf`, so
 //! clients without TLS pay one enum match per I/O call and no copy.
 
-use crate::config::ConfigError;
+use crate::config::{BackendTlsMode, ConfigError, ProxySettings};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use std::io;
@@ -21,7 +23,14 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 pub use tokio_rustls::TlsAcceptor;
 
-type Tls = tokio_rustls::server::TlsStream<TcpStream>;
+/// A TLS connection, the proxy on either end (server towards clients,
+/// client towards backends).
+type Tls = tokio_rustls::TlsStream<TcpStream>;
+
+/// A connection's halves, client or backend.
+pub type ConnRead = ClientRead;
+/// A connection's halves, client or backend.
+pub type ConnWrite = ClientWrite;
 
 /// Builds the acceptor from a PEM certificate chain and private key.
 pub fn load_acceptor(cert_file: &Path, key_file: &Path) -> Result<TlsAcceptor, ConfigError> {
@@ -47,7 +56,7 @@ pub fn load_acceptor(cert_file: &Path, key_file: &Path) -> Result<TlsAcceptor, C
     Ok(TlsAcceptor::from(Arc::new(config)))
 }
 
-/// The client stream's read half.
+/// A connection's read half (a client's, or a backend's: [`ConnRead`]).
 pub enum ClientRead {
     Plain(OwnedReadHalf),
     Tls(ReadHalf<Tls>),
@@ -55,7 +64,7 @@ pub enum ClientRead {
     Gone,
 }
 
-/// The client stream's write half.
+/// A connection's write half (a client's, or a backend's: [`ConnWrite`]).
 pub enum ClientWrite {
     Plain(OwnedWriteHalf),
     Tls {
@@ -67,10 +76,7 @@ pub enum ClientWrite {
 }
 
 fn gone() -> io::Error {
-    io::Error::new(
-        io::ErrorKind::NotConnected,
-        "client stream in TLS handshake",
-    )
+    io::Error::new(io::ErrorKind::NotConnected, "stream in TLS handshake")
 }
 
 /// Splits a plain client connection.
@@ -92,7 +98,8 @@ pub async fn upgrade(
         return Err(io::Error::other("TLS requested twice"));
     };
     let stream = r.reunite(w).map_err(io::Error::other)?;
-    let (r, w) = tokio::io::split(acceptor.accept(stream).await?);
+    let tls: Tls = acceptor.accept(stream).await?.into();
+    let (r, w) = tokio::io::split(tls);
     *rd = ClientRead::Tls(r);
     *wr = ClientWrite::Tls {
         wr: w,
@@ -104,6 +111,25 @@ pub async fn upgrade(
 impl ClientRead {
     pub fn is_tls(&self) -> bool {
         matches!(self, ClientRead::Tls(_))
+    }
+
+    /// Whether the peer closed the connection or sent something, without
+    /// waiting (an idle backend has nothing to say). Reads at most one
+    /// byte, so only for a connection about to be dropped when it returns
+    /// true.
+    pub fn readable_now(&mut self) -> bool {
+        let mut byte = [0u8; 1];
+        match self {
+            ClientRead::Plain(r) => {
+                !matches!(r.try_read(&mut byte), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+            }
+            ClientRead::Tls(r) => {
+                use futures::FutureExt;
+                use tokio::io::AsyncReadExt;
+                r.read(&mut byte).now_or_never().is_some()
+            }
+            ClientRead::Gone => true,
+        }
     }
 }
 
@@ -182,5 +208,71 @@ impl AsyncWrite for ClientWrite {
             ClientWrite::Tls { wr, .. } => Pin::new(wr).poll_shutdown(cx),
             ClientWrite::Gone => Poll::Ready(Err(gone())),
         }
+    }
+}
+
+/// TLS towards backends (`backend_tls`): the client config and whether the
+/// server's name is checked.
+#[derive(Clone)]
+pub struct BackendTls {
+    config: Arc<rustls::ClientConfig>,
+}
+
+/// PostgreSQL's SSLRequest: length 8, code 80877103.
+const SSL_REQUEST: [u8; 8] = [0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f];
+
+impl BackendTls {
+    /// From the settings: `None` for `backend_tls = "disable"`.
+    pub fn from_settings(s: &ProxySettings) -> Result<Option<Self>, ConfigError> {
+        let config = match (s.backend_tls, &s.backend_ca_file) {
+            (BackendTlsMode::Disable, _) => return Ok(None),
+            (BackendTlsMode::Require, _) => pgha_tls::client::config_unverified(),
+            (BackendTlsMode::VerifyFull, Some(ca)) => pgha_tls::client::config(ca),
+            (BackendTlsMode::VerifyFull, None) => {
+                return Err(ConfigError::Invalid {
+                    key: "backend_ca_file",
+                    problem: "backend_tls = \"verify-full\" needs it".into(),
+                })
+            }
+        };
+        let config = config.map_err(|e| ConfigError::Tls {
+            path: s.backend_ca_file.clone().unwrap_or_default(),
+            problem: e.to_string(),
+        })?;
+        Ok(Some(BackendTls { config }))
+    }
+
+    /// The tokio-postgres connector of the monitor's connections.
+    pub fn postgres(&self) -> pgha_tls::pg::MakeRustlsConnect {
+        pgha_tls::pg::MakeRustlsConnect::from_config(self.config.clone())
+    }
+
+    /// SSLRequest on a new connection to `host`, then the TLS handshake;
+    /// a server that declines TLS is an error naming the setting.
+    pub async fn connect(
+        &self,
+        mut stream: TcpStream,
+        host: &str,
+    ) -> io::Result<(ClientRead, ClientWrite)> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        stream.write_all(&SSL_REQUEST).await?;
+        let mut answer = [0u8; 1];
+        stream.read_exact(&mut answer).await?;
+        if answer[0] != b'S' {
+            return Err(io::Error::other(
+                "the server does not accept TLS connections (backend_tls in proxy.toml asks for TLS: turn ssl on in PostgreSQL, or set backend_tls = \"disable\")",
+            ));
+        }
+        let name = pgha_tls::client::server_name(host).map_err(io::Error::other)?;
+        let connector = tokio_rustls::TlsConnector::from(self.config.clone());
+        let tls: Tls = connector.connect(name, stream).await?.into();
+        let (r, w) = tokio::io::split(tls);
+        Ok((
+            ClientRead::Tls(r),
+            ClientWrite::Tls {
+                wr: w,
+                unflushed: false,
+            },
+        ))
     }
 }

@@ -130,3 +130,51 @@ async fn an_unparseable_switchover_never_pauses_writes() -> anyhow::Result<()> {
     assert_eq!(t.primary.as_ref().map(|n| n.name.as_str()), Some("a"));
     Ok(())
 }
+
+/// etcd dies (failsafe mode keeps the primary writable meanwhile): the
+/// proxy keeps routing to the last known primary for the whole outage
+/// instead of dropping it, and follows the cluster again once etcd is
+/// back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keeps_the_primary_while_etcd_is_down() -> anyhow::Result<()> {
+    let (mut etcd, dcs, keys) = etcd_with_primary_a("outage").await?;
+    dcs.put(&keys.member("b"), &member("b", Role::Standby, 5002), None)
+        .await?;
+    dcs.put(&keys.leader(), b"a", None).await?;
+    let (mut rx, _task) = pgha_proxy::topology::etcd::spawn(dcs.clone(), keys.clone());
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        rx.wait_for(|t| t.primary.is_some() && !t.standbys.is_empty()),
+    )
+    .await??;
+    etcd.kill();
+    // Several failed re-reads (the source backs off up to 2 s between
+    // them): the topology must not lose its primary or standbys.
+    let dropped = tokio::time::timeout(
+        Duration::from_secs(6),
+        rx.wait_for(|t| t.primary.is_none() || t.standbys.is_empty()),
+    )
+    .await
+    .map(|r| r.map(|t| t.clone()));
+    assert!(dropped.is_err(), "dropped during the outage: {dropped:?}");
+    assert_eq!(rx.borrow().primary.as_ref().map(|n| n.port), Some(5001));
+    let _etcd = tokio::task::spawn_blocking(move || etcd.restart().map(|()| etcd)).await??;
+    // Back: a change is followed again (b takes over).
+    pgha_testkit::wait_until_async("etcd back", Duration::from_secs(20), || {
+        let dcs = dcs.clone();
+        let keys = keys.clone();
+        async move {
+            dcs.put(&keys.member("b"), &member("b", Role::Primary, 5002), None)
+                .await
+                .ok()?;
+            dcs.put(&keys.leader(), b"b", None).await.ok()
+        }
+    })
+    .await?;
+    tokio::time::timeout(
+        Duration::from_secs(15),
+        rx.wait_for(|t| t.primary.as_ref().is_some_and(|p| p.name == "b")),
+    )
+    .await??;
+    Ok(())
+}

@@ -3,8 +3,9 @@
 //! behaves as on a dedicated connection: its settings and prepared
 //! statements follow it from backend to backend, and session state that
 //! cannot move (temporary tables, session advisory locks, LISTEN, WITH HOLD
-//! cursors, SQL PREPARE) pins the client to its backend until that state is
-//! gone.
+//! cursors) pins the client to its backend until that state is gone. SQL
+//! `PREPARE` does not pin: such statements follow the client like
+//! protocol-level ones.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a test states its expectations by panicking
 
@@ -191,7 +192,6 @@ async fn session_state_pins_its_backend_until_it_is_gone() -> anyhow::Result<()>
             "BEGIN; DECLARE held CURSOR WITH HOLD FOR SELECT 1; COMMIT",
             "CLOSE held",
         ),
-        ("PREPARE two AS SELECT 2", "DEALLOCATE two"),
         ("CREATE TEMP TABLE again (x int)", "DISCARD ALL"),
     ];
     for (create, release) in cases {
@@ -332,9 +332,40 @@ async fn admin_console_matches_pg_stat_activity_and_pauses() -> anyhow::Result<(
         alice_pids(&c),
         "SHOW SERVERS lists what pg_stat_activity lists"
     );
+    let listed = admin_rows(&a, "SHOW CLIENTS").await;
+    let alices: Vec<_> = listed.iter().filter(|r| r["user"] == "alice").collect();
+    assert_eq!(alices.len(), 3, "{listed:?}");
+    assert!(alices.iter().all(|r| r["state"] == "active"
+        && r["pool_mode"] == "transaction"
+        && r["database"] == "postgres"));
+    let serving: std::collections::BTreeSet<i32> = alices
+        .iter()
+        .flat_map(|r| {
+            r["server_pids"]
+                .split_whitespace()
+                .map(|p| p.parse().unwrap())
+        })
+        .collect();
+    assert_eq!(
+        serving,
+        alice_pids(&c),
+        "the backends SHOW CLIENTS names are those pg_stat_activity lists"
+    );
     for client in &clients {
         client.batch_execute("COMMIT").await?;
     }
+    pgha_testkit::wait_until_async(
+        "clients idle, holding no backend",
+        Duration::from_secs(10),
+        || async {
+            let rows = admin_rows(&a, "SHOW CLIENTS").await;
+            rows.iter()
+                .filter(|r| r["user"] == "alice")
+                .all(|r| r["state"] == "idle" && r["server_pids"].is_empty())
+                .then_some(())
+        },
+    )
+    .await?;
     pgha_testkit::wait_until_async(
         "backends idle in the pool",
         Duration::from_secs(10),
@@ -374,5 +405,151 @@ async fn admin_console_matches_pg_stat_activity_and_pauses() -> anyhow::Result<(
         Some(&tokio_postgres::error::SqlState::INVALID_AUTHORIZATION_SPECIFICATION),
         "{err}"
     );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn min_pool_size_keeps_warm_backends_and_dead_ones_are_replaced() -> anyhow::Result<()> {
+    // server_check_delay = 0s: every reuse is checked first.
+    let c = start(
+        false,
+        &format!(
+            "{POOLED}pool_size = 4\nmin_pool_size = 2\nserver_check_delay = \"0s\"\n\
+             server_idle_timeout = \"5s\"\nadmin_users = [\"alice\"]\n"
+        ),
+    )
+    .await?;
+    let client = connect(c.primary_addr(), "alice", ALICE_PW).await?;
+    client.batch_execute("SELECT 1").await?;
+    let a = admin(&c, "alice", ALICE_PW).await?;
+    let two_warm = || async {
+        let pids = alice_pids(&c);
+        let servers: std::collections::BTreeSet<i32> = admin_rows(&a, "SHOW SERVERS")
+            .await
+            .iter()
+            .map(|r| r["pid"].parse().unwrap())
+            .collect();
+        (pids.len() == 2 && servers == pids).then_some(pids)
+    };
+    let warm = pgha_testkit::wait_until_async(
+        "min_pool_size backends open",
+        Duration::from_secs(20),
+        two_warm,
+    )
+    .await?;
+
+    // Kill them behind the proxy's back: the client never sees a dead one,
+    // and the pool fills up again.
+    c.primary.psql(
+        "postgres",
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = 'alice'",
+    )?;
+    pgha_testkit::wait_until_async("the old backends gone", Duration::from_secs(10), || async {
+        alice_pids(&c).is_disjoint(&warm).then_some(())
+    })
+    .await?;
+    for _ in 0..3 {
+        client.batch_execute("SELECT 1").await?;
+    }
+    let replaced = pgha_testkit::wait_until_async(
+        "min_pool_size backends open again",
+        Duration::from_secs(20),
+        two_warm,
+    )
+    .await?;
+    assert!(replaced.is_disjoint(&warm), "{replaced:?} vs {warm:?}");
+    Ok(())
+}
+
+/// The first column of the first row of a simple query.
+async fn value(c: &tokio_postgres::Client, sql: &str) -> Result<String, tokio_postgres::Error> {
+    let rows = c.simple_query(sql).await?;
+    Ok(rows
+        .iter()
+        .find_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).map(str::to_string),
+            _ => None,
+        })
+        .unwrap_or_default())
+}
+
+/// SQLSTATE and message of a failed statement.
+async fn failure(c: &tokio_postgres::Client, sql: &str) -> (String, String) {
+    let e = c.simple_query(sql).await.expect_err(sql);
+    let db = e.as_db_error().unwrap_or_else(|| panic!("{sql}: {e}"));
+    (db.code().code().to_string(), db.message().to_string())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sql_prepared_statements_follow_the_client() -> anyhow::Result<()> {
+    // One backend for everybody: two clients' statements of the same name
+    // take turns on it.
+    let c = start(false, &format!("{POOLED}pool_size = 1\n")).await?;
+    let addr = c.primary_addr();
+    let direct = std::net::SocketAddr::from(([127, 0, 0, 1], c.primary.port));
+    let a = connect(addr, "alice", ALICE_PW).await?;
+    let b = connect(addr, "alice", ALICE_PW).await?;
+    let d = connect(direct, "alice", ALICE_PW).await?;
+
+    a.batch_execute("PREPARE s (int) AS SELECT $1 * 2").await?;
+    b.batch_execute("PREPARE s AS SELECT 'b'").await?;
+    // Through the extended protocol too (tokio-postgres: Parse, Bind, Execute).
+    a.execute("PREPARE ext AS SELECT 7", &[]).await?;
+    for i in 0..3 {
+        assert_eq!(
+            value(&a, &format!("EXECUTE s({i})")).await?,
+            (i * 2).to_string()
+        );
+        assert_eq!(value(&b, "EXECUTE s").await?, "b");
+    }
+    assert_eq!(value(&a, "EXECUTE ext").await?, "7");
+
+    // A new backend (the old one killed behind the proxy's back): the
+    // client's statements are prepared on it again.
+    let old = pid(&a).await;
+    c.primary
+        .psql("postgres", &format!("SELECT pg_terminate_backend({old})"))?;
+    pgha_testkit::wait_until_async("the backend gone", Duration::from_secs(10), || async {
+        (!alice_pids(&c).contains(&old)).then_some(())
+    })
+    .await?;
+    assert_eq!(value(&a, "EXECUTE s(21)").await?, "42");
+    assert_ne!(pid(&a).await, old);
+    assert_eq!(value(&b, "EXECUTE s").await?, "b");
+
+    // Errors exactly as on a dedicated connection: `fresh` and `d_fresh`
+    // have no statement, `a` and `d` the same `s`.
+    let fresh = connect(addr, "alice", ALICE_PW).await?;
+    let d_fresh = connect(direct, "alice", ALICE_PW).await?;
+    d.batch_execute("PREPARE s (int) AS SELECT $1 * 2").await?;
+    for (client, reference, sql) in [
+        (&fresh, &d_fresh, "EXECUTE s"),
+        (&fresh, &d_fresh, "DEALLOCATE s"),
+        (&a, &d, "PREPARE s AS SELECT 1"),
+        (&a, &d, "EXECUTE s(1, 2)"),
+    ] {
+        assert_eq!(
+            failure(client, sql).await,
+            failure(reference, sql).await,
+            "{sql}: SQLSTATE and message through the proxy vs direct"
+        );
+    }
+    assert_eq!(failure(&fresh, "EXECUTE s").await.0, "26000");
+
+    // DEALLOCATE and DEALLOCATE ALL: gone for that client only.
+    a.batch_execute("DEALLOCATE s").await?;
+    assert_eq!(failure(&a, "EXECUTE s(1)").await.0, "26000");
+    assert_eq!(value(&a, "EXECUTE ext").await?, "7");
+    assert_eq!(value(&b, "EXECUTE s").await?, "b");
+    a.batch_execute("PREPARE s AS SELECT 'again'").await?;
+    b.batch_execute("DEALLOCATE ALL").await?;
+    assert_eq!(failure(&b, "EXECUTE s").await.0, "26000");
+    assert_eq!(value(&a, "EXECUTE s").await?, "again");
+    assert_eq!(value(&a, "EXECUTE ext").await?, "7");
+    // A failed PREPARE makes nothing; the name can be used afterwards.
+    assert_eq!(failure(&b, "PREPARE s AS SELEC 1").await.0, "42601");
+    assert_eq!(failure(&b, "EXECUTE s").await.0, "26000");
+    b.batch_execute("PREPARE s AS SELECT 'b2'").await?;
+    assert_eq!(value(&b, "EXECUTE s").await?, "b2");
     Ok(())
 }

@@ -38,7 +38,8 @@ pub fn config_text(members: usize, extra: &str) -> String {
     }
     if !extra.contains("[proxy]") {
         text.push_str(&format!(
-            "[proxy]\nrw_port = {}\nro_port = {}\nprimary_port = {}\n",
+            "[proxy]\nrw_port = {}\nro_port = {}\nprimary_port = {}\nhttp_port = {}\n",
+            free_port(),
             free_port(),
             free_port(),
             free_port()
@@ -204,6 +205,25 @@ impl TestCluster {
         kill_postmaster(&m.data_dir);
     }
 
+    /// SIGKILL the dev cluster's etcd (its data is kept); returns whether
+    /// it ran. [`TestCluster::start_etcd`] brings it back.
+    pub fn kill_etcd(&self) -> bool {
+        let pid = recorded_pid(&self.pid_file("etcd"), "etcd");
+        if let Some(pid) = pid {
+            signal(pid, Signal::SIGKILL);
+            let _ = crate::wait_until("etcd exits", Duration::from_secs(10), || {
+                (!alive(pid)).then_some(())
+            });
+        }
+        pid.is_some()
+    }
+
+    /// Start the dev cluster's etcd again (`pgha up` starts what is not
+    /// running) on its data directory.
+    pub fn start_etcd(&self) -> Output {
+        self.pgha(&["up"])
+    }
+
     /// SIGSTOP / SIGCONT a member's agent (a hung agent).
     pub fn pause_agent(&self, member: &str, paused: bool) {
         if let Some(pid) = self.agent_pid(member) {
@@ -224,6 +244,42 @@ impl TestCluster {
         let text = std::fs::read_to_string(m.data_dir.join("postmaster.pid")).ok()?;
         let pid: i32 = text.lines().next()?.trim().parse().ok()?;
         alive(pid as u32).then_some(pid)
+    }
+
+    /// `member`'s postmaster and all its children (empty when it is down).
+    pub fn postgres_pids(&self, member: &str) -> Vec<u32> {
+        let Some(pm) = self.postmaster_pid(member) else {
+            return Vec::new();
+        };
+        let pm = pm as u32;
+        let mut pids = vec![pm];
+        if let Ok(entries) = std::fs::read_dir("/proc") {
+            for e in entries.flatten() {
+                let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+                    continue;
+                };
+                if parent_pid(pid) == Some(pm) {
+                    pids.push(pid);
+                }
+            }
+        }
+        pids
+    }
+
+    /// SIGSTOP (`frozen`) or SIGCONT each of `pids` that is still a
+    /// PostgreSQL process (never a recycled PID).
+    pub fn freeze_pids(&self, pids: &[u32], frozen: bool) {
+        let sig = if frozen {
+            Signal::SIGSTOP
+        } else {
+            Signal::SIGCONT
+        };
+        for pid in pids {
+            let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+            if comm.starts_with("postgres") || comm.starts_with("postmaster") {
+                signal(*pid, sig);
+            }
+        }
     }
 
     fn pid_file(&self, name: &str) -> PathBuf {
@@ -352,6 +408,13 @@ impl Drop for TestCluster {
             kill_postmaster(&m.data_dir);
         }
     }
+}
+
+/// The parent of `pid` from `/proc/<pid>/stat`.
+fn parent_pid(pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.split_whitespace().nth(1)?.parse().ok()
 }
 
 fn signal(pid: u32, sig: Signal) {

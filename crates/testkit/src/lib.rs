@@ -11,6 +11,7 @@ pub mod etcd;
 pub mod pg;
 pub mod ports;
 pub mod process;
+pub mod proxy_writer;
 pub mod tools;
 pub mod unprivileged;
 pub mod wait;

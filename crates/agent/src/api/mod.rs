@@ -12,10 +12,12 @@
 //! | `/async`, `/asynchronous[?lag=]` | streaming standby not in the sync set | 503 |
 //! | `/liveness` | the agent loop published a status recently | 503 |
 //! | `/readiness` | writable leader or running standby | 503 |
-//! | `/patroni` | always (node document) | |
-//! | `/cluster` | always (cluster document) | |
+//! | `/patroni` | always (node document, with `archive`: the archive's health) | |
+//! | `/cluster` | always (cluster document, with `archive`) | |
 //! | `/config` | always (the dynamic config, or null before the first DCS read) | |
+//! | `/metrics` | always (Prometheus text format, docs/observability.md) | |
 //! | `POST /restart`, `POST /reinit` | done (token required) | 202/401/500/503 |
+//! | `POST /failsafe` | promise granted (token required; body `{"leader", "term"}`) | 400/401/409/503 |
 //!
 //! Health endpoints answer GET, HEAD and OPTIONS alike (HAProxy's `option
 //! httpchk` sends OPTIONS by default); their bodies are the node document.
@@ -29,7 +31,9 @@ pub mod control;
 pub mod docs;
 pub mod health;
 
+use crate::failsafe::Failsafe;
 use crate::status::{AgentCommand, AgentStatus};
+use axum::body::Bytes;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
@@ -59,6 +63,9 @@ struct ApiState {
     /// When the loop last published a snapshot (or when serving began).
     last_update: Arc<Mutex<Instant>>,
     command_wait: Duration,
+    /// Failsafe promises (`None`: `POST /failsafe` answers 503).
+    failsafe: Option<Failsafe>,
+    metrics: Arc<crate::metrics::AgentMetrics>,
 }
 
 type Shared = Arc<ApiState>;
@@ -73,6 +80,22 @@ pub async fn serve(
     token: String,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    let metrics = Arc::default();
+    serve_agent(listener, status, commands, token, None, metrics, shutdown).await
+}
+
+/// [`serve`] for a running agent: also answers the leader's failsafe
+/// promise requests (`POST /failsafe`) through `failsafe`, and `/metrics`
+/// reports the agent's counters ([`crate::Agent::metrics`]).
+pub async fn serve_agent(
+    listener: tokio::net::TcpListener,
+    status: watch::Receiver<AgentStatus>,
+    commands: mpsc::Sender<AgentCommand>,
+    token: String,
+    failsafe: Option<Failsafe>,
+    metrics: Arc<crate::metrics::AgentMetrics>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
     let last_update = Arc::new(Mutex::new(Instant::now()));
     let watcher = tokio::spawn(track_updates(status.clone(), last_update.clone()));
     let state = Arc::new(ApiState {
@@ -81,6 +104,8 @@ pub async fn serve(
         token,
         last_update,
         command_wait: control::COMMAND_WAIT,
+        failsafe,
+        metrics,
     });
     let addr = listener.local_addr().ok();
     tracing::info!(?addr, "REST API listening");
@@ -106,8 +131,10 @@ fn router(state: Shared) -> Router {
         .route("/cluster", any(cluster))
         .route("/config", any(config))
         .route("/liveness", any(liveness))
+        .route("/metrics", any(metrics))
         .route("/restart", post(restart))
         .route("/reinit", post(reinit))
+        .route("/failsafe", post(failsafe_promise))
         .fallback(health_check)
         .with_state(state)
 }
@@ -161,7 +188,8 @@ async fn patroni(State(st): State<Shared>, method: Method) -> Response {
     if !read_method(&method) {
         return not_allowed();
     }
-    let doc = docs::node_doc(&st.status.borrow());
+    let mut doc = docs::node_doc(&st.status.borrow());
+    doc["archive"] = crate::metrics::archive_doc(&st.metrics.pg_sample());
     (StatusCode::OK, Json(doc)).into_response()
 }
 
@@ -169,7 +197,8 @@ async fn cluster(State(st): State<Shared>, method: Method) -> Response {
     if !read_method(&method) {
         return not_allowed();
     }
-    let doc = docs::cluster_doc(&st.status.borrow());
+    let mut doc = docs::cluster_doc(&st.status.borrow());
+    doc["archive"] = crate::metrics::archive_doc(&st.metrics.pg_sample());
     (StatusCode::OK, Json(doc)).into_response()
 }
 
@@ -180,6 +209,16 @@ async fn config(State(st): State<Shared>, method: Method) -> Response {
     }
     let doc = st.status.borrow().view.get("config").cloned();
     (StatusCode::OK, Json(doc.unwrap_or(Value::Null))).into_response()
+}
+
+/// Prometheus' text exposition format (docs/observability.md).
+async fn metrics(State(st): State<Shared>, method: Method) -> Response {
+    if !read_method(&method) {
+        return not_allowed();
+    }
+    let body = st.metrics.render(&st.status.borrow());
+    let ct = [(axum::http::header::CONTENT_TYPE, pgha_metrics::CONTENT_TYPE)];
+    (StatusCode::OK, ct, body).into_response()
 }
 
 async fn liveness(State(st): State<Shared>, method: Method) -> Response {
@@ -222,4 +261,48 @@ async fn control_endpoint(st: &ApiState, headers: &HeaderMap, what: Control) -> 
     }
     let (code, body) = control::run_command(&st.commands, what, st.command_wait).await;
     (code, Json(body)).into_response()
+}
+
+/// `POST /failsafe`: the leader asks this member for a failsafe promise
+/// (`pgha_core::failsafe`). 200 with the promise's duration when granted,
+/// 409 with the reason when not.
+async fn failsafe_promise(State(st): State<Shared>, headers: HeaderMap, body: Bytes) -> Response {
+    if !control::authorized(&headers, &st.token) {
+        tracing::warn!("failsafe request without a valid token refused");
+        let body = json!({"ok": false, "error": "missing or wrong bearer token"});
+        return (StatusCode::UNAUTHORIZED, Json(body)).into_response();
+    }
+    let Some(failsafe) = &st.failsafe else {
+        let body = json!({"ok": false, "error": "this API serves no agent loop"});
+        return (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response();
+    };
+    let req: pgha_core::PromiseRequest = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => {
+            let error = format!("expected {{\"leader\": NAME, \"term\": N}}: {e}");
+            return (
+                StatusCode::BAD_REQUEST,
+                Json(json!({"ok": false, "error": error})),
+            )
+                .into_response();
+        }
+    };
+    match failsafe.request(&req) {
+        Ok(p) => {
+            tracing::debug!(leader = %p.leader, term = p.term, "failsafe promise granted");
+            (
+                StatusCode::OK,
+                Json(json!({"ok": true, "leader": p.leader, "term": p.term})),
+            )
+                .into_response()
+        }
+        Err(why) => {
+            tracing::debug!(leader = %req.leader, "failsafe promise refused: {why}");
+            (
+                StatusCode::CONFLICT,
+                Json(json!({"ok": false, "error": why})),
+            )
+                .into_response()
+        }
+    }
 }

@@ -61,11 +61,13 @@ async fn agent(args: Args) -> anyhow::Result<ExitCode> {
     let (cmd_tx, cmd_rx) = tokio::sync::mpsc::channel(8);
     // Supervised with the agent's other tasks: if the API ends, the agent
     // says why and exits non-zero (its supervisor restarts it).
-    let api = pgha_agent::api::serve(
+    let api = pgha_agent::api::serve_agent(
         listener,
         status,
         cmd_tx,
         agent.api_token(),
+        Some(agent.failsafe()),
+        agent.metrics(),
         cancel.clone().cancelled_owned(),
     );
     agent.supervise("REST API", api);

@@ -31,6 +31,12 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
 
 /// Stop everything the dev cluster runs.
 pub async fn stop_all(cluster: &DevCluster) -> anyhow::Result<()> {
+    supervise::stop(
+        &cluster.dir,
+        "prometheus",
+        "prometheus",
+        Duration::from_secs(10),
+    );
     supervise::stop(&cluster.dir, "proxy", "proxy", Duration::from_secs(10));
     let leader = current_leader(cluster).await;
     let mut order: Vec<&str> = cluster

@@ -2,12 +2,16 @@
 
 pub mod agent;
 pub mod backup;
+pub mod dashboard;
 pub mod destroy;
 pub mod down;
 pub mod edit_config;
 pub mod etcd_auth;
+pub mod events;
 pub mod failover;
+pub mod logs;
 pub mod pause;
+pub mod prometheus;
 pub mod proxy;
 pub mod reinit;
 pub mod restart;
@@ -16,6 +20,7 @@ pub mod retention;
 pub mod secrets;
 pub mod status;
 pub mod switchover;
+pub mod tls;
 pub mod up;
 pub mod wal;
 

@@ -10,8 +10,10 @@
 //! document newer than that decision, marks the end. A second `re-clone`
 //! decision means the first clone failed (the agent retries on its next
 //! loop): the command stops and says so. Each phase prints one line when it
-//! is seen. Limitation: the agent publishes its documents only between loop
-//! iterations, so nothing shows while the base backup itself runs.
+//! is seen. While the base backup runs, its progress on the leader
+//! (`pg_stat_progress_basebackup`) shows on stderr (`crate::progress`): a
+//! line updated in place on a terminal, a plain line every few seconds
+//! otherwise.
 //!
 //! Exit codes: 0 NODE streams again (or, with `--no-wait`, the agent took
 //! the request); 1 refused, the clone failed, the agent is unreachable, or
@@ -63,7 +65,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
     crate::outln!("{}: reinit requested; waiting for the clone", args.node);
     let deadline = started + Duration::from_secs(args.wait);
-    rt.block_on(follow(&args.node, &api, before, started, deadline))
+    rt.block_on(follow(&target, &args.node, &api, before, started, deadline))
 }
 
 /// Poll NODE's agent until it streams again after a re-clone, printing each
@@ -76,12 +78,15 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
 /// next iteration's) describes the new clone; `/patroni` is read after
 /// `/cluster`, so it is at least that fresh.
 async fn follow(
+    target: &Target,
     node: &str,
     api: &str,
     before: u64,
     started: Instant,
     deadline: Instant,
 ) -> anyhow::Result<ExitCode> {
+    let mut progress = crate::progress::Progress::new();
+    let mut source = CloneSource::default();
     let mut printed_reclone = false;
     let mut printed_running = false;
     let mut answered = false;
@@ -96,7 +101,12 @@ async fn follow(
             .map(|d| Phase::of(d, before))
             .unwrap_or(Phase::NotStarted);
         match phase {
-            Phase::NotStarted => {}
+            Phase::NotStarted => {
+                let leader = doc.as_ref().and_then(|d| d["leader"].as_str());
+                let backups = source.base_backups(target, leader).await;
+                let mine: Vec<_> = backups.into_iter().filter(|b| b.member == node).collect();
+                progress.base_backups(Instant::now(), &mine);
+            }
             Phase::Failed => {
                 eprintln!(
                     "pgha: {node}: the re-clone failed and the agent is trying again: \
@@ -105,6 +115,7 @@ async fn follow(
                 return Ok(ExitCode::FAILURE);
             }
             Phase::Cloned { fresh } => {
+                progress.clear_line();
                 if !printed_reclone {
                     printed_reclone = true;
                     crate::outln!("{node}: data directory re-cloned from the leader");
@@ -140,6 +151,51 @@ async fn follow(
             );
         }
         tokio::time::sleep(POLL).await;
+    }
+}
+
+/// A connection to the leader the clone copies from, to read its
+/// `pg_stat_progress_basebackup` (with the admin password; none when it
+/// cannot be read: then nothing shows while the backup runs).
+#[derive(Default)]
+struct CloneSource {
+    conn: Option<(String, pgha_postgres::seed::PgClient)>,
+}
+
+impl CloneSource {
+    async fn base_backups(
+        &mut self,
+        target: &Target,
+        leader: Option<&str>,
+    ) -> Vec<crate::progress::BaseBackup> {
+        let Some(leader) = leader else {
+            return Vec::new();
+        };
+        let usable = self
+            .conn
+            .as_ref()
+            .is_some_and(|(n, c)| n == leader && !c.is_closed());
+        if !usable {
+            self.conn = None;
+            let cfg = &target.config;
+            let file = cfg.secrets_dir.join(pgha_postgres::secrets::ADMIN_FILE);
+            let password = std::fs::read_to_string(file).unwrap_or_default();
+            if let Some(m) = cfg.member(leader) {
+                let c = pgha_postgres::probe::connect(
+                    &m.host,
+                    m.port,
+                    &cfg.superuser,
+                    password.trim(),
+                    DOC_TIMEOUT,
+                )
+                .await;
+                self.conn = c.ok().map(|c| (leader.to_string(), c));
+            }
+        }
+        match &self.conn {
+            Some((_, c)) => crate::progress::base_backups(c).await,
+            None => Vec::new(),
+        }
     }
 }
 

@@ -42,7 +42,7 @@ pub struct Args {
     pub json: bool,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Clone, Serialize)]
 pub struct Status {
     pub cluster: String,
     /// The dev cluster directory, or the config file given with --config.
@@ -67,16 +67,24 @@ pub struct Status {
     /// The dev cluster's proxy: host, rw, ro, primary ports and state.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub proxy: Option<serde_json::Value>,
+    /// The WAL archive's health as the leader's agent (or any agent that
+    /// answered) reports it: `state` (ok, failing, corrupt, fetch_failing,
+    /// unknown), the last archived file and its age, the last failure's
+    /// reason, size, oldest segment, corrupt files (docs/observability.md).
+    pub archive: Option<serde_json::Value>,
+    /// Members whose last `wal-fetch` failed (not "not archived"): member,
+    /// wal, reason.
+    pub fetch_failures: Vec<serde_json::Value>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Clone, Serialize)]
 pub struct SyncStatus {
     pub members: Vec<String>,
     pub quorum: u32,
     pub term: u64,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Clone, Serialize)]
 pub struct MemberStatus {
     pub name: String,
     pub host: String,
@@ -142,6 +150,9 @@ struct Probed {
 struct Agents {
     up: BTreeMap<String, bool>,
     decisions: Vec<DecisionRecord>,
+    /// The picked agent's `archive` document.
+    archive: Option<serde_json::Value>,
+    fetch_failures: Vec<serde_json::Value>,
 }
 
 /// Gather all three views and merge them.
@@ -214,6 +225,8 @@ pub async fn collect(target: &Target) -> anyhow::Result<Status> {
         decisions: agents.decisions,
         members,
         proxy: proxy_status(&target.config),
+        archive: agents.archive,
+        fetch_failures: agents.fetch_failures,
     })
 }
 
@@ -284,12 +297,28 @@ async fn ask_agents(target: &Target, view: Option<&ClusterView>) -> Agents {
         .iter()
         .find(|(n, d)| Some(n.as_str()) == leader && d.is_some())
         .or_else(|| answers.iter().find(|(_, d)| d.is_some()));
+    let mut archive = None;
     if let Some((_, Some(doc))) = pick {
         if let Some(list) = doc.get("decisions") {
             decisions = serde_json::from_value(list.clone()).unwrap_or_default();
         }
+        archive = doc.get("archive").cloned();
     }
-    Agents { up, decisions }
+    let fetch_failures = answers
+        .iter()
+        .filter_map(|(name, doc)| {
+            let f = doc.as_ref()?.pointer("/archive/fetch_failure")?;
+            let mut f = f.as_object()?.clone();
+            f.insert("member".into(), name.clone().into());
+            Some(serde_json::Value::Object(f))
+        })
+        .collect();
+    Agents {
+        up,
+        decisions,
+        archive,
+        fetch_failures,
+    }
 }
 
 /// A primary's name, pg_stat_replication and slots.
@@ -326,11 +355,16 @@ async fn probe_postgres(target: &Target) -> (Vec<Probed>, Vec<PrimaryRows>) {
         };
         let local_running = inst.as_ref().map(Instance::is_running);
         let client = match (&password, local_running) {
-            (Some(pw), None | Some(true)) => {
-                probe::connect(&m.host, m.port, &cfg.superuser, pw, PG_TIMEOUT)
-                    .await
-                    .ok()
-            }
+            (Some(pw), None | Some(true)) => probe::connect_tls(
+                &m.host,
+                m.port,
+                &cfg.superuser,
+                pw,
+                PG_TIMEOUT,
+                cfg.tls_ca(),
+            )
+            .await
+            .ok(),
             _ => None,
         };
         let server = match &client {
@@ -535,6 +569,9 @@ fn print_table(status: &Status) {
     for note in notes(status) {
         crate::outln!("{note}");
     }
+    for line in archive_lines(status) {
+        crate::outln!("{line}");
+    }
     let recent = status.decisions.iter().rev().take(3).collect::<Vec<_>>();
     if !recent.is_empty() {
         crate::outln!("last decisions (newest first):");
@@ -562,6 +599,46 @@ fn notes(status: &Status) -> Vec<String> {
             )
         })
         .collect()
+}
+
+/// The archive's health in a line, plus one per problem.
+fn archive_lines(status: &Status) -> Vec<String> {
+    let Some(a) = &status.archive else {
+        return vec!["archive: unknown (no agent answered)".into()];
+    };
+    let state = a["state"].as_str().unwrap_or("unknown");
+    let mut head = format!("archive: {state}");
+    if let Some(wal) = a["last_archived_wal"].as_str() {
+        let age = a["last_archived_age_seconds"].as_f64().unwrap_or(0.0);
+        head.push_str(&format!(", last archived {wal} {age:.0}s ago"));
+    }
+    if let (Some(files), Some(bytes)) = (a["files"].as_u64(), a["bytes"].as_u64()) {
+        head.push_str(&format!(", {files} files, {} MB", bytes / (1024 * 1024)));
+    }
+    if let Some(oldest) = a["oldest_segment"].as_str() {
+        head.push_str(&format!(", oldest segment {oldest}"));
+    }
+    let mut lines = vec![head];
+    if let Some(reason) = a["last_failure_reason"].as_str() {
+        let wal = a["last_failed_wal"].as_str().unwrap_or("?");
+        lines.push(format!("  archiving FAILS ({wal}): {reason}"));
+    }
+    for c in a["corrupt"].as_array().into_iter().flatten() {
+        lines.push(format!(
+            "  corrupt archived file {}: {}",
+            c["file"].as_str().unwrap_or("?"),
+            c["reason"].as_str().unwrap_or("?")
+        ));
+    }
+    for f in &status.fetch_failures {
+        lines.push(format!(
+            "  {} cannot restore {} from the archive: {}",
+            f["member"].as_str().unwrap_or("?"),
+            f["wal"].as_str().unwrap_or("?"),
+            f["reason"].as_str().unwrap_or("?")
+        ));
+    }
+    lines
 }
 
 fn print_members(status: &Status) {
@@ -718,7 +795,37 @@ mod tests {
             decisions: Vec::new(),
             members: vec![m],
             proxy: None,
+            archive: None,
+            fetch_failures: Vec::new(),
         };
+        let mut status = status;
+        assert_eq!(
+            archive_lines(&status),
+            ["archive: unknown (no agent answered)"]
+        );
+        status.archive = Some(serde_json::json!({
+            "state": "failing",
+            "last_archived_wal": "000000010000000000000004",
+            "last_archived_age_seconds": 42.0,
+            "files": 3, "bytes": 50331648u64,
+            "oldest_segment": "000000010000000000000001",
+            "last_failed_wal": "000000010000000000000005",
+            "last_failure_reason": "disk full",
+            "corrupt": [{"file": "000000010000000000000002", "reason": "sha256 mismatch"}],
+        }));
+        status.fetch_failures = vec![serde_json::json!({
+            "member": "n2", "wal": "000000010000000000000002", "reason": "corrupt",
+        })];
+        assert_eq!(
+            archive_lines(&status),
+            [
+                "archive: failing, last archived 000000010000000000000004 42s ago, 3 files, 48 MB, \
+                 oldest segment 000000010000000000000001",
+                "  archiving FAILS (000000010000000000000005): disk full",
+                "  corrupt archived file 000000010000000000000002: sha256 mismatch",
+                "  n2 cannot restore 000000010000000000000002 from the archive: corrupt",
+            ]
+        );
         let notes = notes(&status);
         assert_eq!(notes.len(), 1, "{notes:?}");
         assert!(

@@ -185,12 +185,13 @@ async fn checkpoint_first(target: &Target, leader: &str) {
     let result = async {
         let secrets = pgha_postgres::Secrets::load(&target.config.secrets_dir)
             .context("read the superuser password")?;
-        let client = pgha_postgres::probe::connect(
+        let client = pgha_postgres::probe::connect_tls(
             &m.host,
             m.port,
             &target.config.superuser,
             &secrets.admin_password,
             Duration::from_secs(5),
+            target.config.tls_ca(),
         )
         .await
         .with_context(|| format!("connect to {leader}"))?;

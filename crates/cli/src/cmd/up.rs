@@ -38,6 +38,13 @@ pub struct Args {
     /// How long to wait for a healthy cluster.
     #[arg(long, default_value_t = 120)]
     pub timeout: u64,
+    /// Also start a Prometheus scraping the agents and the proxy
+    /// (docs/observability.md); `pgha down` stops it.
+    #[arg(long)]
+    pub prometheus: bool,
+    /// Its port on 127.0.0.1 (default: the proxy's http_port + 1, else 9090).
+    #[arg(long, requires = "prometheus")]
+    pub prometheus_port: Option<u16>,
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -77,6 +84,7 @@ fn with_leftovers(cluster: &DevCluster, e: anyhow::Error) -> anyhow::Error {
             .map(|m| (agent_name(&m.name), "agent")),
     );
     names.push(("proxy".to_string(), "proxy"));
+    names.push(("prometheus".to_string(), "prometheus"));
     for (name, expect) in &names {
         if let Some(pid) = supervise::running_pid(&cluster.dir, name, expect) {
             running.push(format!("{name} (pid {pid})"));
@@ -97,8 +105,13 @@ fn with_leftovers(cluster: &DevCluster, e: anyhow::Error) -> anyhow::Error {
 /// wait until the cluster is healthy.
 async fn bring_up(cluster: &DevCluster, args: &Args, started: Instant) -> anyhow::Result<ExitCode> {
     let secrets = cluster.secrets()?;
+    pgha_postgres::tls_files::ensure(&cluster.config, &cluster.user)
+        .context("make the cluster's TLS certificates ([tls])")?;
     cluster.user.make_dir(&cluster.config.archive_dir, 0o700)?;
+    check_archive_owner(cluster).await?;
     let bin = cluster.pgha_bin().await?;
+    let mut progress = crate::progress::Progress::new();
+    progress.phase("pgha up: starting etcd");
     start_etcd(cluster)?;
     let ours = local_etcd(cluster).is_some();
     let auth_deadline = started + Duration::from_secs(args.timeout);
@@ -115,19 +128,93 @@ async fn bring_up(cluster: &DevCluster, args: &Args, started: Instant) -> anyhow
         // clone the moment it is established (an idle agent still costs
         // CPU that initdb would rather have: it re-publishes its record on
         // every other agent's publish).
+        progress.phase(&format!(
+            "pgha up: {}: bootstrapping the cluster (initdb, first start)",
+            members[0]
+        ));
         start_agent(cluster, &bin, &members[0])?;
         let logs = log_files(cluster, &members[..1], false);
         wait_leader_key(&dcs, &keys, deadline, &logs).await?;
     }
+    progress.phase(&format!(
+        "pgha up: starting the agents of {} and the proxy",
+        members.join(", ")
+    ));
     for m in &members {
         start_agent(cluster, &bin, m)?;
     }
     // The proxy follows the cluster in etcd: started now, it serves as
     // soon as there is a primary.
     start_proxy(cluster, &bin, &secrets)?;
-    let leader = wait_healthy(cluster, &dcs, &keys, &secrets, deadline).await?;
+    let leader = wait_healthy(cluster, &dcs, &keys, &secrets, deadline, &mut progress).await?;
+    progress.clear_line();
+    let prometheus = match args.prometheus {
+        true => {
+            let port = args
+                .prometheus_port
+                .unwrap_or_else(|| super::prometheus::default_port(cluster));
+            Some(super::prometheus::start(cluster, port)?)
+        }
+        false => None,
+    };
     print_summary(cluster, &leader, &secrets, started.elapsed());
+    if let Some(url) = prometheus {
+        crate::outln!("  prometheus {url}");
+    }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Refuse an archive that holds another cluster's history: a new cluster
+/// with WAL already in its archive, or an existing one whose system
+/// identifier differs from that of any archived segment. Either would end
+/// in pushes refused as conflicts (`pg_wal` growing) or, worse, in a
+/// standby restoring WAL of the wrong cluster.
+async fn check_archive_owner(cluster: &DevCluster) -> anyhow::Result<()> {
+    let dir = &cluster.config.archive_dir;
+    let archive = pgha_archive::Archive::open(dir)?;
+    let Some(owner) = archive
+        .owner()
+        .with_context(|| format!("read the newest segment of the archive {}", dir.display()))?
+    else {
+        return Ok(());
+    };
+    let config = cluster.dir.join(crate::dev::CONFIG_FILE);
+    let remedy = format!(
+        "To proceed, give this cluster an archive of its own: move that archive away if its \
+         history is not needed (`mv {d} {d}.other`), or set [archive] dir in {c} to an empty \
+         directory",
+        d = dir.display(),
+        c = config.display()
+    );
+    let ours = cluster.instances().into_iter().find(|i| i.is_initialized());
+    let Some(inst) = ours else {
+        bail!(
+            "the archive {} already holds WAL (newest segment {}, system identifier {}) but this \
+             cluster is new: it belongs to another cluster. {remedy}",
+            dir.display(),
+            owner.segment,
+            owner.system_identifier
+        );
+    };
+    let cd = inst
+        .controldata()
+        .await
+        .with_context(|| format!("read the control file of {}", inst.name))?;
+    let foreign = archive
+        .foreign_segment(cd.system_identifier)
+        .with_context(|| format!("read the segments of the archive {}", dir.display()))?;
+    if let Some(f) = foreign {
+        bail!(
+            "the archive {} holds another cluster's history: segment {} has system identifier \
+             {}, this cluster's is {} ({}). {remedy}",
+            dir.display(),
+            f.segment,
+            f.system_identifier,
+            cd.system_identifier,
+            inst.name
+        );
+    }
+    Ok(())
 }
 
 /// The etcd endpoint of a dev cluster: loopback host and port.
@@ -198,7 +285,12 @@ fn start_etcd(cluster: &DevCluster) -> anyhow::Result<()> {
 /// SO_REUSEADDR, as they do (std's `TcpListener::bind` sets it on Unix), so
 /// a port that only has TIME-WAIT sockets left from earlier connections
 /// counts as free.
-fn ensure_free(host: &str, ports: &[u16], who: &str, remedy: &str) -> anyhow::Result<()> {
+pub(crate) fn ensure_free(
+    host: &str,
+    ports: &[u16],
+    who: &str,
+    remedy: &str,
+) -> anyhow::Result<()> {
     for &port in ports {
         if std::net::TcpListener::bind((host, port)).is_err() {
             bail!("port {port} on {host}, needed by {who}, is in use by another program: stop it, or {remedy}");
@@ -207,7 +299,7 @@ fn ensure_free(host: &str, ports: &[u16], who: &str, remedy: &str) -> anyhow::Re
     Ok(())
 }
 
-fn which(program: &str) -> Option<PathBuf> {
+pub(crate) fn which(program: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH")?;
     std::env::split_paths(&path)
         .map(|d| d.join(program))
@@ -268,12 +360,22 @@ fn start_proxy(cluster: &DevCluster, bin: &Path, secrets: &Secrets) -> anyhow::R
     }
     ensure_free(
         &p.host,
-        &[p.rw_port, p.ro_port, p.primary_port],
+        &[p.rw_port, p.ro_port, p.primary_port]
+            .into_iter()
+            .chain(p.http_port)
+            .collect::<Vec<_>>(),
         "the proxy",
         "change [proxy] in cluster.toml",
     )?;
+    let path = cluster.dir.join("proxy.toml");
+    let tls = proxy_tls_keys(&cluster.config, &path);
+    let http = p
+        .http_port
+        .map(|port| format!("http_listen = \"{}:{port}\"\n", p.host))
+        .unwrap_or_default();
     let text = format!(
-        "# Written by `pgha up` from cluster.toml; changes here are overwritten.\n\
+        "# Written by `pgha up` from cluster.toml; changes here are overwritten,\n\
+         # except the TLS keys ({kept}), which are kept when set.\n{tls}{http}\
          listen_rw = \"{h}:{rw}\"\nlisten_ro = \"{h}:{ro}\"\nlisten_primary = \"{h}:{pr}\"\n\
          monitor_password_file = {mon:?}\nadmin_users = [\"postgres\"]\n\n[topology]\nkind = \"etcd\"\ncluster = {name:?}\n\n\
          [topology.dcs]\n{dcs}",
@@ -288,8 +390,8 @@ fn start_proxy(cluster: &DevCluster, bin: &Path, secrets: &Secrets) -> anyhow::R
             .to_string(),
         name = cluster.config.name,
         dcs = super::etcd_auth::proxy_dcs_table(&cluster.config)?,
+        kept = PROXY_TLS_KEYS.join(", "),
     );
-    let path = cluster.dir.join("proxy.toml");
     // It names the secret files: owner and group only.
     cluster
         .user
@@ -302,6 +404,46 @@ fn start_proxy(cluster: &DevCluster, bin: &Path, secrets: &Secrets) -> anyhow::R
     );
     supervise::spawn(&cluster.dir, "proxy", cmd, &cluster.dir.join("proxy.log"))?;
     Ok(())
+}
+
+/// The proxy.toml keys of TLS, which `up` keeps from an existing file.
+const PROXY_TLS_KEYS: [&str; 5] = [
+    "tls",
+    "tls_cert_file",
+    "tls_key_file",
+    "backend_tls",
+    "backend_ca_file",
+];
+
+/// The TLS lines of the dev proxy.toml: an operator's value of a TLS key in
+/// the existing file wins; otherwise, with `[tls]`, the proxy offers TLS
+/// with the generated certificate and verifies backends against the CA.
+fn proxy_tls_keys(config: &pgha_config::ClusterConfig, path: &Path) -> String {
+    let existing: toml::Table = std::fs::read_to_string(path)
+        .ok()
+        .and_then(|t| t.parse().ok())
+        .unwrap_or_default();
+    let mut ours: Vec<(&str, toml::Value)> = Vec::new();
+    if let Some(tls) = &config.tls {
+        let file = |p: &Path| toml::Value::String(p.display().to_string());
+        let text = |t: &str| toml::Value::String(t.into());
+        ours.push(("tls", text("allow")));
+        ours.push(("tls_cert_file", file(&tls.proxy.cert_file)));
+        ours.push(("tls_key_file", file(&tls.proxy.key_file)));
+        ours.push(("backend_tls", text("verify-full")));
+        ours.push(("backend_ca_file", file(&tls.ca_file)));
+    }
+    let mut out = String::new();
+    for key in PROXY_TLS_KEYS {
+        let value = existing
+            .get(key)
+            .cloned()
+            .or_else(|| ours.iter().find(|(k, _)| *k == key).map(|(_, v)| v.clone()));
+        if let Some(v) = value {
+            out.push_str(&format!("{key} = {v}\n"));
+        }
+    }
+    out
 }
 
 /// The log files to read when `members` (and the proxy, `with_proxy`) do
@@ -356,7 +498,9 @@ async fn wait_healthy(
     keys: &ClusterKeys,
     secrets: &Secrets,
     deadline: Instant,
+    progress: &mut crate::progress::Progress,
 ) -> anyhow::Result<String> {
+    let mut last_missing = String::new();
     let mut health = Health {
         cluster,
         dcs,
@@ -364,12 +508,21 @@ async fn wait_healthy(
         secrets,
         leader_conn: None,
         proxy_conn: None,
+        proxy_tls: proxy_offers_tls(&cluster.dir.join("proxy.toml")),
     };
     loop {
         let missing = match health.check().await {
             Ok(leader) => return Ok(leader),
             Err(missing) => missing,
         };
+        if missing != last_missing {
+            progress.phase(&format!("pgha up: waiting: {missing}"));
+            last_missing = missing.clone();
+        }
+        if let Some((_, c)) = &health.leader_conn {
+            let backups = crate::progress::base_backups(c).await;
+            progress.base_backups(Instant::now(), &backups);
+        }
         if Instant::now() > deadline {
             let members = cluster.member_names();
             bail!(
@@ -393,6 +546,21 @@ struct Health<'a> {
     leader_conn: Option<(String, PgClient)>,
     /// Superuser connection through the proxy's rw port.
     proxy_conn: Option<PgClient>,
+    /// The proxy offers TLS: connect to it over TLS, verified against the
+    /// cluster's CA (an operator's certificate for the dev proxy must be
+    /// signed by it).
+    proxy_tls: bool,
+}
+
+/// Whether the proxy.toml at `path` turns client TLS on: a certificate, and
+/// `tls` not `disable`.
+fn proxy_offers_tls(path: &Path) -> bool {
+    let table: toml::Table = std::fs::read_to_string(path)
+        .ok()
+        .and_then(|t| t.parse().ok())
+        .unwrap_or_default();
+    table.contains_key("tls_cert_file")
+        && table.get("tls").and_then(|v| v.as_str()) != Some("disable")
 }
 
 impl Health<'_> {
@@ -468,14 +636,22 @@ impl Health<'_> {
         }
     }
 
-    /// A connection as the superuser with the admin password; errors name `what`.
-    async fn admin_connect(&self, host: &str, port: u16, what: &str) -> Result<PgClient, String> {
-        probe::connect(
+    /// A connection as the superuser with the admin password; errors name
+    /// `what`. Over TLS verified against `ca` when given.
+    async fn admin_connect(
+        &self,
+        host: &str,
+        port: u16,
+        what: &str,
+        ca: Option<&Path>,
+    ) -> Result<PgClient, String> {
+        probe::connect_tls(
             host,
             port,
             &self.cluster.config.superuser,
             &self.secrets.admin_password,
             Duration::from_secs(2),
+            ca,
         )
         .await
         .map_err(|e| format!("connect to {what}: {e:#}"))
@@ -494,7 +670,12 @@ impl Health<'_> {
                 .member(leader)
                 .ok_or_else(|| format!("the leader {leader} is not in cluster.toml"))?;
             let c = self
-                .admin_connect(&m.host, m.port, &format!("the leader {leader}"))
+                .admin_connect(
+                    &m.host,
+                    m.port,
+                    &format!("the leader {leader}"),
+                    self.cluster.config.tls_ca(),
+                )
                 .await?;
             self.leader_conn = Some((leader.to_string(), c));
         }
@@ -538,7 +719,12 @@ impl Health<'_> {
         };
         if self.proxy_conn.as_ref().is_none_or(|c| c.is_closed()) {
             let c = self
-                .admin_connect(&p.host, p.rw_port, "the proxy's rw port")
+                .admin_connect(
+                    &p.host,
+                    p.rw_port,
+                    "the proxy's rw port",
+                    self.cluster.config.tls_ca().filter(|_| self.proxy_tls),
+                )
                 .await?;
             self.proxy_conn = Some(c);
         }
@@ -603,12 +789,21 @@ fn print_summary(cluster: &DevCluster, leader: &str, secrets: &Secrets, took: Du
             ro = p.ro_port,
             pr = p.primary_port
         );
+        if let Some(port) = p.http_port {
+            crate::outln!("           metrics http://{}:{port}/metrics", p.host);
+        }
     }
     crate::outln!(
         "  password of {:?}: {}",
         c.superuser,
         secrets.admin_file().display()
     );
+    if let Some(ca) = c.tls_ca() {
+        crate::outln!(
+            "  TLS      on: add sslmode=verify-full sslrootcert={} to verify the servers",
+            ca.display()
+        );
+    }
     crate::outln!();
     crate::outln!("Try:");
     let p = c
@@ -623,6 +818,7 @@ fn print_summary(cluster: &DevCluster, leader: &str, secrets: &Secrets, took: Du
         c.superuser
     );
     crate::outln!("  pgha status --dir {dir}");
+    crate::outln!("  pgha dashboard --dir {dir}   # live status page; `pgha events --dir {dir}`: what happened");
     crate::outln!("  kill -9 $(cat {dir}/run/agent-{leader}.pid) $(head -1 {dir}/{leader}/data/postmaster.pid)   # crash the primary, watch `pgha status`");
     crate::outln!("  pgha down --dir {dir}        (stop; `pgha up --dir {dir}` starts it again with its data)");
     crate::outln!("  pgha destroy --dir {dir} --yes");

@@ -12,6 +12,7 @@
 //! Hazard: whatever these commands print lands in the PostgreSQL server log.
 
 use anyhow::Context;
+use pgha_archive::health::{self, Op};
 use pgha_archive::{
     Archive, Compression, Entry, PushOptions, PushOutcome, Retention, Store, WalName,
 };
@@ -127,20 +128,25 @@ pub fn push(args: PushArgs) -> anyhow::Result<ExitCode> {
         CompressArg::Zstd => Compression::Zstd,
     };
     let shown = args.path.display();
-    let outcome = if is_s3(&args.archive) {
-        let rt = runtime()?;
-        rt.block_on(async {
-            let Store::S3(s) = open_store(&args.archive, args.s3_config.as_deref())? else {
-                anyhow::bail!("not an object store");
-            };
-            Ok(s.push_many(&args.path, compression, args.parallel).await?)
-        })
-        .with_context(|| format!("archiving {shown}"))?
+    let result = if is_s3(&args.archive) {
+        runtime()
+            .and_then(|rt| {
+                rt.block_on(async {
+                    let Store::S3(s) = open_store(&args.archive, args.s3_config.as_deref())? else {
+                        anyhow::bail!("not an object store");
+                    };
+                    Ok(s.push_many(&args.path, compression, args.parallel).await?)
+                })
+            })
+            .with_context(|| format!("archiving {shown}"))
     } else {
         Archive::open(&args.archive)
             .and_then(|a| a.push(&args.path, PushOptions { compression }))
-            .with_context(|| format!("archiving {shown}"))?
+            .with_context(|| format!("archiving {shown}"))
     };
+    let wal = args.path.file_name().unwrap_or_default().to_string_lossy();
+    note_outcome(Op::Push, &wal, result.as_ref().err());
+    let outcome = result?;
     if let PushOutcome::AlreadyArchived(h) = outcome {
         tracing::info!(
             "{shown} was already archived with identical content (sha256 {}); nothing to do",
@@ -166,12 +172,34 @@ pub fn fetch(args: FetchArgs) -> anyhow::Result<ExitCode> {
         Archive::open(&args.archive).and_then(|a| a.fetch(&args.name, &args.dest))
     };
     match result {
-        Ok(_) => Ok(ExitCode::SUCCESS),
+        Ok(_) => {
+            note_outcome(Op::Fetch, &args.name, None);
+            Ok(ExitCode::SUCCESS)
+        }
         Err(e) if e.is_not_found() => Ok(ExitCode::from(1)),
         Err(e) => {
+            if e.is_corrupt() && !is_s3(&args.archive) {
+                health::note_corrupt(&args.archive, &args.name, &e.to_string());
+            }
+            let reason = anyhow::anyhow!("restoring {}: {e}", args.name);
+            note_outcome(Op::Fetch, &args.name, Some(&reason));
             eprintln!("pgha: error: restoring {}: {e}", args.name);
             Ok(ExitCode::from(2))
         }
+    }
+}
+
+/// Leave the failure (or clear it after a success) where the agent reads
+/// it (`pgha_archive::health`): only when run by PostgreSQL, i.e. in a
+/// data directory, never in an operator's working directory.
+fn note_outcome(op: Op, wal: &str, err: Option<&anyhow::Error>) {
+    let dir = std::path::Path::new(".");
+    if !dir.join("PG_VERSION").is_file() {
+        return;
+    }
+    match err {
+        Some(e) => health::record_failure(dir, op, wal, &format!("{e:#}")),
+        None => health::clear_failure(dir, op),
     }
 }
 
@@ -231,14 +259,19 @@ fn list(args: ListArgs) -> anyhow::Result<ExitCode> {
         "STORED",
         "SHA256"
     );
-    let mut bad = 0usize;
+    let mut bad = Vec::new();
     for entry in &entries {
         let status = status_of(&rt, &store, entry, args.verify);
-        if status != "ok" && status != "-" {
-            bad += 1;
+        if let Some(reason) = status.strip_prefix("BAD: ") {
+            bad.push((entry.name.as_str().to_string(), reason.to_string()));
         }
         crate::outln!("{}", list_line(entry, &status));
     }
+    if args.verify && !is_s3(&args.archive) {
+        // Where the agents (metrics, REST) and `pgha status` look.
+        health::record_verified(&args.archive, &bad);
+    }
+    let bad = bad.len();
     crate::outln!("{} files, {} bad", entries.len(), bad);
     Ok(if bad > 0 {
         ExitCode::from(2)

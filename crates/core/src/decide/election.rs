@@ -24,7 +24,9 @@ pub(crate) fn decide(ctx: &Ctx<'_>) -> Decision {
     if pg.is_running_primary() {
         if led_last || bootstrapper {
             let mut actions = Vec::new();
-            if !pg.fenced {
+            // Promises from k of S still hold: nobody can promote, so the
+            // key is ours to re-take without a pause in writes.
+            if !pg.fenced && !super::failsafe_ok(ctx.local, ctx.cfg(), ctx.now) {
                 actions.push(Action::Fence);
             }
             actions.push(Action::AcquireLeader);
@@ -181,8 +183,53 @@ fn safe_candidate(ctx: &Ctx<'_>, name: &str) -> bool {
     check_promotion(cand, &soon).is_ok()
 }
 
+/// Another running, failover-eligible standby passes the promotion rule in
+/// our view once the running standbys have detached. Unlike
+/// `safe_candidate`, our own position does not count: this node is a
+/// stopped former primary whose unacknowledged tail a rewind removes.
+fn another_candidate(ctx: &Ctx<'_>) -> bool {
+    let term = ctx.view.sync_term();
+    let mut soon = ctx.view.clone();
+    for rec in soon.members.values_mut() {
+        if rec.is_running_standby() {
+            rec.detached = Some(Detached { after_term: term });
+        }
+    }
+    ctx.view.members.values().any(|m| {
+        m.name != ctx.me()
+            && m.is_running_standby()
+            && !m.tags.nofailover
+            && check_promotion(
+                Candidate {
+                    name: &m.name,
+                    position: m.position(),
+                    detached: Some(Detached { after_term: term }),
+                },
+                &soon,
+            )
+            .is_ok()
+    })
+}
+
 fn stopped(ctx: &Ctx<'_>, bootstrapper: bool) -> Decision {
     let view = ctx.view;
+    // We killed our hung primary and gave up the key: let the others elect
+    // a leader first (a server started here again at once would win as the
+    // last leader), as long as one of them could pass the promotion rule.
+    // Bounded, so a cluster with nobody else still recovers.
+    if let Some(at) = ctx.local.gave_up_hung_at {
+        let waited = ctx.now - at;
+        let limit = ctx.cfg().hung_timeout;
+        if waited < limit && ctx.local.pg.data_dir == DataDir::Primary && another_candidate(ctx) {
+            return ctx.decision(
+                vec![],
+                format!(
+                    "no leader; my PostgreSQL hung and I gave up the key: waiting up to \
+                     {limit} for another member to take over"
+                ),
+            );
+        }
+    }
     match ctx.local.pg.data_dir {
         DataDir::Empty => match view.initialize.as_deref() {
             None if ctx.local.tags.nofailover => ctx.decision(

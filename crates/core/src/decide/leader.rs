@@ -305,7 +305,9 @@ fn switchover_from_me<'a>(ctx: &Ctx<'a>) -> Option<&'a SwitchoverRequest> {
 /// Established leader with a running primary.
 fn primary(ctx: &Ctx<'_>) -> Decision {
     let pg = &ctx.local.pg;
-    if !ctx.lease_ok() {
+    // Back from a DCS outage survived in failsafe mode: the promises still
+    // hold, so keep writing while the renew (first in this decision) runs.
+    if !ctx.lease_ok() && !super::failsafe_ok(ctx.local, ctx.cfg(), ctx.now) {
         let actions = if pg.fenced {
             vec![]
         } else {
@@ -403,7 +405,10 @@ fn sync_step(ctx: &Ctx<'_>) -> SyncStep {
                     .view
                     .members
                     .get(&r.name)
-                    .is_some_and(|m| !m.tags.nosync)
+                    // A standby whose server runs but answers no probe for
+                    // hung_timeout says "role unknown" (`hung.rs`): out,
+                    // although its walsender may still look streaming.
+                    .is_some_and(|m| !m.tags.nosync && !m.runs_unanswering())
         })
         .map(|r| r.name.clone())
         .collect();

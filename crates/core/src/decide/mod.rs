@@ -13,7 +13,10 @@ mod election;
 mod follower;
 mod leader;
 
-use crate::action::{Action, Decision, Upstream};
+use crate::failsafe;
+use crate::hung::{self, Verdict};
+
+use crate::action::{Action, Decision, DemoteKind, Upstream};
 use crate::local::LocalState;
 use crate::member::{MemberState, Role};
 use crate::promotion::Candidate;
@@ -26,7 +29,11 @@ pub fn decide(local: &LocalState, dcs: &DcsView, now: Millis) -> Decision {
         DcsView::Unknown { error, last_config } => dcs_unknown(local, error, last_config, now),
         DcsView::Known(view) => {
             let ctx = Ctx { local, view, now };
-            let mut d = if view.config.paused {
+            let mut d = if let Some(hold) = keep_promise(&ctx) {
+                hold
+            } else if let Some(d) = not_answering(&ctx) {
+                d
+            } else if view.config.paused {
                 paused(&ctx)
             } else {
                 match &view.leader {
@@ -158,24 +165,135 @@ pub(crate) fn leader_wake(local: &LocalState, cfg: &DynamicConfig, now: Millis) 
     }
 }
 
+/// The failsafe rule holds for this leader now (`failsafe.rs`): it may
+/// take writes past its lease.
+pub(crate) fn failsafe_ok(local: &LocalState, cfg: &DynamicConfig, now: Millis) -> bool {
+    failsafe::writes_may_continue(local.failsafe.as_ref(), cfg, now).is_ok()
+}
+
+/// A standby bound by a failsafe promise takes no step that could let
+/// anyone but the promised leader promote: no detach, no leader key, no
+/// promotion, no other upstream (`failsafe::promised`). `None` when no
+/// promise binds or the decision keeps it anyway.
+fn keep_promise(ctx: &Ctx<'_>) -> Option<Decision> {
+    let p = failsafe::promised(ctx.local, ctx.now)?;
+    let leads = ctx
+        .view
+        .leader
+        .as_ref()
+        .is_some_and(|l| l.holder == p.leader);
+    if leads {
+        let d = follower::decide(ctx, &p.leader);
+        let keeps = d.actions.iter().all(|a| match a {
+            Action::FollowLeader(up) => up.name == p.leader,
+            Action::PublishMember(_) => true,
+            _ => false,
+        });
+        if keeps {
+            return None;
+        }
+    }
+    let left = p.until - ctx.now;
+    Some(Decision {
+        actions: vec![],
+        reason: format!(
+            "failsafe: I promised {} (term {}) not to detach or promote for {left} more; \
+             following it meanwhile",
+            p.leader, p.term
+        ),
+        wake_in: ctx.cfg().loop_wait.min(left),
+    })
+}
+
+/// PostgreSQL runs but does not answer (`hung.rs`). Stalled or busy: keep
+/// the role and take no step that needs the server (the leader keeps its
+/// lease). Hung: the leader kills its server and only then gives up the
+/// key; anyone else waits, out of the sets by its record (role unknown).
+fn not_answering(ctx: &Ctx<'_>) -> Option<Decision> {
+    let v = hung::judge(&ctx.local.pg, ctx.cfg(), ctx.now);
+    let leads = ctx
+        .view
+        .leader
+        .as_ref()
+        .is_some_and(|l| l.holder == ctx.me());
+    let t = ctx.cfg().hung_timeout;
+    match v {
+        Verdict::Answering => None,
+        Verdict::Hung { .. } if leads => Some(ctx.decision_now(
+            vec![Action::Demote(DemoteKind::Kill), Action::ReleaseLeader],
+            format!(
+                "PostgreSQL {v} (hung_timeout {t}): killing it, then handing over the leader key"
+            ),
+        )),
+        Verdict::Hung { .. } => Some(ctx.decision(
+            vec![],
+            format!("PostgreSQL {v}: out of the synchronous and read sets until it answers"),
+        )),
+        Verdict::Stalled { for_ } => {
+            let actions = if leads {
+                vec![Action::RenewLeader]
+            } else {
+                vec![]
+            };
+            let left = t - for_;
+            Some(Decision {
+                actions,
+                reason: format!("PostgreSQL {v}, hung after {t}: keeping my role meanwhile"),
+                wake_in: ctx.cfg().loop_wait.min(left),
+            })
+        }
+        Verdict::Busy { .. } => {
+            let actions = if leads {
+                vec![Action::RenewLeader]
+            } else {
+                vec![]
+            };
+            Some(ctx.decision(
+                actions,
+                format!("PostgreSQL {v}: not hung, keeping my role"),
+            ))
+        }
+    }
+}
+
 /// The DCS could not be read. A primary keeps going while its lease is
-/// safely alive and fences itself before it can expire; everyone else keeps
-/// doing what it does (standbys keep serving reads).
+/// safely alive, or past it while the failsafe rule holds, and otherwise
+/// fences itself before the lease can expire; everyone else keeps doing
+/// what it does (standbys keep serving reads).
 fn dcs_unknown(local: &LocalState, error: &str, cfg: &DynamicConfig, now: Millis) -> Decision {
     let pg = &local.pg;
     let mut actions = Vec::new();
+    let failsafe = failsafe::writes_may_continue(local.failsafe.as_ref(), cfg, now);
     let reason = if !pg.is_running_primary() {
         format!("DCS unreachable ({error}); keeping the current state")
     } else if lease_ok(local, cfg, now) {
         actions.push(Action::RenewLeader);
         let left = local.lease.map_or(Millis::ZERO, |l| l.expires_at() - now);
         format!("DCS unreachable ({error}); lease still valid for {left}, retrying renew")
+    } else if let (Ok(why), Some(_)) = (&failsafe, local.lease) {
+        if pg.fenced {
+            actions.push(Action::Unfence);
+        }
+        actions.push(Action::RenewLeader);
+        let wake = local
+            .failsafe
+            .as_ref()
+            .and_then(|c| c.runs_out_at(now))
+            .map_or(cfg.loop_wait, |at| cfg.loop_wait.min(at - now));
+        return Decision {
+            actions,
+            reason: format!("DCS unreachable ({error}); {why}: accepting writes"),
+            wake_in: wake,
+        };
     } else {
         if !pg.fenced {
             actions.push(Action::Fence);
         }
         actions.push(Action::RenewLeader);
-        format!("DCS unreachable ({error}) and the leader lease may expire: refusing writes")
+        let why = failsafe.err().unwrap_or_default();
+        format!(
+            "DCS unreachable ({error}) and the leader lease may expire: refusing writes ({why})"
+        )
     };
     Decision {
         actions,

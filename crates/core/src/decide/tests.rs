@@ -776,3 +776,225 @@ fn nofailover_node_does_not_bootstrap() {
     let d = run(n, View::uninitialized().build(), 0);
     assert!(steps(&d).is_empty(), "{}", d.reason);
 }
+
+fn promises(members: &[&str], k: u32, from: &[(&str, u64)]) -> crate::failsafe::Confirmations {
+    let mut c = crate::failsafe::Confirmations::new(set(members, k));
+    for (m, sent) in from {
+        c.record(m, Millis(*sent), &DynamicConfig::default());
+    }
+    c
+}
+
+/// Failsafe: past the fence point, k of S promised: writes go on (and a
+/// fence put up earlier is lifted); without them, the fence as before.
+#[test]
+fn dcs_unknown_primary_past_its_lease_by_failsafe_rule() {
+    type Case<'a> = (&'a str, Vec<(&'a str, u64)>, bool, Vec<Action>);
+    let cases: Vec<Case> = vec![
+        (
+            "node2 promised",
+            vec![("node2", 11_200)],
+            false,
+            vec![Action::RenewLeader],
+        ),
+        (
+            "promise back after a fence",
+            vec![("node3", 11_200)],
+            true,
+            vec![Action::Unfence, Action::RenewLeader],
+        ),
+        (
+            "promise ran out",
+            vec![("node2", 10_000)],
+            false,
+            vec![Action::Fence, Action::RenewLeader],
+        ),
+        (
+            "no promise",
+            vec![],
+            false,
+            vec![Action::Fence, Action::RenewLeader],
+        ),
+    ];
+    for (what, from, fenced, want) in cases {
+        let n = leader_node().edit(|l| {
+            l.failsafe = Some(promises(&["node2", "node3"], 1, &from));
+            l.pg.fenced = fenced;
+        });
+        let d = run(n, unknown(), 11_600);
+        assert_eq!(d.actions, want, "{what}: {}", d.reason);
+        assert!(d.reason.contains("failsafe"), "{what}: {}", d.reason);
+    }
+}
+
+/// The knob off: the fence as without failsafe mode, promises or not.
+#[test]
+fn dcs_unknown_primary_fences_with_failsafe_mode_off() {
+    let n = leader_node()
+        .edit(|l| l.failsafe = Some(promises(&["node2", "node3"], 1, &[("node2", 11_200)])));
+    let off = DcsView::Unknown {
+        error: "timeout".into(),
+        last_config: DynamicConfig {
+            failsafe_mode: false,
+            ..Default::default()
+        },
+    };
+    let d = run(n, off, 11_600);
+    assert_eq!(
+        d.actions,
+        vec![Action::Fence, Action::RenewLeader],
+        "{}",
+        d.reason
+    );
+}
+
+/// A standby bound by a promise to node1 neither detaches nor races when it
+/// reads the DCS and finds the key free, nor follows another leader; once
+/// the promise ran out it detaches as usual.
+#[test]
+fn a_promised_standby_stays_with_its_leader() {
+    let node = || {
+        Node::new("node2")
+            .running_standby(Some("node1"), pos(1, 1000))
+            .edit(|l| {
+                l.promise = Some(crate::failsafe::Promise {
+                    leader: "node1".into(),
+                    term: 5,
+                    granted_at: Millis(0),
+                    until: Millis(2000),
+                })
+            })
+    };
+    let free = leaderless()
+        .standby("node2", Some("node1"), pos(1, 1000))
+        .build();
+    let d = run(node(), free.clone(), 1000);
+    assert!(steps(&d).is_empty(), "{}", d.reason);
+    assert!(d.reason.contains("promised node1"), "{}", d.reason);
+    let other = leaderless().leader("node3", 9).build();
+    assert!(steps(&run(node(), other, 1000)).is_empty());
+    let d = run(node(), free, 2000);
+    assert!(
+        matches!(steps(&d)[..], [Action::DetachFromPrimary { after_term: 5 }]),
+        "{}",
+        d.reason
+    );
+    // with node1 still leading the promise changes nothing
+    let d = run(node(), cluster().build(), 1000);
+    assert!(steps(&d).is_empty(), "{}", d.reason);
+    assert!(d.reason.contains("standby of node1"), "{}", d.reason);
+}
+
+/// The old leader finds its key gone after an outage but k of S still
+/// promise: it re-takes the key without fencing first.
+#[test]
+fn leaderless_primary_with_promises_retakes_without_fence() {
+    let n = leader_node()
+        .edit(|l| l.failsafe = Some(promises(&["node2", "node3"], 1, &[("node2", 11_200)])));
+    let d = run(n, leaderless().build(), 11_600);
+    assert_eq!(steps(&d), vec![Action::AcquireLeader], "{}", d.reason);
+    let d = run(leader_node(), leaderless().build(), 11_600);
+    assert_eq!(
+        steps(&d),
+        vec![Action::Fence, Action::AcquireLeader],
+        "{}",
+        d.reason
+    );
+}
+
+fn unanswered(since: u64, progress_at: u64) -> Option<crate::hung::Unanswered> {
+    Some(crate::hung::Unanswered {
+        since: Millis(since),
+        progress_at: Millis(progress_at),
+    })
+}
+
+/// A leader whose PostgreSQL does not answer: below hung_timeout (6 s) it
+/// keeps its role and lease; busy (WAL moving) likewise; hung: kill first,
+/// then give up the key. The reason says which.
+#[test]
+fn leader_stalled_busy_or_hung() {
+    let cases: Vec<(&str, u64, u64, Vec<Action>, &str)> = vec![
+        (
+            "stalled 5.9 s",
+            10_000,
+            10_000,
+            vec![Action::RenewLeader],
+            "stalled",
+        ),
+        ("busy", 4_000, 12_000, vec![Action::RenewLeader], "busy"),
+        (
+            "hung",
+            4_000,
+            4_000,
+            vec![Action::Demote(DemoteKind::Kill), Action::ReleaseLeader],
+            "hung",
+        ),
+    ];
+    for (what, since, progress, want, word) in cases {
+        let n = leader_node().edit(|l| l.pg.unanswered = unanswered(since, progress));
+        let d = run(n, cluster().build(), 15_900);
+        assert_eq!(steps(&d), want, "{what}: {}", d.reason);
+        assert!(d.reason.contains(word), "{what}: {}", d.reason);
+    }
+}
+
+/// A standby whose PostgreSQL hangs takes no step (its record, role
+/// unknown, takes it out of the sets); one that stalls briefly neither.
+#[test]
+fn standby_stalled_or_hung_takes_no_step() {
+    for since in [9_000, 1_000] {
+        let n = Node::new("node2")
+            .running_standby(Some("node1"), pos(1, 1000))
+            .edit(|l| l.pg.unanswered = unanswered(since, since));
+        let d = run(n, cluster().build(), 10_000);
+        assert!(steps(&d).is_empty(), "{}", d.reason);
+    }
+}
+
+/// After killing its hung primary and giving up the key, a node does not
+/// start PostgreSQL again at once (it would win as the last leader); it
+/// waits hung_timeout for another member, then takes part again.
+#[test]
+fn a_node_that_gave_up_a_hung_primary_waits_for_another_leader() {
+    let n = || {
+        Node::new("node1")
+            .stopped(DataDir::Primary, pos(1, 1000))
+            .edit(|l| l.gave_up_hung_at = Some(Millis(10_000)))
+    };
+    let others = || {
+        leaderless()
+            .standby("node2", Some("node1"), pos(1, 990))
+            .standby("node3", Some("node1"), pos(1, 980))
+    };
+    let d = run(n(), others().build(), 12_000);
+    assert!(steps(&d).is_empty(), "{}", d.reason);
+    assert!(d.reason.contains("hung"), "{}", d.reason);
+    // nobody else could promote: no wait
+    let d = run(n(), leaderless().build(), 12_000);
+    assert!(!steps(&d).is_empty(), "{}", d.reason);
+    let d = run(n(), others().build(), 16_000);
+    assert!(
+        matches!(steps(&d)[..], [Action::StartAsStandby { upstream: None }]),
+        "{}",
+        d.reason
+    );
+}
+
+/// A standby whose record says its server runs with role unknown (hung)
+/// leaves the synchronous set, though its walsender still looks streaming.
+#[test]
+fn a_hung_standby_leaves_the_sync_set() {
+    let view = cluster()
+        .edit_member("node3", |m| m.role = crate::member::Role::Unknown)
+        .build();
+    let d = run(leader_node(), view, 10_100);
+    assert!(
+        steps(&d).iter().any(|a| matches!(
+            a,
+            Action::SetSyncStandbyNames(SyncStandbyNames::Quorum(s)) if s.members.len() == 1
+        )),
+        "{}",
+        d.reason
+    );
+}

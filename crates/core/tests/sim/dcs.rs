@@ -30,6 +30,9 @@ pub struct Dcs {
     pub initialize: Option<String>,
     /// Proxy records (the simulated proxies never die, so no lease).
     pub proxies: BTreeMap<String, ProxyState>,
+    /// Whole outage with a stopped clock until this global time: nothing
+    /// expires meanwhile, and every lease gets a full TTL at the end.
+    pub frozen_until: u64,
 }
 
 impl Dcs {
@@ -48,6 +51,19 @@ impl Dcs {
     /// Drop expired leases (and the leader key with its lease) and expired
     /// member records.
     pub fn expire(&mut self, now: u64) {
+        if self.frozen_until > 0 {
+            if now < self.frozen_until {
+                return;
+            }
+            self.frozen_until = 0;
+            let full = now + self.config.ttl.0;
+            for exp in self.leases.values_mut() {
+                *exp = (*exp).max(full);
+            }
+            for (_, exp) in self.members.values_mut() {
+                *exp = (*exp).max(full);
+            }
+        }
         self.leases.retain(|_, exp| *exp > now);
         if let Some((_, lease)) = &self.leader {
             if !self.leases.contains_key(lease) {

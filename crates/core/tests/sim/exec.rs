@@ -27,9 +27,19 @@ impl World {
         } else if n.mem.stopped_since.is_none() {
             n.mem.stopped_since = Some(now);
         }
+        // A frozen server answers no probe: the stall starts at the first
+        // loop that sees it and ends at the first answer.
+        if n.pg.stalled(t) {
+            n.mem.unanswered.get_or_insert(pgha_core::hung::Unanswered {
+                since: now,
+                progress_at: now,
+            });
+        } else {
+            n.mem.unanswered = None;
+        }
         let data = n.pg.data.as_ref();
         let primary = n.pg.is_primary();
-        let pg = PgState {
+        let mut pg = PgState {
             data_dir: match data {
                 None => DataDir::Empty,
                 Some(d) if d.standby_signal => DataDir::Standby,
@@ -52,7 +62,14 @@ impl World {
             rewind_failed: n.mem.rewind_failed,
             clean_shutdown: (!n.pg.running || n.pg.exiting) && n.pg.clean,
             exiting: n.pg.exiting,
+            unanswered: n.mem.unanswered.filter(|_| n.pg.running),
         };
+        // Hung: the agent no longer reports the last answer it had.
+        if pgha_core::hung::judge(&pg, &n.mem.last_config, now).is_hung() {
+            pg.role = pgha_core::Role::Unknown;
+            pg.replicas.clear();
+            pg.sync_names = None;
+        }
         LocalState {
             name: n.name.clone(),
             api_url: String::new(),
@@ -68,6 +85,9 @@ impl World {
             reinit_requested: false,
             switchover_seen: n.mem.switchover_seen,
             sync_in_doubt: n.mem.sync_in_doubt,
+            promise: n.mem.promise.clone(),
+            failsafe: n.mem.failsafe.clone(),
+            gave_up_hung_at: n.mem.gave_up_hung_at,
         }
     }
 
@@ -105,6 +125,9 @@ impl World {
 
     pub fn execute(&mut self, i: usize, action: &Action) -> Res {
         let cut = self.nodes[i].dcs_cut(self.t);
+        if self.nodes[i].pg.stalled(self.t) && needs_server(action) {
+            return Err("PostgreSQL does not answer".into());
+        }
         match action {
             Action::PublishMember(m) => {
                 dcs_ok(cut)?;
@@ -378,6 +401,14 @@ impl World {
     }
 
     fn demote(&mut self, i: usize, kind: DemoteKind) -> Res {
+        if kind == DemoteKind::Kill {
+            // SIGKILL works on a frozen server too.
+            ok_if(self.nodes[i].pg.running, "not running")?;
+            let now = self.nodes[i].local_now(self.t);
+            self.nodes[i].pg.stop();
+            self.nodes[i].mem.gave_up_hung_at = Some(now);
+            return Ok(());
+        }
         ok_if(self.nodes[i].pg.is_primary(), "not a running primary")?;
         if kind == DemoteKind::Graceful {
             self.check_drain(i);
@@ -428,4 +459,22 @@ fn ok_if(cond: bool, why: &str) -> Res {
     } else {
         Err(why.to_string())
     }
+}
+
+/// Actions a frozen server cannot carry out (they talk to it or wait for
+/// it); DCS actions and a kill still work.
+fn needs_server(action: &Action) -> bool {
+    !matches!(
+        action,
+        Action::PublishMember(_)
+            | Action::AcquireInitialize
+            | Action::AcquireLeader
+            | Action::RenewLeader
+            | Action::ReleaseLeader
+            | Action::WriteSyncKey(_)
+            | Action::HandOver(_)
+            | Action::ClearSwitchover
+            | Action::ClearFailover
+            | Action::Demote(DemoteKind::Kill)
+    )
 }

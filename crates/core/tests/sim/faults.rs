@@ -147,6 +147,10 @@ impl World {
             n.hung_until = 0;
             n.dcs_cut_until = 0;
             n.delay_next_sync = None;
+            n.pg.stalled_until = 0;
+        }
+        if self.dcs.frozen_until > self.t {
+            self.dcs.frozen_until = self.t;
         }
         self.cut.clear();
         self.slow.clear();
@@ -210,6 +214,11 @@ pub struct RunOpts {
     pub extra_faults: bool,
     /// See `World::late_within_term`.
     pub late_within_term: bool,
+    /// Inject whole-DCS outages (drawn from their own generator). Off only
+    /// to replay a seed pinned before they existed exactly.
+    pub dcs_outages: bool,
+    /// Inject PostgreSQL stalls around `hung_timeout` (own generator).
+    pub pg_stalls: bool,
 }
 
 impl RunOpts {
@@ -217,6 +226,8 @@ impl RunOpts {
         verbose: false,
         extra_faults: true,
         late_within_term: true,
+        dcs_outages: true,
+        pg_stalls: true,
     };
 }
 
@@ -267,6 +278,8 @@ pub fn run_seed_with(seed: u64, opts: RunOpts) -> Result<(u64, u64), String> {
         w.violate("bootstrap: no writable primary with an acknowledged commit within 30 s".into());
     }
     let mut pause_until = u64::MAX;
+    let mut outage_rng = crate::rng::Rng::new(seed ^ 0x0E7C_D0A7_0FF1_1E00);
+    let mut stall_rng = crate::rng::Rng::new(seed ^ 0x57A1_1ED0_0D15_C000);
     for _ in 0..sc.fault_steps {
         if w.violation.is_some() {
             break;
@@ -280,6 +293,23 @@ pub fn run_seed_with(seed: u64, opts: RunOpts) -> Result<(u64, u64), String> {
         }
         if opts.extra_faults && w.extra_rng.chance(sc.fault_per_mille / 2) {
             w.inject_extra_fault();
+        }
+        if opts.dcs_outages && outage_rng.chance(sc.fault_per_mille / 3) {
+            let until = w.t + outage_rng.range(1000, 15_000);
+            let frozen = outage_rng.chance(500);
+            w.dcs_outage(until, frozen);
+            let how = if frozen {
+                "leases frozen"
+            } else {
+                "leases run out"
+            };
+            w.note(format!(
+                "t={} FAULT: the whole DCS is out until {until} ({how})",
+                w.t
+            ));
+        }
+        if opts.pg_stalls && stall_rng.chance(sc.fault_per_mille / 3) {
+            inject_stall(&mut w, &mut stall_rng);
         }
         w.step();
     }
@@ -337,4 +367,23 @@ fn report(w: &World, seed: u64, violation: &str) -> String {
         w.dump(),
         log.join("\n")
     )
+}
+
+/// PostgreSQL stalls for d around hung_timeout (6 s): below it nothing may
+/// change, above it the node is failed over; on the leader half the time.
+fn inject_stall(w: &mut World, rng: &mut crate::rng::Rng) {
+    let d = rng.range(1000, 14_000);
+    let leader = w.dcs.holder().and_then(|h| w.index(h));
+    let i = match leader {
+        Some(l) if rng.chance(500) => l,
+        _ => rng.below(w.nodes.len() as u64) as usize,
+    };
+    if w.nodes[i].pg.running {
+        w.nodes[i].pg.stalled_until = w.t + d;
+        let name = w.nodes[i].name.clone();
+        w.note(format!(
+            "t={} FAULT: PostgreSQL on {name} stalls for {d} ms",
+            w.t
+        ));
+    }
 }

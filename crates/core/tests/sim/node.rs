@@ -3,7 +3,8 @@
 
 use crate::pg::Pg;
 use pgha_core::{
-    Detached, DynamicConfig, LeaseState, Lsn, Millis, SwitchoverSeen, SyncInDoubt, Tags,
+    Confirmations, Detached, DynamicConfig, LeaseState, Lsn, Millis, Promise, SwitchoverSeen,
+    SyncInDoubt, Tags,
 };
 
 /// What the agent process keeps between loops (lost when it crashes).
@@ -22,6 +23,15 @@ pub struct Mem {
     pub sync_in_doubt: Option<SyncInDoubt>,
     /// A view was read since the agent (re)started.
     pub viewed: bool,
+    /// Standby: the failsafe promise it gave (lost with the agent).
+    pub promise: Option<Promise>,
+    /// Leader: the promises it holds, against its `/sync` set, and the term
+    /// it asks them for.
+    pub failsafe: Option<Confirmations>,
+    pub failsafe_term: u64,
+    /// The server has not answered since (see `pgha_core::hung`).
+    pub unanswered: Option<pgha_core::hung::Unanswered>,
+    pub gave_up_hung_at: Option<Millis>,
 }
 
 #[derive(Clone, Debug)]

@@ -76,9 +76,17 @@ pub struct Pg {
     /// exits once its standbys have everything, or at any step after a
     /// timeout (see `World::step`).
     pub exiting: bool,
+    /// Frozen (SIGSTOP, a stalled disk) until this global time: it answers
+    /// no probe, sends and receives no WAL, acknowledges nothing, and only
+    /// a kill ends it early.
+    pub stalled_until: u64,
 }
 
 impl Pg {
+    pub fn stalled(&self, t: u64) -> bool {
+        self.running && t < self.stalled_until
+    }
+
     pub fn role(&self) -> Role {
         match (&self.data, self.running) {
             _ if self.exiting => Role::Unknown,
@@ -98,6 +106,7 @@ impl Pg {
 
     /// Crash or stop: waiting commits are never acknowledged.
     pub fn stop(&mut self) {
+        self.stalled_until = 0;
         self.running = false;
         self.clean = false;
         self.exiting = false;

@@ -188,20 +188,19 @@ fn switchover_hands_over_without_rewind() {
     }
 }
 
-/// etcd unreachable for everyone: the primary fences before its lease can
-/// expire, nobody is promoted, writes resume afterwards on the same node.
+/// etcd unreachable for everyone with failsafe mode off: the primary
+/// fences before its lease can expire, nobody is promoted, writes resume
+/// afterwards on the same node.
 #[test]
-fn etcd_outage_fences_the_primary_and_recovers() {
+fn etcd_outage_fences_the_primary_without_failsafe_and_recovers() {
     for seed in 0..20 {
         let mut w = boot(seed, 3);
+        w.dcs.config.failsafe_mode = false;
+        run(&mut w, 1000);
         let p = primary(&w);
         let until = w.t + 5000;
-        for n in w.nodes.iter_mut() {
-            n.dcs_cut_until = until;
-        }
-        let fenced = run_until(&mut w, 2000, |w| {
-            w.nodes[p].pg.data.as_ref().is_some_and(|d| d.fenced)
-        });
+        w.dcs_outage(until, seed % 2 == 0);
+        let fenced = run_until(&mut w, 2000, |w| fenced(w, p));
         assert!(
             fenced.is_some(),
             "seed {seed}: primary not fenced\n{}",
@@ -217,6 +216,89 @@ fn etcd_outage_fences_the_primary_and_recovers() {
         assert_eq!(
             w.failovers, failovers,
             "seed {seed}: promotion while etcd was down"
+        );
+    }
+}
+
+fn fenced(w: &World, i: usize) -> bool {
+    w.nodes[i].pg.data.as_ref().is_some_and(|d| d.fenced)
+}
+
+/// etcd out for 20 s with failsafe mode on (the default): the primary is
+/// never fenced and keeps acknowledging commits, with leases frozen (etcd
+/// restarted) or run out (etcd lost them); nobody is promoted.
+#[test]
+fn etcd_outage_with_failsafe_keeps_writes_going() {
+    for seed in 0..20 {
+        let mut w = boot(seed, 3);
+        let p = primary(&w);
+        let failovers = w.failovers;
+        let acked = w.acked.len();
+        let end = w.t + 20_000;
+        w.dcs_outage(end, seed % 2 == 0);
+        while w.t < end + 3000 {
+            run(&mut w, STEP);
+            assert!(
+                !fenced(&w, p),
+                "seed {seed}: fenced at t={}\n{}",
+                w.t,
+                w.dump()
+            );
+        }
+        assert!(
+            w.acked.len() > acked + 10,
+            "seed {seed}: only {} commits acknowledged",
+            w.acked.len() - acked
+        );
+        assert_eq!(
+            w.failovers, failovers,
+            "seed {seed}: promotion during the outage"
+        );
+        assert_eq!(w.writable_primary(), Some(p), "seed {seed}\n{}", w.dump());
+    }
+}
+
+/// During the outage one standby is cut off from the primary: with k = 1
+/// the other's promise is enough (the cut one cannot gather the reports it
+/// would need), so writes go on. Then the second is cut too: the primary
+/// fences within the promise time, and after the outage the cluster heals
+/// without a lost commit (the invariants checked on every step).
+#[test]
+fn etcd_outage_with_standbys_cut_off() {
+    for seed in 0..20 {
+        let mut w = boot(seed, 3);
+        let p = primary(&w);
+        let (a, b) = ((p + 1) % 3, (p + 2) % 3);
+        let end = w.t + 20_000;
+        w.dcs_outage(end, seed % 2 == 0);
+        run(&mut w, 1000);
+        w.cut.insert((p.min(a), p.max(a)), end);
+        let acked = w.acked.len();
+        run(&mut w, 5000);
+        assert!(
+            !fenced(&w, p),
+            "seed {seed}: fenced with one promise\n{}",
+            w.dump()
+        );
+        assert!(
+            w.acked.len() > acked,
+            "seed {seed}: no commit with one standby cut"
+        );
+        w.cut.insert((p.min(b), p.max(b)), end);
+        let t = run_until(&mut w, 2000, |w| fenced(w, p));
+        assert!(
+            t.is_some(),
+            "seed {seed}: not fenced without promises\n{}",
+            w.dump()
+        );
+        let left = end - w.t;
+        run(&mut w, left);
+        w.heal();
+        let back = run_until(&mut w, 15_000, |w| w.writable_primary().is_some());
+        assert!(
+            back.is_some(),
+            "seed {seed}: no primary after healing\n{}",
+            w.dump()
         );
     }
 }
@@ -307,5 +389,62 @@ fn a_stuck_proxy_delays_the_switchover_by_the_drain_timeout_only() {
         assert!(waited <= timeout + 1500, "seed {seed}: waited {waited} ms");
         let done = run_until(&mut w, 10_000, |w| w.writable_primary() == Some(target));
         assert!(done.is_some(), "seed {seed}: no new primary\n{}", w.dump());
+    }
+}
+
+/// PostgreSQL on the primary stalls for less than hung_timeout (6 s): no
+/// failover, the same primary acknowledges again afterwards.
+#[test]
+fn a_short_stall_of_the_primary_changes_nothing() {
+    for seed in 0..20 {
+        let mut w = boot(seed, 3);
+        let p = primary(&w);
+        let failovers = w.failovers;
+        w.nodes[p].pg.stalled_until = w.t + 4000;
+        run(&mut w, 6000);
+        assert_eq!(
+            w.failovers, failovers,
+            "seed {seed}: failover after a 4 s stall"
+        );
+        let acked = w.acked.len();
+        let more = run_until(&mut w, 5000, |w| w.acked.len() > acked);
+        assert!(
+            more.is_some(),
+            "seed {seed}: no commit after the stall\n{}",
+            w.dump()
+        );
+        assert_eq!(w.writable_primary(), Some(p), "seed {seed}");
+    }
+}
+
+/// PostgreSQL on the primary freezes for 30 s: after hung_timeout its
+/// agent kills it and hands over; a standby takes over within hung_timeout
+/// plus a normal failover, no acknowledged commit is lost (invariants), and
+/// the old primary rejoins as a standby.
+#[test]
+fn a_hung_primary_is_failed_over_and_rejoins() {
+    for seed in 0..20 {
+        let mut w = boot(seed, 3);
+        let p = primary(&w);
+        w.nodes[p].pg.stalled_until = w.t + 30_000;
+        let took = run_until(&mut w, 15_000, |w| {
+            w.writable_primary().is_some_and(|q| q != p)
+        });
+        let took = took.unwrap_or_else(|| panic!("seed {seed}: no failover\n{}", w.dump()));
+        assert!(
+            took >= 6000,
+            "seed {seed}: failed over after {took} ms, before hung_timeout"
+        );
+        let acked = w.acked.len();
+        let more = run_until(&mut w, 5000, |w| w.acked.len() > acked);
+        assert!(more.is_some(), "seed {seed}: no commit on the new primary");
+        let back = run_until(&mut w, 20_000, |w| {
+            w.nodes[p].pg.is_standby() && w.nodes[p].pg.streaming
+        });
+        assert!(
+            back.is_some(),
+            "seed {seed}: old primary did not rejoin\n{}",
+            w.dump()
+        );
     }
 }

@@ -276,8 +276,15 @@ impl World {
                 .as_ref()
                 .and_then(|d| d.upstream.clone());
             let j = up.and_then(|u| self.index(&u));
+            let t = self.t;
             let ok = self.nodes[i].pg.is_standby()
-                && j.is_some_and(|j| j != i && self.link_up(i, j) && self.nodes[j].pg.running);
+                && !self.nodes[i].pg.stalled(t)
+                && j.is_some_and(|j| {
+                    j != i
+                        && self.link_up(i, j)
+                        && self.nodes[j].pg.running
+                        && !self.nodes[j].pg.stalled(t)
+                });
             let Some(j) = j.filter(|_| ok) else {
                 self.nodes[i].pg.streaming = false;
                 continue;
@@ -310,6 +317,9 @@ impl World {
         for i in 0..self.nodes.len() {
             let n = &self.nodes[i];
             let writable = n.pg.is_primary() && n.pg.data.as_ref().is_some_and(|d| !d.fenced);
+            if n.pg.stalled(self.t) {
+                continue;
+            }
             if writable && self.rng.chance(600) {
                 self.write_commit(i);
             }
@@ -385,6 +395,10 @@ impl World {
             self.nodes[i].mem.last_config = self.dcs.config.clone();
             self.cached_view()
         };
+        self.track_failsafe(i, &view);
+        if matches!(view, DcsView::Unknown { .. }) {
+            self.ask_promises(i);
+        }
         if let DcsView::Known(v) = &view {
             let n = &mut self.nodes[i];
             n.mem.sync_revision = v.sync_revision;
@@ -396,6 +410,7 @@ impl World {
         let local = self.observe(i, &view);
         let now = self.nodes[i].local_now(self.t);
         let d = decide(&local, &view, now);
+        self.note_failsafe_loop(&d.reason);
         let routine = matches!(d.steps()[..], [] | [Action::RenewLeader]);
         if !routine || self.verbose {
             let steps: Vec<String> = d.steps().iter().map(|a| a.to_string()).collect();

@@ -146,6 +146,14 @@ pub enum SessionEffect {
     /// included) are removed on the backend that runs it, at once and even if
     /// its transaction rolls back.
     Deallocate { name: Option<String> },
+    /// SQL `PREPARE name ... AS ...` (`statement`: that statement's text):
+    /// the session has a statement `name` from now on (until DEALLOCATE),
+    /// prepared again with `statement` on a backend that lacks it.
+    Prepare { name: String, statement: String },
+    /// SQL `EXECUTE name` (also in EXPLAIN and CREATE TABLE AS): runs the
+    /// session's statement `name`, which the backend must have as the
+    /// client's (or not at all, for PostgreSQL's own error).
+    Execute { name: String },
     /// The session stays on the primary from now on.
     Pin { reason: &'static str },
 }

@@ -192,7 +192,22 @@ fn judge_features(feats: &walk::Features, snap: &CatalogSnapshot) -> Judged {
     }
 }
 
+/// The statement an `EXECUTE` runs, also under EXPLAIN or CREATE TABLE AS.
+fn executed_name(node: &N) -> Option<&str> {
+    match node {
+        N::ExecuteStmt(e) => Some(&e.name),
+        N::ExplainStmt(e) => executed_name(e.query.as_deref()?.node.as_ref()?),
+        N::CreateTableAsStmt(c) => executed_name(c.query.as_deref()?.node.as_ref()?),
+        _ => None,
+    }
+}
+
 fn classify_stmt(node: &N, text: &str, snap: &CatalogSnapshot, acc: &mut Outcome) {
+    if let Some(name) = executed_name(node) {
+        acc.analysis.session.push(SessionEffect::Execute {
+            name: name.to_string(),
+        });
+    }
     let feats = walk::features(node);
     let judged = judge_features(&feats, snap);
     let clean = judged.clean;
@@ -276,8 +291,13 @@ fn classify_stmt(node: &N, text: &str, snap: &CatalogSnapshot, acc: &mut Outcome
             }
         }
         N::FetchStmt(_) | N::ClosePortalStmt(_) => (false, true),
-        N::PrepareStmt(_) => {
-            pin(acc, "SQL PREPARE");
+        N::PrepareStmt(p) => {
+            // The text is replayed: cache by exact text.
+            acc.literal_sensitive = true;
+            acc.analysis.session.push(SessionEffect::Prepare {
+                name: p.name.clone(),
+                statement: text.to_string(),
+            });
             (false, false)
         }
         N::LoadStmt(_) => {

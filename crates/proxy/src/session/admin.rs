@@ -1,7 +1,7 @@
 //! The admin console: a client that logs in to the database named by
 //! `admin_database` (default `pgha`) as one of `admin_users` talks to the
 //! proxy itself, as PgBouncer users expect of its `pgbouncer` database:
-//! `SHOW POOLS`, `SHOW SERVERS`, `SHOW HELP`, `PAUSE [db]`, `RESUME [db]`.
+//! `SHOW POOLS`, `SHOW SERVERS`, `SHOW CLIENTS`, `SHOW HELP`, `PAUSE [db]`, `RESUME [db]`.
 //! Simple queries only; answers are text rows.
 //!
 //! Hazard: the login was authenticated like any other (the role's verifier
@@ -113,6 +113,7 @@ async fn answer(io: &mut ClientIo, shared: &Shared, text: &str) {
         match words.as_slice() {
             ["show", "pools"] => show_pools(io, shared),
             ["show", "servers"] => show_servers(io, shared),
+            ["show", "clients"] => show_clients(io, shared),
             ["show", "help"] => show_help(io),
             ["pause"] | ["pause", _] | ["resume"] | ["resume", _] => {
                 let db = command.split_whitespace().nth(1).map(unquote);
@@ -211,10 +212,52 @@ fn show_servers(io: &mut ClientIo, shared: &Shared) {
     table(io, &cols, &rows, "SHOW");
 }
 
+/// PgBouncer's columns where they map (`type`, `user`, `database`,
+/// `state`, `addr`, `port`, `connect_time`, `application_name`), then the
+/// listener, the pool mode and the PIDs of the backends serving the client.
+fn show_clients(io: &mut ClientIo, shared: &Shared) {
+    let cols = [
+        "type",
+        "user",
+        "database",
+        "state",
+        "addr",
+        "port",
+        "connect_time",
+        "application_name",
+        "listener",
+        "pool_mode",
+        "server_pids",
+    ];
+    let rows: Vec<Vec<String>> = shared
+        .registry
+        .rows()
+        .into_iter()
+        .map(|c| {
+            let pids: Vec<String> = c.server_pids.iter().map(i32::to_string).collect();
+            vec![
+                "C".into(),
+                c.user,
+                c.database,
+                c.state.into(),
+                c.addr.ip().to_string(),
+                c.addr.port().to_string(),
+                humantime_serde::re::humantime::format_rfc3339_seconds(c.connected_at).to_string(),
+                c.application_name,
+                c.listener.into(),
+                if c.pooled { "transaction" } else { "session" }.into(),
+                pids.join(" "),
+            ]
+        })
+        .collect();
+    table(io, &cols, &rows, "SHOW");
+}
+
 fn show_help(io: &mut ClientIo) {
     let rows = [
         "SHOW POOLS     transaction-mode pools: clients and backends per node, database, user",
         "SHOW SERVERS   every pooled backend: node, database, user, state, pid",
+        "SHOW CLIENTS   every client: user, database, state, address, listener, pool mode, backend pids",
         "PAUSE [db]     new transactions of transaction-mode clients wait; returns once no backend is in use",
         "RESUME [db]    end a PAUSE",
     ]

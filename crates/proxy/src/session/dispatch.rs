@@ -7,12 +7,14 @@
 //! copied once into the backend's write buffer; statement texts are never
 //! copied on this path (the classifier caches by text).
 
-use super::replay::has_deallocate;
+use super::replay::names_statements;
 use super::route::{Resolution, Want};
 use super::state::{Role, Unit};
 use super::{Flow, Session, SessionError};
 use crate::classify::{Analysis, TxEffect};
+use crate::codec::backend::error_field;
 use crate::codec::{frame_len, BackendMessage, ErrorInfo, FrontendMessage};
+use crate::metrics::Reason;
 use crate::routing::{Route, SessionFacts, TxPlace, UnitKind};
 use bytes::{Bytes, BytesMut};
 use std::sync::Arc;
@@ -213,13 +215,16 @@ impl Session {
         if !self.active_busy() || self.active != Some(role) {
             self.sync_settings(role);
         }
+        if self.state.sql_prepared && role == Role::Primary {
+            self.sync_sql_prepared(role);
+        }
         let carried_begin = self.deferred_begin.take();
         if let Some(begin) = &carried_begin {
             self.inject(role, begin);
         }
         if let (FrontendMessage::Query { .. }, Some(a)) = (&msg, analysis.as_deref()) {
-            if has_deallocate(a) {
-                self.prepare_to_deallocate(role, a);
+            if names_statements(a) {
+                self.align_statements(role, a);
             }
         }
         let Some(b) = self.backends[role as usize].as_mut() else {
@@ -229,7 +234,10 @@ impl Session {
         stats
             .served
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let unit = self.new_unit(stats, role, &msg, analysis.as_ref(), text, carried_begin);
+        let reason = self.reason(role, route, forced, &msg, analysis.as_deref());
+        self.shared.metrics.statement(role, reason);
+        let mut unit = self.new_unit(stats, role, &msg, analysis.as_ref(), text, carried_begin);
+        unit.sent_at = Some(std::time::Instant::now());
         let Some(b) = self.backends[role as usize].as_mut() else {
             return Ok(Step::Done);
         };
@@ -259,6 +267,9 @@ impl Session {
         if self.deferred_begin.take().is_some() {
             self.tx_status = b'I';
         }
+        if let Some(code) = error_field(&body, b'C') {
+            self.shared.metrics.error(code);
+        }
         self.io.queue(&BackendMessage::ErrorResponse(body));
         match tag {
             b'Q' | b'F' | b'S' => self.io.queue(&BackendMessage::ReadyForQuery {
@@ -286,6 +297,31 @@ impl Session {
             (_, None) => UnitKind::Unknown,
         };
         crate::routing::decide(&self.route_facts(), unit)
+    }
+
+    /// Why the unit runs on `role` (metrics), from the route it was given.
+    fn reason(
+        &self,
+        role: Role,
+        route: Route,
+        forced: bool,
+        msg: &FrontendMessage,
+        analysis: Option<&Analysis>,
+    ) -> Reason {
+        match (role, route) {
+            (_, Route::Stay) => Reason::Sticky,
+            (Role::Standby, _) => Reason::ReadOnly,
+            (Role::Primary, _) if forced => Reason::Retry,
+            (Role::Primary, Route::Standby) => Reason::StandbyUnavailable,
+            (Role::Primary, _) => {
+                let unit = match (msg, analysis) {
+                    (FrontendMessage::FunctionCall(_), _) => UnitKind::FunctionCall,
+                    (_, Some(a)) => UnitKind::Statement(a),
+                    (_, None) => UnitKind::Unknown,
+                };
+                crate::routing::primary_reason(&self.route_facts(), unit)
+            }
+        }
     }
 
     /// The session as the routing decision sees it.

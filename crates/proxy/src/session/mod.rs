@@ -27,6 +27,7 @@ pub mod startup;
 pub mod state;
 
 use crate::codec::{BackendMessage, CodecError, ErrorInfo};
+use crate::metrics::{ClientGauge, ClientState};
 use crate::shared::{CancelTargets, ListenerKind, Shared};
 use crate::tls::{ClientRead, ClientWrite};
 use bytes::{Bytes, BytesMut};
@@ -34,7 +35,6 @@ use state::{Backend, Role, SessionState};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::io::AsyncWriteExt;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tracing::Instrument;
 
@@ -220,6 +220,7 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, kind: ListenerKind, shar
             }
             return;
         };
+        let mut gauge = ClientGauge::new(shared.clone(), kind, ClientState::Login);
         let login = {
             let shared = shared.clone();
             async move {
@@ -245,8 +246,12 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, kind: ListenerKind, shar
             }
         };
         let mut session = match tokio::time::timeout_at(deadline, login).await {
-            Ok(Some(Ok(session))) => session,
+            Ok(Some(Ok(session))) => {
+                gauge.set(ClientState::Active);
+                session
+            }
             Ok(Some(Err((io, started)))) => {
+                gauge.set(ClientState::Active);
                 if let Err(e) = admin::serve(io, shared, started).await {
                     tracing::info!(client = %peer, "admin console session ended: {e:#}");
                 }
@@ -382,6 +387,8 @@ pub struct Session {
     /// Pooled and pinned: a transaction ended on the primary since the
     /// last pin check.
     pin_check_due: bool,
+    /// What `SHOW CLIENTS` shows of this client.
+    view: Arc<crate::clients::ClientView>,
     /// Armed only while the session holds buffer memory: ticks every
     /// [`IDLE_RELEASE`]; a tick with no event since the previous one frees
     /// the empty buffers (see [`Session::idle_tick`]). No timer operation
@@ -418,6 +425,22 @@ impl Session {
             .settings
             .pool_mode_for(kind.name(), &started.user, database)
             == crate::config::PoolMode::Transaction;
+        let view = Arc::new(crate::clients::ClientView {
+            user: started.user.clone(),
+            database: database.to_string(),
+            application_name: started
+                .params
+                .iter()
+                .find(|(k, _)| k == "application_name")
+                .map_or(String::new(), |(_, v)| v.clone()),
+            addr: peer,
+            listener: kind.name(),
+            pooled,
+            connected_at: std::time::SystemTime::now(),
+            targets: cancel.clone(),
+            waiting: Default::default(),
+        });
+        shared.registry.register(cancel_id, view.clone());
         let mut session = Session {
             io,
             kind,
@@ -454,6 +477,7 @@ impl Session {
             pooled,
             pools: Default::default(),
             pin_check_due: false,
+            view,
         };
         session.state.serializable_base = startup_serializable(&session.params);
         session.state.default_serializable = session.state.serializable_base;
@@ -647,7 +671,11 @@ impl Session {
             .filter(|b| b.slot.is_none())
         {
             crate::codec::FrontendMessage::Terminate.encode(&mut b.conn.wbuf);
-            let write = b.conn.wr.write_all_buf(&mut b.conn.wbuf);
+            let conn = &mut b.conn;
+            let write = async {
+                conn.wr.write_all_buf(&mut conn.wbuf).await?;
+                conn.wr.flush().await
+            };
             let _ = tokio::time::timeout(timeout, write).await;
         }
     }
@@ -705,7 +733,7 @@ impl Session {
                 ),
                 None => (None, None),
             };
-            let bwr = bwr.filter(|(_, buf)| !buf.is_empty());
+            let bwr = bwr.filter(|(wr, buf)| !buf.is_empty() || wr.pending_flush());
             let brd = brd.filter(|_| read_backend);
             let has_out = !io.wbuf.is_empty() || io.wr.pending_flush();
             // `biased`: polled in this order, without drawing a random
@@ -802,7 +830,8 @@ fn release_if_empty(buf: &mut BytesMut) {
     }
 }
 
-/// Writes some of `buf`, or flushes TLS output when `buf` is empty.
+/// Writes some of `buf`, or flushes TLS output when `buf` is empty (a
+/// client's or a backend's connection).
 async fn write_out(wr: &mut ClientWrite, buf: &mut BytesMut) -> std::io::Result<usize> {
     if buf.is_empty() {
         wr.flush().await?;
@@ -811,7 +840,7 @@ async fn write_out(wr: &mut ClientWrite, buf: &mut BytesMut) -> std::io::Result<
     wr.write_buf(buf).await
 }
 
-async fn read_opt(x: Option<(&mut OwnedReadHalf, &mut BytesMut)>) -> std::io::Result<usize> {
+async fn read_opt(x: Option<(&mut ClientRead, &mut BytesMut)>) -> std::io::Result<usize> {
     match x {
         Some((rd, buf)) => crate::bufio::read_some(rd, buf).await,
         None => std::future::pending().await,
@@ -846,9 +875,9 @@ async fn tick_opt(t: &mut Option<IdleTimer>) {
     .await
 }
 
-async fn write_opt(x: Option<(&mut OwnedWriteHalf, &mut BytesMut)>) -> std::io::Result<usize> {
+async fn write_opt(x: Option<(&mut ClientWrite, &mut BytesMut)>) -> std::io::Result<usize> {
     match x {
-        Some((wr, buf)) => wr.write_buf(buf).await,
+        Some((wr, buf)) => write_out(wr, buf).await,
         None => std::future::pending().await,
     }
 }

@@ -19,6 +19,7 @@ impl Session {
     /// Forwards one client message of the current unit, with bookkeeping.
     pub(super) fn forward(&mut self, role: Role, msg: &FrontendMessage, frame: &Bytes) {
         let analyses = self.analyses();
+        let versions = self.pooled.then_some(&*self.shared);
         let Some(b) = self.backends[role as usize].as_mut() else {
             return;
         };
@@ -28,8 +29,8 @@ impl Session {
                 b.prepared.remove(&b""[..]);
                 state.prepared.remove(&b""[..]);
                 if let Some(u) = b.units.back_mut() {
-                    if let Some(a) = u.effects.iter().find(|a| has_deallocate(a)).cloned() {
-                        forget_deallocated(state, &mut b.prepared, u, &a);
+                    if let Some(a) = u.effects.iter().find(|a| names_statements(a)).cloned() {
+                        settle_statements(state, &mut b.prepared, u, &a, versions);
                     }
                 }
             }
@@ -40,12 +41,7 @@ impl Session {
                 {
                     inject_close(b, name);
                 }
-                let version = if self.pooled {
-                    self.shared.statement_version()
-                } else {
-                    state.next_version += 1;
-                    state.next_version
-                };
+                let version = next_version(state, versions);
                 let analysis = analyses.then(|| match self.last_parse.take() {
                     Some((text, a)) if text == sql => a,
                     _ => self.shared.classifier.analyze_bytes(sql),
@@ -57,12 +53,13 @@ impl Session {
                         parse: frame.clone(),
                         sql: sql.clone(),
                         analysis,
+                        from_sql: false,
                     },
                 );
                 b.prepared.insert(name.clone(), version);
                 push_token(b, false);
             }
-            FrontendMessage::Bind { statement, .. } => forward_bind(state, b, statement),
+            FrontendMessage::Bind { statement, .. } => forward_bind(state, b, statement, versions),
             FrontendMessage::Describe { kind: b'S', name } => {
                 ensure_prepared(b, state.prepared.get(name), name)
             }
@@ -103,32 +100,72 @@ impl Session {
         }
     }
 
-    /// A simple query deallocates the client's statements by name: prepares
-    /// those `role` lacks (as an injected unit: Parse, Sync), since the
-    /// client sees one statement where the proxy may have prepared it on the
-    /// other backend only, and `DEALLOCATE` of a missing name fails.
-    pub(super) fn prepare_to_deallocate(&mut self, role: Role, a: &Analysis) {
+    /// A simple query names the client's statements (`PREPARE`,
+    /// `EXECUTE`, `DEALLOCATE`): each must exist on `role` as the client's
+    /// version, or not at all when the client has none (so PostgreSQL
+    /// answers as on a dedicated connection: 26000 for an unknown name,
+    /// 42P05 for a taken one, never another client's statement).
+    pub(super) fn align_statements(&mut self, role: Role, a: &Analysis) {
+        let names: Vec<Bytes> = statement_names(a)
+            .map(|n| Bytes::copy_from_slice(n.as_bytes()))
+            .collect();
+        self.align_names(role, names);
+    }
+
+    /// Before a unit on the primary: the statements the session made with
+    /// SQL `PREPARE` exist there (a pooled backend serves one transaction
+    /// of a client, then others; a new primary after a failover has none).
+    pub(super) fn sync_sql_prepared(&mut self, role: Role) {
+        let Some(b) = self.backends[role as usize].as_ref() else {
+            return;
+        };
+        let mut any = false;
+        let names: Vec<Bytes> = self
+            .state
+            .prepared
+            .iter()
+            .filter(|(_, p)| p.from_sql)
+            .inspect(|_| any = true)
+            .filter(|(n, p)| b.prepared.get(*n) != Some(&p.version))
+            .map(|(n, _)| n.clone())
+            .collect();
+        self.state.sql_prepared = any;
+        if !names.is_empty() {
+            self.align_names(role, names);
+        }
+    }
+
+    /// Makes `role`'s copies of `names` the client's: stale copies closed,
+    /// missing ones prepared again, as injected units ahead of the client's
+    /// (Close and Parse messages, Sync; then one simple query per SQL
+    /// `PREPARE`).
+    fn align_names(&mut self, role: Role, names: Vec<Bytes>) {
         let Some(b) = self.backends[role as usize].as_mut() else {
             return;
         };
         let mut wrote = false;
-        for name in deallocated_names(a) {
-            let Some((name, p)) = self.state.prepared.get_key_value(name.as_bytes()) else {
-                continue;
-            };
-            if b.prepared.get(name) == Some(&p.version) {
+        let mut sql = Vec::new();
+        for name in names {
+            let p = self.state.prepared.get(&name);
+            if p.is_some_and(|p| b.prepared.get(&name) == Some(&p.version)) {
                 continue;
             }
-            if b.prepared.contains_key(name) {
+            if b.prepared.remove(&name).is_some() {
                 FrontendMessage::Close {
                     kind: b'S',
                     name: name.clone(),
                 }
                 .encode(&mut b.conn.wbuf);
+                wrote = true;
             }
-            b.conn.wbuf.extend_from_slice(&p.parse);
-            b.prepared.insert(name.clone(), p.version);
-            wrote = true;
+            let Some(p) = p else { continue };
+            if p.from_sql {
+                sql.push(p.parse.clone());
+            } else {
+                b.conn.wbuf.extend_from_slice(&p.parse);
+                wrote = true;
+            }
+            b.prepared.insert(name, p.version);
         }
         if wrote {
             FrontendMessage::Sync.encode(&mut b.conn.wbuf);
@@ -136,6 +173,11 @@ impl Session {
             unit.injected = true;
             unit.closed = true;
             b.units.push_back(unit);
+        }
+        for frame in sql {
+            // One unit each: a PREPARE that fails (a table dropped since)
+            // must not keep the others from running.
+            self.inject(role, &frame);
         }
     }
 
@@ -174,57 +216,120 @@ impl Session {
     }
 }
 
-pub(super) fn has_deallocate(a: &Analysis) -> bool {
-    a.session
-        .iter()
-        .any(|e| matches!(e, SessionEffect::Deallocate { .. }))
+/// The analysis deallocates, prepares or executes statements by name.
+pub(super) fn names_statements(a: &Analysis) -> bool {
+    a.session.iter().any(|e| {
+        matches!(
+            e,
+            SessionEffect::Deallocate { .. }
+                | SessionEffect::Prepare { .. }
+                | SessionEffect::Execute { .. }
+        )
+    })
 }
 
-/// The statement names an analysis deallocates by name.
-pub(super) fn deallocated_names(a: &Analysis) -> impl Iterator<Item = &str> {
+/// The statement names an analysis deallocates, prepares or executes by
+/// name.
+pub(super) fn statement_names(a: &Analysis) -> impl Iterator<Item = &str> {
     a.session.iter().filter_map(|e| match e {
         SessionEffect::Deallocate { name: Some(n) } => Some(n.as_str()),
+        SessionEffect::Prepare { name, .. } | SessionEffect::Execute { name } => {
+            Some(name.as_str())
+        }
         _ => None,
     })
 }
 
-/// A unit running SQL `DEALLOCATE` / `DISCARD ALL` (analysis `a`) was sent
-/// to a backend whose statement map is `on`: the client's statements it
-/// names (all of them for `ALL`) are gone from the session's map at once
-/// (kept in the unit, put back if it fails), and their copies on this
-/// backend may or may not exist ([`UNKNOWN_VERSION`]: closed before a new
-/// Parse). Copies on the other backend keep their version: with no session
-/// entry, the next Parse, Bind or Describe of the name there closes them.
-/// Not deferred to the unit's completion: PostgreSQL removes them at once
-/// (even if the transaction rolls back), and a pipelined Parse of the same
-/// name must see them gone.
-pub(super) fn forget_deallocated(
+/// A new statement version: unique across the proxy in transaction mode
+/// (`shared`), since backends pass from client to client.
+fn next_version(state: &mut SessionState, shared: Option<&crate::shared::Shared>) -> u64 {
+    match shared {
+        Some(shared) => shared.statement_version(),
+        None => {
+            state.next_version += 1;
+            state.next_version
+        }
+    }
+}
+
+/// A unit running SQL `DEALLOCATE` / `DISCARD ALL` / `PREPARE` (analysis
+/// `a`, its effects in order) was sent to a backend whose statement map is
+/// `on`.
+///
+/// DEALLOCATE: the client's statements it names (all of them for `ALL`)
+/// are gone from the session's map at once (kept in the unit, put back if
+/// it fails), and their copies on this backend may or may not exist
+/// ([`UNKNOWN_VERSION`]: closed before a new Parse). Copies on the other
+/// backend keep their version: with no session entry, the next Parse, Bind
+/// or Describe of the name there closes them.
+///
+/// PREPARE: a name the client does not have yet becomes its statement, on
+/// this backend too (forgotten if the unit fails); a name it has is left
+/// alone (PostgreSQL refuses it with 42P05).
+///
+/// Not deferred to the unit's completion: PostgreSQL makes and removes
+/// prepared statements at once (even if the transaction rolls back), and a
+/// pipelined Parse of the same name must see that.
+pub(super) fn settle_statements(
     state: &mut super::state::SessionState,
     on: &mut super::state::SessionMap<Bytes, u64>,
     u: &mut Unit,
     a: &Analysis,
+    versions: Option<&crate::shared::Shared>,
 ) {
     for e in &a.session {
-        let SessionEffect::Deallocate { name } = e else {
-            continue;
-        };
-        let names: Vec<Bytes> = match name {
-            Some(n) => vec![Bytes::copy_from_slice(n.as_bytes())],
-            None => state
-                .prepared
-                .keys()
-                .chain(on.keys())
-                .filter(|k| !k.is_empty())
-                .cloned()
-                .collect(),
-        };
-        for n in names {
-            if let Some(p) = state.prepared.remove(&n) {
-                u.deallocated.push((n.clone(), p));
+        match e {
+            SessionEffect::Deallocate { name } => forget_deallocated(state, on, u, name.as_deref()),
+            SessionEffect::Prepare { name, statement } => {
+                let name = Bytes::copy_from_slice(name.as_bytes());
+                if state.prepared.contains_key(&name) {
+                    continue;
+                }
+                let version = next_version(state, versions);
+                let sql = Bytes::copy_from_slice(statement.as_bytes());
+                let mut parse = bytes::BytesMut::new();
+                FrontendMessage::Query { sql: sql.clone() }.encode(&mut parse);
+                state.prepared.insert(
+                    name.clone(),
+                    Prepared {
+                        version,
+                        parse: parse.freeze(),
+                        sql,
+                        analysis: Some(std::sync::Arc::new(Analysis::primary())),
+                        from_sql: true,
+                    },
+                );
+                state.sql_prepared = true;
+                on.insert(name.clone(), version);
+                u.sql_prepared.push(name);
             }
-            if let Some(v) = on.get_mut(&n) {
-                *v = UNKNOWN_VERSION;
-            }
+            _ => {}
+        }
+    }
+}
+
+fn forget_deallocated(
+    state: &mut super::state::SessionState,
+    on: &mut super::state::SessionMap<Bytes, u64>,
+    u: &mut Unit,
+    name: Option<&str>,
+) {
+    let names: Vec<Bytes> = match name {
+        Some(n) => vec![Bytes::copy_from_slice(n.as_bytes())],
+        None => state
+            .prepared
+            .keys()
+            .chain(on.keys())
+            .filter(|k| !k.is_empty())
+            .cloned()
+            .collect(),
+    };
+    for n in names {
+        if let Some(p) = state.prepared.remove(&n) {
+            u.deallocated.push((n.clone(), p));
+        }
+        if let Some(v) = on.get_mut(&n) {
+            *v = UNKNOWN_VERSION;
         }
     }
 }
@@ -259,6 +364,10 @@ pub(super) fn ensure_prepared(b: &mut super::state::Backend, p: Option<&Prepared
     if b.prepared.get(name) == Some(&p.version) {
         return;
     }
+    if p.from_sql {
+        // Replayed before the unit (`sync_sql_prepared`), not inside it.
+        return;
+    }
     if !name.is_empty() && b.prepared.contains_key(name) {
         inject_close(b, name);
     }
@@ -273,17 +382,22 @@ pub(super) fn ensure_prepared(b: &mut super::state::Backend, p: Option<&Prepared
 /// Bookkeeping for a client's Bind of `statement` on backend `b`: the
 /// statement (and any a SQL `DEALLOCATE` in it names) exists there in the
 /// client's version first; the unit's write flag and session effects.
-fn forward_bind(state: &mut SessionState, b: &mut Backend, statement: &Bytes) {
-    let dealloc = state
+fn forward_bind(
+    state: &mut SessionState,
+    b: &mut Backend,
+    statement: &Bytes,
+    versions: Option<&crate::shared::Shared>,
+) {
+    let named = state
         .prepared
         .get(statement)
         .and_then(|p| p.analysis.as_ref())
-        .filter(|a| has_deallocate(a))
+        .filter(|a| names_statements(a))
         .cloned();
-    if let Some(a) = dealloc {
-        // As for a simple query (`prepare_to_deallocate`), in
-        // line: the statements it names must exist here.
-        for name in deallocated_names(&a) {
+    if let Some(a) = &named {
+        // As for a simple query (`align_statements`), in line: the
+        // statements it names must exist here as the client's, or not at all.
+        for name in statement_names(a) {
             if name.as_bytes() != &statement[..] {
                 let name = Bytes::copy_from_slice(name.as_bytes());
                 ensure_prepared(b, state.prepared.get(&name), &name);
@@ -304,15 +418,7 @@ fn forward_bind(state: &mut SessionState, b: &mut Backend, statement: &Bytes) {
         }
     }
     push_token(b, false);
-    if let Some(a) = state
-        .prepared
-        .get(statement)
-        .and_then(|p| p.analysis.as_ref())
-        .filter(|a| has_deallocate(a))
-        .cloned()
-    {
-        if let Some(u) = b.units.back_mut() {
-            forget_deallocated(state, &mut b.prepared, u, &a);
-        }
+    if let (Some(a), Some(u)) = (named, b.units.back_mut()) {
+        settle_statements(state, &mut b.prepared, u, &a, versions);
     }
 }

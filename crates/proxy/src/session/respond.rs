@@ -169,11 +169,17 @@ impl Session {
                     let unlogged =
                         code == Some(&b"0A000"[..]) && says(b"unlogged relations during recovery");
                     if serializable || write || unlogged {
+                        self.shared
+                            .metrics
+                            .retry(crate::metrics::Retry::StandbyRefused);
                         u.discarding = true;
                         u.refused_serializable = serializable;
                         u.held = None;
                         return Act::Drop;
                     }
+                }
+                if let Some(code) = error_field(&frame[5..], b'C') {
+                    self.shared.metrics.error(code);
                 }
                 hold_or(u, Act::Release)
             }
@@ -236,6 +242,11 @@ impl Session {
             return;
         }
         release(&mut self.io.wbuf, &mut self.spare, Some(&mut u));
+        if let Some(at) = u.sent_at {
+            self.shared
+                .metrics
+                .completed(role, at.elapsed(), status == b'I');
+        }
         if !u.silent_ready {
             self.io.wbuf.extend_from_slice(frame);
         }
@@ -246,8 +257,19 @@ impl Session {
             for (name, p) in u.deallocated.drain(..) {
                 self.state.prepared.entry(name).or_insert(p);
             }
+            // A failed SQL PREPARE made nothing (or met a name in use).
+            for name in u.sql_prepared.drain(..) {
+                if self.state.prepared.get(&name).is_some_and(|p| p.from_sql) {
+                    self.state.prepared.remove(&name);
+                }
+                b.prepared.insert(name, super::state::UNKNOWN_VERSION);
+            }
         }
+        let was_pinned = self.state.pinned.is_some();
         settle_effects(&mut self.state, b, &u, before, status);
+        if let (false, Some(reason)) = (was_pinned, self.state.pinned) {
+            self.shared.metrics.pinned(reason);
+        }
         if self.pooled && role == Role::Primary && status == b'I' && self.state.pinned.is_some() {
             self.pin_check_due = true;
         }
@@ -299,6 +321,9 @@ impl Session {
         let head_retry = b.units.front_mut().and_then(|u| u.retry.take());
         if let (Some(bytes), 1, false) = (head_retry, b.units.len(), in_tx) {
             if self.open != Some(role) {
+                self.shared
+                    .metrics
+                    .retry(crate::metrics::Retry::BackendLost);
                 self.retry = Some(bytes.freeze());
                 self.tx_status = b'I';
                 return;
@@ -318,6 +343,7 @@ impl Session {
             if u.injected {
                 continue;
             }
+            self.shared.metrics.error(b"08006");
             err.encode(&mut self.io.wbuf);
             if u.closed && !u.silent_ready {
                 BackendMessage::ReadyForQuery { status: after }.encode(&mut self.io.wbuf);
@@ -487,7 +513,9 @@ fn settle_effects(state: &mut SessionState, b: &mut Backend, u: &Unit, before: u
                 }
             }
             // Not transactional; settled when the unit was sent.
-            SessionEffect::Deallocate { .. } => {}
+            SessionEffect::Deallocate { .. }
+            | SessionEffect::Prepare { .. }
+            | SessionEffect::Execute { .. } => {}
             e if after != b'I' => state.pending.push(Some(e.clone())),
             e if !rolled_back => apply_setting(state, b, e),
             _ => {}
@@ -527,6 +555,9 @@ fn apply_setting(state: &mut SessionState, b: &mut Backend, e: &SessionEffect) {
             state.settings.clear();
             b.settings.clear();
         }
-        SessionEffect::Pin { .. } | SessionEffect::Deallocate { .. } => {}
+        SessionEffect::Pin { .. }
+        | SessionEffect::Deallocate { .. }
+        | SessionEffect::Prepare { .. }
+        | SessionEffect::Execute { .. } => {}
     }
 }

@@ -259,6 +259,7 @@ impl Session {
                     return false;
                 };
                 let checked = Instant::now();
+                let _timed = WaitTimer(&self.shared.metrics, checked);
                 // The standby's round runs beside the primary's: a replay
                 // position only grows, so any sample at or past the target
                 // proves it, whenever it was taken.
@@ -450,6 +451,23 @@ impl Session {
 
     /// The current primary, waiting while there is none or the proxy is paused.
     async fn wait_primary(&mut self, deadline: Instant) -> Result<Node, Bytes> {
+        let started = Instant::now();
+        let mut waiting: Option<crate::metrics::WaitingClient> = None;
+        let r = self.wait_primary_inner(deadline, &mut waiting).await;
+        if waiting.is_some() {
+            let m = &self.shared.metrics;
+            m.waited(crate::metrics::Wait::Primary, started.elapsed());
+        }
+        r
+    }
+
+    /// [`Session::wait_primary`]; `waiting` counts the client as waiting
+    /// (in `active`'s place) from the first time it has to.
+    async fn wait_primary_inner(
+        &mut self,
+        deadline: Instant,
+        waiting: &mut Option<crate::metrics::WaitingClient>,
+    ) -> Result<Node, Bytes> {
         let pause_deadline = Instant::now() + self.shared.settings.pause_timeout;
         loop {
             self.hold_primary();
@@ -464,6 +482,12 @@ impl Session {
             };
             // Nothing of ours runs on the primary while we wait.
             self.in_flight = None;
+            if waiting.is_none() {
+                *waiting = Some(crate::metrics::WaitingClient::new(
+                    self.shared.clone(),
+                    self.kind,
+                ));
+            }
             match tokio::time::timeout_at(until.into(), self.topology.changed()).await {
                 Ok(Ok(())) => continue,
                 Ok(Err(_)) => {
@@ -516,6 +540,7 @@ impl Session {
                 &self.creds,
                 s.connect_timeout,
                 s.max_message_bytes,
+                self.shared.backend_tls.as_ref(),
             )
         };
         if !self.pooled {
@@ -526,17 +551,26 @@ impl Session {
             });
         }
         let pool = self.pool_for(node);
-        match self.shared.pools.acquire(&pool, connect).await {
+        let acquired = {
+            let waiting = WaitingFlag::new(&self.view.waiting);
+            let acquired = self.shared.pools.acquire(&pool, connect).await;
+            drop(waiting);
+            acquired
+        };
+        match acquired {
             Ok(crate::pool::Acquired::Idle(idle)) => Ok(Opened {
                 conn: idle.conn,
                 carried: Some((idle.prepared, idle.settings)),
                 slot: Some(idle.slot),
             }),
-            Ok(crate::pool::Acquired::New(conn, slot)) => Ok(Opened {
-                conn,
-                carried: None,
-                slot: Some(slot),
-            }),
+            Ok(crate::pool::Acquired::New(conn, slot)) => {
+                pool.note_credentials(&self.creds);
+                Ok(Opened {
+                    conn,
+                    carried: None,
+                    slot: Some(slot),
+                })
+            }
             Err(crate::pool::PoolError::Connect(e)) => Err(e),
             Err(e @ crate::pool::PoolError::Paused { .. }) => {
                 tracing::warn!(client = %self.peer, "{e}");
@@ -619,6 +653,23 @@ impl Session {
     }
 }
 
+/// Marks a client as waiting while a pool acquire is pending (also when the
+/// acquire future is dropped).
+struct WaitingFlag<'a>(&'a std::sync::atomic::AtomicBool);
+
+impl<'a> WaitingFlag<'a> {
+    fn new(flag: &'a std::sync::atomic::AtomicBool) -> Self {
+        flag.store(true, std::sync::atomic::Ordering::Relaxed);
+        WaitingFlag(flag)
+    }
+}
+
+impl Drop for WaitingFlag<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
 /// A backend connection ready to install, with what a pooled one carries.
 pub(super) struct Opened {
     conn: BackendConn,
@@ -628,4 +679,14 @@ pub(super) struct Opened {
         super::state::SessionMap<String, String>,
     )>,
     slot: Option<crate::pool::Slot>,
+}
+
+/// Counts a read barrier's wait for a standby when dropped.
+struct WaitTimer<'a>(&'a crate::metrics::ProxyMetrics, Instant);
+
+impl Drop for WaitTimer<'_> {
+    fn drop(&mut self) {
+        self.0
+            .waited(crate::metrics::Wait::Standby, self.1.elapsed());
+    }
 }

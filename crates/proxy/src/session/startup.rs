@@ -16,6 +16,7 @@ use crate::auth::{
 use crate::codec::backend::Authentication;
 use crate::codec::frontend::{parse_password, parse_sasl_initial_response};
 use crate::codec::{BackendMessage, CodecError, ErrorInfo, FrontendMessage, StartupMessage};
+use crate::config::ClientTlsMode;
 use crate::shared::Shared;
 use bytes::Bytes;
 use rand::RngCore;
@@ -65,7 +66,11 @@ pub async fn negotiate(io: &mut ClientIo, shared: &Shared) -> Result<StartupPack
             None => return Err(StartEnd::Quiet),
             Some(StartupMessage::SslRequest) if !io.rd.is_tls() => match &shared.tls {
                 Some(acceptor) => {
-                    let timeout = shared.settings.connect_timeout;
+                    // Bounded like the rest of the login, by
+                    // authentication_timeout (as PostgreSQL does): a slow
+                    // client (a JVM on a loaded machine) needs more than a
+                    // connect timeout for its first handshake.
+                    let timeout = shared.settings.authentication_timeout;
                     if let Err(e) = io.start_tls(acceptor, timeout).await {
                         tracing::info!("TLS handshake with client failed: {e}");
                         return Err(StartEnd::Quiet);
@@ -84,9 +89,24 @@ pub async fn negotiate(io: &mut ClientIo, shared: &Shared) -> Result<StartupPack
                 shared.cancel(pid, key).await;
                 return Err(StartEnd::Quiet);
             }
+            Some(StartupMessage::Startup { .. })
+                if !io.rd.is_tls() && shared.settings.tls == ClientTlsMode::Require =>
+            {
+                return Err(StartEnd::Fatal(plain_text_refused()))
+            }
             Some(StartupMessage::Startup { version, params }) => return Ok((version, params)),
         }
     }
+}
+
+/// The answer to a client that did not ask for TLS while `tls = "require"`:
+/// SQLSTATE 28000, as PostgreSQL's own refusal of a connection no
+/// `pg_hba.conf` line allows.
+fn plain_text_refused() -> ErrorInfo {
+    ErrorInfo::fatal(
+        "28000",
+        "the pgha proxy accepts only TLS connections (tls = \"require\" in proxy.toml): connect with sslmode=require or verify-full",
+    )
 }
 
 /// Runs the start of a session up to (not including) AuthenticationOk.

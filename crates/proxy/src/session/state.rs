@@ -62,6 +62,10 @@ pub struct Unit {
     /// unit removed from the session's map when it was sent: put back if the
     /// unit fails (it may not have run).
     pub deallocated: Vec<(Bytes, Prepared)>,
+    /// The client's SQL `PREPARE`s in this unit, recorded when sent: if the
+    /// unit fails, they are forgotten (PostgreSQL made none, or the name
+    /// was taken).
+    pub sql_prepared: Vec<Bytes>,
     /// Injected to fail on purpose (its error is expected: not logged).
     pub quiet: bool,
     /// Injected to learn whether the session state that pinned the
@@ -78,6 +82,9 @@ pub struct Unit {
     /// (BEGIN, or COMMIT/ROLLBACK AND CHAIN): if the backend dies with it in
     /// flight, the session's transaction is lost, as for an open one.
     pub opens_tx: bool,
+    /// When a client unit was sent (metrics: its latency); `None` for
+    /// units the proxy injects.
+    pub sent_at: Option<std::time::Instant>,
     _outstanding: Outstanding,
 }
 
@@ -99,12 +106,14 @@ impl Unit {
             effects: Vec::new(),
             reprepared: Vec::new(),
             deallocated: Vec::new(),
+            sql_prepared: Vec::new(),
             quiet: false,
             pin_check: false,
             closed: false,
             tx_marks: Vec::new(),
             silent_ready: false,
             opens_tx: false,
+            sent_at: None,
             _outstanding: Outstanding::new(stats),
         }
     }
@@ -226,12 +235,34 @@ pub struct Backend {
     pub settings: SessionMap<String, String>,
     /// Transaction mode: the backend's place in its pool.
     pub slot: Option<crate::pool::Slot>,
+    /// Counts this backend in its node's `backends` while it lives.
+    pub counted: BackendCount,
+}
+
+/// One backend counted in [`NodeStats::backends`] until dropped (a field,
+/// not a `Drop` on [`Backend`], whose fields are moved out when a pooled
+/// backend goes back to its pool).
+#[derive(Debug)]
+pub struct BackendCount(Arc<NodeStats>);
+
+impl BackendCount {
+    pub fn new(stats: Arc<NodeStats>) -> Self {
+        stats.backends.inc();
+        BackendCount(stats)
+    }
+}
+
+impl Drop for BackendCount {
+    fn drop(&mut self) {
+        self.0.backends.dec();
+    }
 }
 
 impl Backend {
     pub fn new(conn: BackendConn, stats: Arc<NodeStats>) -> Self {
         Backend {
             conn,
+            counted: BackendCount::new(stats.clone()),
             stats,
             units: VecDeque::new(),
             prepared: SessionMap::default(),
@@ -253,6 +284,10 @@ pub struct Prepared {
     /// Its statement text.
     pub sql: Bytes,
     pub analysis: Option<Arc<Analysis>>,
+    /// Made by SQL `PREPARE`: `parse` is then a simple Query running that
+    /// PREPARE statement (replayed as an injected unit of its own, never
+    /// inside a client's unit) and `sql` its text.
+    pub from_sql: bool,
 }
 
 /// State that follows the client across backends.
@@ -266,6 +301,9 @@ pub struct SessionState {
     pub pending: Vec<Option<SessionEffect>>,
     pub prepared: SessionMap<Bytes, Prepared>,
     pub next_version: u64,
+    /// The session has made statements with SQL `PREPARE` (some may be
+    /// gone): each unit on the primary checks they exist there.
+    pub sql_prepared: bool,
     /// Pinned to the primary (temp table, LISTEN, ...). In transaction
     /// mode the session also keeps its primary backend while pinned.
     pub pinned: Option<&'static str>,

@@ -30,10 +30,12 @@ pub enum FaultKind {
     Switchover,
     ArchiveFull,
     LinkLatency,
+    /// Every etcd member killed at once (failsafe mode's case).
+    EtcdOutage,
 }
 
 impl FaultKind {
-    pub const ALL: [FaultKind; 13] = [
+    pub const ALL: [FaultKind; 14] = [
         FaultKind::KillPostgres,
         FaultKind::KillAgent,
         FaultKind::NodeCrash,
@@ -47,6 +49,7 @@ impl FaultKind {
         FaultKind::Switchover,
         FaultKind::ArchiveFull,
         FaultKind::LinkLatency,
+        FaultKind::EtcdOutage,
     ];
 
     /// The name used in history.json and on the command line.
@@ -65,6 +68,7 @@ impl FaultKind {
             FaultKind::Switchover => "switchover",
             FaultKind::ArchiveFull => "archive_full",
             FaultKind::LinkLatency => "link_latency",
+            FaultKind::EtcdOutage => "etcd_outage",
         }
     }
 
@@ -235,7 +239,9 @@ pub async fn inject(lab: &mut Lab, plan: &Plan) -> anyhow::Result<Active> {
             );
             a.undo = Undo::Unblock(name);
         }
-        FaultKind::KillEtcdMember | FaultKind::EtcdMajorityLost => etcd_fault(lab, plan, &mut a),
+        FaultKind::KillEtcdMember | FaultKind::EtcdMajorityLost | FaultKind::EtcdOutage => {
+            etcd_fault(lab, plan, &mut a)
+        }
         FaultKind::Switchover => switchover(lab, &mut a).await,
         FaultKind::ArchiveFull => archive_full(lab, &mut a)?,
         FaultKind::LinkLatency => latency(lab, plan, &name, &mut a)?,
@@ -245,10 +251,10 @@ pub async fn inject(lab: &mut Lab, plan: &Plan) -> anyhow::Result<Active> {
 
 fn etcd_fault(lab: &mut Lab, plan: &Plan, a: &mut Active) {
     let n = lab.etcd.len();
-    let count = if plan.kind == FaultKind::EtcdMajorityLost {
-        n / 2 + 1
-    } else {
-        1
+    let count = match plan.kind {
+        FaultKind::EtcdMajorityLost => n / 2 + 1,
+        FaultKind::EtcdOutage => n,
+        _ => 1,
     };
     let first = (plan.pick as usize) % n;
     let victims: Vec<usize> = (0..count).map(|k| (first + k) % n).collect();

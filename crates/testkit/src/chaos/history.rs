@@ -101,7 +101,8 @@ pub struct Fault {
     /// A stable name per fault kind, e.g. "kill_postgres", "kill_agent",
     /// "node_crash", "pause_agent", "pause_postgres", "primary_from_etcd",
     /// "primary_from_standbys", "isolate_standby", "kill_etcd_member",
-    /// "etcd_majority_lost", "switchover", "link_latency", "archive_full".
+    /// "etcd_majority_lost", "switchover", "link_latency", "archive_full",
+    /// "etcd_outage".
     pub kind: String,
     /// Node (or etcd member) the fault was aimed at.
     pub target: String,

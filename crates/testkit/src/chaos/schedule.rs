@@ -96,11 +96,11 @@ mod tests {
         let hold = (Duration::from_secs(1), Duration::from_secs(3));
         let mut a = Schedule::new(42, &FaultKind::ALL, hold);
         let mut b = Schedule::new(42, &FaultKind::ALL, hold);
-        let first: Vec<FaultKind> = (0..13)
+        let first: Vec<FaultKind> = (0..FaultKind::ALL.len())
             .filter_map(|_| a.next_plan())
             .map(|p| p.kind)
             .collect();
-        let again: Vec<FaultKind> = (0..13)
+        let again: Vec<FaultKind> = (0..FaultKind::ALL.len())
             .filter_map(|_| b.next_plan())
             .map(|p| p.kind)
             .collect();
@@ -110,7 +110,7 @@ mod tests {
         assert_eq!(sorted, FaultKind::ALL.to_vec());
         let other: Vec<FaultKind> = {
             let mut c = Schedule::new(7, &FaultKind::ALL, hold);
-            (0..13)
+            (0..FaultKind::ALL.len())
                 .filter_map(|_| c.next_plan())
                 .map(|p| p.kind)
                 .collect()

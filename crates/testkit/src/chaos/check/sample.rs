@@ -17,7 +17,7 @@ const NODES: [&str; 3] = ["node1", "node2", "node3"];
 const CLIENTS: u32 = 4;
 
 /// Fault kinds, the role each is aimed at, and what it does to the model.
-const KINDS: [(&str, &str, Effect); 13] = [
+const KINDS: [(&str, &str, Effect); 14] = [
     ("kill_postgres", "primary", Effect::Failover),
     ("kill_agent", "standby", Effect::StandbyDown),
     ("node_crash", "primary", Effect::Failover),
@@ -31,6 +31,7 @@ const KINDS: [(&str, &str, Effect); 13] = [
     ("switchover", "primary", Effect::Switchover),
     ("link_latency", "primary", Effect::Nothing),
     ("archive_full", "primary", Effect::Nothing),
+    ("etcd_outage", "etcd", Effect::Nothing),
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq)]

@@ -37,7 +37,7 @@ const VIOLATION: &str = "#c2185b";
 const GAP: &str = "#212121";
 
 /// Known fault kinds get fixed colours; others are hashed onto the palette.
-const KNOWN_KINDS: [&str; 13] = [
+const KNOWN_KINDS: [&str; 14] = [
     "kill_postgres",
     "kill_agent",
     "node_crash",
@@ -51,6 +51,7 @@ const KNOWN_KINDS: [&str; 13] = [
     "switchover",
     "link_latency",
     "archive_full",
+    "etcd_outage",
 ];
 const PALETTE: [&str; 14] = [
     "#e6194b", "#f58231", "#9a6324", "#ffe119", "#bfef45", "#3cb44b", "#469990", "#42d4f4",
