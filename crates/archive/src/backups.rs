@@ -167,19 +167,7 @@ impl Archive {
 
     /// Store the tar stream `src` as the payload of staged backup `id`.
     pub fn write_backup_payload(&self, id: &str, src: impl Read) -> Result<Header> {
-        let path = self.backup_staging(id).join(PAYLOAD_FILE);
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(fsutil::FILE_MODE)
-            .open(&path)
-            .map_err(ArchiveError::on("creating backup file", &path))?;
-        fsutil::adopt_owner(&file, &path, self.dir())?;
-        let header = format::write_archived(src, &mut file, Compression::Zstd)
-            .map_err(ArchiveError::on("writing backup file", &path))?;
-        file.sync_all()
-            .map_err(ArchiveError::on("fsyncing backup file", &path))?;
-        Ok(header)
+        write_payload_file(&self.backup_staging(id).join(PAYLOAD_FILE), src)
     }
 
     /// Make staged backup `id` count: write its record, fsync, and rename
@@ -238,23 +226,7 @@ impl Archive {
     /// Remove staged backups no process works on (`keep` is the one in
     /// progress, if any). Returns their ids.
     pub fn sweep_backup_staging(&self, keep: Option<&str>) -> Result<Vec<String>> {
-        let dir = self.backups_dir().join(STAGING);
-        let entries = match fs::read_dir(&dir) {
-            Ok(e) => e,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(ArchiveError::io("listing staged backups", &dir, e)),
-        };
-        let mut removed = Vec::new();
-        for entry in entries.flatten() {
-            let name = entry.file_name().to_string_lossy().into_owned();
-            if Some(name.as_str()) == keep || staging_in_use(&entry.path()) {
-                continue;
-            }
-            fs::remove_dir_all(entry.path())
-                .map_err(ArchiveError::on("removing staged backup", &entry.path()))?;
-            removed.push(name);
-        }
-        Ok(removed)
+        sweep_staging(&self.backups_dir().join(STAGING), keep)
     }
 
     /// Record a restore point.
@@ -285,6 +257,56 @@ impl Archive {
             Err(e) => Err(ArchiveError::io("reading restore point", &path, e)),
         }
     }
+}
+
+/// Remove staged backups in `dir` no live process works on (`keep`: the
+/// one in progress). Returns their ids.
+pub fn sweep_staging(dir: &Path, keep: Option<&str>) -> Result<Vec<String>> {
+    let entries = match fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(ArchiveError::io("listing staged backups", dir, e)),
+    };
+    let mut removed = Vec::new();
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if Some(name.as_str()) == keep || staging_in_use(&entry.path()) {
+            continue;
+        }
+        fs::remove_dir_all(entry.path())
+            .map_err(ArchiveError::on("removing staged backup", &entry.path()))?;
+        removed.push(name);
+    }
+    Ok(removed)
+}
+
+/// Write the tar stream `src` to a new payload file at `path` (archive
+/// format, zstd, SHA-256), fsynced; owned like its directory.
+pub fn write_payload_file(path: &Path, src: impl Read) -> Result<Header> {
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(fsutil::FILE_MODE)
+        .open(path)
+        .map_err(ArchiveError::on("creating backup file", path))?;
+    if let Some(dir) = path.parent() {
+        fsutil::adopt_owner(&file, path, dir)?;
+    }
+    let header = format::write_archived(src, &mut file, Compression::Zstd)
+        .map_err(ArchiveError::on("writing backup file", path))?;
+    file.sync_all()
+        .map_err(ArchiveError::on("fsyncing backup file", path))?;
+    Ok(header)
+}
+
+/// Decode a payload file into `out`, checking length and SHA-256.
+pub fn read_payload_file(path: &Path, out: impl Write) -> Result<Header> {
+    let mut file = File::open(path).map_err(ArchiveError::on("opening backup", path))?;
+    let header =
+        format::read_header(&mut file).map_err(|e| read_error(path, "reading backup", e))?;
+    format::read_payload(&mut file, &header, out)
+        .map_err(|e| read_error(path, "reading backup", e))?;
+    Ok(header)
 }
 
 /// A staging directory holds a `pid` file naming the process taking it.

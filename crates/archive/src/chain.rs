@@ -79,6 +79,16 @@ fn pos_of(segno: u64, seg_size: u64) -> SegPos {
     seg_of(segno * seg_size, seg_size)
 }
 
+/// The newest timeline with a history file among `entries`, or 1.
+pub fn newest_timeline(entries: &[crate::Entry]) -> u32 {
+    entries
+        .iter()
+        .filter(|e| e.name.kind() == WalKind::History && e.header.is_ok())
+        .map(|e| e.name.timeline())
+        .max()
+        .unwrap_or(1)
+}
+
 /// A segment the restore needs that cannot be used.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ChainProblem {
@@ -135,13 +145,7 @@ impl Archive {
 
     /// The newest timeline with a history file, or 1.
     pub fn newest_timeline(&self) -> Result<u32> {
-        Ok(self
-            .list()?
-            .iter()
-            .filter(|e| e.name.kind() == WalKind::History && e.header.is_ok())
-            .map(|e| e.name.timeline())
-            .max()
-            .unwrap_or(1))
+        Ok(newest_timeline(&self.list()?))
     }
 
     /// Check every segment from `start_lsn` up to the newest one of `path`
@@ -155,73 +159,96 @@ impl Archive {
         seg_size: u64,
         verify: bool,
     ) -> Result<ChainReport> {
-        // For each timeline of the path, the range of segments it covers.
-        let mut ranges: Vec<(u32, u64, Option<u64>)> = Vec::new();
-        let mut begin = 0u64;
-        for span in path {
-            let end = span.end.map(|e| segno(seg_of(e, seg_size), seg_size));
-            ranges.push((span.tli, begin, end));
-            if let Some(e) = end {
-                begin = e;
-            }
-        }
-        let mut present: BTreeMap<(u32, u64), String> = BTreeMap::new();
-        for e in self.list()? {
-            if e.name.kind() == WalKind::Segment {
-                if let Some(pos) = e.name.pos() {
-                    present.insert(
-                        (e.name.timeline(), segno(pos, seg_size)),
-                        e.name.to_string(),
-                    );
-                }
-            }
-        }
-        let covering = |n: u64| -> Vec<u32> {
-            ranges
-                .iter()
-                .rev()
-                .filter(|(_, b, e)| *b <= n && e.is_none_or(|e| n <= e))
-                .map(|(t, _, _)| *t)
-                .collect()
-        };
-        let newest = present
-            .iter()
-            .filter(|((tli, n), _)| covering(*n).contains(tli))
-            .map(|((_, n), _)| *n)
-            .max();
-        let first = segno(seg_of(start_lsn, seg_size), seg_size);
-        let last = match until_lsn {
-            Some(u) => segno(seg_of(u, seg_size), seg_size),
-            None => newest.unwrap_or(first),
-        };
+        let plan = chain_plan(&self.list()?, path, start_lsn, until_lsn, seg_size);
         let mut report = ChainReport::default();
-        for n in first..=last {
-            let found = covering(n)
-                .into_iter()
-                .find_map(|tli| present.get(&(tli, n)).cloned());
-            let Some(name) = found else {
-                let tli = covering(n).first().copied().unwrap_or(1);
-                let pos = pos_of(n, seg_size);
-                report.problem = Some(ChainProblem::Missing {
-                    name: format!("{tli:08X}{:08X}{:08X}", pos.log, pos.seg),
-                });
-                return Ok(report);
-            };
+        for name in plan.present {
             if verify {
-                let wal = WalName::parse(&name)?;
-                if let Err(e) = self.verify(&wal) {
+                if let Err(e) = self.verify(&name) {
                     report.problem = Some(ChainProblem::Corrupt {
-                        name,
+                        name: name.to_string(),
                         reason: e.to_string(),
                     });
                     return Ok(report);
                 }
             }
-            report.last = Some(name.clone());
-            report.checked.push(name);
+            report.last = Some(name.to_string());
+            report.checked.push(name.to_string());
         }
+        report.problem = plan.missing.map(|name| ChainProblem::Missing { name });
         Ok(report)
     }
+}
+
+/// The segments a restore needs, in order, up to the first missing one.
+#[derive(Debug, Clone, Default)]
+pub struct ChainPlan {
+    /// Present segments, in WAL order, before the first missing one.
+    pub present: Vec<WalName>,
+    /// The first missing segment, named on the timeline that should hold it.
+    pub missing: Option<String>,
+}
+
+/// Which archived segments recovery from `start_lsn` along `path` reads,
+/// up to the newest one of the path in `entries` (or up to `until_lsn`).
+pub fn chain_plan(
+    entries: &[crate::Entry],
+    path: &[TimelineSpan],
+    start_lsn: u64,
+    until_lsn: Option<u64>,
+    seg_size: u64,
+) -> ChainPlan {
+    // For each timeline of the path, the range of segments it covers.
+    let mut ranges: Vec<(u32, u64, Option<u64>)> = Vec::new();
+    let mut begin = 0u64;
+    for span in path {
+        let end = span.end.map(|e| segno(seg_of(e, seg_size), seg_size));
+        ranges.push((span.tli, begin, end));
+        if let Some(e) = end {
+            begin = e;
+        }
+    }
+    let mut present: BTreeMap<(u32, u64), WalName> = BTreeMap::new();
+    for e in entries {
+        if e.name.kind() == WalKind::Segment {
+            if let Some(pos) = e.name.pos() {
+                present.insert((e.name.timeline(), segno(pos, seg_size)), e.name.clone());
+            }
+        }
+    }
+    let covering = |n: u64| -> Vec<u32> {
+        ranges
+            .iter()
+            .rev()
+            .filter(|(_, b, e)| *b <= n && e.is_none_or(|e| n <= e))
+            .map(|(t, _, _)| *t)
+            .collect()
+    };
+    let newest = present
+        .keys()
+        .filter(|(tli, n)| covering(*n).contains(tli))
+        .map(|(_, n)| *n)
+        .max();
+    let first = segno(seg_of(start_lsn, seg_size), seg_size);
+    let last = match until_lsn {
+        Some(u) => segno(seg_of(u, seg_size), seg_size),
+        None => newest.unwrap_or(first),
+    };
+    let mut plan = ChainPlan::default();
+    for n in first..=last {
+        let found = covering(n)
+            .into_iter()
+            .find_map(|tli| present.get(&(tli, n)).cloned());
+        match found {
+            Some(name) => plan.present.push(name),
+            None => {
+                let tli = covering(n).first().copied().unwrap_or(1);
+                let pos = pos_of(n, seg_size);
+                plan.missing = Some(format!("{tli:08X}{:08X}{:08X}", pos.log, pos.seg));
+                return plan;
+            }
+        }
+    }
+    plan
 }
 
 #[cfg(test)]

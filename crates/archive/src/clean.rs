@@ -53,29 +53,9 @@ pub struct CleanReport {
 impl Archive {
     /// Apply `retention`; with `dry_run`, only report.
     pub fn clean(&self, retention: &Retention, dry_run: bool) -> Result<CleanReport> {
-        let entries = self.list()?;
-        let cutoff = cutoff(&entries, retention)?;
-        let mut report = CleanReport {
-            cutoff: cutoff.map(|(tli, pos)| segment_name(tli, pos)),
-            ..CleanReport::default()
-        };
-        for entry in entries {
-            let doomed = match (cutoff, entry.name.pos()) {
-                (Some((_, cut)), Some(pos)) => pos < cut,
-                _ => false,
-            };
-            if !doomed {
-                report.kept += 1;
-            } else if let Err(reason) = &entry.header {
-                report
-                    .skipped
-                    .push((entry.name.to_string(), reason.clone()));
-            } else {
-                self.delete(&entry.name, dry_run)?;
-                report
-                    .deleted
-                    .push((entry.name.to_string(), entry.stored_size));
-            }
+        let mut report = clean_plan(self.list()?, retention)?;
+        for (name, _) in &report.deleted {
+            self.delete(&WalName::parse(name)?, dry_run)?;
         }
         if !dry_run && !report.deleted.is_empty() {
             fsutil::fsync_dir(self.dir())?;
@@ -95,6 +75,34 @@ impl Archive {
             Err(e) => Err(ArchiveError::io("deleting archive file", &path, e)),
         }
     }
+}
+
+/// What `retention` deletes from `entries` (nothing is deleted here):
+/// `deleted` lists the doomed files.
+pub fn clean_plan(entries: Vec<Entry>, retention: &Retention) -> Result<CleanReport> {
+    let cutoff = cutoff(&entries, retention)?;
+    let mut report = CleanReport {
+        cutoff: cutoff.map(|(tli, pos)| segment_name(tli, pos)),
+        ..CleanReport::default()
+    };
+    for entry in entries {
+        let doomed = match (cutoff, entry.name.pos()) {
+            (Some((_, cut)), Some(pos)) => pos < cut,
+            _ => false,
+        };
+        if !doomed {
+            report.kept += 1;
+        } else if let Err(reason) = &entry.header {
+            report
+                .skipped
+                .push((entry.name.to_string(), reason.clone()));
+        } else {
+            report
+                .deleted
+                .push((entry.name.to_string(), entry.stored_size));
+        }
+    }
+    Ok(report)
 }
 
 /// The cutoff `(timeline, position)`: files before the position go.

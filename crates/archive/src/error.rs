@@ -97,6 +97,16 @@ pub enum ArchiveError {
         path: PathBuf,
         cause: io::Error,
     },
+
+    /// The object-store location or its settings are unusable.
+    #[error("object store: {0}")]
+    InvalidStore(String),
+
+    /// A request to the object store failed (network, credentials, bucket).
+    #[error(
+        "object store: {0}. Check the endpoint, the bucket and the credentials in the S3 settings"
+    )]
+    Store(String),
 }
 
 impl ArchiveError {

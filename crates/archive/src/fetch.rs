@@ -64,7 +64,7 @@ impl Archive {
 }
 
 /// `.<file>.pgha-tmp` in the destination's directory.
-fn temp_path_for(dest: &Path) -> Result<PathBuf> {
+pub(crate) fn temp_path_for(dest: &Path) -> Result<PathBuf> {
     let file = dest
         .file_name()
         .and_then(|f| f.to_str())

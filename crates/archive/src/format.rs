@@ -142,9 +142,9 @@ fn digest(h: Option<Sha256>) -> [u8; 32] {
 
 /// Write `src` into `out` as header + payload and return the header.
 /// `out` must be an empty file positioned at 0; the header is written last.
-pub fn write_archived(
+pub fn write_archived<W: Write + Seek>(
     src: impl Read,
-    out: &mut File,
+    out: &mut W,
     compression: Compression,
 ) -> io::Result<Header> {
     out.write_all(&[0u8; HEADER_LEN])?;
@@ -233,7 +233,7 @@ pub fn read_header(file: &mut File) -> Result<Header, ReadError> {
 
 /// Decode the payload of `file` (positioned after the header) into `out`,
 /// checking length and checksum against `header`.
-pub fn read_payload(file: &mut File, header: &Header, out: impl Write) -> Result<(), ReadError> {
+pub fn read_payload(file: impl Read, header: &Header, out: impl Write) -> Result<(), ReadError> {
     let payload = io::BufReader::with_capacity(BUF, file.take(header.stored_len));
     let mut tee = Tee {
         inner: out,
@@ -263,6 +263,36 @@ pub fn read_payload(file: &mut File, header: &Header, out: impl Write) -> Result
         )));
     }
     Ok(())
+}
+
+/// Check and decode a whole archived file held in memory (an object read
+/// from an object store) into `out`.
+pub fn decode_bytes(bytes: &[u8], out: impl Write) -> Result<Header, ReadError> {
+    if bytes.len() < HEADER_LEN {
+        return Err(ReadError::Corrupt(format!(
+            "truncated: {} bytes, shorter than the {HEADER_LEN}-byte header",
+            bytes.len()
+        )));
+    }
+    let mut h = [0u8; HEADER_LEN];
+    h.copy_from_slice(&bytes[..HEADER_LEN]);
+    let header = Header::decode(&h).map_err(ReadError::Corrupt)?;
+    let expected = HEADER_LEN as u64 + header.stored_len;
+    if bytes.len() as u64 != expected {
+        return Err(ReadError::Corrupt(format!(
+            "length {} bytes, header says {expected} (truncated or padded)",
+            bytes.len()
+        )));
+    }
+    read_payload(&bytes[HEADER_LEN..], &header, out)?;
+    Ok(header)
+}
+
+/// Encode `src` as an archived file in memory.
+pub fn encode_to_vec(src: impl Read, compression: Compression) -> io::Result<(Header, Vec<u8>)> {
+    let mut cursor = io::Cursor::new(Vec::new());
+    let header = write_archived(src, &mut cursor, compression)?;
+    Ok((header, cursor.into_inner()))
 }
 
 /// Copy; with a decoder, errors while *reading* mean the stream is corrupt.

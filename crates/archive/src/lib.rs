@@ -29,16 +29,19 @@ mod identity;
 mod inspect;
 mod name;
 mod push;
+pub mod s3;
+mod store;
 
 pub use backups::{BackupEntry, BackupRecord, RestorePoint};
 pub use chain::{ChainProblem, ChainReport, TimelineSpan};
-pub use clean::{CleanReport, Retention};
+pub use clean::{clean_plan, CleanReport, Retention};
 pub use error::{ArchiveError, Result};
 pub use format::{Compression, Header};
 pub use identity::ArchiveOwner;
 pub use inspect::Entry;
 pub use name::{SegPos, WalKind, WalName};
 pub use push::{PushOptions, PushOutcome};
+pub use store::Store;
 
 use std::path::{Path, PathBuf};
 

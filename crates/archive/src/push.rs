@@ -55,7 +55,7 @@ impl Archive {
         let mut guard = TempGuard::new(tmp.clone());
         fsutil::adopt_owner(&file, &tmp, self.dir())?;
         let header =
-            format::write_archived(io::BufReader::new(source), &mut file, opts.compression)
+            format::write_archived(io::BufReader::new(source), &mut *file, opts.compression)
                 .map_err(ArchiveError::on("writing archive temp file", &tmp))?;
         failpoint::hit("wal-push-after-write");
         file.sync_all()

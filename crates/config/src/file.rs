@@ -163,6 +163,15 @@ pub struct ArchiveFile {
     /// Default "none".
     #[serde(default)]
     pub compression: ArchiveCompression,
+    /// An S3-compatible object store instead of `dir`:
+    /// `"s3://bucket/prefix"` (docs/backup.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// The object store's settings file (`endpoint`, `region`,
+    /// `access_key_id`, `secret_access_key`; keep it in the secrets
+    /// directory). Default "secrets/s3.conf" when `url` is set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub s3_config: Option<PathBuf>,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
@@ -313,6 +322,8 @@ impl Default for ArchiveFile {
         ArchiveFile {
             dir: default_archive_dir(),
             compression: ArchiveCompression::default(),
+            url: None,
+            s3_config: None,
         }
     }
 }

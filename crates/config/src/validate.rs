@@ -181,6 +181,21 @@ pub struct ClusterConfig {
     pub tls: Option<crate::tls::TlsConfig>,
     /// The file as parsed, to write back out (`pgha up` saves it).
     pub file: ClusterFile,
+    /// `[archive] url`: the archive is on an object store (then `archive_dir`
+    /// is unused by PostgreSQL's commands).
+    pub archive_url: Option<String>,
+    /// `[archive] s3_config`, absolute (with a url only).
+    pub archive_s3_config: Option<PathBuf>,
+}
+
+impl ClusterConfig {
+    /// Where the archive is: the object-store URL or the directory.
+    pub fn archive_location(&self) -> String {
+        match &self.archive_url {
+            Some(u) => u.clone(),
+            None => self.archive_dir.display().to_string(),
+        }
+    }
 }
 
 impl ClusterConfig {
@@ -234,6 +249,27 @@ pub(crate) fn validate(file: ClusterFile, base: &Path) -> Result<ClusterConfig, 
         check_tls_parameters(&file)?;
     }
     validate_backup(&file.backup)?;
+    if let Some(url) = &file.archive.url {
+        let ok = url
+            .strip_prefix("s3://")
+            .is_some_and(|rest| !rest.is_empty() && !rest.starts_with('/'));
+        if !ok {
+            return Err(ConfigError::invalid(
+                "archive.url",
+                quote(url),
+                "must be s3://bucket or s3://bucket/prefix",
+            ));
+        }
+    }
+    let archive_url = file.archive.url.clone();
+    let archive_s3_config = archive_url.as_ref().map(|_| {
+        let rel = file
+            .archive
+            .s3_config
+            .clone()
+            .unwrap_or_else(|| file.secrets_dir.join("s3.conf"));
+        absolute(base, &rel)
+    });
     Ok(ClusterConfig {
         name: file.name.clone(),
         member: file.member.clone(),
@@ -266,6 +302,8 @@ pub(crate) fn validate(file: ClusterFile, base: &Path) -> Result<ClusterConfig, 
         proxy: file.proxy.clone(),
         tls,
         file,
+        archive_url,
+        archive_s3_config,
     })
 }
 

@@ -150,11 +150,27 @@ fn listen_address(host: &str) -> String {
     }
 }
 
+/// `--archive LOCATION` (plus the object store's settings file).
+fn archive_args(input: &ConfInput<'_>) -> String {
+    let c = input.cluster;
+    let mut args = format!(
+        "--archive {}",
+        crate::shell::sh_quote(&c.archive_location())
+    );
+    if let Some(f) = &c.archive_s3_config {
+        args.push_str(&format!(
+            " --s3-config {}",
+            crate::shell::sh_quote(&f.display().to_string())
+        ));
+    }
+    args
+}
+
 fn archive_command(input: &ConfInput<'_>) -> String {
     let mut cmd = format!(
-        "{} wal-push --archive {}",
+        "{} wal-push {}",
         crate::shell::sh_quote(&input.pgha_bin.display().to_string()),
-        crate::shell::sh_quote(&input.cluster.archive_dir.display().to_string()),
+        archive_args(input),
     );
     if input.cluster.archive_compression == ArchiveCompression::Zstd {
         cmd.push_str(" --compress zstd");
@@ -165,9 +181,9 @@ fn archive_command(input: &ConfInput<'_>) -> String {
 
 fn restore_command(input: &ConfInput<'_>) -> String {
     format!(
-        "{} wal-fetch --archive {} %f %p",
+        "{} wal-fetch {} %f %p",
         crate::shell::sh_quote(&input.pgha_bin.display().to_string()),
-        crate::shell::sh_quote(&input.cluster.archive_dir.display().to_string()),
+        archive_args(input),
     )
 }
 

@@ -10,6 +10,7 @@ use pgha_dcs::EtcdDcs;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 use tokio_util::sync::CancellationToken;
 
 #[derive(clap::Args)]
@@ -49,6 +50,9 @@ async fn agent(args: Args) -> anyhow::Result<ExitCode> {
     }
     let dcs = Arc::new(EtcdDcs::new(cfg.dcs.clone())?);
     let bin = std::env::current_exe().context("find the pgha executable")?;
+    let cfg_schedule = cfg.file.backup.schedule;
+    let args_config = std::fs::canonicalize(&args.config).unwrap_or(args.config.clone());
+    let bin_path = bin.clone();
     let (mut agent, status) = Agent::new(cfg, &member, dcs, bin)?;
     let listener = tokio::net::TcpListener::bind((me.host.as_str(), me.api_port))
         .await
@@ -67,6 +71,18 @@ async fn agent(args: Args) -> anyhow::Result<ExitCode> {
         cancel.clone().cancelled_owned(),
     );
     agent.supervise("REST API", api);
+    if let Some(every) = cfg_schedule {
+        agent.supervise(
+            "backup schedule",
+            backup_schedule(
+                args_config.clone(),
+                every,
+                member.clone(),
+                bin_path.clone(),
+                cancel.clone(),
+            ),
+        );
+    }
     let signals = tokio::spawn(wait_for_signal(cancel.clone()));
     tracing::info!(member = %member, api = %me.api_url(), "agent started");
     agent.run(cmd_rx, cancel.clone()).await;
@@ -78,6 +94,83 @@ async fn agent(args: Args) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// `[backup] schedule`: the leader's agent runs `pgha backup` when the
+/// newest backup is older than the schedule. `pgha backup` takes the
+/// cluster-wide lock in etcd, so at most one runs at a time, whoever
+/// started it. Failures are logged and tried again at the next check.
+async fn backup_schedule(
+    config: PathBuf,
+    every: Duration,
+    member: String,
+    bin: PathBuf,
+    cancel: CancellationToken,
+) -> anyhow::Result<()> {
+    let check = (every / 4).clamp(Duration::from_secs(10), Duration::from_secs(60));
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return Ok(()),
+            _ = tokio::time::sleep(check) => {}
+        }
+        if let Err(e) = schedule_once(&config, every, &member, &bin).await {
+            tracing::warn!("backup schedule: {e:#}");
+        }
+    }
+}
+
+async fn schedule_once(
+    config: &std::path::Path,
+    every: Duration,
+    member: &str,
+    bin: &std::path::Path,
+) -> anyhow::Result<()> {
+    use pgha_dcs::Dcs;
+    let target = crate::target::Target::resolve(&crate::target::TargetArgs {
+        dir: PathBuf::from("pgha-data"),
+        config: Some(config.to_path_buf()),
+    })?;
+    let leader = target
+        .dcs_with(Duration::from_secs(2))?
+        .get(&target.keys.leader())
+        .await?
+        .kv
+        .map(|kv| kv.value_str().into_owned());
+    if leader.as_deref() != Some(member) {
+        return Ok(());
+    }
+    let newest = crate::cmd::backup::store_of(&target)?
+        .backups()
+        .await?
+        .last()
+        .and_then(|b| crate::cmd::restore::parse_utc(&b.end_time).ok());
+    if !backup_due(newest, every, SystemTime::now()) {
+        return Ok(());
+    }
+    tracing::info!(
+        "backup schedule: no backup in the last {}: running pgha backup",
+        humantime::format_duration(every)
+    );
+    let status = tokio::process::Command::new(bin)
+        .arg("backup")
+        .arg("--config")
+        .arg(config)
+        .stdin(std::process::Stdio::null())
+        .status()
+        .await
+        .context("run pgha backup")?;
+    if !status.success() {
+        anyhow::bail!("pgha backup failed ({status}); see its output above");
+    }
+    Ok(())
+}
+
+/// A backup is due when there is none, or the newest ended `every` ago.
+pub fn backup_due(newest_end: Option<SystemTime>, every: Duration, now: SystemTime) -> bool {
+    match newest_end {
+        None => true,
+        Some(end) => now.duration_since(end).is_ok_and(|age| age >= every),
+    }
 }
 
 async fn wait_for_signal(cancel: CancellationToken) {
@@ -94,4 +187,22 @@ async fn wait_for_signal(cancel: CancellationToken) {
     }
     tracing::info!("signal received: shutting down");
     cancel.cancel();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::backup_due;
+    use std::time::{Duration, SystemTime};
+
+    #[test]
+    fn a_backup_is_due_when_none_is_recent() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let hour = Duration::from_secs(3600);
+        assert!(backup_due(None, hour, now));
+        assert!(backup_due(Some(now - 2 * hour), hour, now));
+        assert!(backup_due(Some(now - hour), hour, now));
+        assert!(!backup_due(Some(now - hour / 2), hour, now));
+        // A backup "from the future" (clock skew) is not overdue.
+        assert!(!backup_due(Some(now + hour), hour, now));
+    }
 }

@@ -13,8 +13,8 @@
 
 use crate::target::{Target, TargetArgs};
 use anyhow::{anyhow, bail, Context};
-use pgha_archive::backups::{check_restore_point_name, MANIFEST_FILE};
-use pgha_archive::{Archive, BackupRecord, RestorePoint};
+use pgha_archive::backups::{check_restore_point_name, MANIFEST_FILE, PAYLOAD_FILE};
+use pgha_archive::{BackupRecord, RestorePoint, Store};
 use pgha_config::Member;
 use pgha_postgres::probe::{self, ServerStatus};
 use pgha_postgres::{PgBinaries, ServiceUser};
@@ -85,21 +85,23 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                     (None, false) if target.config.file.backup.from_primary => Source::Primary,
                     (None, false) => Source::Standby,
                 };
-                let record = take(&target, choice).await?;
-                crate::outln!(
-                    "backup {} verified and stored: timeline {}, {} .. {}, {} bytes ({} stored)",
-                    record.id,
-                    record.timeline,
-                    record.start_lsn,
-                    record.end_lsn,
-                    record.original_bytes,
-                    record.stored_bytes
-                );
-                crate::cmd::retention::after_backup(&target).await?;
+                take(&target, choice).await?;
                 Ok(ExitCode::SUCCESS)
             })
         }
     }
+}
+
+fn print_taken(record: &BackupRecord) {
+    crate::outln!(
+        "backup {} verified and stored: timeline {}, {} .. {}, {} bytes ({} stored)",
+        record.id,
+        record.timeline,
+        record.start_lsn,
+        record.end_lsn,
+        record.original_bytes,
+        record.stored_bytes
+    );
 }
 
 /// Which member to copy.
@@ -190,6 +192,23 @@ fn choose<'p, 'a>(probed: &'p [Probed<'a>], source: &Source) -> anyhow::Result<&
     }
 }
 
+/// The cluster's archive: its directory or its object store.
+pub fn store_of(target: &Target) -> anyhow::Result<Store> {
+    let cfg = &target.config;
+    Store::open(&cfg.archive_location(), cfg.archive_s3_config.as_deref())
+        .context("open the archive")
+}
+
+/// Where backups for an object store are staged: `backup-staging` beside
+/// the cluster config (a directory of its own, never the system temp dir).
+pub fn local_staging_root(target: &Target) -> std::path::PathBuf {
+    target
+        .source
+        .parent()
+        .unwrap_or(Path::new("."))
+        .join("backup-staging")
+}
+
 /// A backup id: the UTC start time, which also orders backups.
 fn backup_id(now: SystemTime) -> String {
     humantime::format_rfc3339_seconds(now)
@@ -201,10 +220,101 @@ pub fn now_rfc3339() -> String {
     humantime::format_rfc3339_millis(SystemTime::now()).to_string()
 }
 
-/// Take, verify and store one backup; returns its record.
+/// TTL of the backup lock's lease; renewed every third of it while the
+/// backup runs, so a killed backup frees the lock within this time.
+const LOCK_TTL_SECS: i64 = 30;
+
+/// The etcd key that makes backups one at a time in the cluster.
+pub fn lock_key(target: &Target) -> String {
+    format!("{}backup-lock", target.keys.prefix())
+}
+
+/// The cluster-wide backup lock: an etcd key on a lease that a background
+/// task keeps alive until [`BackupLock::release`] (or the process dies and
+/// the lease expires).
+pub struct BackupLock {
+    dcs: pgha_dcs::EtcdDcs,
+    lease: pgha_dcs::LeaseId,
+    keeper: tokio::task::JoinHandle<()>,
+}
+
+impl BackupLock {
+    pub async fn acquire(target: &Target) -> anyhow::Result<BackupLock> {
+        use pgha_dcs::Dcs;
+        let dcs = target.dcs()?;
+        let key = lock_key(target);
+        let lease = dcs
+            .grant_lease(LOCK_TTL_SECS)
+            .await
+            .context("take the cluster-wide backup lock in etcd")?;
+        let holder = format!(
+            "pid {} on {}",
+            std::process::id(),
+            std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .map(|h| h.trim().to_string())
+                .unwrap_or_default()
+        );
+        let won = dcs
+            .create_if_absent(&key, holder.as_bytes(), Some(lease.id))
+            .await
+            .context("take the cluster-wide backup lock in etcd")?;
+        if !won {
+            let _ = dcs.revoke_lease(lease.id).await;
+            let who = dcs
+                .get(&key)
+                .await
+                .ok()
+                .and_then(|r| r.kv)
+                .map(|kv| kv.value_str().into_owned())
+                .unwrap_or_else(|| "?".into());
+            bail!("another backup is running ({who}); only one runs at a time in the cluster");
+        }
+        let keeper = {
+            let dcs = dcs.clone();
+            let id = lease.id;
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(Duration::from_secs(LOCK_TTL_SECS as u64 / 3)).await;
+                    if let Err(e) = dcs.keep_alive(id).await {
+                        tracing::warn!("renewing the backup lock: {e}");
+                    }
+                }
+            })
+        };
+        Ok(BackupLock {
+            dcs,
+            lease: lease.id,
+            keeper,
+        })
+    }
+
+    pub async fn release(self) {
+        use pgha_dcs::Dcs;
+        self.keeper.abort();
+        let _ = self.dcs.revoke_lease(self.lease).await;
+    }
+}
+
+/// Take, verify and store one backup under the cluster-wide lock.
 pub async fn take(target: &Target, source: Source) -> anyhow::Result<BackupRecord> {
+    let lock = BackupLock::acquire(target).await?;
+    let result = take_unlocked(target, source).await;
+    let result = match result {
+        Ok(record) => {
+            print_taken(&record);
+            crate::cmd::retention::after_backup(target)
+                .await
+                .map(|()| record)
+        }
+        Err(e) => Err(e),
+    };
+    lock.release().await;
+    result
+}
+
+async fn take_unlocked(target: &Target, source: Source) -> anyhow::Result<BackupRecord> {
     let cfg = &target.config;
-    let archive = Archive::open(&cfg.archive_dir).context("open the archive")?;
+    let store = store_of(target)?;
     let bins = PgBinaries::locate(cfg.bin_dir.as_deref())?;
     let user = ServiceUser::resolve(&cfg.os_user)?;
     let probed = probe_members(target).await?;
@@ -232,16 +342,22 @@ pub async fn take(target: &Target, source: Source) -> anyhow::Result<BackupRecor
 
     let started = SystemTime::now();
     let id = backup_id(started);
-    archive.sweep_backup_staging(None)?;
-    let staging = archive.backup_staging(&id);
-    user.make_dir(&archive.backups_dir(), 0o700)?;
-    user.make_dir(staging.parent().unwrap_or(&staging), 0o700)?;
+    let root = local_staging_root(target);
+    match &store {
+        Store::Dir(a) => {
+            user.make_dir(&a.backups_dir(), 0o700)?;
+            user.make_dir(a.backup_staging(&id).parent().unwrap_or(&root), 0o700)?;
+        }
+        Store::S3(_) => user.make_dir(&root, 0o700)?,
+    }
+    store.sweep_staging(&root)?;
+    let staging = store.staging_dir(&id, &root);
     user.make_dir(&staging, 0o700)?;
     std::fs::write(staging.join("pid"), std::process::id().to_string())
         .context("write the staging pid file")?;
     let result = take_into(
         target,
-        &archive,
+        &store,
         &bins,
         &user,
         src,
@@ -262,7 +378,7 @@ pub async fn take(target: &Target, source: Source) -> anyhow::Result<BackupRecor
 #[allow(clippy::too_many_arguments)]
 async fn take_into(
     target: &Target,
-    archive: &Archive,
+    store: &Store,
     bins: &PgBinaries,
     user: &ServiceUser,
     src: &Probed<'_>,
@@ -328,10 +444,9 @@ async fn take_into(
 
     crate::outln!("backup {id}: packing (tar, zstd, sha256)");
     let header = {
-        let archive = archive.clone();
-        let id = id.to_string();
+        let payload = staging.join(PAYLOAD_FILE);
         let data = data.clone();
-        tokio::task::spawn_blocking(move || pack(&archive, &id, &data))
+        tokio::task::spawn_blocking(move || pack(&payload, &data))
             .await
             .context("packing task")??
     };
@@ -356,15 +471,19 @@ async fn take_into(
         sha256: header.sha256_hex(),
         pg_version: pg_version.to_string(),
     };
-    archive
-        .commit_backup(&record)
-        .context("store the backup record")?;
+    if let Store::S3(s3) = store {
+        crate::outln!("backup {id}: uploading to {}", s3.url());
+    }
+    store
+        .commit_backup(&record, staging)
+        .await
+        .context("store the backup")?;
     Ok(record)
 }
 
 /// Tar the directory into the staged payload (tar runs as the current
 /// user: root or the service user can read the copy).
-fn pack(archive: &Archive, id: &str, data: &Path) -> anyhow::Result<pgha_archive::Header> {
+fn pack(payload: &Path, data: &Path) -> anyhow::Result<pgha_archive::Header> {
     let mut child = std::process::Command::new("tar")
         .arg("-C")
         .arg(data)
@@ -378,7 +497,7 @@ fn pack(archive: &Archive, id: &str, data: &Path) -> anyhow::Result<pgha_archive
         .stdout
         .take()
         .ok_or_else(|| anyhow!("tar has no stdout"))?;
-    let header = archive.write_backup_payload(id, stdout);
+    let header = pgha_archive::backups::write_payload_file(payload, stdout);
     let out = child.wait_with_output().context("wait for tar")?;
     if !out.status.success() {
         bail!(
@@ -481,8 +600,9 @@ fn wal_ranges(manifest: &str) -> anyhow::Result<WalRange> {
 
 fn list(args: ListArgs) -> anyhow::Result<ExitCode> {
     let target = Target::resolve(&args.target)?;
-    let archive = Archive::open(&target.config.archive_dir).context("open the archive")?;
-    let entries = archive.list_backups().context("list backups")?;
+    let store = store_of(&target)?;
+    let rt = tokio::runtime::Runtime::new().context("start the async runtime")?;
+    let entries = rt.block_on(store.list_backups()).context("list backups")?;
     if args.json {
         let records: Vec<serde_json::Value> = entries
             .iter()
@@ -534,8 +654,8 @@ pub fn restore_point(args: RestorePointArgs) -> anyhow::Result<ExitCode> {
     let rt = tokio::runtime::Runtime::new().context("start the async runtime")?;
     rt.block_on(async {
         let target = Target::resolve(&args.target)?;
-        let archive = Archive::open(&target.config.archive_dir).context("open the archive")?;
-        if archive.restore_point(&args.name)?.is_some() {
+        let store = store_of(&target)?;
+        if store.restore_point(&args.name).await?.is_some() {
             bail!(
                 "a restore point named {} exists already; choose another name",
                 args.name
@@ -566,7 +686,7 @@ pub fn restore_point(args: RestorePointArgs) -> anyhow::Result<ExitCode> {
             timeline: tli as u32,
             time: now_rfc3339(),
         };
-        archive.save_restore_point(&point)?;
+        store.save_restore_point(&point).await?;
         crate::outln!(
             "restore point {} at {lsn} on timeline {tli} (primary {}); restore with `pgha restore --name {}`",
             args.name,

@@ -17,11 +17,11 @@
 //! Hazard: the restored server gets `archive_mode = off`: it is a new
 //! cluster and must not push its new timeline into this cluster's archive.
 
-use crate::cmd::backup::admin_password;
+use crate::cmd::backup::{admin_password, store_of};
 use crate::target::{Target, TargetArgs};
 use anyhow::{anyhow, bail, Context};
 use pgha_archive::chain::parse_lsn;
-use pgha_archive::{Archive, BackupRecord, ChainProblem, TimelineSpan};
+use pgha_archive::{BackupRecord, ChainProblem, Store, TimelineSpan};
 use pgha_postgres::{PgBinaries, ServiceUser};
 use std::io::Write;
 use std::os::unix::process::CommandExt;
@@ -209,23 +209,26 @@ async fn restore(args: Args) -> anyhow::Result<ExitCode> {
     let target_point = RecoveryTarget::from_args(&args)?;
     let target = Target::resolve(&args.target)?;
     let cfg = &target.config;
-    let archive = Archive::open(&cfg.archive_dir).context("open the archive")?;
+    let archive = store_of(&target)?;
     let bins = PgBinaries::locate(cfg.bin_dir.as_deref())?;
     let user = ServiceUser::resolve(&cfg.os_user)?;
 
     let point_lsn = match &target_point {
         RecoveryTarget::Lsn(l, _) => Some(*l),
-        RecoveryTarget::Name(n) => archive.restore_point(n)?.and_then(|p| parse_lsn(&p.lsn)),
+        RecoveryTarget::Name(n) => archive
+            .restore_point(n)
+            .await?
+            .and_then(|p| parse_lsn(&p.lsn)),
         _ => None,
     };
-    let backups = archive.backups().context("list backups")?;
+    let backups = archive.backups().await.context("list backups")?;
     let backup = match &args.backup {
         Some(id) => backups.iter().find(|b| &b.id == id).ok_or_else(|| {
             anyhow!("no verified backup {id} in the archive (see `pgha backup list`)")
         })?,
         None => choose_backup(&backups, &target_point, point_lsn)?,
     };
-    let path = timeline_path(&archive, &args.timeline, backup)?;
+    let path = timeline_path(&archive, &args.timeline, backup).await?;
     let tli = path.last().map(|s| s.tli).unwrap_or(backup.timeline);
     crate::outln!(
         "restoring backup {} (timeline {}, {} .. {}, taken {}) to {} on timeline {tli}",
@@ -243,8 +246,29 @@ async fn restore(args: Args) -> anyhow::Result<ExitCode> {
     let chain = if point_lsn.is_some() && until.is_none() {
         pgha_archive::ChainReport::default()
     } else {
-        archive.check_chain(&path, end, until, backup.wal_segment_size, true)?
+        archive
+            .check_chain(&path, end, until, backup.wal_segment_size, true)
+            .await?
     };
+    let mut chain = chain;
+    if target_point == RecoveryTarget::Latest && chain.problem.is_none() {
+        // The archive alone cannot tell that its newest segments are gone;
+        // the primary knows what it archived last.
+        match last_archived(&target).await {
+            Some((name, lsn)) => {
+                crate::outln!("the primary reports {name} as the last WAL segment it archived");
+                let reached = chain.last.as_deref().is_some_and(|l| l[8..] >= name[8..]);
+                if lsn + backup.wal_segment_size > end && !reached {
+                    chain.problem = Some(ChainProblem::Missing {
+                        name: next_segment(chain.last.as_deref(), backup),
+                    });
+                }
+            }
+            None => crate::outln!(
+                "no primary answers: the end of the archived WAL is the newest segment found in the archive"
+            ),
+        }
+    }
     let must_reach = matches!(target_point, RecoveryTarget::Latest) || until.is_some();
     if let (true, Some(problem)) = (must_reach, &chain.problem) {
         bail!(
@@ -288,14 +312,55 @@ async fn restore(args: Args) -> anyhow::Result<ExitCode> {
     result
 }
 
+/// The segment after `last` (same timeline), or the backup's end segment.
+fn next_segment(last: Option<&str>, backup: &BackupRecord) -> String {
+    let seg_size = backup.wal_segment_size.max(1);
+    let per_log = 0x1_0000_0000u64 / seg_size;
+    let (tli, segno) = match last.and_then(|l| pgha_archive::WalName::parse(l).ok()) {
+        Some(w) => {
+            let p = w.pos().unwrap_or(pgha_archive::SegPos { log: 0, seg: 0 });
+            (w.timeline(), p.log as u64 * per_log + p.seg as u64 + 1)
+        }
+        None => (
+            backup.timeline,
+            backup.end_lsn_u64().unwrap_or(0) / seg_size,
+        ),
+    };
+    format!("{tli:08X}{:08X}{:08X}", segno / per_log, segno % per_log)
+}
+
+/// The primary's last archived segment and the LSN where it starts.
+async fn last_archived(target: &Target) -> Option<(String, u64)> {
+    let probed = crate::cmd::backup::probe_members(target).await.ok()?;
+    let p = crate::cmd::backup::primary(&probed)?;
+    let row = p
+        .client
+        .query_one(
+            "SELECT last_archived_wal, setting::bigint FROM pg_stat_archiver, pg_settings \
+             WHERE name = 'wal_segment_size'",
+            &[],
+        )
+        .await
+        .ok()?;
+    let name: Option<String> = row.get(0);
+    let seg_size: i64 = row.get(1);
+    let wal = pgha_archive::WalName::parse(&name?).ok()?;
+    let pos = wal
+        .pos()
+        .filter(|_| wal.kind() == pgha_archive::WalKind::Segment)?;
+    let per_log = 0x1_0000_0000u64 / seg_size as u64;
+    let lsn = (pos.log as u64 * per_log + pos.seg as u64) * seg_size as u64;
+    Some((wal.to_string(), lsn))
+}
+
 /// The path recovery follows.
-fn timeline_path(
-    archive: &Archive,
+async fn timeline_path(
+    archive: &Store,
     wanted: &str,
     backup: &BackupRecord,
 ) -> anyhow::Result<Vec<TimelineSpan>> {
     let tli = match wanted {
-        "latest" => archive.newest_timeline()?.max(backup.timeline),
+        "latest" => archive.newest_timeline().await?.max(backup.timeline),
         "current" => backup.timeline,
         n => n
             .parse::<u32>()
@@ -303,6 +368,7 @@ fn timeline_path(
     };
     let path = archive
         .timeline_path(tli)
+        .await
         .with_context(|| format!("read the history of timeline {tli} from the archive"))?;
     let start = backup.start_lsn_u64().unwrap_or(0);
     let on_path = path
@@ -345,7 +411,7 @@ fn prepare_dir(dir: &Path, user: &ServiceUser) -> anyhow::Result<bool> {
 async fn restore_into(
     args: &Args,
     target: &Target,
-    archive: &Archive,
+    archive: &Store,
     bins: &PgBinaries,
     user: &ServiceUser,
     backup: &BackupRecord,
@@ -355,16 +421,30 @@ async fn restore_into(
 ) -> anyhow::Result<ExitCode> {
     let data = std::fs::canonicalize(&args.to)
         .with_context(|| format!("resolve {}", args.to.display()))?;
+    let scratch = data
+        .parent()
+        .unwrap_or(Path::new("/"))
+        .join(format!(".pgha-restore-{}.download", backup.id));
+    let _ = std::fs::remove_file(&scratch);
+    if let Store::S3(s3) = archive {
+        crate::outln!("downloading backup {} from {}", backup.id, s3.url());
+    }
+    let payload = archive
+        .payload_file(&backup.id, &scratch)
+        .await
+        .with_context(|| format!("fetch backup {}", backup.id))?;
     crate::outln!("unpacking backup {} into {}", backup.id, data.display());
-    {
-        let archive = archive.clone();
+    let unpacked = {
+        let payload = payload.clone();
         let id = backup.id.clone();
         let data = data.clone();
         let user = user.clone();
-        tokio::task::spawn_blocking(move || unpack(&archive, &id, &data, &user))
+        tokio::task::spawn_blocking(move || unpack(&payload, &id, &data, &user))
             .await
-            .context("unpack task")??;
-    }
+            .context("unpack task")?
+    };
+    let _ = std::fs::remove_file(&scratch);
+    unpacked?;
     crate::outln!("verifying the restored files with pg_verifybackup");
     let out = user
         .command(bins.path("pg_verifybackup"))
@@ -387,11 +467,18 @@ async fn restore_into(
         let _ = std::fs::remove_file(data.join(f));
     }
     let pgha = std::env::current_exe().context("locate the pgha binary")?;
-    let restore_command = format!(
-        "{} wal-fetch --archive {} %f %p",
+    let mut restore_command = format!(
+        "{} wal-fetch --archive {}",
         sh_quote(&pgha.display().to_string()),
-        sh_quote(&archive.dir().display().to_string())
+        sh_quote(&target.config.archive_location())
     );
+    if let Some(f) = &target.config.archive_s3_config {
+        restore_command.push_str(&format!(
+            " --s3-config {}",
+            sh_quote(&f.display().to_string())
+        ));
+    }
+    restore_command.push_str(" %f %p");
     let conf = recovery_conf(point, tli, &restore_command, args.port, &backup.id);
     let auto = data.join("postgresql.auto.conf");
     let mut text = std::fs::read_to_string(&auto).unwrap_or_default();
@@ -489,7 +576,7 @@ fn sh_quote(s: &str) -> String {
 }
 
 /// Decode the backup (checksum checked) into `tar -x` run as the service user.
-fn unpack(archive: &Archive, id: &str, data: &Path, user: &ServiceUser) -> anyhow::Result<()> {
+fn unpack(payload: &Path, id: &str, data: &Path, user: &ServiceUser) -> anyhow::Result<()> {
     let mut cmd = std::process::Command::new("tar");
     cmd.arg("-C")
         .arg(data)
@@ -505,7 +592,7 @@ fn unpack(archive: &Archive, id: &str, data: &Path, user: &ServiceUser) -> anyho
         .stdin
         .take()
         .ok_or_else(|| anyhow!("tar has no stdin"))?;
-    let read = archive.read_backup_payload(id, &mut stdin);
+    let read = pgha_archive::backups::read_payload_file(payload, &mut stdin);
     let _ = stdin.flush();
     drop(stdin);
     let out = child.wait_with_output().context("wait for tar")?;

@@ -13,11 +13,11 @@
 //!   blocks WAL deletion altogether: unknown is not "needs nothing";
 //! - without any backup nothing is deleted.
 
-use crate::cmd::backup::{primary, probe_members};
+use crate::cmd::backup::{primary, probe_members, store_of};
 use crate::target::Target;
 use anyhow::Context;
 use pgha_archive::chain::seg_of;
-use pgha_archive::{Archive, BackupRecord, Retention, WalName};
+use pgha_archive::{BackupRecord, Retention, WalName};
 use std::time::{Duration, SystemTime};
 
 /// What one member may still need from the archive.
@@ -164,8 +164,8 @@ pub async fn clean(
     keep_for: Option<Duration>,
     dry_run: bool,
 ) -> anyhow::Result<()> {
-    let archive = Archive::open(&target.config.archive_dir).context("open the archive")?;
-    let backups = archive.backups().context("list backups")?;
+    let archive = store_of(target)?;
+    let backups = archive.backups().await.context("list backups")?;
     let needs = member_needs(target).await?;
     let plan = plan(&backups, keep, keep_for, SystemTime::now(), &needs);
     let verb = if dry_run { "would delete" } else { "deleted" };
@@ -173,6 +173,7 @@ pub async fn clean(
         if !dry_run {
             archive
                 .remove_backup(id)
+                .await
                 .with_context(|| format!("remove backup {id}"))?;
         }
         crate::outln!("{verb} backup {id}");
@@ -189,6 +190,7 @@ pub async fn clean(
     let name = WalName::parse(&format!("{:08X}{:08X}{:08X}", 1, pos.log, pos.seg))?;
     let report = archive
         .clean(&Retention::Before(name.clone()), dry_run)
+        .await
         .context("clean the archive")?;
     let bytes: u64 = report.deleted.iter().map(|(_, b)| b).sum();
     crate::outln!(

@@ -13,7 +13,9 @@
 
 use anyhow::Context;
 use pgha_archive::health::{self, Op};
-use pgha_archive::{Archive, Compression, Entry, PushOptions, PushOutcome, Retention, WalName};
+use pgha_archive::{
+    Archive, Compression, Entry, PushOptions, PushOutcome, Retention, Store, WalName,
+};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -31,6 +33,13 @@ pub struct PushArgs {
     /// How to store the copy; wal-fetch detects it by itself.
     #[arg(long, value_enum, default_value = "none")]
     compress: CompressArg,
+    /// Object-store settings file (with --archive s3://bucket/prefix).
+    #[arg(long, env = "PGHA_S3_CONFIG", value_name = "FILE")]
+    s3_config: Option<PathBuf>,
+    /// Object store: also upload up to N-1 other WAL files PostgreSQL has
+    /// marked ready, at the same time.
+    #[arg(long, value_name = "N", default_value_t = 4)]
+    parallel: usize,
     /// The WAL file to archive: PostgreSQL's %p (relative to the data dir).
     #[arg(value_name = "PATH")]
     path: PathBuf,
@@ -47,6 +56,13 @@ pub struct FetchArgs {
     /// Where to put it: PostgreSQL's %p (relative to the data dir).
     #[arg(value_name = "DEST")]
     dest: PathBuf,
+    /// Object-store settings file (with --archive s3://bucket/prefix).
+    #[arg(long, env = "PGHA_S3_CONFIG", value_name = "FILE")]
+    s3_config: Option<PathBuf>,
+    /// Object store: fetch the next N segments ahead, into
+    /// `.pgha-prefetch/` beside DEST, for the next calls.
+    #[arg(long, value_name = "N", default_value_t = 8)]
+    prefetch: usize,
 }
 
 #[derive(clap::Args)]
@@ -71,6 +87,9 @@ struct ListArgs {
     /// Read every file completely and check length and SHA-256.
     #[arg(long)]
     verify: bool,
+    /// Object-store settings file (with --archive s3://bucket/prefix).
+    #[arg(long, env = "PGHA_S3_CONFIG", value_name = "FILE")]
+    s3_config: Option<PathBuf>,
 }
 
 #[derive(clap::Args)]
@@ -91,6 +110,9 @@ struct CleanArgs {
     /// Print what would be deleted, delete nothing.
     #[arg(long)]
     dry_run: bool,
+    /// Object-store settings file (with --archive s3://bucket/prefix).
+    #[arg(long, env = "PGHA_S3_CONFIG", value_name = "FILE")]
+    s3_config: Option<PathBuf>,
     /// Without --keep or --before: clean by the cluster's backups and
     /// members (the cluster named by --dir or --config). Keep this many
     /// backups (default: `[backup] keep`, else every backup).
@@ -106,9 +128,20 @@ pub fn push(args: PushArgs) -> anyhow::Result<ExitCode> {
         CompressArg::Zstd => Compression::Zstd,
     };
     let shown = args.path.display();
-    let result = Archive::open(&args.archive)
-        .and_then(|a| a.push(&args.path, PushOptions { compression }))
-        .with_context(|| format!("archiving {shown}"));
+    let result = if is_s3(&args.archive) {
+        let rt = runtime()?;
+        rt.block_on(async {
+            let Store::S3(s) = open_store(&args.archive, args.s3_config.as_deref())? else {
+                anyhow::bail!("not an object store");
+            };
+            Ok(s.push_many(&args.path, compression, args.parallel).await?)
+        })
+        .with_context(|| format!("archiving {shown}"))
+    } else {
+        Archive::open(&args.archive)
+            .and_then(|a| a.push(&args.path, PushOptions { compression }))
+            .with_context(|| format!("archiving {shown}"))
+    };
     let wal = args.path.file_name().unwrap_or_default().to_string_lossy();
     note_outcome(Op::Push, &wal, result.as_ref().err());
     let outcome = result?;
@@ -122,7 +155,20 @@ pub fn push(args: PushArgs) -> anyhow::Result<ExitCode> {
 }
 
 pub fn fetch(args: FetchArgs) -> anyhow::Result<ExitCode> {
-    let result = Archive::open(&args.archive).and_then(|a| a.fetch(&args.name, &args.dest));
+    let result = if is_s3(&args.archive) {
+        let rt = runtime()?;
+        rt.block_on(async {
+            match Store::open(
+                &args.archive.display().to_string(),
+                args.s3_config.as_deref(),
+            )? {
+                Store::S3(s) => s.fetch(&args.name, &args.dest, args.prefetch).await,
+                Store::Dir(a) => a.fetch(&args.name, &args.dest),
+            }
+        })
+    } else {
+        Archive::open(&args.archive).and_then(|a| a.fetch(&args.name, &args.dest))
+    };
     match result {
         Ok(_) => {
             note_outcome(Op::Fetch, &args.name, None);
@@ -162,6 +208,24 @@ pub fn archive(args: ArchiveArgs) -> anyhow::Result<ExitCode> {
     }
 }
 
+fn is_s3(p: &std::path::Path) -> bool {
+    p.to_str().is_some_and(|s| s.starts_with("s3://"))
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("start the async runtime")
+}
+
+fn open_store(
+    location: &std::path::Path,
+    s3_config: Option<&std::path::Path>,
+) -> anyhow::Result<Store> {
+    Store::open(&location.display().to_string(), s3_config).context("opening the archive")
+}
+
 /// Retention by the cluster's backups and members (docs/backup.md).
 fn clean_cluster(args: CleanArgs) -> anyhow::Result<ExitCode> {
     if args.keep_backups == Some(0) {
@@ -181,8 +245,9 @@ fn clean_cluster(args: CleanArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn list(args: ListArgs) -> anyhow::Result<ExitCode> {
-    let archive = Archive::open(&args.archive).context("opening the archive")?;
-    let entries = archive.list().context("listing the archive")?;
+    let rt = runtime()?;
+    let store = open_store(&args.archive, args.s3_config.as_deref())?;
+    let entries = rt.block_on(store.list()).context("listing the archive")?;
     crate::outln!(
         "{:<42} {:<8} {:<5} {:>12} {:>12}  {:<16} STATUS",
         "NAME",
@@ -194,7 +259,7 @@ fn list(args: ListArgs) -> anyhow::Result<ExitCode> {
     );
     let mut bad = Vec::new();
     for entry in &entries {
-        let status = status_of(&archive, entry, args.verify);
+        let status = status_of(&rt, &store, entry, args.verify);
         if let Some(reason) = status.strip_prefix("BAD: ") {
             bad.push((entry.name.as_str().to_string(), reason.to_string()));
         }
@@ -213,11 +278,11 @@ fn list(args: ListArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
-fn status_of(archive: &Archive, entry: &Entry, verify: bool) -> String {
+fn status_of(rt: &tokio::runtime::Runtime, store: &Store, entry: &Entry, verify: bool) -> String {
     match (&entry.header, verify) {
         (Err(reason), _) => format!("BAD: {reason}"),
         (Ok(_), false) => "-".into(),
-        (Ok(_), true) => match archive.verify(&entry.name) {
+        (Ok(_), true) => match rt.block_on(store.verify(&entry.name)) {
             Ok(_) => "ok".into(),
             Err(e) => format!("BAD: {e}"),
         },
@@ -257,9 +322,9 @@ fn clean(args: CleanArgs) -> anyhow::Result<ExitCode> {
              cleans by the cluster's backups and members"
         );
     };
-    let archive = Archive::open(dir).context("opening the archive")?;
-    let report = archive
-        .clean(&retention, args.dry_run)
+    let store = open_store(dir, args.s3_config.as_deref())?;
+    let report = runtime()?
+        .block_on(store.clean(&retention, args.dry_run))
         .context("cleaning the archive")?;
     let verb = if args.dry_run {
         "would delete"
