@@ -181,6 +181,9 @@ struct PoolState {
 /// One pool: the connections of one [`PoolKey`].
 pub struct Pool {
     key: PoolKey,
+    /// The monitor's record of the pool's node (looked up once, not per
+    /// transaction).
+    node_stats: std::sync::OnceLock<Arc<crate::monitor::NodeStats>>,
     size: usize,
     state: Mutex<PoolState>,
     notify: Notify,
@@ -198,6 +201,14 @@ impl Pool {
     /// The node this pool's backends are on.
     pub fn node(&self) -> &Node {
         &self.key.node
+    }
+
+    /// The monitor's record of this pool's node (`lookup` on first use).
+    pub fn node_stats(
+        &self,
+        lookup: impl FnOnce() -> Arc<crate::monitor::NodeStats>,
+    ) -> Arc<crate::monitor::NodeStats> {
+        self.node_stats.get_or_init(lookup).clone()
     }
 
     /// Remembers the login a client opened a backend with, for the warm
@@ -383,6 +394,7 @@ impl Pools {
             .or_insert_with(|| {
                 Arc::new(Pool {
                     key,
+                    node_stats: Default::default(),
                     size: self.size,
                     state: Mutex::new(PoolState::default()),
                     notify: Notify::new(),

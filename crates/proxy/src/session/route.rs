@@ -604,7 +604,11 @@ impl Session {
             conn.pid,
             conn.key,
         ));
-        let stats = self.shared.monitor.stats(&conn.node);
+        let monitor = &self.shared.monitor;
+        let stats = match &slot {
+            Some(slot) => slot.pool().node_stats(|| monitor.stats(&conn.node)),
+            None => monitor.stats(&conn.node),
+        };
         let mut b = Backend::new(conn, stats);
         if let Some((prepared, settings)) = carried {
             b.prepared = prepared;
