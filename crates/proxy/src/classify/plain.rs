@@ -23,24 +23,29 @@ pub fn plain_statement(sql: &[u8]) -> bool {
         .iter()
         .position(|b| !b.is_ascii_whitespace())
         .unwrap_or(body.len());
-    let word: Vec<u8> = body[start..]
+    let rest = &body[start..];
+    let word_end = rest
         .iter()
-        .take(7)
-        .take_while(|b| b.is_ascii_alphabetic())
-        .map(u8::to_ascii_lowercase)
-        .collect();
-    if !matches!(&word[..], b"select" | b"insert" | b"update" | b"delete") {
+        .position(|b| !b.is_ascii_alphabetic())
+        .unwrap_or(rest.len());
+    let word = &rest[..word_end];
+    let dml = [&b"select"[..], b"insert", b"update", b"delete"]
+        .iter()
+        .any(|w| word.eq_ignore_ascii_case(w));
+    if !dml || body.contains(&b';') {
         return false;
     }
-    if body.contains(&b';') {
-        return false;
-    }
+    // One pass; a word is compared only where its first letter is.
     const WORDS: [&[u8]; 4] = [b"advisory", b"set_config", b"temp", b"u&"];
-    !body.windows(2).enumerate().any(|(i, w)| {
-        let first = w[0].to_ascii_lowercase();
-        matches!(first, b'a' | b's' | b't' | b'u')
+    for (i, b) in body.iter().enumerate() {
+        let first = b | 0x20;
+        if matches!(first, b'a' | b's' | b't' | b'u')
             && WORDS.iter().any(|word| starts_with_ci(&body[i..], word))
-    })
+        {
+            return false;
+        }
+    }
+    true
 }
 
 fn trim_end(sql: &[u8]) -> &[u8] {
@@ -52,11 +57,8 @@ fn trim_end(sql: &[u8]) -> &[u8] {
 }
 
 fn starts_with_ci(text: &[u8], word: &[u8]) -> bool {
-    text.len() >= word.len()
-        && text
-            .iter()
-            .zip(word)
-            .all(|(a, b)| a.to_ascii_lowercase() == *b)
+    text.get(..word.len())
+        .is_some_and(|t| t.eq_ignore_ascii_case(word))
 }
 
 #[cfg(test)]
@@ -90,6 +92,9 @@ mod tests {
             ("WITH x AS (SELECT 1) SELECT * FROM x", false),
             ("/* c */ SELECT 1", false),
             ("selectx 1", false),
+            ("selecting 1", false),
+            ("SELECT 'Temp'", false),
+            ("SELECT 'xadvisoryx'", false),
             ("", false),
             (";", false),
         ];
