@@ -106,7 +106,8 @@ class _Daemon:
 class PgBouncer(_Daemon):
     name = "pgbouncer"
 
-    def __init__(self, server_port, db, user, verifier, pool_size=40, max_clients=11000):
+    def __init__(self, server_port, db, user, verifier, pool_size=40, max_clients=11000,
+                 query_wait_timeout=None):
         self.dir = _owned_dir("pgha-bench-pgbouncer-")
         self.port = free_port()
         _write(os.path.join(self.dir, "userlist.txt"), f'"{user}" "{verifier}"\n')
@@ -125,6 +126,7 @@ max_client_conn = {max_clients}
 max_db_connections = 0
 ignore_startup_parameters = extra_float_digits
 server_reset_query =
+{f"query_wait_timeout = {query_wait_timeout}" if query_wait_timeout else ""}
 log_connections = 0
 log_disconnections = 0
 logfile = {self.dir}/pgbouncer.log

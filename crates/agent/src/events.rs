@@ -6,7 +6,7 @@
 //! Why one key in etcd (and not a file per member): the history must
 //! outlive the member it is about (a failover's story is about a node that
 //! died) and be readable from anywhere `pgha` reaches etcd. The cost: the
-//! list (at most ~30 KB) is part of every agent's prefix read.
+//! list (at most ~25 KB) is part of every agent's prefix read.
 //!
 //! The loop never waits on this: it queues events on a channel and the
 //! writer task appends them, retrying while etcd is unavailable; an event

@@ -407,3 +407,28 @@ async fn failsafe_promises_need_the_token_and_follow_the_rule() {
     assert_eq!(r.status, 503, "{}", r.text());
     s.shutdown().await;
 }
+
+/// `/metrics` answers in Prometheus' text format with the member's state,
+/// and the documents carry the archive's health (unknown before a sample).
+#[tokio::test]
+async fn metrics_and_archive_health() {
+    let s = Server::start(standby(4096, true)).await;
+    let r = s.get("/metrics").await;
+    assert_eq!(r.status, 200);
+    assert!(r
+        .header("content-type")
+        .is_some_and(|c| c.starts_with("text/plain; version=0.0.4")));
+    let text = r.text();
+    for line in [
+        "pgha_member_state{member=\"node2\",state=\"streaming\"} 1",
+        "pgha_member_lag_bytes{member=\"node2\"} 4096",
+        "pgha_member_in_sync_set{member=\"node2\"} 1",
+        "# TYPE pgha_etcd_request_duration_seconds histogram",
+    ] {
+        assert!(text.contains(line), "{line} in\n{text}");
+    }
+    assert_eq!(s.code("POST", "/metrics").await, 405);
+    let doc = s.get("/patroni").await.json().expect("json");
+    assert_eq!(doc["archive"]["state"], "unknown");
+    s.shutdown().await;
+}

@@ -6,8 +6,15 @@
 
 use serde::{Deserialize, Serialize};
 
-/// How many events the list keeps (the oldest go first).
-pub const EVENTS_KEPT: usize = 100;
+/// How many events the list keeps (the oldest go first). The list lives
+/// under the cluster prefix, which every agent reads on every loop: 50
+/// events of at most [`TEXT_KEPT`] characters of reason and detail keep it
+/// under about 25 KB.
+pub const EVENTS_KEPT: usize = 50;
+
+/// The longest reason or detail kept (in characters; longer ones are cut
+/// and end with `…`).
+pub const TEXT_KEPT: usize = 240;
 
 /// What happened.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -72,12 +79,24 @@ fn yes() -> bool {
     true
 }
 
-/// `list` with `event` appended, keeping the newest [`EVENTS_KEPT`].
-pub fn append(mut list: Vec<Event>, event: Event) -> Vec<Event> {
+/// `list` with `event` appended (its texts cut to [`TEXT_KEPT`]), keeping
+/// the newest [`EVENTS_KEPT`].
+pub fn append(mut list: Vec<Event>, mut event: Event) -> Vec<Event> {
+    event.reason = cut(event.reason);
+    event.detail = cut(event.detail);
     list.push(event);
     let excess = list.len().saturating_sub(EVENTS_KEPT);
     list.drain(..excess);
     list
+}
+
+fn cut(s: String) -> String {
+    if s.chars().count() <= TEXT_KEPT {
+        return s;
+    }
+    let mut short: String = s.chars().take(TEXT_KEPT - 1).collect();
+    short.push('…');
+    short
 }
 
 #[cfg(test)]
@@ -105,6 +124,15 @@ mod tests {
         assert_eq!(list.len(), EVENTS_KEPT);
         assert_eq!(list[0].at_unix_ms, 5);
         assert_eq!(list.last().unwrap().at_unix_ms, EVENTS_KEPT as u64 + 4);
+    }
+
+    #[test]
+    fn long_texts_are_cut() {
+        let mut e = ev(1);
+        e.reason = "é".repeat(TEXT_KEPT + 10);
+        let list = append(Vec::new(), e);
+        assert_eq!(list[0].reason.chars().count(), TEXT_KEPT);
+        assert!(list[0].reason.ends_with('…'));
     }
 
     #[test]

@@ -85,8 +85,11 @@ impl Drop for Slot {
         let mut s = self.pool.lock();
         s.open -= 1;
         s.in_use.remove(&self.pid);
+        let wake = s.waiting > 0;
         drop(s);
-        self.pool.notify.notify_one();
+        if wake {
+            self.pool.notify.notify_one();
+        }
     }
 }
 
@@ -178,6 +181,9 @@ struct PoolState {
 /// One pool: the connections of one [`PoolKey`].
 pub struct Pool {
     key: PoolKey,
+    /// The monitor's record of the pool's node (looked up once, not per
+    /// transaction).
+    node_stats: std::sync::OnceLock<Arc<crate::monitor::NodeStats>>,
     size: usize,
     state: Mutex<PoolState>,
     notify: Notify,
@@ -195,6 +201,14 @@ impl Pool {
     /// The node this pool's backends are on.
     pub fn node(&self) -> &Node {
         &self.key.node
+    }
+
+    /// The monitor's record of this pool's node (`lookup` on first use).
+    pub fn node_stats(
+        &self,
+        lookup: impl FnOnce() -> Arc<crate::monitor::NodeStats>,
+    ) -> Arc<crate::monitor::NodeStats> {
+        self.node_stats.get_or_init(lookup).clone()
     }
 
     /// Remembers the login a client opened a backend with, for the warm
@@ -306,8 +320,13 @@ impl Pool {
         let mut s = self.lock();
         s.in_use.remove(&idle.conn.pid);
         s.idle.push(idle);
+        // Only a waiter needs a wake-up (with none, notify_one would store
+        // a permit that makes the next waiter spin once).
+        let wake = s.waiting > 0;
         drop(s);
-        self.notify.notify_one();
+        if wake {
+            self.notify.notify_one();
+        }
     }
 }
 
@@ -375,6 +394,7 @@ impl Pools {
             .or_insert_with(|| {
                 Arc::new(Pool {
                     key,
+                    node_stats: Default::default(),
                     size: self.size,
                     state: Mutex::new(PoolState::default()),
                     notify: Notify::new(),
@@ -398,32 +418,27 @@ impl Pools {
                 .await?;
         }
         let mut waited = false;
+        // The common case takes a backend at once: no waiter is registered
+        // (that costs the Notify's lock twice) unless the pool is full.
+        match pool.take(&mut waited, started) {
+            Take::Idle(idle) => {
+                if let Some(idle) = self.checked(idle).await {
+                    return Ok(Acquired::Idle(*idle));
+                }
+            }
+            Take::Open(slot) => return Self::open_new(pool, slot, connect).await,
+            Take::Wait => {}
+        }
         loop {
             let notified = pool.notify.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
             match pool.take(&mut waited, started) {
-                Take::Idle(mut idle) => {
-                    let now = Instant::now();
-                    if now.saturating_duration_since(idle.since) >= self.check_delay
-                        && !idle.conn.ping(self.check_timeout).await
-                    {
-                        tracing::info!(
-                            backend = %idle.conn.node.name,
-                            pid = idle.conn.pid,
-                            "a pooled backend failed its health check; closed"
-                        );
-                        continue; // dropping it freed its slot
-                    }
-                    idle.since = now;
-                    return Ok(Acquired::Idle(*idle));
-                }
-                Take::Open(mut slot) => {
-                    let conn = connect().await?;
-                    slot.pid = conn.pid;
-                    pool.lock().in_use.insert(conn.pid);
-                    return Ok(Acquired::New(conn, slot));
-                }
+                Take::Idle(idle) => match self.checked(idle).await {
+                    Some(idle) => return Ok(Acquired::Idle(*idle)),
+                    None => continue,
+                },
+                Take::Open(slot) => return Self::open_new(pool, slot, connect).await,
                 Take::Wait => {}
             }
             if tokio::time::timeout_at(deadline.into(), notified)
@@ -441,6 +456,39 @@ impl Pools {
                 });
             }
         }
+    }
+
+    async fn open_new<F, Fut>(
+        pool: &Arc<Pool>,
+        mut slot: Slot,
+        connect: F,
+    ) -> Result<Acquired, PoolError>
+    where
+        F: FnOnce() -> Fut,
+        Fut: std::future::Future<Output = Result<BackendConn, crate::backend::ConnectError>>,
+    {
+        let conn = connect().await?;
+        slot.pid = conn.pid;
+        pool.lock().in_use.insert(conn.pid);
+        Ok(Acquired::New(conn, slot))
+    }
+
+    /// An idle backend unused for `server_check_delay` must answer an empty
+    /// query first; one that does not is closed (`None`: its slot is free).
+    async fn checked(&self, mut idle: Box<Idle>) -> Option<Box<Idle>> {
+        let now = Instant::now();
+        if now.saturating_duration_since(idle.since) >= self.check_delay
+            && !idle.conn.ping(self.check_timeout).await
+        {
+            tracing::info!(
+                backend = %idle.conn.node.name,
+                pid = idle.conn.pid,
+                "a pooled backend failed its health check; closed"
+            );
+            return None;
+        }
+        idle.since = now;
+        Some(idle)
     }
 
     /// Ends what a client left on a backend (an open transaction, session

@@ -1,6 +1,6 @@
 //! `pgha events`: the cluster's event history (failovers, switchovers,
 //! demotions, fences, rewinds, re-clones, synchronous-set changes) as the
-//! agents recorded it in etcd (`<ns>/<cluster>/events`, the newest 100):
+//! agents recorded it in etcd (`<ns>/<cluster>/events`, the newest 50):
 //! time (UTC), what, which member, how long, and the reason.
 
 use crate::target::{Target, TargetArgs};

@@ -129,16 +129,14 @@ pub fn push(args: PushArgs) -> anyhow::Result<ExitCode> {
     };
     let shown = args.path.display();
     let result = if is_s3(&args.archive) {
-        runtime()
-            .and_then(|rt| {
-                rt.block_on(async {
-                    let Store::S3(s) = open_store(&args.archive, args.s3_config.as_deref())? else {
-                        anyhow::bail!("not an object store");
-                    };
-                    Ok(s.push_many(&args.path, compression, args.parallel).await?)
-                })
-            })
-            .with_context(|| format!("archiving {shown}"))
+        let rt = runtime()?;
+        rt.block_on(async {
+            let Store::S3(s) = open_store(&args.archive, args.s3_config.as_deref())? else {
+                anyhow::bail!("not an object store");
+            };
+            Ok(s.push_many(&args.path, compression, args.parallel).await?)
+        })
+        .with_context(|| format!("archiving {shown}"))
     } else {
         Archive::open(&args.archive)
             .and_then(|a| a.push(&args.path, PushOptions { compression }))

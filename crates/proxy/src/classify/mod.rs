@@ -19,6 +19,7 @@ mod cache;
 mod functions;
 mod normalize;
 mod parser;
+pub mod plain;
 mod startup;
 mod stmt;
 mod walk;

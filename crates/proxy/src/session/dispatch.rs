@@ -19,6 +19,11 @@ use crate::routing::{Route, SessionFacts, TxPlace, UnitKind};
 use bytes::{Bytes, BytesMut};
 use std::sync::Arc;
 
+/// What a plain statement (see [`Session::analyze`]) gets: the primary, no
+/// transaction or session effect.
+static PLAIN: std::sync::LazyLock<Arc<Analysis>> =
+    std::sync::LazyLock::new(|| Arc::new(Analysis::primary()));
+
 /// Outcome of one client message.
 enum Step {
     Done,
@@ -139,12 +144,9 @@ impl Session {
             return (None, None);
         }
         match msg {
-            FrontendMessage::Query { sql } => (
-                Some(self.shared.classifier.analyze_bytes(sql)),
-                Some(sql.clone()),
-            ),
+            FrontendMessage::Query { sql } => (Some(self.analyze(sql)), Some(sql.clone())),
             FrontendMessage::Parse { sql, .. } => {
-                let a = self.shared.classifier.analyze_bytes(sql);
+                let a = self.analyze(sql);
                 self.last_parse = Some((sql.clone(), a.clone()));
                 (Some(a), Some(sql.clone()))
             }
@@ -163,6 +165,19 @@ impl Session {
             ),
             _ => (None, None),
         }
+    }
+
+    /// The classifier's analysis of a statement text; on the pooled
+    /// `primary` listener a single plain SELECT/INSERT/UPDATE/DELETE skips
+    /// it (see `classify::plain`: there only effects matter, and it has
+    /// none).
+    pub(super) fn analyze(&self, sql: &Bytes) -> Arc<Analysis> {
+        if self.kind == crate::shared::ListenerKind::Primary
+            && crate::classify::plain::plain_statement(sql)
+        {
+            return PLAIN.clone();
+        }
+        self.shared.classifier.analyze_bytes(sql)
     }
 
     async fn start_unit(

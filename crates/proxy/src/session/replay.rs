@@ -19,6 +19,13 @@ impl Session {
     /// Forwards one client message of the current unit, with bookkeeping.
     pub(super) fn forward(&mut self, role: Role, msg: &FrontendMessage, frame: &Bytes) {
         let analyses = self.analyses();
+        let parse_analysis = match msg {
+            FrontendMessage::Parse { sql, .. } if analyses => Some(match self.last_parse.take() {
+                Some((text, a)) if text == sql => a,
+                _ => self.analyze(sql),
+            }),
+            _ => None,
+        };
         let versions = self.pooled.then_some(&*self.shared);
         let Some(b) = self.backends[role as usize].as_mut() else {
             return;
@@ -42,10 +49,7 @@ impl Session {
                     inject_close(b, name);
                 }
                 let version = next_version(state, versions);
-                let analysis = analyses.then(|| match self.last_parse.take() {
-                    Some((text, a)) if text == sql => a,
-                    _ => self.shared.classifier.analyze_bytes(sql),
-                });
+                let analysis = parse_analysis;
                 state.prepared.insert(
                     name.clone(),
                     Prepared {

@@ -475,8 +475,8 @@ impl Session {
                 let t = self.topology.borrow_and_update();
                 (t.primary.clone(), t.paused)
             };
-            let until = match (&primary, paused) {
-                (Some(p), false) => return Ok(p.clone()),
+            let until = match (primary, paused) {
+                (Some(p), false) => return Ok(p),
                 (_, true) => pause_deadline,
                 (None, false) => deadline,
             };
@@ -613,7 +613,10 @@ impl Session {
         } = opened;
         self.drop_backend(role);
         tracing::debug!(backend = %conn.node.name, ?role, "backend connected");
-        if role == self.default_role() {
+        // A pooled backend handed out again logged in long ago: refreshing
+        // the login cache with it on every transaction would cost a key
+        // (every startup parameter copied and sorted) and a map update each.
+        if role == self.default_role() && carried.is_none() {
             let key = crate::login_cache::LoginKey::new(self.kind, &self.params);
             self.shared.logins.put(&key, &conn.params);
         }
@@ -626,7 +629,11 @@ impl Session {
             conn.pid,
             conn.key,
         ));
-        let stats = self.shared.monitor.stats(&conn.node);
+        let monitor = &self.shared.monitor;
+        let stats = match &slot {
+            Some(slot) => slot.pool().node_stats(|| monitor.stats(&conn.node)),
+            None => monitor.stats(&conn.node),
+        };
         let mut b = Backend::new(conn, stats);
         if let Some((prepared, settings)) = carried {
             b.prepared = prepared;
