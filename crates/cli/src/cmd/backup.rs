@@ -422,20 +422,8 @@ async fn take_into(
     let end_time = SystemTime::now();
 
     crate::outln!("backup {id}: verifying with pg_verifybackup");
-    let mut verify = user.command(bins.path("pg_verifybackup"));
-    verify.arg("--quiet").arg(&data);
-    let out = verify
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .output()
-        .await
-        .context("run pg_verifybackup")?;
-    if !out.status.success() {
-        bail!(
-            "the backup failed verification, so it was not kept: pg_verifybackup: {}{}",
-            String::from_utf8_lossy(&out.stdout).trim(),
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
+    if let Err(why) = verify_backup(bins, user, &data).await? {
+        bail!("the backup failed verification, so it was not kept: pg_verifybackup: {why}");
     }
 
     let manifest_text = std::fs::read_to_string(data.join(MANIFEST_FILE))
@@ -695,4 +683,31 @@ pub fn restore_point(args: RestorePointArgs) -> anyhow::Result<ExitCode> {
         );
         Ok(ExitCode::SUCCESS)
     })
+}
+
+/// Runs `pg_verifybackup --quiet` on the data directory `data` (with its
+/// `backup_manifest`): `Ok(Err(what it printed))` when the files do not match
+/// the manifest, `Err` when it could not run.
+pub(crate) async fn verify_backup(
+    bins: &PgBinaries,
+    user: &ServiceUser,
+    data: &Path,
+) -> anyhow::Result<Result<(), String>> {
+    let out = user
+        .command(bins.path("pg_verifybackup"))
+        .arg("--quiet")
+        .arg(data)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .output()
+        .await
+        .context("run pg_verifybackup")?;
+    if out.status.success() {
+        return Ok(Ok(()));
+    }
+    Ok(Err(format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout).trim(),
+        String::from_utf8_lossy(&out.stderr).trim()
+    )))
 }

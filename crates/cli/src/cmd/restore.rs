@@ -446,21 +446,10 @@ async fn restore_into(
     let _ = std::fs::remove_file(&scratch);
     unpacked?;
     crate::outln!("verifying the restored files with pg_verifybackup");
-    let out = user
-        .command(bins.path("pg_verifybackup"))
-        .arg("--quiet")
-        .arg(&data)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .output()
-        .await
-        .context("run pg_verifybackup")?;
-    if !out.status.success() {
+    if let Err(why) = crate::cmd::backup::verify_backup(bins, user, &data).await? {
         bail!(
-            "the restored copy of backup {} fails pg_verifybackup: {}{}",
-            backup.id,
-            String::from_utf8_lossy(&out.stdout).trim(),
-            String::from_utf8_lossy(&out.stderr).trim()
+            "the restored copy of backup {} fails pg_verifybackup: {why}",
+            backup.id
         );
     }
     for f in ["standby.signal", "recovery.signal", "postmaster.pid"] {
