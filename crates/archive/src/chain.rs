@@ -160,22 +160,16 @@ impl Archive {
         verify: bool,
     ) -> Result<ChainReport> {
         let plan = chain_plan(&self.list()?, path, start_lsn, until_lsn, seg_size);
-        let mut report = ChainReport::default();
-        for name in plan.present {
-            if verify {
-                if let Err(e) = self.verify(&name) {
-                    report.problem = Some(ChainProblem::Corrupt {
-                        name: name.to_string(),
-                        reason: e.to_string(),
-                    });
-                    return Ok(report);
+        let mut corrupt = None;
+        if verify {
+            for (i, name) in plan.present.iter().enumerate() {
+                if let Err(e) = self.verify(name) {
+                    corrupt = Some((i, e.to_string()));
+                    break;
                 }
             }
-            report.last = Some(name.to_string());
-            report.checked.push(name.to_string());
         }
-        report.problem = plan.missing.map(|name| ChainProblem::Missing { name });
-        Ok(report)
+        Ok(plan.into_report(corrupt))
     }
 }
 
@@ -186,6 +180,36 @@ pub struct ChainPlan {
     pub present: Vec<WalName>,
     /// The first missing segment, named on the timeline that should hold it.
     pub missing: Option<String>,
+}
+
+impl ChainPlan {
+    /// The report of this plan once its present segments were checked:
+    /// `corrupt` is the index in `present` of the first one that failed
+    /// its checksum, with the reason (recovery cannot go past it), or none.
+    pub fn into_report(self, corrupt: Option<(usize, String)>) -> ChainReport {
+        let (usable, problem) = match corrupt {
+            Some((i, reason)) => (
+                i,
+                Some(ChainProblem::Corrupt {
+                    name: self.present[i].to_string(),
+                    reason,
+                }),
+            ),
+            None => (
+                self.present.len(),
+                self.missing.map(|name| ChainProblem::Missing { name }),
+            ),
+        };
+        let checked: Vec<String> = self.present[..usable]
+            .iter()
+            .map(|n| n.to_string())
+            .collect();
+        ChainReport {
+            last: checked.last().cloned(),
+            checked,
+            problem,
+        }
+    }
 }
 
 /// Which archived segments recovery from `start_lsn` along `path` reads,

@@ -12,7 +12,7 @@ use crate::backups::{
     self, check_restore_point_name, BackupEntry, BackupRecord, RestorePoint, BACKUPS_DIR,
     MANIFEST_FILE, PAYLOAD_FILE, RECORD_FILE, RESTORE_POINTS_DIR,
 };
-use crate::chain::{self, ChainProblem, ChainReport, TimelineSpan};
+use crate::chain::{self, ChainReport, TimelineSpan};
 use crate::error::{ArchiveError, Result};
 use crate::s3::{S3Archive, S3Settings};
 use crate::{clean_plan, Archive, CleanReport, Entry, Header, Retention, WalName};
@@ -111,22 +111,16 @@ impl Store {
             Store::S3(s) => s,
         };
         let plan = chain::chain_plan(&s.list().await?, path, start_lsn, until_lsn, seg_size);
-        let mut report = ChainReport::default();
-        for name in plan.present {
-            if verify {
-                if let Err(e) = s.verify(&name).await {
-                    report.problem = Some(ChainProblem::Corrupt {
-                        name: name.to_string(),
-                        reason: e.to_string(),
-                    });
-                    return Ok(report);
+        let mut corrupt = None;
+        if verify {
+            for (i, name) in plan.present.iter().enumerate() {
+                if let Err(e) = s.verify(name).await {
+                    corrupt = Some((i, e.to_string()));
+                    break;
                 }
             }
-            report.last = Some(name.to_string());
-            report.checked.push(name.to_string());
         }
-        report.problem = plan.missing.map(|name| ChainProblem::Missing { name });
-        Ok(report)
+        Ok(plan.into_report(corrupt))
     }
 
     /// Where backup `id` is assembled: inside the archive directory, or
