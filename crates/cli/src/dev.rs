@@ -79,6 +79,15 @@ impl DirLock {
             let _ = std::fs::remove_dir_all(&self.dir);
         }
     }
+
+    /// After a refusal before anything was started in a directory this `up`
+    /// created: remove it, config included, so the same command can be
+    /// given again once corrected.
+    pub fn discard_if_created(self) {
+        if self.created {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
 }
 
 pub struct DevCluster {

@@ -68,22 +68,28 @@ fn free_port_pair() -> u16 {
 impl TestCluster {
     /// `pgha up` a cluster of `members` with `extra` config.
     pub fn up(bin: &Path, members: usize, extra: &str) -> anyhow::Result<Self> {
+        Self::up_with(bin, members, extra, &[])
+    }
+
+    /// [`TestCluster::up`] with more arguments for `pgha up` (e.g.
+    /// `--from-backup DIR`).
+    pub fn up_with(
+        bin: &Path,
+        members: usize,
+        extra: &str,
+        up_args: &[&str],
+    ) -> anyhow::Result<Self> {
         let dir = tempfile::Builder::new()
             .prefix("pgha-test")
             .tempdir()
             .context("temp dir")?;
         let cfg_path = dir.path().join("input.toml");
         std::fs::write(&cfg_path, config_text(members, extra)).context("write config")?;
-        let out = run_pgha(
-            bin,
-            &[
-                "up",
-                "--dir",
-                &dir.path().display().to_string(),
-                "--config",
-                &cfg_path.display().to_string(),
-            ],
-        );
+        let dir_arg = dir.path().display().to_string();
+        let cfg_arg = cfg_path.display().to_string();
+        let mut args = vec!["up", "--dir", &dir_arg, "--config", &cfg_arg];
+        args.extend_from_slice(up_args);
+        let out = run_pgha(bin, &args);
         let config = pgha_config::load(&dir.path().join("cluster.toml"));
         let mut cluster = TestCluster {
             bin: bin.to_path_buf(),

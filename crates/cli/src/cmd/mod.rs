@@ -9,6 +9,7 @@ pub mod edit_config;
 pub mod etcd_auth;
 pub mod events;
 pub mod failover;
+pub mod from_backup;
 pub mod logs;
 pub mod pause;
 pub mod prometheus;

@@ -9,6 +9,8 @@
 //! first agent holds the leader key) and then polls conditions until the
 //! cluster is healthy (`Health::check`) or `--timeout` passes.
 
+use crate::cmd::from_backup;
+use crate::cmd::restore::PointArgs;
 use crate::dev::{DevCluster, DirLock};
 use crate::supervise;
 use anyhow::{bail, Context};
@@ -21,6 +23,8 @@ use std::process::{Command, ExitCode};
 use std::time::{Duration, Instant};
 
 #[derive(clap::Args)]
+#[command(group(clap::ArgGroup::new("target_point").multiple(false)
+    .args(["latest", "time", "lsn", "name", "xid"])))]
 pub struct Args {
     /// Cluster directory: config, secrets, archive, data and logs.
     #[arg(long, default_value = "pgha-data")]
@@ -45,6 +49,14 @@ pub struct Args {
     /// Its port on 127.0.0.1 (default: the proxy's http_port + 1, else 9090).
     #[arg(long, requires = "prometheus")]
     pub prometheus_port: Option<u16>,
+    /// Make a new cluster from a backup of another one (its directory or
+    /// its cluster config file): the first member is restored from that
+    /// cluster's archive to the point the options below name (default: the
+    /// latest WAL), the others clone from it (docs/backup.md).
+    #[arg(long, value_name = "CLUSTER")]
+    pub from_backup: Option<PathBuf>,
+    #[command(flatten)]
+    pub point: PointArgs,
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -54,6 +66,24 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
 
 async fn up(args: Args) -> anyhow::Result<ExitCode> {
     let started = Instant::now();
+    let source = match &args.from_backup {
+        Some(path) => {
+            if args.dir.join(crate::dev::CONFIG_FILE).exists() {
+                bail!(
+                    "{} already holds a cluster: --from-backup makes a new one; choose a new --dir",
+                    args.dir.display()
+                );
+            }
+            Some(from_backup::source(path)?)
+        }
+        None => {
+            let p = &args.point;
+            if p.any_target() || p.backup.is_some() || p.timeline != "latest" {
+                bail!("--latest, --time, --lsn, --name, --xid, --backup and --timeline choose what --from-backup restores: give --from-backup CLUSTER too");
+            }
+            None
+        }
+    };
     let lock = DirLock::take(&args.dir)?;
     let cluster = match DevCluster::create_or_open(
         &args.dir,
@@ -67,7 +97,13 @@ async fn up(args: Args) -> anyhow::Result<ExitCode> {
             return Err(e);
         }
     };
-    let result = bring_up(&cluster, &args, started).await;
+    if let Some(source) = &source {
+        if let Err(e) = from_backup::check_separate(&cluster, source) {
+            lock.discard_if_created();
+            return Err(e);
+        }
+    }
+    let result = bring_up(&cluster, &args, source.as_ref(), started).await;
     drop(lock);
     result.map_err(|e| with_leftovers(&cluster, e))
 }
@@ -103,13 +139,21 @@ fn with_leftovers(cluster: &DevCluster, e: anyhow::Error) -> anyhow::Error {
 
 /// Everything of `up` after the directory is open: start the processes and
 /// wait until the cluster is healthy.
-async fn bring_up(cluster: &DevCluster, args: &Args, started: Instant) -> anyhow::Result<ExitCode> {
+async fn bring_up(
+    cluster: &DevCluster,
+    args: &Args,
+    source: Option<&crate::target::Target>,
+    started: Instant,
+) -> anyhow::Result<ExitCode> {
     let secrets = cluster.secrets()?;
     pgha_postgres::tls_files::ensure(&cluster.config, &cluster.user)
         .context("make the cluster's TLS certificates ([tls])")?;
     cluster.user.make_dir(&cluster.config.archive_dir, 0o700)?;
     check_archive_owner(cluster).await?;
     let bin = cluster.pgha_bin().await?;
+    if let Some(source) = source {
+        from_backup::restore_first_member(cluster, &secrets, &bin, source, &args.point).await?;
+    }
     let mut progress = crate::progress::Progress::new();
     progress.phase("pgha up: starting etcd");
     start_etcd(cluster)?;
@@ -119,8 +163,21 @@ async fn bring_up(cluster: &DevCluster, args: &Args, started: Instant) -> anyhow
     let dcs = EtcdDcs::new(cluster.config.dcs.clone())?;
     let keys = ClusterKeys::new(&cluster.config.dcs.namespace, &cluster.config.name)?;
     let deadline = started + Duration::from_secs(args.timeout);
-    let fresh = !cluster.instances().iter().any(|i| i.is_initialized());
+    let initialized: Vec<String> = cluster
+        .instances()
+        .into_iter()
+        .filter(|i| i.is_initialized())
+        .map(|i| i.name)
+        .collect();
+    let fresh = initialized.is_empty();
     let members = cluster.member_names();
+    if let [only] = initialized.as_slice() {
+        // A restored first member (`--from-backup`), or a cluster whose
+        // etcd lost its keys: the one member with data initialised the
+        // cluster. Without the key the others, finding no data, would race
+        // to initdb a cluster of their own.
+        from_backup::claim_initialize(&dcs, &keys, only, source.is_some()).await?;
+    }
     if fresh {
         // The first member alone until it has bootstrapped and taken the
         // leader key, so the seed's primary is node1 as the config says.

@@ -1,0 +1,291 @@
+//! `pgha up --from-backup`: a new HA cluster whose data comes from a backup
+//! of another cluster (the source): its first member is restored from the
+//! source's archive to the chosen point (as `pgha restore` does), then
+//! handed to its agent as the bootstrapped primary; the other members clone
+//! from it as in any new cluster.
+//!
+//! The restored first member becomes an ordinary member of the new cluster:
+//! - its pgha.conf and pg_hba.conf are the new cluster's, written before the
+//!   restore starts (the backup's name the source's certificates and hosts);
+//! - its superuser gets the new cluster's admin password (the replication
+//!   and monitoring roles get theirs when the agent starts it as primary);
+//! - the settings `pgha restore` added for the recovery are removed after a
+//!   clean shutdown, so the agent's own configuration applies;
+//! - the timeline history files of the restore are queued for archiving, so
+//!   the new archive can serve a later restore of the new timeline;
+//! - the new cluster's `initialize` key names the first member: its agent
+//!   takes the leader key for the data it finds instead of running initdb,
+//!   and no other member may bootstrap a cluster of its own.
+//!
+//! Hazards: the new cluster must not share the source's archive or etcd keys
+//! (a restored timeline pushed into the source's archive, or two clusters
+//! electing under one leader key, would each corrupt the source); both are
+//! refused. The source's config and secrets are read (its archive location
+//! and the admin password the restored data still knows).
+
+use crate::cmd::restore::{self, PointArgs, RecoveryTarget, Request};
+use crate::dev::DevCluster;
+use crate::target::{Target, TargetArgs};
+use anyhow::{anyhow, bail, Context};
+use pgha_core::SyncStandbyNames;
+use pgha_dcs::{ClusterKeys, Dcs, EtcdDcs};
+use pgha_postgres::seed::SeedContext;
+use pgha_postgres::{probe, Instance, Secrets, StopMode};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// How long the restore of the first member may take.
+const RESTORE_TIMEOUT: Duration = Duration::from_secs(3600);
+
+/// The source cluster named by `--from-backup`: its directory (holding
+/// cluster.toml) or its cluster config file.
+pub fn source(path: &Path) -> anyhow::Result<Target> {
+    if !path.is_file() && !path.join(crate::dev::CONFIG_FILE).is_file() {
+        bail!(
+            "--from-backup {}: neither a cluster config file nor a cluster directory holding {}; \
+             name the cluster whose archive to restore from (its config and secrets are needed: \
+             the archive's location and the admin password the restored data knows)",
+            path.display(),
+            crate::dev::CONFIG_FILE
+        );
+    }
+    let args = if path.is_file() {
+        TargetArgs {
+            dir: PathBuf::from("."),
+            config: Some(path.to_path_buf()),
+        }
+    } else {
+        TargetArgs {
+            dir: path.to_path_buf(),
+            config: None,
+        }
+    };
+    Target::resolve(&args).context("--from-backup names the cluster whose backup to restore")
+}
+
+/// Refuse a new cluster that would share the source's archive or etcd keys.
+pub fn check_separate(new: &DevCluster, source: &Target) -> anyhow::Result<()> {
+    let (a, b) = (&new.config, &source.config);
+    if a.archive_location() == b.archive_location() {
+        bail!(
+            "the new cluster's archive ({}) is the source cluster's: the restored cluster would \
+             push its own timeline into it. Give the new cluster an archive of its own ([archive] \
+             in its config)",
+            a.archive_location()
+        );
+    }
+    let shared_etcd = a.dcs.endpoints.iter().any(|e| b.dcs.endpoints.contains(e));
+    if shared_etcd && a.dcs.namespace == b.dcs.namespace && a.name == b.name {
+        bail!(
+            "the new cluster would use the source cluster's etcd keys ({}/{} on {}): give it \
+             another cluster name or namespace",
+            a.dcs.namespace,
+            a.name,
+            a.dcs.endpoints.join(",")
+        );
+    }
+    Ok(())
+}
+
+/// Restore the first member of the new cluster `new` from `source`'s
+/// archive and leave it shut down cleanly, ready for its agent.
+pub async fn restore_first_member(
+    new: &DevCluster,
+    secrets: &Secrets,
+    pgha_bin: &Path,
+    source: &Target,
+    point: &PointArgs,
+) -> anyhow::Result<()> {
+    let inst = first_instance(new)?;
+    let member = &new.config.members[0];
+    super::up::ensure_free(
+        "127.0.0.1",
+        &[member.port],
+        &format!("the restore of member {}", member.name),
+        "choose other ports for the new cluster",
+    )?;
+    inst.prepare_node_dir().await?;
+    let request = Request {
+        point: RecoveryTarget::from_args(point)?,
+        backup: point.backup.clone(),
+        timeline: point.timeline.clone(),
+        to: inst.data_dir.clone(),
+        port: member.port,
+        timeout: RESTORE_TIMEOUT,
+    };
+    crate::outln!(
+        "pgha up: {}: restoring from the archive of cluster {:?} ({})",
+        member.name,
+        source.config.name,
+        source.config.archive_location()
+    );
+    let seed = SeedContext {
+        cluster: &new.config,
+        secrets,
+        pgha_bin,
+    };
+    // The new cluster's pgha.conf and pg_hba.conf from the start: the
+    // backup's name the source's certificates, hosts and archive.
+    let configure = |_: &Path| -> anyhow::Result<()> {
+        seed.configure(&inst, None, &SyncStandbyNames::Async)
+            .context("write the new cluster's configuration into the restored data directory")
+    };
+    let restored = match restore::restore_to(source, &request, &configure).await {
+        Ok(r) => r,
+        Err(e) => {
+            // A server still recovering would hold the member's port.
+            let _ = inst
+                .stop(StopMode::Immediate, Duration::from_secs(60))
+                .await;
+            bail!(
+                "{}\nThe new cluster directory {} is left as it is: remove it with `pgha destroy \
+                 --dir {} --yes` before trying again",
+                crate::output::render_error(&e),
+                new.dir.display(),
+                new.dir.display()
+            );
+        }
+    };
+    let adopted = adopt(new, &inst, secrets, source, member.port).await;
+    // Stopped whatever happened: a restored server left running would hold
+    // the member's port.
+    let stopped = inst
+        .stop(StopMode::Fast, Duration::from_secs(120))
+        .await
+        .with_context(|| format!("stop the restored server of {}", member.name));
+    adopted?;
+    stopped?;
+    forget_recovery_settings(&inst)?;
+    keep_restore_log(&inst)?;
+    queue_history_files(&inst)?;
+    crate::outln!(
+        "pgha up: {}: restored backup {} (timeline {}, WAL at {}); starting it as the new \
+         cluster's primary",
+        member.name,
+        restored.backup_id,
+        restored.timeline,
+        restored.lsn
+    );
+    Ok(())
+}
+
+fn first_instance(new: &DevCluster) -> anyhow::Result<Instance> {
+    let inst = new
+        .instances()
+        .into_iter()
+        .next()
+        .ok_or_else(|| anyhow!("the new cluster has no members"))?;
+    Ok(inst.with_tls_ca(new.config.tls_ca()))
+}
+
+/// The restored server takes the new cluster's superuser and its password.
+async fn adopt(
+    new: &DevCluster,
+    inst: &Instance,
+    secrets: &Secrets,
+    source: &Target,
+    port: u16,
+) -> anyhow::Result<()> {
+    let old_password = crate::cmd::backup::admin_password(source)?;
+    let client = probe::connect(
+        "127.0.0.1",
+        port,
+        &source.config.superuser,
+        &old_password,
+        Duration::from_secs(10),
+    )
+    .await
+    .with_context(|| format!("connect to the restored server of {}", inst.name))?;
+    let su = &new.config.superuser;
+    let exists = client
+        .query_opt("SELECT 1 FROM pg_roles WHERE rolname = $1", &[su])
+        .await
+        .context("look up the new cluster's superuser")?
+        .is_some();
+    let sql = format!(
+        "BEGIN;\nSET LOCAL synchronous_commit TO local;\n{} ROLE {} WITH SUPERUSER LOGIN PASSWORD {};\nCOMMIT;",
+        if exists { "ALTER" } else { "CREATE" },
+        probe::quote_ident(su),
+        probe::quote_literal(&secrets.admin_password)
+    );
+    client
+        .batch_execute(&sql)
+        .await
+        .with_context(|| format!("give the superuser {su:?} the new cluster's password"))
+}
+
+/// Remove the recovery settings `pgha restore` wrote into
+/// postgresql.auto.conf: from now on the agent configures the server.
+fn forget_recovery_settings(inst: &Instance) -> anyhow::Result<()> {
+    let path = inst.data_dir.join("postgresql.auto.conf");
+    let text =
+        std::fs::read_to_string(&path).with_context(|| format!("read {}", path.display()))?;
+    let kept = restore::without_recovery_settings(&text);
+    inst.user().write_file(&path, kept.as_bytes(), 0o600)?;
+    Ok(())
+}
+
+/// Move the restore's server log out of the data directory (next to the
+/// member's other logs), so that base backups and clones do not carry it.
+fn keep_restore_log(inst: &Instance) -> anyhow::Result<()> {
+    let from = inst.data_dir.join(restore::RESTORE_LOG);
+    let to = inst.node_dir().join(restore::RESTORE_LOG);
+    match std::fs::rename(&from, &to) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            Err(e).with_context(|| format!("move {} to {}", from.display(), to.display()))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Mark every timeline history file in pg_wal as ready for archiving: the
+/// restore ran with archive_mode off, so PostgreSQL queued none, and a later
+/// restore from the new archive needs the history of its timeline.
+fn queue_history_files(inst: &Instance) -> anyhow::Result<()> {
+    let wal = inst.data_dir.join("pg_wal");
+    let status = wal.join("archive_status");
+    for entry in std::fs::read_dir(&wal).with_context(|| format!("list {}", wal.display()))? {
+        let name = entry?.file_name().to_string_lossy().into_owned();
+        if !name.ends_with(".history") || status.join(format!("{name}.done")).exists() {
+            continue;
+        }
+        inst.user()
+            .write_file(&status.join(format!("{name}.ready")), b"", 0o600)?;
+    }
+    Ok(())
+}
+
+/// Name `first` as the member that initialised the cluster (its data), so
+/// its agent takes the leader key for that data and no other member runs
+/// initdb. When the key already names another member: an error if `strict`
+/// (a restored cluster must have keys of its own), else left as it is (an
+/// existing cluster whose other members' data is gone).
+pub async fn claim_initialize(
+    dcs: &EtcdDcs,
+    keys: &ClusterKeys,
+    first: &str,
+    strict: bool,
+) -> anyhow::Result<()> {
+    let key = keys.initialize();
+    if dcs
+        .create_if_absent(&key, first.as_bytes(), None)
+        .await
+        .with_context(|| format!("write {key} in etcd"))?
+    {
+        return Ok(());
+    }
+    let holder = dcs
+        .get(&key)
+        .await
+        .with_context(|| format!("read {key} from etcd"))?
+        .kv
+        .map(|kv| kv.value_str().into_owned())
+        .unwrap_or_default();
+    if strict && holder != first {
+        bail!(
+            "etcd already holds a cluster initialised by {holder:?} under {key}: the restored \
+             cluster needs keys of its own (another cluster name or namespace)"
+        );
+    }
+    Ok(())
+}
