@@ -735,7 +735,7 @@ async fn restore_into(job: &Job<'_>, before_start: BeforeStart<'_>) -> anyhow::R
 /// that is to serve as something else than the restored copy.
 pub fn without_recovery_settings(auto_conf: &str) -> &str {
     match auto_conf.find(&format!("\n{SETTINGS_MARKER}")) {
-        Some(at) => &auto_conf[..at + 1],
+        Some(at) => &auto_conf[..at],
         None => auto_conf,
     }
 }
