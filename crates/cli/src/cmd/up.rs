@@ -215,6 +215,12 @@ async fn bring_up(
         false => None,
     };
     print_summary(cluster, &leader, &secrets, started.elapsed());
+    if source.is_some() {
+        crate::outln!(
+            "Restored from a backup: the new archive holds no backup yet; take one with `pgha backup --dir {}`",
+            cluster.dir.display()
+        );
+    }
     if let Some(url) = prometheus {
         crate::outln!("  prometheus {url}");
     }
