@@ -281,7 +281,7 @@ pub fn sweep_staging(dir: &Path, keep: Option<&str>) -> Result<Vec<String>> {
 }
 
 /// Write the tar stream `src` to a new payload file at `path` (archive
-/// format, zstd, SHA-256), fsynced; owned like its directory.
+/// format, zstd on every core, SHA-256), fsynced; owned like its directory.
 pub fn write_payload_file(path: &Path, src: impl Read) -> Result<Header> {
     let mut file = OpenOptions::new()
         .write(true)
@@ -292,7 +292,8 @@ pub fn write_payload_file(path: &Path, src: impl Read) -> Result<Header> {
     if let Some(dir) = path.parent() {
         fsutil::adopt_owner(&file, path, dir)?;
     }
-    let header = format::write_archived(src, &mut file, Compression::Zstd)
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get().min(8) as u32);
+    let header = format::write_archived_with(src, &mut file, Compression::Zstd, workers)
         .map_err(ArchiveError::on("writing backup file", path))?;
     file.sync_all()
         .map_err(ArchiveError::on("fsyncing backup file", path))?;

@@ -147,6 +147,19 @@ pub fn write_archived<W: Write + Seek>(
     out: &mut W,
     compression: Compression,
 ) -> io::Result<Header> {
+    write_archived_with(src, out, compression, 0)
+}
+
+/// [`write_archived`] with zstd compressing on `workers` threads besides the
+/// caller's (0: on the caller's thread alone). The output is the same
+/// format, one zstd frame that any decoder reads; worth it for large inputs
+/// (a base backup), not for one WAL segment.
+pub fn write_archived_with<W: Write + Seek>(
+    src: impl Read,
+    out: &mut W,
+    compression: Compression,
+    workers: u32,
+) -> io::Result<Header> {
     out.write_all(&[0u8; HEADER_LEN])?;
     let mut src = HashingReader {
         inner: src,
@@ -168,6 +181,9 @@ pub fn write_archived<W: Write + Seek>(
         Compression::Zstd => {
             let mut enc = zstd::stream::write::Encoder::new(stored, ZSTD_LEVEL)?;
             enc.include_checksum(true)?;
+            if workers > 0 {
+                enc.multithread(workers)?;
+            }
             io::copy(&mut src, &mut enc)?;
             let mut stored = enc.finish()?;
             stored.flush()?;

@@ -421,23 +421,29 @@ async fn take_into(
     run_with_progress("pg_basebackup", cmd).await?;
     let end_time = SystemTime::now();
 
-    crate::outln!("backup {id}: verifying with pg_verifybackup");
-    if let Err(why) = verify_backup(bins, user, &data).await? {
+    // Verification and packing read the same copy: at once, on separate
+    // cores. The packed file counts only once the verification passed.
+    crate::outln!(
+        "backup {id}: verifying with pg_verifybackup while packing (tar, zstd, sha256)"
+    );
+    let payload = staging.join(PAYLOAD_FILE);
+    let packing = {
+        let payload = payload.clone();
+        let data = data.clone();
+        tokio::task::spawn_blocking(move || pack(&payload, &data))
+    };
+    let (verified, packed) = tokio::join!(verify_backup(bins, user, &data), packing);
+    let packed = packed.context("packing task").and_then(|r| r);
+    if let Err(why) = verified? {
+        let _ = std::fs::remove_file(&payload);
         bail!("the backup failed verification, so it was not kept: pg_verifybackup: {why}");
     }
+    let header = packed?;
 
     let manifest_text = std::fs::read_to_string(data.join(MANIFEST_FILE))
         .with_context(|| format!("read {}", data.join(MANIFEST_FILE).display()))?;
     let wal = wal_ranges(&manifest_text)?;
 
-    crate::outln!("backup {id}: packing (tar, zstd, sha256)");
-    let header = {
-        let payload = staging.join(PAYLOAD_FILE);
-        let data = data.clone();
-        tokio::task::spawn_blocking(move || pack(&payload, &data))
-            .await
-            .context("packing task")??
-    };
     std::fs::copy(data.join(MANIFEST_FILE), staging.join(MANIFEST_FILE))
         .context("copy backup_manifest")?;
     user.give(&staging.join(MANIFEST_FILE))?;
