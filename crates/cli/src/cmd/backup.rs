@@ -423,9 +423,7 @@ async fn take_into(
 
     // Verification and packing read the same copy: at once, on separate
     // cores. The packed file counts only once the verification passed.
-    crate::outln!(
-        "backup {id}: verifying with pg_verifybackup while packing (tar, zstd, sha256)"
-    );
+    crate::outln!("backup {id}: verifying with pg_verifybackup while packing (tar, zstd, sha256)");
     let payload = staging.join(PAYLOAD_FILE);
     let packing = {
         let payload = payload.clone();
