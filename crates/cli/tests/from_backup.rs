@@ -4,7 +4,8 @@
 //! (`--latest` makes the source's primary archive its current WAL first),
 //! the standbys clone from the restored primary and stream synchronously,
 //! the new cluster has its own passwords, timeline and archive, and the
-//! source cluster is left untouched. Refusals come before anything starts.
+//! source cluster is left untouched; and from the bare archive directory (the
+//! cluster gone), to a restore point. Refusals come before anything starts.
 //!
 //! Hazards: two dev clusters (two and three members) run at once on free
 //! loopback ports; each `TestCluster` stops its own processes by PID when
@@ -42,11 +43,21 @@ async fn a_new_ha_cluster_from_a_backup_of_another() {
         .unwrap();
     let out = source.pgha(&["backup"]);
     assert!(out.status.success(), "{}", describe(&out));
-    // Acknowledged after the backup, and not yet in any archived segment:
-    // only `--latest`'s request to the primary puts them into the archive.
     primary
         .execute(
             "INSERT INTO t SELECT g, 'after the backup' FROM generate_series(1001, 2000) g",
+            &[],
+        )
+        .await
+        .unwrap();
+    let out = source.pgha(&["restore-point", "mark"]);
+    assert!(out.status.success(), "{}", describe(&out));
+    // Acknowledged after the restore point, and not yet in any archived
+    // segment: only `--latest`'s request to the primary puts them into the
+    // archive.
+    primary
+        .execute(
+            "INSERT INTO t SELECT g, 'after the mark' FROM generate_series(2001, 3000) g",
             &[],
         )
         .await
@@ -123,7 +134,7 @@ async fn a_new_ha_cluster_from_a_backup_of_another() {
     )
     .await
     .expect("connect through the new cluster's proxy");
-    assert_eq!(count(&through_proxy).await, 2000);
+    assert_eq!(count(&through_proxy).await, 3000);
 
     // A primary and two synchronous standbys on a new timeline.
     let status = new.status_json();
@@ -154,14 +165,14 @@ async fn a_new_ha_cluster_from_a_backup_of_another() {
 
     // Writable, and the write reaches a standby's copy.
     through_proxy
-        .execute("INSERT INTO t VALUES (2001, 'in the new cluster')", &[])
+        .execute("INSERT INTO t VALUES (3001, 'in the new cluster')", &[])
         .await
         .unwrap();
     let standby = new.connect("node2").await.unwrap();
     wait_until_async(
         "the standby replays the new row",
         Duration::from_secs(30),
-        || async { (count(&standby).await == 2001).then_some(()) },
+        || async { (count(&standby).await == 3001).then_some(()) },
     )
     .await
     .unwrap();
@@ -211,5 +222,32 @@ async fn a_new_ha_cluster_from_a_backup_of_another() {
         .unwrap()
         .get(0);
     assert_eq!(source_timeline, 1);
-    assert_eq!(count(&primary).await, 2000);
+    assert_eq!(count(&primary).await, 3000);
+    drop(through_proxy);
+    drop(standby);
+    drop(new_primary);
+    drop(new);
+
+    // The cluster gone, its archive is enough: a cluster from the archive
+    // directory alone (no config, no password of the source), to the
+    // restore point.
+    let archive = source.config.archive_dir.display().to_string();
+    let bare = TestCluster::up_with(bin(), 1, "", &["--from-backup", &archive, "--name", "mark"])
+        .expect("a cluster from the bare archive");
+    let proxy = bare.config.proxy.as_ref().expect("proxy");
+    let client = pgha_postgres::probe::connect(
+        "127.0.0.1",
+        proxy.rw_port,
+        &bare.config.superuser,
+        &bare.admin_password,
+        Duration::from_secs(5),
+    )
+    .await
+    .expect("connect through the proxy of the cluster from the bare archive");
+    assert_eq!(count(&client).await, 2000, "up to the restore point");
+    let hba = std::fs::read_to_string(bare.config.members[0].data_dir.join("pg_hba.conf")).unwrap();
+    assert!(
+        !hba.contains("trust"),
+        "the recovery's trust is gone: {hba}"
+    );
 }

@@ -17,13 +17,20 @@
 //!   takes the leader key for the data it finds instead of running initdb,
 //!   and no other member may bootstrap a cluster of its own.
 //!
+//! The source is a cluster (its directory or config file: the archive
+//! location is read from it, and a live primary is asked to archive its
+//! current WAL for `--latest`) or only its archive (a directory or an
+//! `s3://` URL), when the cluster is gone. No password of the source is
+//! needed: while it recovers the restored server listens on a Unix socket
+//! in the member's private directory only, with `trust` (no TCP listener),
+//! and the new cluster's pg_hba.conf is put back once it is stopped.
+//!
 //! Hazards: the new cluster must not share the source's archive or etcd keys
 //! (a restored timeline pushed into the source's archive, or two clusters
 //! electing under one leader key, would each corrupt the source); both are
-//! refused. The source's config and secrets are read (its archive location
-//! and the admin password the restored data still knows).
+//! refused.
 
-use crate::cmd::restore::{self, PointArgs, RecoveryTarget, Request};
+use crate::cmd::restore::{self, Access, PointArgs, RecoveryTarget, Request};
 use crate::dev::DevCluster;
 use crate::target::{Target, TargetArgs};
 use anyhow::{anyhow, bail, Context};
@@ -37,30 +44,67 @@ use std::time::Duration;
 /// How long the restore of the first member may take.
 const RESTORE_TIMEOUT: Duration = Duration::from_secs(3600);
 
-/// The source cluster named by `--from-backup`: its directory (holding
-/// cluster.toml) or its cluster config file.
-pub fn source(path: &Path) -> anyhow::Result<Target> {
-    if !path.is_file() && !path.join(crate::dev::CONFIG_FILE).is_file() {
+/// What `--from-backup` names: a cluster (its directory or config file),
+/// or only its archive (a directory or an `s3://` URL) when the cluster is
+/// gone.
+pub enum SourceArg {
+    Cluster(Box<Target>),
+    Archive(String),
+}
+
+impl SourceArg {
+    pub fn parse(path: &Path) -> anyhow::Result<SourceArg> {
+        let text = path.display().to_string();
+        if text.starts_with("s3://") {
+            return Ok(SourceArg::Archive(text));
+        }
+        if path.join(crate::dev::CONFIG_FILE).is_file() {
+            let args = TargetArgs {
+                dir: path.to_path_buf(),
+                config: None,
+            };
+            return Ok(SourceArg::Cluster(Box::new(Target::resolve(&args)?)));
+        }
+        if path.is_file() {
+            let args = TargetArgs {
+                dir: PathBuf::from("."),
+                config: Some(path.to_path_buf()),
+            };
+            return Ok(SourceArg::Cluster(Box::new(Target::resolve(&args)?)));
+        }
+        if path.join(pgha_archive::backups::BACKUPS_DIR).is_dir() {
+            let abs =
+                std::path::absolute(path).with_context(|| format!("resolve {}", path.display()))?;
+            return Ok(SourceArg::Archive(abs.display().to_string()));
+        }
         bail!(
-            "--from-backup {}: neither a cluster config file nor a cluster directory holding {}; \
-             name the cluster whose archive to restore from (its config and secrets are needed: \
-             the archive's location and the admin password the restored data knows)",
+            "--from-backup {}: not a cluster directory (holding {}), a cluster config file, an \
+             archive directory (holding backups/) or an s3:// archive URL",
             path.display(),
             crate::dev::CONFIG_FILE
         );
     }
-    let args = if path.is_file() {
-        TargetArgs {
-            dir: PathBuf::from("."),
-            config: Some(path.to_path_buf()),
+
+    /// The cluster to restore from, as the restore code takes it. For a bare
+    /// archive: the new cluster's settings (binaries, OS user, superuser
+    /// name, S3 credentials) with that archive and no members (there is no
+    /// primary to ask anything).
+    pub fn into_target(self, new: &DevCluster) -> anyhow::Result<Target> {
+        match self {
+            SourceArg::Cluster(t) => Ok(*t),
+            SourceArg::Archive(location) => {
+                let mut config = new.config.clone();
+                config.members.clear();
+                if location.starts_with("s3://") {
+                    config.archive_url = Some(location.clone());
+                } else {
+                    config.archive_url = None;
+                    config.archive_dir = PathBuf::from(&location);
+                }
+                Target::from_config(config, PathBuf::from(location), None)
+            }
         }
-    } else {
-        TargetArgs {
-            dir: path.to_path_buf(),
-            config: None,
-        }
-    };
-    Target::resolve(&args).context("--from-backup names the cluster whose backup to restore")
+    }
 }
 
 /// Refuse a new cluster that would share the source's archive or etcd keys.
@@ -74,7 +118,9 @@ pub fn check_separate(new: &DevCluster, source: &Target) -> anyhow::Result<()> {
             a.archive_location()
         );
     }
-    let shared_etcd = a.dcs.endpoints.iter().any(|e| b.dcs.endpoints.contains(e));
+    // A bare archive (no members) has no etcd keys of its own.
+    let shared_etcd =
+        !b.members.is_empty() && a.dcs.endpoints.iter().any(|e| b.dcs.endpoints.contains(e));
     if shared_etcd && a.dcs.namespace == b.dcs.namespace && a.name == b.name {
         bail!(
             "the new cluster would use the source cluster's etcd keys ({}/{} on {}): give it \
@@ -105,7 +151,15 @@ pub async fn restore_first_member(
         "choose other ports for the new cluster",
     )?;
     inst.prepare_node_dir().await?;
+    // Through the member's own socket directory only (trust, no TCP), as
+    // the source's superuser (for a bare archive: the new config's, which
+    // must then be a role of the restored data).
+    let access = Access::PrivateSocket {
+        dir: inst.socket_dir(),
+        user: source.config.superuser.clone(),
+    };
     let request = Request {
+        access,
         point: RecoveryTarget::from_args(point)?,
         backup: point.backup.clone(),
         timeline: point.timeline.clone(),
@@ -137,6 +191,9 @@ pub async fn restore_first_member(
             let _ = inst
                 .stop(StopMode::Immediate, Duration::from_secs(60))
                 .await;
+            if inst.data_dir.join("PG_VERSION").exists() {
+                let _ = configure(&inst.data_dir);
+            }
             bail!(
                 "{}\nThe new cluster directory {} is left as it is: remove it with `pgha destroy \
                  --dir {} --yes` before trying again",
@@ -148,13 +205,16 @@ pub async fn restore_first_member(
     };
     let adopted = adopt(new, &inst, secrets, source, member.port).await;
     // Stopped whatever happened: a restored server left running would hold
-    // the member's port.
+    // the member's port. Then the new cluster's pg_hba.conf again, in place
+    // of the recovery's `trust`.
     let stopped = inst
         .stop(StopMode::Fast, Duration::from_secs(120))
         .await
         .with_context(|| format!("stop the restored server of {}", member.name));
+    let locked = configure(&inst.data_dir);
     adopted?;
     stopped?;
+    locked?;
     forget_recovery_settings(&inst)?;
     keep_restore_log(&inst)?;
     queue_history_files(&inst)?;
@@ -186,12 +246,11 @@ async fn adopt(
     source: &Target,
     port: u16,
 ) -> anyhow::Result<()> {
-    let old_password = crate::cmd::backup::admin_password(source)?;
     let client = probe::connect(
-        "127.0.0.1",
+        &inst.socket_dir().display().to_string(),
         port,
         &source.config.superuser,
-        &old_password,
+        "",
         Duration::from_secs(10),
     )
     .await

@@ -225,9 +225,32 @@ pub fn recovery_conf(
     out
 }
 
+/// How pgha reaches the restored server while it recovers.
+pub enum Access {
+    /// TCP on 127.0.0.1 with a password the restored data knows (the
+    /// source cluster's admin password).
+    Password { user: String, password: String },
+    /// Only a Unix socket in `dir` (a directory only the service user and
+    /// root can enter), with `trust` authentication and no TCP listener:
+    /// needs no password of the source cluster. `user` must be a role of
+    /// the restored data.
+    PrivateSocket { dir: PathBuf, user: String },
+}
+
+impl Access {
+    /// Host (or socket directory), user and password to connect with.
+    pub fn login(&self) -> (String, &str, &str) {
+        match self {
+            Access::Password { user, password } => ("127.0.0.1".into(), user, password),
+            Access::PrivateSocket { dir, user } => (dir.display().to_string(), user, ""),
+        }
+    }
+}
+
 /// What to restore where: the parts `pgha restore` and `pgha up
 /// --from-backup` share.
 pub struct Request {
+    pub access: Access,
     pub point: RecoveryTarget,
     pub backup: Option<String>,
     pub timeline: String,
@@ -259,6 +282,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
 async fn restore(args: Args) -> anyhow::Result<ExitCode> {
     let target = Target::resolve(&args.target)?;
     let request = Request {
+        access: Access::Password {
+            user: target.config.superuser.clone(),
+            password: admin_password(&target)?,
+        },
         point: RecoveryTarget::from_args(&args.point)?,
         backup: args.point.backup.clone(),
         timeline: args.point.timeline.clone(),
@@ -650,20 +677,40 @@ async fn restore_into(job: &Job<'_>, before_start: BeforeStart<'_>) -> anyhow::R
         ));
     }
     restore_command.push_str(" %f %p");
-    let conf = recovery_conf(point, tli, &restore_command, req.port, &backup.id);
+    let mut conf = recovery_conf(point, tli, &restore_command, req.port, &backup.id);
+    if let Access::PrivateSocket { dir, .. } = &req.access {
+        // hot_standby off: this mode restores under another cluster's
+        // settings (`pgha up --from-backup`), and a hot standby refuses to
+        // recover when max_connections, max_wal_senders and the like are
+        // below the source's ("recovery aborted because of insufficient
+        // parameter settings"). The server then answers only once promoted.
+        conf.push_str(&format!(
+            "listen_addresses = ''\nunix_socket_directories = {}\nhot_standby = off\n",
+            pgha_postgres::conf::quote(&dir.display().to_string())
+        ));
+    }
     let auto = data.join("postgresql.auto.conf");
     let mut text = std::fs::read_to_string(&auto).unwrap_or_default();
     text.push_str(&conf);
     user.write_file(&auto, text.as_bytes(), 0o600)?;
     user.write_file(&data.join("recovery.signal"), b"", 0o600)?;
     before_start(&data)?;
+    let listening = match &req.access {
+        Access::Password { .. } => format!("on port {}", req.port),
+        Access::PrivateSocket { dir, .. } => {
+            // Last, over whatever before_start wrote: the socket is the
+            // only way in while it recovers.
+            user.write_file(
+                &data.join("pg_hba.conf"),
+                b"# Written by `pgha restore` for the recovery only.\nlocal all all trust\n",
+                0o600,
+            )?;
+            format!("on a private socket in {}", dir.display())
+        }
+    };
 
     let log = data.join(RESTORE_LOG);
-    crate::outln!(
-        "starting PostgreSQL on port {} (log: {})",
-        req.port,
-        log.display()
-    );
+    crate::outln!("starting PostgreSQL {listening} (log: {})", log.display());
     let status = user
         .command(bins.path("pg_ctl"))
         .arg("-D")
@@ -682,15 +729,7 @@ async fn restore_into(job: &Job<'_>, before_start: BeforeStart<'_>) -> anyhow::R
             String::from_utf8_lossy(&status.stderr).trim()
         );
     }
-    let password = admin_password(target)?;
-    let outcome = wait_recovery(
-        &data,
-        req.port,
-        &target.config.superuser,
-        &password,
-        req.timeout,
-    )
-    .await;
+    let outcome = wait_recovery(&data, &req.access, req.port, req.timeout).await;
     let log_text = std::fs::read_to_string(&log).unwrap_or_default();
     match outcome {
         Ok((lsn, timeline)) => {
@@ -709,6 +748,16 @@ async fn restore_into(job: &Job<'_>, before_start: BeforeStart<'_>) -> anyhow::R
             })
         }
         Err(why) => {
+            // A server still recovering would promote later on its own.
+            let _ = user
+                .command(bins.path("pg_ctl"))
+                .arg("-D")
+                .arg(&data)
+                .args(["-m", "immediate", "-w", "stop"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .await;
             let fatal: Vec<&str> = log_text
                 .lines()
                 .filter(|l| l.contains("FATAL") || l.contains("PANIC") || l.contains("pgha: error"))
@@ -787,11 +836,11 @@ fn unpack(payload: &Path, id: &str, data: &Path, user: &ServiceUser) -> anyhow::
 /// Wait until the server has promoted (Ok: its LSN and timeline) or died.
 async fn wait_recovery(
     data: &Path,
+    access: &Access,
     port: u16,
-    superuser: &str,
-    password: &str,
     timeout: Duration,
 ) -> Result<(String, i32), String> {
+    let (host, superuser, password) = access.login();
     let deadline = Instant::now() + timeout;
     let mut seen_pid = false;
     let started = Instant::now();
@@ -815,15 +864,17 @@ async fn wait_recovery(
             }
             _ => {}
         }
-        if let Ok(c) = pgha_postgres::probe::connect(
-            "127.0.0.1",
-            port,
-            superuser,
-            password,
-            Duration::from_secs(2),
-        )
-        .await
-        {
+        let connected =
+            pgha_postgres::probe::connect(&host, port, superuser, password, Duration::from_secs(2))
+                .await;
+        if let Err(e) = &connected {
+            // Waiting would not help: the login itself is wrong.
+            let why = format!("{e:#}");
+            if why.contains("does not exist") || why.contains("authentication failed") {
+                return Err(format!("cannot log in to the restored server: {why}"));
+            }
+        }
+        if let Ok(c) = connected {
             if let Ok(row) = c
                 .query_one(
                     "SELECT pg_is_in_recovery(), \

@@ -74,7 +74,7 @@ async fn up(args: Args) -> anyhow::Result<ExitCode> {
                     args.dir.display()
                 );
             }
-            Some(from_backup::source(path)?)
+            Some(from_backup::SourceArg::parse(path)?)
         }
         None => {
             let p = &args.point;
@@ -94,6 +94,13 @@ async fn up(args: Args) -> anyhow::Result<ExitCode> {
         Ok(c) => c,
         Err(e) => {
             lock.discard_if_unused();
+            return Err(e);
+        }
+    };
+    let source = match source.map(|s| s.into_target(&cluster)).transpose() {
+        Ok(s) => s,
+        Err(e) => {
+            lock.discard_if_created();
             return Err(e);
         }
     };
