@@ -4,8 +4,9 @@
 //! started on a free loopback port by this test and stopped by PID. WAL is
 //! pushed there by PostgreSQL's archive_command, a backup is uploaded, a
 //! restore downloads it and fetches the WAL back, a segment deleted from the
-//! bucket makes `--latest` fail naming it, and retention removes the older
-//! backup from the bucket.
+//! bucket makes `--latest` fail naming it, `pgha up --from-backup s3://...`
+//! makes a new cluster from the bucket alone, and retention removes the
+//! older backup from the bucket.
 //!
 //! Hazards: moto keeps everything in memory and checks no credentials; the
 //! S3 settings file lives in a fresh directory of its own (mode 0755, so
@@ -260,6 +261,40 @@ async fn wal_and_backups_on_an_s3_compatible_store() {
         assert!(out.status.success(), "{}", describe(&out));
         assert!(String::from_utf8_lossy(&out.stdout).contains("downloading backup"));
         assert_eq!(count(r.port, &c, "SELECT count(*) FROM t").await, 2000);
+    }
+
+    // A new HA cluster from the bucket alone (`up --from-backup s3://...`),
+    // with an archive of its own under another prefix: every row.
+    {
+        let extra = format!(
+            "[archive]\nurl = \"s3://{BUCKET}/c2\"\ns3_config = \"{}\"\n",
+            settings.display()
+        );
+        let new = TestCluster::up_with(bin(), 1, &extra, &["--from-backup", &url, "--latest"])
+            .expect("a cluster from the bucket");
+        let proxy = new.config.proxy.as_ref().unwrap();
+        assert_eq!(
+            count(proxy.rw_port, &new, "SELECT count(*) FROM t").await,
+            2000
+        );
+        // Its own archive received the new timeline's history.
+        wait_until("history in the new prefix", Duration::from_secs(30), || {
+            let out = run_pgha(
+                bin(),
+                &[
+                    "archive",
+                    "list",
+                    "--archive",
+                    &format!("s3://{BUCKET}/c2"),
+                    "--s3-config",
+                    &settings_s,
+                ],
+            );
+            String::from_utf8_lossy(&out.stdout)
+                .contains("00000002.history")
+                .then_some(())
+        })
+        .unwrap();
     }
 
     // A segment deleted from the bucket: --latest names it and stops.
