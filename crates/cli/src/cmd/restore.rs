@@ -281,6 +281,14 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
 
 async fn restore(args: Args) -> anyhow::Result<ExitCode> {
     let target = Target::resolve(&args.target)?;
+    // Before anything is fetched or unpacked: the server would fail to
+    // listen only after that.
+    crate::cmd::up::ensure_free(
+        "127.0.0.1",
+        &[args.port],
+        "the restored server (--port)",
+        "choose another --port",
+    )?;
     let request = Request {
         access: Access::Password {
             user: target.config.superuser.clone(),
