@@ -67,6 +67,8 @@ enum Command {
     RestorePoint(cmd::backup::RestorePointArgs),
     /// Restore a backup from the archive into a new data directory, to a point in time.
     Restore(cmd::restore::Args),
+    /// Make the first member of a new multi-host cluster from a backup (then start the agents).
+    BootstrapFromBackup(cmd::from_backup::Args),
     /// Run the PostgreSQL protocol proxy (rw / ro / primary listeners).
     Proxy(cmd::proxy::Args),
     /// Generated credentials: `secrets init` creates the missing ones once.
@@ -102,6 +104,7 @@ fn main() -> ExitCode {
         Command::Backup(args) => cmd::backup::run(args),
         Command::RestorePoint(args) => cmd::backup::restore_point(args),
         Command::Restore(args) => cmd::restore::run(args),
+        Command::BootstrapFromBackup(args) => cmd::from_backup::run(args),
         Command::Proxy(args) => cmd::proxy::run(args),
         Command::Secrets(args) => cmd::secrets::run(args),
         Command::EtcdAuth(args) => cmd::etcd_auth::run(args),

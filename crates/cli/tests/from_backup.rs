@@ -250,4 +250,122 @@ async fn a_new_ha_cluster_from_a_backup_of_another() {
         !hba.contains("trust"),
         "the recovery's trust is gone: {hba}"
     );
+    drop(client);
+    drop(bare);
+
+    // A cluster on several hosts: `pgha bootstrap-from-backup` on the first
+    // member's host, then its agent, started by hand, takes over the data.
+    multi_host_bootstrap(&source).await;
+}
+
+/// SIGKILL to the postmaster of a data directory when dropped.
+struct PostmasterGuard(std::path::PathBuf);
+
+impl Drop for PostmasterGuard {
+    fn drop(&mut self) {
+        pgha_testkit::cluster::kill_postmaster(&self.0);
+    }
+}
+
+async fn multi_host_bootstrap(source: &TestCluster) {
+    use std::os::unix::fs::PermissionsExt;
+    let etcd = pgha_testkit::etcd::EtcdGuard::start().expect("etcd");
+    let host = tempfile::tempdir().unwrap();
+    // PostgreSQL runs as the service user: it must reach the directories.
+    std::fs::set_permissions(host.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let archive = host.path().join("archive");
+    std::fs::create_dir(&archive).unwrap();
+    std::fs::set_permissions(&archive, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let config = host.path().join("cluster.toml");
+    std::fs::write(
+        &config,
+        pgha_testkit::cluster::config_text(
+            1,
+            &format!("[dcs]\nendpoints = [\"{}\"]\n", etcd.client_url),
+        ),
+    )
+    .unwrap();
+    let cfg_s = config.display().to_string();
+    let parsed = pgha_config::load(&config).unwrap();
+    let out = run_pgha(
+        bin(),
+        &[
+            "secrets",
+            "init",
+            "--dir",
+            &parsed.secrets_dir.display().to_string(),
+        ],
+    );
+    assert!(out.status.success(), "{}", describe(&out));
+    let data = parsed.members[0].data_dir.clone();
+    let _postmaster = PostmasterGuard(data.clone());
+    let bootstrap = [
+        "bootstrap-from-backup",
+        "--config",
+        &cfg_s,
+        "--from-backup",
+        &source.dir_arg(),
+        "--latest",
+    ];
+    let out = run_pgha(bin(), &bootstrap);
+    assert!(out.status.success(), "{}", describe(&out));
+    // Twice is refused: the member has data now.
+    let out = run_pgha(bin(), &bootstrap);
+    assert!(!out.status.success(), "{}", describe(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("already has a data directory"),
+        "{}",
+        describe(&out)
+    );
+
+    let log = std::fs::File::create(host.path().join("agent.log")).unwrap();
+    let child = std::process::Command::new(bin())
+        .args(["agent", "--config", &cfg_s, "--member", "node1"])
+        .env("RUST_LOG", "info")
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .expect("start the agent");
+    let _agent = pgha_testkit::process::ProcessGuard::new("agent", child, false);
+    let password = std::fs::read_to_string(parsed.secrets_dir.join("admin.password")).unwrap();
+    let port = parsed.members[0].port;
+    let rows = wait_until_async(
+        "the agent serves the restored data",
+        Duration::from_secs(90),
+        || {
+            let password = password.trim().to_string();
+            let superuser = parsed.superuser.clone();
+            async move {
+                let c = pgha_postgres::probe::connect(
+                    "127.0.0.1",
+                    port,
+                    &superuser,
+                    &password,
+                    Duration::from_secs(2),
+                )
+                .await
+                .ok()?;
+                let primary: bool = c
+                    .query_one("SELECT NOT pg_is_in_recovery()", &[])
+                    .await
+                    .ok()?
+                    .get(0);
+                if !primary {
+                    return None;
+                }
+                c.query_one("SELECT count(*) FROM t", &[])
+                    .await
+                    .ok()
+                    .map(|r| r.get::<_, i64>(0))
+            }
+        },
+    )
+    .await
+    .unwrap_or_else(|e| {
+        panic!(
+            "{e}: {}",
+            std::fs::read_to_string(host.path().join("agent.log")).unwrap_or_default()
+        )
+    });
+    assert_eq!(rows, 3000);
 }

@@ -34,6 +34,7 @@ use crate::cmd::restore::{self, Access, PointArgs, RecoveryTarget, Request};
 use crate::dev::DevCluster;
 use crate::target::{Target, TargetArgs};
 use anyhow::{anyhow, bail, Context};
+use pgha_config::ClusterConfig;
 use pgha_core::SyncStandbyNames;
 use pgha_dcs::{ClusterKeys, Dcs, EtcdDcs};
 use pgha_postgres::seed::SeedContext;
@@ -89,11 +90,11 @@ impl SourceArg {
     /// archive: the new cluster's settings (binaries, OS user, superuser
     /// name, S3 credentials) with that archive and no members (there is no
     /// primary to ask anything).
-    pub fn into_target(self, new: &DevCluster) -> anyhow::Result<Target> {
+    pub fn into_target(self, new: &ClusterConfig) -> anyhow::Result<Target> {
         match self {
             SourceArg::Cluster(t) => Ok(*t),
             SourceArg::Archive(location) => {
-                let mut config = new.config.clone();
+                let mut config = new.clone();
                 config.members.clear();
                 if location.starts_with("s3://") {
                     config.archive_url = Some(location.clone());
@@ -108,8 +109,8 @@ impl SourceArg {
 }
 
 /// Refuse a new cluster that would share the source's archive or etcd keys.
-pub fn check_separate(new: &DevCluster, source: &Target) -> anyhow::Result<()> {
-    let (a, b) = (&new.config, &source.config);
+pub fn check_separate(new: &ClusterConfig, source: &Target) -> anyhow::Result<()> {
+    let (a, b) = (new, &source.config);
     if a.archive_location() == b.archive_location() {
         bail!(
             "the new cluster's archive ({}) is the source cluster's: the restored cluster would \
@@ -133,17 +134,52 @@ pub fn check_separate(new: &DevCluster, source: &Target) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Restore the first member of the new cluster `new` from `source`'s
-/// archive and leave it shut down cleanly, ready for its agent.
-pub async fn restore_first_member(
-    new: &DevCluster,
+/// The member of a new cluster that a restore makes, and how its messages
+/// talk about it.
+pub struct NewMember<'a> {
+    pub config: &'a ClusterConfig,
+    pub inst: Instance,
+    /// What starts it afterwards, for the messages (`pgha up: node1`).
+    pub label: String,
+    /// What to do before trying again after a failed restore.
+    pub retry_hint: String,
+}
+
+impl<'a> NewMember<'a> {
+    /// The first member of a dev cluster, for `pgha up --from-backup`.
+    pub fn first_of(new: &'a DevCluster) -> anyhow::Result<Self> {
+        let inst = new
+            .instances()
+            .into_iter()
+            .next()
+            .ok_or_else(|| anyhow!("the new cluster has no members"))?;
+        Ok(NewMember {
+            config: &new.config,
+            label: format!("pgha up: {}", inst.name),
+            inst: inst.with_tls_ca(new.config.tls_ca()),
+            retry_hint: format!(
+                "The new cluster directory {d} is left as it is: remove it with `pgha destroy \
+                 --dir {d} --yes` before trying again",
+                d = new.dir.display()
+            ),
+        })
+    }
+}
+
+/// Restore `new`'s member from `source`'s archive and leave it shut down
+/// cleanly, ready for its agent.
+pub async fn restore_member(
+    new: &NewMember<'_>,
     secrets: &Secrets,
     pgha_bin: &Path,
     source: &Target,
     point: &PointArgs,
 ) -> anyhow::Result<()> {
-    let inst = first_instance(new)?;
-    let member = &new.config.members[0];
+    let inst = &new.inst;
+    let member = new
+        .config
+        .member(&inst.name)
+        .ok_or_else(|| anyhow!("no member {} in the new cluster's config", inst.name))?;
     super::up::ensure_free(
         "127.0.0.1",
         &[member.port],
@@ -168,20 +204,20 @@ pub async fn restore_first_member(
         timeout: RESTORE_TIMEOUT,
     };
     crate::outln!(
-        "pgha up: {}: restoring from the archive of cluster {:?} ({})",
-        member.name,
+        "{}: restoring from the archive of cluster {:?} ({})",
+        new.label,
         source.config.name,
         source.config.archive_location()
     );
     let seed = SeedContext {
-        cluster: &new.config,
+        cluster: new.config,
         secrets,
         pgha_bin,
     };
     // The new cluster's pgha.conf and pg_hba.conf from the start: the
     // backup's name the source's certificates, hosts and archive.
     let configure = |_: &Path| -> anyhow::Result<()> {
-        seed.configure(&inst, None, &SyncStandbyNames::Async)
+        seed.configure(inst, None, &SyncStandbyNames::Async)
             .context("write the new cluster's configuration into the restored data directory")
     };
     let restored = match restore::restore_to(source, &request, &configure).await {
@@ -194,16 +230,10 @@ pub async fn restore_first_member(
             if inst.data_dir.join("PG_VERSION").exists() {
                 let _ = configure(&inst.data_dir);
             }
-            bail!(
-                "{}\nThe new cluster directory {} is left as it is: remove it with `pgha destroy \
-                 --dir {} --yes` before trying again",
-                crate::output::render_error(&e),
-                new.dir.display(),
-                new.dir.display()
-            );
+            bail!("{}\n{}", crate::output::render_error(&e), new.retry_hint);
         }
     };
-    let adopted = adopt(new, &inst, secrets, source, member.port).await;
+    let adopted = adopt(new.config, inst, secrets, source, member.port).await;
     // Stopped whatever happened: a restored server left running would hold
     // the member's port. Then the new cluster's pg_hba.conf again, in place
     // of the recovery's `trust`.
@@ -215,13 +245,13 @@ pub async fn restore_first_member(
     adopted?;
     stopped?;
     locked?;
-    forget_recovery_settings(&inst)?;
-    keep_restore_log(&inst)?;
-    queue_history_files(&inst)?;
+    forget_recovery_settings(inst)?;
+    keep_restore_log(inst)?;
+    queue_history_files(inst)?;
     crate::outln!(
-        "pgha up: {}: restored backup {} (timeline {}, WAL at {}); starting it as the new \
+        "{}: restored backup {} (timeline {}, WAL at {}); its agent starts it as the new \
          cluster's primary",
-        member.name,
+        new.label,
         restored.backup_id,
         restored.timeline,
         restored.lsn
@@ -229,18 +259,9 @@ pub async fn restore_first_member(
     Ok(())
 }
 
-fn first_instance(new: &DevCluster) -> anyhow::Result<Instance> {
-    let inst = new
-        .instances()
-        .into_iter()
-        .next()
-        .ok_or_else(|| anyhow!("the new cluster has no members"))?;
-    Ok(inst.with_tls_ca(new.config.tls_ca()))
-}
-
 /// The restored server takes the new cluster's superuser and its password.
 async fn adopt(
-    new: &DevCluster,
+    new: &ClusterConfig,
     inst: &Instance,
     secrets: &Secrets,
     source: &Target,
@@ -255,7 +276,7 @@ async fn adopt(
     )
     .await
     .with_context(|| format!("connect to the restored server of {}", inst.name))?;
-    let su = &new.config.superuser;
+    let su = &new.superuser;
     let exists = client
         .query_opt("SELECT 1 FROM pg_roles WHERE rolname = $1", &[su])
         .await
@@ -347,4 +368,103 @@ pub async fn claim_initialize(
         );
     }
     Ok(())
+}
+
+/// `pgha bootstrap-from-backup`: the same for a cluster on several hosts,
+/// run on the host of one member (default: the first) of a new cluster
+/// whose agents are not running yet.
+#[derive(clap::Args)]
+#[command(group(clap::ArgGroup::new("target_point").multiple(false)
+    .args(["latest", "time", "lsn", "name", "xid"])))]
+pub struct Args {
+    /// The new cluster's config file (its secrets directory must hold the
+    /// new cluster's passwords: `pgha secrets init --dir SECRETS_DIR`).
+    #[arg(long, value_name = "FILE")]
+    config: PathBuf,
+    /// The member to restore on this host (default: the first in the config).
+    #[arg(long)]
+    member: Option<String>,
+    /// Where the backup is: the old cluster's directory or config file, its
+    /// archive directory, or an s3:// URL.
+    #[arg(long, value_name = "SOURCE")]
+    from_backup: PathBuf,
+    #[command(flatten)]
+    point: PointArgs,
+}
+
+pub fn run(args: Args) -> anyhow::Result<std::process::ExitCode> {
+    let rt = tokio::runtime::Runtime::new().context("start the async runtime")?;
+    rt.block_on(bootstrap(args))
+}
+
+async fn bootstrap(args: Args) -> anyhow::Result<std::process::ExitCode> {
+    let target = Target::resolve(&TargetArgs {
+        dir: PathBuf::from("."),
+        config: Some(args.config.clone()),
+    })?;
+    let config = &target.config;
+    let member = match &args.member {
+        Some(name) => target.member(name)?,
+        None => config
+            .members
+            .first()
+            .ok_or_else(|| anyhow!("{} names no members", args.config.display()))?,
+    };
+    let bins = pgha_postgres::PgBinaries::locate(config.bin_dir.as_deref())?;
+    let user = pgha_postgres::ServiceUser::resolve(&config.os_user)?;
+    let inst = Instance::new(member, bins, user).with_tls_ca(config.tls_ca());
+    if inst.is_initialized() {
+        bail!(
+            "member {} already has a data directory ({}): bootstrap-from-backup makes a new \
+             member; move that directory away first if it is not needed",
+            member.name,
+            member.data_dir.display()
+        );
+    }
+    let source = SourceArg::parse(&args.from_backup)?.into_target(config)?;
+    check_separate(config, &source)?;
+    let dcs = target.dcs()?;
+    let key = target.keys.initialize();
+    let holder = dcs
+        .get(&key)
+        .await
+        .with_context(|| format!("read {key} from the new cluster's etcd"))?
+        .kv
+        .map(|kv| kv.value_str().into_owned());
+    if let Some(holder) = holder {
+        bail!(
+            "cluster {:?} is already initialised in etcd (by {holder}): bootstrap-from-backup \
+             makes a new cluster; use another cluster name or namespace, or remove the old \
+             cluster's keys",
+            config.name
+        );
+    }
+    let secrets = Secrets::load(&config.secrets_dir).with_context(|| {
+        format!(
+            "read the new cluster's passwords (run `pgha secrets init --dir {}` first)",
+            config.secrets_dir.display()
+        )
+    })?;
+    let pgha_bin = std::env::current_exe().context("locate the pgha binary")?;
+    let new = NewMember {
+        config,
+        inst,
+        label: format!("pgha bootstrap-from-backup: {}", member.name),
+        retry_hint: format!(
+            "Remove the data directory {} before trying again",
+            member.data_dir.display()
+        ),
+    };
+    restore_member(&new, &secrets, &pgha_bin, &source, &args.point).await?;
+    claim_initialize(&dcs, &target.keys, &member.name, true).await?;
+    crate::outln!(
+        "{}: cluster {:?} is initialised by {} in etcd. Start the agents (`pgha agent --config \
+         FILE --member NAME` on each host): {} starts as the primary, the others clone from it. \
+         The new archive holds no backup yet: take one with `pgha backup --config FILE`",
+        new.label,
+        config.name,
+        member.name,
+        member.name
+    );
+    Ok(std::process::ExitCode::SUCCESS)
 }

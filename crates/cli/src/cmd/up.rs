@@ -97,7 +97,7 @@ async fn up(args: Args) -> anyhow::Result<ExitCode> {
             return Err(e);
         }
     };
-    let source = match source.map(|s| s.into_target(&cluster)).transpose() {
+    let source = match source.map(|s| s.into_target(&cluster.config)).transpose() {
         Ok(s) => s,
         Err(e) => {
             lock.discard_if_created();
@@ -105,7 +105,7 @@ async fn up(args: Args) -> anyhow::Result<ExitCode> {
         }
     };
     if let Some(source) = &source {
-        if let Err(e) = from_backup::check_separate(&cluster, source) {
+        if let Err(e) = from_backup::check_separate(&cluster.config, source) {
             lock.discard_if_created();
             return Err(e);
         }
@@ -159,7 +159,8 @@ async fn bring_up(
     check_archive_owner(cluster).await?;
     let bin = cluster.pgha_bin().await?;
     if let Some(source) = source {
-        from_backup::restore_first_member(cluster, &secrets, &bin, source, &args.point).await?;
+        let first = from_backup::NewMember::first_of(cluster)?;
+        from_backup::restore_member(&first, &secrets, &bin, source, &args.point).await?;
     }
     let mut progress = crate::progress::Progress::new();
     progress.phase("pgha up: starting etcd");
