@@ -1,8 +1,9 @@
-//! `pgha up --from-backup`: a new HA cluster whose data comes from a backup
-//! of another cluster (the source): its first member is restored from the
-//! source's archive to the chosen point (as `pgha restore` does), then
-//! handed to its agent as the bootstrapped primary; the other members clone
-//! from it as in any new cluster.
+//! `pgha up --from-backup` (a dev cluster) and `pgha bootstrap-from-backup`
+//! (a cluster on several hosts): a new HA cluster whose data comes from a
+//! backup of another cluster (the source): its first member is restored
+//! from the source's archive to the chosen point (as `pgha restore` does),
+//! then handed to its agent as the bootstrapped primary; the other members
+//! clone from it as in any new cluster.
 //!
 //! The restored first member becomes an ordinary member of the new cluster:
 //! - its pgha.conf and pg_hba.conf are the new cluster's, written before the
@@ -180,11 +181,12 @@ pub async fn restore_member(
         .config
         .member(&inst.name)
         .ok_or_else(|| anyhow!("no member {} in the new cluster's config", inst.name))?;
+    // Its agent will listen there: better said before the restore than after.
     super::up::ensure_free(
-        "127.0.0.1",
+        &member.host,
         &[member.port],
-        &format!("the restore of member {}", member.name),
-        "choose other ports for the new cluster",
+        &format!("member {}", member.name),
+        "stop what uses it, or give the member another port in the new cluster's config",
     )?;
     inst.prepare_node_dir().await?;
     // Through the member's own socket directory only (trust, no TCP), as

@@ -324,16 +324,15 @@ async fn restore(args: Args) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Restore a backup of the cluster `source` as `req` says and start it;
-/// returns once the server has promoted at the target. `before_start` may
-/// adjust the data directory first.
+/// Restore a backup from the archive of the cluster `target` as `req` says
+/// and start it; returns once the server has promoted at the target.
+/// `before_start` may adjust the data directory first.
 pub async fn restore_to(
-    source: &Target,
+    target: &Target,
     req: &Request,
     before_start: BeforeStart<'_>,
 ) -> anyhow::Result<Restored> {
     let target_point = &req.point;
-    let target = source;
     let cfg = &target.config;
     let archive = store_of(target)?;
     let bins = PgBinaries::locate(cfg.bin_dir.as_deref())?;
