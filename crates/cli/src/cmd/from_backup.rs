@@ -79,11 +79,22 @@ impl SourceArg {
                 std::path::absolute(path).with_context(|| format!("resolve {}", path.display()))?;
             return Ok(SourceArg::Archive(abs.display().to_string()));
         }
+        // A backup id (20261207T130512Z) where the source belongs.
+        let looks_like_id = text.len() == 16
+            && text.as_bytes()[8] == b'T'
+            && text.ends_with('Z')
+            && text[..8].bytes().all(|b| b.is_ascii_digit());
         bail!(
             "--from-backup {}: not a cluster directory (holding {}), a cluster config file, an \
-             archive directory (holding backups/) or an s3:// archive URL",
+             archive directory (holding backups/) or an s3:// archive URL{}",
             path.display(),
-            crate::dev::CONFIG_FILE
+            crate::dev::CONFIG_FILE,
+            if looks_like_id {
+                "; to choose a backup, name where it is with --from-backup and the backup with \
+                 --backup ID (`pgha backup list`)"
+            } else {
+                ""
+            }
         );
     }
 
