@@ -49,11 +49,12 @@ pub struct Args {
     /// Its port on 127.0.0.1 (default: the proxy's http_port + 1, else 9090).
     #[arg(long, requires = "prometheus")]
     pub prometheus_port: Option<u16>,
-    /// Make a new cluster from a backup of another one (its directory or
-    /// its cluster config file): the first member is restored from that
-    /// cluster's archive to the point the options below name (default: the
-    /// latest WAL), the others clone from it (docs/backup.md).
-    #[arg(long, value_name = "CLUSTER")]
+    /// Make a new cluster from a backup of another one: SOURCE is that
+    /// cluster's directory or config file, or its archive (a directory or
+    /// an s3:// URL). The first member is restored to the point the options
+    /// below name (default: the latest WAL), the others clone from it
+    /// (docs/backup.md).
+    #[arg(long, value_name = "SOURCE")]
     pub from_backup: Option<PathBuf>,
     #[command(flatten)]
     pub point: PointArgs,
@@ -79,7 +80,7 @@ async fn up(args: Args) -> anyhow::Result<ExitCode> {
         None => {
             let p = &args.point;
             if p.any_target() || p.backup.is_some() || p.timeline != "latest" {
-                bail!("--latest, --time, --lsn, --name, --xid, --backup and --timeline choose what --from-backup restores: give --from-backup CLUSTER too");
+                bail!("--latest, --time, --lsn, --name, --xid, --backup and --timeline choose what --from-backup restores: give --from-backup SOURCE too");
             }
             None
         }
