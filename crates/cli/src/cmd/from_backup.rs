@@ -123,7 +123,7 @@ impl SourceArg {
 /// Refuse a new cluster that would share the source's archive or etcd keys.
 pub fn check_separate(new: &ClusterConfig, source: &Target) -> anyhow::Result<()> {
     let (a, b) = (new, &source.config);
-    if a.archive_location() == b.archive_location() {
+    if same_archive(&a.archive_location(), &b.archive_location()) {
         bail!(
             "the new cluster's archive ({}) is the source cluster's: the restored cluster would \
              push its own timeline into it. Give the new cluster an archive of its own ([archive] \
@@ -144,6 +144,21 @@ pub fn check_separate(new: &ClusterConfig, source: &Target) -> anyhow::Result<()
         );
     }
     Ok(())
+}
+
+/// Whether two archive locations are one: URLs up to a trailing `/`,
+/// directories after resolving links.
+fn same_archive(a: &str, b: &str) -> bool {
+    let norm = |l: &str| -> String {
+        if l.starts_with("s3://") {
+            l.trim_end_matches('/').to_string()
+        } else {
+            std::fs::canonicalize(l)
+                .map(|p| p.display().to_string())
+                .unwrap_or_else(|_| l.trim_end_matches('/').to_string())
+        }
+    };
+    norm(a) == norm(b)
 }
 
 /// The member of a new cluster that a restore makes, and how its messages
@@ -480,4 +495,24 @@ async fn bootstrap(args: Args) -> anyhow::Result<std::process::ExitCode> {
         member.name
     );
     Ok(std::process::ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::same_archive;
+
+    #[test]
+    fn one_archive_however_it_is_written() {
+        assert!(same_archive("s3://b/c1", "s3://b/c1/"));
+        assert!(!same_archive("s3://b/c1", "s3://b/c2"));
+        let dir = tempfile::tempdir().unwrap();
+        let real = dir.path().join("archive");
+        std::fs::create_dir(&real).unwrap();
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(&real, &link).unwrap();
+        let (r, l) = (real.display().to_string(), link.display().to_string());
+        assert!(same_archive(&r, &l));
+        assert!(same_archive(&format!("{r}/"), &r));
+        assert!(!same_archive(&r, &dir.path().display().to_string()));
+    }
 }
