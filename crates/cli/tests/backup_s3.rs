@@ -130,6 +130,23 @@ impl Drop for Restored {
     }
 }
 
+/// `pgha restore --latest` into `label` under the cluster directory.
+fn restore_latest(c: &TestCluster, label: &str) -> (Restored, std::process::Output) {
+    let r = Restored {
+        data: c.dir.path().join(label),
+        port: free_port(),
+    };
+    let out = c.pgha(&[
+        "restore",
+        "--to",
+        &r.data.display().to_string(),
+        "--port",
+        &r.port.to_string(),
+        "--latest",
+    ]);
+    (r, out)
+}
+
 async fn count(port: u16, c: &TestCluster, sql: &str) -> i64 {
     let db = pgha_postgres::probe::connect(
         "127.0.0.1",
@@ -246,18 +263,7 @@ async fn wal_and_backups_on_an_s3_compatible_store() {
 
     // Restore from the bucket: every row.
     {
-        let r = Restored {
-            data: c.dir.path().join("restore-s3"),
-            port: free_port(),
-        };
-        let out = c.pgha(&[
-            "restore",
-            "--to",
-            &r.data.display().to_string(),
-            "--port",
-            &r.port.to_string(),
-            "--latest",
-        ]);
+        let (r, out) = restore_latest(&c, "restore-s3");
         assert!(out.status.success(), "{}", describe(&out));
         assert!(String::from_utf8_lossy(&out.stdout).contains("downloading backup"));
         assert_eq!(count(r.port, &c, "SELECT count(*) FROM t").await, 2000);
@@ -300,18 +306,7 @@ async fn wal_and_backups_on_an_s3_compatible_store() {
     // A segment deleted from the bucket: --latest names it and stops.
     moto.delete(&format!("c1/{seg}"));
     {
-        let r = Restored {
-            data: c.dir.path().join("restore-s3-hole"),
-            port: free_port(),
-        };
-        let out = c.pgha(&[
-            "restore",
-            "--to",
-            &r.data.display().to_string(),
-            "--port",
-            &r.port.to_string(),
-            "--latest",
-        ]);
+        let (_restored, out) = restore_latest(&c, "restore-s3-hole");
         assert!(!out.status.success(), "{}", describe(&out));
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains(&seg) && err.contains("missing"), "{err}");

@@ -19,24 +19,11 @@ fn bin() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_pgha"))
 }
 
-/// Whether `member` takes writes (runs as a primary, not read-only).
-async fn writable(c: &TestCluster, member: &str) -> Option<bool> {
-    let client = c.connect(member).await.ok()?;
-    let row = client
-        .query_one(
-            "SELECT NOT pg_is_in_recovery() AND current_setting('default_transaction_read_only') = 'off'",
-            &[],
-        )
-        .await
-        .ok()?;
-    Some(row.get(0))
-}
-
 /// Every member that takes writes right now.
 async fn writable_members(c: &TestCluster) -> Vec<String> {
     let mut out = Vec::new();
     for m in &c.config.members {
-        if writable(c, &m.name).await == Some(true) {
+        if c.writable(&m.name).await == Some(true) {
             out.push(m.name.clone());
         }
     }
@@ -127,7 +114,7 @@ async fn the_primary_fences_when_the_standbys_cannot_promise() {
     wait_until_async(
         "the primary fences itself",
         Duration::from_secs(10),
-        || async { (writable(&c, &leader).await == Some(false)).then_some(()) },
+        || async { (c.writable(&leader).await == Some(false)).then_some(()) },
     )
     .await
     .expect("no promise left: the primary fences");

@@ -17,27 +17,6 @@ fn bin() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_pgha"))
 }
 
-/// `member` runs as a writable primary (asked with a short timeout: a
-/// frozen server does not answer).
-async fn writable(c: &TestCluster, member: &str) -> bool {
-    let check = async {
-        let client = c.connect(member).await.ok()?;
-        let row = client
-            .query_one(
-                "SELECT NOT pg_is_in_recovery() AND current_setting('default_transaction_read_only') = 'off'",
-                &[],
-            )
-            .await
-            .ok()?;
-        Some(row.get::<_, bool>(0))
-    };
-    tokio::time::timeout(Duration::from_secs(3), check)
-        .await
-        .ok()
-        .flatten()
-        == Some(true)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_frozen_primary_is_failed_over_and_rejoins() {
     let c = tokio::task::block_in_place(|| TestCluster::up(bin(), 3, "").expect("pgha up"));
@@ -61,7 +40,7 @@ async fn a_frozen_primary_is_failed_over_and_rejoins() {
         Duration::from_secs(60),
         || async {
             for m in &others {
-                if writable(&c, m).await {
+                if c.writable(m).await == Some(true) {
                     return Some(m.clone());
                 }
             }
@@ -129,7 +108,11 @@ async fn a_stall_shorter_than_hung_timeout_changes_nothing() {
     println!("writes resumed {:?} after the thaw", thawed.elapsed());
     assert_eq!(c.postgres_pids(&leader)[0], pids[0], "same postmaster");
     assert_eq!(c.leader().await.as_deref(), Some(leader.as_str()));
-    assert!(writable(&c, &leader).await, "still the writable primary");
+    assert_eq!(
+        c.writable(&leader).await,
+        Some(true),
+        "still the writable primary"
+    );
     let log = w.stop().await;
     assert!(log.failed.is_empty(), "failed writes: {:?}", log.failed);
     assert_eq!(

@@ -157,6 +157,27 @@ impl TestCluster {
         .await?)
     }
 
+    /// Whether `member` takes writes: `Some(true)` a primary that is not
+    /// read-only, `Some(false)` it answers but does not (a standby, or a
+    /// fenced primary), `None` no answer within 3 s (down, or frozen).
+    pub async fn writable(&self, member: &str) -> Option<bool> {
+        let check = async {
+            let client = self.connect(member).await.ok()?;
+            let row = client
+                .query_one(
+                    "SELECT NOT pg_is_in_recovery() AND current_setting('default_transaction_read_only') = 'off'",
+                    &[],
+                )
+                .await
+                .ok()?;
+            Some(row.get::<_, bool>(0))
+        };
+        tokio::time::timeout(Duration::from_secs(3), check)
+            .await
+            .ok()
+            .flatten()
+    }
+
     /// Stop one member cleanly: SIGTERM to its agent, which stops its
     /// PostgreSQL; waits for both.
     pub async fn stop_member(&self, member: &str) -> anyhow::Result<()> {
