@@ -12,12 +12,13 @@
 
 use pgha_agent::api::client;
 use pgha_testkit::cluster::{describe, TestCluster};
+use pgha_testkit::proxy_writer::connect_rw;
 use pgha_testkit::wait_until;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tokio_postgres::{Client, NoTls};
+use tokio_postgres::Client;
 
 const INSERT: &str = "INSERT INTO drain_t(client, n) VALUES ($1, $2)";
 
@@ -40,24 +41,6 @@ enum Kind {
     Simple,
     /// BEGIN; INSERT; (pause) INSERT; COMMIT.
     Transaction,
-}
-
-/// A session through the proxy's rw listener.
-async fn connect_rw(c: &TestCluster) -> anyhow::Result<Client> {
-    let p = c
-        .config
-        .proxy
-        .as_ref()
-        .ok_or_else(|| anyhow::anyhow!("the dev cluster has no [proxy]"))?;
-    let conninfo = format!(
-        "host={} port={} user={} password={} dbname=postgres connect_timeout=10",
-        p.host, p.rw_port, c.config.superuser, c.admin_password
-    );
-    let (client, conn) = tokio_postgres::connect(&conninfo, NoTls).await?;
-    tokio::spawn(async move {
-        let _ = conn.await;
-    });
-    Ok(client)
 }
 
 /// One round: the rows it acknowledged, or the error.
